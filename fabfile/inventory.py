@@ -1,0 +1,122 @@
+"""`inv inventory.import|show|check`: the node list and a preflight over it."""
+
+from __future__ import annotations
+
+import os
+
+from invoke import task
+from invoke.exceptions import Exit
+from paramiko.ssh_exception import AuthenticationException
+from invoke.exceptions import AuthFailure
+
+from .lib.cluster import ensure_private, inventory_path, open_session, resolve_inventory
+from .lib.errors import InputError, reported
+from .lib.facts import human_kib, parse_facts, preflight_command
+from .lib.fanout import FAILED, OK, UNREACHABLE, HostResult, fan_out, worst_exit_code
+from .lib.localfs import read_text, write_if_changed
+from .lib.mapping import check_prefix, parse_mapping, render_inventory, render_ssh_block, replace_block
+from .lib.report import host_table, inventory_table, summary_line
+from .lib.inventory import parse_inventory
+
+
+@task(
+    name="import",
+    help={
+        "mapping": "file with one 'PUBLIC_IP PRIVATE_IP' row per node (header optional)",
+        "output": "inventory file to write (default: the inventory in use, inventory/hosts.yaml)",
+        "prefix": "host alias prefix for ~/.ssh/config entries (default rental: rental0, rental1, ...)",
+        "user": "SSH user (default root)",
+        "port": "SSH port (default 22)",
+        "key": "SSH private key (IdentityFile)",
+        "ssh_config": "ssh config file to manage (default ~/.ssh/config)",
+    },
+)
+@reported
+def import_(c, mapping, output=None, prefix="rental", user="root", port=22, key=None, ssh_config="~/.ssh/config"):
+    """Turn a pasted 'Public IP  Private IP' table into the inventory and ~/.ssh/config entries."""
+    text = read_text(mapping)
+    if text is None:
+        raise InputError("mapping file not found", path=mapping)
+    prefix = check_prefix(prefix)
+    pairs = parse_mapping(text, mapping)
+    output = output or inventory_path(c.config)
+    inv_text = render_inventory(pairs, prefix, user, int(port), key, source=os.path.basename(mapping))
+    # Every check above passed: only now is anything written.
+    cfg_path = os.path.expanduser(ssh_config)
+    block = render_ssh_block(pairs, prefix, user, int(port), key, output)
+    old_cfg = read_text(cfg_path) or ""
+    new_cfg = replace_block(old_cfg, block, cfg_path)
+    inv_changed = write_if_changed(output, inv_text, 0o644, backup=output + ".bak")
+    os.makedirs(os.path.dirname(cfg_path) or ".", mode=0o700, exist_ok=True)
+    cfg_changed = write_if_changed(cfg_path, new_cfg, 0o600, backup=cfg_path + ".gpufab.bak")
+    print(inventory_table(parse_inventory(inv_text, output)))
+    print(f"{output}: {'written' if inv_changed else 'unchanged'}")
+    print(f"{cfg_path}: managed block {'written' if cfg_changed else 'unchanged'} "
+          f"({prefix}0..{prefix}{len(pairs) - 1}; try: ssh {prefix}0)")
+
+
+@task
+@reported
+def show(c):
+    """Print the node table of the inventory in use."""
+    inv = resolve_inventory(c.config)
+    print(inventory_table(inv))
+
+
+def _preflight(session, conn, node, head_private):
+    try:
+        conn.open()
+    except AuthenticationException as exc:
+        return HostResult(node, FAILED, 255, reason=f"SSH authentication failed ({exc})",
+                          data={"reachable": "yes", "auth": "no"})
+    facts = parse_facts(conn.run(preflight_command(head_private), hide=True, in_stream=False,
+                                 timeout=session.command_timeout).stdout)
+    data = {"reachable": "yes", "auth": "ok", **facts}
+    problems = []
+    if facts.get("sudo") == "password":
+        password = session.sudo_password()
+        if password is None:
+            data["sudo"] = "needs password"
+            problems.append("sudo needs a password (use --prompt-for-sudo-password)")
+        else:
+            try:
+                conn.sudo("true", password=password, hide=True, in_stream=False, timeout=session.command_timeout)
+                data["sudo"] = "ok (password)"
+            except AuthFailure:
+                data["sudo"] = "wrong password"
+                problems.append("wrong sudo password")
+    elif facts.get("sudo") == "missing":
+        problems.append("sudo is not installed and the SSH user is not root")
+    if head_private and not facts.get("nic"):
+        problems.append(f"no route to the head's private address {head_private}")
+    if problems:
+        return HostResult(node, FAILED, 1, reason="; ".join(problems), data=data)
+    return HostResult(node, OK, data=data)
+
+
+@task(help={"private_subnet": "CIDR of the private network (for fab -H, when discovery is ambiguous)",
+            "workers": "hosts checked at once"})
+@reported
+def check(c, private_subnet=None, workers=None):
+    """Preflight: reachable, auth, sudo, OS, GPUs, private NIC, free disk on / per host."""
+    with open_session(c.config) as session:
+        inv = ensure_private(session, private_subnet, workers)
+        head_private = inv.head.private
+        results = fan_out(session, inv.nodes, lambda conn, node: _preflight(session, conn, node, head_private),
+                          workers=workers)
+    rows = []
+    for r in results:
+        d = r.data
+        if r.status == UNREACHABLE and not d:
+            rows.append((r.node.name, f"no: {r.reason}", "-", "-", "-", "-", "-", "-"))
+            continue
+        rows.append((
+            r.node.name, d.get("reachable", "yes"), d.get("auth", "-"), d.get("sudo", "-"),
+            d.get("os", "-"), d.get("gpus", "-"),
+            d.get("nic") or "-", human_kib(d["disk_free_kb"]) if d.get("disk_free_kb") else "-",
+        ))
+    print(host_table(["Node", "Reachable", "Auth", "Sudo", "OS", "GPUs", "Private NIC", "Free /"], rows))
+    print(summary_line("inventory.check", results))
+    code = worst_exit_code(results)
+    if code:
+        raise Exit(code=code)

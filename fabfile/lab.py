@@ -1,0 +1,432 @@
+"""`inv lab.up|down|status|poweroff|poweron`: a local practice cluster, like `kind`.
+
+Runs on this machine as root and touches only what it names: netns
+`gpufab-node*`, links `gfpub*`/`gfprv*`, the overlay mounts and files under
+the lab's state directory, its tinyproxy, and inventory/lab.yaml. The
+debootstrapped base is cached outside the repo and reused while its recipe
+is unchanged.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+from invoke import task
+from invoke.exceptions import Exit
+
+from .lib import lab as plan
+from .lib.errors import GpufabError, reported
+from .lib.lab import LabHost, LabPaths
+from .lib.report import host_table
+
+REPO = Path(__file__).resolve().parent.parent
+LAB_INVENTORY = REPO / "inventory" / "lab.yaml"
+TOOLS = {  # command -> Debian package
+    "debootstrap": "debootstrap",
+    "systemd-nspawn": "systemd-container",
+    "tinyproxy": "tinyproxy",
+    "ssh-keygen": "openssh-client",
+    "ip": "iproute2",
+}
+
+
+class LabError(GpufabError):
+    """The lab could not be brought up or down; the message says which step."""
+
+
+def _run(cmd: Sequence[str], check: bool = True, env: Optional[Dict[str, str]] = None, **kw) -> subprocess.CompletedProcess:
+    proc = subprocess.run(list(cmd), capture_output=True, text=True, env={**os.environ, **(env or {})}, **kw)
+    if check and proc.returncode != 0:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["(no output)"]
+        raise LabError(f"lab: `{' '.join(cmd)}` failed: {tail[0]}")
+    return proc
+
+
+def require_root_and_tools() -> None:
+    if os.geteuid() != 0:
+        raise LabError("lab: must run as root (it creates network namespaces, mounts and containers)")
+    missing = sorted({pkg for tool, pkg in TOOLS.items() if shutil.which(tool) is None})
+    if missing and os.environ.get("CI"):
+        _run(["apt-get", "update", "-qq"])
+        _run(["apt-get", "install", "-y", "-qq", *missing], env={"DEBIAN_FRONTEND": "noninteractive"})
+        missing = sorted({pkg for tool, pkg in TOOLS.items() if shutil.which(tool) is None})
+    if missing:
+        raise LabError(f"lab: missing tools; install them with: apt-get install -y {' '.join(missing)}")
+    if not os.path.exists("/dev/fuse"):
+        raise LabError("lab: /dev/fuse is missing on this machine (needed for shared storage tests)")
+
+
+# --------------------------------------------------------------------------- #
+# Base image (cached)
+
+
+def _write(root: str, inner: str, content: str, mode: int = 0o644) -> None:
+    path = os.path.join(root, inner.lstrip("/"))
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    if os.path.islink(path):
+        os.unlink(path)
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write(content)
+    os.chmod(path, mode)
+
+
+def ensure_base(paths: LabPaths) -> str:
+    """The base image for this recipe, built once (about a minute) and cached."""
+    mirror = plan.apt_mirror(_apt_sources())
+    base = paths.base(plan.recipe_id(mirror))
+    if os.path.exists(os.path.join(base, ".gpufab-base-ready")):
+        return base
+    os.makedirs(paths.cache, exist_ok=True)
+    with open(os.path.join(paths.cache, ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if os.path.exists(os.path.join(base, ".gpufab-base-ready")):
+            return base
+        tmp = base + ".tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        print(f"lab: building the base image in {base} (once; about a minute)", flush=True)
+        _run(["debootstrap", "--variant=minbase", f"--include={','.join(plan.PACKAGES)}", plan.SUITE, tmp, mirror])
+        for inner, content in plan.base_files().items():
+            _write(tmp, inner, content, 0o440 if "sudoers" in inner else 0o644)
+        # HTTPS from this machine passes an intercepting proxy whose CA only
+        # this machine's bundle has: the hosts get the same bundle.
+        bundle = "/etc/ssl/certs/ca-certificates.crt"
+        if os.path.exists(bundle):
+            shutil.copy(bundle, os.path.join(tmp, "usr/local/share/ca-certificates/gpufab-lab-host-bundle.crt"))
+        _run(["chroot", tmp, "/bin/sh", "-c", plan.BASE_SETUP_SCRIPT])
+        if os.path.exists(bundle):
+            shutil.copy(bundle, os.path.join(tmp, bundle.lstrip("/")))
+        _write(tmp, "/.gpufab-base-ready", plan.recipe_id(mirror) + "\n")
+        # Old bases of other recipes are no longer used.
+        for entry in os.listdir(paths.cache):
+            if entry.startswith("base-") and os.path.join(paths.cache, entry) not in (base, tmp):
+                shutil.rmtree(os.path.join(paths.cache, entry), ignore_errors=True)
+        os.rename(tmp, base)
+    return base
+
+
+def _apt_sources() -> str:
+    text = ""
+    for path in ["/etc/apt/sources.list", *sorted(str(p) for p in Path("/etc/apt/sources.list.d").glob("*"))]:
+        try:
+            text += Path(path).read_text() + "\n"
+        except OSError:
+            pass
+    return text
+
+
+# --------------------------------------------------------------------------- #
+# Network, proxy, hosts
+
+
+def _link_exists(name: str) -> bool:
+    return _run(["ip", "link", "show", name], check=False).returncode == 0
+
+
+def _netns_list() -> List[str]:
+    out = _run(["ip", "netns", "list"], check=False).stdout
+    return [line.split()[0] for line in out.splitlines() if line.strip()]
+
+
+def ensure_bridges() -> None:
+    if _link_exists(plan.PUBLIC_BRIDGE) and _link_exists(plan.PRIVATE_BRIDGE):
+        return
+    for cmd in plan.bridge_commands():
+        name = cmd[3]
+        if cmd[2] == "add" and cmd[1] == "link" and _link_exists(name):
+            continue
+        _run(cmd)
+
+
+def ensure_proxy(paths: LabPaths) -> None:
+    pid_file = os.path.join(paths.state, "tinyproxy.pid")
+    if _pid_alive(_read_pid(pid_file), "tinyproxy"):
+        return
+    conf = os.path.join(paths.state, "tinyproxy.conf")
+    log = os.path.join(paths.state, "tinyproxy.log")
+    _write("/", conf, plan.tinyproxy_config(pid_file, log))
+    open(log, "a").close()
+    os.chmod(log, 0o666)  # tinyproxy drops to nobody before opening its log
+    proc = subprocess.Popen(
+        ["tinyproxy", "-d", "-c", conf], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    Path(pid_file).write_text(f"{proc.pid}\n")
+
+
+def _read_pid(path: str) -> Optional[int]:
+    try:
+        return int(Path(path).read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _pid_alive(pid: Optional[int], name: str) -> bool:
+    if not pid:
+        return False
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return False
+    return name in cmdline
+
+
+def _is_mounted(path: str) -> bool:
+    real = os.path.realpath(path)
+    with open("/proc/mounts") as fh:
+        return any(line.split()[1] == real for line in fh)
+
+
+def ensure_key(paths: LabPaths) -> str:
+    if not os.path.exists(paths.key):
+        os.makedirs(paths.state, mode=0o700, exist_ok=True)
+        _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "gpufab-lab", "-f", paths.key])
+    return Path(paths.key + ".pub").read_text()
+
+
+def ensure_host(paths: LabPaths, host: LabHost, hosts: Sequence[LabHost], base: str, pubkey: str) -> List[str]:
+    """Netns, overlay and first-boot files of one host; returns its known_hosts lines."""
+    root = paths.host(host, "root")
+    for sub in ("upper", "work", "root", "docker"):
+        os.makedirs(paths.host(host, sub), exist_ok=True)
+    if host.netns not in _netns_list():
+        for cmd in plan.netns_commands(host):
+            _run(cmd)
+    if not _is_mounted(root):
+        _run([
+            "mount", "-t", "overlay", "overlay", "-o",
+            f"lowerdir={base},upperdir={paths.host(host, 'upper')},workdir={paths.host(host, 'work')}", root,
+        ])
+    marker = os.path.join(root, ".gpufab-host-ready")
+    if not os.path.exists(marker):
+        for inner, content in plan.host_files(host, hosts, pubkey, uuid.uuid4().hex).items():
+            _write(root, inner, content, 0o600 if "authorized_keys" in inner else 0o644)
+        _run(["ssh-keygen", "-A", "-f", root])
+        # sshd reads authorized_keys as the user: it must be theirs.
+        _run(["chroot", root, "chown", "-R", f"{plan.SUDO_USER}:{plan.SUDO_USER}", f"/home/{plan.SUDO_USER}/.ssh"])
+        _write(root, "/.gpufab-host-ready", "")
+    lines = []
+    for pub in sorted(Path(root, "etc/ssh").glob("ssh_host_*_key.pub")):
+        keytype, blob = pub.read_text().split()[:2]
+        lines.append(f"{host.public_ip} {keytype} {blob}")
+    return lines
+
+
+def host_running(paths: LabPaths, host: LabHost) -> bool:
+    return _pid_alive(_read_pid(paths.host(host, "pid")), "systemd-nspawn")
+
+
+def boot(paths: LabPaths, host: LabHost) -> None:
+    if host_running(paths, host):
+        return
+    console = open(paths.host(host, "console.log"), "ab")
+    proc = subprocess.Popen(
+        plan.nspawn_command(host, paths.host(host, "root"), paths.host(host, "docker")),
+        stdin=subprocess.DEVNULL, stdout=console, stderr=console, start_new_session=True,
+        env={**os.environ, **plan.NSPAWN_ENV},
+    )
+    Path(paths.host(host, "pid")).write_text(f"{proc.pid}\n")
+
+
+def ssh_answers(address: str, timeout: float = 1.0) -> bool:
+    try:
+        with socket.create_connection((address, 22), timeout=timeout) as sock:
+            sock.settimeout(timeout)
+            return sock.recv(4).startswith(b"SSH-")
+    except OSError:
+        return False
+
+
+def wait_ssh(paths: LabPaths, hosts: Sequence[LabHost], timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    pending = list(hosts)
+    while pending and time.monotonic() < deadline:
+        for host in list(pending):
+            if not host_running(paths, host):
+                raise LabError(f"lab: {host.name} stopped while booting; see {paths.host(host, 'console.log')}")
+            if ssh_answers(host.public_ip):
+                pending.remove(host)
+        if pending:
+            time.sleep(0.2)
+    if pending:
+        names = ", ".join(h.name for h in pending)
+        raise LabError(f"lab: sshd did not answer on {names} within {timeout:.0f}s")
+
+
+def stop_host(paths: LabPaths, host: LabHost, timeout: float = 30) -> bool:
+    """Power a host off cleanly (nspawn turns SIGTERM into a poweroff); kill if it hangs."""
+    pid = _read_pid(paths.host(host, "pid"))
+    if not _pid_alive(pid, "systemd-nspawn"):
+        return False
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while _pid_alive(pid, "systemd-nspawn") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if _pid_alive(pid, "systemd-nspawn"):
+        os.killpg(pid, signal.SIGKILL)
+        time.sleep(0.5)
+    return True
+
+
+def lab_hosts(paths: LabPaths) -> List[LabHost]:
+    """The hosts of the lab that exists now (from its state directory)."""
+    try:
+        count = int(Path(paths.state, "size").read_text())
+    except (OSError, ValueError):
+        return []
+    return plan.plan_hosts(count)
+
+
+# --------------------------------------------------------------------------- #
+# Whole lab
+
+
+def lab_up(count: int, paths: Optional[LabPaths] = None) -> List[LabHost]:
+    paths = paths or LabPaths.from_env()
+    require_root_and_tools()
+    existing = lab_hosts(paths)
+    if existing and len(existing) != count:
+        raise LabError(f"lab: a lab of {len(existing)} hosts is already up; run inv lab.down first")
+    hosts = plan.plan_hosts(count)
+    base = ensure_base(paths)
+    os.makedirs(paths.state, mode=0o700, exist_ok=True)
+    Path(paths.state, "size").write_text(f"{count}\n")
+    ensure_bridges()
+    ensure_proxy(paths)
+    pubkey = ensure_key(paths)
+    known: List[str] = []
+    for host in hosts:
+        known += ensure_host(paths, host, hosts, base, pubkey)
+    Path(paths.known_hosts).write_text("\n".join(known) + "\n")
+    os.chmod(paths.known_hosts, 0o600)
+    for host in hosts:
+        boot(paths, host)
+    wait_ssh(paths, hosts)
+    LAB_INVENTORY.parent.mkdir(exist_ok=True)
+    LAB_INVENTORY.write_text(plan.lab_inventory(hosts, paths.key, paths.known_hosts))
+    return hosts
+
+
+def lab_down(paths: Optional[LabPaths] = None) -> List[str]:
+    """Remove everything the lab made; returns what was removed. Safe to repeat."""
+    paths = paths or LabPaths.from_env()
+    if os.geteuid() != 0:
+        raise LabError("lab: must run as root")
+    removed: List[str] = []
+    hosts = lab_hosts(paths)
+    # Hosts of a half-made lab may exist without a size file: find them too.
+    ns_hosts = [n for n in _netns_list() if n.startswith(plan.NETNS_PREFIX + "node")]
+    count = max([len(hosts)] + [int(n[len(plan.NETNS_PREFIX) + 4:]) for n in ns_hosts if n[len(plan.NETNS_PREFIX) + 4:].isdigit()])
+    if os.path.isdir(paths.state):
+        dirs = [d for d in os.listdir(paths.state) if d.startswith("node") and d[4:].isdigit()]
+        count = max([count] + [int(d[4:]) for d in dirs])
+    hosts = plan.plan_hosts(count) if count else []
+    for host in hosts:
+        if stop_host(paths, host):
+            removed.append(f"host {host.name}")
+    for host in hosts:
+        root = paths.host(host, "root")
+        if _is_mounted(root):
+            _run(["umount", root])
+            removed.append(f"mount {root}")
+        if host.netns in _netns_list():
+            _run(["ip", "netns", "del", host.netns])
+            removed.append(f"netns {host.netns}")
+        for link in (host.host_pub_veth, host.host_prv_veth):
+            if _link_exists(link):
+                _run(["ip", "link", "del", link])
+    pid = _read_pid(os.path.join(paths.state, "tinyproxy.pid"))
+    if _pid_alive(pid, "tinyproxy"):
+        os.killpg(pid, signal.SIGTERM)
+        removed.append("tinyproxy")
+    for bridge in (plan.PUBLIC_BRIDGE, plan.PRIVATE_BRIDGE):
+        if _link_exists(bridge):
+            _run(["ip", "link", "del", bridge])
+            removed.append(f"bridge {bridge}")
+    if os.path.isdir(paths.state):
+        with open("/proc/mounts") as fh:
+            busy = [line.split()[1] for line in fh if line.split()[1].startswith(os.path.realpath(paths.state) + "/")]
+        if busy:
+            raise LabError(f"lab: still mounted, not removing {paths.state}: {', '.join(busy)}")
+        shutil.rmtree(paths.state)
+        removed.append(f"dir {paths.state}")
+    if LAB_INVENTORY.exists():
+        LAB_INVENTORY.unlink()
+        removed.append(str(LAB_INVENTORY.relative_to(REPO)))
+    return removed
+
+
+def _host(paths: LabPaths, name: str) -> LabHost:
+    for host in lab_hosts(paths):
+        if host.name == name:
+            return host
+    raise LabError(f"lab: no lab host named {name!r} (is the lab up?)")
+
+
+# --------------------------------------------------------------------------- #
+# Tasks
+
+
+@task(help={"nodes": "number of hosts (default 3)"})
+@reported
+def up(c, nodes=3):
+    """Start the local lab: N systemd-booted Debian hosts reachable over SSH."""
+    hosts = lab_up(int(nodes))
+    print(host_table(["Node", "Public IP (SSH)", "Private IP", "Private NIC"],
+                     [(h.name, h.public_ip, h.private_ip, h.private_nic) for h in hosts]))
+    rel = LAB_INVENTORY.relative_to(REPO)
+    print(f"lab: {len(hosts)} hosts up; inventory written to {rel}")
+    print(f"lab: try  GPUFAB_INVENTORY={rel} inv exec hostname")
+
+
+@task
+@reported
+def down(c):
+    """Remove every netns, bridge, mount, process and file the lab made."""
+    removed = lab_down()
+    print("lab: removed " + (", ".join(removed) if removed else "nothing (no lab was up)"))
+
+
+@task
+@reported
+def status(c):
+    """Show each lab host: running, SSH answering, addresses."""
+    paths = LabPaths.from_env()
+    hosts = lab_hosts(paths)
+    if not hosts:
+        print("lab: no lab is up (inv lab.up)")
+        return
+    rows = []
+    for h in hosts:
+        running = host_running(paths, h)
+        rows.append((h.name, "running" if running else "off", "yes" if running and ssh_answers(h.public_ip) else "no",
+                     h.public_ip, h.private_ip, h.private_nic))
+    print(host_table(["Node", "State", "SSH", "Public IP", "Private IP", "Private NIC"], rows))
+
+
+@task(help={"name": "lab host to power off, e.g. node3"})
+@reported
+def poweroff(c, name):
+    """Power one lab host off (its netns and disk stay), to test dead hosts."""
+    paths = LabPaths.from_env()
+    host = _host(paths, name)
+    print(f"lab: {name} " + ("powered off" if stop_host(paths, host) else "was already off"))
+
+
+@task(help={"name": "lab host to power on, e.g. node3"})
+@reported
+def poweron(c, name):
+    """Boot a powered-off lab host again and wait for its sshd."""
+    paths = LabPaths.from_env()
+    host = _host(paths, name)
+    boot(paths, host)
+    wait_ssh(paths, [host])
+    print(f"lab: {name} is up")

@@ -1,0 +1,157 @@
+"""From an Invoke context to the nodes of this run and their connections.
+
+Tasks stay thin: they ask this module for the inventory (from `fab -H`, the
+`GPUFAB_INVENTORY` variable, the `gpufab.inventory` config key, or
+`inventory/hosts.yaml`) and for a Session over it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+
+from .connection import Session, gpufab_setting
+from .errors import InputError
+from .inventory import Inventory, Node, load_inventory, nodes_from_hosts, with_private
+
+DEFAULT_INVENTORY = "inventory/hosts.yaml"
+ENV_INVENTORY = "GPUFAB_INVENTORY"
+
+
+def inventory_path(config: Any) -> str:
+    """Which inventory file a run uses: env var, then config key, then the default."""
+    return os.environ.get(ENV_INVENTORY) or gpufab_setting(config, "inventory") or DEFAULT_INVENTORY
+
+
+def cli_hosts(config: Any) -> Optional[List[str]]:
+    hosts = gpufab_setting(config, "hosts")
+    return list(hosts) if hosts else None
+
+
+def resolve_inventory(config: Any) -> Inventory:
+    """The nodes of this run: `fab -H` hosts if given, else the inventory file."""
+    hosts = cli_hosts(config)
+    if hosts:
+        return nodes_from_hosts(hosts)
+    return load_inventory(inventory_path(config))
+
+
+def open_session(config: Any, inventory: Optional[Inventory] = None, **kwargs: Any) -> Session:
+    return Session(inventory or resolve_inventory(config), config, **kwargs)
+
+
+def select_nodes(inv: Inventory, names: Optional[str]) -> Tuple[Node, ...]:
+    """`--nodes node1,node3` narrows a run to some nodes (nodeset names only)."""
+    if not names:
+        return inv.nodes
+    wanted = [n.strip() for n in names.split(",") if n.strip()]
+    return tuple(inv.by_name(n) for n in wanted)
+
+
+# --------------------------------------------------------------------------- #
+# Private address discovery for `fab -H` (no inventory to say it)
+
+#: Interfaces whose networks are the same on every host by construction.
+VIRTUAL_PREFIXES = ("lo", "docker", "br-", "veth", "virbr", "cni", "flannel", "cali", "tun", "tap", "wg", "zt", "tailscale")
+
+
+def parse_addresses(text: str) -> List[Tuple[str, ipaddress.IPv4Interface]]:
+    """Parse `ip -o -4 addr show` into (interface, address/prefix) pairs."""
+    out = []
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) >= 4 and parts[2] == "inet":
+            out.append((parts[1], ipaddress.IPv4Interface(parts[3])))
+    return out
+
+
+def choose_private(
+    facts: Dict[str, Sequence[Tuple[str, ipaddress.IPv4Interface]]],
+    ssh_addresses: Dict[str, str],
+    subnet: Optional[str] = None,
+) -> Dict[str, str]:
+    """Pick each host's private address from its interfaces.
+
+    With `subnet` given, each host's address in it. Otherwise the IPv4 network
+    that every host has an address in, other than the one SSH used and the
+    virtual bridges every host has alike (docker0 is 172.17.0.1 everywhere);
+    addresses must differ between hosts for a network to count as shared.
+    """
+    if subnet:
+        try:
+            net = ipaddress.IPv4Network(subnet, strict=False)
+        except ValueError:
+            raise InputError(f"invalid private subnet {subnet!r}", path="--private-subnet") from None
+        chosen = {}
+        for host, addrs in facts.items():
+            match = [a for _, a in addrs if a.ip in net]
+            if not match:
+                raise InputError(f"host {host} has no address in {net}", path="--private-subnet")
+            chosen[host] = str(match[0].ip)
+        return chosen
+
+    candidates: Dict[str, Dict[ipaddress.IPv4Network, str]] = {}
+    for host, addrs in facts.items():
+        ssh_ip = ssh_addresses.get(host)
+        nets: Dict[ipaddress.IPv4Network, str] = {}
+        for ifname, addr in addrs:
+            if ifname.startswith(VIRTUAL_PREFIXES) or addr.ip.is_loopback:
+                continue
+            if ssh_ip is not None and str(addr.ip) == ssh_ip:
+                continue
+            nets.setdefault(addr.network, str(addr.ip))
+        candidates[host] = nets
+    hosts = list(facts)
+    if len(hosts) == 1:
+        nets = candidates[hosts[0]]
+        if len(nets) == 1:
+            return {hosts[0]: next(iter(nets.values()))}
+        return {hosts[0]: ssh_addresses.get(hosts[0]) or ""}
+    shared = set.intersection(*(set(candidates[h]) for h in hosts))
+    shared = {net for net in shared if len({candidates[h][net] for h in hosts}) == len(hosts)}
+    if not shared:
+        raise InputError(
+            "no IPv4 subnet is shared by all hosts besides the SSH one; give --private-subnet CIDR",
+            path="--hosts",
+        )
+    # Several: prefer private ranges, then the smallest network.
+    net = sorted(shared, key=lambda n: (not n.is_private, -n.prefixlen))[0]
+    return {h: candidates[h][net] for h in hosts}
+
+
+ADDRESSES_CMD = 'echo "$SSH_CONNECTION"; ip -o -4 addr show'
+
+
+def ensure_private(session: Session, subnet: Optional[str] = None, workers: Optional[int] = None) -> Inventory:
+    """Fill in private addresses the inventory does not give, by asking the hosts.
+
+    Returns the session's inventory with private addresses set (and stores it
+    back on the session). Unreachable hosts are left without one; the step
+    that needs it reports them.
+    """
+    from .fanout import OK, HostResult, fan_out
+
+    inv = session.inventory
+    missing = [n for n in inv.nodes if not n.private]
+    if not missing and not subnet:
+        return inv
+
+    def addresses(conn: Any, node: Node) -> HostResult:
+        out = conn.run(ADDRESSES_CMD, hide=True, timeout=session.command_timeout).stdout
+        first, _, rest = out.partition("\n")
+        # SSH_CONNECTION's third field is the address SSH reached, as the host
+        # sees it (behind NAT it differs from the one we dialled).
+        fields = first.split()
+        ssh_ip = fields[2] if len(fields) == 4 else None
+        return HostResult(node, OK, data={"addrs": parse_addresses(rest), "ssh_ip": ssh_ip})
+
+    targets = inv.nodes if subnet else missing
+    results = [r for r in fan_out(session, targets, addresses, workers=workers) if not r.failed]
+    if not results:
+        return inv
+    facts = {r.node.name: r.data["addrs"] for r in results}
+    ssh_ips = {r.node.name: r.data["ssh_ip"] for r in results}
+    chosen = choose_private(facts, ssh_ips, subnet)
+    session.inventory = with_private(inv, {k: v for k, v in chosen.items() if v})
+    return session.inventory

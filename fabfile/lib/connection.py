@@ -1,0 +1,210 @@
+"""The one network seam: SSH connections to nodes, one per host per run.
+
+Fabric's `Connection` is kept (so `-i`, `--prompt-for-sudo-password` and
+~/.ssh/config reach every host through `config=c.config`), with three things
+changed that matter for a cluster tool:
+
+- host keys are checked against known_hosts and unknown ones accepted and
+  recorded (OpenSSH's `accept-new`), instead of Fabric's silent AutoAddPolicy
+  that checks nothing;
+- TCP_NODELAY is set on the socket before the handshake: paramiko leaves Nagle
+  on, which costs tens of milliseconds on every command of a warm connection;
+- connect, banner and auth timeouts all follow one setting, so a dead or hung
+  host fails within it instead of hanging the run.
+"""
+
+from __future__ import annotations
+
+import getpass
+import logging
+import os
+import socket
+import sys
+import threading
+from typing import Any, Dict, Optional
+
+from fabric import Config, Connection
+from paramiko import MissingHostKeyPolicy
+
+from .inventory import Inventory, Node
+
+DEFAULT_CONNECT_TIMEOUT = 10
+DEFAULT_KNOWN_HOSTS = "~/.ssh/known_hosts"
+
+_KNOWN_HOSTS_LOCK = threading.Lock()
+
+# Paramiko logs transport errors (e.g. on closing a connection whose auth
+# failed) through the root logger's last-resort handler, straight onto the
+# user's terminal; every failure is already reported in the host's result.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
+
+
+class AcceptNewPolicy(MissingHostKeyPolicy):
+    """Record a host key seen for the first time; a changed key still fails.
+
+    Paramiko itself raises BadHostKeyException when a known host offers a
+    different key; this policy is only asked about hosts not in the file.
+    """
+
+    def __init__(self, known_hosts: str):
+        self.known_hosts = known_hosts
+
+    def missing_host_key(self, client: Any, hostname: str, key: Any) -> None:
+        client.get_host_keys().add(hostname, key.get_name(), key)
+        line = f"{hostname} {key.get_name()} {key.get_base64()}\n"
+        with _KNOWN_HOSTS_LOCK:
+            directory = os.path.dirname(self.known_hosts)
+            if directory:
+                os.makedirs(directory, mode=0o700, exist_ok=True)
+            fd = os.open(self.known_hosts, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            with os.fdopen(fd, "a") as fh:
+                fh.write(line)
+
+
+class NodeConnection(Connection):
+    """A Fabric Connection with TCP_NODELAY and checked host keys."""
+
+    def __init__(self, *args: Any, known_hosts: str, node: Optional[Node] = None, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.node = node
+        self.known_hosts = known_hosts
+        if os.path.exists(known_hosts):
+            self.client.load_host_keys(known_hosts)
+        self.client.set_missing_host_key_policy(AcceptNewPolicy(known_hosts))
+
+    def open(self) -> Any:
+        if self.is_connected:
+            return None
+        timeout = self.connect_timeout
+        if timeout:
+            self.connect_kwargs.setdefault("banner_timeout", timeout)
+            self.connect_kwargs.setdefault("auth_timeout", timeout)
+        if self.gateway:
+            result = super().open()
+            _nodelay(self.transport.sock)
+            return result
+        sock = socket.create_connection((self.host, self.port), timeout=timeout)
+        _nodelay(sock)
+        self.connect_kwargs["sock"] = sock
+        try:
+            return super().open()
+        except BaseException:
+            sock.close()
+            raise
+        finally:
+            self.connect_kwargs.pop("sock", None)
+
+
+def _nodelay(sock: Any) -> None:
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except (OSError, AttributeError):  # a ProxyCommand pipe has no TCP options
+        pass
+
+
+def gpufab_setting(config: Any, key: str, default: Any = None) -> Any:
+    """Read `gpufab.<key>` from an Invoke/Fabric config, tolerating its absence."""
+    section = config.get("gpufab") if hasattr(config, "get") else None
+    if section is None:
+        return default
+    value = section.get(key) if hasattr(section, "get") else None
+    return default if value is None else value
+
+
+class Session:
+    """The connections of one run: opened lazily, one per node, closed at the end.
+
+    Every task of a run (and every step of `bootstrap`) goes through the same
+    Session, so a host is connected to once however many commands it gets.
+    """
+
+    def __init__(
+        self,
+        inventory: Inventory,
+        config: Any = None,
+        *,
+        connect_timeout: Optional[float] = None,
+        command_timeout: Optional[float] = None,
+        known_hosts: Optional[str] = None,
+    ):
+        self.inventory = inventory
+        # Clone once: Fabric would otherwise turn an Invoke config into a
+        # Fabric one for every host, and its key merging mutates shared dicts.
+        if config is None:
+            config = Config()
+        elif not isinstance(config, Config):
+            config = config.clone(into=Config)
+        self.config = config
+        # `fab -t N` lands in connect_kwargs.timeout, `timeouts.connect` in config.
+        fabric_connect = (config.get("connect_kwargs") or {}).get("timeout") or (
+            config.get("timeouts") or {}
+        ).get("connect")
+        self.connect_timeout = connect_timeout or fabric_connect or gpufab_setting(
+            config, "connect_timeout", DEFAULT_CONNECT_TIMEOUT
+        )
+        fabric_command = (config.get("timeouts") or {}).get("command")
+        self.command_timeout = command_timeout or fabric_command or gpufab_setting(config, "command_timeout")
+        self.known_hosts = os.path.expanduser(
+            known_hosts or inventory.known_hosts or gpufab_setting(config, "known_hosts", DEFAULT_KNOWN_HOSTS)
+        )
+        self._connections: Dict[str, NodeConnection] = {}
+        self._lock = threading.Lock()
+        self._sudo_lock = threading.Lock()
+        self._sudo_asked = False
+
+    def connection(self, node: Node) -> NodeConnection:
+        with self._lock:
+            conn = self._connections.get(node.name)
+            if conn is None:
+                conn = self._make(node)
+                self._connections[node.name] = conn
+            return conn
+
+    def _make(self, node: Node) -> NodeConnection:
+        connect_kwargs: Dict[str, Any] = dict(self.config.connect_kwargs or {})
+        connect_kwargs.pop("timeout", None)  # given as connect_timeout instead
+        keys = connect_kwargs.get("key_filename") or []
+        keys = [keys] if isinstance(keys, str) else list(keys)
+        if node.key:
+            keys.append(os.path.expanduser(node.key))
+        if keys:
+            connect_kwargs["key_filename"] = keys
+        return NodeConnection(
+            host=node.public,
+            user=node.user,
+            port=node.port,
+            config=self.config,
+            connect_timeout=self.connect_timeout,
+            connect_kwargs=connect_kwargs,
+            known_hosts=self.known_hosts,
+            node=node,
+        )
+
+    def sudo_password(self) -> Optional[str]:
+        """The sudo password: from `--prompt-for-sudo-password`, else asked once.
+
+        Asked only when a host turns out to need one, only on a terminal, and
+        only once for the whole run whatever the number of hosts.
+        """
+        with self._sudo_lock:
+            password = self.config.sudo.password
+            if password is None and not self._sudo_asked and sys.stdin.isatty():
+                self._sudo_asked = True
+                password = getpass.getpass("Sudo password (asked once for all hosts): ")
+                self.config.sudo.password = password
+            return password
+
+    def close(self) -> None:
+        with self._lock:
+            for conn in self._connections.values():
+                try:
+                    conn.close()
+                except Exception:  # noqa: BLE001 - closing a broken link is best effort
+                    pass
+            self._connections.clear()
+
+    def __enter__(self) -> "Session":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()

@@ -1,0 +1,46 @@
+"""Errors that end a run with one line for the user instead of a traceback."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, Optional, TypeVar
+
+from invoke.exceptions import Exit
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: Exit code for bad input (inventory, mapping table, options): nothing was touched.
+BAD_INPUT = 2
+
+
+class GpufabError(Exception):
+    """A problem the user can fix; its message is the whole report."""
+
+    def __init__(self, message: str, *, path: Optional[str] = None, line: Optional[int] = None):
+        self.path = path
+        self.line = line
+        where = ""
+        if path is not None:
+            where = f"{path}:{line}: " if line is not None else f"{path}: "
+        super().__init__(f"{where}{message}")
+
+
+class InputError(GpufabError):
+    """Malformed or inconsistent input, found before anything was changed."""
+
+
+def reported(func: F) -> F:
+    """Turn a GpufabError raised by a task body into `Exit(msg, 2)`.
+
+    Invoke prints an Exit's message on stderr and exits with its code, so the
+    user sees one line that names the problem and never a traceback.
+    """
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except GpufabError as exc:
+            raise Exit(f"gpufab: error: {exc}", code=BAD_INPUT) from None
+
+    return wrapper  # type: ignore[return-value]

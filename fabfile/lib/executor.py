@@ -1,0 +1,28 @@
+"""`fab -H a,b,c TASK` without Fabric's one-call-per-host expansion.
+
+Fabric's Executor calls a task once per host, one host after the other, each
+with its own Connection. gpufab tasks fan out themselves (bounded, parallel,
+one connection per host for the whole run), so this executor calls each task
+once and leaves the host list in the config as `gpufab.hosts`.
+Selected by `tasks.executor_class` in the project's fabric.yaml.
+"""
+
+from __future__ import annotations
+
+from typing import Any, List
+
+from fabric.executor import Executor
+
+
+class HostListExecutor(Executor):
+    def expand_calls(self, calls: List[Any], apply_hosts: bool = True) -> List[Any]:
+        host_str = self.core[0].args.hosts.value if self.core else None
+        if apply_hosts and host_str and not self.core.remainder:
+            hosts = [h for h in host_str.split(",")]
+            # A modification, not load_overrides(): that would replace the
+            # overrides level, where Fabric keeps `-i` and `-t`.
+            section = dict(self.config.get("gpufab") or {})
+            section["hosts"] = hosts
+            self.config["gpufab"] = section
+            return super().expand_calls(calls, apply_hosts=False)
+        return super().expand_calls(calls, apply_hosts=apply_hosts)

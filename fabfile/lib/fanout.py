@@ -1,0 +1,159 @@
+"""Run one function on many hosts at once, bounded, and never let one host stop the rest.
+
+Fabric's ThreadingGroup starts a thread per host with no bound and raises a
+GroupException on the first failure; here a fixed-size pool runs the hosts, every
+exception is turned into that host's result, and the caller gets one
+`HostResult` per host in inventory order plus an exit code.
+"""
+
+from __future__ import annotations
+
+import socket
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, TextIO
+
+from invoke.exceptions import CommandTimedOut, UnexpectedExit
+from paramiko.ssh_exception import (
+    AuthenticationException,
+    BadHostKeyException,
+    NoValidConnectionsError,
+    SSHException,
+)
+
+from .connection import NodeConnection, Session
+from .inventory import Node
+
+DEFAULT_WORKERS = 32
+
+OK = "ok"
+CHANGED = "changed"
+FAILED = "failed"
+UNREACHABLE = "unreachable"
+
+#: Exit code reported for a host that could not be reached (as ssh(1) does).
+EXIT_UNREACHABLE = 255
+#: Exit code reported for a command that ran past its timeout (as timeout(1) does).
+EXIT_TIMEOUT = 124
+
+
+@dataclass
+class HostResult:
+    node: Node
+    status: str
+    exit_code: int = 0
+    stdout: str = ""
+    stderr: str = ""
+    reason: str = ""
+    seconds: float = 0.0
+    data: Dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def failed(self) -> bool:
+        return self.status in (FAILED, UNREACHABLE)
+
+
+def classify(exc: BaseException, connect_timeout: Optional[float] = None) -> "tuple[str, int, str]":
+    """(status, exit code, one-line reason) for an exception raised on a host."""
+    if isinstance(exc, UnexpectedExit):
+        code = exc.result.exited
+        return FAILED, code if code else 1, f"exit code {code}"
+    if isinstance(exc, CommandTimedOut):
+        return FAILED, EXIT_TIMEOUT, f"command timed out after {exc.timeout}s"
+    if isinstance(exc, BadHostKeyException):
+        return UNREACHABLE, EXIT_UNREACHABLE, (
+            f"host key mismatch for {exc.hostname}: the host's key is not the one in known_hosts"
+        )
+    if isinstance(exc, AuthenticationException):
+        return UNREACHABLE, EXIT_UNREACHABLE, f"SSH authentication failed ({exc})"
+    if isinstance(exc, NoValidConnectionsError):
+        return UNREACHABLE, EXIT_UNREACHABLE, "connection refused"
+    if isinstance(exc, ConnectionRefusedError):
+        return UNREACHABLE, EXIT_UNREACHABLE, "connection refused"
+    if isinstance(exc, (socket.timeout, TimeoutError)):
+        after = f" after {connect_timeout:g}s" if connect_timeout else ""
+        return UNREACHABLE, EXIT_UNREACHABLE, f"connection timed out{after}"
+    if isinstance(exc, socket.gaierror):
+        return UNREACHABLE, EXIT_UNREACHABLE, f"cannot resolve host name ({exc.strerror})"
+    if isinstance(exc, OSError):
+        return UNREACHABLE, EXIT_UNREACHABLE, exc.strerror or str(exc)
+    if isinstance(exc, SSHException):
+        return UNREACHABLE, EXIT_UNREACHABLE, f"SSH error: {exc}"
+    return FAILED, 1, f"{type(exc).__name__}: {exc}"
+
+
+HostFn = Callable[[NodeConnection, Node], HostResult]
+
+
+def fan_out(
+    session: Session,
+    nodes: Sequence[Node],
+    fn: HostFn,
+    *,
+    workers: Optional[int] = None,
+) -> List[HostResult]:
+    """Run `fn(connection, node)` on every node with at most `workers` at once.
+
+    Results come back in the order of `nodes`, whatever order hosts finish in.
+    """
+    limit = max(1, min(workers or DEFAULT_WORKERS, len(nodes) or 1))
+
+    def one(node: Node) -> HostResult:
+        start = time.monotonic()
+        try:
+            result = fn(session.connection(node), node)
+        except Exception as exc:  # noqa: BLE001 - every failure becomes a result
+            status, code, reason = classify(exc, session.connect_timeout)
+            stdout = getattr(getattr(exc, "result", None), "stdout", "") or ""
+            stderr = getattr(getattr(exc, "result", None), "stderr", "") or ""
+            result = HostResult(node, status, code, stdout, stderr, reason)
+        result.seconds = time.monotonic() - start
+        return result
+
+    with ThreadPoolExecutor(max_workers=limit, thread_name_prefix="gpufab") as pool:
+        return list(pool.map(one, nodes))
+
+
+def worst_exit_code(results: Iterable[HostResult]) -> int:
+    """The highest exit code of all hosts: 0 only when every host succeeded."""
+    return max((r.exit_code if r.failed else 0 for r in results), default=0)
+
+
+class PrefixedStream:
+    """A file-like sink that writes whole lines to `out` as `label | line`.
+
+    Invoke's runner hands output over in arbitrary chunks from a thread per
+    stream; lines from different hosts must not interleave mid-line, so lines
+    are assembled per host and written under one lock shared by all hosts.
+    """
+
+    _lock = threading.Lock()
+
+    def __init__(self, label: str, out: Optional[TextIO] = None, width: int = 0, drop: str = ""):
+        self.label = label.ljust(width)
+        self.out = out
+        self.drop = drop  # e.g. sudo's password prompt: noise, not output
+        self._partial = ""
+
+    def write(self, data: str) -> int:
+        self._partial += data
+        if self.drop and self.drop in self._partial:
+            self._partial = self._partial.replace(self.drop, "")
+        *lines, self._partial = self._partial.split("\n")
+        if lines:
+            self._emit(lines)
+        return len(data)
+
+    def flush(self) -> None:
+        if self._partial:
+            self._emit([self._partial])
+            self._partial = ""
+
+    def _emit(self, lines: List[str]) -> None:
+        out = self.out or sys.stdout
+        with self._lock:
+            out.write("".join(f"{self.label} | {line.rstrip(chr(13))}\n" for line in lines))
+            out.flush()

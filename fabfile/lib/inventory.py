@@ -1,0 +1,398 @@
+"""The cluster inventory: which nodes exist, how to reach them, who is head.
+
+Everything here is pure: it reads text and returns typed values, and every
+problem is raised as one `InputError` naming the file and line, before any
+file or node is touched. Values from the inventory end up in shell commands
+and rendered files on the nodes, so names and values are held to a strict
+character set here rather than trusted later.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import yaml
+
+from .errors import InputError
+
+ROLES = ("head", "worker")
+DEFAULT_USER = "root"
+DEFAULT_PORT = 22
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+USER_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,31}$")
+HOSTNAME_RE = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
+PATH_RE = re.compile(r"^[A-Za-z0-9_./~+-]+$")
+VAR_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+#: Characters a shell gives meaning to; no inventory value may hold one.
+SHELL_META = set(";&|$`<>(){}[]\\'\"*?!\n\r\t")
+
+TOP_KEYS = {"ssh", "nodes", "vars"}
+SSH_KEYS = {"user", "port", "key", "known_hosts"}
+NODE_KEYS = {"name", "public", "private", "role", "user", "port", "key", "vars"}
+
+
+@dataclass(frozen=True)
+class Node:
+    """One machine: how to reach it over SSH and where it sits in the cluster."""
+
+    name: str
+    public: str
+    private: Optional[str]
+    role: str = "worker"
+    nid: int = 0
+    #: None (only for `fab -H` hosts) leaves it to ~/.ssh/config and Fabric.
+    user: Optional[str] = DEFAULT_USER
+    port: Optional[int] = DEFAULT_PORT
+    key: Optional[str] = None
+    vars: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_head(self) -> bool:
+        return self.role == "head"
+
+
+@dataclass(frozen=True)
+class Inventory:
+    nodes: Tuple[Node, ...]
+    path: Optional[str] = None
+    known_hosts: Optional[str] = None
+    vars: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def head(self) -> Node:
+        return next(n for n in self.nodes if n.is_head)
+
+    @property
+    def workers(self) -> Tuple[Node, ...]:
+        return tuple(n for n in self.nodes if not n.is_head)
+
+    def by_name(self, name: str) -> Node:
+        for node in self.nodes:
+            if node.name == name:
+                return node
+        raise InputError(f"no node named {name!r}", path=self.path)
+
+
+# --------------------------------------------------------------------------- #
+# Loading YAML with line numbers
+
+
+class _LineLoader(yaml.SafeLoader):
+    """SafeLoader that remembers the line of every mapping as key `__line__`."""
+
+
+def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> Dict[str, Any]:
+    mapping = loader.construct_mapping(node, deep=True)
+    mapping["__line__"] = node.start_mark.line + 1
+    mapping["__keylines__"] = {
+        k.value: k.start_mark.line + 1 for k, _ in node.value if isinstance(k, yaml.ScalarNode)
+    }
+    return mapping
+
+
+_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def _line(mapping: Mapping[str, Any], key: Optional[str] = None) -> Optional[int]:
+    if key is not None:
+        line = mapping.get("__keylines__", {}).get(key)
+        if line is not None:
+            return line
+    return mapping.get("__line__")
+
+
+def _public(mapping: Mapping[str, Any]) -> Dict[str, Any]:
+    return {k: v for k, v in mapping.items() if not k.startswith("__")}
+
+
+# --------------------------------------------------------------------------- #
+# Field checks
+
+
+def check_ip(value: Any, what: str, path: Optional[str], line: Optional[int]) -> str:
+    """Return the canonical text of an IP address or raise naming the bad value."""
+    try:
+        return str(ipaddress.ip_address(str(value).strip()))
+    except ValueError:
+        raise InputError(f"invalid IP address {value!r} for {what}", path=path, line=line) from None
+
+
+def check_address(value: Any, what: str, path: Optional[str], line: Optional[int]) -> str:
+    """An SSH address: an IP, or a DNS name / ssh_config alias."""
+    text = str(value).strip()
+    if re.fullmatch(r"[0-9.]+|[0-9A-Fa-f:]*:[0-9A-Fa-f:.]*", text):
+        return check_ip(text, what, path, line)
+    if not HOSTNAME_RE.match(text):
+        raise InputError(f"invalid address {value!r} for {what}", path=path, line=line)
+    return text
+
+
+def check_name(value: Any, what: str, path: Optional[str], line: Optional[int]) -> str:
+    text = str(value)
+    if not NAME_RE.match(text):
+        raise InputError(
+            f"invalid {what} {value!r}: use letters, digits, '.', '_' and '-' only",
+            path=path,
+            line=line,
+        )
+    return text
+
+
+def check_value(key: str, value: Any, path: Optional[str], line: Optional[int]) -> Any:
+    """A free variable: a scalar or a list of scalars without shell metacharacters."""
+    if isinstance(value, list):
+        return [check_value(key, v, path, line) for v in value]
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    if not isinstance(value, str):
+        raise InputError(f"variable {key!r} must be a scalar or a list of scalars", path=path, line=line)
+    bad = sorted(set(value) & SHELL_META)
+    if bad:
+        raise InputError(
+            f"variable {key!r} holds shell metacharacter(s) {''.join(bad)!r} in {value!r}",
+            path=path,
+            line=line,
+        )
+    return value
+
+
+def check_vars(raw: Any, path: Optional[str], line: Optional[int]) -> Dict[str, Any]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise InputError("'vars' must be a mapping of name: value", path=path, line=line)
+    out: Dict[str, Any] = {}
+    for key, value in _public(raw).items():
+        kline = _line(raw, key)
+        if not isinstance(key, str) or not VAR_KEY_RE.match(key):
+            raise InputError(f"invalid variable name {key!r}", path=path, line=kline)
+        out[key] = check_value(key, value, path, kline)
+    return out
+
+
+def _check_keys(mapping: Mapping[str, Any], allowed: set, where: str, path: Optional[str]) -> None:
+    for key in _public(mapping):
+        if key not in allowed:
+            raise InputError(
+                f"unknown key {key!r} in {where} (expected one of: {', '.join(sorted(allowed))})",
+                path=path,
+                line=_line(mapping, key),
+            )
+
+
+def _check_port(value: Any, path: Optional[str], line: Optional[int]) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 65536:
+        raise InputError(f"invalid SSH port {value!r}", path=path, line=line)
+    return value
+
+
+def _check_path(value: Any, what: str, path: Optional[str], line: Optional[int]) -> str:
+    text = str(value)
+    if not PATH_RE.match(text):
+        raise InputError(f"invalid {what} path {value!r}", path=path, line=line)
+    return text
+
+
+def _check_user(value: Any, path: Optional[str], line: Optional[int]) -> str:
+    text = str(value)
+    if not USER_RE.match(text):
+        raise InputError(f"invalid SSH user {value!r}", path=path, line=line)
+    return text
+
+
+# --------------------------------------------------------------------------- #
+# Building the inventory
+
+
+Lines = Dict[str, Optional[int]]  # field -> line of a node ("node": its first line)
+
+
+def assign_roles(drafts: Sequence[Dict[str, Any]], lines: Sequence[Lines], path: Optional[str]) -> List[Node]:
+    """Settle roles and NIDs: one head (the first node unless one says so), NID 0.
+
+    Workers get NIDs 1.. in the order they were listed.
+    """
+    heads = [i for i, d in enumerate(drafts) if d.get("role") == "head"]
+    if len(heads) > 1:
+        first = drafts[heads[0]]["name"]
+        raise InputError(
+            f"two heads: {first!r} and {drafts[heads[1]]['name']!r}; exactly one node may have role: head",
+            path=path,
+            line=lines[heads[1]].get("role"),
+        )
+    head = heads[0] if heads else 0
+    nodes: List[Node] = []
+    nid = 1
+    for i, draft in enumerate(drafts):
+        if i == head:
+            nodes.append(Node(**{**draft, "role": "head", "nid": 0}))
+        else:
+            nodes.append(Node(**{**draft, "role": "worker", "nid": nid}))
+            nid += 1
+    return nodes
+
+
+def check_unique(nodes: Sequence[Node], lines: Sequence[Lines], path: Optional[str]) -> None:
+    """No two nodes share a name or an address (public or private)."""
+    names: Dict[str, int] = {}
+    addrs: Dict[str, int] = {}
+    for i, node in enumerate(nodes):
+        if node.name in names:
+            raise InputError(f"duplicate node name {node.name!r}", path=path, line=lines[i].get("name"))
+        names[node.name] = i
+        for field_name, addr in (("public", node.public), ("private", node.private)):
+            if addr is None:
+                continue
+            key = f"{addr}:{node.port}" if addr == node.public else str(addr)
+            # The same machine may legitimately be reached on several ports
+            # (a bastion, the bench); the same address twice otherwise is a typo.
+            if addr in addrs and (addr != node.public or key in addrs):
+                other = nodes[addrs[addr]].name
+                raise InputError(
+                    f"duplicate address {addr} (node {node.name!r} and node {other!r})",
+                    path=path,
+                    line=lines[i].get(field_name),
+                )
+            addrs.setdefault(addr, i)
+            addrs.setdefault(key, i)
+
+
+def parse_inventory(text: str, path: Optional[str] = None) -> Inventory:
+    """Parse and validate inventory YAML text."""
+    try:
+        data = yaml.load(text, Loader=_LineLoader)  # noqa: S506 - SafeLoader subclass
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise InputError(f"not valid YAML: {problem}", path=path, line=mark.line + 1 if mark else None) from None
+    if data is None:
+        raise InputError("inventory is empty", path=path)
+    if not isinstance(data, dict):
+        raise InputError("inventory must be a mapping with a 'nodes' list", path=path, line=1)
+    _check_keys(data, TOP_KEYS, "inventory", path)
+
+    ssh = data.get("ssh") or {}
+    if not isinstance(ssh, dict):
+        raise InputError("'ssh' must be a mapping", path=path, line=_line(data, "ssh"))
+    _check_keys(ssh, SSH_KEYS, "ssh", path)
+    default_user = _check_user(ssh.get("user", DEFAULT_USER), path, _line(ssh, "user"))
+    default_port = _check_port(ssh.get("port", DEFAULT_PORT), path, _line(ssh, "port"))
+    default_key = ssh.get("key")
+    if default_key is not None:
+        default_key = _check_path(default_key, "SSH key", path, _line(ssh, "key"))
+    known_hosts = ssh.get("known_hosts")
+    if known_hosts is not None:
+        known_hosts = _check_path(known_hosts, "known_hosts", path, _line(ssh, "known_hosts"))
+
+    raw_nodes = data.get("nodes")
+    if not raw_nodes:
+        raise InputError("inventory lists no nodes", path=path, line=_line(data, "nodes"))
+    if not isinstance(raw_nodes, list):
+        raise InputError("'nodes' must be a list", path=path, line=_line(data, "nodes"))
+
+    drafts: List[Dict[str, Any]] = []
+    lines: List[Lines] = []
+    for index, raw in enumerate(raw_nodes):
+        if not isinstance(raw, dict):
+            raise InputError(f"node #{index + 1} must be a mapping with name/public/private", path=path)
+        line = _line(raw)
+        _check_keys(raw, NODE_KEYS, "node", path)
+        for required in ("name", "public"):
+            if raw.get(required) in (None, ""):
+                raise InputError(f"node #{index + 1} has no {required!r}", path=path, line=line)
+        name = check_name(raw["name"], "node name", path, _line(raw, "name"))
+        role = raw.get("role")
+        if role is not None and role not in ROLES:
+            raise InputError(
+                f"unknown role {role!r} for node {name!r} (expected one of: {', '.join(ROLES)})",
+                path=path,
+                line=_line(raw, "role"),
+            )
+        private = raw.get("private")
+        key = raw.get("key", default_key)
+        drafts.append(
+            dict(
+                name=name,
+                public=check_address(raw["public"], f"node {name!r} public", path, _line(raw, "public")),
+                private=None if private in (None, "") else check_ip(private, f"node {name!r} private", path, _line(raw, "private")),
+                role=role or "worker",
+                user=_check_user(raw.get("user", default_user), path, _line(raw, "user")),
+                port=_check_port(raw.get("port", default_port), path, _line(raw, "port")),
+                key=None if key is None else _check_path(key, "SSH key", path, _line(raw, "key")),
+                vars=check_vars(raw.get("vars"), path, _line(raw, "vars")),
+            )
+        )
+        lines.append({k: _line(raw, k) for k in ("name", "public", "private", "role")})
+
+    nodes = assign_roles(drafts, lines, path)
+    check_unique(nodes, lines, path)
+    return Inventory(
+        nodes=tuple(nodes),
+        path=path,
+        known_hosts=known_hosts,
+        vars=check_vars(data.get("vars"), path, _line(data, "vars")),
+    )
+
+
+def load_inventory(path: str) -> Inventory:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
+    except FileNotFoundError:
+        raise InputError("inventory file not found (set GPUFAB_INVENTORY, or run inv inventory.import / inv lab.up)", path=path) from None
+    except OSError as exc:
+        raise InputError(f"cannot read inventory: {exc.strerror}", path=path) from None
+    return parse_inventory(text, path)
+
+
+def nodes_from_hosts(hosts: Sequence[str], user: Optional[str] = None, port: Optional[int] = None) -> Inventory:
+    """An inventory for `fab -H a,b,c`: first host is head, private unknown yet.
+
+    Host strings may be `user@host:port` like Fabric's. The node name is the
+    host part, so output is labelled with what the user typed.
+    """
+    drafts: List[Dict[str, Any]] = []
+    for raw in hosts:
+        text = raw.strip()
+        if not text:
+            raise InputError("empty host in the host list", path="--hosts")
+        h_user, h_port, host = user, port, text
+        if "@" in host:
+            h_user, host = host.rsplit("@", 1)
+        if host.startswith("["):  # [v6]:port
+            host, _, rest = host[1:].partition("]")
+            if rest.startswith(":"):
+                h_port = int(rest[1:])
+        elif host.count(":") == 1:
+            host, port_text = host.split(":")
+            if not port_text.isdigit():
+                raise InputError(f"invalid port in host {raw!r}", path="--hosts")
+            h_port = int(port_text)
+        drafts.append(
+            dict(
+                name=host if ":" in host else check_name(host, "host", "--hosts", None),
+                public=check_address(host, f"host {raw!r}", "--hosts", None),
+                private=None,
+                user=_check_user(h_user, "--hosts", None) if h_user else None,
+                port=_check_port(h_port, "--hosts", None) if h_port is not None else None,
+                key=None,
+                vars={},
+                role="worker",
+            )
+        )
+    lines: List[Lines] = [{} for _ in drafts]
+    nodes = assign_roles(drafts, lines, "--hosts")
+    check_unique(nodes, lines, "--hosts")
+    return Inventory(nodes=tuple(nodes), path=None)
+
+
+def with_private(inv: Inventory, private: Mapping[str, str]) -> Inventory:
+    """The same inventory with discovered private addresses filled in."""
+    from dataclasses import replace
+
+    nodes = tuple(replace(n, private=private.get(n.name, n.private)) for n in inv.nodes)
+    return replace(inv, nodes=nodes)
