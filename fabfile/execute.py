@@ -59,7 +59,7 @@ def run_command(
 @reported
 def exec_(c, command, sudo=False, quiet=False, nodes=None, workers=None, timeout=None):
     """Run CMD on every host; gather identical outputs; exit with the worst exit code."""
-    with open_session(c.config, command_timeout=timeout) as session:
+    with open_session(c.config, command_timeout=float(timeout) if timeout else None) as session:
         targets = select_nodes(session.inventory, nodes)
         width = max(len(n.name) for n in targets)
         password = session.sudo_password() if sudo else None
@@ -70,7 +70,7 @@ def exec_(c, command, sudo=False, quiet=False, nodes=None, workers=None, timeout
                 conn, node, command, sudo=sudo, live=not quiet, width=width,
                 timeout=session.command_timeout, password=password,
             ),
-            workers=workers,
+            workers=int(workers) if workers else None,
         )
     print("---")
     print(format_gathered(results))

@@ -99,6 +99,7 @@ def _preflight(session, conn, node, head_private):
 @reported
 def check(c, private_subnet=None, workers=None):
     """Preflight: reachable, auth, sudo, OS, GPUs, private NIC, free disk on / per host."""
+    workers = int(workers) if workers else None
     with open_session(c.config) as session:
         inv = ensure_private(session, private_subnet, workers)
         head_private = inv.head.private

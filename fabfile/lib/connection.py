@@ -144,6 +144,8 @@ class Session:
         )
         fabric_command = (config.get("timeouts") or {}).get("command")
         self.command_timeout = command_timeout or fabric_command or gpufab_setting(config, "command_timeout")
+        #: Hosts worked on at once by fan_out, unless a task says otherwise.
+        self.workers = int(gpufab_setting(config, "workers", 32))
         self.known_hosts = os.path.expanduser(
             known_hosts or inventory.known_hosts or gpufab_setting(config, "known_hosts", DEFAULT_KNOWN_HOSTS)
         )

@@ -1,0 +1,96 @@
+"""`exec` against real lab hosts: gathering, exit codes, dead hosts, fab -H, sudo."""
+
+from __future__ import annotations
+
+import time
+
+from helpers import cli
+
+from .conftest import LAB_INVENTORY, LAB_KEY
+
+
+def test_exec_runs_on_every_host_and_labels_output(lab):
+    proc = cli("inv", "exec", "hostname", env=lab)
+    assert proc.returncode == 0, proc.stderr
+    live = [l for l in proc.stdout.splitlines() if " | " in l]
+    assert sorted(live) == ["node1 | node1", "node2 | node2", "node3 | node3"]
+    gathered = proc.stdout.split("---\n", 1)[1].splitlines()
+    assert gathered == ["node1: node1", "node2: node2", "node3: node3",
+                        "exec: 3 hosts: 3 ok, 0 failed, 0 unreachable"]
+
+
+def test_identical_outputs_are_gathered_once(lab):
+    proc = cli("inv", "exec", "--quiet", "cat /etc/debian_version | cut -d. -f1; echo same", env=lab)
+    assert proc.returncode == 0
+    assert proc.stdout.splitlines() == ["---", "node[1-3]:", "    12", "    same",
+                                        "exec: 3 hosts: 3 ok, 0 failed, 0 unreachable"]
+
+
+def test_exit_code_is_the_worst_remote_one(lab):
+    # node1 exits 0, node2 exits 2, node3 exits 3.
+    proc = cli("inv", "exec", "-q", "n=$(hostname | tr -dc 0-9); [ $n = 1 ] || exit $n", env=lab)
+    assert proc.returncode == 3
+    assert "node2 (exit 2): exit code 2" in proc.stdout
+    assert "node3 (exit 3): exit code 3" in proc.stdout
+    assert "exec: 3 hosts: 1 ok, 2 failed, 0 unreachable" in proc.stdout
+
+
+def test_command_timeout_fails_only_that_host(lab):
+    proc = cli("inv", "exec", "-q", "--timeout", "2", "[ $(hostname) = node2 ] && sleep 30; hostname", env=lab)
+    assert proc.returncode == 124
+    assert "node2: command timed out after 2" in proc.stdout
+    assert "node1: node1" in proc.stdout and "node3: node3" in proc.stdout
+
+
+def test_dead_host_is_named_and_others_still_run(lab, node3_off):
+    start = time.monotonic()
+    proc = cli("inv", "exec", "hostname", env=lab)
+    elapsed = time.monotonic() - start
+    assert proc.returncode == 255
+    assert "node1: node1" in proc.stdout and "node2: node2" in proc.stdout
+    assert "node3 (unreachable): connection refused" in proc.stdout
+    assert "exec: 3 hosts: 2 ok, 0 failed, 1 unreachable (node3: connection refused)" in proc.stdout
+    assert elapsed < 10 + 5  # the default connect timeout, plus start-up
+
+
+def test_blackholed_host_fails_within_connect_timeout(lab, tmp_path):
+    inv = tmp_path / "inv.yaml"
+    # 198.18.0.99 is on the lab bridge but answers nothing: SYNs go unanswered.
+    inv.write_text(LAB_INVENTORY.read_text() + "  - name: ghost\n    public: 198.18.0.99\n    private: 198.19.0.99\n")
+    start = time.monotonic()
+    proc = cli("inv", "exec", "-q", "hostname", env={"GPUFAB_INVENTORY": str(inv), "INVOKE_GPUFAB_CONNECT_TIMEOUT": "3"})
+    elapsed = time.monotonic() - start
+    assert proc.returncode == 255
+    assert "ghost (unreachable): connection timed out after 3s" in proc.stdout
+    assert "node[1-3]" not in proc.stdout and "node1: node1" in proc.stdout
+    assert elapsed < 3 + 4
+
+
+def test_fab_hosts_without_inventory_and_host_key_checking(lab, home):
+    env = {"HOME": str(home)}
+    hosts = "198.18.0.11,198.18.0.12,198.18.0.13"
+    proc = cli("fab", "-i", str(LAB_KEY), "-H", hosts, "exec", "hostname", env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "198.18.0.11: node1" in proc.stdout and "198.18.0.13: node3" in proc.stdout
+    known = (home / ".ssh" / "known_hosts").read_text().splitlines()
+    assert {l.split()[0] for l in known} == set(hosts.split(","))  # accept-new recorded them
+    # A changed key for one host is refused, not silently accepted.
+    other_key = next(l for l in known if l.startswith("198.18.0.13 ")).split()[2]
+    tampered = [l if not l.startswith("198.18.0.12 ") else f"198.18.0.12 {l.split()[1]} {other_key}" for l in known]
+    (home / ".ssh" / "known_hosts").write_text("\n".join(tampered) + "\n")
+    proc = cli("fab", "-i", str(LAB_KEY), "-H", hosts, "exec", "hostname", env=env)
+    assert proc.returncode == 255
+    assert "198.18.0.12 (unreachable): host key mismatch for 198.18.0.12" in proc.stdout
+    assert "198.18.0.11: node1" in proc.stdout
+
+
+def test_sudo_password_reaches_every_host(lab, tmp_path):
+    inv = tmp_path / "gpu.yaml"
+    inv.write_text(LAB_INVENTORY.read_text().replace("user: root", "user: gpu"))
+    env = {"GPUFAB_INVENTORY": str(inv), "INVOKE_SUDO_PASSWORD": "gpufab-lab"}
+    proc = cli("inv", "exec", "--sudo", "id -un", env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.split("---\n", 1)[1].splitlines()[0] == "node[1-3]: root"
+    assert "password" not in proc.stdout + proc.stderr
+    # Without --sudo the same user is not root: the password made the difference.
+    assert "node[1-3]: gpu" in cli("inv", "exec", "id -un", env=env).stdout
