@@ -44,7 +44,10 @@ class LabError(GpufabError):
 
 
 def _run(cmd: Sequence[str], check: bool = True, env: Optional[Dict[str, str]] = None, **kw) -> subprocess.CompletedProcess:
-    proc = subprocess.run(list(cmd), capture_output=True, text=True, env={**os.environ, **(env or {})}, **kw)
+    try:
+        proc = subprocess.run(list(cmd), capture_output=True, text=True, env={**os.environ, **(env or {})}, **kw)
+    except FileNotFoundError:
+        raise LabError(f"lab: `{cmd[0]}` is not installed") from None
     if check and proc.returncode != 0:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["(no output)"]
         raise LabError(f"lab: `{' '.join(cmd)}` failed: {tail[0]}")

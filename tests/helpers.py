@@ -18,12 +18,16 @@ def cli(
     env: Optional[Dict[str, str]] = None,
     timeout: float = 300,
     cwd: Optional[Path] = None,
+    bin_dir: Optional[str] = None,
 ) -> subprocess.CompletedProcess:
-    """Run `inv ARGS` or `fab ARGS` from the repo root; returns the finished process."""
-    full_env = {**os.environ, **(env or {})}
-    full_env.pop("GPUFAB_INVENTORY", None) if env is None or "GPUFAB_INVENTORY" not in env else None
+    """Run `inv ARGS` or `fab ARGS` from the repo root; returns the finished process.
+
+    GPUFAB_INVENTORY is only set when the test says so.
+    """
+    full_env = {k: v for k, v in os.environ.items() if k != "GPUFAB_INVENTORY"}
+    full_env.update(env or {})
     return subprocess.run(
-        [str(BIN / tool), *args],
+        [str(Path(bin_dir or BIN) / tool), *args],
         cwd=str(cwd or REPO),
         env=full_env,
         capture_output=True,

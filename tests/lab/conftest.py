@@ -28,6 +28,8 @@ def lab():
     netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     assert "gpufab-node" not in netns
     assert not LAB_STATE.exists() and not LAB_INVENTORY.exists()
+    again = cli("inv", "lab.down")
+    assert again.returncode == 0 and "removed nothing" in again.stdout
 
 
 @pytest.fixture
