@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, TextIO
 
-from invoke.exceptions import CommandTimedOut, UnexpectedExit
+from invoke.exceptions import AuthFailure, CommandTimedOut, UnexpectedExit
 from paramiko.ssh_exception import (
     AuthenticationException,
     BadHostKeyException,
@@ -58,11 +58,13 @@ class HostResult:
 
 def classify(exc: BaseException, connect_timeout: Optional[float] = None) -> "tuple[str, int, str]":
     """(status, exit code, one-line reason) for an exception raised on a host."""
+    if isinstance(exc, AuthFailure):
+        return FAILED, 1, "wrong sudo password"
     if isinstance(exc, UnexpectedExit):
         code = exc.result.exited
         return FAILED, code if code else 1, f"exit code {code}"
     if isinstance(exc, CommandTimedOut):
-        return FAILED, EXIT_TIMEOUT, f"command timed out after {exc.timeout}s"
+        return FAILED, EXIT_TIMEOUT, f"command timed out after {exc.timeout:g}s"
     if isinstance(exc, BadHostKeyException):
         return UNREACHABLE, EXIT_UNREACHABLE, (
             f"host key mismatch for {exc.hostname}: the host's key is not the one in known_hosts"
@@ -107,8 +109,10 @@ def fan_out(
             result = fn(session.connection(node), node)
         except Exception as exc:  # noqa: BLE001 - every failure becomes a result
             status, code, reason = classify(exc, session.connect_timeout)
-            stdout = getattr(getattr(exc, "result", None), "stdout", "") or ""
-            stderr = getattr(getattr(exc, "result", None), "stderr", "") or ""
+            # What the command printed before failing; a sudo prompt is not that.
+            partial = None if isinstance(exc, AuthFailure) else getattr(exc, "result", None)
+            stdout = getattr(partial, "stdout", "") or ""
+            stderr = getattr(partial, "stderr", "") or ""
             result = HostResult(node, status, code, stdout, stderr, reason)
         result.seconds = time.monotonic() - start
         return result

@@ -94,3 +94,6 @@ def test_sudo_password_reaches_every_host(lab, tmp_path):
     assert "password" not in proc.stdout + proc.stderr
     # Without --sudo the same user is not root: the password made the difference.
     assert "node[1-3]: gpu" in cli("inv", "exec", "id -un", env=env).stdout
+    wrong = cli("inv", "exec", "-q", "--sudo", "id -un", env={**env, "INVOKE_SUDO_PASSWORD": "nope"})
+    assert wrong.returncode == 1
+    assert "node[1-3] (exit 1): wrong sudo password" in wrong.stdout
