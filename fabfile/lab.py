@@ -173,13 +173,20 @@ def _read_pid(path: str) -> Optional[int]:
 
 
 def _pid_alive(pid: Optional[int], name: str) -> bool:
+    """Is `pid` a live (not zombie) process called `name`?
+
+    Read from /proc/PID/stat, which is stable while nspawn sets up its
+    namespaces; its cmdline briefly is not.
+    """
     if not pid:
         return False
     try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return False
-    return name in cmdline
+    comm = stat[stat.find("(") + 1:stat.rfind(")")]
+    state = stat[stat.rfind(")") + 2:stat.rfind(")") + 3]
+    return state not in ("Z", "X") and comm == name[:15]
 
 
 def _is_mounted(path: str) -> bool:
@@ -254,7 +261,9 @@ def wait_ssh(paths: LabPaths, hosts: Sequence[LabHost], timeout: float = 90) -> 
     while pending and time.monotonic() < deadline:
         for host in list(pending):
             if not host_running(paths, host):
-                raise LabError(f"lab: {host.name} stopped while booting; see {paths.host(host, 'console.log')}")
+                log = Path(paths.host(host, "console.log")).read_text(errors="replace").strip().splitlines()
+                last = log[-1].strip() if log else "(no output)"
+                raise LabError(f"lab: {host.name} stopped while booting ({last}); see {paths.host(host, 'console.log')}")
             if ssh_answers(host.public_ip):
                 pending.remove(host)
         if pending:
@@ -279,6 +288,38 @@ def stop_host(paths: LabPaths, host: LabHost, timeout: float = 30) -> bool:
     return True
 
 
+def _lab_processes(paths: LabPaths) -> List[int]:
+    """Every nspawn started on this lab's state dir, tracked by a pid file or not.
+
+    A host left over by an interrupted run (its pid file gone with the state
+    dir) would keep its old netns and mounts alive and break the next lab.up.
+    """
+    marker = f" {os.path.realpath(paths.state)}/"
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                cmd = Path("/proc", entry, "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            if cmd.startswith("systemd-nspawn ") and marker in cmd:
+                found.append(int(entry))
+    return found
+
+
+def _kill_strays(paths: LabPaths) -> int:
+    pids = _lab_processes(paths)
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + 10
+    while _lab_processes(paths) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return len(pids)
+
+
 def lab_hosts(paths: LabPaths) -> List[LabHost]:
     """The hosts of the lab that exists now (from its state directory)."""
     try:
@@ -299,6 +340,8 @@ def lab_up(count: int, paths: Optional[LabPaths] = None) -> List[LabHost]:
     if existing and len(existing) != count:
         raise LabError(f"lab: a lab of {len(existing)} hosts is already up; run inv lab.down first")
     hosts = plan.plan_hosts(count)
+    if not existing:
+        _kill_strays(paths)
     base = ensure_base(paths)
     os.makedirs(paths.state, mode=0o700, exist_ok=True)
     Path(paths.state, "size").write_text(f"{count}\n")
@@ -318,23 +361,29 @@ def lab_up(count: int, paths: Optional[LabPaths] = None) -> List[LabHost]:
     return hosts
 
 
+def _made_host_count(paths: LabPaths) -> int:
+    """How many hosts the lab made, also for a half-made lab without a size file."""
+    numbers = [len(lab_hosts(paths))]
+    prefix = plan.NETNS_PREFIX + "node"
+    numbers += [int(n[len(prefix):]) for n in _netns_list() if n.startswith(prefix) and n[len(prefix):].isdigit()]
+    if os.path.isdir(paths.state):
+        numbers += [int(d[4:]) for d in os.listdir(paths.state) if d.startswith("node") and d[4:].isdigit()]
+    return max(numbers)
+
+
 def lab_down(paths: Optional[LabPaths] = None) -> List[str]:
     """Remove everything the lab made; returns what was removed. Safe to repeat."""
     paths = paths or LabPaths.from_env()
     if os.geteuid() != 0:
         raise LabError("lab: must run as root")
     removed: List[str] = []
-    hosts = lab_hosts(paths)
-    # Hosts of a half-made lab may exist without a size file: find them too.
-    ns_hosts = [n for n in _netns_list() if n.startswith(plan.NETNS_PREFIX + "node")]
-    count = max([len(hosts)] + [int(n[len(plan.NETNS_PREFIX) + 4:]) for n in ns_hosts if n[len(plan.NETNS_PREFIX) + 4:].isdigit()])
-    if os.path.isdir(paths.state):
-        dirs = [d for d in os.listdir(paths.state) if d.startswith("node") and d[4:].isdigit()]
-        count = max([count] + [int(d[4:]) for d in dirs])
+    count = _made_host_count(paths)
     hosts = plan.plan_hosts(count) if count else []
     for host in hosts:
         if stop_host(paths, host):
             removed.append(f"host {host.name}")
+    if _kill_strays(paths):
+        removed.append("stray hosts")
     for host in hosts:
         root = paths.host(host, "root")
         if _is_mounted(root):

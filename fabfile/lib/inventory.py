@@ -237,9 +237,16 @@ def assign_roles(drafts: Sequence[Dict[str, Any]], lines: Sequence[Lines], path:
 
 
 def check_unique(nodes: Sequence[Node], lines: Sequence[Lines], path: Optional[str]) -> None:
-    """No two nodes share a name or an address (public or private)."""
+    """No two nodes share a name, an SSH endpoint or an address.
+
+    A node may use one address for both roles (a single-NIC machine), and
+    several nodes may sit behind one public address on different ports
+    (a NAT gateway); any other repeat is a typo that would send work twice
+    to one machine.
+    """
     names: Dict[str, int] = {}
-    addrs: Dict[str, int] = {}
+    owner: Dict[str, int] = {}  # address -> node index
+    endpoints: Dict[Tuple[str, Optional[int]], int] = {}
     for i, node in enumerate(nodes):
         if node.name in names:
             raise InputError(f"duplicate node name {node.name!r}", path=path, line=lines[i].get("name"))
@@ -247,18 +254,24 @@ def check_unique(nodes: Sequence[Node], lines: Sequence[Lines], path: Optional[s
         for field_name, addr in (("public", node.public), ("private", node.private)):
             if addr is None:
                 continue
-            key = f"{addr}:{node.port}" if addr == node.public else str(addr)
-            # The same machine may legitimately be reached on several ports
-            # (a bastion, the bench); the same address twice otherwise is a typo.
-            if addr in addrs and (addr != node.public or key in addrs):
-                other = nodes[addrs[addr]].name
+            other = owner.get(addr)
+            shared_gateway = field_name == "public" and (addr, node.port) not in endpoints and other is not None \
+                and nodes[other].public == addr
+            if other is not None and other != i and not shared_gateway:
                 raise InputError(
-                    f"duplicate address {addr} (node {node.name!r} and node {other!r})",
+                    f"duplicate address {addr} (node {node.name!r} and node {nodes[other].name!r})",
                     path=path,
                     line=lines[i].get(field_name),
                 )
-            addrs.setdefault(addr, i)
-            addrs.setdefault(key, i)
+            owner.setdefault(addr, i)
+        if (node.public, node.port) in endpoints:
+            other_name = nodes[endpoints[(node.public, node.port)]].name
+            raise InputError(
+                f"duplicate address {node.public} (node {node.name!r} and node {other_name!r})",
+                path=path,
+                line=lines[i].get("public"),
+            )
+        endpoints[(node.public, node.port)] = i
 
 
 def parse_inventory(text: str, path: Optional[str] = None) -> Inventory:

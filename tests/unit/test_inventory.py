@@ -105,3 +105,16 @@ def test_cli_hosts_first_is_head_and_user_port_parsed():
 def test_cli_hosts_bad_input(hosts, message):
     with pytest.raises(InputError, match=message):
         nodes_from_hosts(hosts)
+
+
+def test_address_reuse_rules():
+    base = "nodes:\n  - {name: a, public: 1.1.1.1, private: 10.0.0.1}\n"
+    # One address for both roles on one machine is fine.
+    parse_inventory("nodes:\n  - {name: a, public: 10.0.0.1, private: 10.0.0.1}\n", "x")
+    # Behind one NAT address on different ports is fine.
+    parse_inventory(base + "  - {name: b, public: 1.1.1.1, port: 2222, private: 10.0.0.2}\n", "x")
+    for extra in ("  - {name: b, public: 1.1.1.1, private: 10.0.0.2}\n",
+                  "  - {name: b, public: 10.0.0.1, private: 10.0.0.2}\n",
+                  "  - {name: b, public: 1.1.1.2, private: 1.1.1.1}\n"):
+        with pytest.raises(InputError, match="duplicate address"):
+            parse_inventory(base + extra, "x")
