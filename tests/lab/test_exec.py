@@ -97,3 +97,12 @@ def test_sudo_password_reaches_every_host(lab, tmp_path):
     wrong = cli("inv", "exec", "-q", "--sudo", "id -un", env={**env, "INVOKE_SUDO_PASSWORD": "nope"})
     assert wrong.returncode == 1
     assert "node[1-3] (exit 1): wrong sudo password" in wrong.stdout
+
+
+def test_lab_hosts_reach_apt_and_pip_only_through_the_proxy(lab):
+    proc = cli("inv", "exec", "-q", "--nodes", "node2",
+               "ip route show default | wc -l; apt-get -q update >/dev/null && echo apt-ok; "
+               "python3 -m venv /tmp/v && /tmp/v/bin/pip download -q --no-deps -d /tmp/w six==1.16.0 && ls /tmp/w",
+               env=lab, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.splitlines()[1:5] == ["node2:", "    0", "    apt-ok", "    six-1.16.0-py2.py3-none-any.whl"]
