@@ -13,6 +13,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from .connection import Session, gpufab_setting
 from .errors import InputError
+from .fanout import OK, HostResult, fan_out
 from .inventory import Inventory, Node, load_inventory, nodes_from_hosts, with_private
 
 DEFAULT_INVENTORY = "inventory/hosts.yaml"
@@ -130,8 +131,6 @@ def ensure_private(session: Session, subnet: Optional[str] = None, workers: Opti
     back on the session). Unreachable hosts are left without one; the step
     that needs it reports them.
     """
-    from .fanout import OK, HostResult, fan_out
-
     inv = session.inventory
     missing = [n for n in inv.nodes if not n.private]
     if not missing and not subnet:
