@@ -29,6 +29,8 @@ from paramiko import MissingHostKeyPolicy
 from .inventory import Inventory, Node
 
 DEFAULT_CONNECT_TIMEOUT = 10
+#: Hosts worked on at once (ThreadingGroup has no bound; this does).
+DEFAULT_WORKERS = 32
 DEFAULT_KNOWN_HOSTS = "~/.ssh/known_hosts"
 
 _KNOWN_HOSTS_LOCK = threading.Lock()
@@ -145,7 +147,7 @@ class Session:
         fabric_command = (config.get("timeouts") or {}).get("command")
         self.command_timeout = command_timeout or fabric_command or gpufab_setting(config, "command_timeout")
         #: Hosts worked on at once by fan_out, unless a task says otherwise.
-        self.workers = int(gpufab_setting(config, "workers", 32))
+        self.workers = int(gpufab_setting(config, "workers", DEFAULT_WORKERS))
         self.known_hosts = os.path.expanduser(
             known_hosts or inventory.known_hosts or gpufab_setting(config, "known_hosts", DEFAULT_KNOWN_HOSTS)
         )

@@ -27,8 +27,6 @@ from paramiko.ssh_exception import (
 from .connection import NodeConnection, Session
 from .inventory import Node
 
-DEFAULT_WORKERS = 32
-
 OK = "ok"
 CHANGED = "changed"
 FAILED = "failed"
@@ -101,7 +99,7 @@ def fan_out(
 
     Results come back in the order of `nodes`, whatever order hosts finish in.
     """
-    limit = max(1, min(workers or session.workers or DEFAULT_WORKERS, len(nodes) or 1))
+    limit = max(1, min(workers or session.workers, len(nodes) or 1))
 
     def one(node: Node) -> HostResult:
         start = time.monotonic()

@@ -255,8 +255,8 @@ def check_unique(nodes: Sequence[Node], lines: Sequence[Lines], path: Optional[s
             if addr is None:
                 continue
             other = owner.get(addr)
-            shared_gateway = field_name == "public" and (addr, node.port) not in endpoints and other is not None \
-                and nodes[other].public == addr
+            # Same public address as another node's: a gateway, told apart by port below.
+            shared_gateway = field_name == "public" and other is not None and nodes[other].public == addr
             if other is not None and other != i and not shared_gateway:
                 raise InputError(
                     f"duplicate address {addr} (node {node.name!r} and node {nodes[other].name!r})",
