@@ -1,14 +1,16 @@
 """gpufab: turn rented bare-metal GPU machines into a training cluster over SSH.
 
-`fab` and `inv` both load this collection (invoke.yaml points `inv` here).
+`fab` and `inv` both load this collection (`inv` through the root tasks.py).
 """
 
 from invoke import Collection
 
-from . import inventory, lab
+from . import docker, inventory, lab, limits
 from .execute import exec_
 
 ns = Collection()
 ns.add_task(exec_, name="exec")
 ns.add_collection(Collection.from_module(inventory, name="inventory"))
 ns.add_collection(Collection.from_module(lab, name="lab"))
+ns.add_collection(Collection.from_module(limits, name="limits"))
+ns.add_collection(Collection.from_module(docker, name="docker"))

@@ -154,3 +154,25 @@ def ensure_private(session: Session, subnet: Optional[str] = None, workers: Opti
     chosen = choose_private(facts, ssh_ips, subnet)
     session.inventory = with_private(inv, {k: v for k, v in chosen.items() if v})
     return session.inventory
+
+
+def setting(
+    config: Any,
+    inventory: Inventory,
+    key: str,
+    cli: Any = None,
+    default: Any = None,
+    node: Optional[Node] = None,
+) -> Any:
+    """One knob, by precedence: command line, node vars, inventory vars, config, default.
+
+    Config keys live under `gpufab:` in invoke.yaml / fabric.yaml, with the
+    same name as the inventory variable (`nofile`, `netenv_profile`, ...).
+    """
+    if cli is not None:
+        return cli
+    if node is not None and node.vars.get(key) is not None:
+        return node.vars[key]
+    if inventory.vars.get(key) is not None:
+        return inventory.vars[key]
+    return gpufab_setting(config, key, default)

@@ -164,6 +164,15 @@ class Session:
                 self._connections[node.name] = conn
             return conn
 
+    def fresh_connection(self, node: Node) -> NodeConnection:
+        """A new connection, not shared: for what only a new login shows.
+
+        Limits from pam_limits, group membership and the like are fixed when
+        sshd opens the session; a check of "what the next login gets" must
+        log in again. The caller closes it.
+        """
+        return self._make(node)
+
     def _make(self, node: Node) -> NodeConnection:
         connect_kwargs: Dict[str, Any] = dict(self.config.connect_kwargs or {})
         connect_kwargs.pop("timeout", None)  # given as connect_timeout instead

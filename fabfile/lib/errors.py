@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Optional, TypeVar
+from typing import Any, Callable, List, Optional, TypeVar
 
 from invoke.exceptions import Exit
 
@@ -44,3 +44,16 @@ def reported(func: F) -> F:
             raise Exit(f"gpufab: error: {exc}", code=BAD_INPUT) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+class HostError(Exception):
+    """One host cannot go on with a step; `reason` is its line in the report.
+
+    `changes` lists what the step had already done on that host, so the
+    report never hides a change made before the failure.
+    """
+
+    def __init__(self, reason: str, changes: Optional[List[str]] = None):
+        super().__init__(reason)
+        self.reason = reason
+        self.changes = list(changes or [])

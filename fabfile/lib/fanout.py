@@ -25,6 +25,7 @@ from paramiko.ssh_exception import (
 )
 
 from .connection import NodeConnection, Session
+from .errors import HostError
 from .inventory import Node
 
 OK = "ok"
@@ -56,6 +57,8 @@ class HostResult:
 
 def classify(exc: BaseException, connect_timeout: Optional[float] = None) -> "tuple[str, int, str]":
     """(status, exit code, one-line reason) for an exception raised on a host."""
+    if isinstance(exc, HostError):
+        return FAILED, 1, exc.reason
     if isinstance(exc, AuthFailure):
         return FAILED, 1, "wrong sudo password"
     if isinstance(exc, UnexpectedExit):
@@ -112,6 +115,7 @@ def fan_out(
             stdout = getattr(partial, "stdout", "") or ""
             stderr = getattr(partial, "stderr", "") or ""
             result = HostResult(node, status, code, stdout, stderr, reason)
+            result.data["changes"] = list(getattr(exc, "changes", []))
         result.seconds = time.monotonic() - start
         return result
 

@@ -10,6 +10,7 @@ character set here rather than trusted later.
 from __future__ import annotations
 
 import ipaddress
+import json
 import re
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
@@ -30,7 +31,8 @@ VAR_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 #: Characters a shell gives meaning to; no inventory value may hold one.
 SHELL_META = set(";&|$`<>(){}[]\\'\"*?!\n\r\t")
 
-TOP_KEYS = {"ssh", "nodes", "vars"}
+TOP_KEYS = {"ssh", "nodes", "vars", "docker"}
+DOCKER_KEYS = {"daemon"}
 SSH_KEYS = {"user", "port", "key", "known_hosts"}
 NODE_KEYS = {"name", "public", "private", "role", "user", "port", "key", "vars"}
 
@@ -61,6 +63,8 @@ class Inventory:
     path: Optional[str] = None
     known_hosts: Optional[str] = None
     vars: Mapping[str, Any] = field(default_factory=dict)
+    #: Extra /etc/docker/daemon.json keys (`docker: daemon:` in the inventory).
+    docker_daemon: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def head(self) -> Node:
@@ -107,6 +111,15 @@ def _line(mapping: Mapping[str, Any], key: Optional[str] = None) -> Optional[int
 
 def _public(mapping: Mapping[str, Any]) -> Dict[str, Any]:
     return {k: v for k, v in mapping.items() if not k.startswith("__")}
+
+
+def _plain(value: Any) -> Any:
+    """The value without the loader's line bookkeeping, at any depth."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in _public(value).items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
 
 
 # --------------------------------------------------------------------------- #
@@ -172,6 +185,26 @@ def check_vars(raw: Any, path: Optional[str], line: Optional[int]) -> Dict[str, 
             raise InputError(f"invalid variable name {key!r}", path=path, line=kline)
         out[key] = check_value(key, value, path, kline)
     return out
+
+
+def check_docker(raw: Any, path: Optional[str], line: Optional[int]) -> Dict[str, Any]:
+    """`docker: {daemon: {...}}`: daemon.json keys, any JSON value (written to a file, not a shell)."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise InputError("'docker' must be a mapping with a 'daemon' mapping", path=path, line=line)
+    _check_keys(raw, DOCKER_KEYS, "docker", path)
+    daemon = raw.get("daemon")
+    if daemon is None:
+        return {}
+    if not isinstance(daemon, dict):
+        raise InputError("'docker.daemon' must be a mapping of daemon.json keys", path=path, line=_line(raw, "daemon"))
+    plain = _plain(daemon)
+    try:
+        json.dumps(plain)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"'docker.daemon' is not JSON-compatible: {exc}", path=path, line=_line(raw, "daemon")) from None
+    return plain
 
 
 def _check_keys(mapping: Mapping[str, Any], allowed: set, where: str, path: Optional[str]) -> None:
@@ -348,6 +381,7 @@ def parse_inventory(text: str, path: Optional[str] = None) -> Inventory:
         path=path,
         known_hosts=known_hosts,
         vars=check_vars(data.get("vars"), path, _line(data, "vars")),
+        docker_daemon=check_docker(data.get("docker"), path, _line(data, "docker")),
     )
 
 

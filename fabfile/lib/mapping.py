@@ -13,10 +13,12 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import yaml
 
 from .errors import InputError
+from .files import MANAGED_BEGIN as BLOCK_BEGIN
+from .files import MANAGED_END as BLOCK_END
+from .files import replace_block
 from .inventory import DEFAULT_PORT, DEFAULT_USER, NAME_RE, parse_inventory
 
-BLOCK_BEGIN = "# BEGIN gpufab managed block"
-BLOCK_END = "# END gpufab managed block"
+__all__ = ["BLOCK_BEGIN", "BLOCK_END", "parse_mapping", "render_inventory", "render_ssh_block", "replace_block", "check_prefix"]
 
 Pair = Tuple[str, str]
 
@@ -94,27 +96,6 @@ def render_ssh_block(
             lines.append(f"    IdentityFile {key}")
     lines.append(BLOCK_END)
     return "\n".join(lines) + "\n"
-
-
-def replace_block(existing: str, block: str, path: str) -> str:
-    """`existing` with the managed block replaced, or appended when absent."""
-    begin = existing.find(BLOCK_BEGIN)
-    if begin == -1:
-        if existing and not existing.endswith("\n"):
-            existing += "\n"
-        sep = "\n" if existing.strip() else ""
-        return existing + sep + block
-    end = existing.find(BLOCK_END, begin)
-    if end == -1:
-        line = existing.count("\n", 0, begin) + 1
-        raise InputError("managed block has a BEGIN marker but no END marker; fix it by hand", path=path, line=line)
-    if existing.find(BLOCK_BEGIN, begin + 1) != -1:
-        line = existing.count("\n", 0, existing.find(BLOCK_BEGIN, begin + 1)) + 1
-        raise InputError("two gpufab managed blocks; remove one by hand", path=path, line=line)
-    stop = end + len(BLOCK_END)
-    if existing[stop:stop + 1] == "\n":
-        stop += 1
-    return existing[:begin] + block + existing[stop:]
 
 
 def check_prefix(prefix: str) -> str:

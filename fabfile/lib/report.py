@@ -8,7 +8,7 @@ from typing import Dict, Iterable, List, Sequence, Tuple
 
 from tabulate import tabulate
 
-from .fanout import FAILED, UNREACHABLE, HostResult
+from .fanout import CHANGED, FAILED, UNREACHABLE, HostResult
 from .inventory import Inventory
 
 _NUMBERED = re.compile(r"^(.*?)(\d+)$")
@@ -92,12 +92,20 @@ def format_gathered(results: Iterable[HostResult]) -> str:
     return "\n".join(lines)
 
 
-def summary_line(what: str, results: Sequence[HostResult]) -> str:
-    """`exec: 3 hosts: 2 ok, 0 failed, 1 unreachable (node3: connection refused)`."""
-    ok = sum(1 for r in results if not r.failed)
+def summary_line(what: str, results: Sequence[HostResult], changed: bool = False) -> str:
+    """`exec: 3 hosts: 2 ok, 0 failed, 1 unreachable (node3: connection refused)`.
+
+    With `changed`, hosts a step changed are counted apart from those it found
+    already right: `limits.setup: 3 hosts: 1 changed, 2 ok, 0 failed, ...`.
+    """
+    ok = [r for r in results if not r.failed]
     failed = [r for r in results if r.status == FAILED]
     dead = [r for r in results if r.status == UNREACHABLE]
-    text = f"{what}: {len(results)} hosts: {ok} ok, {len(failed)} failed, {len(dead)} unreachable"
+    counts = f"{len(ok)} ok"
+    if changed:
+        n_changed = sum(1 for r in ok if r.status == CHANGED)
+        counts = f"{n_changed} changed, {len(ok) - n_changed} ok"
+    text = f"{what}: {len(results)} hosts: {counts}, {len(failed)} failed, {len(dead)} unreachable"
     if failed or dead:
         text += " (" + "; ".join(f"{r.node.name}: {r.reason}" for r in failed + dead) + ")"
     return text

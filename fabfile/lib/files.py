@@ -1,0 +1,155 @@
+"""Files gpufab manages on nodes: rendered from `templates/`, compared, diffed.
+
+Pure planning: which files a step wants, what is on the host now (read by
+`remote.read_state`), and therefore which must be written or re-permissioned.
+Secret files are compared by digest and never shown, not even in a diff.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+
+from .errors import InputError
+
+TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
+
+#: Previous versions of managed files are kept here, under their own path.
+BACKUP_DIR = "/var/backups/gpufab"
+
+MANAGED_BEGIN = "# BEGIN gpufab managed block"
+MANAGED_END = "# END gpufab managed block"
+
+_env = Environment(
+    loader=FileSystemLoader(str(TEMPLATES)),
+    undefined=StrictUndefined,
+    keep_trailing_newline=True,
+    trim_blocks=True,
+    lstrip_blocks=True,
+    autoescape=False,
+)
+
+
+def render(template: str, **values: Any) -> str:
+    """Render `templates/<template>`; a missing value is an error, not ''."""
+    return _env.get_template(template).render(**values)
+
+
+@dataclass(frozen=True)
+class ManagedFile:
+    """A whole file gpufab owns on a node, and how it must look."""
+
+    path: str
+    content: str
+    mode: int = 0o644
+    owner: str = "root"
+    group: str = "root"
+    #: Never read back, printed or diffed: compared by SHA-256 only.
+    secret: bool = False
+
+    @property
+    def digest(self) -> str:
+        return sha256(self.content)
+
+
+@dataclass(frozen=True)
+class FileState:
+    """A file as found on a node: content (or digest for secrets) and ownership."""
+
+    path: str
+    exists: bool
+    content: Optional[str] = None
+    digest: Optional[str] = None
+    mode: Optional[int] = None
+    owner: Optional[str] = None
+    group: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class FileChange:
+    file: ManagedFile
+    #: "create", "update" (content differs) or "perms" (only mode/owner differ).
+    kind: str
+    old: Optional[str] = None
+
+    def describe(self) -> str:
+        verb = {"create": "created", "update": "updated", "perms": "fixed mode/owner of"}[self.kind]
+        return f"{verb} {self.file.path}"
+
+    def diff(self) -> str:
+        """Unified diff old -> new; a secret file shows *** instead of values."""
+        if self.kind == "perms":
+            return f"mode/owner of {self.file.path} -> {self.file.mode:04o} {self.file.owner}:{self.file.group}\n"
+        if self.file.secret:
+            return f"--- {self.file.path}\n+++ {self.file.path}\n@@ secret content not shown @@\n+***\n"
+        old = (self.old or "").splitlines(keepends=True)
+        new = self.file.content.splitlines(keepends=True)
+        src = self.file.path if self.kind == "update" else "/dev/null"
+        return "".join(difflib.unified_diff(old, new, src, self.file.path))
+
+
+def sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def plan_files(wanted: Sequence[ManagedFile], found: Dict[str, FileState]) -> List[FileChange]:
+    """The files that must be written (or re-permissioned) to match `wanted`."""
+    changes: List[FileChange] = []
+    for file in wanted:
+        state = found.get(file.path)
+        if state is None or not state.exists:
+            changes.append(FileChange(file, "create"))
+            continue
+        same = state.digest == file.digest if file.secret else state.content == file.content
+        if not same:
+            changes.append(FileChange(file, "update", None if file.secret else state.content))
+        elif (state.mode, state.owner, state.group) != (file.mode, file.owner, file.group):
+            changes.append(FileChange(file, "perms"))
+    return changes
+
+
+def replace_block(existing: str, block: str, path: str, begin: str = MANAGED_BEGIN, end: str = MANAGED_END) -> str:
+    """`existing` with gpufab's marked block replaced by `block`, or appended when absent.
+
+    For files gpufab shares with people and other tools (~/.ssh/config,
+    /etc/fstab): everything outside the markers is kept byte for byte, so a
+    re-run never duplicates a line. `block` includes its marker lines; an
+    empty one removes the block. A damaged block is an error, never guessed at.
+    """
+    start = existing.find(begin)
+    if start == -1:
+        if not block:
+            return existing
+        if existing and not existing.endswith("\n"):
+            existing += "\n"
+        sep = "\n" if existing.strip() else ""
+        return existing + sep + block
+    stop = existing.find(end, start)
+    if stop == -1:
+        line = existing.count("\n", 0, start) + 1
+        raise InputError("managed block has a BEGIN marker but no END marker; fix it by hand", path=path, line=line)
+    if existing.find(begin, start + 1) != -1:
+        line = existing.count("\n", 0, existing.find(begin, start + 1)) + 1
+        raise InputError("two gpufab managed blocks; remove one by hand", path=path, line=line)
+    stop += len(end)
+    if existing[stop:stop + 1] == "\n":
+        stop += 1
+    return existing[:start] + block + existing[stop:]
+
+
+def outside_managed_block(text: str, begin: str = MANAGED_BEGIN, end: str = MANAGED_END) -> List[str]:
+    """The lines of `text` that gpufab does not manage."""
+    lines, inside = [], False
+    for line in text.splitlines():
+        if line == begin:
+            inside = True
+        elif line == end:
+            inside = False
+        elif not inside:
+            lines.append(line)
+    return lines

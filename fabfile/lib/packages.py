@@ -1,0 +1,47 @@
+"""apt on the nodes: which packages are missing, and the commands that install them.
+
+Fresh rental machines often run unattended-upgrades at first boot; every
+apt call waits for the dpkg lock (bounded) instead of failing on it, and
+never asks a question.
+"""
+
+from __future__ import annotations
+
+import shlex
+from typing import Iterable, List, Set
+
+APT_GET = (
+    "DEBIAN_FRONTEND=noninteractive apt-get -q -y -o DPkg::Lock::Timeout=300"
+    " -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold"
+)
+
+#: Refresh the package lists unless they were fetched within the last hour.
+UPDATE_IF_STALE = (
+    "[ -n \"$(find /var/lib/apt/lists -maxdepth 1 -name '*_Packages' -mmin -60 2>/dev/null | head -n1)\" ]"
+    f" || {APT_GET} update"
+)
+
+
+def query_command(packages: Iterable[str]) -> str:
+    """Prints `name status` per package; unknown packages print nothing."""
+    names = " ".join(shlex.quote(p) for p in packages)
+    return f"dpkg-query -W -f='${{Package}} ${{db:Status-Status}}\\n' {names} 2>/dev/null; true"
+
+
+def parse_installed(text: str) -> Set[str]:
+    installed = set()
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[1] == "installed":
+            installed.add(parts[0])
+    return installed
+
+
+def install_command(packages: Iterable[str], update: bool = True) -> str:
+    names = " ".join(shlex.quote(p) for p in packages)
+    install = f"{APT_GET} install --no-install-recommends {names}"
+    return f"{UPDATE_IF_STALE} && {install}" if update else install
+
+
+def missing(wanted: Iterable[str], installed: Set[str]) -> List[str]:
+    return [p for p in wanted if p not in installed]

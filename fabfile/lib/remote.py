@@ -1,0 +1,215 @@
+"""Doing things on one node over its (one, shared) connection.
+
+Every setup step reads state with `read_state` (one round trip for all its
+files), plans in pure code, then applies with `write_files` and `run`.
+Commands that need root go through sudo only when the SSH user is not root,
+wrapped in `sh -c` so that a whole pipeline, not just its first word, runs
+as root. File content travels over SFTP, never on a command line, so that
+secrets do not show up in `ps` on the node.
+"""
+
+from __future__ import annotations
+
+import base64
+import secrets
+import shlex
+from typing import Callable, Dict, Iterable, List, Optional, Sequence
+
+from invoke.runners import Result
+
+from . import packages as apt
+from .connection import NodeConnection, Session
+from .errors import HostError
+from .files import BACKUP_DIR, FileChange, FileState, ManagedFile
+from .inventory import Node
+
+#: Prints, per path: `==gpufab-file <mode> <owner> <group> <path>` then the
+#: file base64-encoded on one line, or `==gpufab-digest ...` then its sha256
+#: (for paths given after `-d`), or `==gpufab-missing <path>`.
+READ_SCRIPT = r"""
+digest=0
+for p in "$@"; do
+  if [ "$p" = -d ]; then digest=1; continue; fi
+  if [ -f "$p" ] && [ $digest = 1 ]; then
+    echo "==gpufab-digest $(stat -c '%a %U %G' "$p") $p"
+    sha256sum < "$p" | cut -d' ' -f1
+  elif [ -f "$p" ]; then
+    echo "==gpufab-file $(stat -c '%a %U %G' "$p") $p"
+    base64 -w0 < "$p"; echo
+  else
+    echo "==gpufab-missing $p"
+  fi
+  digest=0
+done
+"""
+
+#: Installs uploaded files: backup of the old version, then copy + rename in
+#: the target's own directory so readers only ever see a whole file.
+INSTALL_SCRIPT = r"""
+set -e
+umask 022
+while [ $# -gt 0 ]; do
+  src=$1 dest=$2 mode=$3 owner=$4 group=$5; shift 5
+  dir=$(dirname "$dest")
+  mkdir -p "$dir"
+  if [ -e "$dest" ]; then
+    mkdir -p -m 0700 BACKUP
+    mkdir -p "BACKUP$dir"
+    cp -p "$dest" "BACKUP$dest"
+  fi
+  if [ -n "$src" ]; then
+    tmp="$dir/.gpufab-new.$(basename "$dest")"
+    (umask 077; cp "$src" "$tmp")
+    chown "$owner:$group" "$tmp"
+    chmod "$mode" "$tmp"
+    mv -f "$tmp" "$dest"
+    rm -f "$src"
+  else
+    chown "$owner:$group" "$dest"
+    chmod "$mode" "$dest"
+  fi
+done
+""".replace("BACKUP", BACKUP_DIR)
+
+
+def parse_state(text: str) -> Dict[str, FileState]:
+    """Parse READ_SCRIPT's output into a FileState per path."""
+    found: Dict[str, FileState] = {}
+    lines = iter(text.splitlines())
+    for line in lines:
+        tag, _, rest = line.partition(" ")
+        if tag == "==gpufab-missing":
+            found[rest] = FileState(rest, exists=False)
+        elif tag in ("==gpufab-file", "==gpufab-digest"):
+            mode, owner, group, path = rest.split(" ", 3)
+            body = next(lines, "")
+            kind = dict(digest=body) if tag == "==gpufab-digest" else dict(
+                content=base64.b64decode(body).decode("utf-8", errors="replace")
+            )
+            found[path] = FileState(path, True, mode=int(mode, 8), owner=owner, group=group, **kind)
+    return found
+
+
+class Remote:
+    """One node, seen by a setup step: run commands, read and write files."""
+
+    def __init__(
+        self,
+        conn: NodeConnection,
+        node: Node,
+        *,
+        password: Callable[[], Optional[str]] = lambda: None,
+        timeout: Optional[float] = None,
+        session: Optional[Session] = None,
+    ):
+        self.conn = conn
+        self.node = node
+        self._password = password
+        self.timeout = timeout
+        self.session = session
+
+    @property
+    def user(self) -> str:
+        return self.conn.user
+
+    @property
+    def is_root(self) -> bool:
+        return self.conn.user == "root"
+
+    def run(
+        self,
+        command: str,
+        *,
+        sudo: bool = False,
+        warn: bool = False,
+        timeout: Optional[float] = None,
+    ) -> Result:
+        """Run `command` (as root when `sudo`); hidden, no local stdin."""
+        opts = dict(hide=True, warn=warn, in_stream=False, timeout=timeout or self.timeout)
+        if sudo and not self.is_root:
+            result = self.conn.sudo(f"sh -c {shlex.quote(command)}", password=self._password(), **opts)
+            prompt = self.conn.config.sudo.prompt
+            result.stderr = result.stderr.replace(prompt, "")
+            return result
+        return self.conn.run(command, **opts)
+
+    def script(self, body: str, *args: str, sudo: bool = False, warn: bool = False, timeout: Optional[float] = None) -> Result:
+        """Run a shell script with positional arguments, each quoted."""
+        command = "sh -c " + shlex.quote(body) + " gpufab " + " ".join(shlex.quote(a) for a in args)
+        return self.run(command, sudo=sudo, warn=warn, timeout=timeout)
+
+    def check(self, command: str, *, sudo: bool = False, timeout: Optional[float] = None) -> bool:
+        """True when `command` exits 0."""
+        return self.run(command, sudo=sudo, warn=True, timeout=timeout).exited == 0
+
+    def read_state(self, files: Iterable[ManagedFile]) -> Dict[str, FileState]:
+        """The current state of `files` on the node, in one round trip."""
+        args: List[str] = []
+        for f in files:
+            args += ["-d", f.path] if f.secret else [f.path]
+        return self.read_paths(args)
+
+    def read_paths(self, args: Sequence[str]) -> Dict[str, FileState]:
+        if not args:
+            return {}
+        return parse_state(self.script(READ_SCRIPT, *args, sudo=True).stdout)
+
+    def read_text(self, path: str) -> Optional[str]:
+        return self.read_paths([path])[path].content
+
+    def write_files(self, changes: Sequence[FileChange]) -> List[str]:
+        """Apply file changes atomically, old versions backed up; returns what was done."""
+        if not changes:
+            return []
+        args: List[str] = []
+        uploaded: List[str] = []
+        try:
+            for change in changes:
+                f = change.file
+                src = ""
+                if change.kind != "perms":
+                    src = f"/tmp/.gpufab-upload-{secrets.token_hex(8)}"
+                    self._upload(src, f.content)
+                    uploaded.append(src)
+                args += [src, f.path, f"{f.mode:o}", f.owner, f.group]
+            self.script(INSTALL_SCRIPT, *args, sudo=True)
+        except Exception:
+            if uploaded:
+                self.run("rm -f " + " ".join(shlex.quote(p) for p in uploaded), warn=True)
+            raise
+        return [c.describe() for c in changes]
+
+    def _upload(self, path: str, content: str) -> None:
+        """Write a private (0600) file owned by the SSH user; created exclusively."""
+        sftp = self.conn.sftp()
+        with sftp.open(path, "wx") as fh:
+            fh.chmod(0o600)
+            fh.write(content.encode("utf-8"))
+
+    def run_in_new_login(self, command: str) -> Result:
+        """Run `command` over a new SSH connection: what the next login sees."""
+        if self.session is None:
+            raise RuntimeError("run_in_new_login needs the session")
+        conn = self.session.fresh_connection(self.node)
+        try:
+            return conn.run(command, hide=True, in_stream=False, timeout=self.timeout)
+        finally:
+            conn.close()
+
+
+def last_line(text: str) -> str:
+    """The last non-empty line of a command's output: usually the error."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+
+
+def ensure_packages(remote: Remote, packages: Sequence[str]) -> List[str]:
+    """Install the packages that are missing; returns what was installed."""
+    installed = apt.parse_installed(remote.run(apt.query_command(packages)).stdout)
+    todo = apt.missing(packages, installed)
+    if not todo:
+        return []
+    result = remote.run(apt.install_command(todo), sudo=True, warn=True, timeout=max(remote.timeout or 0, 900))
+    if result.exited != 0:
+        raise HostError(f"apt-get install {' '.join(todo)} failed: {last_line(result.stderr or result.stdout)}")
+    return [f"installed {' '.join(todo)}"]

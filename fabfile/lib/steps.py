@@ -1,0 +1,95 @@
+"""Running a setup step on many nodes and reporting it the same way every time.
+
+A step is a function `(remote) -> Outcome`: it reads the node's state, plans
+the difference in pure code and applies only that. Here it is fanned out,
+each host's outcome becomes `ok` (nothing to do), `changed` (what changed) or
+`failed` (why), and the run ends with one table and the worst exit code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+from invoke.exceptions import Exit
+
+from .cluster import open_session, select_nodes
+from .connection import Session
+from .fanout import CHANGED, OK, HostResult, fan_out, worst_exit_code
+from .inventory import Node
+from .remote import Remote
+from .report import host_table, summary_line
+
+
+@dataclass
+class Outcome:
+    """What a step did on one host."""
+
+    changes: List[str] = field(default_factory=list)
+    #: Facts worth a line in the report that are not changes ("nofile 65536").
+    notes: List[str] = field(default_factory=list)
+    data: Dict[str, Any] = field(default_factory=dict)
+
+
+StepFn = Callable[[Remote], Outcome]
+
+
+def remote_for(session: Session, node: Node) -> Remote:
+    return Remote(session.connection(node), node, password=session.sudo_password, timeout=session.command_timeout, session=session)
+
+
+def run_step(session: Session, nodes: Sequence[Node], step: StepFn, *, workers: Optional[int] = None) -> List[HostResult]:
+    """Run `step` on every node in parallel; one HostResult each, in order."""
+
+    def one(_conn: Any, node: Node) -> HostResult:
+        outcome = step(remote_for(session, node))
+        status = CHANGED if outcome.changes else OK
+        data = {"changes": outcome.changes, "notes": outcome.notes, **outcome.data}
+        return HostResult(node, status, data=data)
+
+    return fan_out(session, nodes, one, workers=workers)
+
+
+def details(result: HostResult) -> str:
+    """The report cell of one host: its changes, notes, and failure reason."""
+    lines = list(result.data.get("changes") or [])
+    lines += list(result.data.get("notes") or [])
+    if result.failed:
+        lines.append(f"FAILED: {result.reason}")
+    return "\n".join(lines) or "-"
+
+
+def step_table(results: Sequence[HostResult]) -> str:
+    rows = [(r.node.name, r.status, f"{r.seconds:.1f}s", details(r)) for r in results]
+    return host_table(["Node", "Status", "Time", "Details"], rows)
+
+
+def report_step(title: str, results: Sequence[HostResult]) -> None:
+    """Print the step's table and summary; exit non-zero when a host failed."""
+    print(title)
+    print(step_table(results))
+    print(summary_line(title, results, changed=True))
+    code = worst_exit_code(results)
+    if code:
+        raise Exit(code=code)
+
+
+def run_task(
+    config: Any,
+    title: str,
+    make_step: Callable[[Session], StepFn],
+    *,
+    nodes: Optional[str] = None,
+    workers: Optional[str] = None,
+) -> List[HostResult]:
+    """The body of a one-step task: session, `--nodes`, fan-out, report, exit code.
+
+    `make_step` reads settings once (they may come from the inventory) and
+    returns the per-host function.
+    """
+    with open_session(config) as session:
+        step = make_step(session)
+        targets = select_nodes(session.inventory, nodes)
+        results = run_step(session, targets, step, workers=int(workers) if workers else None)
+    report_step(title, results)
+    return results
