@@ -5,7 +5,7 @@
 
 from invoke import Collection
 
-from . import docker, inventory, lab, limits
+from . import docker, inventory, lab, limits, netenv, nfs
 from .execute import exec_
 
 ns = Collection()
@@ -14,3 +14,5 @@ ns.add_collection(Collection.from_module(inventory, name="inventory"))
 ns.add_collection(Collection.from_module(lab, name="lab"))
 ns.add_collection(Collection.from_module(limits, name="limits"))
 ns.add_collection(Collection.from_module(docker, name="docker"))
+ns.add_collection(Collection.from_module(netenv, name="netenv"))
+ns.add_collection(Collection.from_module(nfs, name="nfs"))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, List, Optional, TypeVar
+from typing import Any, Callable, Dict, List, Optional, TypeVar
 
 from invoke.exceptions import Exit
 
@@ -53,7 +53,9 @@ class HostError(Exception):
     report never hides a change made before the failure.
     """
 
-    def __init__(self, reason: str, changes: Optional[List[str]] = None):
+    def __init__(self, reason: str, changes: Optional[List[str]] = None, data: Optional[Dict[str, Any]] = None):
         super().__init__(reason)
         self.reason = reason
         self.changes = list(changes or [])
+        #: Facts gathered before the failure, for the report's other columns.
+        self.data = dict(data or {})

@@ -115,7 +115,8 @@ def fan_out(
             stdout = getattr(partial, "stdout", "") or ""
             stderr = getattr(partial, "stderr", "") or ""
             result = HostResult(node, status, code, stdout, stderr, reason)
-            result.data["changes"] = list(getattr(exc, "changes", []))
+            if isinstance(exc, HostError):
+                result.data.update(exc.data, changes=exc.changes)
         result.seconds = time.monotonic() - start
         return result
 

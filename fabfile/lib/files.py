@@ -146,9 +146,9 @@ def outside_managed_block(text: str, begin: str = MANAGED_BEGIN, end: str = MANA
     """The lines of `text` that gpufab does not manage."""
     lines, inside = [], False
     for line in text.splitlines():
-        if line == begin:
+        if line.startswith(begin):
             inside = True
-        elif line == end:
+        elif line.startswith(end):
             inside = False
         elif not inside:
             lines.append(line)

@@ -64,10 +64,14 @@ def step_table(results: Sequence[HostResult]) -> str:
     return host_table(["Node", "Status", "Time", "Details"], rows)
 
 
-def report_step(title: str, results: Sequence[HostResult]) -> None:
+def report_step(
+    title: str,
+    results: Sequence[HostResult],
+    table: Callable[[Sequence[HostResult]], str] = step_table,
+) -> None:
     """Print the step's table and summary; exit non-zero when a host failed."""
     print(title)
-    print(step_table(results))
+    print(table(results))
     print(summary_line(title, results, changed=True))
     code = worst_exit_code(results)
     if code:
@@ -81,6 +85,7 @@ def run_task(
     *,
     nodes: Optional[str] = None,
     workers: Optional[str] = None,
+    table: Callable[[Sequence[HostResult]], str] = step_table,
 ) -> List[HostResult]:
     """The body of a one-step task: session, `--nodes`, fan-out, report, exit code.
 
@@ -91,5 +96,5 @@ def run_task(
         step = make_step(session)
         targets = select_nodes(session.inventory, nodes)
         results = run_step(session, targets, step, workers=int(workers) if workers else None)
-    report_step(title, results)
+    report_step(title, results, table)
     return results

@@ -1,0 +1,244 @@
+"""NCCL / Gloo environment: which NIC each node must use, and the files that say so.
+
+The NIC is found per node from the route to the head's private address,
+because rented nodes of one cluster name the same port differently
+(`enp27s0f0np0` here, `ens14np0` there) and `eth0` is usually the public one.
+Secrets from the controller's `.env` go to their own 0600 file and are never
+shown: the report names keys, not values.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+
+from dotenv import dotenv_values
+
+from .errors import InputError
+from .files import ManagedFile, render
+from .inventory import VAR_KEY_RE
+
+PROFILES = ("ethernet", "infiniband")
+DEFAULT_PROFILE = "ethernet"
+DEFAULT_MASTER_PORT = 29500
+DEFAULT_TIMEOUT_MS = 60000
+#: Ports netenv.check probes on every other node: rendezvous and Ray's GCS.
+RAY_GCS_PORT = 6379
+
+ENV_FILE = "/etc/gpufab/netenv.env"
+SECRETS_FILE = "/etc/gpufab/secrets.env"
+NCCL_CONF = "/etc/nccl.conf"
+PROFILE_SNIPPET = "/etc/profile.d/gpufab-netenv.sh"
+
+#: Everything needed to choose a NIC, in one round trip. $1 = head private IP.
+FACTS_SCRIPT = r"""
+echo "route=$(ip -o route get "$1" 2>&1 | head -n1)"
+echo "owner=$(ip -o -4 addr show to "$1" 2>/dev/null | awk '{print $2; exit}')"
+ip -o -4 addr show | awk '{print "addr=" $2 " " $4}'
+ip -o link show | awk -F': ' '{split($2, n, "@"); m = $0; sub(/.* mtu /, "", m); split(m, v, " "); print "link=" n[1] " " v[1]}'
+if command -v ibv_devices >/dev/null 2>&1; then
+  echo "hcas=$(ibv_devices 2>/dev/null | awk 'NR > 2 {printf "%s ", $1}')"
+fi
+"""
+
+
+@dataclass(frozen=True)
+class NicFacts:
+    route_dev: Optional[str]
+    #: The interface holding the head's address, when this node is the head.
+    owner: Optional[str]
+    addresses: Dict[str, List[str]]
+    mtus: Dict[str, int]
+    hcas: Optional[List[str]]
+
+
+def parse_route_dev(text: str) -> Optional[str]:
+    """The `dev` of `ip -o route get ADDR` output, or None (no route, error)."""
+    match = re.search(r"\bdev (\S+)", text)
+    return match.group(1) if match else None
+
+
+def parse_nic_facts(text: str) -> NicFacts:
+    route = owner = None
+    addresses: Dict[str, List[str]] = {}
+    mtus: Dict[str, int] = {}
+    hcas: Optional[List[str]] = None
+    for line in text.splitlines():
+        key, _, value = line.partition("=")
+        if key == "route":
+            route = parse_route_dev(value)
+        elif key == "owner":
+            owner = value.strip() or None
+        elif key == "addr":
+            name, _, cidr = value.partition(" ")
+            addresses.setdefault(name, []).append(cidr.strip())
+        elif key == "link":
+            name, _, mtu = value.partition(" ")
+            if mtu.strip().isdigit():
+                mtus[name] = int(mtu)
+        elif key == "hcas":
+            hcas = value.split()
+    return NicFacts(route, owner, addresses, mtus, hcas)
+
+
+def choose_nic(facts: NicFacts, override: Optional[str] = None) -> str:
+    """The node's NIC toward the head; ValueError naming the problem otherwise."""
+    if override:
+        if override not in facts.mtus:
+            known = ", ".join(sorted(n for n in facts.mtus if n != "lo")) or "none"
+            raise ValueError(f"interface {override} (inventory nic) does not exist here; this node has: {known}")
+        return override
+    if facts.route_dev == "lo":  # the head: its own address routes via lo
+        if facts.owner:
+            return facts.owner
+        raise ValueError("the head's private address routes via lo but no interface holds it")
+    if not facts.route_dev:
+        raise ValueError("no route to the head's private address")
+    return facts.route_dev
+
+
+def check_profile(profile: str) -> str:
+    if profile not in PROFILES:
+        raise InputError(f"unknown netenv profile {profile!r} (expected one of: {', '.join(PROFILES)})", path="--profile")
+    return profile
+
+
+def check_port(value: object, what: str = "master port") -> int:
+    try:
+        port = int(str(value))
+    except ValueError:
+        port = 0
+    if not 0 < port < 65536:
+        raise InputError(f"invalid {what} {value!r}", path="--master-port")
+    return port
+
+
+def env_lines(text: str) -> Dict[str, str]:
+    """KEY=VALUE lines of an env file (comments and blanks skipped), in order."""
+    values: Dict[str, str] = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#") and "=" in line:
+            key, _, value = line.partition("=")
+            values[key.strip()] = value.strip()
+    return values
+
+
+def netenv_files(
+    node: str,
+    nic: str,
+    master_addr: str,
+    master_port: int,
+    profile: str,
+    hcas: Sequence[str] = (),
+    timeout_ms: int = DEFAULT_TIMEOUT_MS,
+) -> List[ManagedFile]:
+    """netenv.env (the source of truth), nccl.conf (its NCCL_ part), the profile snippet."""
+    env = render(
+        "netenv/netenv.env.j2",
+        node=node,
+        nic=nic,
+        master_addr=master_addr,
+        master_port=master_port,
+        profile=profile,
+        hcas=list(hcas),
+        timeout_ms=timeout_ms,
+    )
+    return [
+        ManagedFile(ENV_FILE, env),
+        ManagedFile(NCCL_CONF, render("netenv/nccl.conf.j2", values=env_lines(env))),
+        ManagedFile(PROFILE_SNIPPET, render("netenv/profile.sh.j2")),
+    ]
+
+
+def load_secrets(path: str) -> Dict[str, str]:
+    """Secrets from a local .env; bad entries named by key, never by value."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            values = dotenv_values(stream=fh)
+    except FileNotFoundError:
+        raise InputError("no such .env file (needed by --secrets)", path=path) from None
+    except OSError as exc:
+        raise InputError(f"cannot read .env: {exc.strerror}", path=path) from None
+    secrets: Dict[str, str] = {}
+    for key, value in values.items():
+        if not VAR_KEY_RE.match(key):
+            raise InputError(f"invalid variable name {key!r}", path=path)
+        if value is None:
+            raise InputError(f"{key} has no value", path=path)
+        if any(c in value for c in "'\n\r\0"):
+            raise InputError(f"the value of {key} holds a quote or a line break; gpufab cannot write it safely", path=path)
+        secrets[key] = value
+    if not secrets:
+        raise InputError(".env holds no variables", path=path)
+    return secrets
+
+
+def secrets_file(secrets: Mapping[str, str], owner: str) -> ManagedFile:
+    """Readable by the SSH user (who runs jobs) and root only."""
+    return ManagedFile(
+        SECRETS_FILE,
+        render("netenv/secrets.env.j2", secrets=dict(secrets)),
+        mode=0o600,
+        owner=owner,
+        group="root" if owner == "root" else owner,
+        secret=True,
+    )
+
+
+# --------------------------------------------------------------------------- #
+# netenv.check
+
+#: Probe TCP ports of other nodes. $1 = ports (space-separated), then IPs.
+#: Prints `ip port open|refused|timeout|unreachable`.
+PROBE_SCRIPT = r"""
+ports=$1; shift
+for ip in "$@"; do
+  for port in $ports; do
+    err=$(timeout 3 bash -c "exec 3<>/dev/tcp/$ip/$port" 2>&1); rc=$?
+    if [ $rc = 0 ]; then state=open
+    elif [ $rc = 124 ]; then state=timeout
+    else case "$err" in
+      *refused*) state=refused ;;
+      *) state=unreachable ;;
+    esac; fi
+    echo "$ip $port $state"
+  done
+done
+"""
+
+#: Firewall rules that can drop incoming traffic: nft input-hook chains when
+#: nft exists (it also shows iptables-nft rules), else iptables-save's INPUT.
+FIREWALL_SCRIPT = r"""
+if command -v nft >/dev/null 2>&1; then
+  nft list ruleset 2>/dev/null | awk '/^\s*chain /{c=$2; hook=0} /hook input/{hook=1} hook && /(drop|reject)/ {sub(/^\s+/, ""); print "nft " c ": " $0}'
+elif command -v iptables-save >/dev/null 2>&1; then
+  iptables-save 2>/dev/null | grep -E '^(-A INPUT .*-j (DROP|REJECT)|:INPUT (DROP|REJECT))' | sed 's/^/iptables /'
+fi
+true
+"""
+
+#: Probe results that mean the network path itself is broken.
+BLOCKED = ("timeout", "unreachable")
+
+
+def parse_probes(text: str) -> List[Tuple[str, int, str]]:
+    out = []
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) == 3 and parts[1].isdigit():
+            out.append((parts[0], int(parts[1]), parts[2]))
+    return out
+
+
+def summarize_probes(probes: Sequence[Tuple[str, int, str]], names: Mapping[str, str], port: int) -> str:
+    """One cell: `2/2 open`, or which nodes did not answer and how."""
+    on_port = [(ip, state) for ip, p, state in probes if p == port]
+    if not on_port:
+        return "-"
+    opened = sum(1 for _, state in on_port if state == "open")
+    if opened == len(on_port):
+        return f"{opened}/{len(on_port)} open"
+    others = ", ".join(f"{names.get(ip, ip)} {state}" for ip, state in on_port if state != "open")
+    return f"{opened}/{len(on_port)} open; {others}"

@@ -1,0 +1,228 @@
+"""`inv nfs.setup` (`nfs.server`, `nfs.client`) and `inv nfs.verify`.
+
+The head exports a directory to the private subnet; workers mount it, only
+once the server answers. Everything up to the kernel is done and checked
+even where the kernel has no NFS, so a second run on such a host changes
+nothing and fails with the same clear reason.
+"""
+
+from __future__ import annotations
+
+import secrets
+import shlex
+import time
+from dataclasses import dataclass
+from typing import List, Optional
+
+from invoke import task
+
+from .lib import nfs as plan
+from .lib.cluster import ensure_private, open_session, select_nodes, setting
+from .lib.connection import Session
+from .lib.errors import HostError, InputError, reported
+from .lib.fanout import HostResult
+from .lib.files import ManagedFile, plan_files, replace_block
+from .lib.remote import Remote, ensure_packages, last_line
+from .lib.steps import Outcome, report_step, run_step
+from .netenv import nic_facts
+
+#: Seconds a worker waits for the head's port 2049 before giving up.
+SERVER_WAIT = 30
+
+
+@dataclass(frozen=True)
+class NfsPlan:
+    """Where the share lives and who may mount it; the same for every node."""
+
+    server: str  # the head's private address
+    server_name: str
+    export: str
+    mount: str
+    subnet: Optional[str]  # None: take the head NIC's network
+
+
+def _ensure_dir(remote: Remote, path: str, owner: Optional[str] = None) -> List[str]:
+    """Create `path` (owned by `owner` and their group) unless it is there so."""
+    q = shlex.quote(path)
+    seen = remote.run(f"stat -c %U {q} 2>/dev/null || true").stdout.strip()
+    if seen and (owner is None or seen == owner):
+        return []
+    remote.run(f"mkdir -p {q}" + (f" && chown {shlex.quote(owner)}: {q}" if owner else ""), sudo=True)
+    if not seen:
+        return [f"created {path}" + (f" (owner {owner})" if owner else "")]
+    return [f"changed owner of {path} to {owner}"]
+
+
+def _kernel(remote: Remote) -> str:
+    return remote.script(plan.KERNEL_SCRIPT).stdout
+
+
+def setup_server(remote: Remote, p: NfsPlan) -> Outcome:
+    """Package, export directory, the one export line; then exportfs and the service."""
+    done = ensure_packages(remote, ("nfs-kernel-server",))
+    try:
+        done += _ensure_dir(remote, p.export, remote.user)
+        subnet = p.subnet
+        if not subnet:
+            nic, facts = nic_facts(remote, p.server)
+            cidr = next((a for a in facts.addresses.get(nic, []) if a.split("/")[0] == p.server), None)
+            if not cidr:
+                raise HostError(f"{p.server} is not on {nic}: cannot tell the private subnet (set private_subnet)")
+            subnet = plan.private_subnet(cidr)
+        exports = plan.exports_file(p.export, subnet)
+        changes = plan_files([exports], remote.read_state([exports]))
+        done += remote.write_files(changes)
+        lacking = plan.kernel_lacks(_kernel(remote), "nfsd")
+        if lacking:
+            raise HostError(lacking)
+        if not remote.check("systemctl is-active --quiet nfs-server && systemctl is-enabled --quiet nfs-server"):
+            result = remote.run("systemctl enable --now nfs-server", sudo=True, warn=True)
+            if result.exited != 0:
+                raise HostError(f"nfs-server did not start: {last_line(result.stderr)}")
+            done.append("enabled and started nfs-server")
+        exported = remote.run("exportfs -s", sudo=True, warn=True).stdout
+        if changes or p.export not in exported:
+            remote.run("exportfs -ra", sudo=True)
+            done.append("exportfs -ra")
+    except HostError as exc:
+        raise HostError(exc.reason, changes=done + exc.changes) from None
+    return Outcome(done, [f"exports {p.export} to {subnet}"])
+
+
+def setup_client(remote: Remote, p: NfsPlan, server_error: Optional[str]) -> Outcome:
+    """Package, mount point, the one fstab line; mount once the server answers."""
+    done = ensure_packages(remote, ("nfs-common",))
+    try:
+        done += _ensure_dir(remote, p.mount)
+        fstab = remote.read_paths([plan.FSTAB])[plan.FSTAB]
+        old = fstab.content or ""
+        clash = plan.fstab_conflict(plan.fstab_lines_outside(old), p.mount)
+        if clash:
+            raise HostError(f"{plan.FSTAB} already mounts {p.mount} outside gpufab's block ({clash!r}); remove that line or choose --mount")
+        new = replace_block(old, plan.fstab_block(p.server, p.export, p.mount), plan.FSTAB, plan.FSTAB_BEGIN, plan.FSTAB_END)
+        wanted = ManagedFile(plan.FSTAB, new, mode=fstab.mode or 0o644, owner=fstab.owner or "root", group=fstab.group or "root")
+        done += remote.write_files(plan_files([wanted], {plan.FSTAB: fstab}))
+        lacking = plan.kernel_lacks(_kernel(remote), "nfs")
+        if lacking:
+            raise HostError(lacking)
+        mount_q = shlex.quote(p.mount)
+        found = plan.parse_findmnt(remote.run(f"findmnt -rn -o SOURCE,FSTYPE {mount_q}", warn=True).stdout)
+        if plan.mounted_from(found, p.server, p.export):
+            return Outcome(done, [f"{p.server}:{p.export} mounted on {p.mount}"])
+        if server_error:
+            raise HostError(f"NFS server {p.server_name} is not ready ({server_error})")
+        _wait_for_server(remote, p)
+        result = remote.run(f"mount {mount_q}", sudo=True, warn=True, timeout=60)
+        found = plan.parse_findmnt(remote.run(f"findmnt -rn -o SOURCE,FSTYPE {mount_q}", warn=True).stdout)
+        if result.exited != 0 or not plan.mounted_from(found, p.server, p.export):
+            raise HostError(f"mount {p.mount} failed: {last_line(result.stderr) or 'not mounted afterwards'}")
+        done.append(f"mounted {p.server}:{p.export} on {p.mount}")
+    except HostError as exc:
+        raise HostError(exc.reason, changes=done + exc.changes) from None
+    return Outcome(done, [])
+
+
+def _wait_for_server(remote: Remote, p: NfsPlan) -> None:
+    probe = f"timeout 3 bash -c 'exec 3<>/dev/tcp/{p.server}/{plan.NFS_PORT}' 2>/dev/null"
+    deadline = time.monotonic() + SERVER_WAIT
+    while not remote.check(probe):
+        if time.monotonic() > deadline:
+            raise HostError(f"NFS server {p.server_name} ({p.server}) does not answer on port {plan.NFS_PORT} after {SERVER_WAIT}s")
+        time.sleep(1)
+
+
+def verify_nfs(remote: Remote, p: NfsPlan, token: str, is_head: bool) -> Outcome:
+    """Head writes a token into the export; each worker must read it through its mount."""
+    name = f"{p.export if is_head else p.mount}/.gpufab-verify"
+    if is_head:
+        remote.run(f"printf %s {shlex.quote(token)} > {shlex.quote(name)}", sudo=True)
+        return Outcome([], [f"wrote token to {name}"])
+    found = plan.parse_findmnt(remote.run(f"findmnt -rn -o SOURCE,FSTYPE {shlex.quote(p.mount)}", warn=True).stdout)
+    if not plan.mounted_from(found, p.server, p.export):
+        raise HostError(f"{p.mount} is not an NFS mount of {p.server}:{p.export}")
+    seen = remote.run(f"cat {shlex.quote(name)}", warn=True).stdout
+    if seen != token:
+        raise HostError(f"{name} does not hold the head's token: the mount does not show the export")
+    return Outcome([], [f"read the head's token through {p.mount}"])
+
+
+def nfs_plan(c, session: Session, path: Optional[str], mount: Optional[str]) -> NfsPlan:
+    inv = ensure_private(session)
+    head = inv.head
+    if not head.private:
+        raise InputError(f"the head {head.name} has no private address (give one in the inventory)")
+    export = plan.check_path(setting(c.config, inv, "nfs_export", path, plan.DEFAULT_EXPORT))
+    return NfsPlan(
+        server=head.private,
+        server_name=head.name,
+        export=export,
+        mount=plan.check_path(setting(c.config, inv, "nfs_mount", mount, export)),
+        subnet=setting(c.config, inv, "private_subnet"),
+    )
+
+
+def run_nfs(c, title: str, server: bool, clients: bool, path, mount, nodes, workers) -> None:
+    """Server on the head first, then every worker's client in parallel."""
+    n = int(workers) if workers else None
+    with open_session(c.config) as session:
+        p = nfs_plan(c, session, path, mount)
+        chosen = {x.name for x in select_nodes(session.inventory, nodes)}
+        results: List[HostResult] = []
+        server_error = None
+        head = session.inventory.head
+        if server and head.name in chosen:
+            results += run_step(session, [head], lambda r: setup_server(r, p), workers=n)
+            server_error = results[-1].reason if results[-1].failed else None
+        if clients:
+            targets = [w for w in session.inventory.workers if w.name in chosen]
+            results += run_step(session, targets, lambda r: setup_client(r, p, server_error), workers=n)
+    report_step(title, results)
+
+
+_HELP = {
+    "path": f"directory exported by the head (default {plan.DEFAULT_EXPORT}; inventory var nfs_export)",
+    "mount": "where workers mount it (default: the same path; inventory var nfs_mount)",
+    "nodes": "only these nodes (comma-separated names)",
+    "workers": "hosts worked on at once (default 32)",
+}
+
+
+@task(help=_HELP)
+@reported
+def setup(c, path=None, mount=None, nodes=None, workers=None):
+    """NFS server on the head, then the mount on every worker."""
+    run_nfs(c, "nfs.setup", True, True, path, mount, nodes, workers)
+
+
+@task(help=_HELP)
+@reported
+def server(c, path=None, mount=None, nodes=None, workers=None):
+    """Export the shared directory from the head to the private subnet."""
+    run_nfs(c, "nfs.server", True, False, path, mount, nodes, workers)
+
+
+@task(help=_HELP)
+@reported
+def client(c, path=None, mount=None, nodes=None, workers=None):
+    """Mount the head's export on every worker (one managed fstab line)."""
+    run_nfs(c, "nfs.client", False, True, path, mount, nodes, workers)
+
+
+@task(help=_HELP)
+@reported
+def verify(c, path=None, mount=None, nodes=None, workers=None):
+    """Write a token on the head's export and read it back on every worker."""
+    token = secrets.token_hex(16)
+    n = int(workers) if workers else None
+    with open_session(c.config) as session:
+        p = nfs_plan(c, session, path, mount)
+        chosen = {x.name for x in select_nodes(session.inventory, nodes)}
+        head = session.inventory.head
+        results = run_step(session, [head], lambda r: verify_nfs(r, p, token, True), workers=n)
+        if results[0].failed:
+            for w in session.inventory.workers:
+                results.append(HostResult(w, "failed", 1, reason=f"the head could not write the token ({results[0].reason})"))
+        else:
+            targets = [w for w in session.inventory.workers if w.name in chosen]
+            results += run_step(session, targets, lambda r: verify_nfs(r, p, token, False), workers=n)
+    report_step("nfs.verify", results)
