@@ -21,7 +21,7 @@ INSTALL_FACTS = r"""
 . /etc/os-release; echo "ID=$ID"; echo "VERSION_CODENAME=$VERSION_CODENAME"
 echo "ARCH=$(dpkg --print-architecture)"
 echo "DOCKERD=$(command -v dockerd || true)"
-echo "VERSION=$(dpkg-query -W -f='${Package} ${Version}' docker-ce 2>/dev/null || dpkg-query -W -f='${Package} ${Version}' docker.io 2>/dev/null || true)"
+echo "VERSION=$(dpkg-query -W -f='${db:Status-Status} ${Package} ${Version}\n' docker-ce docker.io 2>/dev/null | awk '$1 == "installed" {print $2 " " $3; exit}')"
 echo "GROUPS=$(id -nG)"
 """
 

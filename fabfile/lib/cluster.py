@@ -15,6 +15,7 @@ from .connection import Session, gpufab_setting
 from .errors import InputError
 from .fanout import OK, HostResult, fan_out
 from .inventory import Inventory, Node, load_inventory, nodes_from_hosts, with_private
+from .netenv import VIRTUAL_PREFIXES
 
 DEFAULT_INVENTORY = "inventory/hosts.yaml"
 ENV_INVENTORY = "GPUFAB_INVENTORY"
@@ -53,8 +54,6 @@ def select_nodes(inv: Inventory, names: Optional[str]) -> Tuple[Node, ...]:
 # --------------------------------------------------------------------------- #
 # Private address discovery for `fab -H` (no inventory to say it)
 
-#: Interfaces whose networks are the same on every host by construction.
-VIRTUAL_PREFIXES = ("lo", "docker", "br-", "veth", "virbr", "cni", "flannel", "cali", "tun", "tap", "wg", "zt", "tailscale")
 
 
 def parse_addresses(text: str) -> List[Tuple[str, ipaddress.IPv4Interface]]:

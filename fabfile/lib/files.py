@@ -139,7 +139,10 @@ def replace_block(existing: str, block: str, path: str, begin: str = MANAGED_BEG
     stop += len(end)
     if existing[stop:stop + 1] == "\n":
         stop += 1
-    return existing[:start] + block + existing[stop:]
+    before = existing[:start]
+    if not block and before.endswith("\n\n"):
+        before = before[:-1]  # the blank line put before the block when it was appended
+    return before + block + existing[stop:]
 
 
 def outside_managed_block(text: str, begin: str = MANAGED_BEGIN, end: str = MANAGED_END) -> List[str]:

@@ -26,6 +26,9 @@ DEFAULT_TIMEOUT_MS = 60000
 #: Ports netenv.check probes on every other node: rendezvous and Ray's GCS.
 RAY_GCS_PORT = 6379
 
+#: Interfaces whose networks are the same on every host by construction.
+VIRTUAL_PREFIXES = ("lo", "docker", "br-", "veth", "virbr", "cni", "flannel", "cali", "tun", "tap", "wg", "zt", "tailscale")
+
 ENV_FILE = "/etc/gpufab/netenv.env"
 SECRETS_FILE = "/etc/gpufab/secrets.env"
 NCCL_CONF = "/etc/nccl.conf"
@@ -86,7 +89,7 @@ def choose_nic(facts: NicFacts, override: Optional[str] = None) -> str:
     """The node's NIC toward the head; ValueError naming the problem otherwise."""
     if override:
         if override not in facts.mtus:
-            known = ", ".join(sorted(n for n in facts.mtus if n != "lo")) or "none"
+            known = ", ".join(sorted(n for n in facts.mtus if not n.startswith(VIRTUAL_PREFIXES))) or "none"
             raise ValueError(f"interface {override} (inventory nic) does not exist here; this node has: {known}")
         return override
     if facts.route_dev == "lo":  # the head: its own address routes via lo

@@ -47,3 +47,28 @@ def node3_off(lab):
     yield
     on = cli("inv", "lab.poweron", "node3")
     assert on.returncode == 0, on.stderr
+
+
+ADDRESSES = {"node1": "198.18.0.11", "node2": "198.18.0.12", "node3": "198.18.0.13"}
+
+
+def on_host(name: str, command: str, check: bool = True) -> subprocess.CompletedProcess:
+    """Run a command on a lab host with plain ssh, behind gpufab's back."""
+    proc = subprocess.run(
+        ["ssh", "-i", str(LAB_KEY), "-o", f"UserKnownHostsFile={LAB_STATE / 'known_hosts'}", "-o", "BatchMode=yes",
+         "-o", "ConnectTimeout=10", f"root@{ADDRESSES[name]}", command],
+        capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
+    )
+    if check:
+        assert proc.returncode == 0, (name, command, proc.stdout, proc.stderr)
+    return proc
+
+
+def snapshot(paths, nodes=NODES) -> dict:
+    """sha256 of each path on each node ('missing' when absent): proof of byte-identity."""
+    out = {}
+    for name in nodes:
+        for path in paths:
+            text = on_host(name, f"sha256sum {path} 2>/dev/null || echo missing").stdout.split()
+            out[(name, path)] = text[0]
+    return out
