@@ -275,3 +275,33 @@ def test_nfs_verify_reports_workers_without_the_share(lab):
     assert proc.returncode == 1
     assert statuses(proc) == {"node1": "ok", "node2": "failed", "node3": "failed"}
     assert proc.stdout.count("/mnt/shared is not an NFS mount of 198.19.0.11:/mnt/shared") >= 2
+
+
+# --------------------------------------------------------------------------- as a sudo user
+
+
+@pytest.fixture
+def as_gpu_user(lab, tmp_path):
+    """The lab inventory, logging in as `gpu`, whose sudo needs a password."""
+    inventory = tmp_path / "gpu.yaml"
+    inventory.write_text(LAB_INVENTORY.read_text().replace("  user: root\n", "  user: gpu\n"))
+    return {**lab, "GPUFAB_INVENTORY": str(inventory), "INVOKE_SUDO_PASSWORD": "gpufab-lab"}
+
+
+def test_steps_work_through_sudo_and_a_wrong_password_changes_nothing(as_gpu_user, tmp_path):
+    wrong = cli("inv", "limits.setup", "--nofile", "12288", env={**as_gpu_user, "INVOKE_SUDO_PASSWORD": "nope"})
+    assert wrong.returncode == 1 and wrong.stdout.count("FAILED: wrong sudo password") == 3
+    assert on_host("node1", "grep -c 12288 /etc/security/limits.d/90-gpufab-nofile.conf", check=False).stdout.strip() == "0"
+
+    installed = cli("inv", "docker.install", "--source", "distro", "--nodes", "node2", env=as_gpu_user)
+    assert installed.returncode == 0, installed.stdout
+    assert "added gpu to group docker" in installed.stdout
+    assert "docker" in on_host("node2", "id -nG gpu").stdout.split()
+
+    dotenv = tmp_path / ".env"
+    dotenv.write_text(f"HF_TOKEN={SECRET}\n")
+    proc = cli("inv", "netenv.setup", "--secrets", "--env-file", str(dotenv), "--nodes", "node2", env=as_gpu_user)
+    assert proc.returncode == 0, proc.stdout
+    assert "updated /etc/gpufab/secrets.env" in proc.stdout and SECRET not in proc.stdout
+    assert on_host("node2", "stat -c '%a %U' /etc/gpufab/secrets.env").stdout.strip() == "600 gpu"
+    assert on_host("node2", "ls /tmp | grep -c gpufab-upload", check=False).stdout.strip() == "0"
