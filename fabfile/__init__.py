@@ -5,7 +5,7 @@
 
 from invoke import Collection
 
-from . import docker, inventory, lab, limits, netenv, nfs
+from . import docker, inventory, lab, limits, netenv, nfs, ray
 from .execute import exec_
 
 ns = Collection()
@@ -16,3 +16,9 @@ ns.add_collection(Collection.from_module(limits, name="limits"))
 ns.add_collection(Collection.from_module(docker, name="docker"))
 ns.add_collection(Collection.from_module(netenv, name="netenv"))
 ns.add_collection(Collection.from_module(nfs, name="nfs"))
+ns.add_collection(Collection.from_module(ray, name="ray"))
+
+# `inv pyenv.check`: the same version table, under the name some guides use.
+pyenv = Collection("pyenv")
+pyenv.add_task(ray.versions, name="check")
+ns.add_collection(pyenv)

@@ -98,3 +98,27 @@ def run_task(
         results = run_step(session, targets, step, workers=int(workers) if workers else None)
     report_step(title, results, table)
     return results
+
+
+def merge_phases(nodes: Sequence[Node], phases: Sequence[Sequence[HostResult]]) -> List[HostResult]:
+    """One result per node from several phases of a task (install, start, wait...).
+
+    A node failed if any phase failed it (the first failure is its reason),
+    changed if any phase changed it; changes and notes are kept in order.
+    """
+    merged: List[HostResult] = []
+    for node in nodes:
+        mine = [r for phase in phases for r in phase if r.node.name == node.name]
+        failure = next((r for r in mine if r.failed), None)
+        status = failure.status if failure else (CHANGED if any(r.status == CHANGED for r in mine) else OK)
+        result = HostResult(
+            node,
+            status,
+            failure.exit_code if failure else 0,
+            reason=failure.reason if failure else "",
+            seconds=sum(r.seconds for r in mine),
+        )
+        for key in ("changes", "notes"):
+            result.data[key] = [x for r in mine for x in (r.data.get(key) or [])]
+        merged.append(result)
+    return merged
