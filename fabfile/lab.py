@@ -394,7 +394,12 @@ def lab_down(paths: Optional[LabPaths] = None) -> List[str]:
             removed.append(f"netns {host.netns}")
         for link in (host.host_pub_veth, host.host_prv_veth):
             if _link_exists(link):
-                _run(["ip", "link", "del", link])
+                try:
+                    _run(["ip", "link", "del", link])
+                except LabError:
+                    # Deleting the netns takes its veth peers with it, asynchronously.
+                    if _link_exists(link):
+                        raise
     pid = _read_pid(os.path.join(paths.state, "tinyproxy.pid"))
     if _pid_alive(pid, "tinyproxy"):
         os.killpg(pid, signal.SIGTERM)

@@ -24,6 +24,8 @@ from .lib.remote import Remote, ensure_packages, last_line
 from .lib.report import host_table
 from .lib.steps import Outcome, merge_phases, remote_for, report_step, run_step
 
+#: True when a raylet runs on the node ([r] keeps pgrep from matching this shell).
+RAYLET_RUNNING = "pgrep -f '[r]ay/core/src/ray/raylet/raylet' >/dev/null"
 #: Seconds `ray.wait` (and `ray.setup`) give the cluster to show every node.
 DEFAULT_WAIT = 180
 
@@ -195,7 +197,7 @@ def start_ray(remote: Remote, inv: Inventory, s: RaySettings) -> Outcome:
 
 def _start_plain(remote: Remote, p: plan.UnitPlan) -> Outcome:
     """For hosts without systemd: `ray start` with the netenv loaded first."""
-    if remote.check("pgrep -f 'ray/core/src/ray/raylet/raylet' >/dev/null"):
+    if remote.check(RAYLET_RUNNING):
         return Outcome([], [f"{p.role}: Ray already running (not restarted)"])
     result = remote.run(plan.start_command(p), warn=True, timeout=300)
     if result.exited != 0:
@@ -211,7 +213,7 @@ def stop_ray(remote: Remote, venv: str, force: bool) -> Outcome:
             done.append(f"stopped {unit}")
     if force or not done:
         ray = shlex.quote(f"{venv}/bin/ray")
-        running = remote.check("pgrep -f 'ray/core/src/ray/raylet/raylet' >/dev/null")
+        running = remote.check(RAYLET_RUNNING)
         if running:
             remote.run(f"{ray} stop{' --force' if force else ''}", sudo=True, warn=True, timeout=120)
             done.append("ray stop" + (" --force" if force else ""))
