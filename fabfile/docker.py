@@ -200,25 +200,25 @@ def install(c, source=None, nodes=None, workers=None):
     run_task(c.config, "docker.install", step, nodes=nodes, workers=workers)
 
 
+def _with_daemon_keys(c, title: str, step_fn, nodes, workers) -> None:
+    """A task whose step needs the inventory's extra daemon.json keys."""
+
+    def step(session):
+        extra = dict(session.inventory.docker_daemon)
+        return lambda r: step_fn(r, extra)
+
+    run_task(c.config, title, step, nodes=nodes, workers=workers)
+
+
 @task(help={"force": "replace a daemon.json that is not valid JSON (it is backed up)", **_HELP})
 @reported
 def configure(c, force=False, nodes=None, workers=None):
     """Merge address pools and download limits into daemon.json; restart only on change."""
-
-    def step(session):
-        extra = dict(session.inventory.docker_daemon)
-        return lambda r: configure_docker(r, extra, force)
-
-    run_task(c.config, "docker.configure", step, nodes=nodes, workers=workers)
+    _with_daemon_keys(c, "docker.configure", lambda r, extra: configure_docker(r, extra, force), nodes, workers)
 
 
 @task(help={"container": "also check that this container is running", **_HELP})
 @reported
 def verify(c, container=None, nodes=None, workers=None):
     """Check dockerd is active and `docker info` shows the configured address pools."""
-
-    def step(session):
-        extra = dict(session.inventory.docker_daemon)
-        return lambda r: verify_docker(r, extra, container)
-
-    run_task(c.config, "docker.verify", step, nodes=nodes, workers=workers)
+    _with_daemon_keys(c, "docker.verify", lambda r, extra: verify_docker(r, extra, container), nodes, workers)
