@@ -117,7 +117,8 @@ def mismatches(versions: Mapping[str, Mapping[str, Optional[str]]]) -> Dict[str,
         present = [x for x in values.values() if x is not None]
         if len(set(present)) <= 1 and (field not in MUST_MATCH or None not in values.values()):
             continue
-        common = max(set(present), key=present.count) if present else None
+        # Ties go to the value seen first, in inventory order (the head first).
+        common = max(present, key=present.count) if present else None
         out[field] = [node for node, x in values.items() if x != common]
     return out
 
