@@ -11,8 +11,8 @@ from invoke import task
 from .lib import docker as plan
 from .lib.cluster import setting
 from .lib.facts import parse_facts
-from .lib.errors import HostError, reported
-from .lib.files import BACKUP_DIR, ManagedFile, plan_files
+from .lib.errors import HostError, keeping_changes, reported
+from .lib.files import ManagedFile, plan_files
 from .lib.remote import Remote, ensure_packages, last_line
 from .lib.steps import Outcome, run_task
 
@@ -41,7 +41,7 @@ def install_docker(remote: Remote, source: str) -> Outcome:
         done += ensure_packages(remote, plan.DISTRO_PACKAGES)
     else:
         done += _install_official(remote, facts)
-    try:
+    with keeping_changes(done):
         if not remote.check("systemctl is-active --quiet docker"):
             result = remote.run("systemctl enable --now docker", sudo=True, warn=True)
             if result.exited != 0:
@@ -51,8 +51,6 @@ def install_docker(remote: Remote, source: str) -> Outcome:
         if not remote.is_root and "docker" not in groups:
             remote.run(f"usermod -aG docker {shlex.quote(remote.user)}", sudo=True)
             done.append(f"added {remote.user} to group docker (effective at next login)")
-    except HostError as exc:
-        raise HostError(exc.reason, changes=done) from None
     version = remote.run("docker version --format '{{.Server.Version}}'", sudo=True, warn=True).stdout.strip()
     notes.append(f"docker {version or '?'}")
     return Outcome(done, notes)
@@ -118,10 +116,7 @@ def configure_docker(remote: Remote, extra: Mapping[str, Any], force: bool) -> O
     done = remote.write_files(changes)
     error = _restart_docker(remote)
     if error:
-        restore = (
-            f"cp -p {BACKUP_DIR}{plan.DAEMON_JSON} {plan.DAEMON_JSON}" if state.exists else f"rm -f {plan.DAEMON_JSON}"
-        )
-        remote.run(restore, sudo=True, warn=True)
+        remote.restore_previous(plan.DAEMON_JSON, existed=state.exists)
         again = _restart_docker(remote)
         after = "docker restarted on it" if not again else f"docker still down: {again}"
         raise HostError(

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 from invoke import task
-from invoke.exceptions import Exit
 
 from .lib import lab as plan
 from .lib.errors import GpufabError, reported

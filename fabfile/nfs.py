@@ -19,7 +19,7 @@ from invoke import task
 from .lib import nfs as plan
 from .lib.cluster import ensure_private, open_session, select_nodes, setting
 from .lib.connection import Session
-from .lib.errors import HostError, InputError, reported
+from .lib.errors import HostError, InputError, keeping_changes, reported
 from .lib.fanout import HostResult
 from .lib.files import ManagedFile, plan_files, replace_block
 from .lib.remote import Remote, ensure_packages, last_line
@@ -60,7 +60,7 @@ def _kernel(remote: Remote) -> str:
 def setup_server(remote: Remote, p: NfsPlan) -> Outcome:
     """Package, export directory, the one export line; then exportfs and the service."""
     done = ensure_packages(remote, ("nfs-kernel-server",))
-    try:
+    with keeping_changes(done):
         done += _ensure_dir(remote, p.export, remote.user)
         subnet = p.subnet
         if not subnet:
@@ -84,15 +84,13 @@ def setup_server(remote: Remote, p: NfsPlan) -> Outcome:
         if changes or p.export not in exported:
             remote.run("exportfs -ra", sudo=True)
             done.append("exportfs -ra")
-    except HostError as exc:
-        raise HostError(exc.reason, changes=done + exc.changes) from None
     return Outcome(done, [f"exports {p.export} to {subnet}"])
 
 
 def setup_client(remote: Remote, p: NfsPlan, server_error: Optional[str]) -> Outcome:
     """Package, mount point, the one fstab line; mount once the server answers."""
     done = ensure_packages(remote, ("nfs-common",))
-    try:
+    with keeping_changes(done):
         done += _ensure_dir(remote, p.mount)
         fstab = remote.read_paths([plan.FSTAB])[plan.FSTAB]
         old = fstab.content or ""
@@ -117,8 +115,6 @@ def setup_client(remote: Remote, p: NfsPlan, server_error: Optional[str]) -> Out
         if result.exited != 0 or not plan.mounted_from(found, p.server, p.export):
             raise HostError(f"mount {p.mount} failed: {last_line(result.stderr) or 'not mounted afterwards'}")
         done.append(f"mounted {p.server}:{p.export} on {p.mount}")
-    except HostError as exc:
-        raise HostError(exc.reason, changes=done + exc.changes) from None
     return Outcome(done, [])
 
 

@@ -12,11 +12,11 @@ from invoke import task
 from invoke.exceptions import Exit
 
 from .lib import ray as plan
-from .lib.cluster import ensure_private, open_session, select_nodes, setting
+from .lib.cluster import ensure_private, open_session, resolve_inventory, select_nodes, setting
 from .lib.connection import Session
-from .lib.errors import HostError, InputError, reported
+from .lib.errors import HostError, InputError, keeping_changes, reported
 from .lib.fanout import FAILED, HostResult, classify
-from .lib.files import plan_files, sha256
+from .lib.files import FileState, plan_files, sha256
 from .lib.inventory import Inventory, Node
 from .lib.localfs import write_if_changed
 from .lib.netenv import ENV_FILE, SECRETS_FILE
@@ -83,7 +83,7 @@ def install_ray(remote: Remote, s: RaySettings) -> Outcome:
     versions = installed_versions(remote, s.venv, names)
     done: List[str] = []
     uv = remote.check("command -v uv >/dev/null")
-    try:
+    with keeping_changes(done):
         if versions is None:
             if not uv:
                 done += ensure_packages(remote, ("python3-venv",))
@@ -103,8 +103,6 @@ def install_ray(remote: Remote, s: RaySettings) -> Outcome:
                 raise HostError(f"pip install {' '.join(todo)} failed: {last_line(result.stderr or result.stdout)}")
             done.append(f"installed {' '.join(todo)}")
             versions = installed_versions(remote, s.venv, names) or {}
-    except HostError as exc:
-        raise HostError(exc.reason, changes=done + exc.changes) from None
     return Outcome(done, [f"ray {versions.get('ray')} in {s.venv}"])
 
 
@@ -138,16 +136,14 @@ def versions_table(results: Sequence[HostResult]) -> str:
 # --------------------------------------------------------------------------- start / stop
 
 
-def env_digest(remote: Remote) -> str:
+def env_digest(state: Dict[str, FileState]) -> str:
     """A digest of the node's netenv and secrets files, written into the unit."""
-    state = remote.read_paths([ENV_FILE, "-d", SECRETS_FILE])
-    parts = [state[ENV_FILE].content or "", state[SECRETS_FILE].digest or ""]
     if not state[ENV_FILE].exists:
         return "none"
-    return sha256("\0".join(parts))[:16]
+    return sha256("\0".join([state[ENV_FILE].content or "", state[SECRETS_FILE].digest or ""]))[:16]
 
 
-def unit_plan(remote: Remote, inv: Inventory, s: RaySettings) -> plan.UnitPlan:
+def unit_plan(remote: Remote, inv: Inventory, s: RaySettings, digest: str) -> plan.UnitPlan:
     node = remote.node
     if not node.private or not inv.head.private:
         raise HostError("no private address known for this node or the head")
@@ -161,7 +157,7 @@ def unit_plan(remote: Remote, inv: Inventory, s: RaySettings) -> plan.UnitPlan:
         port=s.port,
         dashboard_host=s.dashboard_host or "",
         num_gpus=int(gpus) if gpus is not None else None,
-        env_digest=env_digest(remote),
+        env_digest=digest,
     )
 
 
@@ -171,16 +167,19 @@ def start_ray(remote: Remote, inv: Inventory, s: RaySettings) -> Outcome:
     if not versions or versions.get("ray") != s.version:
         seen = (versions or {}).get("ray")
         raise HostError(f"ray {s.version} is not installed in {s.venv} (found {seen or 'none'}; run ray.install)")
-    p = unit_plan(remote, inv, s)
+    # One read: the env the unit depends on, this role's unit and the other role's.
+    units = [f"{plan.UNIT_DIR}/{u}" for u in (plan.HEAD_UNIT, plan.WORKER_UNIT)]
+    state = remote.read_paths([ENV_FILE, "-d", SECRETS_FILE, *units])
+    p = unit_plan(remote, inv, s, env_digest(state))
     if not s.systemd:
         return _start_plain(remote, p)
     done: List[str] = []
     other = f"{plan.UNIT_DIR}/{p.other_unit}"
-    if remote.check(f"test -e {other}"):
+    if state[other].exists:
         remote.run(f"systemctl disable --now {p.other_unit}; rm -f {other}", sudo=True, warn=True)
         done.append(f"removed {p.other_unit} (role changed)")
     unit = plan.unit_file(p)
-    changes = plan_files([unit], remote.read_state([unit]))
+    changes = plan_files([unit], state)
     done += remote.write_files(changes)
     if changes or done:
         remote.run("systemctl daemon-reload", sudo=True)
@@ -455,8 +454,6 @@ def stop(c, force=False, venv=None, nodes=None, workers=None):
 @reported
 def cluster_yaml(c, output="ray-cluster.yaml", venv=None):
     """Write a Ray cluster launcher file (provider: local) from the inventory, for `ray up`."""
-    from .lib.cluster import resolve_inventory
-
     inv = resolve_inventory(c.config)
     s = read_settings(c, inv, ray_venv=venv)
     if not inv.head.private:

@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Dict, Optional, Sequence
+from typing import Dict, Optional
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from typing import Any, Callable, Dict, List, Optional, TypeVar
+from typing import Any, Callable, Dict, Iterator, List, Optional, TypeVar
 
 from invoke.exceptions import Exit
 
@@ -59,3 +60,15 @@ class HostError(Exception):
         self.changes = list(changes or [])
         #: Facts gathered before the failure, for the report's other columns.
         self.data = dict(data or {})
+
+
+@contextlib.contextmanager
+def keeping_changes(done: List[str]) -> Iterator[None]:
+    """A HostError raised inside also reports `done`, the changes made before it.
+
+    `done` is read when the error passes, so appending to it inside the block counts.
+    """
+    try:
+        yield
+    except HostError as exc:
+        raise HostError(exc.reason, changes=done + exc.changes, data=exc.data) from None

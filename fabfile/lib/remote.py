@@ -179,6 +179,11 @@ class Remote:
             raise
         return [c.describe() for c in changes]
 
+    def restore_previous(self, path: str, existed: bool) -> None:
+        """Undo `write_files` for one file: its backup back in place, or the new file removed."""
+        q = shlex.quote(path)
+        self.run(f"cp -p {shlex.quote(BACKUP_DIR + path)} {q}" if existed else f"rm -f {q}", sudo=True, warn=True)
+
     def _upload(self, path: str, content: str) -> None:
         """Write a private (0600) file owned by the SSH user; created exclusively."""
         sftp = self.conn.sftp()

@@ -240,7 +240,7 @@ def test_nfs_setup_goes_to_the_kernel_boundary_and_says_so(lab):
     assert statuses(first) == {n: "failed" for n in NODES}
     assert "installed nfs-kernel-server" in first.stdout and "created /etc/exports.d/gpufab.exports" in first.stdout
     assert first.stdout.count("installed nfs-common") == 2 and first.stdout.count("updated /etc/fstab") == 2
-    assert f"node1: this kernel" in first.stdout and NO_NFSD in first.stdout
+    assert "node1: this kernel" in first.stdout and NO_NFSD in first.stdout
     assert first.stdout.count(NO_NFS) >= 2
     before = snapshot(NFS_FILES)
     second = cli("inv", "nfs.setup", env=lab, timeout=600)

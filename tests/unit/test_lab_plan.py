@@ -26,7 +26,7 @@ def test_hosts_use_only_the_benchmark_range_and_distinct_nic_names():
 def test_netns_commands_set_addresses_without_a_default_route():
     h = lab.plan_hosts(2)[1]
     cmds = [" ".join(c) for c in lab.netns_commands(h)]
-    assert f"ip netns exec gpufab-node2 ip addr add 198.19.0.12/24 dev ens14np0" in cmds
+    assert "ip netns exec gpufab-node2 ip addr add 198.19.0.12/24 dev ens14np0" in cmds
     assert not any("route" in c for c in cmds)
     assert cmds[-1].endswith("sysctl -qw net.ipv4.ip_forward=1")
 
