@@ -1,4 +1,3 @@
-
 import pytest
 
 from fabfile.lib.cluster import choose_private, parse_addresses
