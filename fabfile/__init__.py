@@ -6,10 +6,13 @@
 from invoke import Collection
 
 from . import docker, inventory, lab, limits, netenv, nfs, ray
+from .bootstrap import bootstrap, report
 from .execute import exec_
 
 ns = Collection()
 ns.add_task(exec_, name="exec")
+ns.add_task(bootstrap)
+ns.add_task(report)
 ns.add_collection(Collection.from_module(inventory, name="inventory"))
 ns.add_collection(Collection.from_module(lab, name="lab"))
 ns.add_collection(Collection.from_module(limits, name="limits"))

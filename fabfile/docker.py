@@ -43,13 +43,13 @@ def install_docker(remote: Remote, source: str) -> Outcome:
         done += _install_official(remote, facts)
     with keeping_changes(done):
         if not remote.check("systemctl is-active --quiet docker"):
-            result = remote.run("systemctl enable --now docker", sudo=True, warn=True)
+            result = remote.change("systemctl enable --now docker", warn=True)
             if result.exited != 0:
                 raise HostError(f"docker did not start: {last_line(result.stderr)}")
             done.append("started docker")
         groups = facts.get("GROUPS", "").split()
         if not remote.is_root and "docker" not in groups:
-            remote.run(f"usermod -aG docker {shlex.quote(remote.user)}", sudo=True)
+            remote.change(f"usermod -aG docker {shlex.quote(remote.user)}")
             done.append(f"added {remote.user} to group docker (effective at next login)")
     version = remote.run("docker version --format '{{.Server.Version}}'", sudo=True, warn=True).stdout.strip()
     notes.append(f"docker {version or '?'}")
@@ -66,23 +66,22 @@ def _install_official(remote: Remote, facts: Mapping[str, str]) -> List[str]:
     if distro not in plan.OFFICIAL_DISTROS or not codename:
         raise HostError(f"Docker's apt repository has no {distro or 'unknown'} {codename}; use --source distro")
     done = ensure_packages(remote, ("ca-certificates", "curl"))
-    fetch = remote.run(
+    fetch = remote.change(
         f"install -d -m 0755 /etc/apt/keyrings && curl -fsSL --max-time 60 {shlex.quote(plan.key_url(distro))}"
         f" -o {plan.KEYRING}.tmp && chmod a+r {plan.KEYRING}.tmp && mv -f {plan.KEYRING}.tmp {plan.KEYRING}",
-        sudo=True,
         warn=True,
     )
     if fetch.exited != 0:
-        remote.run(f"rm -f {plan.KEYRING}.tmp", sudo=True, warn=True)
+        remote.change(f"rm -f {plan.KEYRING}.tmp", warn=True)
         raise HostError(
             f"cannot fetch Docker's apt key from {plan.key_url(distro)} ({last_line(fetch.stderr)}); use --source distro",
             changes=done,
         )
     source = ManagedFile(plan.SOURCE_LIST, plan.source_list(distro, codename, arch))
     done += [f"fetched {plan.KEYRING}"] + remote.write_files(plan_files([source], remote.read_state([source])))
-    update = remote.run("DEBIAN_FRONTEND=noninteractive apt-get -q -o DPkg::Lock::Timeout=300 update", sudo=True, warn=True)
+    update = remote.change("DEBIAN_FRONTEND=noninteractive apt-get -q -o DPkg::Lock::Timeout=300 update", warn=True)
     if update.exited != 0 or "download.docker.com" in update.stderr:
-        remote.run(f"rm -f {plan.SOURCE_LIST} {plan.KEYRING}", sudo=True, warn=True)
+        remote.change(f"rm -f {plan.SOURCE_LIST} {plan.KEYRING}", warn=True)
         raise HostError(
             f"apt cannot use download.docker.com ({last_line(update.stderr)}); key and source removed; use --source distro",
             changes=done,
@@ -96,7 +95,7 @@ def configure_docker(remote: Remote, extra: Mapping[str, Any], force: bool) -> O
         "command -v dockerd >/dev/null && echo docker=yes; "
         "command -v nvidia-container-runtime >/dev/null && echo nvidia=yes; true"
     ).stdout
-    if "docker=yes" not in probe:
+    if "docker=yes" not in probe and not remote.dry_run:  # a dry run plans against no dockerd
         raise HostError("docker is not installed (run docker.install)")
     state = remote.read_paths([plan.DAEMON_JSON])[plan.DAEMON_JSON]
     try:
@@ -114,6 +113,8 @@ def configure_docker(remote: Remote, extra: Mapping[str, Any], force: bool) -> O
     if not changes:
         return Outcome([], notes)
     done = remote.write_files(changes)
+    if remote.dry_run:
+        return Outcome(done + ["restarted docker"], notes)
     error = _restart_docker(remote)
     if error:
         remote.restore_previous(plan.DAEMON_JSON, existed=state.exists)
@@ -129,8 +130,8 @@ def configure_docker(remote: Remote, extra: Mapping[str, Any], force: bool) -> O
 def _restart_docker(remote: Remote) -> Optional[str]:
     """Restart dockerd and wait until it answers; the reason when it does not."""
     # Several restarts in a row trip systemd's start limit; a fix must not.
-    remote.run("systemctl reset-failed docker.service docker.socket 2>/dev/null; true", sudo=True, warn=True)
-    result = remote.run("systemctl restart docker", sudo=True, warn=True, timeout=RESTART_WAIT + 30)
+    remote.change("systemctl reset-failed docker.service docker.socket 2>/dev/null; true", warn=True)
+    result = remote.change("systemctl restart docker", warn=True, timeout=RESTART_WAIT + 30)
     deadline = time.monotonic() + RESTART_WAIT
     while result.exited == 0:
         info = remote.run(DOCKER_INFO_CMD, sudo=True, warn=True)

@@ -63,7 +63,8 @@ def show(c):
     print(inventory_table(inv))
 
 
-def _preflight(session, conn, node, head_private):
+def preflight_host(session, conn, node, head_private):
+    """Reachable, auth, sudo, OS, GPUs, route to the head, free disk: one round trip (plus sudo)."""
     try:
         conn.open()
     except AuthenticationException as exc:
@@ -103,7 +104,7 @@ def check(c, private_subnet=None, workers=None):
     with open_session(c.config) as session:
         inv = ensure_private(session, private_subnet, workers)
         head_private = inv.head.private
-        results = fan_out(session, inv.nodes, lambda conn, node: _preflight(session, conn, node, head_private),
+        results = fan_out(session, inv.nodes, lambda conn, node: preflight_host(session, conn, node, head_private),
                           workers=workers)
     rows = []
     for r in results:

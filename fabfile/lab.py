@@ -23,6 +23,7 @@ from typing import Dict, List, Optional, Sequence
 from invoke import task
 
 from .lib import lab as plan
+from .lib.bootstrap import run_files
 from .lib.errors import GpufabError, reported
 from .lib.lab import LabHost, LabPaths
 from .lib.report import host_table
@@ -414,9 +415,12 @@ def lab_down(paths: Optional[LabPaths] = None) -> List[str]:
             raise LabError(f"lab: still mounted, not removing {paths.state}: {', '.join(busy)}")
         shutil.rmtree(paths.state)
         removed.append(f"dir {paths.state}")
-    if LAB_INVENTORY.exists():
-        LAB_INVENTORY.unlink()
-        removed.append(str(LAB_INVENTORY.relative_to(REPO)))
+    # The inventory, and bootstrap's report and failed-host list about these hosts.
+    run = run_files(str(LAB_INVENTORY), from_cli_hosts=False)
+    for path in (LAB_INVENTORY, Path(run.markdown), Path(run.json), Path(run.failed)):
+        if path.exists():
+            path.unlink()
+            removed.append(str(path.relative_to(REPO)))
     return removed
 
 

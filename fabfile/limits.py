@@ -11,27 +11,25 @@ from .lib.files import plan_files
 from .lib.remote import Remote
 from .lib.steps import Outcome, run_task
 
-HAS_DOCKER_CMD = "systemctl cat docker.service >/dev/null 2>&1"
-
-
 def setup_limits(remote: Remote, nofile: int) -> Outcome:
     """Write the drop-ins, make systemd re-read them, and check a new login."""
-    docker = remote.check(HAS_DOCKER_CMD)
-    wanted = plan.limit_files(nofile, docker)
+    wanted = plan.limit_files(nofile)
     changes = plan_files(wanted, remote.read_state(wanted))
     done = remote.write_files(changes)
     changed = {c.file.path for c in changes}
     if plan.SYSTEMD_FILE in changed:
         # Manager settings are only read when systemd itself re-executes.
-        remote.run("systemctl daemon-reexec", sudo=True)
+        remote.change("systemctl daemon-reexec")
         done.append("systemctl daemon-reexec")
     elif plan.DOCKER_FILE in changed:
-        remote.run("systemctl daemon-reload", sudo=True)
+        remote.change("systemctl daemon-reload")
         done.append("systemctl daemon-reload")
     if plan.DOCKER_FILE in changed and remote.check("systemctl is-active --quiet docker"):
-        remote.run("systemctl restart docker", sudo=True)
+        remote.change("systemctl restart docker")
         done.append("restarted docker")
 
+    if remote.dry_run:
+        return Outcome(done, [])
     # What the next login gets: pam_limits applies when sshd opens a session.
     soft, hard = plan.parse_login_limits(remote.run_in_new_login(plan.LOGIN_LIMITS_CMD).stdout)
     default = remote.run("systemctl show --property DefaultLimitNOFILE --value").stdout.strip()

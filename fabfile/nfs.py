@@ -47,7 +47,7 @@ def _ensure_dir(remote: Remote, path: str, owner: Optional[str] = None) -> List[
     seen = remote.run(f"stat -c %U {q} 2>/dev/null || true").stdout.strip()
     if seen and (owner is None or seen == owner):
         return []
-    remote.run(f"mkdir -p {q}" + (f" && chown {shlex.quote(owner)}: {q}" if owner else ""), sudo=True)
+    remote.change(f"mkdir -p {q}" + (f" && chown {shlex.quote(owner)}: {q}" if owner else ""))
     if not seen:
         return [f"created {path}" + (f" (owner {owner})" if owner else "")]
     return [f"changed owner of {path} to {owner}"]
@@ -76,13 +76,13 @@ def setup_server(remote: Remote, p: NfsPlan) -> Outcome:
         if lacking:
             raise HostError(lacking)
         if not remote.check("systemctl is-active --quiet nfs-server && systemctl is-enabled --quiet nfs-server"):
-            result = remote.run("systemctl enable --now nfs-server", sudo=True, warn=True)
+            result = remote.change("systemctl enable --now nfs-server", warn=True)
             if result.exited != 0:
                 raise HostError(f"nfs-server did not start: {last_line(result.stderr)}")
             done.append("enabled and started nfs-server")
         exported = remote.run("exportfs -s", sudo=True, warn=True).stdout
         if changes or p.export not in exported:
-            remote.run("exportfs -ra", sudo=True)
+            remote.change("exportfs -ra")
             done.append("exportfs -ra")
     return Outcome(done, [f"exports {p.export} to {subnet}"])
 
@@ -109,8 +109,10 @@ def setup_client(remote: Remote, p: NfsPlan, server_error: Optional[str]) -> Out
             return Outcome(done, [f"{p.server}:{p.export} mounted on {p.mount}"])
         if server_error:
             raise HostError(f"NFS server {p.server_name} is not ready ({server_error})")
+        if remote.dry_run:
+            return Outcome(done + [f"mounted {p.server}:{p.export} on {p.mount}"], [])
         _wait_for_server(remote, p)
-        result = remote.run(f"mount {mount_q}", sudo=True, warn=True, timeout=60)
+        result = remote.change(f"mount {mount_q}", warn=True, timeout=60)
         found = plan.parse_findmnt(remote.run(f"findmnt -rn -o SOURCE,FSTYPE {mount_q}", warn=True).stdout)
         if result.exited != 0 or not plan.mounted_from(found, p.server, p.export):
             raise HostError(f"mount {p.mount} failed: {last_line(result.stderr) or 'not mounted afterwards'}")
@@ -131,7 +133,7 @@ def verify_nfs(remote: Remote, p: NfsPlan, token: str, is_head: bool) -> Outcome
     """Head writes a token into the export; each worker must read it through its mount."""
     name = f"{p.export if is_head else p.mount}/.gpufab-verify"
     if is_head:
-        remote.run(f"printf %s {shlex.quote(token)} > {shlex.quote(name)}", sudo=True)
+        remote.change(f"printf %s {shlex.quote(token)} > {shlex.quote(name)}")
         return Outcome([], [f"wrote token to {name}"])
     found = plan.parse_findmnt(remote.run(f"findmnt -rn -o SOURCE,FSTYPE {shlex.quote(p.mount)}", warn=True).stdout)
     if not plan.mounted_from(found, p.server, p.export):

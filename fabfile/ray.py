@@ -88,9 +88,9 @@ def install_ray(remote: Remote, s: RaySettings) -> Outcome:
             if not uv:
                 done += ensure_packages(remote, ("python3-venv",))
             venv = shlex.quote(s.venv)
-            remote.run(f"mkdir -p {venv} && chown {shlex.quote(remote.user)}: {venv}", sudo=True)
+            remote.change(f"mkdir -p {venv} && chown {shlex.quote(remote.user)}: {venv}")
             make = f"uv venv {venv}" if uv else f"python3 -m venv {venv}"
-            result = remote.run(make, warn=True)
+            result = remote.change(make, sudo=False, warn=True)
             if result.exited != 0:
                 raise HostError(f"cannot create the venv {s.venv}: {last_line(result.stderr)}")
             done.append(f"created venv {s.venv} ({'uv' if uv else 'python3 -m venv'})")
@@ -98,11 +98,11 @@ def install_ray(remote: Remote, s: RaySettings) -> Outcome:
         todo = plan.missing_pins(versions, s.pins)
         if todo:
             cmd = plan.install_command(s.venv, todo, uv, s.index_url, s.find_links, s.proxy)
-            result = remote.run(cmd, warn=True, timeout=1800)
+            result = remote.change(cmd, sudo=False, warn=True, timeout=1800)
             if result.exited != 0:
                 raise HostError(f"pip install {' '.join(todo)} failed: {last_line(result.stderr or result.stdout)}")
             done.append(f"installed {' '.join(todo)}")
-            versions = installed_versions(remote, s.venv, names) or {}
+            versions = {"ray": s.version} if remote.dry_run else installed_versions(remote, s.venv, names) or {}
     return Outcome(done, [f"ray {versions.get('ray')} in {s.venv}"])
 
 
@@ -164,7 +164,7 @@ def unit_plan(remote: Remote, inv: Inventory, s: RaySettings, digest: str) -> pl
 def start_ray(remote: Remote, inv: Inventory, s: RaySettings) -> Outcome:
     """Install/refresh the node's unit; restart only when it changed, start if down."""
     versions = installed_versions(remote, s.venv, ["ray"])
-    if not versions or versions.get("ray") != s.version:
+    if (not versions or versions.get("ray") != s.version) and not remote.dry_run:
         seen = (versions or {}).get("ray")
         raise HostError(f"ray {s.version} is not installed in {s.venv} (found {seen or 'none'}; run ray.install)")
     # One read: the env the unit depends on, this role's unit and the other role's.
@@ -176,20 +176,20 @@ def start_ray(remote: Remote, inv: Inventory, s: RaySettings) -> Outcome:
     done: List[str] = []
     other = f"{plan.UNIT_DIR}/{p.other_unit}"
     if state[other].exists:
-        remote.run(f"systemctl disable --now {p.other_unit}; rm -f {other}", sudo=True, warn=True)
+        remote.change(f"systemctl disable --now {p.other_unit}; rm -f {other}", warn=True)
         done.append(f"removed {p.other_unit} (role changed)")
     unit = plan.unit_file(p)
     changes = plan_files([unit], state)
     done += remote.write_files(changes)
     if changes or done:
-        remote.run("systemctl daemon-reload", sudo=True)
+        remote.change("systemctl daemon-reload")
     if not remote.check(f"systemctl is-enabled --quiet {p.unit}"):
-        remote.run(f"systemctl enable {p.unit}", sudo=True)
+        remote.change(f"systemctl enable {p.unit}")
         done.append(f"enabled {p.unit}")
     active = remote.check(f"systemctl is-active --quiet {p.unit}")
     if changes or not active:
         verb = "restarted" if active else "started"
-        remote.run(f"systemctl restart {p.unit}", sudo=True)
+        remote.change(f"systemctl restart {p.unit}")
         done.append(f"{verb} {p.unit}")
     return Outcome(done, [f"{p.role} on {p.address}" + (f" -> {p.head}:{p.port}" if p.role == "worker" else f":{p.port}")])
 
@@ -198,7 +198,7 @@ def _start_plain(remote: Remote, p: plan.UnitPlan) -> Outcome:
     """For hosts without systemd: `ray start` with the netenv loaded first."""
     if remote.check(RAYLET_RUNNING):
         return Outcome([], [f"{p.role}: Ray already running (not restarted)"])
-    result = remote.run(plan.start_command(p), warn=True, timeout=300)
+    result = remote.change(plan.start_command(p), sudo=False, warn=True, timeout=300)
     if result.exited != 0:
         raise HostError(f"ray start failed: {last_line(result.stderr or result.stdout)}")
     return Outcome([f"ray start ({p.role}, no systemd)"], [])
@@ -208,13 +208,13 @@ def stop_ray(remote: Remote, venv: str, force: bool) -> Outcome:
     done: List[str] = []
     for unit in (plan.WORKER_UNIT, plan.HEAD_UNIT):
         if remote.check(f"systemctl is-active --quiet {unit}"):
-            remote.run(f"systemctl stop {unit}", sudo=True, timeout=120)
+            remote.change(f"systemctl stop {unit}", timeout=120)
             done.append(f"stopped {unit}")
     if force or not done:
         ray = shlex.quote(f"{venv}/bin/ray")
         running = remote.check(RAYLET_RUNNING)
         if running:
-            remote.run(f"{ray} stop{' --force' if force else ''}", sudo=True, warn=True, timeout=120)
+            remote.change(f"{ray} stop{' --force' if force else ''}", warn=True, timeout=120)
             done.append("ray stop" + (" --force" if force else ""))
     return Outcome(done, [])
 
@@ -381,21 +381,35 @@ def setup(c, version=None, venv=None, extra=None, index_url=None, find_links=Non
 
 
 def setup_cluster(session: Session, inv: Inventory, s: RaySettings, timeout: float,
-                  workers: Optional[int] = None) -> List[HostResult]:
-    """Install everywhere, head first, workers together, then wait; one merged result per node."""
-    installed = run_step(session, inv.nodes, lambda r: install_ray(r, s), workers=workers)
+                  workers: Optional[int] = None, *, nodes: Optional[Sequence[Node]] = None,
+                  remotes: Optional[Dict[str, Remote]] = None, wait: bool = True) -> List[HostResult]:
+    """Install everywhere, head first, workers together, then wait; one merged result per node.
+
+    `nodes` narrows it to some nodes (a retry of failed workers leaves the
+    running head alone); `wait=False` stops after starting (a dry run).
+    """
+    nodes = list(nodes if nodes is not None else inv.nodes)
+    head = inv.head
+
+    def run(targets: Sequence[Node], fn: Callable[[Remote], Outcome]) -> List[HostResult]:
+        return run_step(session, targets, fn, workers=workers, remotes=remotes)
+
+    installed = run(nodes, lambda r: install_ray(r, s))
     failed = {r.node.name for r in installed if r.failed}
-    head_started = [] if inv.head.name in failed else run_step(session, [inv.head], lambda r: start_ray(r, inv, s))
-    head_down = inv.head.name in failed or any(r.failed for r in head_started)
-    live_workers = [n for n in inv.workers if n.name not in failed]
+    with_head = any(n.name == head.name for n in nodes)
+    head_started = run([head], lambda r: start_ray(r, inv, s)) if with_head and head.name not in failed else []
+    head_down = with_head and (head.name in failed or any(r.failed for r in head_started))
+    live_workers = [n for n in nodes if not n.is_head and n.name not in failed]
     if head_down:
-        started = [HostResult(n, FAILED, 1, reason=f"the head {inv.head.name} did not start") for n in live_workers]
+        started = [HostResult(n, FAILED, 1, reason=f"the head {head.name} did not start") for n in live_workers]
     else:
-        started = run_step(session, live_workers, lambda r: start_ray(r, inv, s), workers=workers)
+        started = run(live_workers, lambda r: start_ray(r, inv, s))
     failed |= {r.node.name for r in head_started + started if r.failed}
-    waiting = [n for n in inv.nodes if n.name not in failed]
-    waited = wait_for_nodes(session, waiting, s, timeout, expected_gpus(inv)) if waiting and not head_down else []
-    return merge_phases(inv.nodes, [installed, head_started, started, waited])
+    waiting = [n for n in nodes if n.name not in failed]
+    waited = []
+    if wait and waiting and not head_down:
+        waited = wait_for_nodes(session, waiting, s, timeout, expected_gpus(inv))
+    return merge_phases(nodes, [installed, head_started, started, waited])
 
 
 @task(help={"timeout": f"seconds to wait (default {DEFAULT_WAIT})", "venv": _INSTALL_HELP["venv"]})

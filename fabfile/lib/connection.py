@@ -10,7 +10,11 @@ changed that matter for a cluster tool:
 - TCP_NODELAY is set on the socket before the handshake: paramiko leaves Nagle
   on, which costs tens of milliseconds on every command of a warm connection;
 - connect, banner and auth timeouts all follow one setting, so a dead or hung
-  host fails within it instead of hanging the run.
+  host fails within it instead of hanging the run;
+- a host that dies while connected (powered off mid-step) is noticed within
+  `dead_after` seconds: SSH keepalives keep data in flight and the kernel's
+  TCP_USER_TIMEOUT drops the link when the peer stops acknowledging it,
+  instead of TCP retrying for a quarter of an hour.
 """
 
 from __future__ import annotations
@@ -32,6 +36,10 @@ DEFAULT_CONNECT_TIMEOUT = 10
 #: Hosts worked on at once (ThreadingGroup has no bound; this does).
 DEFAULT_WORKERS = 32
 DEFAULT_KNOWN_HOSTS = "~/.ssh/known_hosts"
+#: Seconds without an answer from a connected host before its link is dropped.
+DEFAULT_DEAD_AFTER = 30
+#: Seconds between SSH keepalives (they give TCP_USER_TIMEOUT data to time out on).
+KEEPALIVE_INTERVAL = 5
 
 _KNOWN_HOSTS_LOCK = threading.Lock()
 
@@ -66,9 +74,11 @@ class AcceptNewPolicy(MissingHostKeyPolicy):
 class NodeConnection(Connection):
     """A Fabric Connection with TCP_NODELAY and checked host keys."""
 
-    def __init__(self, *args: Any, known_hosts: str, node: Optional[Node] = None, **kwargs: Any):
+    def __init__(self, *args: Any, known_hosts: str, node: Optional[Node] = None,
+                 dead_after: float = DEFAULT_DEAD_AFTER, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.node = node
+        self.dead_after = dead_after
         self.known_hosts = known_hosts
         if os.path.exists(known_hosts):
             self.client.load_host_keys(known_hosts)
@@ -83,23 +93,29 @@ class NodeConnection(Connection):
             self.connect_kwargs.setdefault("auth_timeout", timeout)
         if self.gateway:
             result = super().open()
-            _nodelay(self.transport.sock)
-            return result
-        sock = socket.create_connection((self.host, self.port), timeout=timeout)
-        _nodelay(sock)
-        self.connect_kwargs["sock"] = sock
-        try:
-            return super().open()
-        except BaseException:
-            sock.close()
-            raise
-        finally:
-            self.connect_kwargs.pop("sock", None)
+            _tune(self.transport.sock, self.dead_after)
+        else:
+            sock = socket.create_connection((self.host, self.port), timeout=timeout)
+            _tune(sock, self.dead_after)
+            self.connect_kwargs["sock"] = sock
+            try:
+                result = super().open()
+            except BaseException:
+                sock.close()
+                raise
+            finally:
+                self.connect_kwargs.pop("sock", None)
+        self.transport.set_keepalive(KEEPALIVE_INTERVAL)
+        return result
 
 
-def _nodelay(sock: Any) -> None:
+def _tune(sock: Any, dead_after: float) -> None:
+    """TCP_NODELAY, and TCP_USER_TIMEOUT where the platform has it."""
     try:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        user_timeout = getattr(socket, "TCP_USER_TIMEOUT", None)
+        if user_timeout is not None and dead_after:
+            sock.setsockopt(socket.IPPROTO_TCP, user_timeout, int(dead_after * 1000))
     except (OSError, AttributeError):  # a ProxyCommand pipe has no TCP options
         pass
 
@@ -146,6 +162,7 @@ class Session:
         )
         fabric_command = (config.get("timeouts") or {}).get("command")
         self.command_timeout = command_timeout or fabric_command or gpufab_setting(config, "command_timeout")
+        self.dead_after = float(gpufab_setting(config, "dead_after", DEFAULT_DEAD_AFTER))
         #: Hosts worked on at once by fan_out, unless a task says otherwise.
         self.workers = int(gpufab_setting(config, "workers", DEFAULT_WORKERS))
         self.known_hosts = os.path.expanduser(
@@ -191,6 +208,7 @@ class Session:
             connect_kwargs=connect_kwargs,
             known_hosts=self.known_hosts,
             node=node,
+            dead_after=self.dead_after,
         )
 
     def sudo_password(self) -> Optional[str]:

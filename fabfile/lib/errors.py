@@ -62,6 +62,10 @@ class HostError(Exception):
         self.data = dict(data or {})
 
 
+class ConnectionLost(Exception):
+    """The host stopped answering in the middle of a command (powered off, cable out)."""
+
+
 @contextlib.contextmanager
 def keeping_changes(done: List[str]) -> Iterator[None]:
     """A HostError raised inside also reports `done`, the changes made before it.

@@ -25,7 +25,7 @@ from paramiko.ssh_exception import (
 )
 
 from .connection import NodeConnection, Session
-from .errors import HostError
+from .errors import ConnectionLost, HostError
 from .inventory import Node
 
 OK = "ok"
@@ -59,10 +59,14 @@ def classify(exc: BaseException, connect_timeout: Optional[float] = None) -> "tu
     """(status, exit code, one-line reason) for an exception raised on a host."""
     if isinstance(exc, HostError):
         return FAILED, 1, exc.reason
+    if isinstance(exc, ConnectionLost):
+        return UNREACHABLE, EXIT_UNREACHABLE, str(exc)
     if isinstance(exc, AuthFailure):
         return FAILED, 1, "wrong sudo password"
     if isinstance(exc, UnexpectedExit):
         code = exc.result.exited
+        if code == -1:  # no exit status: the channel closed under the command
+            return UNREACHABLE, EXIT_UNREACHABLE, "connection lost during the command"
         return FAILED, code if code else 1, f"exit code {code}"
     if isinstance(exc, CommandTimedOut):
         return FAILED, EXIT_TIMEOUT, f"command timed out after {exc.timeout:g}s"
@@ -97,10 +101,12 @@ def fan_out(
     fn: HostFn,
     *,
     workers: Optional[int] = None,
+    on_result: Optional[Callable[[HostResult], None]] = None,
 ) -> List[HostResult]:
     """Run `fn(connection, node)` on every node with at most `workers` at once.
 
-    Results come back in the order of `nodes`, whatever order hosts finish in.
+    Results come back in the order of `nodes`, whatever order hosts finish in;
+    `on_result` sees each one as soon as its host is done (live progress).
     """
     limit = max(1, min(workers or session.workers, len(nodes) or 1))
 
@@ -118,6 +124,8 @@ def fan_out(
             if isinstance(exc, HostError):
                 result.data.update(exc.data, changes=exc.changes)
         result.seconds = time.monotonic() - start
+        if on_result is not None:
+            on_result(result)
         return result
 
     with ThreadPoolExecutor(max_workers=limit, thread_name_prefix="gpufab") as pool:

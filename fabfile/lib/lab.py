@@ -220,6 +220,11 @@ def lab_inventory(hosts: Sequence[LabHost], key: str, known_hosts: str) -> str:
         "  port: 22",
         f"  key: {key}",
         f"  known_hosts: {known_hosts}",
+        "vars:",
+        "  # What this VM allows: no hard nofile above 20000 (no CAP_SYS_RESOURCE),",
+        "  # and Docker's own apt repository is out of reach (Debian's docker.io is not).",
+        "  nofile: 16384",
+        "  docker_source: distro",
         "nodes:",
     ]
     for i, h in enumerate(hosts):

@@ -34,14 +34,14 @@ def check_nofile(value: Any) -> int:
     return number
 
 
-def limit_files(nofile: int, docker: bool) -> List[ManagedFile]:
-    files = [
+def limit_files(nofile: int) -> List[ManagedFile]:
+    """The docker.service drop-in is written even before Docker is installed:
+    dockerd then starts with it, and a later run has nothing left to change."""
+    return [
         ManagedFile(LIMITS_FILE, render("limits/nofile.conf.j2", nofile=nofile)),
         ManagedFile(SYSTEMD_FILE, render("limits/systemd-system.conf.j2", nofile=nofile)),
+        ManagedFile(DOCKER_FILE, render("limits/docker-service.conf.j2", nofile=nofile)),
     ]
-    if docker:
-        files.append(ManagedFile(DOCKER_FILE, render("limits/docker-service.conf.j2", nofile=nofile)))
-    return files
 
 
 def parse_login_limits(text: str) -> Tuple[int, int]:

@@ -37,9 +37,16 @@ def parse_installed(text: str) -> Set[str]:
     return installed
 
 
+#: Finish what an interrupted dpkg run (a host that died mid-install) left half-configured.
+RESUME_DPKG = (
+    "if [ -n \"$(ls -A /var/lib/dpkg/updates 2>/dev/null)\" ];"
+    " then DEBIAN_FRONTEND=noninteractive dpkg --force-confdef --force-confold --configure -a; fi"
+)
+
+
 def install_command(packages: Iterable[str], update: bool = True) -> str:
     names = " ".join(shlex.quote(p) for p in packages)
-    install = f"{APT_GET} install --no-install-recommends {names}"
+    install = f"{RESUME_DPKG}; {APT_GET} install --no-install-recommends {names}"
     return f"{UPDATE_IF_STALE} && {install}" if update else install
 
 

@@ -1,7 +1,10 @@
 """Doing things on one node over its (one, shared) connection.
 
 Every setup step reads state with `read_state` (one round trip for all its
-files), plans in pure code, then applies with `write_files` and `run`.
+files), plans in pure code, then applies with `write_files` and `change`
+(`run` is for commands that only look). In a dry run the same step code runs
+with a Remote that records instead of applying: files it would write are
+kept as diffs and seen by later reads, commands it would run are listed.
 Commands that need root go through sudo only when the SSH user is not root,
 wrapped in `sh -c` so that a whole pipeline, not just its first word, runs
 as root. File content travels over SFTP, never on a command line, so that
@@ -15,11 +18,12 @@ import secrets
 import shlex
 from typing import Callable, Dict, Iterable, List, Optional, Sequence
 
+from invoke.exceptions import UnexpectedExit
 from invoke.runners import Result
 
 from . import packages as apt
 from .connection import NodeConnection, Session
-from .errors import HostError
+from .errors import ConnectionLost, HostError
 from .files import BACKUP_DIR, FileChange, FileState, ManagedFile
 from .inventory import Node
 
@@ -101,12 +105,18 @@ class Remote:
         password: Callable[[], Optional[str]] = lambda: None,
         timeout: Optional[float] = None,
         session: Optional[Session] = None,
+        dry_run: bool = False,
     ):
         self.conn = conn
         self.node = node
         self._password = password
         self.timeout = timeout
         self.session = session
+        self.dry_run = dry_run
+        #: Dry run: the file changes and commands that were not applied.
+        self.planned: List[FileChange] = []
+        self.skipped: List[str] = []
+        self._overlay: Dict[str, FileState] = {}
 
     @property
     def user(self) -> str:
@@ -125,13 +135,26 @@ class Remote:
         timeout: Optional[float] = None,
     ) -> Result:
         """Run `command` (as root when `sudo`); hidden, no local stdin."""
-        opts = dict(hide=True, warn=warn, in_stream=False, timeout=timeout or self.timeout)
+        opts = dict(hide=True, warn=True, in_stream=False, timeout=timeout or self.timeout)
         if sudo and not self.is_root:
             result = self.conn.sudo(f"sh -c {shlex.quote(command)}", password=self._password(), **opts)
             prompt = self.conn.config.sudo.prompt
             result.stderr = result.stderr.replace(prompt, "")
-            return result
-        return self.conn.run(command, **opts)
+        else:
+            result = self.conn.run(command, **opts)
+        if result.exited == -1 and not self.conn.is_connected:
+            # Paramiko closes the channel without an exit status when the link drops.
+            raise ConnectionLost("connection lost during a command (host powered off, rebooted or cut off?)")
+        if result.exited != 0 and not warn:
+            raise UnexpectedExit(result)
+        return result
+
+    def change(self, command: str, *, sudo: bool = True, warn: bool = False, timeout: Optional[float] = None) -> Result:
+        """Run a command that changes the node; in a dry run, only note it."""
+        if self.dry_run:
+            self.skipped.append(command)
+            return Result(command=command, exited=0, hide=("stdout", "stderr"))
+        return self.run(command, sudo=sudo, warn=warn, timeout=timeout)
 
     def script(self, body: str, *args: str, sudo: bool = False, warn: bool = False, timeout: Optional[float] = None) -> Result:
         """Run a shell script with positional arguments, each quoted."""
@@ -152,7 +175,9 @@ class Remote:
     def read_paths(self, args: Sequence[str]) -> Dict[str, FileState]:
         if not args:
             return {}
-        return parse_state(self.script(READ_SCRIPT, *args, sudo=True).stdout)
+        found = parse_state(self.script(READ_SCRIPT, *args, sudo=True).stdout)
+        found.update({p: state for p, state in self._overlay.items() if p in found})
+        return found
 
     def read_text(self, path: str) -> Optional[str]:
         return self.read_paths([path])[path].content
@@ -161,6 +186,13 @@ class Remote:
         """Apply file changes atomically, old versions backed up; returns what was done."""
         if not changes:
             return []
+        if self.dry_run:
+            self.planned += changes
+            for c in changes:
+                f = c.file
+                self._overlay[f.path] = FileState(f.path, True, None if f.secret else f.content, f.digest if f.secret else None,
+                                                  f.mode, f.owner, f.group)
+            return [c.describe() for c in changes]
         args: List[str] = []
         uploaded: List[str] = []
         try:
@@ -182,7 +214,7 @@ class Remote:
     def restore_previous(self, path: str, existed: bool) -> None:
         """Undo `write_files` for one file: its backup back in place, or the new file removed."""
         q = shlex.quote(path)
-        self.run(f"cp -p {shlex.quote(BACKUP_DIR + path)} {q}" if existed else f"rm -f {q}", sudo=True, warn=True)
+        self.change(f"cp -p {shlex.quote(BACKUP_DIR + path)} {q}" if existed else f"rm -f {q}", sudo=True, warn=True)
 
     def _upload(self, path: str, content: str) -> None:
         """Write a private (0600) file owned by the SSH user; created exclusively."""
@@ -214,7 +246,7 @@ def ensure_packages(remote: Remote, packages: Sequence[str]) -> List[str]:
     todo = apt.missing(packages, installed)
     if not todo:
         return []
-    result = remote.run(apt.install_command(todo), sudo=True, warn=True, timeout=max(remote.timeout or 0, 900))
+    result = remote.change(apt.install_command(todo), warn=True, timeout=max(remote.timeout or 0, 900))
     if result.exited != 0:
         raise HostError(f"apt-get install {' '.join(todo)} failed: {last_line(result.stderr or result.stdout)}")
     return [f"installed {' '.join(todo)}"]

@@ -34,20 +34,34 @@ class Outcome:
 StepFn = Callable[[Remote], Outcome]
 
 
-def remote_for(session: Session, node: Node) -> Remote:
-    return Remote(session.connection(node), node, password=session.sudo_password, timeout=session.command_timeout, session=session)
+def remote_for(session: Session, node: Node, dry_run: bool = False) -> Remote:
+    return Remote(session.connection(node), node, password=session.sudo_password, timeout=session.command_timeout,
+                  session=session, dry_run=dry_run)
 
 
-def run_step(session: Session, nodes: Sequence[Node], step: StepFn, *, workers: Optional[int] = None) -> List[HostResult]:
-    """Run `step` on every node in parallel; one HostResult each, in order."""
+def run_step(
+    session: Session,
+    nodes: Sequence[Node],
+    step: StepFn,
+    *,
+    workers: Optional[int] = None,
+    on_result: Optional[Callable[[HostResult], None]] = None,
+    remotes: Optional[Dict[str, Remote]] = None,
+) -> List[HostResult]:
+    """Run `step` on every node in parallel; one HostResult each, in order.
+
+    `remotes` hands each node the same Remote across steps (a dry run keeps
+    what earlier steps would have written there).
+    """
 
     def one(_conn: Any, node: Node) -> HostResult:
-        outcome = step(remote_for(session, node))
+        remote = remotes[node.name] if remotes is not None else remote_for(session, node)
+        outcome = step(remote)
         status = CHANGED if outcome.changes else OK
         data = {"changes": outcome.changes, "notes": outcome.notes, **outcome.data}
         return HostResult(node, status, data=data)
 
-    return fan_out(session, nodes, one, workers=workers)
+    return fan_out(session, nodes, one, workers=workers, on_result=on_result)
 
 
 def details(result: HostResult) -> str:

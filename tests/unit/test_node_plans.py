@@ -68,14 +68,13 @@ def test_replace_block_never_duplicates_and_keeps_the_rest():
 # --------------------------------------------------------------------------- limits
 
 
-def test_limit_files_render_value_and_docker_dropin_only_with_docker():
-    files = limits.limit_files(16384, docker=False)
-    assert [f.path for f in files] == [limits.LIMITS_FILE, limits.SYSTEMD_FILE]
+def test_limit_files_render_value_in_all_three_places():
+    files = limits.limit_files(16384)
+    assert [f.path for f in files] == [limits.LIMITS_FILE, limits.SYSTEMD_FILE, limits.DOCKER_FILE]
     assert "*       soft    nofile  16384" in files[0].content
     assert "root    hard    nofile  16384" in files[0].content
     assert "DefaultLimitNOFILE=16384" in files[1].content
-    with_docker = limits.limit_files(16384, docker=True)
-    assert with_docker[2].path == limits.DOCKER_FILE and "LimitNOFILE=16384" in with_docker[2].content
+    assert "LimitNOFILE=16384" in files[2].content
 
 
 @pytest.mark.parametrize("value", ["lots", "100", "99999999"])
