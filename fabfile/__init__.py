@@ -5,14 +5,16 @@
 
 from invoke import Collection
 
-from . import docker, inventory, lab, limits, netenv, nfs, ray
+from . import docker, gpu, inventory, lab, limits, logs, netenv, nfs, ray, run, slurm
 from .bootstrap import bootstrap, report
+from .launch import launch
 from .execute import exec_
 
 ns = Collection()
 ns.add_task(exec_, name="exec")
 ns.add_task(bootstrap)
 ns.add_task(report)
+ns.add_task(launch)
 ns.add_collection(Collection.from_module(inventory, name="inventory"))
 ns.add_collection(Collection.from_module(lab, name="lab"))
 ns.add_collection(Collection.from_module(limits, name="limits"))
@@ -20,6 +22,10 @@ ns.add_collection(Collection.from_module(docker, name="docker"))
 ns.add_collection(Collection.from_module(netenv, name="netenv"))
 ns.add_collection(Collection.from_module(nfs, name="nfs"))
 ns.add_collection(Collection.from_module(ray, name="ray"))
+ns.add_collection(Collection.from_module(gpu, name="gpu"))
+ns.add_collection(Collection.from_module(logs, name="logs"))
+ns.add_collection(Collection.from_module(run, name="run"))
+ns.add_collection(Collection.from_module(slurm, name="slurm"))
 
 # `inv pyenv.check`: the same version table, under the name some guides use.
 pyenv = Collection("pyenv")

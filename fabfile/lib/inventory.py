@@ -34,7 +34,7 @@ SHELL_META = set(";&|$`<>(){}[]\\'\"*?!\n\r\t")
 TOP_KEYS = {"ssh", "nodes", "vars", "docker"}
 DOCKER_KEYS = {"daemon"}
 SSH_KEYS = {"user", "port", "key", "known_hosts"}
-NODE_KEYS = {"name", "public", "private", "role", "user", "port", "key", "vars"}
+NODE_KEYS = {"name", "public", "private", "role", "roles", "user", "port", "key", "vars"}
 
 
 @dataclass(frozen=True)
@@ -51,10 +51,15 @@ class Node:
     port: Optional[int] = DEFAULT_PORT
     key: Optional[str] = None
     vars: Mapping[str, Any] = field(default_factory=dict)
+    #: Workload roles beyond head/worker (`prefill`, `decode`...), for `launch --role`.
+    roles: Tuple[str, ...] = ()
 
     @property
     def is_head(self) -> bool:
         return self.role == "head"
+
+    def has_role(self, name: str) -> bool:
+        return name == self.role or name in self.roles
 
 
 @dataclass(frozen=True)
@@ -171,6 +176,16 @@ def check_value(key: str, value: Any, path: Optional[str], line: Optional[int]) 
             line=line,
         )
     return value
+
+
+def check_roles(raw: Any, node: str, path: Optional[str], line: Optional[int]) -> Tuple[str, ...]:
+    """`roles: [prefill]` (or `prefill,decode`): names `launch --role` can select."""
+    if raw is None:
+        return ()
+    items = raw.split(",") if isinstance(raw, str) else raw
+    if not isinstance(items, list):
+        raise InputError(f"'roles' of node {node!r} must be a list of names", path=path, line=line)
+    return tuple(check_name(str(r).strip(), f"role of node {node!r}", path, line) for r in items)
 
 
 def check_vars(raw: Any, path: Optional[str], line: Optional[int]) -> Dict[str, Any]:
@@ -370,6 +385,7 @@ def parse_inventory(text: str, path: Optional[str] = None) -> Inventory:
                 port=_check_port(raw.get("port", default_port), path, _line(raw, "port")),
                 key=None if key is None else _check_path(key, "SSH key", path, _line(raw, "key")),
                 vars=check_vars(raw.get("vars"), path, _line(raw, "vars")),
+                roles=check_roles(raw.get("roles"), name, path, _line(raw, "roles")),
             )
         )
         lines.append({k: _line(raw, k) for k in ("name", "public", "private", "role")})

@@ -1,0 +1,125 @@
+"""Long-running commands that outlive the SSH session, and finding them again to stop them.
+
+systemd-run makes the command a transient unit: it survives the session,
+shows in `systemctl`, and its output goes to a log file. Hosts without
+systemd get `nohup setsid` instead. `run.kill` lists what matches before
+anything is killed, and kills only those PIDs (re-checked, in case a PID
+was reused in between).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from typing import List
+
+from .errors import InputError
+
+UNIT_PREFIX = "gpufab-run-"
+
+#: Root runs it; $1 name, $2 log, $3 user, $4 command. Prints how=... and log=...
+START_SCRIPT = r"""
+name=$1 log=$2 user=$3 cmd=$4
+home=$(getent passwd "$user" | cut -d: -f6)
+case "$log" in /*) ;; *) log="$home/$log" ;; esac
+mkdir -p "$(dirname "$log")" && touch "$log" && chown "$user": "$log"
+job="if [ -r /etc/gpufab/netenv.env ]; then set -a; . /etc/gpufab/netenv.env; set +a; fi; $cmd"
+if [ -d /run/systemd/system ] && command -v systemd-run >/dev/null 2>&1; then
+  systemd-run --quiet --collect --unit="$name" --uid="$user" -p WorkingDirectory="$home" \
+    -p StandardOutput=append:"$log" -p StandardError=append:"$log" /bin/sh -c "$job" || exit 1
+  echo "how=systemd unit $name.service"
+else
+  cd "$home" || exit 1
+  if [ "$user" = root ]; then
+    nohup setsid /bin/sh -c "$job" >>"$log" 2>&1 </dev/null &
+  else
+    nohup setsid runuser -u "$user" -- /bin/sh -c "$job" >>"$log" 2>&1 </dev/null &
+  fi
+  echo "how=nohup, pid $!"
+fi
+echo "log=$log"
+"""
+
+#: $1 pattern. Prints `PID COMMAND` per match; the listing shell and its
+#: ancestors (sudo, the SSH session) carry the pattern too and are left out,
+#: as are processes already gone (the $(...) subshell).
+LIST_SCRIPT = r"""
+pattern=$1
+ancestors=" "
+p=$$
+while [ -n "$p" ] && [ "$p" -gt 1 ] 2>/dev/null; do
+  ancestors="$ancestors$p "
+  p=$(sed 's/.*) //' "/proc/$p/stat" 2>/dev/null | cut -d' ' -f2)
+done
+for pid in $(pgrep -f -- "$pattern"); do
+  case "$ancestors" in *" $pid "*) continue ;; esac
+  cmd=$(tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null)
+  [ -n "$cmd" ] && printf '%s %s\n' "$pid" "$cmd"
+done
+true
+"""
+
+#: $1 signal, $2 pattern, then PIDs. Kills each PID still matching; reports each.
+KILL_SCRIPT = r"""
+sig=$1 pattern=$2; shift 2
+matching=" $(pgrep -f -- "$pattern" | tr '\n' ' ') "
+for pid in "$@"; do
+  case "$matching" in
+    *" $pid "*) kill -s "$sig" "$pid" 2>/dev/null && echo "signalled $pid" || echo "gone $pid" ;;
+    *) echo "gone $pid" ;;
+  esac
+done
+sleep 2
+for pid in "$@"; do kill -0 "$pid" 2>/dev/null && echo "alive $pid"; done
+true
+"""
+
+SIGNALS = ("TERM", "INT", "HUP", "KILL", "QUIT", "USR1", "USR2")
+
+
+@dataclass(frozen=True)
+class Match:
+    pid: int
+    command: str
+
+
+def job_name(command: str, stamp: str) -> str:
+    """The same unit name on every host of one run: `gpufab-run-20261121-073501-1a2b3c`."""
+    return f"{UNIT_PREFIX}{stamp}-{hashlib.sha256(command.encode()).hexdigest()[:6]}"
+
+
+def check_signal(value: str) -> str:
+    name = value.upper().removeprefix("SIG")
+    if name not in SIGNALS:
+        raise InputError(f"unknown signal {value!r} (one of {', '.join(SIGNALS)})", path="--signal")
+    return name
+
+
+def check_pattern(pattern: str) -> str:
+    if not pattern.strip():
+        raise InputError("an empty pattern would match every process", path="PATTERN")
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        raise InputError(f"invalid pattern {pattern!r}: {exc}", path="PATTERN") from None
+    return pattern
+
+
+def parse_matches(text: str) -> List[Match]:
+    out = []
+    for line in text.splitlines():
+        pid, _, command = line.partition(" ")
+        if pid.isdigit():
+            out.append(Match(int(pid), command.strip()))
+    return out
+
+
+def parse_kill(text: str) -> "tuple[List[int], List[int], List[int]]":
+    """(signalled, gone, still alive) PIDs from KILL_SCRIPT's output."""
+    found: dict = {"signalled": [], "gone": [], "alive": []}
+    for line in text.splitlines():
+        word, _, pid = line.partition(" ")
+        if word in found and pid.isdigit():
+            found[word].append(int(pid))
+    return found["signalled"], found["gone"], found["alive"]

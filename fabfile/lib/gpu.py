@@ -1,0 +1,41 @@
+"""`nvidia-smi` per node: the query, and parsing its CSV into rows."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import List, Optional, Tuple
+
+FIELDS = "index,name,memory.used,memory.total,utilization.gpu"
+NO_SMI = "==gpufab no nvidia-smi"
+#: CSV rows per GPU, or a marker line when the node has no nvidia-smi at all.
+QUERY = (f"if command -v nvidia-smi >/dev/null 2>&1; then nvidia-smi --query-gpu={FIELDS}"
+         f" --format=csv,noheader,nounits; else echo '{NO_SMI}'; fi")
+
+
+@dataclass(frozen=True)
+class Gpu:
+    index: str
+    name: str
+    memory_used: str  # MiB
+    memory_total: str  # MiB
+    utilization: str  # percent
+
+
+def parse_gpus(text: str) -> Tuple[Optional[List[Gpu]], str]:
+    """(GPUs, problem): None with a reason when the node has no nvidia-smi or it failed."""
+    if NO_SMI in text:
+        return None, "no GPUs (nvidia-smi not found)"
+    gpus: List[Gpu] = []
+    for line in text.splitlines():
+        fields = [f.strip() for f in line.split(",")]
+        if len(fields) != 5:
+            continue
+        gpus.append(Gpu(*fields))
+    if not gpus:
+        first = next((line.strip() for line in text.splitlines() if line.strip()), "no output")
+        return None, f"nvidia-smi lists no GPUs ({first})"
+    return gpus, ""
+
+
+def memory_cell(gpu: Gpu) -> str:
+    return f"{gpu.memory_used} / {gpu.memory_total} MiB"

@@ -1,0 +1,68 @@
+"""A distributed launch: which nodes, in which rank order, with which values.
+
+torchrun, `accelerate launch`, DeepSpeed and madengine-style runners all need
+the same five numbers on every node, and each node a different NODE_RANK.
+They are exported before the command and also substituted where the command
+says `{NODE_RANK}` (for runners that take them as arguments).
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence
+
+from .errors import InputError
+from .inventory import Inventory, Node
+
+VARIABLES = ("NODE_RANK", "NNODES", "MASTER_ADDR", "MASTER_PORT", "NPROC_PER_NODE")
+#: `{NODE_RANK}` but not `${NODE_RANK}`, which is the shell's own expansion.
+_PLACEHOLDER = re.compile(r"(?<!\$)\{(" + "|".join(VARIABLES) + r")\}")
+#: Loaded first, so jobs see the node's NCCL/Gloo settings (launch values win).
+NETENV = "/etc/gpufab/netenv.env"
+#: Prints the node's GPU count (0 without nvidia-smi).
+GPU_COUNT_CMD = "nvidia-smi -L 2>/dev/null | grep -c '^GPU' || true"
+
+
+@dataclass(frozen=True)
+class Placement:
+    node: Node
+    values: Dict[str, str]
+
+
+def launch_nodes(inv: Inventory, role: Optional[str]) -> List[Node]:
+    """The nodes of this launch, rank order: the head first, then by NID."""
+    nodes = [n for n in inv.nodes if role is None or n.has_role(role)]
+    if not nodes:
+        known = sorted({r for n in inv.nodes for r in (n.role, *n.roles)})
+        raise InputError(f"no node has role {role!r} (roles: {', '.join(known)})", path="--role")
+    return sorted(nodes, key=lambda n: (not n.is_head, n.nid))
+
+
+def placements(nodes: Sequence[Node], master_port: int, gpus: Dict[str, int]) -> List[Placement]:
+    """Per node: its rank and the shared values. NPROC_PER_NODE is its GPU count (1 without GPUs)."""
+    master = nodes[0].private or nodes[0].public
+    out = []
+    for rank, node in enumerate(nodes):
+        declared = node.vars.get("gpus")
+        count = int(declared) if declared is not None else gpus.get(node.name, 0)
+        out.append(Placement(node, {
+            "NODE_RANK": str(rank),
+            "NNODES": str(len(nodes)),
+            "MASTER_ADDR": master,
+            "MASTER_PORT": str(master_port),
+            "NPROC_PER_NODE": str(count or 1),
+        }))
+    return out
+
+
+def substitute(command: str, values: Dict[str, str]) -> str:
+    return _PLACEHOLDER.sub(lambda m: values[m.group(1)], command)
+
+
+def node_command(command: str, values: Dict[str, str]) -> str:
+    """The line run on one node: netenv loaded, the values exported, the command."""
+    exports = " ".join(f"{k}={shlex.quote(values[k])}" for k in VARIABLES)
+    return (f"if [ -r {NETENV} ]; then set -a; . {NETENV}; set +a; fi; "
+            f"export {exports}; {substitute(command, values)}")

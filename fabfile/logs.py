@@ -1,0 +1,49 @@
+"""`inv logs.tail PATH [-n 100]`: the end of one log file on every node, labelled by node."""
+
+from __future__ import annotations
+
+import shlex
+
+from invoke import task
+from invoke.exceptions import Exit
+
+from .execute import run_command
+from .lib.cluster import open_session, select_nodes
+from .lib.errors import InputError, reported
+from .lib.fanout import fan_out, worst_exit_code
+from .lib.remote import last_line
+from .lib.report import summary_line
+
+
+@task(help={"path": "log file on the nodes (read as root)", "lines": "how many lines (default 100)",
+            "nodes": "only these nodes (comma-separated names)", "workers": "hosts read at once (default 32)"})
+@reported
+def tail(c, path, lines=100, nodes=None, workers=None):
+    """Print the last lines of PATH from every node, each line prefixed with its node."""
+    try:
+        count = int(lines)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise InputError(f"invalid line count {lines!r}", path="--lines")
+    command = f"tail -n {count} -- {shlex.quote(path)}"
+    with open_session(c.config) as session:
+        targets = select_nodes(session.inventory, nodes)
+        sudo = any(n.user != "root" for n in targets)
+        password = session.sudo_password() if sudo else None
+        # Read in parallel, printed node by node so each node's lines stay together.
+        results = fan_out(session, targets, lambda conn, node: run_command(
+            conn, node, command, sudo=conn.user != "root", live=False, timeout=session.command_timeout,
+            password=password), workers=int(workers) if workers else None)
+    width = max(len(n.name) for n in targets)
+    for r in results:
+        label = r.node.name.ljust(width)
+        if r.failed:
+            print(f"{label} | FAILED: {last_line(r.stderr) or r.reason}")
+            continue
+        for line in r.stdout.splitlines():
+            print(f"{label} | {line}")
+    print(summary_line("logs.tail", results))
+    code = worst_exit_code(results)
+    if code:
+        raise Exit(code=code)

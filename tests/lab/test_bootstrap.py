@@ -1,0 +1,194 @@
+"""`bootstrap` on a fresh lab: dry run, a host dying mid-run, retry, idempotent re-run, report."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import time
+
+import pytest
+
+from helpers import BIN, REPO, cli, one_error_line
+
+from .conftest import LAB_INVENTORY, LAB_KEY, NODES, on_host
+from .test_node_setup import LAB_NICS
+
+REPORT_JSON = REPO / "inventory" / "lab.report.json"
+REPORT_MD = REPO / "inventory" / "lab.report.md"
+FAILED_FILE = REPO / "inventory" / "lab.failed"
+STEPS = ("preflight", "limits", "docker", "netenv", "nfs", "ray", "verify")
+
+#: Everything a step could touch: config, installed software, units, backups.
+TREE_DIGEST = (
+    "find /etc /opt /usr/local /var/backups /var/lib/dpkg/status /var/lib/docker -xdev \\( -type f -o -type l \\)"
+    " -print0 2>/dev/null | sort -z | xargs -0 sha256sum 2>/dev/null | sha256sum"
+)
+
+
+def reset_lab():
+    for args in (("lab.down",), ("lab.up", "--nodes", "3")):
+        proc = cli("inv", *args, timeout=900)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@pytest.fixture(scope="module")
+def fresh(lab):
+    """Hosts as rented: nothing installed. Afterwards a fresh lab again for the other modules."""
+    reset_lab()
+    yield lab
+    reset_lab()
+
+
+def progress(stdout: str) -> dict:
+    """(node, step) -> status from the live progress lines."""
+    found = {}
+    for m in re.finditer(r"^\[\s*[\d.]+s\] (node\d)\s+(\w+)\s+(ok|changed|failed|unreachable)\s", stdout, re.M):
+        found[(m.group(1), m.group(2))] = m.group(3)
+    return found
+
+
+def tree_digests() -> dict:
+    return {n: on_host(n, TREE_DIGEST).stdout.split()[0] for n in NODES}
+
+
+def test_dry_run_on_a_fresh_lab_prints_diffs_and_changes_nothing(fresh):
+    before = tree_digests()
+    proc = cli("inv", "bootstrap", "--dry-run", env=fresh, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = proc.stdout
+    assert out.count("  limits: would change:") == 3 and out.count("  ray: would change:") == 3
+    assert "+++ /etc/security/limits.d/90-gpufab-nofile.conf" in out
+    assert "+++ /etc/docker/daemon.json" in out and "- installed docker.io" in out
+    node2 = out[out.index("== node2"):out.index("== node3")]
+    assert f"+NCCL_SOCKET_IFNAME={LAB_NICS['node2']}" in node2
+    # The Ray unit is planned against the netenv the same run would write (its digest in the unit).
+    assert "+++ /etc/systemd/system/gpufab-ray-worker.service" in node2
+    assert "nfs: ok, nothing to change (NFS unavailable: node1: this kernel" in out
+    assert "nothing was changed" in out
+    assert tree_digests() == before
+    assert not REPORT_JSON.exists() and not FAILED_FILE.exists()
+    for node in NODES:
+        assert on_host(node, "command -v dockerd; ls /opt/gpufab /etc/gpufab", check=False).stdout == ""
+
+
+def test_a_host_powered_off_mid_run_fails_alone_and_is_named(fresh):
+    env = {**{k: v for k, v in os.environ.items() if k != "GPUFAB_INVENTORY"}, **fresh}
+    proc = subprocess.Popen([str(BIN / "inv"), "bootstrap"], cwd=str(REPO), env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    out = []
+    powered_off = False
+    for line in proc.stdout:
+        out.append(line)
+        if not powered_off and re.match(r"^\[.*\] node3\s+limits\s+changed", line):
+            time.sleep(2)  # node3 is now installing Docker
+            off = cli("inv", "lab.poweroff", "node3")
+            assert off.returncode == 0, off.stderr
+            powered_off = True
+    code = proc.wait(timeout=1200)
+    stdout = "".join(out)
+    assert powered_off, stdout
+    assert code == 255, stdout
+    steps = progress(stdout)
+    assert steps[("node3", "docker")] == "unreachable"
+    assert all(steps[(n, s)] in ("ok", "changed") for n in ("node1", "node2") for s in STEPS), steps
+    assert not any(n == "node3" for n, s in steps if s in ("netenv", "nfs", "ray")), "node3 must leave the chain"
+    report = json.loads(REPORT_JSON.read_text())
+    row = next(r for r in report["nodes"] if r["node"] == "node3")
+    assert row["result"].startswith("failed at docker: connection lost"), row
+    assert "Ray: 2/3 nodes alive" in " ".join(report["checks"])
+    assert report["exit_code"] == 255
+    assert FAILED_FILE.read_text().splitlines()[1].startswith("node3 198.18.0.13 docker: connection lost")
+    assert "node3 failed at docker" in REPORT_MD.read_text()
+
+
+def test_retry_failed_completes_the_dead_host_once_it_is_back(fresh):
+    on = cli("inv", "lab.poweron", "node3")
+    assert on.returncode == 0, on.stderr
+    proc = cli("inv", "bootstrap", "--retry-failed", env=fresh, timeout=1200)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.startswith("bootstrap: node3; steps:")
+    steps = progress(proc.stdout)
+    assert {n for n, s in steps if s != "verify"} == {"node3"}, steps  # only node3 is set up again
+    assert all(steps[(n, "verify")] == "ok" for n in NODES)  # the report covers the whole cluster
+    assert "Ray: 3/3 nodes alive" in proc.stdout
+    assert not FAILED_FILE.exists()
+    status = cli("inv", "ray.status", env=fresh)
+    assert status.returncode == 0 and "ray: 3/3 inventory nodes alive" in status.stdout, status.stdout
+    again = cli("inv", "bootstrap", "--retry-failed", env=fresh)
+    assert again.returncode == 0 and "nothing to retry" in again.stdout
+
+
+MANAGED = (
+    "/etc/security/limits.d/90-gpufab-nofile.conf", "/etc/systemd/system.conf.d/90-gpufab-limits.conf",
+    "/etc/systemd/system/docker.service.d/90-gpufab-limits.conf", "/etc/docker/daemon.json",
+    "/etc/gpufab/netenv.env", "/etc/nccl.conf", "/etc/profile.d/gpufab-netenv.sh",
+)
+
+
+def test_second_bootstrap_reports_every_step_ok_and_changes_no_file(fresh):
+    units = {n: on_host(n, "systemctl show 'gpufab-ray-*' -p MainPID --value | tr -d '\\n0'").stdout for n in NODES}
+    before = tree_digests()
+    proc = cli("inv", "bootstrap", env=fresh, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    steps = progress(proc.stdout)
+    assert steps == {(n, s): "ok" for n in NODES for s in STEPS}, steps
+    assert "bootstrap: 3 hosts: 0 changed, 3 ok, 0 failed, 0 unreachable" in proc.stdout
+    assert tree_digests() == before
+    assert {n: on_host(n, "systemctl show 'gpufab-ray-*' -p MainPID --value | tr -d '\\n0'").stdout for n in NODES} == units
+    report = json.loads(REPORT_JSON.read_text())
+    by_node = {r["node"]: r for r in report["nodes"]}
+    for node in NODES:
+        row = by_node[node]
+        assert (row["nic"], row["ulimit"], row["nfs"], row["result"]) == (LAB_NICS[node], "16384", "unavailable", "ok")
+        assert row["docker"].startswith("20.10") and row["ray"].startswith("alive")
+    assert by_node["node1"]["ray"] == "alive (head)" and by_node["node1"]["role"] == "head"
+    checks = " | ".join(report["checks"])
+    assert "Ray: 3/3 nodes alive, 6 CPUs" in checks and "Docker: 3/3 nodes active" in checks
+    assert "Versions: python 3.11.2, ray 2.60.0 on 3/3 nodes" in checks
+    assert any("NFS unavailable" in w for w in report["warnings"])
+    assert "ssh -N -L 8265:198.19.0.11:8265" in " ".join(report["access"])
+
+
+def test_report_shows_the_saved_report_without_the_nodes(fresh, tmp_path):
+    # No inventory at all next to the copy: the command cannot reach a node.
+    (tmp_path / "gone.report.json").write_text(REPORT_JSON.read_text())
+    env = {"GPUFAB_INVENTORY": str(tmp_path / "gone.yaml")}
+    proc = cli("inv", "report", env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert re.search(r"^node2\s+198\.18\.0\.12\s+198\.19\.0\.12\s+1\s+worker\s+ens14np0", proc.stdout, re.M)
+    md = cli("inv", "report", "--format", "markdown", env=env)
+    assert md.stdout.startswith("# gpufab cluster report")
+    missing = cli("inv", "report", env={"GPUFAB_INVENTORY": str(tmp_path / "none.yaml")})
+    assert "none.report.json: no report yet: run bootstrap first" in one_error_line(missing)
+
+
+def test_inventory_can_turn_steps_off_and_fab_hosts_spelling_works(fresh, tmp_path, home):
+    inventory = tmp_path / "lab.yaml"
+    inventory.write_text(LAB_INVENTORY.read_text().replace("vars:\n", "vars:\n  bootstrap_skip: [docker, nfs, ray]\n"))
+    proc = cli("inv", "bootstrap", env={**fresh, "GPUFAB_INVENTORY": str(inventory)})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "steps: preflight, limits, netenv, verify" in proc.stdout
+    assert "skipped" in proc.stdout and (tmp_path / "lab.report.json").exists()
+
+    hosts = "198.18.0.11,198.18.0.12,198.18.0.13"
+    fab = cli("fab", "-i", str(LAB_KEY), "-H", hosts, "bootstrap", "--nofile", "16384", "--only", "limits,netenv",
+              env={"HOME": str(home)})
+    assert fab.returncode == 0, fab.stdout + fab.stderr
+    # Nodes are named by address here, and netenv.env names its node: it is rewritten.
+    assert "bootstrap: 3 hosts: 3 changed, 0 ok, 0 failed, 0 unreachable" in fab.stdout
+    assert re.search(rf"^198\.18\.0\.12 .*{LAB_NICS['node2']}", fab.stdout, re.M), fab.stdout
+    written = [REPO / "inventory" / f"fab-hosts.report.{ext}" for ext in ("json", "md")]
+    assert all(p.exists() for p in written)
+    for p in written:
+        p.unlink()
+
+
+@pytest.mark.parametrize("args,message", [
+    (("--skip", "dokcer"), "--skip: unknown step 'dokcer'"),
+    (("--skip", "nfs", "--only", "ray"), "give --skip or --only, not both"),
+    (("--hosts-from", "/nonexistent/hosts"), "/nonexistent/hosts: no such hosts file"),
+])
+def test_bad_bootstrap_options_are_one_error_line(fresh, args, message):
+    assert message in one_error_line(cli("inv", "bootstrap", *args, env=fresh))

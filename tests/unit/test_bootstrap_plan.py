@@ -1,0 +1,125 @@
+import io
+import json
+import time
+
+import pytest
+
+from fabfile.bootstrap import nfs_unavailable
+from fabfile.lib import bootstrap as plan
+from fabfile.lib.errors import InputError
+from fabfile.lib.fanout import FAILED, OK, HostResult
+from fabfile.lib.inventory import parse_inventory
+from fabfile.lib.progress import Progress
+
+INVENTORY = parse_inventory(
+    """
+nodes:
+  - {name: rental0, public: 203.0.113.10, private: 10.0.0.10}
+  - {name: rental1, public: 203.0.113.11, private: 10.0.0.11}
+  - {name: rental2, public: 203.0.113.12, private: 10.0.0.12, port: 2222, key: ~/.ssh/k}
+"""
+)
+
+
+def test_all_steps_in_chain_order_by_default():
+    assert plan.select_steps(None, None, None) == list(plan.STEPS)
+
+
+def test_skip_only_and_inventory_disable():
+    assert plan.select_steps("nfs,docker", None, None) == ["preflight", "limits", "netenv", "ray", "verify"]
+    # --only keeps chain order whatever order it was given in, and preflight.
+    assert plan.select_steps(None, "ray,limits", None) == ["preflight", "limits", "ray"]
+    assert plan.select_steps(None, None, ["nfs"]) == ["preflight", "limits", "docker", "netenv", "ray", "verify"]
+    assert plan.select_steps(None, None, "nfs,ray") == ["preflight", "limits", "docker", "netenv", "verify"]
+    # An explicit --only beats the inventory's bootstrap_skip.
+    assert plan.select_steps(None, "nfs", ["nfs"]) == ["preflight", "nfs"]
+
+
+@pytest.mark.parametrize("skip,only,disabled,message", [
+    ("dokcer", None, None, "unknown step 'dokcer'"),
+    (None, "preflight", None, "preflight cannot be skipped"),
+    ("nfs", "ray", None, "--skip or --only, not both"),
+    (None, None, ["bogus"], "bootstrap_skip: unknown step 'bogus'"),
+])
+def test_bad_step_names_are_input_errors(skip, only, disabled, message):
+    with pytest.raises(InputError, match=message):
+        plan.select_steps(skip, only, disabled)
+
+
+def test_run_files_sit_next_to_the_inventory():
+    files = plan.run_files("inventory/lab.yaml", from_cli_hosts=False)
+    assert (files.markdown, files.json, files.failed) == (
+        "inventory/lab.report.md", "inventory/lab.report.json", "inventory/lab.failed")
+    assert plan.run_files("inventory/hosts.yaml", from_cli_hosts=True).json == "inventory/fab-hosts.report.json"
+    assert plan.run_files("hosts.yaml", from_cli_hosts=False).failed == "./hosts.failed"
+
+
+def test_failed_hosts_file_round_trip_and_selection():
+    text = plan.failed_hosts_text([plan.Failure("rental2", "203.0.113.12", "docker", "connection lost")])
+    assert "rental2 203.0.113.12 docker: connection lost" in text
+    assert plan.parse_hosts_file(text) == ["rental2"]
+    wanted = plan.parse_hosts_file("# a comment\n203.0.113.10\n\nrental2  # by name\nrental2\n")
+    assert wanted == ["203.0.113.10", "rental2"]
+    assert [n.name for n in plan.pick_nodes(INVENTORY, wanted, "f")] == ["rental0", "rental2"]
+    with pytest.raises(InputError, match="not in the inventory: rental9"):
+        plan.pick_nodes(INVENTORY, ["rental9"], "f")
+
+
+def report() -> plan.Report:
+    rows = [plan.NodeRow("rental0", "203.0.113.10", "10.0.0.10", 0, "head", nic="ens1", docker="27.1", nfs="exported",
+                         ulimit="65536", ray="alive (head)", gpus="8 (Ray 8)", result="ok")]
+    return plan.Report("2026-11-21 10:00:00 +0000", "inventory/hosts.yaml", list(plan.STEPS), rows,
+                       checks=["Ray: 1/1 nodes alive"], warnings=["firewall rule on rental0: iptables -A INPUT -j DROP"],
+                       access=["ssh rental0"], summary="bootstrap: 1 hosts: 0 changed, 1 ok, 0 failed, 0 unreachable")
+
+
+def test_report_renders_every_column_and_section():
+    text = report().to_text()
+    for column in plan.REPORT_COLUMNS:
+        assert column in text
+    assert "8 (Ray 8)" in text and "Verification\n  Ray: 1/1 nodes alive" in text
+    assert "Warnings\n  firewall rule" in text and "Quick access\n  ssh rental0" in text
+    md = report().to_markdown()
+    assert md.startswith("# gpufab cluster report")
+    assert "| rental0 " in md and "## Quick access\n\n- `ssh rental0`" in md
+
+
+def test_report_json_round_trip_and_damage():
+    saved = report().to_json()
+    assert plan.Report.from_json(saved, "r.json") == report()
+    assert json.loads(saved)["nodes"][0]["gpus"] == "8 (Ray 8)"
+    with pytest.raises(InputError, match="r.json: not a gpufab report"):
+        plan.Report.from_json('{"nodes": 1}', "r.json")
+
+
+def test_ssh_commands_use_aliases_when_the_user_has_them():
+    aliases = plan.ssh_aliases("Host rental0\n    HostName 203.0.113.10\nHost *\n    ServerAliveInterval 30\n")
+    assert aliases == ["rental0"]
+    assert plan.ssh_command(INVENTORY.nodes[0], aliases) == "ssh rental0"
+    assert plan.ssh_command(INVENTORY.nodes[2], aliases, "/k/known") == (
+        "ssh -o UserKnownHostsFile=/k/known -i ~/.ssh/k -p 2222 root@203.0.113.12")
+
+
+KERNEL_WITH_NFS = "nodev\tsysfs\nnodev\tnfs\nnodev\tnfsd\nkernel 6.1.0\n"
+KERNEL_WITHOUT = "nodev\tsysfs\next4\nkernel 6.18.44\n"
+
+
+def test_nfs_needs_nfsd_on_the_head_and_nfs_on_workers():
+    assert nfs_unavailable({"rental0": KERNEL_WITH_NFS, "rental1": KERNEL_WITH_NFS}, "rental0") is None
+    why = nfs_unavailable({"rental0": KERNEL_WITHOUT, "rental1": KERNEL_WITH_NFS}, "rental0")
+    assert why.startswith("rental0: this kernel (6.18.44) has no NFS server (nfsd)")
+    assert "rental1" in nfs_unavailable({"rental0": KERNEL_WITH_NFS, "rental1": KERNEL_WITHOUT}, "rental0")
+
+
+def test_progress_prints_one_line_per_host_and_step_and_ticks_while_running():
+    out = io.StringIO()
+    progress = Progress(out=out, every=0.05, width=7)
+    node0, node1 = INVENTORY.nodes[:2]
+    with progress.step("docker", [node0, node1]):
+        progress.done("docker", HostResult(node0, OK, seconds=1.25))
+        time.sleep(0.2)
+        progress.done("docker", HostResult(node1, FAILED, 1, reason="apt failed", seconds=2))
+    lines = out.getvalue().splitlines()
+    assert "rental0 docker    ok            1.2s" in lines[0]
+    assert any("running" in line and "on rental1" in line and "rental0" not in line for line in lines[1:-1])
+    assert lines[-1].endswith("rental1 docker    failed        2.0s  apt failed")
