@@ -15,17 +15,17 @@ from .lib.remote import last_line
 from .lib.report import summary_line
 
 
-@task(help={"path": "log file on the nodes (read as root)", "lines": "how many lines (default 100)",
+@task(help={"path": "log file on the nodes (read as root)", "n": "how many lines (default 100), as tail -n",
             "nodes": "only these nodes (comma-separated names)", "workers": "hosts read at once (default 32)"})
 @reported
-def tail(c, path, lines=100, nodes=None, workers=None):
+def tail(c, path, n=100, nodes=None, workers=None):
     """Print the last lines of PATH from every node, each line prefixed with its node."""
     try:
-        count = int(lines)
+        count = int(n)
     except ValueError:
         count = 0
     if count < 1:
-        raise InputError(f"invalid line count {lines!r}", path="--lines")
+        raise InputError(f"invalid line count {n!r}", path="-n")
     command = f"tail -n {count} -- {shlex.quote(path)}"
     with open_session(c.config) as session:
         targets = select_nodes(session.inventory, nodes)

@@ -83,11 +83,13 @@ def test_detached_job_outlives_the_session_and_kill_stops_exactly_it(lab):
     for node in NODES:  # gpufab's session is gone; the job is not
         assert on_host(node, "pgrep -f '^sleep 4242'").returncode == 0
         assert on_host(node, f"systemctl is-active {unit}").stdout.strip() == "active"
-        on_host(node, "sh -c 'exec -a sleep4243 sleep 4243' >/dev/null 2>&1 &")
+        on_host(node, "systemd-run --quiet --collect --unit=bystander sleep 4243")
 
     refused = cli("inv", "run.kill", "sleep 4242", env=lab)
-    assert refused.returncode == 1 and "3 processes on 3 hosts match; nothing killed" in refused.stderr
-    assert refused.stdout.count("sleep 4242") == 3  # listed: the job's sleep on each node, nothing else
+    # Per node the job's shell and its sleep; not the listing's own shell, sudo or SSH session.
+    assert refused.returncode == 1 and "6 processes on 3 hosts match; nothing killed" in refused.stderr
+    listed = re.findall(r"^(node\d)\s+(\d+)\s+(.*)$", refused.stdout, re.M)
+    assert sorted(cmd.split()[0] for _, _, cmd in listed) == ["/bin/sh"] * 3 + ["sleep"] * 3, refused.stdout
     assert on_host("node2", "pgrep -f '^sleep 4242'").returncode == 0
 
     killed = cli("inv", "run.kill", "sleep 4242", "--yes", env=lab)
@@ -96,8 +98,8 @@ def test_detached_job_outlives_the_session_and_kill_stops_exactly_it(lab):
     for node in NODES:
         assert on_host(node, "pgrep -f '^sleep 4242'", check=False).returncode == 1
         assert on_host(node, f"systemctl is-active {unit}", check=False).stdout.strip() != "active"
-        assert on_host(node, "pgrep -f sleep4243", check=False).returncode == 0  # not matched, not touched
-        on_host(node, "pkill -f sleep4243", check=False)
+        assert on_host(node, "systemctl is-active bystander").stdout.strip() == "active"  # not matched, not touched
+        on_host(node, "systemctl stop bystander")
     nothing = cli("inv", "run.kill", "sleep 4242", env=lab)
     assert nothing.returncode == 0 and "nothing matches 'sleep 4242'" in nothing.stdout
 
