@@ -10,7 +10,6 @@ the final report and in a failed-hosts file that `--retry-failed` reads.
 from __future__ import annotations
 
 import os
-import secrets as token
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Set, Tuple
@@ -40,7 +39,7 @@ from .lib.remote import Remote
 from .lib.report import summary_line
 from .lib.steps import Outcome, merge_phases, remote_for, run_step
 from .netenv import setup_netenv
-from .nfs import NfsPlan, setup_client, setup_server, verify_nfs
+from .nfs import NfsPlan, round_trip, setup_share
 from .ray import RaySettings, cluster_nodes, read_settings, setup_cluster, versions_step
 
 
@@ -236,13 +235,8 @@ def _nfs(chain: Chain, nodes: Sequence[Node]) -> List[HostResult]:
     if lacking:
         chain.nfs_unavailable = lacking
         return [HostResult(n, OK, data={"nfs": "unavailable", "notes": [f"NFS unavailable: {lacking}"]}) for n in nodes]
-    results: List[HostResult] = []
-    server_error = None
-    if any(n.is_head for n in nodes):
-        results += chain.step([head], lambda r: setup_server(r, chain.o.nfs), "nfs")
-        server_error = results[-1].reason if results[-1].failed else None
-    workers = [n for n in nodes if not n.is_head]
-    results += chain.step(workers, lambda r: setup_client(r, chain.o.nfs, server_error), "nfs")
+    results = setup_share(chain.session, nodes, chain.o.nfs, workers=chain.workers, remotes=chain.remotes,
+                          on_result=chain.live("nfs"))
     for r in results:
         r.data["nfs"] = "exported" if r.node.is_head else "mounted"
     return results
@@ -284,18 +278,10 @@ def _verify(chain: Chain, nodes: Sequence[Node]) -> List[HostResult]:
     head = chain.inv.head
     head_ok = any(n.is_head for n in nodes)
     if "nfs" in chain.steps and not chain.nfs_unavailable and head_ok:
-        secret = token.token_hex(16)
-        first = run_step(chain.session, [head], lambda r: verify_nfs(r, chain.o.nfs, secret, True), remotes=chain.remotes)
-        workers = [n for n in nodes if not n.is_head]
-        if first[0].failed:
-            rest = [HostResult(n, FAILED, 1, reason=f"NFS round trip: the head could not write ({first[0].reason})")
-                    for n in workers]
-        else:
-            rest = run_step(chain.session, workers, lambda r: verify_nfs(r, chain.o.nfs, secret, False),
-                            workers=chain.workers, remotes=chain.remotes)
-        for r in first + rest:
+        trip = round_trip(chain.session, head, nodes, chain.o.nfs, chain.workers, remotes=chain.remotes)
+        for r in trip:
             r.data["nfs_roundtrip"] = not r.failed
-        phases.append(first + rest)
+        phases.append(trip)
     if "ray" in chain.steps:
         phases.append(_ray_members(chain, nodes, head_ok))
     merged = merge_phases(nodes, phases)

@@ -12,7 +12,7 @@ import secrets
 import shlex
 import time
 from dataclasses import dataclass
-from typing import List, Optional
+from typing import Any, List, Optional, Sequence
 
 from invoke import task
 
@@ -21,6 +21,7 @@ from .lib.cluster import ensure_private, open_session, select_nodes, setting
 from .lib.connection import Session
 from .lib.errors import HostError, InputError, keeping_changes, reported
 from .lib.fanout import HostResult
+from .lib.inventory import Node
 from .lib.files import ManagedFile, plan_files, replace_block
 from .lib.remote import Remote, ensure_packages, last_line
 from .lib.steps import Outcome, report_step, run_step
@@ -159,21 +160,37 @@ def nfs_plan(c, session: Session, path: Optional[str], mount: Optional[str]) -> 
     )
 
 
+def setup_share(session: Session, nodes: Sequence[Node], p: NfsPlan, *, server: bool = True, clients: bool = True,
+                workers: Optional[int] = None, **step_kw: Any) -> List[HostResult]:
+    """Server on the head first (if among `nodes`), then every worker's client in parallel."""
+    results: List[HostResult] = []
+    server_error = None
+    if server and any(n.is_head for n in nodes):
+        results += run_step(session, [n for n in nodes if n.is_head], lambda r: setup_server(r, p), **step_kw)
+        server_error = results[-1].reason if results[-1].failed else None
+    if clients:
+        targets = [n for n in nodes if not n.is_head]
+        results += run_step(session, targets, lambda r: setup_client(r, p, server_error), workers=workers, **step_kw)
+    return results
+
+
+def round_trip(session: Session, head: Node, targets: Sequence[Node], p: NfsPlan,
+               workers: Optional[int] = None, **step_kw: Any) -> List[HostResult]:
+    """The head writes a fresh token; each worker in `targets` must read it through its mount."""
+    token = secrets.token_hex(16)
+    results = run_step(session, [head], lambda r: verify_nfs(r, p, token, True), **step_kw)
+    others = [n for n in targets if not n.is_head]
+    if results[0].failed:
+        return results + [HostResult(n, "failed", 1, reason=f"the head could not write the token ({results[0].reason})")
+                          for n in others]
+    return results + run_step(session, others, lambda r: verify_nfs(r, p, token, False), workers=workers, **step_kw)
+
+
 def run_nfs(c, title: str, server: bool, clients: bool, path, mount, nodes, workers) -> None:
-    """Server on the head first, then every worker's client in parallel."""
-    n = int(workers) if workers else None
     with open_session(c.config) as session:
         p = nfs_plan(c, session, path, mount)
-        chosen = {x.name for x in select_nodes(session.inventory, nodes)}
-        results: List[HostResult] = []
-        server_error = None
-        head = session.inventory.head
-        if server and head.name in chosen:
-            results += run_step(session, [head], lambda r: setup_server(r, p), workers=n)
-            server_error = results[-1].reason if results[-1].failed else None
-        if clients:
-            targets = [w for w in session.inventory.workers if w.name in chosen]
-            results += run_step(session, targets, lambda r: setup_client(r, p, server_error), workers=n)
+        chosen = select_nodes(session.inventory, nodes)
+        results = setup_share(session, chosen, p, server=server, clients=clients, workers=int(workers) if workers else None)
     report_step(title, results)
 
 
@@ -210,17 +227,8 @@ def client(c, path=None, mount=None, nodes=None, workers=None):
 @reported
 def verify(c, path=None, mount=None, nodes=None, workers=None):
     """Write a token on the head's export and read it back on every worker."""
-    token = secrets.token_hex(16)
-    n = int(workers) if workers else None
     with open_session(c.config) as session:
         p = nfs_plan(c, session, path, mount)
-        chosen = {x.name for x in select_nodes(session.inventory, nodes)}
-        head = session.inventory.head
-        results = run_step(session, [head], lambda r: verify_nfs(r, p, token, True), workers=n)
-        if results[0].failed:
-            for w in session.inventory.workers:
-                results.append(HostResult(w, "failed", 1, reason=f"the head could not write the token ({results[0].reason})"))
-        else:
-            targets = [w for w in session.inventory.workers if w.name in chosen]
-            results += run_step(session, targets, lambda r: verify_nfs(r, p, token, False), workers=n)
+        chosen = select_nodes(session.inventory, nodes)
+        results = round_trip(session, session.inventory.head, chosen, p, int(workers) if workers else None)
     report_step("nfs.verify", results)

@@ -185,6 +185,18 @@ def test_inventory_can_turn_steps_off_and_fab_hosts_spelling_works(fresh, tmp_pa
         p.unlink()
 
 
+def test_hosts_from_a_file_runs_only_those_hosts(fresh, tmp_path):
+    listed = tmp_path / "hosts.txt"
+    listed.write_text("# the ones to redo\n198.18.0.12   # node2, by address\n")
+    proc = cli("inv", "bootstrap", "--hosts-from", str(listed), "--only", "limits", env=fresh)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.startswith("bootstrap: node2; steps: preflight, limits")
+    assert {n for n, _ in progress(proc.stdout)} == {"node2"}
+    listed.write_text("node9\n")
+    assert "hosts.txt: not in the inventory: node9" in one_error_line(
+        cli("inv", "bootstrap", "--hosts-from", str(listed), env=fresh))
+
+
 @pytest.mark.parametrize("args,message", [
     (("--skip", "dokcer"), "--skip: unknown step 'dokcer'"),
     (("--skip", "nfs", "--only", "ray"), "give --skip or --only, not both"),

@@ -118,3 +118,12 @@ def test_address_reuse_rules():
                   "  - {name: b, public: 1.1.1.2, private: 1.1.1.1}\n"):
         with pytest.raises(InputError, match="duplicate address"):
             parse_inventory(base + extra, "x")
+
+
+def test_workload_roles_beside_head_and_worker():
+    inv = parse_inventory("nodes:\n  - {name: a, public: 203.0.113.1, roles: [prefill]}\n"
+                          "  - {name: b, public: 203.0.113.2, roles: 'decode,prefill'}\n")
+    assert [n.roles for n in inv.nodes] == [("prefill",), ("decode", "prefill")]
+    assert inv.nodes[0].has_role("head") and inv.nodes[1].has_role("decode") and not inv.nodes[0].has_role("decode")
+    with pytest.raises(InputError, match="invalid role of node 'a'"):
+        parse_inventory("nodes:\n  - {name: a, public: 203.0.113.1, roles: ['de code']}\n")
