@@ -49,6 +49,14 @@ def progress(stdout: str) -> dict:
     return found
 
 
+def ray_pids() -> dict:
+    """The MainPID of each node's Ray unit: a restart would change it."""
+    units = {n: "gpufab-ray-head" if n == "node1" else "gpufab-ray-worker" for n in NODES}
+    pids = {n: on_host(n, f"systemctl show {u} -p MainPID --value").stdout.strip() for n, u in units.items()}
+    assert "0" not in pids.values() and "" not in pids.values(), pids
+    return pids
+
+
 def tree_digests() -> dict:
     return {n: on_host(n, TREE_DIGEST).stdout.split()[0] for n in NODES}
 
@@ -73,62 +81,21 @@ def test_dry_run_on_a_fresh_lab_prints_diffs_and_changes_nothing(fresh):
         assert on_host(node, "command -v dockerd; ls /opt/gpufab /etc/gpufab", check=False).stdout == ""
 
 
-def test_a_host_powered_off_mid_run_fails_alone_and_is_named(fresh):
-    env = {**{k: v for k, v in os.environ.items() if k != "GPUFAB_INVENTORY"}, **fresh}
-    proc = subprocess.Popen([str(BIN / "inv"), "bootstrap"], cwd=str(REPO), env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    out = []
-    powered_off = False
-    for line in proc.stdout:
-        out.append(line)
-        if not powered_off and re.match(r"^\[.*\] node3\s+limits\s+changed", line):
-            time.sleep(2)  # node3 is now installing Docker
-            off = cli("inv", "lab.poweroff", "node3")
-            assert off.returncode == 0, off.stderr
-            powered_off = True
-    code = proc.wait(timeout=1200)
-    stdout = "".join(out)
-    assert powered_off, stdout
-    assert code == 255, stdout
-    steps = progress(stdout)
-    assert steps[("node3", "docker")] == "unreachable"
-    assert all(steps[(n, s)] in ("ok", "changed") for n in ("node1", "node2") for s in STEPS), steps
-    assert not any(n == "node3" for n, s in steps if s in ("netenv", "nfs", "ray")), "node3 must leave the chain"
-    report = json.loads(REPORT_JSON.read_text())
-    row = next(r for r in report["nodes"] if r["node"] == "node3")
-    assert row["result"].startswith("failed at docker: connection lost"), row
-    assert "Ray: 2/3 nodes alive" in " ".join(report["checks"])
-    assert report["exit_code"] == 255
-    assert FAILED_FILE.read_text().splitlines()[1].startswith("node3 198.18.0.13 docker: connection lost")
-    assert "node3 failed at docker" in REPORT_MD.read_text()
-
-
-def test_retry_failed_completes_the_dead_host_once_it_is_back(fresh):
-    on = cli("inv", "lab.poweron", "node3")
-    assert on.returncode == 0, on.stderr
-    proc = cli("inv", "bootstrap", "--retry-failed", env=fresh, timeout=1200)
+def test_the_readme_demo_bootstraps_every_node_of_a_fresh_lab(fresh):
+    env = {k: v for k, v in os.environ.items() if k != "GPUFAB_INVENTORY"}
+    proc = subprocess.run([str(REPO / "scripts" / "demo")], cwd=str(REPO), env=env, capture_output=True, text=True,
+                          timeout=1800, stdin=subprocess.DEVNULL)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert proc.stdout.startswith("bootstrap: node3; steps:")
     steps = progress(proc.stdout)
-    assert {n for n, s in steps if s != "verify"} == {"node3"}, steps  # only node3 is set up again
-    assert all(steps[(n, "verify")] == "ok" for n in NODES)  # the report covers the whole cluster
-    assert "Ray: 3/3 nodes alive" in proc.stdout
-    assert not FAILED_FILE.exists()
-    status = cli("inv", "ray.status", env=fresh)
-    assert status.returncode == 0 and "ray: 3/3 inventory nodes alive" in status.stdout, status.stdout
-    again = cli("inv", "bootstrap", "--retry-failed", env=fresh)
-    assert again.returncode == 0 and "nothing to retry" in again.stdout
-
-
-MANAGED = (
-    "/etc/security/limits.d/90-gpufab-nofile.conf", "/etc/systemd/system.conf.d/90-gpufab-limits.conf",
-    "/etc/systemd/system/docker.service.d/90-gpufab-limits.conf", "/etc/docker/daemon.json",
-    "/etc/gpufab/netenv.env", "/etc/nccl.conf", "/etc/profile.d/gpufab-netenv.sh",
-)
+    assert set(steps) == {(n, s) for n in NODES for s in STEPS}, steps
+    assert set(steps.values()) <= {"ok", "changed"}, steps
+    assert "bootstrap: 3 hosts: 3 changed, 0 ok, 0 failed, 0 unreachable" in proc.stdout
+    assert "NFS unavailable: node1: this kernel" in proc.stdout and "Ray: 3/3 nodes alive" in proc.stdout
+    assert REPORT_MD.exists() and not FAILED_FILE.exists()
 
 
 def test_second_bootstrap_reports_every_step_ok_and_changes_no_file(fresh):
-    units = {n: on_host(n, "systemctl show 'gpufab-ray-*' -p MainPID --value | tr -d '\\n0'").stdout for n in NODES}
+    units = ray_pids()
     before = tree_digests()
     proc = cli("inv", "bootstrap", env=fresh, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -136,7 +103,7 @@ def test_second_bootstrap_reports_every_step_ok_and_changes_no_file(fresh):
     assert steps == {(n, s): "ok" for n in NODES for s in STEPS}, steps
     assert "bootstrap: 3 hosts: 0 changed, 3 ok, 0 failed, 0 unreachable" in proc.stdout
     assert tree_digests() == before
-    assert {n: on_host(n, "systemctl show 'gpufab-ray-*' -p MainPID --value | tr -d '\\n0'").stdout for n in NODES} == units
+    assert ray_pids() == units
     report = json.loads(REPORT_JSON.read_text())
     by_node = {r["node"]: r for r in report["nodes"]}
     for node in NODES:
@@ -195,6 +162,54 @@ def test_hosts_from_a_file_runs_only_those_hosts(fresh, tmp_path):
     listed.write_text("node9\n")
     assert "hosts.txt: not in the inventory: node9" in one_error_line(
         cli("inv", "bootstrap", "--hosts-from", str(listed), env=fresh))
+
+
+def test_a_host_powered_off_mid_run_fails_alone_and_is_named(fresh):
+    reset_lab()  # hosts as rented again, so that node3 is mid-install when it dies
+    env = {**{k: v for k, v in os.environ.items() if k != "GPUFAB_INVENTORY"}, **fresh}
+    proc = subprocess.Popen([str(BIN / "inv"), "bootstrap"], cwd=str(REPO), env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    out = []
+    powered_off = False
+    for line in proc.stdout:
+        out.append(line)
+        if not powered_off and re.match(r"^\[.*\] node3\s+limits\s+changed", line):
+            time.sleep(2)  # node3 is now installing Docker
+            off = cli("inv", "lab.poweroff", "node3")
+            assert off.returncode == 0, off.stderr
+            powered_off = True
+    code = proc.wait(timeout=1200)
+    stdout = "".join(out)
+    assert powered_off, stdout
+    assert code == 255, stdout
+    steps = progress(stdout)
+    assert steps[("node3", "docker")] == "unreachable"
+    assert all(steps[(n, s)] in ("ok", "changed") for n in ("node1", "node2") for s in STEPS), steps
+    assert not any(n == "node3" for n, s in steps if s in ("netenv", "nfs", "ray")), "node3 must leave the chain"
+    report = json.loads(REPORT_JSON.read_text())
+    row = next(r for r in report["nodes"] if r["node"] == "node3")
+    assert row["result"].startswith("failed at docker: connection lost"), row
+    assert "Ray: 2/3 nodes alive" in " ".join(report["checks"])
+    assert report["exit_code"] == 255
+    assert FAILED_FILE.read_text().splitlines()[1].startswith("node3 198.18.0.13 docker: connection lost")
+    assert "node3 failed at docker" in REPORT_MD.read_text()
+
+
+def test_retry_failed_completes_the_dead_host_once_it_is_back(fresh):
+    on = cli("inv", "lab.poweron", "node3")
+    assert on.returncode == 0, on.stderr
+    proc = cli("inv", "bootstrap", "--retry-failed", env=fresh, timeout=1200)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.startswith("bootstrap: node3; steps:")
+    steps = progress(proc.stdout)
+    assert {n for n, s in steps if s != "verify"} == {"node3"}, steps  # only node3 is set up again
+    assert all(steps[(n, "verify")] == "ok" for n in NODES)  # the report covers the whole cluster
+    assert "Ray: 3/3 nodes alive" in proc.stdout
+    assert not FAILED_FILE.exists()
+    status = cli("inv", "ray.status", env=fresh)
+    assert status.returncode == 0 and "ray: 3/3 inventory nodes alive" in status.stdout, status.stdout
+    again = cli("inv", "bootstrap", "--retry-failed", env=fresh)
+    assert again.returncode == 0 and "nothing to retry" in again.stdout
 
 
 @pytest.mark.parametrize("args,message", [
