@@ -5,7 +5,7 @@
 
 from invoke import Collection
 
-from . import docker, gpu, inventory, lab, limits, logs, netenv, nfs, ray, run, slurm
+from . import docker, gpu, inventory, lab, limits, logs, netenv, nfs, ray, run, slurm, storage
 from .bootstrap import bootstrap, report
 from .launch import launch
 from .execute import exec_
@@ -26,6 +26,7 @@ ns.add_collection(Collection.from_module(gpu, name="gpu"))
 ns.add_collection(Collection.from_module(logs, name="logs"))
 ns.add_collection(Collection.from_module(run, name="run"))
 ns.add_collection(Collection.from_module(slurm, name="slurm"))
+ns.add_collection(Collection.from_module(storage, name="storage"))
 
 # `inv pyenv.check`: the same version table, under the name some guides use.
 pyenv = Collection("pyenv")

@@ -39,7 +39,9 @@ from .lib.remote import Remote
 from .lib.report import summary_line
 from .lib.steps import Outcome, merge_phases, remote_for, run_step
 from .netenv import setup_netenv
-from .nfs import NfsPlan, round_trip, setup_share
+from .lib import storage as storage_plan
+from .nfs import NfsPlan, setup_share
+from .storage import round_trip, setup_sshfs
 from .ray import RaySettings, cluster_nodes, read_settings, setup_cluster, versions_step
 
 
@@ -53,12 +55,13 @@ class Options:
     profile: str
     master_port: int
     secrets: Optional[Mapping[str, str]]
-    nfs: NfsPlan
+    nfs: NfsPlan  # where the share lives (NFS or sshfs)
+    storage: str  # auto, nfs or sshfs
     ray: RaySettings
     ray_timeout: float
 
 
-def read_options(c, inv: Inventory, nofile, secrets: bool, env_file: str, timeout) -> Options:
+def read_options(c, inv: Inventory, nofile, secrets: bool, env_file: str, timeout, storage=None) -> Options:
     def get(key: str, cli: Any = None, default: Any = None) -> Any:
         return setting(c.config, inv, key, cli, default)
 
@@ -77,6 +80,7 @@ def read_options(c, inv: Inventory, nofile, secrets: bool, env_file: str, timeou
             mount=nfs_plan.check_path(get("nfs_mount", None, export)),
             subnet=get("private_subnet"),
         ),
+        storage=storage_plan.check_backend(get("storage", storage, storage_plan.DEFAULT_BACKEND)),
         ray=read_settings(c, inv),
         ray_timeout=float(timeout or ray_tasks.DEFAULT_WAIT),
     )
@@ -99,7 +103,10 @@ class Chain:
         self.alive: List[Node] = list(targets)
         self.results: Dict[str, List[HostResult]] = {}
         self.failures: Dict[str, plan.Failure] = {}
-        self.nfs_unavailable: Optional[str] = None
+        #: The shared-storage backend in use, or None with `storage_problem` saying why.
+        self.storage: Optional[str] = None
+        self.storage_problem: Optional[str] = None
+        self.storage_note = ""
         self.ray_members: Dict[str, ray_plan.RayNode] = {}
         #: Dry run: per step and node, which of the Remote's planned files/commands it added.
         self.marks: Dict[Tuple[str, str], Tuple[int, int]] = {}
@@ -178,9 +185,10 @@ def _preflight(chain: Chain, nodes: Sequence[Node]) -> List[HostResult]:
         if node.private is None:
             return HostResult(node, FAILED, 1, reason="no private address (give one in the inventory)", data=result.data)
         kernel = chain.remotes[node.name].script(nfs_plan.KERNEL_SCRIPT).stdout
+        fuse = chain.remotes[node.name].script(storage_plan.FUSE_SCRIPT).stdout
         d = result.data
         notes = [f"{d.get('os', '?')}; {d.get('gpus', '0')} GPUs; private NIC {d.get('nic') or '-'}"]
-        return HostResult(node, OK, data={**d, "kernel": kernel, "notes": notes})
+        return HostResult(node, OK, data={**d, "kernel": kernel, "fuse": fuse, "notes": notes})
 
     return fan_out(chain.session, nodes, one, workers=chain.workers, on_result=chain.live("preflight"))
 
@@ -207,38 +215,38 @@ def _netenv(chain: Chain, nodes: Sequence[Node]) -> List[HostResult]:
     return chain.step(nodes, lambda r: setup_netenv(r, head, o.master_port, o.profile, o.secrets), "netenv")
 
 
-def nfs_unavailable(kernels: Mapping[str, str], head: str) -> Optional[str]:
-    """Why NFS cannot work on these nodes (head needs nfsd, the others nfs), or None."""
-    for name, text in kernels.items():
-        lacking = nfs_plan.kernel_lacks(text, "nfsd" if name == head else "nfs")
-        if lacking:
-            return f"{name}: {lacking}"
-    return None
-
-
-def _kernels(chain: Chain, nodes: Sequence[Node]) -> Dict[str, str]:
+def _kernels(chain: Chain, nodes: Sequence[Node], script: str, key: str) -> Dict[str, str]:
     """Each node's kernel facts: from preflight, or read now (a head outside a retry)."""
     out: Dict[str, str] = {}
     for node in nodes:
-        kernel = chain.data("preflight", node).get("kernel")
-        out[node.name] = kernel if kernel is not None else chain.remotes[node.name].script(nfs_plan.KERNEL_SCRIPT).stdout
+        known = chain.data("preflight", node).get(key)
+        out[node.name] = known if known is not None else chain.remotes[node.name].script(script).stdout
     return out
 
 
-def _nfs(chain: Chain, nodes: Sequence[Node]) -> List[HostResult]:
+def _storage(chain: Chain, nodes: Sequence[Node]) -> List[HostResult]:
+    """The backend every node supports (as asked: nfs, sshfs or auto), then the share."""
     head = chain.inv.head
+    workers = [n for n in nodes if not n.is_head]
     try:
-        kernels = _kernels(chain, [head, *[n for n in nodes if not n.is_head]])
+        kernels = _kernels(chain, [head, *workers], nfs_plan.KERNEL_SCRIPT, "kernel")
+        fuse = _kernels(chain, workers, storage_plan.FUSE_SCRIPT, "fuse")
     except Exception as exc:  # noqa: BLE001 - the head is down; its clients cannot mount
-        return [HostResult(n, FAILED, 1, reason=f"cannot check the head's kernel for NFS ({exc})") for n in nodes]
-    lacking = nfs_unavailable(kernels, head.name)
-    if lacking:
-        chain.nfs_unavailable = lacking
-        return [HostResult(n, OK, data={"nfs": "unavailable", "notes": [f"NFS unavailable: {lacking}"]}) for n in nodes]
-    results = setup_share(chain.session, nodes, chain.o.nfs, workers=chain.workers, remotes=chain.remotes,
-                          on_result=chain.live("nfs"))
+        return [HostResult(n, FAILED, 1, reason=f"cannot check the head's kernel for shared storage ({exc})") for n in nodes]
+    backend, why = storage_plan.choose_backend(chain.o.storage, head.name, kernels, fuse)
+    chain.storage, chain.storage_note = backend, why
+    if backend is None:
+        chain.storage_problem = why
+        return [HostResult(n, OK, data={"nfs": "unavailable", "notes": [why]}) for n in nodes]
+    kw = dict(workers=chain.workers, remotes=chain.remotes, on_result=chain.live("storage"))
+    if backend == "nfs":
+        results = setup_share(chain.session, nodes, chain.o.nfs, **kw)
+    else:
+        results = setup_sshfs(chain.session, chain.inv, nodes, chain.o.nfs, **kw)
     for r in results:
-        r.data["nfs"] = "exported" if r.node.is_head else "mounted"
+        r.data["nfs"] = f"{backend} " + ("shared" if r.node.is_head else "mounted")
+        if why:
+            r.data.setdefault("notes", []).append(why)
     return results
 
 
@@ -277,8 +285,8 @@ def _verify(chain: Chain, nodes: Sequence[Node]) -> List[HostResult]:
                                                workers=chain.workers, remotes=chain.remotes)]
     head = chain.inv.head
     head_ok = any(n.is_head for n in nodes)
-    if "nfs" in chain.steps and not chain.nfs_unavailable and head_ok:
-        trip = round_trip(chain.session, head, nodes, chain.o.nfs, chain.workers, remotes=chain.remotes)
+    if "storage" in chain.steps and chain.storage and head_ok:
+        trip = round_trip(chain.session, chain.inv, nodes, chain.o.nfs, chain.storage, chain.workers, remotes=chain.remotes)
         for r in trip:
             r.data["nfs_roundtrip"] = not r.failed
         phases.append(trip)
@@ -318,7 +326,7 @@ STEP_RUNNERS: Dict[str, Callable[[Chain, Sequence[Node]], List[HostResult]]] = {
     "limits": _limits,
     "docker": _docker,
     "netenv": _netenv,
-    "nfs": _nfs,
+    "storage": _storage,
     "ray": _ray,
     "verify": _verify,
 }
@@ -328,13 +336,13 @@ STEP_RUNNERS: Dict[str, Callable[[Chain, Sequence[Node]], List[HostResult]]] = {
 
 
 def _nfs_cell(chain: Chain, node: Node) -> str:
-    if "nfs" not in chain.steps:
+    if "storage" not in chain.steps:
         return "skipped"
-    if chain.status("nfs", node) == "not run" and chain.status("verify", node) == "not run":
+    if chain.status("storage", node) == "not run" and chain.status("verify", node) == "not run":
         return "-"
-    if chain.nfs_unavailable:
+    if chain.storage_problem:
         return "unavailable"
-    shown = chain.data("nfs", node).get("nfs") or "-"
+    shown = chain.data("storage", node).get("nfs") or chain.storage or "-"
     trip = chain.data("verify", node).get("nfs_roundtrip")
     return f"{shown}, round trip ok" if trip else shown
 
@@ -388,14 +396,18 @@ def checks_and_warnings(chain: Chain) -> Tuple[List[str], List[str]]:
         versions = sorted({r.data.get("docker") for r in verified if r.data.get("docker")})
         checks.append(f"Docker: {len(verified)}/{total} nodes active ({', '.join(versions) or '-'}), "
                       "address pools as configured")
-    if "nfs" in chain.steps:
-        if chain.nfs_unavailable:
-            checks.append("NFS: unavailable in this kernel (no shared directory)")
-            warnings.append(f"NFS unavailable: {chain.nfs_unavailable}")
-        else:
+    if "storage" in chain.steps:
+        if chain.storage_problem:
+            checks.append("Storage: unavailable on these kernels (no shared directory)")
+            warnings.append(chain.storage_problem)
+        elif chain.storage:
             trips = [r for r in verified if r.data.get("nfs_roundtrip") and not r.node.is_head]
-            checks.append(f"NFS: round trip {len(trips)}/{len(chain.inv.workers)} workers read the head's token "
-                          f"({chain.o.nfs.server_name}:{chain.o.nfs.export} on {chain.o.nfs.mount})")
+            rates = storage_plan.summarize((r.data.get("write_mib_s"), r.data.get("read_mib_s")) for r in trips)
+            checks.append(f"Storage ({chain.storage}): round trip {len(trips)}/{len(chain.inv.workers)} workers read the "
+                          f"head's token ({chain.o.nfs.server_name}:{chain.o.nfs.export} on {chain.o.nfs.mount})"
+                          + (f"; {rates}" if rates else ""))
+            if chain.storage_note.startswith("auto: NFS unavailable"):
+                warnings.append(chain.storage_note)
     if "ray" in chain.steps:
         m = chain.ray_members
         known = {n.private for n in chain.inv.nodes}
@@ -523,14 +535,15 @@ def choose_targets(inv: Inventory, retry_failed: bool, hosts_from: Optional[str]
         "nofile": f"open files per process (default {limits_plan.DEFAULT_NOFILE}; inventory var nofile)",
         "secrets": "also write the local .env's variables to /etc/gpufab/secrets.env (0600)",
         "env_file": "the .env file for --secrets (default .env)",
+        "storage": "shared storage backend: nfs (default), sshfs or auto (inventory var storage)",
         "timeout": f"seconds Ray gets to show every node (default {ray_tasks.DEFAULT_WAIT})",
         "workers": "hosts worked on at once (default 32)",
     }
 )
 @reported
 def bootstrap(c, skip=None, only=None, dry_run=False, retry_failed=False, hosts_from=None, nofile=None,
-              secrets=False, env_file=".env", timeout=None, workers=None):
-    """The whole setup: preflight, limits, docker, netenv, nfs, ray, verify; then the report."""
+              secrets=False, env_file=".env", storage=None, timeout=None, workers=None):
+    """The whole setup: preflight, limits, docker, netenv, storage, ray, verify; then the report."""
     n_workers = int(workers) if workers else None
     files = plan.run_files(inventory_path(c.config), bool(cli_hosts(c.config)))
     with open_session(c.config) as session:
@@ -540,7 +553,7 @@ def bootstrap(c, skip=None, only=None, dry_run=False, retry_failed=False, hosts_
             print(f"bootstrap: no failed hosts recorded in {files.failed if retry_failed else hosts_from}; nothing to retry")
             return
         inv = ensure_private(session, workers=n_workers)
-        options = read_options(c, inv, nofile, secrets, env_file, timeout)
+        options = read_options(c, inv, nofile, secrets, env_file, timeout, storage)
         targets = [inv.by_name(n.name) for n in chosen]
         print(f"bootstrap{' --dry-run' if dry_run else ''}: {', '.join(n.name for n in targets)}; "
               f"steps: {', '.join(steps)}")

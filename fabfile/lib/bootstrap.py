@@ -20,12 +20,14 @@ from .errors import InputError
 from .inventory import Inventory, Node
 
 #: The chain, in order. Preflight always runs: every later step needs its facts.
-STEPS = ("preflight", "limits", "docker", "netenv", "nfs", "ray", "verify")
+STEPS = ("preflight", "limits", "docker", "netenv", "storage", "ray", "verify")
 OPTIONAL_STEPS = STEPS[1:]
 #: Inventory variable listing steps the cluster does without (e.g. [nfs]).
 SKIP_VAR = "bootstrap_skip"
 #: Steps that need the head to have come through (workers follow the head).
-NEEDS_HEAD = ("netenv", "nfs", "ray")
+NEEDS_HEAD = ("netenv", "storage", "ray")
+#: Older names of steps, still accepted: `--skip nfs` means the storage step.
+ALIASES = {"nfs": "storage"}
 
 REPORT_COLUMNS = ("Node", "Public IP", "Private IP", "NID", "Role", "NIC", "Docker", "NFS", "ulimit", "Ray", "GPUs", "Result")
 
@@ -35,7 +37,7 @@ def step_list(value: Union[None, str, Sequence[str]], what: str) -> List[str]:
     if value is None or value == "":
         return []
     items = value.split(",") if isinstance(value, str) else list(value)
-    names = [str(x).strip() for x in items if str(x).strip()]
+    names = [ALIASES.get(str(x).strip(), str(x).strip()) for x in items if str(x).strip()]
     for name in names:
         if name == "preflight":
             raise InputError("preflight cannot be skipped: every step needs its facts", path=what)

@@ -18,7 +18,7 @@ from .test_node_setup import LAB_NICS
 REPORT_JSON = REPO / "inventory" / "lab.report.json"
 REPORT_MD = REPO / "inventory" / "lab.report.md"
 FAILED_FILE = REPO / "inventory" / "lab.failed"
-STEPS = ("preflight", "limits", "docker", "netenv", "nfs", "ray", "verify")
+STEPS = ("preflight", "limits", "docker", "netenv", "storage", "ray", "verify")
 
 #: Everything a step could touch: config, installed software, units, backups.
 TREE_DIGEST = (
@@ -73,7 +73,7 @@ def test_dry_run_on_a_fresh_lab_prints_diffs_and_changes_nothing(fresh):
     assert f"+NCCL_SOCKET_IFNAME={LAB_NICS['node2']}" in node2
     # The Ray unit is planned against the netenv the same run would write (its digest in the unit).
     assert "+++ /etc/systemd/system/gpufab-ray-worker.service" in node2
-    assert "nfs: ok, nothing to change (NFS unavailable: node1: this kernel" in out
+    assert "storage: ok, nothing to change (NFS unavailable: node1: this kernel" in out
     assert "nothing was changed" in out
     assert tree_digests() == before
     assert not REPORT_JSON.exists() and not FAILED_FILE.exists()

@@ -4,8 +4,8 @@ import time
 
 import pytest
 
-from fabfile.bootstrap import nfs_unavailable
 from fabfile.lib import bootstrap as plan
+from fabfile.lib import storage
 from fabfile.lib.errors import InputError
 from fabfile.lib.fanout import FAILED, OK, HostResult
 from fabfile.lib.inventory import parse_inventory
@@ -26,13 +26,14 @@ def test_all_steps_in_chain_order_by_default():
 
 
 def test_skip_only_and_inventory_disable():
+    # `nfs` is the storage step's older name.
     assert plan.select_steps("nfs,docker", None, None) == ["preflight", "limits", "netenv", "ray", "verify"]
     # --only keeps chain order whatever order it was given in, and preflight.
     assert plan.select_steps(None, "ray,limits", None) == ["preflight", "limits", "ray"]
     assert plan.select_steps(None, None, ["nfs"]) == ["preflight", "limits", "docker", "netenv", "ray", "verify"]
-    assert plan.select_steps(None, None, "nfs,ray") == ["preflight", "limits", "docker", "netenv", "verify"]
+    assert plan.select_steps(None, None, "storage,ray") == ["preflight", "limits", "docker", "netenv", "verify"]
     # An explicit --only beats the inventory's bootstrap_skip.
-    assert plan.select_steps(None, "nfs", ["nfs"]) == ["preflight", "nfs"]
+    assert plan.select_steps(None, "storage", ["nfs"]) == ["preflight", "storage"]
 
 
 @pytest.mark.parametrize("skip,only,disabled,message", [
@@ -104,11 +105,52 @@ KERNEL_WITH_NFS = "nodev\tsysfs\nnodev\tnfs\nnodev\tnfsd\nkernel 6.1.0\n"
 KERNEL_WITHOUT = "nodev\tsysfs\next4\nkernel 6.18.44\n"
 
 
-def test_nfs_needs_nfsd_on_the_head_and_nfs_on_workers():
-    assert nfs_unavailable({"rental0": KERNEL_WITH_NFS, "rental1": KERNEL_WITH_NFS}, "rental0") is None
-    why = nfs_unavailable({"rental0": KERNEL_WITHOUT, "rental1": KERNEL_WITH_NFS}, "rental0")
-    assert why.startswith("rental0: this kernel (6.18.44) has no NFS server (nfsd)")
-    assert "rental1" in nfs_unavailable({"rental0": KERNEL_WITH_NFS, "rental1": KERNEL_WITHOUT}, "rental0")
+FUSE = "fusedev\nnodev\tfuse\n"
+
+
+def test_storage_backend_choice():
+    both = {"rental0": KERNEL_WITH_NFS, "rental1": KERNEL_WITH_NFS}
+    assert storage.choose_backend("nfs", "rental0", both, {"rental1": FUSE}) == ("nfs", "")
+    assert storage.choose_backend("auto", "rental0", both, {"rental1": FUSE})[0] == "nfs"
+    no_nfsd = {"rental0": KERNEL_WITHOUT, "rental1": KERNEL_WITH_NFS}
+    backend, why = storage.choose_backend("nfs", "rental0", no_nfsd, {"rental1": FUSE})
+    assert backend is None and why.startswith("NFS unavailable: rental0: this kernel (6.18.44) has no NFS server (nfsd)")
+    backend, why = storage.choose_backend("auto", "rental0", no_nfsd, {"rental1": FUSE})
+    assert backend == "sshfs" and why.startswith("auto: NFS unavailable (rental0: ")
+    no_dev = {"rental1": "nodev\tfuse\n"}
+    assert storage.choose_backend("sshfs", "rental0", no_nfsd, no_dev) == (
+        None, "sshfs unavailable: rental1: /dev/fuse is missing (a container without the FUSE device?)")
+    backend, why = storage.choose_backend("auto", "rental0", no_nfsd, {"rental1": "fusedev\n"})
+    assert backend is None and "sshfs unavailable (rental1: this kernel has no FUSE" in why
+    with pytest.raises(InputError, match="unknown storage backend 'gluster'"):
+        storage.check_backend("gluster")
+
+
+def test_sshfs_key_lines_are_restricted_and_kept_per_worker():
+    line = storage.key_line("rental1", "10.0.0.11", "ssh-ed25519 AAAAC3Nza gpufab-sshfs@rental1\n")
+    assert line == 'restrict,from="10.0.0.11",command="internal-sftp" ssh-ed25519 AAAAC3Nza gpufab-sshfs@rental1'
+    with pytest.raises(ValueError):
+        storage.key_line("rental1", "10.0.0.11", "ssh-ed25519 AAAA gpufab-sshfs@rental2")  # another worker's key
+    with pytest.raises(ValueError):
+        storage.key_line("rental1", "10.0.0.11", 'command="sh" ssh-ed25519 AAAA gpufab-sshfs@rental1')
+    block = storage.keys_block({"rental2": "L2 gpufab-sshfs@rental2", "rental1": "L1 gpufab-sshfs@rental1"})
+    text = "ssh-ed25519 AAAA me@laptop\n" + block
+    assert storage.keys_in_block(text) == {"rental1": "L1 gpufab-sshfs@rental1", "rental2": "L2 gpufab-sshfs@rental2"}
+    assert block.index("rental1") < block.index("rental2") and storage.keys_block({}) == ""
+
+
+def test_sshfs_fstab_line_and_rates():
+    block = storage.fstab_block("root", "10.0.0.10", "/mnt/shared", "/mnt/shared")
+    line = [x for x in block.splitlines() if not x.startswith("#")]
+    assert len(line) == 1
+    src, mount, fstype, options, *_ = line[0].split()
+    assert (src, mount, fstype) == ("root@10.0.0.10:/mnt/shared", "/mnt/shared", "fuse.sshfs")
+    for option in ("_netdev", "reconnect", "ServerAliveInterval=15", "IdentityFile=/etc/gpufab/sshfs/id_ed25519",
+                   "StrictHostKeyChecking=yes"):
+        assert option in options.split(",")
+    dd = "64+0 records in\n64+0 records out\n67108864 bytes (67 MB, 64 MiB) copied, 0.5 s, 134 MB/s\n"
+    assert storage.dd_rate(dd) == 128.0 and storage.dd_rate("dd: error") is None
+    assert storage.rates_text(128.0, None) == "64 MiB write 128 MiB/s, read ?"
 
 
 def test_progress_prints_one_line_per_host_and_step_and_ticks_while_running():

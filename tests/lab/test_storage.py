@@ -1,0 +1,110 @@
+"""Shared storage where the kernel has no NFS: sshfs chosen by `storage: auto`, proven end to end."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+
+import pytest
+
+from helpers import cli
+
+from .conftest import LAB_INVENTORY, NODES, on_host
+from .test_bootstrap import progress, reset_lab
+
+WORKERS = ("node2", "node3")
+REPORT = "auto.report.json"
+#: What storage.setup may touch, per node, and must give back on storage.unmount.
+TRACES = {
+    "node1": "sha256sum /root/.ssh/authorized_keys",
+    "node2": "sha256sum /etc/fstab; ls -d /etc/gpufab/sshfs /mnt/shared 2>&1; findmnt -rn /mnt/shared; true",
+    "node3": "sha256sum /etc/fstab; ls -d /etc/gpufab/sshfs /mnt/shared 2>&1; findmnt -rn /mnt/shared; true",
+}
+
+
+def traces() -> dict:
+    return {n: on_host(n, cmd).stdout for n, cmd in TRACES.items()}
+
+
+@pytest.fixture(scope="module")
+def auto(lab, tmp_path_factory):
+    """A fresh lab whose inventory asks for `storage: auto`; its state before any storage."""
+    reset_lab()
+    inventory = tmp_path_factory.mktemp("storage") / "auto.yaml"
+    inventory.write_text(LAB_INVENTORY.read_text().replace("vars:\n", "vars:\n  storage: auto\n"))
+    return {"env": {**lab, "GPUFAB_INVENTORY": str(inventory)}, "dir": inventory.parent, "before": traces()}
+
+
+def mounted(node: str) -> str:
+    return on_host(node, "findmnt -rn -o SOURCE,FSTYPE /mnt/shared", check=False).stdout.strip()
+
+
+def test_bootstrap_with_auto_picks_sshfs_and_mounts_the_head_share(auto):
+    proc = cli("inv", "bootstrap", env=auto["env"], timeout=1800)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "auto: NFS unavailable (node1: this kernel" in proc.stdout and "every worker has FUSE" in proc.stdout
+    for node in WORKERS:
+        assert mounted(node) == "root@198.19.0.11:/mnt/shared fuse.sshfs"
+        assert on_host(node, "grep -c fuse.sshfs /etc/fstab").stdout.strip() == "1"
+    report = json.loads((auto["dir"] / REPORT).read_text())
+    check = next(c for c in report["checks"] if c.startswith("Storage"))
+    assert check.startswith("Storage (sshfs): round trip 2/2 workers read the head's token (node1:/mnt/shared")
+    assert re.search(r"slowest worker: write \d+ MiB/s, read \d+ MiB/s", check), check
+    rows = {r["node"]: r["nfs"] for r in report["nodes"]}
+    assert rows == {"node1": "sshfs shared, round trip ok", "node2": "sshfs mounted, round trip ok",
+                    "node3": "sshfs mounted, round trip ok"}
+    on_host("node1", "echo from-the-head > /mnt/shared/hello")
+    assert on_host("node3", "cat /mnt/shared/hello").stdout == "from-the-head\n"
+
+
+def test_second_bootstrap_changes_nothing_and_adds_no_key_or_line(auto):
+    before = traces()
+    proc = cli("inv", "bootstrap", env=auto["env"], timeout=900)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert set(progress(proc.stdout).values()) == {"ok"}, proc.stdout
+    assert traces() == before
+    assert on_host("node1", "grep -c gpufab-sshfs@ /root/.ssh/authorized_keys").stdout.strip() == "2"
+
+
+def test_worker_key_is_sftp_only_and_from_its_own_address(auto):
+    shell = on_host("node2", "ssh -i /etc/gpufab/sshfs/id_ed25519 -o UserKnownHostsFile=/etc/gpufab/sshfs/known_hosts "
+                             "-o BatchMode=yes root@198.19.0.11 id", check=False)
+    assert shell.returncode != 0 and "uid=" not in shell.stdout
+    assert "This service allows sftp connections only." in shell.stdout + shell.stderr
+    # node3's key from node2's address is refused outright (from= restriction).
+    key3 = on_host("node3", "cat /etc/gpufab/sshfs/id_ed25519").stdout
+    on_host("node2", f"umask 077; printf '%s' '{key3}' > /tmp/k3")
+    stolen = on_host("node2", "sftp -i /tmp/k3 -o UserKnownHostsFile=/etc/gpufab/sshfs/known_hosts -o BatchMode=yes "
+                              "-b /dev/null root@198.19.0.11; rc=$?; rm -f /tmp/k3; exit $rc", check=False)
+    assert stolen.returncode != 0 and "Permission denied" in stolen.stderr
+
+
+def test_storage_verify_reports_round_trip_and_throughput(auto):
+    proc = cli("inv", "storage.verify", env=auto["env"], timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for node in WORKERS:
+        assert re.search(rf"^{node}\s+ok\s.*read the head's token through /mnt/shared; 64 MiB write \d+ MiB/s, "
+                         r"read \d+ MiB/s", proc.stdout, re.M), proc.stdout
+    assert "storage.verify (sshfs): 3 hosts: 0 changed, 3 ok, 0 failed" in proc.stdout
+    assert on_host("node1", "ls -A /mnt/shared").stdout.split() == [".gpufab-verify", "hello"]
+
+
+def test_rebooted_worker_mounts_the_share_again_from_fstab(auto):
+    for step in ("lab.poweroff", "lab.poweron"):
+        proc = cli("inv", step, "node2")
+        assert proc.returncode == 0, proc.stderr
+    deadline = time.monotonic() + 60
+    while mounted("node2") != "root@198.19.0.11:/mnt/shared fuse.sshfs" and time.monotonic() < deadline:
+        time.sleep(1)
+    assert mounted("node2") == "root@198.19.0.11:/mnt/shared fuse.sshfs"
+    assert on_host("node2", "cat /mnt/shared/hello").stdout == "from-the-head\n"
+
+
+def test_unmount_leaves_no_trace(auto):
+    on_host("node1", "rm -f /mnt/shared/hello /mnt/shared/.gpufab-verify")
+    proc = cli("inv", "storage.unmount", env=auto["env"])
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert traces() == auto["before"]
+    again = cli("inv", "storage.unmount", env=auto["env"])
+    assert again.returncode == 0 and "0 changed, 3 ok" in again.stdout
