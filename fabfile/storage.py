@@ -13,7 +13,7 @@ import os
 import secrets
 import shlex
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from invoke import task
 from invoke.exceptions import Exit
@@ -259,10 +259,16 @@ _HELP = {
 }
 
 
-def _report(title: str, results: Sequence[HostResult], extra: str = "") -> None:
-    if extra:
-        print(extra)
-    report_step(title, results)
+def _chosen(c, session: Session, title: str, backend, path, mount, nodes) -> Tuple[NfsPlan, Inventory, Sequence[Node], str]:
+    """The share, the nodes, and the backend they all support (or the run ends saying why not)."""
+    p = share_plan(c, session, path, mount)
+    inv = session.inventory
+    chosen = select_nodes(inv, nodes)
+    choice = choose(session, inv.head, chosen, backend_setting(c, inv, backend))
+    if choice.backend is None:
+        raise Exit(f"{title}: {choice.why}", code=1)
+    print(f"storage: {choice.backend}" + (f" ({choice.why})" if choice.why else ""))
+    return p, inv, chosen, choice.backend
 
 
 @task(help=_HELP)
@@ -271,17 +277,12 @@ def setup(c, backend=None, path=None, mount=None, nodes=None, workers=None):
     """One shared directory from the head on every worker: NFS, sshfs, or auto (the one every node supports)."""
     n = int(workers) if workers else None
     with open_session(c.config) as session:
-        p = share_plan(c, session, path, mount)
-        inv = session.inventory
-        chosen = select_nodes(inv, nodes)
-        choice = choose(session, inv.head, chosen, backend_setting(c, inv, backend))
-        if choice.backend is None:
-            raise Exit(f"storage.setup: {choice.why}", code=1)
-        if choice.backend == "nfs":
+        p, inv, chosen, used = _chosen(c, session, "storage.setup", backend, path, mount, nodes)
+        if used == "nfs":
             results = setup_share(session, chosen, p, workers=n)
         else:
             results = setup_sshfs(session, inv, chosen, p, n)
-    _report(f"storage.setup ({choice.backend})", results, f"storage: {choice.backend}" + (f" ({choice.why})" if choice.why else ""))
+    report_step(f"storage.setup ({used})", results)
 
 
 @task(help=_HELP)
@@ -289,15 +290,12 @@ def setup(c, backend=None, path=None, mount=None, nodes=None, workers=None):
 def verify(c, backend=None, path=None, mount=None, nodes=None, workers=None):
     """Token written on the head, read on every worker; 64 MiB write and read timed per worker."""
     with open_session(c.config) as session:
-        p = share_plan(c, session, path, mount)
-        inv = session.inventory
-        chosen = select_nodes(inv, nodes)
-        choice = choose(session, inv.head, chosen, backend_setting(c, inv, backend))
-        if choice.backend is None:
-            raise Exit(f"storage.verify: {choice.why}", code=1)
-        results = round_trip(session, inv, chosen, p, choice.backend, int(workers) if workers else None)
-    rates = [(r.data.get("write_mib_s"), r.data.get("read_mib_s")) for r in results if "write_mib_s" in r.data]
-    _report(f"storage.verify ({choice.backend})", results, plan.summarize(rates))
+        p, inv, chosen, used = _chosen(c, session, "storage.verify", backend, path, mount, nodes)
+        results = round_trip(session, inv, chosen, p, used, int(workers) if workers else None)
+    rates = plan.summarize((r.data.get("write_mib_s"), r.data.get("read_mib_s")) for r in results if "write_mib_s" in r.data)
+    if rates:
+        print(rates)
+    report_step(f"storage.verify ({used})", results)
 
 
 @task(help={k: v for k, v in _HELP.items() if k != "backend"})
@@ -312,4 +310,4 @@ def unmount(c, path=None, mount=None, nodes=None, workers=None):
         results = run_step(session, [x for x in chosen if not x.is_head], lambda r: unmount_worker(r, p), workers=n)
         if any(x.is_head for x in chosen):
             results = run_step(session, [inv.head], revoke_workers) + results
-    _report("storage.unmount", results)
+    report_step("storage.unmount", results)

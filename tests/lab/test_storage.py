@@ -67,6 +67,16 @@ def test_second_bootstrap_changes_nothing_and_adds_no_key_or_line(auto):
     assert on_host("node1", "grep -c gpufab-sshfs@ /root/.ssh/authorized_keys").stdout.strip() == "2"
 
 
+def test_storage_setup_task_agrees_and_refuses_nfs_clearly(auto):
+    proc = cli("inv", "storage.setup", "--backend", "auto", env=auto["env"])
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.startswith("storage: sshfs (auto: NFS unavailable (node1: this kernel")
+    assert "storage.setup (sshfs): 3 hosts: 0 changed, 3 ok, 0 failed" in proc.stdout
+    nfs = cli("inv", "storage.setup", "--backend", "nfs", env=auto["env"])
+    assert nfs.returncode == 1 and nfs.stderr.startswith("storage.setup: NFS unavailable: node1: this kernel")
+    assert "Traceback" not in nfs.stderr
+
+
 def test_worker_key_is_sftp_only_and_from_its_own_address(auto):
     shell = on_host("node2", "ssh -i /etc/gpufab/sshfs/id_ed25519 -o UserKnownHostsFile=/etc/gpufab/sshfs/known_hosts "
                              "-o BatchMode=yes root@198.19.0.11 id", check=False)
