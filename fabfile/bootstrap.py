@@ -41,7 +41,7 @@ from .lib.steps import Outcome, merge_phases, remote_for, run_step
 from .netenv import setup_netenv
 from .lib import storage as storage_plan
 from .nfs import NfsPlan, setup_share
-from .storage import round_trip, setup_sshfs
+from .storage import choose, round_trip, setup_sshfs, storage_facts
 from .ray import RaySettings, cluster_nodes, read_settings, setup_cluster, versions_step
 
 
@@ -184,11 +184,10 @@ def _preflight(chain: Chain, nodes: Sequence[Node]) -> List[HostResult]:
             return result
         if node.private is None:
             return HostResult(node, FAILED, 1, reason="no private address (give one in the inventory)", data=result.data)
-        kernel = chain.remotes[node.name].script(nfs_plan.KERNEL_SCRIPT).stdout
-        fuse = chain.remotes[node.name].script(storage_plan.FUSE_SCRIPT).stdout
+        storage = storage_facts(chain.remotes[node.name])
         d = result.data
         notes = [f"{d.get('os', '?')}; {d.get('gpus', '0')} GPUs; private NIC {d.get('nic') or '-'}"]
-        return HostResult(node, OK, data={**d, "kernel": kernel, "fuse": fuse, "notes": notes})
+        return HostResult(node, OK, data={**d, "storage_facts": storage, "notes": notes})
 
     return fan_out(chain.session, nodes, one, workers=chain.workers, on_result=chain.live("preflight"))
 
@@ -215,25 +214,19 @@ def _netenv(chain: Chain, nodes: Sequence[Node]) -> List[HostResult]:
     return chain.step(nodes, lambda r: setup_netenv(r, head, o.master_port, o.profile, o.secrets), "netenv")
 
 
-def _kernels(chain: Chain, nodes: Sequence[Node], script: str, key: str) -> Dict[str, str]:
-    """Each node's kernel facts: from preflight, or read now (a head outside a retry)."""
-    out: Dict[str, str] = {}
-    for node in nodes:
-        known = chain.data("preflight", node).get(key)
-        out[node.name] = known if known is not None else chain.remotes[node.name].script(script).stdout
-    return out
-
-
 def _storage(chain: Chain, nodes: Sequence[Node]) -> List[HostResult]:
     """The backend every node supports (as asked: nfs, sshfs or auto), then the share."""
     head = chain.inv.head
-    workers = [n for n in nodes if not n.is_head]
+    facts: Dict[str, str] = {}
     try:
-        kernels = _kernels(chain, [head, *workers], nfs_plan.KERNEL_SCRIPT, "kernel")
-        fuse = _kernels(chain, workers, storage_plan.FUSE_SCRIPT, "fuse")
+        for n in [head, *[x for x in nodes if not x.is_head]]:
+            # From preflight; read now only for a head outside this run (a retry of workers).
+            known = chain.data("preflight", n).get("storage_facts")
+            facts[n.name] = known if known is not None else storage_facts(chain.remotes[n.name])
     except Exception as exc:  # noqa: BLE001 - the head is down; its clients cannot mount
         return [HostResult(n, FAILED, 1, reason=f"cannot check the head's kernel for shared storage ({exc})") for n in nodes]
-    backend, why = storage_plan.choose_backend(chain.o.storage, head.name, kernels, fuse)
+    choice = choose(chain.o.storage, head, facts)
+    backend, why = choice.backend, choice.why
     chain.storage, chain.storage_note = backend, why
     if backend is None:
         chain.storage_problem = why
@@ -292,13 +285,7 @@ def _verify(chain: Chain, nodes: Sequence[Node]) -> List[HostResult]:
         phases.append(trip)
     if "ray" in chain.steps:
         phases.append(_ray_members(chain, nodes, head_ok))
-    merged = merge_phases(nodes, phases)
-    for r in merged:  # merge_phases keeps changes and notes; the facts are wanted too
-        for phase in phases:
-            for p in phase:
-                if p.node.name == r.node.name:
-                    r.data.update({k: v for k, v in p.data.items() if k not in ("changes", "notes")})
-    return merged
+    return merge_phases(nodes, phases)
 
 
 def _ray_members(chain: Chain, nodes: Sequence[Node], head_ok: bool) -> List[HostResult]:

@@ -8,7 +8,6 @@ nothing and fails with the same clear reason.
 
 from __future__ import annotations
 
-import secrets
 import shlex
 import time
 from dataclasses import dataclass
@@ -130,21 +129,6 @@ def _wait_for_server(remote: Remote, p: NfsPlan) -> None:
         time.sleep(1)
 
 
-def verify_nfs(remote: Remote, p: NfsPlan, token: str, is_head: bool) -> Outcome:
-    """Head writes a token into the export; each worker must read it through its mount."""
-    name = f"{p.export if is_head else p.mount}/.gpufab-verify"
-    if is_head:
-        remote.change(f"printf %s {shlex.quote(token)} > {shlex.quote(name)}")
-        return Outcome([], [f"wrote token to {name}"])
-    found = plan.parse_findmnt(remote.run(f"findmnt -rn -o SOURCE,FSTYPE {shlex.quote(p.mount)}", warn=True).stdout)
-    if not plan.mounted_from(found, p.server, p.export):
-        raise HostError(f"{p.mount} is not an NFS mount of {p.server}:{p.export}")
-    seen = remote.run(f"cat {shlex.quote(name)}", warn=True).stdout
-    if seen != token:
-        raise HostError(f"{name} does not hold the head's token: the mount does not show the export")
-    return Outcome([], [f"read the head's token through {p.mount}"])
-
-
 def nfs_plan(c, session: Session, path: Optional[str], mount: Optional[str]) -> NfsPlan:
     inv = ensure_private(session)
     head = inv.head
@@ -172,18 +156,6 @@ def setup_share(session: Session, nodes: Sequence[Node], p: NfsPlan, *, server: 
         targets = [n for n in nodes if not n.is_head]
         results += run_step(session, targets, lambda r: setup_client(r, p, server_error), workers=workers, **step_kw)
     return results
-
-
-def round_trip(session: Session, head: Node, targets: Sequence[Node], p: NfsPlan,
-               workers: Optional[int] = None, **step_kw: Any) -> List[HostResult]:
-    """The head writes a fresh token; each worker in `targets` must read it through its mount."""
-    token = secrets.token_hex(16)
-    results = run_step(session, [head], lambda r: verify_nfs(r, p, token, True), **step_kw)
-    others = [n for n in targets if not n.is_head]
-    if results[0].failed:
-        return results + [HostResult(n, "failed", 1, reason=f"the head could not write the token ({results[0].reason})")
-                          for n in others]
-    return results + run_step(session, others, lambda r: verify_nfs(r, p, token, False), workers=workers, **step_kw)
 
 
 def run_nfs(c, title: str, server: bool, clients: bool, path, mount, nodes, workers) -> None:
@@ -227,8 +199,10 @@ def client(c, path=None, mount=None, nodes=None, workers=None):
 @reported
 def verify(c, path=None, mount=None, nodes=None, workers=None):
     """Write a token on the head's export and read it back on every worker."""
+    from .storage import round_trip  # the round trip of storage.verify; storage imports this module
+
     with open_session(c.config) as session:
         p = nfs_plan(c, session, path, mount)
         chosen = select_nodes(session.inventory, nodes)
-        results = round_trip(session, session.inventory.head, chosen, p, int(workers) if workers else None)
+        results = round_trip(session, session.inventory, chosen, p, "nfs", int(workers) if workers else None)
     report_step("nfs.verify", results)

@@ -39,17 +39,15 @@ class Choice:
     why: str
 
 
-def choose(session: Session, head: Node, nodes: Sequence[Node], wanted: str,
-           remotes: Optional[Dict[str, Remote]] = None) -> Choice:
-    """Read the head's and workers' kernels (one command each) and pick the backend."""
+def storage_facts(remote: Remote) -> str:
+    """NFS and FUSE support of one node (plan.FACTS_SCRIPT's output)."""
+    return remote.script(plan.FACTS_SCRIPT).stdout
 
-    def remote(n: Node) -> Remote:
-        return remotes[n.name] if remotes else remote_for(session, n)
 
-    workers = [n for n in nodes if not n.is_head]
-    kernels = {n.name: remote(n).script(nfs_plan.KERNEL_SCRIPT).stdout for n in [head, *workers]}
-    fuse = {n.name: remote(n).script(plan.FUSE_SCRIPT).stdout for n in workers}
-    return Choice(*plan.choose_backend(wanted, head.name, kernels, fuse))
+def choose(wanted: str, head: Node, facts: Dict[str, str]) -> Choice:
+    """The backend that the head and every worker in `facts` support."""
+    workers = {name: text for name, text in facts.items() if name != head.name}
+    return Choice(*plan.choose_backend(wanted, head.name, facts, workers))
 
 
 # --------------------------------------------------------------------------- sshfs
@@ -142,18 +140,20 @@ def setup_sshfs(session: Session, inv: Inventory, nodes: Sequence[Node], p: NfsP
         ready = [n for n in targets if n.name in keys]
         mounted = run_step(session, ready, lambda r: mount_worker(r, p, head_user), workers=workers, **step_kw)
     with_head = [head, *targets] if any(n.is_head for n in nodes) else list(targets)
-    merged = merge_phases(with_head, [prepared, authorized if any(n.is_head for n in nodes) else [], mounted])
-    return merged
+    return merge_phases(with_head, [prepared, authorized if any(n.is_head for n in nodes) else [], mounted])
 
 
 # --------------------------------------------------------------------------- verify
 
 
-def _mount_ok(remote: Remote, p: NfsPlan, backend: str, head_user: str) -> bool:
+def _mount_problem(remote: Remote, p: NfsPlan, backend: str, head_user: str) -> Optional[str]:
+    """Why the worker's mount point is not the share, or None."""
     found = nfs_plan.parse_findmnt(remote.run(FINDMNT.format(shlex.quote(p.mount)), warn=True).stdout)
     if backend == "sshfs":
-        return plan.mounted_sshfs(found, head_user, p.server, p.export)
-    return nfs_plan.mounted_from(found, p.server, p.export)
+        ok, source = plan.mounted_sshfs(found, head_user, p.server, p.export), f"sshfs mount of {head_user}@"
+    else:
+        ok, source = nfs_plan.mounted_from(found, p.server, p.export), "NFS mount of "
+    return None if ok else f"{p.mount} is not an {source}{p.server}:{p.export}"
 
 
 def write_token(remote: Remote, export: str, token: str) -> Outcome:
@@ -171,8 +171,9 @@ def remove_bench_file(remote: Remote, export: str) -> Outcome:
 
 def verify_worker(remote: Remote, p: NfsPlan, backend: str, head_user: str, token: str) -> Outcome:
     """Read the head's token through the mount, then time a 64 MiB write and read."""
-    if not _mount_ok(remote, p, backend, head_user):
-        raise HostError(f"{p.mount} is not a {backend} mount of {p.server_name}:{p.export}")
+    problem = _mount_problem(remote, p, backend, head_user)
+    if problem:
+        raise HostError(problem)
     seen = remote.run(f"cat {shlex.quote(p.mount + '/.gpufab-verify')}", warn=True).stdout
     if seen != token:
         raise HostError(f"{p.mount}/.gpufab-verify does not hold the head's token: the mount does not show the share")
@@ -264,7 +265,8 @@ def _chosen(c, session: Session, title: str, backend, path, mount, nodes) -> Tup
     p = share_plan(c, session, path, mount)
     inv = session.inventory
     chosen = select_nodes(inv, nodes)
-    choice = choose(session, inv.head, chosen, backend_setting(c, inv, backend))
+    facts = {n.name: storage_facts(remote_for(session, n)) for n in [inv.head, *[x for x in chosen if not x.is_head]]}
+    choice = choose(backend_setting(c, inv, backend), inv.head, facts)
     if choice.backend is None:
         raise Exit(f"{title}: {choice.why}", code=1)
     print(f"storage: {choice.backend}" + (f" ({choice.why})" if choice.why else ""))

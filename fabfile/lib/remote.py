@@ -113,9 +113,8 @@ class Remote:
         self.timeout = timeout
         self.session = session
         self.dry_run = dry_run
-        #: Dry run: the file changes and commands that were not applied.
+        #: Dry run: the file changes that were not applied (for their diffs).
         self.planned: List[FileChange] = []
-        self.skipped: List[str] = []
         self._overlay: Dict[str, FileState] = {}
 
     @property
@@ -152,7 +151,6 @@ class Remote:
     def change(self, command: str, *, sudo: bool = True, warn: bool = False, timeout: Optional[float] = None) -> Result:
         """Run a command that changes the node; in a dry run, only note it."""
         if self.dry_run:
-            self.skipped.append(command)
             return Result(command=command, exited=0, hide=("stdout", "stderr"))
         return self.run(command, sudo=sudo, warn=warn, timeout=timeout)
 

@@ -118,7 +118,8 @@ def merge_phases(nodes: Sequence[Node], phases: Sequence[Sequence[HostResult]]) 
     """One result per node from several phases of a task (install, start, wait...).
 
     A node failed if any phase failed it (the first failure is its reason),
-    changed if any phase changed it; changes and notes are kept in order.
+    changed if any phase changed it; changes and notes are kept in order, and
+    the phases' other facts merged (a later phase's value wins).
     """
     merged: List[HostResult] = []
     for node in nodes:
@@ -132,6 +133,8 @@ def merge_phases(nodes: Sequence[Node], phases: Sequence[Sequence[HostResult]]) 
             reason=failure.reason if failure else "",
             seconds=sum(r.seconds for r in mine),
         )
+        for r in mine:
+            result.data.update(r.data)
         for key in ("changes", "notes"):
             result.data[key] = [x for r in mine for x in (r.data.get(key) or [])]
         merged.append(result)

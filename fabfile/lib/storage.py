@@ -14,7 +14,7 @@ from typing import Dict, Iterable, List, Mapping, Optional, Tuple
 
 from .errors import InputError
 from .files import ManagedFile, outside_managed_block, render
-from .nfs import kernel_lacks
+from .nfs import KERNEL_SCRIPT, kernel_lacks
 
 BACKENDS = ("auto", "nfs", "sshfs")
 DEFAULT_BACKEND = "nfs"
@@ -37,6 +37,8 @@ FUSE_SCRIPT = r"""
 [ -c /dev/fuse ] && echo fusedev
 cat /proc/filesystems
 """
+#: Everything the backend choice needs from one node, in one round trip.
+FACTS_SCRIPT = FUSE_SCRIPT + KERNEL_SCRIPT
 
 _KEY_RE = re.compile(r"^ssh-ed25519 [A-Za-z0-9+/=]+ " + re.escape(KEY_COMMENT) + r"[A-Za-z0-9._-]+$")
 
