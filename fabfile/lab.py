@@ -18,7 +18,7 @@ import subprocess
 import time
 import uuid
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 from invoke import task
 
@@ -234,14 +234,61 @@ def host_running(paths: LabPaths, host: LabHost) -> bool:
     return _pid_alive(_read_pid(paths.host(host, "pid")), "systemd-nspawn")
 
 
+#: cgroup hierarchies nspawn uses (hybrid layout: systemd's named one + cgroup2).
+CGROUP_HIERARCHIES = ("/sys/fs/cgroup/systemd", "/sys/fs/cgroup/unified", "/sys/fs/cgroup")
+CGROUP_PARENT = "gpufab-lab"
+
+
+def host_cgroups(host: LabHost) -> List[str]:
+    """One cgroup per host in every writable hierarchy that nspawn uses.
+
+    With --keep-unit, nspawn puts the container under the cgroup it was
+    started in (…/payload). Started from the same cgroup, all hosts would
+    share one tree: systemd in node2 would clean up, or kill, the unit
+    cgroups of node1's services of the same name ("Failed at step CGROUP").
+    """
+    out = []
+    for top in CGROUP_HIERARCHIES:
+        if os.path.exists(os.path.join(top, "cgroup.procs")) and top not in out:
+            out.append(os.path.join(top, CGROUP_PARENT, host.name))
+    return out
+
+
+def _enter_cgroups(paths: Sequence[str]) -> Callable[[], None]:
+    def enter() -> None:  # runs in the child between fork and exec
+        for path in paths:
+            with open(os.path.join(path, "cgroup.procs"), "w") as fh:
+                fh.write(str(os.getpid()))
+    return enter
+
+
+def remove_cgroups(host: LabHost) -> None:
+    """Remove a stopped host's cgroups, deepest first (rmdir needs them empty)."""
+    for path in host_cgroups(host):
+        if not os.path.isdir(path):
+            continue
+        for current, _dirs, _files in sorted(os.walk(path), key=lambda w: -w[0].count("/")):
+            try:
+                os.rmdir(current)
+            except OSError:
+                pass
+        try:
+            os.rmdir(os.path.dirname(path))  # the shared parent, once empty
+        except OSError:
+            pass
+
+
 def boot(paths: LabPaths, host: LabHost) -> None:
     if host_running(paths, host):
         return
+    cgroups = host_cgroups(host)
+    for path in cgroups:
+        os.makedirs(path, exist_ok=True)
     console = open(paths.host(host, "console.log"), "ab")
     proc = subprocess.Popen(
         plan.nspawn_command(host, paths.host(host, "root"), paths.host(host, "docker")),
         stdin=subprocess.DEVNULL, stdout=console, stderr=console, start_new_session=True,
-        env={**os.environ, **plan.NSPAWN_ENV},
+        env={**os.environ, **plan.NSPAWN_ENV}, preexec_fn=_enter_cgroups(cgroups),
     )
     Path(paths.host(host, "pid")).write_text(f"{proc.pid}\n")
 
@@ -273,6 +320,45 @@ def wait_ssh(paths: LabPaths, hosts: Sequence[LabHost], timeout: float = 90) -> 
         raise LabError(f"lab: sshd did not answer on {names} within {timeout:.0f}s")
 
 
+def _container_init(nspawn_pid: int) -> Optional[int]:
+    """The PID (on this machine) of systemd inside a host: nspawn's child."""
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path("/proc", entry, "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == nspawn_pid:
+                return int(entry)
+    return None
+
+
+def wait_booted(paths: LabPaths, hosts: Sequence[LabHost], timeout: float = 120) -> None:
+    """Wait until each host's boot has finished, not just its sshd.
+
+    sshd answers while the boot still runs, and until systemd-user-sessions
+    has run /run/nologin makes PAM refuse every user but root: a test logging
+    in as the sudo user would fail as "authentication failed".
+    """
+    deadline = time.monotonic() + timeout
+    for host in hosts:
+        init = _container_init(_read_pid(paths.host(host, "pid")) or -1)
+        if init is None:
+            raise LabError(f"lab: {host.name} is not running")
+        enter = ["nsenter", "-t", str(init), "-m", "-p", "--"]
+        try:
+            state = subprocess.run(enter + ["systemctl", "is-system-running", "--wait"], capture_output=True,
+                                   text=True, timeout=max(1.0, deadline - time.monotonic())).stdout.strip()
+        except subprocess.TimeoutExpired:
+            state = "starting"
+        if state not in ("running", "degraded"):
+            jobs = subprocess.run(enter + ["systemctl", "list-jobs", "--no-legend", "--no-pager"],
+                                  capture_output=True, text=True).stdout.strip().splitlines()
+            waiting = "; ".join(" ".join(j.split()[1:3]) for j in jobs[:3]) or "no jobs listed"
+            raise LabError(f"lab: {host.name} did not finish booting within {timeout:.0f}s "
+                           f"(state {state or 'unknown'}; waiting on: {waiting})")
+
+
 def stop_host(paths: LabPaths, host: LabHost, timeout: float = 30) -> bool:
     """Power a host off cleanly (nspawn turns SIGTERM into a poweroff); kill if it hangs."""
     pid = _read_pid(paths.host(host, "pid"))
@@ -285,6 +371,7 @@ def stop_host(paths: LabPaths, host: LabHost, timeout: float = 30) -> bool:
     if _pid_alive(pid, "systemd-nspawn"):
         os.killpg(pid, signal.SIGKILL)
         time.sleep(0.5)
+    remove_cgroups(host)
     return True
 
 
@@ -356,6 +443,7 @@ def lab_up(count: int, paths: Optional[LabPaths] = None) -> List[LabHost]:
     for host in hosts:
         boot(paths, host)
     wait_ssh(paths, hosts)
+    wait_booted(paths, hosts)
     LAB_INVENTORY.parent.mkdir(exist_ok=True)
     LAB_INVENTORY.write_text(plan.lab_inventory(hosts, paths.key, paths.known_hosts))
     return hosts
@@ -385,6 +473,7 @@ def lab_down(paths: Optional[LabPaths] = None) -> List[str]:
     if _kill_strays(paths):
         removed.append("stray hosts")
     for host in hosts:
+        remove_cgroups(host)
         root = paths.host(host, "root")
         if _is_mounted(root):
             _run(["umount", root])
@@ -489,4 +578,5 @@ def poweron(c, name):
     host = _host(paths, name)
     boot(paths, host)
     wait_ssh(paths, [host])
+    wait_booted(paths, [host])
     print(f"lab: {name} is up")
