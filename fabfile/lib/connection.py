@@ -28,7 +28,8 @@ import threading
 from typing import Any, Dict, Optional
 
 from fabric import Config, Connection
-from paramiko import MissingHostKeyPolicy
+from fabric.runners import Remote as FabricRemote
+from paramiko import HostKeys, MissingHostKeyPolicy
 
 from .inventory import Inventory, Node
 
@@ -60,9 +61,9 @@ class AcceptNewPolicy(MissingHostKeyPolicy):
         self.known_hosts = known_hosts
 
     def missing_host_key(self, client: Any, hostname: str, key: Any) -> None:
-        client.get_host_keys().add(hostname, key.get_name(), key)
         line = f"{hostname} {key.get_name()} {key.get_base64()}\n"
         with _KNOWN_HOSTS_LOCK:
+            client.get_host_keys().add(hostname, key.get_name(), key)
             directory = os.path.dirname(self.known_hosts)
             if directory:
                 os.makedirs(directory, mode=0o700, exist_ok=True)
@@ -71,16 +72,53 @@ class AcceptNewPolicy(MissingHostKeyPolicy):
                 fh.write(line)
 
 
+class TimedRemote(FabricRemote):
+    """Fabric's remote runner: timeouts always reported as such, no polling sleep.
+
+    Invoke calls a command timed out only once its timer thread has ended,
+    but that thread is still inside `kill()` (closing the channel) when the
+    command returns; under load the run then looks like a plain failure with
+    exit code -1 instead of raising CommandTimedOut.
+    """
+
+    killed_by_timer = False
+
+    def kill(self) -> None:
+        self.killed_by_timer = True
+        super().kill()
+
+    @property
+    def timed_out(self) -> bool:
+        return self.killed_by_timer or super().timed_out
+
+    def wait(self) -> None:
+        """Return as soon as the exit status arrives.
+
+        Invoke's loop sleeps `input_sleep` (10 ms) between polls, ~5 ms added
+        to every command on a warm connection; paramiko sets `status_event`
+        on exit status or close, so block on that instead (with the same
+        period, to still notice a dead IO thread or a Ctrl-C).
+        """
+        while not (self.process_is_finished or self.has_dead_threads):
+            self.channel.status_event.wait(self.input_sleep)
+
+
 class NodeConnection(Connection):
     """A Fabric Connection with TCP_NODELAY and checked host keys."""
 
     def __init__(self, *args: Any, known_hosts: str, node: Optional[Node] = None,
-                 dead_after: float = DEFAULT_DEAD_AFTER, **kwargs: Any):
+                 dead_after: float = DEFAULT_DEAD_AFTER, host_keys: Optional[HostKeys] = None,
+                 **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.node = node
         self.dead_after = dead_after
         self.known_hosts = known_hosts
-        if os.path.exists(known_hosts):
+        if host_keys is not None:
+            # A Session's connections share one parsed known_hosts: parsing it
+            # per connection costs O(hosts²) at hundreds of hosts. Paramiko
+            # has no public setter for the client's host keys.
+            self.client._host_keys = host_keys
+        elif os.path.exists(known_hosts):
             self.client.load_host_keys(known_hosts)
         self.client.set_missing_host_key_policy(AcceptNewPolicy(known_hosts))
 
@@ -152,6 +190,7 @@ class Session:
             config = Config()
         elif not isinstance(config, Config):
             config = config.clone(into=Config)
+        config.runners.remote = TimedRemote
         self.config = config
         # `fab -t N` lands in connect_kwargs.timeout, `timeouts.connect` in config.
         fabric_connect = (config.get("connect_kwargs") or {}).get("timeout") or (
@@ -168,6 +207,7 @@ class Session:
         self.known_hosts = os.path.expanduser(
             known_hosts or inventory.known_hosts or gpufab_setting(config, "known_hosts", DEFAULT_KNOWN_HOSTS)
         )
+        self._host_keys: Optional[HostKeys] = None
         self._connections: Dict[str, NodeConnection] = {}
         self._lock = threading.Lock()
         self._sudo_lock = threading.Lock()
@@ -190,6 +230,15 @@ class Session:
         """
         return self._make(node)
 
+    def host_keys(self) -> HostKeys:
+        """known_hosts, parsed once for the whole run."""
+        with _KNOWN_HOSTS_LOCK:
+            if self._host_keys is None:
+                self._host_keys = HostKeys()
+                if os.path.exists(self.known_hosts):
+                    self._host_keys.load(self.known_hosts)
+            return self._host_keys
+
     def _make(self, node: Node) -> NodeConnection:
         connect_kwargs: Dict[str, Any] = dict(self.config.connect_kwargs or {})
         connect_kwargs.pop("timeout", None)  # given as connect_timeout instead
@@ -209,6 +258,7 @@ class Session:
             known_hosts=self.known_hosts,
             node=node,
             dead_after=self.dead_after,
+            host_keys=self.host_keys(),
         )
 
     def sudo_password(self) -> Optional[str]:

@@ -133,8 +133,12 @@ def fan_out(
 
 
 def worst_exit_code(results: Iterable[HostResult]) -> int:
-    """The highest exit code of all hosts: 0 only when every host succeeded."""
-    return max((r.exit_code if r.failed else 0 for r in results), default=0)
+    """The highest exit code of all hosts: 0 only when every host succeeded.
+
+    A failure without a usable exit code (-1: the channel closed without one)
+    still counts as 1, never as success.
+    """
+    return max((max(r.exit_code, 1) if r.failed else 0 for r in results), default=0)
 
 
 class PrefixedStream:

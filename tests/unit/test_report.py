@@ -35,6 +35,28 @@ def test_gather_identical_outputs_once_and_failures_apart():
     assert worst_exit_code(results[:2]) == 0
 
 
+def test_a_failure_without_exit_code_is_never_success():
+    # -1: the channel closed without an exit status (e.g. a killed session)
+    assert worst_exit_code([_r("node1"), _r("node2", FAILED, -1, reason="exit code -1")]) == 1
+
+
+def test_a_command_killed_by_its_timer_counts_as_timed_out_at_once():
+    """Invoke's timer thread is still in kill() when the command returns."""
+    import threading
+
+    from fabfile.lib.connection import TimedRemote
+
+    class Channel:
+        def close(self):
+            assert runner.timed_out  # the timer thread is still alive here
+    runner = TimedRemote.__new__(TimedRemote)
+    runner.channel = Channel()
+    runner._timer = threading.current_thread()  # alive, like the real timer inside kill()
+    assert not runner.timed_out
+    runner.kill()
+    assert runner.timed_out
+
+
 def test_prefixed_stream_writes_whole_lines_only():
     import io
     buf = io.StringIO()
@@ -68,3 +90,12 @@ def test_no_shared_private_subnet_is_a_clear_error():
     facts = {h: parse_addresses(t.replace("198.19.0.12/24", "10.0.0.2/24")) for h, t in ADDRS.items()}
     with pytest.raises(InputError, match="give --private-subnet"):
         choose_private(facts, {"a": "198.18.0.11", "b": "198.18.0.12"})
+
+
+def test_every_session_connection_uses_the_timed_runner():
+    from fabfile.lib.connection import Session, TimedRemote
+    from fabfile.lib.inventory import Inventory
+
+    node = Node("node1", "198.18.0.11", None)
+    session = Session(Inventory(nodes=(node,)))
+    assert session.connection(node)._remote_runner().__class__ is TimedRemote
