@@ -106,6 +106,14 @@ class TimedRemote(FabricRemote):
 class NodeConnection(Connection):
     """A Fabric Connection with TCP_NODELAY and checked host keys."""
 
+    # Declared on the class because Connection is an Invoke DataProxy: an
+    # attribute it does not already have is stored in the config instead,
+    # which a Session shares between all its connections (threads raced on
+    # it, and every connection saw the last host's values).
+    node: Optional[Node] = None
+    dead_after: float = DEFAULT_DEAD_AFTER
+    known_hosts: str = ""
+
     def __init__(self, *args: Any, known_hosts: str, node: Optional[Node] = None,
                  dead_after: float = DEFAULT_DEAD_AFTER, host_keys: Optional[HostKeys] = None,
                  **kwargs: Any):

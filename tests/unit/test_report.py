@@ -99,3 +99,15 @@ def test_every_session_connection_uses_the_timed_runner():
     node = Node("node1", "198.18.0.11", None)
     session = Session(Inventory(nodes=(node,)))
     assert session.connection(node)._remote_runner().__class__ is TimedRemote
+
+
+def test_connections_of_a_session_keep_their_own_attributes_out_of_the_shared_config():
+    """Connection is a DataProxy: unknown attributes would land in the config all connections share."""
+    from fabfile.lib.connection import Session
+    from fabfile.lib.inventory import Inventory
+
+    a, b = Node("node1", "198.18.0.11", None), Node("node2", "198.18.0.12", None)
+    session = Session(Inventory(nodes=(a, b)))
+    ca, cb = session.connection(a), session.connection(b)
+    assert (ca.node, cb.node) == (a, b)
+    assert "node" not in session.config and "dead_after" not in session.config
