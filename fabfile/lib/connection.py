@@ -224,10 +224,13 @@ class Session:
     def connection(self, node: Node) -> NodeConnection:
         with self._lock:
             conn = self._connections.get(node.name)
-            if conn is None:
-                conn = self._make(node)
-                self._connections[node.name] = conn
-            return conn
+        if conn is None:
+            # Built outside the lock: with hundreds of hosts starting at
+            # once, building them one at a time under it was a queue.
+            made = self._make(node)
+            with self._lock:
+                conn = self._connections.setdefault(node.name, made)
+        return conn
 
     def fresh_connection(self, node: Node) -> NodeConnection:
         """A new connection, not shared: for what only a new login shows.

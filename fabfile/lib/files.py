@@ -8,12 +8,11 @@ Secret files are compared by digest and never shown, not even in a diff.
 from __future__ import annotations
 
 import difflib
+import functools
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
-
-from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from .errors import InputError
 
@@ -25,19 +24,24 @@ BACKUP_DIR = "/var/backups/gpufab"
 MANAGED_BEGIN = "# BEGIN gpufab managed block"
 MANAGED_END = "# END gpufab managed block"
 
-_env = Environment(
-    loader=FileSystemLoader(str(TEMPLATES)),
-    undefined=StrictUndefined,
-    keep_trailing_newline=True,
-    trim_blocks=True,
-    lstrip_blocks=True,
-    autoescape=False,
-)
+@functools.lru_cache(maxsize=None)
+def _templates() -> Any:
+    # Imported on first use: every `inv` run loads this module, few render.
+    from jinja2 import Environment, FileSystemLoader, StrictUndefined
+
+    return Environment(
+        loader=FileSystemLoader(str(TEMPLATES)),
+        undefined=StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        autoescape=False,
+    )
 
 
 def render(template: str, **values: Any) -> str:
     """Render `templates/<template>`; a missing value is an error, not ''."""
-    return _env.get_template(template).render(**values)
+    return _templates().get_template(template).render(**values)
 
 
 @dataclass(frozen=True)

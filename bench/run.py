@@ -1,0 +1,324 @@
+#!/usr/bin/env python3
+"""Every gpufab benchmark in one command; writes bench/RESULTS.md.
+
+    .venv/bin/pip install -e '.[bench]'      # the peer tools (once)
+    .venv/bin/python bench/run.py            # as root, from the repo root
+
+Three benchmarks, none needing a real cluster:
+
+- fan-out: `true` on N = 8, 32, 128 SSH targets (one local sshd on N
+  addresses, see targets.py) by gpufab `exec` and five peers, whole-process
+  wall time, median of --runs after one warm-up round, the tools taking turns
+  in every round so that a slow minute of the machine hits them all; then
+  one sampled run each for peak memory and threads; then gpufab alone (with
+  the two fastest peers for scale) at 512 targets.
+- warm commands: one connection per host, --repeat commands in sequence
+  on each, N = 1 and 32: milliseconds per command.
+- bootstrap on the nspawn lab: a first run and a no-op re-run, 1 host vs 3.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+BIN = Path(sys.executable).parent
+PEERS = str(REPO / "bench" / "peers.py")
+
+from bench.targets import Targets  # noqa: E402
+
+Argv = Tuple[List[str], Dict[str, str]]
+#: What every measured process gets: this environment, with bytecode caching on
+#: as a user has it (a PYTHONDONTWRITEBYTECODE=1 shell recompiles gpufab's own
+#: modules on every run, while the peers' installed .pyc files are used).
+BASE_ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+
+
+@dataclass
+class Tool:
+    name: str
+    command: Callable[[int, Dict[str, str], Targets], Argv]
+
+
+def gpufab_exec(n: int, files: Dict[str, str], t: Targets) -> Argv:
+    return [str(BIN / "inv"), "exec", "-q", "--workers", str(n), "true"], {"GPUFAB_INVENTORY": files["gpufab"]}
+
+
+def peer(name: str) -> Callable[[int, Dict[str, str], Targets], Argv]:
+    def command(n: int, files: Dict[str, str], t: Targets) -> Argv:
+        return [sys.executable, PEERS, name, files["hosts"], t.key, t.known_hosts, "--port", str(t.port)], {}
+    return command
+
+
+def ansible_adhoc(n: int, files: Dict[str, str], t: Targets) -> Argv:
+    # raw: no Python module shipped to the targets, Ansible's fastest ad-hoc
+    # path; ControlPersist off, or later rounds would reuse master connections.
+    return [str(BIN / "ansible"), "targets", "-i", files["ansible"], "-m", "raw", "-a", "true", "-f", str(n)], {
+        "ANSIBLE_SSH_ARGS": f"-o ControlMaster=no -o ControlPersist=no -o UserKnownHostsFile={t.known_hosts}"
+                            " -o StrictHostKeyChecking=yes",
+        "ANSIBLE_HOST_KEY_CHECKING": "True",
+        "ANSIBLE_HOME": str(t.state / "ansible"),
+        "ANSIBLE_LOCAL_TEMP": str(t.state / "ansible" / "tmp"),
+    }
+
+
+def pyinfra_exec(n: int, files: Dict[str, str], t: Targets) -> Argv:
+    return [str(BIN / "pyinfra"), "-y", "--parallel", str(n), files["pyinfra"], "exec", "--", "true"], {}
+
+
+TOOLS = [
+    Tool("gpufab exec", gpufab_exec),
+    Tool("Fabric ThreadingGroup", peer("fabric-group")),
+    Tool("asyncssh + gather", peer("asyncssh")),
+    Tool("parallel-ssh", peer("parallel-ssh")),
+    Tool("Ansible ad-hoc (raw, -f N)", ansible_adhoc),
+    Tool("pyinfra exec --parallel N", pyinfra_exec),
+]
+BIG_TOOLS = ("gpufab exec", "Fabric ThreadingGroup", "asyncssh + gather")
+
+
+def timed(argv: Argv, cwd: Path) -> float:
+    """Whole-process wall seconds; a failed run aborts the benchmark."""
+    args, extra = argv
+    start = time.perf_counter()
+    proc = subprocess.run(args, cwd=cwd, env={**BASE_ENV, **extra}, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    if proc.returncode != 0:
+        sys.exit(f"bench: {' '.join(args)} exited {proc.returncode}:\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}")
+    return seconds
+
+
+@dataclass
+class Peak:
+    rss_mib: float = 0.0
+    threads: int = 0
+    processes: int = 0
+
+
+def sampled(argv: Argv, cwd: Path, every: float = 0.02) -> Peak:
+    """Peak RSS summed over the process tree, peak threads and processes.
+
+    Sampled in a separate run from the timed ones (sampling costs CPU). Forked
+    workers (Ansible) count their shared pages once each, so their sum is an
+    upper bound.
+    """
+    import psutil
+
+    args, extra = argv
+    proc = subprocess.Popen(args, cwd=cwd, env={**BASE_ENV, **extra},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    peak = Peak()
+    root = psutil.Process(proc.pid)
+    while proc.poll() is None:
+        rss = threads = count = 0
+        try:
+            for p in [root, *root.children(recursive=True)]:
+                try:
+                    rss += p.memory_info().rss
+                    threads += p.num_threads()
+                    count += 1
+                except psutil.Error:
+                    pass
+        except psutil.Error:
+            break
+        peak.rss_mib = max(peak.rss_mib, rss / 2**20)
+        peak.threads = max(peak.threads, threads)
+        peak.processes = max(peak.processes, count)
+        time.sleep(every)
+    if proc.returncode != 0:
+        sys.exit(f"bench: {' '.join(args)} exited {proc.returncode} (sampled run)")
+    return peak
+
+
+@dataclass
+class FanOut:
+    n: int
+    medians: Dict[str, float] = field(default_factory=dict)
+    samples: Dict[str, List[float]] = field(default_factory=dict)
+    peaks: Dict[str, Peak] = field(default_factory=dict)
+
+
+def fan_out(t: Targets, n: int, tools: Sequence[Tool], runs: int) -> FanOut:
+    files = t.files(n)
+    result = FanOut(n, samples={tool.name: [] for tool in tools})
+    for round_ in range(runs + 1):  # round 0 is the warm-up
+        order = list(tools[round_ % len(tools):]) + list(tools[:round_ % len(tools)])
+        for tool in order:
+            seconds = timed(tool.command(n, files, t), REPO)
+            if round_:
+                result.samples[tool.name].append(seconds)
+        print(f"  N={n} round {round_ or 'warm-up'} done", flush=True)
+    result.medians = {name: statistics.median(s) for name, s in result.samples.items()}
+    for tool in tools:
+        result.peaks[tool.name] = sampled(tool.command(n, files, t), REPO)
+    return result
+
+
+def warm_commands(t: Targets, sizes: Sequence[int], runs: int, repeat: int) -> Dict[Tuple[str, int], float]:
+    tools = ("warm-gpufab", "warm-fabric", "warm-asyncssh")
+    out: Dict[Tuple[str, int], List[float]] = {}
+    for n in sizes:
+        files = t.files(n)
+        for round_ in range(runs + 1):
+            for tool in tools[round_ % 3:] + tools[:round_ % 3]:
+                args = [sys.executable, PEERS, tool, files["hosts"], t.key, t.known_hosts, "--port", str(t.port),
+                        "--repeat", str(repeat), "--inventory", files["gpufab"]]
+                proc = subprocess.run(args, cwd=REPO, env=BASE_ENV, capture_output=True, text=True)
+                if proc.returncode != 0:
+                    sys.exit(f"bench: {tool} failed:\n{proc.stdout}{proc.stderr}")
+                if round_:
+                    out.setdefault((tool, n), []).append(float(proc.stdout.split()[-1]))
+    return {k: statistics.median(v) for k, v in out.items()}
+
+
+def inv(*args: str, env: Optional[Dict[str, str]] = None) -> float:
+    return timed(([str(BIN / "inv"), *args], env or {}), REPO)
+
+
+def bootstrap_on_lab(sizes: Sequence[int]) -> Dict[int, Tuple[float, float]]:
+    """(first run, no-op re-run) seconds for a fresh lab of each size."""
+    env = {"GPUFAB_INVENTORY": str(REPO / "inventory" / "lab.yaml")}
+    out = {}
+    try:
+        for n in sizes:
+            inv("lab.down")
+            inv("lab.up", "--nodes", str(n))
+            first = inv("bootstrap", env=env)
+            again = inv("bootstrap", env=env)
+            out[n] = (first, again)
+            print(f"  bootstrap on {n} host(s): first {first:.1f} s, re-run {again:.1f} s", flush=True)
+    finally:
+        inv("lab.down")
+    return out
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return f"{cpu}, {os.cpu_count()} cores, {mem:.0f} GiB RAM, Linux {platform.release()}"
+
+
+def versions() -> str:
+    names = ("fabric", "invoke", "paramiko", "asyncssh", "parallel-ssh", "ansible-core", "pyinfra")
+    found = []
+    for name in names:
+        try:
+            found.append(f"{name} {metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            found.append(f"{name} (not installed)")
+    sshd = subprocess.run(["ssh", "-V"], capture_output=True, text=True).stderr.strip()
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
+                            text=True).stdout.strip() or "unknown"
+    return f"gpufab {commit}, Python {platform.python_version()}, " + ", ".join(found) + f"; sshd: {sshd}"
+
+
+def fmt_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    from tabulate import tabulate
+
+    return tabulate(rows, headers=header, tablefmt="github", disable_numparse=True)
+
+
+def fan_out_section(results: Sequence[FanOut], runs: int) -> List[str]:
+    lines = [f"## Fan-out: `true` on N hosts, whole-process wall seconds (median of {runs})", ""]
+    names = list(results[0].medians)
+    rows = []
+    for name in names:
+        row = [name]
+        for r in results:
+            fastest = min(r.medians.values())
+            row.append(f"{r.medians[name]:.2f} ({r.medians[name] / fastest:.2f}×)")
+        rows.append(row)
+    lines += [fmt_table(["tool"] + [f"N={r.n}" for r in results], rows), "",
+              "(×: ratio to the fastest tool at that N.)", "",
+              "Peak memory (RSS summed over the process tree), threads and processes, one sampled run:", ""]
+    rows = [[name] + [f"{r.peaks[name].rss_mib:.0f} MiB, {r.peaks[name].threads} thr, {r.peaks[name].processes} proc"
+                      for r in results] for name in names]
+    lines += [fmt_table(["tool"] + [f"N={r.n}" for r in results], rows), ""]
+    return lines
+
+
+def write_results(path: Path, command: str, fan: Sequence[FanOut], big: Optional[FanOut],
+                  warm: Dict[Tuple[str, int], float], boot: Dict[int, Tuple[float, float]], runs: int,
+                  repeat: int) -> None:
+    lines = ["# gpufab benchmarks", "",
+             f"- Date: {datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}",
+             f"- Machine: {machine()}",
+             f"- Versions: {versions()}",
+             f"- Command: `{command}` (as root, from the repo root)",
+             "- Targets: one local sshd on N addresses in 198.18.64.0/22 (bench/targets.py), user with /bin/sh;"
+             " client and server share the machine's cores.", ""]
+    if fan:
+        lines += fan_out_section(fan, runs)
+    if big:
+        lines += [f"## {big.n} hosts (concurrency {big.n}; gpufab's threads are bounded by its workers)", ""]
+        rows = [[name, f"{big.medians[name]:.2f}", f"{big.peaks[name].rss_mib:.0f} MiB", str(big.peaks[name].threads)]
+                for name in big.medians]
+        lines += [fmt_table(["tool", "wall s (median)", "peak RSS", "peak threads"], rows), ""]
+    if warm:
+        sizes = sorted({n for _, n in warm})
+        lines += [f"## Warm connection: {repeat} commands in sequence per host, ms per command (median of {runs})", ""]
+        rows = [[tool.replace("warm-", "")] + [f"{warm[(tool, n)]:.1f}" for n in sizes]
+                for tool in ("warm-gpufab", "warm-fabric", "warm-asyncssh")]
+        lines += [fmt_table(["tool"] + [f"N={n}" for n in sizes], rows), ""]
+    if boot:
+        lines += ["## `inv bootstrap` on the nspawn lab (fresh lab, then the same command again)", ""]
+        rows = [[str(n), f"{first:.1f}", f"{again:.1f}", f"{again / first:.0%}"] for n, (first, again) in boot.items()]
+        lines += [fmt_table(["hosts", "first run s", "no-op re-run s", "re-run / first"], rows), ""]
+    path.write_text("\n".join(lines))
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sizes", default="8,32,128", help="fan-out host counts")
+    p.add_argument("--big", type=int, default=512, help="host count for the bounded-threads run (0: skip)")
+    p.add_argument("--runs", type=int, default=5, help="timed runs per tool after the warm-up")
+    p.add_argument("--repeat", type=int, default=20, help="commands per host on a warm connection")
+    p.add_argument("--skip", default="", help="comma-separated: fanout, warm, bootstrap")
+    p.add_argument("--out", default=str(REPO / "bench" / "RESULTS.md"))
+    a = p.parse_args()
+    if os.geteuid() != 0:
+        sys.exit("bench: run as root (it adds addresses, a user and an sshd, and runs the lab)")
+    skip = set(filter(None, a.skip.split(",")))
+    subprocess.run([sys.executable, "-m", "compileall", "-q", "fabfile", "bench", "tasks.py"], cwd=REPO,
+                   env=BASE_ENV, check=True, stdout=subprocess.DEVNULL)
+    sizes = [int(s) for s in a.sizes.split(",")]
+    fan: List[FanOut] = []
+    big: Optional[FanOut] = None
+    warm: Dict[Tuple[str, int], float] = {}
+    with Targets(max(sizes + [a.big, 32])) as t:
+        if "fanout" not in skip:
+            for n in sizes:
+                fan.append(fan_out(t, n, TOOLS, a.runs))
+            if a.big:
+                big = fan_out(t, a.big, [tool for tool in TOOLS if tool.name in BIG_TOOLS], max(3, a.runs // 2))
+        if "warm" not in skip:
+            warm = warm_commands(t, (1, 32), a.runs, a.repeat)
+    boot = bootstrap_on_lab((1, 3)) if "bootstrap" not in skip else {}
+    command = " ".join(["bench/run.py", *sys.argv[1:]])
+    write_results(Path(a.out), command, fan, big, warm, boot, a.runs, a.repeat)
+    print(Path(a.out).read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,36 @@
+"""The benchmark command works end to end and leaves nothing behind.
+
+It is the one command that reproduces bench/RESULTS.md; a smoke run here
+(2 targets, one round) keeps it from rotting. The numbers are not checked:
+performance claims come from the benchmark itself, never from timed tests.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+from helpers import REPO
+
+
+def test_bench_run_measures_every_tool_and_removes_its_targets(tmp_path):
+    out = tmp_path / "RESULTS.md"
+    proc = subprocess.run(
+        [sys.executable, "bench/run.py", "--sizes", "2", "--big", "3", "--runs", "1", "--repeat", "2",
+         "--skip", "bootstrap", "--out", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    text = out.read_text()
+    for tool in ("gpufab exec", "Fabric ThreadingGroup", "asyncssh + gather", "parallel-ssh", "Ansible ad-hoc",
+                 "pyinfra exec"):
+        assert re.search(rf"^\| {re.escape(tool)}.*\| \d+\.\d\d \(\d+\.\d\d×\)", text, re.M), tool
+    assert re.search(r"^\| gpufab +\| \d+\.\d", text, re.M)  # warm-connection table
+    assert "## 3 hosts" in text and "Machine:" in text and "Command: `bench/run.py" in text
+    # torn down: no veth, no bench user, no sshd on the bench port, no state dir
+    assert subprocess.run(["ip", "link", "show", "gfbench0"], capture_output=True).returncode != 0
+    assert subprocess.run(["id", "gpufab-bench"], capture_output=True).returncode != 0
+    assert subprocess.run(["pgrep", "-f", "gpufab-bench/sshd_config"], capture_output=True).returncode != 0
+    assert not os.path.exists("/run/gpufab-bench")
