@@ -131,8 +131,10 @@ def sampled(argv: Argv, cwd: Path, every: float = 0.02) -> Peak:
     import psutil
 
     args, extra = argv
-    proc = subprocess.Popen(args, cwd=cwd, env={**BASE_ENV, **extra},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    import tempfile
+
+    log = tempfile.TemporaryFile("w+")
+    proc = subprocess.Popen(args, cwd=cwd, env={**BASE_ENV, **extra}, stdout=log, stderr=subprocess.STDOUT)
     peak = Peak()
     root = psutil.Process(proc.pid)
     while proc.poll() is None:
@@ -152,7 +154,8 @@ def sampled(argv: Argv, cwd: Path, every: float = 0.02) -> Peak:
         peak.processes = max(peak.processes, count)
         time.sleep(every)
     if proc.returncode != 0:
-        sys.exit(f"bench: {' '.join(args)} exited {proc.returncode} (sampled run)")
+        log.seek(0)
+        sys.exit(f"bench: {' '.join(args)} exited {proc.returncode} (sampled run):\n{log.read()[-3000:]}")
     return peak
 
 

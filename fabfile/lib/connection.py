@@ -107,12 +107,15 @@ class NodeConnection(Connection):
     """A Fabric Connection with TCP_NODELAY and checked host keys."""
 
     # Declared on the class because Connection is an Invoke DataProxy: an
-    # attribute it does not already have is stored in the config instead,
-    # which a Session shares between all its connections (threads raced on
-    # it, and every connection saw the last host's values).
+    # attribute it does not already have is stored in the config instead
+    # (a full re-merge), which a Session shares between all its connections:
+    # threads raced on it, and every connection saw the last host's values.
     node: Optional[Node] = None
     dead_after: float = DEFAULT_DEAD_AFTER
     known_hosts: str = ""
+    # Fabric's own __init__ sets this one without declaring it: each new
+    # connection re-merged the shared config while other threads read it.
+    inline_ssh_env: Any = None
 
     def __init__(self, *args: Any, known_hosts: str, node: Optional[Node] = None,
                  dead_after: float = DEFAULT_DEAD_AFTER, host_keys: Optional[HostKeys] = None,

@@ -111,3 +111,19 @@ def test_connections_of_a_session_keep_their_own_attributes_out_of_the_shared_co
     ca, cb = session.connection(a), session.connection(b)
     assert (ca.node, cb.node) == (a, b)
     assert "node" not in session.config and "dead_after" not in session.config
+
+
+def test_making_connections_never_rewrites_the_shared_config(monkeypatch):
+    """A config write re-merges the whole config: threads reading it meanwhile saw it empty."""
+    from invoke.config import Config as InvokeConfig
+
+    from fabfile.lib.connection import Session
+    from fabfile.lib.inventory import Inventory
+
+    nodes = tuple(Node(f"node{i}", f"198.18.0.{10 + i}", None) for i in range(3))
+    session = Session(Inventory(nodes=nodes))
+    merges = []
+    monkeypatch.setattr(InvokeConfig, "merge", lambda self: merges.append(self))
+    for node in nodes:
+        session.connection(node)._remote_runner()
+    assert merges == []
