@@ -70,16 +70,23 @@ def peer(name: str) -> Callable[[int, Dict[str, str], Targets], Argv]:
     return command
 
 
-def ansible_adhoc(n: int, files: Dict[str, str], t: Targets) -> Argv:
-    # raw: no Python module shipped to the targets, Ansible's fastest ad-hoc
-    # path; ControlPersist off, or later rounds would reuse master connections.
-    return [str(BIN / "ansible"), "targets", "-i", files["ansible"], "-m", "raw", "-a", "true", "-f", str(n)], {
-        "ANSIBLE_SSH_ARGS": f"-o ControlMaster=no -o ControlPersist=no -o UserKnownHostsFile={t.known_hosts}"
-                            " -o StrictHostKeyChecking=yes",
-        "ANSIBLE_HOST_KEY_CHECKING": "True",
-        "ANSIBLE_HOME": str(t.state / "ansible"),
-        "ANSIBLE_LOCAL_TEMP": str(t.state / "ansible" / "tmp"),
-    }
+def ansible_adhoc(module: str) -> Callable[[int, Dict[str, str], Targets], Argv]:
+    """`ansible targets -m MODULE -a true -f N`.
+
+    command is what `ansible -a` runs by default (a Python module copied to
+    and run on each target); raw is Ansible's fastest ad-hoc path (the command
+    alone). ControlPersist is off, or later rounds would reuse master connections.
+    """
+    def command(n: int, files: Dict[str, str], t: Targets) -> Argv:
+        return [str(BIN / "ansible"), "targets", "-i", files["ansible"], "-m", module, "-a", "true", "-f", str(n)], {
+            "ANSIBLE_SSH_ARGS": f"-o ControlMaster=no -o ControlPersist=no -o UserKnownHostsFile={t.known_hosts}"
+                                " -o StrictHostKeyChecking=yes",
+            "ANSIBLE_HOST_KEY_CHECKING": "True",
+            "ANSIBLE_HOME": str(t.state / "ansible"),
+            "ANSIBLE_LOCAL_TEMP": str(t.state / "ansible" / "tmp"),
+            "ANSIBLE_PYTHON_INTERPRETER": "auto_silent",
+        }
+    return command
 
 
 def pyinfra_exec(n: int, files: Dict[str, str], t: Targets) -> Argv:
@@ -91,7 +98,8 @@ TOOLS = [
     Tool("Fabric ThreadingGroup", peer("fabric-group")),
     Tool("asyncssh + gather", peer("asyncssh")),
     Tool("parallel-ssh", peer("parallel-ssh")),
-    Tool("Ansible ad-hoc (raw, -f N)", ansible_adhoc),
+    Tool("Ansible ad-hoc (-f N, default command module)", ansible_adhoc("command")),
+    Tool("Ansible ad-hoc (-f N, -m raw)", ansible_adhoc("raw")),
     Tool("pyinfra exec --parallel N", pyinfra_exec),
 ]
 #: At 512 hosts: gpufab bounded (its default 32 workers, and 128) and unbounded,

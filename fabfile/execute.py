@@ -63,15 +63,15 @@ def exec_(c, command, sudo=False, quiet=False, nodes=None, workers=None, timeout
         targets = select_nodes(session.inventory, nodes)
         width = max(len(n.name) for n in targets)
         password = session.sudo_password() if sudo else None
-        results = fan_out(
-            session,
-            targets,
-            lambda conn, node: run_command(
-                conn, node, command, sudo=sudo, live=not quiet, width=width,
-                timeout=session.command_timeout, password=password,
-            ),
-            workers=int(workers) if workers else None,
-        )
+
+        def one(conn: NodeConnection, node: Node) -> HostResult:
+            try:
+                return run_command(conn, node, command, sudo=sudo, live=not quiet, width=width,
+                                   timeout=session.command_timeout, password=password)
+            finally:
+                session.release(node)  # one command per host: threads stay bounded by --workers
+
+        results = fan_out(session, targets, one, workers=int(workers) if workers else None)
     print("---")
     print(format_gathered(results))
     print(summary_line("exec", results))

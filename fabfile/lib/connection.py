@@ -275,6 +275,17 @@ class Session:
             host_keys=self.host_keys(),
         )
 
+    def release(self, node: Node) -> None:
+        """Close a host's connection before the run ends, once nothing more will use it.
+
+        For one-shot tasks (`exec`): the run's threads and sockets then stay
+        bounded by the workers, not by the number of hosts.
+        """
+        with self._lock:
+            conn = self._connections.pop(node.name, None)
+        if conn is not None:
+            conn.close()
+
     def sudo_password(self) -> Optional[str]:
         """The sudo password: from `--prompt-for-sudo-password`, else asked once.
 

@@ -24,7 +24,8 @@ def test_bench_run_measures_every_tool_and_removes_its_targets(tmp_path):
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     text = out.read_text()
-    for tool in ("gpufab exec", "Fabric ThreadingGroup", "asyncssh + gather", "parallel-ssh", "Ansible ad-hoc",
+    for tool in ("gpufab exec", "Fabric ThreadingGroup", "asyncssh + gather", "parallel-ssh", "Ansible ad-hoc (-f N, default",
+                 "Ansible ad-hoc (-f N, -m raw)",
                  "pyinfra exec"):
         assert re.search(rf"^\| {re.escape(tool)}.*\| \d+\.\d\d \(\d+\.\d\d×\)", text, re.M), tool
     assert re.search(r"^\| gpufab +\| \d+\.\d", text, re.M)  # warm-connection table
