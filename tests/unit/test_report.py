@@ -127,3 +127,16 @@ def test_making_connections_never_rewrites_the_shared_config(monkeypatch):
     for node in nodes:
         session.connection(node)._remote_runner()
     assert merges == []
+
+
+def test_a_released_host_gets_a_new_connection_and_close_skips_it():
+    from fabfile.lib.connection import Session
+    from fabfile.lib.inventory import Inventory
+
+    node = Node("node1", "198.18.0.11", None)
+    session = Session(Inventory(nodes=(node,)))
+    first = session.connection(node)
+    session.release(node)
+    assert session.connection(node) is not first
+    session.release(node)
+    session.close()
