@@ -33,7 +33,11 @@ def fabric_group(hosts: List[str], a: argparse.Namespace) -> bool:
     try:
         group.run(a.command, hide=True, in_stream=False)
         return True
-    except GroupException:
+    except GroupException as exc:
+        failed = {c.host: r for c, r in exc.result.items() if isinstance(r, Exception)}
+        first = next(iter(failed.items()), ("", ""))
+        print(f"fabric-group: {len(failed)} of {len(hosts)} hosts failed, e.g. {first[0]}: {first[1]!r}",
+              file=sys.stderr)
         return False
     finally:
         group.close()

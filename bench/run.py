@@ -111,14 +111,20 @@ BIG_TOOLS = [
 ]
 
 
-def timed(argv: Argv, cwd: Path) -> float:
-    """Whole-process wall seconds; a failed run aborts the benchmark."""
+def timed(argv: Argv, cwd: Path) -> Optional[float]:
+    """Whole-process wall seconds, or None when the run failed (said on stderr).
+
+    A tool failing some hosts under load is a result to report, not a reason
+    to throw away every other measurement.
+    """
     args, extra = argv
     start = time.perf_counter()
     proc = subprocess.run(args, cwd=cwd, env={**BASE_ENV, **extra}, capture_output=True, text=True)
     seconds = time.perf_counter() - start
     if proc.returncode != 0:
-        sys.exit(f"bench: {' '.join(args)} exited {proc.returncode}:\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}")
+        tail = (proc.stdout[-1500:] + proc.stderr[-1500:]).strip()
+        print(f"bench: {' '.join(args)} exited {proc.returncode}:\n{tail}", file=sys.stderr, flush=True)
+        return None
     return seconds
 
 
@@ -127,6 +133,11 @@ class Peak:
     rss_mib: float = 0.0
     threads: int = 0
     processes: int = 0
+    failed: bool = False
+
+    def cell(self) -> str:
+        text = f"{self.rss_mib:.0f} MiB, {self.threads} thr, {self.processes} proc"
+        return text + (" (run failed)" if self.failed else "")
 
 
 def sampled(argv: Argv, cwd: Path, every: float = 0.02) -> Peak:
@@ -163,7 +174,9 @@ def sampled(argv: Argv, cwd: Path, every: float = 0.02) -> Peak:
         time.sleep(every)
     if proc.returncode != 0:
         log.seek(0)
-        sys.exit(f"bench: {' '.join(args)} exited {proc.returncode} (sampled run):\n{log.read()[-3000:]}")
+        print(f"bench: {' '.join(args)} exited {proc.returncode} (sampled run):\n{log.read()[-1500:]}",
+              file=sys.stderr, flush=True)
+        peak.failed = True
     return peak
 
 
@@ -172,7 +185,17 @@ class FanOut:
     n: int
     medians: Dict[str, float] = field(default_factory=dict)
     samples: Dict[str, List[float]] = field(default_factory=dict)
+    failures: Dict[str, int] = field(default_factory=dict)
     peaks: Dict[str, Peak] = field(default_factory=dict)
+
+    def cell(self, name: str) -> str:
+        """`median (ratio to the fastest)`, and how many timed runs failed."""
+        failed = self.failures.get(name, 0)
+        runs = len(self.samples[name]) + failed
+        if name not in self.medians:
+            return f"failed {failed} of {runs} runs"
+        text = f"{self.medians[name]:.2f} ({self.medians[name] / min(self.medians.values()):.2f}×)"
+        return text + (f", failed {failed} of {runs} runs" if failed else "")
 
 
 def fan_out(t: Targets, n: int, tools: Sequence[Tool], runs: int) -> FanOut:
@@ -182,10 +205,12 @@ def fan_out(t: Targets, n: int, tools: Sequence[Tool], runs: int) -> FanOut:
         order = list(tools[round_ % len(tools):]) + list(tools[:round_ % len(tools)])
         for tool in order:
             seconds = timed(tool.command(n, files, t), REPO)
-            if round_:
+            if round_ and seconds is None:
+                result.failures[tool.name] = result.failures.get(tool.name, 0) + 1
+            elif round_:
                 result.samples[tool.name].append(seconds)
         print(f"  N={n} round {round_ or 'warm-up'} done", flush=True)
-    result.medians = {name: statistics.median(s) for name, s in result.samples.items()}
+    result.medians = {name: statistics.median(s) for name, s in result.samples.items() if s}
     for tool in tools:
         result.peaks[tool.name] = sampled(tool.command(n, files, t), REPO)
     return result
@@ -209,7 +234,10 @@ def warm_commands(t: Targets, sizes: Sequence[int], runs: int, repeat: int) -> D
 
 
 def inv(*args: str, env: Optional[Dict[str, str]] = None) -> float:
-    return timed(([str(BIN / "inv"), *args], env or {}), REPO)
+    seconds = timed(([str(BIN / "inv"), *args], env or {}), REPO)
+    if seconds is None:
+        sys.exit(f"bench: inv {' '.join(args)} failed")
+    return seconds
 
 
 def bootstrap_on_lab(sizes: Sequence[int]) -> Dict[int, Tuple[float, float]]:
@@ -264,19 +292,12 @@ def fmt_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 def fan_out_section(results: Sequence[FanOut], runs: int) -> List[str]:
     lines = [f"## Fan-out: `true` on N hosts, whole-process wall seconds (median of {runs})", ""]
-    names = list(results[0].medians)
-    rows = []
-    for name in names:
-        row = [name]
-        for r in results:
-            fastest = min(r.medians.values())
-            row.append(f"{r.medians[name]:.2f} ({r.medians[name] / fastest:.2f}×)")
-        rows.append(row)
+    names = list(results[0].samples)
+    rows = [[name] + [r.cell(name) for r in results] for name in names]
     lines += [fmt_table(["tool"] + [f"N={r.n}" for r in results], rows), "",
               "(×: ratio to the fastest tool at that N.)", "",
               "Peak memory (RSS summed over the process tree), threads and processes, one sampled run:", ""]
-    rows = [[name] + [f"{r.peaks[name].rss_mib:.0f} MiB, {r.peaks[name].threads} thr, {r.peaks[name].processes} proc"
-                      for r in results] for name in names]
+    rows = [[name] + [r.peaks[name].cell() for r in results] for name in names]
     lines += [fmt_table(["tool"] + [f"N={r.n}" for r in results], rows), ""]
     return lines
 
@@ -297,9 +318,8 @@ def write_results(path: Path, command: str, fan: Sequence[FanOut], big: Optional
         lines += [f"## {big.n} hosts: bounded and unbounded (median of {max(3, runs // 2)})", "",
                   "`gpufab exec` alone uses concurrency N; with `--workers W` at most W hosts, and their"
                   " threads, are worked on at once.", ""]
-        fastest = min(big.medians.values())
-        rows = [[name, f"{big.medians[name]:.2f} ({big.medians[name] / fastest:.2f}×)",
-                 f"{big.peaks[name].rss_mib:.0f} MiB", str(big.peaks[name].threads)] for name in big.medians]
+        rows = [[name, big.cell(name), f"{big.peaks[name].rss_mib:.0f} MiB", str(big.peaks[name].threads)]
+                for name in big.samples]
         lines += [fmt_table(["tool", "wall s (median)", "peak RSS", "peak threads"], rows), ""]
     if warm:
         sizes = sorted({n for _, n in warm})
