@@ -311,7 +311,10 @@ def write_results(path: Path, command: str, fan: Sequence[FanOut], big: Optional
              f"- Versions: {versions()}",
              f"- Command: `{command}` (as root, from the repo root)",
              "- Targets: one local sshd on N addresses in 198.18.64.0/22 (bench/targets.py), user with /bin/sh;"
-             " client and server share the machine's cores.", ""]
+             " client and server share the machine's cores.",
+             "- Every run connects anew (Ansible's ControlPersist is off). Host keys are checked by gpufab,"
+             " asyncssh, Ansible and pyinfra; Fabric (AutoAddPolicy) and parallel-ssh do not check them,"
+             " their defaults. gpufab's time includes `inv` loading its whole task collection.", ""]
     if fan:
         lines += fan_out_section(fan, runs)
     if big:
