@@ -64,9 +64,10 @@ def gpufab_exec_bounded(workers: int) -> Callable[[int, Dict[str, str], Targets]
     return command
 
 
-def peer(name: str) -> Callable[[int, Dict[str, str], Targets], Argv]:
+def peer(name: str, *extra: str) -> Callable[[int, Dict[str, str], Targets], Argv]:
+    """A client of bench/peers.py, with its extra arguments."""
     def command(n: int, files: Dict[str, str], t: Targets) -> Argv:
-        return [sys.executable, PEERS, name, files["hosts"], t.key, t.known_hosts, "--port", str(t.port)], {}
+        return [sys.executable, PEERS, name, files["hosts"], t.key, t.known_hosts, "--port", str(t.port), *extra], {}
     return command
 
 
@@ -223,8 +224,7 @@ def warm_commands(t: Targets, sizes: Sequence[int], runs: int, repeat: int) -> D
         files = t.files(n)
         for round_ in range(runs + 1):
             for tool in tools[round_ % 3:] + tools[:round_ % 3]:
-                args = [sys.executable, PEERS, tool, files["hosts"], t.key, t.known_hosts, "--port", str(t.port),
-                        "--repeat", str(repeat), "--inventory", files["gpufab"]]
+                args, _ = peer(tool, "--repeat", str(repeat), "--inventory", files["gpufab"])(n, files, t)
                 proc = subprocess.run(args, cwd=REPO, env=BASE_ENV, capture_output=True, text=True)
                 if proc.returncode != 0:
                     sys.exit(f"bench: {tool} failed:\n{proc.stdout}{proc.stderr}")

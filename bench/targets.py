@@ -182,15 +182,14 @@ class Targets:
         """Inventory files for the first `n` targets, in each tool's format."""
         hosts = self.hosts[:n]
         out = {}
-        for name, text in (
-            (f"hosts-{n}.txt", "\n".join(hosts) + "\n"),
-            (f"gpufab-{n}.yaml", gpufab_inventory(hosts, self.key, self.known_hosts, self.port)),
-            (f"ansible-{n}.ini", ansible_inventory(hosts, self.key, self.port)),
-            (f"pyinfra_{n}.py", pyinfra_inventory(hosts, self.key, self.known_hosts, self.port)),
+        for kind, name, text in (
+            ("hosts", f"hosts-{n}.txt", "\n".join(hosts) + "\n"),
+            ("gpufab", f"gpufab-{n}.yaml", gpufab_inventory(hosts, self.key, self.known_hosts, self.port)),
+            ("ansible", f"ansible-{n}.ini", ansible_inventory(hosts, self.key, self.port)),
+            ("pyinfra", f"pyinfra_{n}.py", pyinfra_inventory(hosts, self.key, self.known_hosts, self.port)),
         ):
-            path = self.state / name
-            path.write_text(text)
-            out[name.split("-")[0].split("_")[0]] = str(path)
+            (self.state / name).write_text(text)
+            out[kind] = str(self.state / name)
         return out
 
 

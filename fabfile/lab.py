@@ -18,7 +18,7 @@ import subprocess
 import time
 import uuid
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from invoke import task
 
@@ -320,16 +320,21 @@ def wait_ssh(paths: LabPaths, hosts: Sequence[LabHost], timeout: float = 90) -> 
         raise LabError(f"lab: sshd did not answer on {names} within {timeout:.0f}s")
 
 
-def _container_init(nspawn_pid: int) -> Optional[int]:
-    """The PID (on this machine) of systemd inside a host: nspawn's child."""
+def _processes(name: str) -> Iterator[Tuple[int, str]]:
+    """(pid, text of /proc/<pid>/<name>) for every process still there."""
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
-                stat = Path("/proc", entry, "stat").read_text()
+                yield int(entry), Path("/proc", entry, name).read_bytes().decode(errors="replace")
             except OSError:
                 continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == nspawn_pid:
-                return int(entry)
+
+
+def _container_init(nspawn_pid: int) -> Optional[int]:
+    """The PID (on this machine) of systemd inside a host: nspawn's child."""
+    for pid, stat in _processes("stat"):
+        if int(stat.rsplit(")", 1)[1].split()[1]) == nspawn_pid:
+            return pid
     return None
 
 
@@ -382,16 +387,8 @@ def _lab_processes(paths: LabPaths) -> List[int]:
     dir) would keep its old netns and mounts alive and break the next lab.up.
     """
     marker = f" {os.path.realpath(paths.state)}/"
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                cmd = Path("/proc", entry, "cmdline").read_bytes().replace(b"\0", b" ").decode()
-            except OSError:
-                continue
-            if cmd.startswith("systemd-nspawn ") and marker in cmd:
-                found.append(int(entry))
-    return found
+    commands = ((pid, cmdline.replace("\0", " ")) for pid, cmdline in _processes("cmdline"))
+    return [pid for pid, cmd in commands if cmd.startswith("systemd-nspawn ") and marker in cmd]
 
 
 def _kill_strays(paths: LabPaths) -> int:

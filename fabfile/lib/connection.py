@@ -118,19 +118,15 @@ class NodeConnection(Connection):
     inline_ssh_env: Any = None
 
     def __init__(self, *args: Any, known_hosts: str, node: Optional[Node] = None,
-                 dead_after: float = DEFAULT_DEAD_AFTER, host_keys: Optional[HostKeys] = None,
-                 **kwargs: Any):
+                 host_keys: HostKeys, dead_after: float = DEFAULT_DEAD_AFTER, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.node = node
         self.dead_after = dead_after
         self.known_hosts = known_hosts
-        if host_keys is not None:
-            # A Session's connections share one parsed known_hosts: parsing it
-            # per connection costs O(hosts²) at hundreds of hosts. Paramiko
-            # has no public setter for the client's host keys.
-            self.client._host_keys = host_keys
-        elif os.path.exists(known_hosts):
-            self.client.load_host_keys(known_hosts)
+        # A Session's connections share one parsed known_hosts: parsing it
+        # per connection costs O(hosts²) at hundreds of hosts. Paramiko has
+        # no public setter for the client's host keys.
+        self.client._host_keys = host_keys
         self.client.set_missing_host_key_policy(AcceptNewPolicy(known_hosts))
 
     def open(self) -> Any:
