@@ -76,9 +76,9 @@ def parallel_ssh(hosts: List[str], a: argparse.Namespace) -> bool:
 def warm_gpufab(hosts: List[str], a: argparse.Namespace) -> List[float]:
     from concurrent.futures import ThreadPoolExecutor
 
-    from fabfile.lib.connection import Session
-    from fabfile.lib.inventory import load_inventory
-    from fabfile.lib.remote import Remote
+    from fabfile.core.connection import Session
+    from fabfile.core.inventory import load_inventory
+    from fabfile.core.remote import Remote
 
     inventory = load_inventory(a.inventory)
     with Session(inventory) as session:

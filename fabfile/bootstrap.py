@@ -21,25 +21,25 @@ from . import ray as ray_tasks
 from .docker import configure_docker, install_docker, verify_docker
 from .inventory import preflight_host
 from .limits import setup_limits
-from .lib import bootstrap as plan
-from .lib import docker as docker_plan
-from .lib import limits as limits_plan
-from .lib import netenv as netenv_plan
-from .lib import nfs as nfs_plan
-from .lib import ray as ray_plan
-from .lib.cluster import cli_hosts, ensure_private, inventory_path, open_session, setting
-from .lib.connection import Session
-from .lib.errors import HostError, InputError, keeping_changes, reported
-from .lib.facts import parse_facts
-from .lib.fanout import CHANGED, FAILED, OK, HostResult, fan_out, worst_exit_code
-from .lib.inventory import Inventory, Node
-from .lib.localfs import read_text, write_if_changed
-from .lib.progress import Progress
-from .lib.remote import Remote
-from .lib.report import summary_line
-from .lib.steps import Outcome, merge_phases, remote_for, run_step
+from .core import chain as plan
+from .ops import docker as docker_plan
+from .ops import limits as limits_plan
+from .ops import netenv as netenv_plan
+from .ops import nfs as nfs_plan
+from .ops import ray as ray_plan
+from .core.cluster import cli_hosts, ensure_private, inventory_path, open_session, setting
+from .core.connection import Session
+from .core.errors import HostError, InputError, keeping_changes, reported
+from .core.facts import parse_facts
+from .core.fanout import CHANGED, FAILED, OK, HostResult, fan_out, worst_exit_code
+from .core.inventory import Inventory, Node
+from .core.localfs import read_text, write_if_changed
+from .core.progress import Progress
+from .core.remote import Remote
+from .core.report import summary_line
+from .core.steps import Outcome, merge_phases, remote_for, run_step
 from .netenv import setup_netenv
-from .lib import storage as storage_plan
+from .ops import sshfs as storage_plan
 from .nfs import NfsPlan, setup_share
 from .storage import choose, round_trip, setup_sshfs, storage_facts
 from .ray import RaySettings, cluster_nodes, read_settings, setup_cluster, versions_step

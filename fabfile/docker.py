@@ -8,13 +8,13 @@ from typing import Any, List, Mapping, Optional
 
 from invoke import task
 
-from .lib import docker as plan
-from .lib.cluster import setting
-from .lib.facts import parse_facts
-from .lib.errors import HostError, keeping_changes, reported
-from .lib.files import ManagedFile, plan_files
-from .lib.remote import Remote, ensure_packages, last_line
-from .lib.steps import Outcome, run_task
+from .ops import docker as plan
+from .core.cluster import setting
+from .core.facts import parse_facts
+from .core.errors import HostError, keeping_changes, reported
+from .core.files import ManagedFile, plan_files
+from .core.remote import Remote, ensure_packages, last_line
+from .core.steps import Outcome, run_task
 
 #: key=value facts for install: os-release, dpkg arch, docker's presence.
 INSTALL_FACTS = r"""

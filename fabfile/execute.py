@@ -8,12 +8,12 @@ from typing import Optional
 from invoke import task
 from invoke.exceptions import Exit
 
-from .lib.cluster import open_session, select_nodes
-from .lib.connection import NodeConnection
-from .lib.errors import reported
-from .lib.fanout import FAILED, OK, HostResult, PrefixedStream, fan_out, worst_exit_code
-from .lib.inventory import Node
-from .lib.report import format_gathered, summary_line
+from .core.cluster import open_session, select_nodes
+from .core.connection import NodeConnection
+from .core.errors import reported
+from .core.fanout import FAILED, OK, HostResult, PrefixedStream, fan_out, worst_exit_code
+from .core.inventory import Node
+from .core.report import format_gathered, summary_line
 
 
 def run_command(

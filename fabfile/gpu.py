@@ -5,11 +5,11 @@ from __future__ import annotations
 from invoke import task
 from invoke.exceptions import Exit
 
-from .lib import gpu as plan
-from .lib.cluster import open_session, select_nodes
-from .lib.errors import reported
-from .lib.fanout import FAILED, OK, HostResult, fan_out, worst_exit_code
-from .lib.report import host_table, summary_line
+from .ops import gpu as plan
+from .core.cluster import open_session, select_nodes
+from .core.errors import reported
+from .core.fanout import FAILED, OK, HostResult, fan_out, worst_exit_code
+from .core.report import host_table, summary_line
 
 
 def query_gpus(conn, node, timeout) -> HostResult:

@@ -9,14 +9,14 @@ from invoke.exceptions import Exit
 from paramiko.ssh_exception import AuthenticationException
 from invoke.exceptions import AuthFailure
 
-from .lib.cluster import ensure_private, inventory_path, open_session, resolve_inventory
-from .lib.errors import InputError, reported
-from .lib.facts import human_kib, parse_facts, preflight_command
-from .lib.fanout import FAILED, OK, UNREACHABLE, HostResult, fan_out, worst_exit_code
-from .lib.localfs import read_text, write_if_changed
-from .lib.mapping import check_prefix, parse_mapping, render_inventory, render_ssh_block, replace_block
-from .lib.report import host_table, inventory_table, summary_line
-from .lib.inventory import parse_inventory
+from .core.cluster import ensure_private, inventory_path, open_session, resolve_inventory
+from .core.errors import InputError, reported
+from .core.facts import human_kib, parse_facts, preflight_command
+from .core.fanout import FAILED, OK, UNREACHABLE, HostResult, fan_out, worst_exit_code
+from .core.localfs import read_text, write_if_changed
+from .core.mapping import check_prefix, parse_mapping, render_inventory, render_ssh_block, replace_block
+from .core.report import host_table, inventory_table, summary_line
+from .core.inventory import parse_inventory
 
 
 @task(

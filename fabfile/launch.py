@@ -9,12 +9,12 @@ from invoke import task
 from invoke.exceptions import Exit
 
 from .execute import run_command
-from .lib import launch as plan
-from .lib import netenv as netenv_plan
-from .lib.cluster import ensure_private, open_session, setting
-from .lib.errors import reported
-from .lib.fanout import HostResult, fan_out, worst_exit_code
-from .lib.report import host_table, summary_line
+from .ops import launch as plan
+from .ops import netenv as netenv_plan
+from .core.cluster import ensure_private, open_session, setting
+from .core.errors import reported
+from .core.fanout import HostResult, fan_out, worst_exit_code
+from .core.report import host_table, summary_line
 
 
 @task(

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from invoke import task
 
-from .lib import limits as plan
-from .lib.cluster import setting
-from .lib.errors import HostError, reported
-from .lib.files import plan_files
-from .lib.remote import Remote
-from .lib.steps import Outcome, run_task
+from .ops import limits as plan
+from .core.cluster import setting
+from .core.errors import HostError, reported
+from .core.files import plan_files
+from .core.remote import Remote
+from .core.steps import Outcome, run_task
 
 def setup_limits(remote: Remote, nofile: int) -> Outcome:
     """Write the drop-ins, make systemd re-read them, and check a new login."""

@@ -8,11 +8,11 @@ from invoke import task
 from invoke.exceptions import Exit
 
 from .execute import run_command
-from .lib.cluster import open_session, select_nodes
-from .lib.errors import InputError, reported
-from .lib.fanout import fan_out, worst_exit_code
-from .lib.remote import last_line
-from .lib.report import summary_line
+from .core.cluster import open_session, select_nodes
+from .core.errors import InputError, reported
+from .core.fanout import fan_out, worst_exit_code
+from .core.remote import last_line
+from .core.report import summary_line
 
 
 @task(help={"path": "log file on the nodes (read as root)", "n": "how many lines (default 100), as tail -n",

@@ -6,16 +6,16 @@ from typing import Callable, Dict, Mapping, Optional, Sequence, Tuple
 
 from invoke import task
 
-from .lib import netenv as plan
-from .lib.cluster import ensure_private, setting
-from .lib.connection import Session
-from .lib.errors import HostError, InputError, reported
-from .lib.fanout import HostResult
-from .lib.files import plan_files
-from .lib.inventory import Inventory
-from .lib.remote import Remote
-from .lib.report import host_table
-from .lib.steps import Outcome, details, run_task
+from .ops import netenv as plan
+from .core.cluster import ensure_private, setting
+from .core.connection import Session
+from .core.errors import HostError, InputError, reported
+from .core.fanout import HostResult
+from .core.files import plan_files
+from .core.inventory import Inventory
+from .core.remote import Remote
+from .core.report import host_table
+from .core.steps import Outcome, details, run_task
 
 
 def nic_facts(remote: Remote, head_private: str) -> Tuple[str, plan.NicFacts]:

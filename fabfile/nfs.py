@@ -15,15 +15,15 @@ from typing import Any, List, Optional, Sequence
 
 from invoke import task
 
-from .lib import nfs as plan
-from .lib.cluster import ensure_private, open_session, select_nodes, setting
-from .lib.connection import Session
-from .lib.errors import HostError, InputError, keeping_changes, reported
-from .lib.fanout import HostResult
-from .lib.inventory import Node
-from .lib.files import ManagedFile, plan_files, replace_block
-from .lib.remote import Remote, ensure_packages, last_line
-from .lib.steps import Outcome, report_step, run_step
+from .ops import nfs as plan
+from .core.cluster import ensure_private, open_session, select_nodes, setting
+from .core.connection import Session
+from .core.errors import HostError, InputError, keeping_changes, reported
+from .core.fanout import HostResult
+from .core.inventory import Node
+from .core.files import ManagedFile, plan_files, replace_block
+from .core.remote import Remote, ensure_packages, last_line
+from .core.steps import Outcome, report_step, run_step
 from .netenv import nic_facts
 
 #: Seconds a worker waits for the head's port 2049 before giving up.

@@ -11,18 +11,18 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 from invoke import task
 from invoke.exceptions import Exit
 
-from .lib import ray as plan
-from .lib.cluster import ensure_private, open_session, resolve_inventory, select_nodes, setting
-from .lib.connection import Session
-from .lib.errors import HostError, InputError, keeping_changes, reported
-from .lib.fanout import FAILED, HostResult, classify
-from .lib.files import FileState, plan_files, sha256
-from .lib.inventory import Inventory, Node
-from .lib.localfs import write_if_changed
-from .lib.netenv import ENV_FILE, SECRETS_FILE
-from .lib.remote import Remote, ensure_packages, last_line
-from .lib.report import host_table
-from .lib.steps import Outcome, merge_phases, remote_for, report_step, run_step
+from .ops import ray as plan
+from .core.cluster import ensure_private, open_session, resolve_inventory, select_nodes, setting
+from .core.connection import Session
+from .core.errors import HostError, InputError, keeping_changes, reported
+from .core.fanout import FAILED, HostResult, classify
+from .core.files import FileState, plan_files, sha256
+from .core.inventory import Inventory, Node
+from .core.localfs import write_if_changed
+from .ops.netenv import ENV_FILE, SECRETS_FILE
+from .core.remote import Remote, ensure_packages, last_line
+from .core.report import host_table
+from .core.steps import Outcome, merge_phases, remote_for, report_step, run_step
 
 #: True when a raylet runs on the node ([r] keeps pgrep from matching this shell).
 RAYLET_RUNNING = "pgrep -f '[r]ay/core/src/ray/raylet/raylet' >/dev/null"

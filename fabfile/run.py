@@ -9,14 +9,14 @@ from typing import Dict, List
 from invoke import task
 from invoke.exceptions import Exit
 
-from .lib import detached as plan
-from .lib.cluster import open_session, select_nodes
-from .lib.errors import HostError, reported
-from .lib.facts import parse_facts
-from .lib.fanout import HostResult, worst_exit_code
-from .lib.remote import Remote, last_line
-from .lib.report import host_table, summary_line
-from .lib.steps import Outcome, run_step
+from .ops import detached as plan
+from .core.cluster import open_session, select_nodes
+from .core.errors import HostError, reported
+from .core.facts import parse_facts
+from .core.fanout import HostResult, worst_exit_code
+from .core.remote import Remote, last_line
+from .core.report import host_table, summary_line
+from .core.steps import Outcome, run_step
 
 _HELP = {"nodes": "only these nodes (comma-separated names)", "workers": "hosts worked on at once (default 32)"}
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from invoke import task
 
-from .lib import slurm as plan
-from .lib.cluster import resolve_inventory, setting
-from .lib.errors import reported
-from .lib.localfs import write_if_changed
+from .ops import slurm as plan
+from .core.cluster import resolve_inventory, setting
+from .core.errors import reported
+from .core.localfs import write_if_changed
 from .ray import read_settings
 
 

@@ -18,16 +18,16 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from invoke import task
 from invoke.exceptions import Exit
 
-from .lib import nfs as nfs_plan
-from .lib import storage as plan
-from .lib.cluster import open_session, select_nodes, setting
-from .lib.connection import Session
-from .lib.errors import HostError, keeping_changes, reported
-from .lib.fanout import FAILED, HostResult
-from .lib.files import ManagedFile, plan_files, replace_block
-from .lib.inventory import Inventory, Node
-from .lib.remote import Remote, ensure_packages, last_line
-from .lib.steps import Outcome, merge_phases, remote_for, report_step, run_step
+from .ops import nfs as nfs_plan
+from .ops import sshfs as plan
+from .core.cluster import open_session, select_nodes, setting
+from .core.connection import Session
+from .core.errors import HostError, keeping_changes, reported
+from .core.fanout import FAILED, HostResult
+from .core.files import ManagedFile, plan_files, replace_block
+from .core.inventory import Inventory, Node
+from .core.remote import Remote, ensure_packages, last_line
+from .core.steps import Outcome, merge_phases, remote_for, report_step, run_step
 from .nfs import NfsPlan, _ensure_dir, nfs_plan as read_nfs_plan, setup_share
 
 FINDMNT = "findmnt -rn -o SOURCE,FSTYPE {}"

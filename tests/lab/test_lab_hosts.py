@@ -14,8 +14,8 @@ def test_every_host_finished_booting_and_lets_the_sudo_user_in(lab):
 
 def test_each_host_has_a_cgroup_tree_of_its_own(lab):
     """Hosts started from one cgroup share unit cgroups: node2's systemd removes node1's (ENOENT)."""
-    from fabfile.lab import _container_init
-    from fabfile.lib.lab import LabPaths, plan_hosts
+    from fabfile.lab.tasks import _container_init
+    from fabfile.lab.plan import LabPaths, plan_hosts
 
     paths = LabPaths.from_env()
     trees = set()

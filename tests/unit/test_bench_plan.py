@@ -7,7 +7,7 @@ import ipaddress
 import pytest
 
 from bench.targets import NETWORK, addresses, ansible_inventory, gpufab_inventory, known_hosts, pyinfra_inventory, sshd_config
-from fabfile.lib.inventory import parse_inventory
+from fabfile.core.inventory import parse_inventory
 
 LAB_NETWORK = ipaddress.ip_network("198.18.0.0/15")
 

@@ -4,12 +4,12 @@ import time
 
 import pytest
 
-from fabfile.lib import bootstrap as plan
-from fabfile.lib import storage
-from fabfile.lib.errors import InputError
-from fabfile.lib.fanout import FAILED, OK, HostResult
-from fabfile.lib.inventory import parse_inventory
-from fabfile.lib.progress import Progress
+from fabfile.core import chain as plan
+from fabfile.ops import sshfs as storage
+from fabfile.core.errors import InputError
+from fabfile.core.fanout import FAILED, OK, HostResult
+from fabfile.core.inventory import parse_inventory
+from fabfile.core.progress import Progress
 
 INVENTORY = parse_inventory(
     """

@@ -1,7 +1,7 @@
 import pytest
 
-from fabfile.lib.errors import InputError
-from fabfile.lib.inventory import nodes_from_hosts, parse_inventory
+from fabfile.core.errors import InputError
+from fabfile.core.inventory import nodes_from_hosts, parse_inventory
 
 GOOD = """\
 ssh:

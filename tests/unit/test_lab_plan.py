@@ -2,9 +2,9 @@ import ipaddress
 
 import pytest
 
-from fabfile.lib import lab
-from fabfile.lib.errors import InputError
-from fabfile.lib.inventory import parse_inventory
+from fabfile.lab import plan as lab
+from fabfile.core.errors import InputError
+from fabfile.core.inventory import parse_inventory
 
 LAB_RANGE = ipaddress.IPv4Network("198.18.0.0/15")
 

@@ -1,8 +1,8 @@
 import pytest
 
-from fabfile.lib.errors import InputError
-from fabfile.lib.inventory import parse_inventory
-from fabfile.lib.mapping import BLOCK_BEGIN, BLOCK_END, parse_mapping, render_inventory, render_ssh_block, replace_block
+from fabfile.core.errors import InputError
+from fabfile.core.inventory import parse_inventory
+from fabfile.core.mapping import BLOCK_BEGIN, BLOCK_END, parse_mapping, render_inventory, render_ssh_block, replace_block
 
 CONSOLE = "Public IP\tPrivate IP\n\n203.0.113.10   10.1.0.10\n203.0.113.11\t10.1.0.11\n\n  203.0.113.12 10.1.0.12  \n"
 

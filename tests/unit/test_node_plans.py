@@ -6,11 +6,17 @@ import json
 
 import pytest
 
-from fabfile.lib import docker, limits, netenv, nfs
-from fabfile.lib.errors import InputError
-from fabfile.lib.files import FileState, ManagedFile, plan_files, replace_block
-from fabfile.lib.packages import install_command, parse_installed, query_command
-from fabfile.lib.remote import parse_state
+from fabfile.ops import docker
+
+from fabfile.ops import limits
+
+from fabfile.ops import netenv
+
+from fabfile.ops import nfs
+from fabfile.core.errors import InputError
+from fabfile.core.files import FileState, ManagedFile, plan_files, replace_block
+from fabfile.core.packages import install_command, parse_installed, query_command
+from fabfile.core.remote import parse_state
 
 
 # --------------------------------------------------------------------------- files

@@ -2,9 +2,15 @@ import subprocess
 
 import pytest
 
-from fabfile.lib import detached, gpu, launch, slurm
-from fabfile.lib.errors import InputError
-from fabfile.lib.inventory import parse_inventory
+from fabfile.ops import detached
+
+from fabfile.ops import gpu
+
+from fabfile.ops import launch
+
+from fabfile.ops import slurm
+from fabfile.core.errors import InputError
+from fabfile.core.inventory import parse_inventory
 
 INVENTORY = parse_inventory(
     """

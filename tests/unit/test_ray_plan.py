@@ -7,8 +7,8 @@ import json
 import pytest
 import yaml
 
-from fabfile.lib import ray
-from fabfile.lib.errors import InputError
+from fabfile.ops import ray
+from fabfile.core.errors import InputError
 
 
 def test_pins_must_be_exact():

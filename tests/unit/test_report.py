@@ -1,10 +1,10 @@
 import pytest
 
-from fabfile.lib.cluster import choose_private, parse_addresses
-from fabfile.lib.errors import InputError
-from fabfile.lib.fanout import FAILED, OK, UNREACHABLE, HostResult, PrefixedStream, worst_exit_code
-from fabfile.lib.inventory import Node
-from fabfile.lib.report import fold_names, format_gathered, summary_line
+from fabfile.core.cluster import choose_private, parse_addresses
+from fabfile.core.errors import InputError
+from fabfile.core.fanout import FAILED, OK, UNREACHABLE, HostResult, PrefixedStream, worst_exit_code
+from fabfile.core.inventory import Node
+from fabfile.core.report import fold_names, format_gathered, summary_line
 
 
 @pytest.mark.parametrize("names,folded", [
@@ -44,7 +44,7 @@ def test_a_command_killed_by_its_timer_counts_as_timed_out_at_once():
     """Invoke's timer thread is still in kill() when the command returns."""
     import threading
 
-    from fabfile.lib.connection import TimedRemote
+    from fabfile.core.connection import TimedRemote
 
     class Channel:
         def close(self):
@@ -93,8 +93,8 @@ def test_no_shared_private_subnet_is_a_clear_error():
 
 
 def test_every_session_connection_uses_the_timed_runner():
-    from fabfile.lib.connection import Session, TimedRemote
-    from fabfile.lib.inventory import Inventory
+    from fabfile.core.connection import Session, TimedRemote
+    from fabfile.core.inventory import Inventory
 
     node = Node("node1", "198.18.0.11", None)
     session = Session(Inventory(nodes=(node,)))
@@ -103,8 +103,8 @@ def test_every_session_connection_uses_the_timed_runner():
 
 def test_connections_of_a_session_keep_their_own_attributes_out_of_the_shared_config():
     """Connection is a DataProxy: unknown attributes would land in the config all connections share."""
-    from fabfile.lib.connection import Session
-    from fabfile.lib.inventory import Inventory
+    from fabfile.core.connection import Session
+    from fabfile.core.inventory import Inventory
 
     a, b = Node("node1", "198.18.0.11", None), Node("node2", "198.18.0.12", None)
     session = Session(Inventory(nodes=(a, b)))
@@ -117,8 +117,8 @@ def test_making_connections_never_rewrites_the_shared_config(monkeypatch):
     """A config write re-merges the whole config: threads reading it meanwhile saw it empty."""
     from invoke.config import Config as InvokeConfig
 
-    from fabfile.lib.connection import Session
-    from fabfile.lib.inventory import Inventory
+    from fabfile.core.connection import Session
+    from fabfile.core.inventory import Inventory
 
     nodes = tuple(Node(f"node{i}", f"198.18.0.{10 + i}", None) for i in range(3))
     session = Session(Inventory(nodes=nodes))
@@ -130,8 +130,8 @@ def test_making_connections_never_rewrites_the_shared_config(monkeypatch):
 
 
 def test_a_released_host_gets_a_new_connection_and_close_skips_it():
-    from fabfile.lib.connection import Session
-    from fabfile.lib.inventory import Inventory
+    from fabfile.core.connection import Session
+    from fabfile.core.inventory import Inventory
 
     node = Node("node1", "198.18.0.11", None)
     session = Session(Inventory(nodes=(node,)))

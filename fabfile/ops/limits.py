@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any, List, Tuple
 
-from .errors import InputError
-from .files import ManagedFile, render
+from ..core.errors import InputError
+from ..core.files import ManagedFile, render
 
 DEFAULT_NOFILE = 65536
 #: The kernel's default fs.nr_open: no process limit can be set above it.

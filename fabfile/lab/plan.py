@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass
 from typing import Dict, List, Sequence
 
-from .errors import InputError
+from ..core.errors import InputError
 
 SUITE = "bookworm"
 PACKAGES = (

@@ -13,8 +13,8 @@ import shlex
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence
 
-from .errors import InputError
-from .inventory import Inventory, Node
+from ..core.errors import InputError
+from ..core.inventory import Inventory, Node
 
 VARIABLES = ("NODE_RANK", "NNODES", "MASTER_ADDR", "MASTER_PORT", "NPROC_PER_NODE")
 #: `{NODE_RANK}` but not `${NODE_RANK}`, which is the shell's own expansion.

@@ -22,13 +22,13 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from invoke import task
 
-from .lib import lab as plan
-from .lib.bootstrap import run_files
-from .lib.errors import GpufabError, reported
-from .lib.lab import LabHost, LabPaths
-from .lib.report import host_table
+from . import plan
+from ..core.chain import run_files
+from ..core.errors import GpufabError, reported
+from .plan import LabHost, LabPaths
+from ..core.report import host_table
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 LAB_INVENTORY = REPO / "inventory" / "lab.yaml"
 TOOLS = {  # command -> Debian package
     "debootstrap": "debootstrap",

@@ -15,7 +15,9 @@ from .connection import Session, gpufab_setting
 from .errors import InputError
 from .fanout import OK, HostResult, fan_out
 from .inventory import Inventory, Node, load_inventory, nodes_from_hosts, with_private
-from .netenv import VIRTUAL_PREFIXES
+
+#: Interfaces that are never a node's private NIC (bridges, tunnels, container links).
+VIRTUAL_PREFIXES = ("lo", "docker", "br-", "veth", "virbr", "cni", "flannel", "cali", "tun", "tap", "wg", "zt", "tailscale")
 
 DEFAULT_INVENTORY = "inventory/hosts.yaml"
 ENV_INVENTORY = "GPUFAB_INVENTORY"

@@ -14,8 +14,8 @@ import shlex
 from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from .errors import InputError
-from .files import ManagedFile, render
+from ..core.errors import InputError
+from ..core.files import ManagedFile, render
 
 DEFAULT_VERSION = "2.60.0"
 DEFAULT_VENV = "/opt/gpufab/venv"

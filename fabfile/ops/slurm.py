@@ -5,9 +5,9 @@ from __future__ import annotations
 import re
 from typing import Any, Optional
 
-from .errors import InputError
-from .files import render
-from .inventory import Inventory
+from ..core.errors import InputError
+from ..core.files import render
+from ..core.inventory import Inventory
 
 TIME_RE = re.compile(r"^(\d+-)?\d{1,2}(:\d{2}){0,2}$")
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 import re
 from typing import Dict, Iterable, List, Mapping, Optional, Tuple
 
-from .errors import InputError
-from .files import ManagedFile, outside_managed_block, render
+from ..core.errors import InputError
+from ..core.files import ManagedFile, outside_managed_block, render
 from .nfs import KERNEL_SCRIPT, kernel_lacks
 
 BACKENDS = ("auto", "nfs", "sshfs")

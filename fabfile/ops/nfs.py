@@ -12,8 +12,8 @@ from __future__ import annotations
 import ipaddress
 from typing import Iterable, List, Optional, Set, Tuple
 
-from .errors import InputError
-from .files import ManagedFile, outside_managed_block, render
+from ..core.errors import InputError
+from ..core.files import ManagedFile, outside_managed_block, render
 
 DEFAULT_EXPORT = "/mnt/shared"
 DEFAULT_EXPORT_OPTIONS = "rw,sync,no_subtree_check,no_root_squash"

@@ -15,9 +15,10 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 from dotenv import dotenv_values
 
-from .errors import InputError
-from .files import ManagedFile, render
-from .inventory import VAR_KEY_RE
+from ..core.errors import InputError
+from ..core.files import ManagedFile, render
+from ..core.cluster import VIRTUAL_PREFIXES
+from ..core.inventory import VAR_KEY_RE
 
 PROFILES = ("ethernet", "infiniband")
 DEFAULT_PROFILE = "ethernet"
@@ -25,9 +26,6 @@ DEFAULT_MASTER_PORT = 29500
 DEFAULT_TIMEOUT_MS = 60000
 #: Ports netenv.check probes on every other node: rendezvous and Ray's GCS.
 RAY_GCS_PORT = 6379
-
-#: Interfaces whose networks are the same on every host by construction.
-VIRTUAL_PREFIXES = ("lo", "docker", "br-", "veth", "virbr", "cni", "flannel", "cali", "tun", "tap", "wg", "zt", "tailscale")
 
 ENV_FILE = "/etc/gpufab/netenv.env"
 SECRETS_FILE = "/etc/gpufab/secrets.env"

@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from typing import List
 
-from .errors import InputError
+from ..core.errors import InputError
 
 UNIT_PREFIX = "gpufab-run-"
 

@@ -1,0 +1,1 @@
+"""One module per node operation: its settings (read once), facts, pure plan and apply."""
