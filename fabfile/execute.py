@@ -2,47 +2,15 @@
 
 from __future__ import annotations
 
-import sys
-from typing import Optional
-
 from invoke import task
 from invoke.exceptions import Exit
 
 from .core.cluster import open_session, select_nodes
 from .core.connection import NodeConnection
 from .core.errors import reported
-from .core.fanout import FAILED, OK, HostResult, PrefixedStream, fan_out, worst_exit_code
+from .core.fanout import HostResult, fan_out, run_command, worst_exit_code
 from .core.inventory import Node
 from .core.report import format_gathered, summary_line
-
-
-def run_command(
-    conn: NodeConnection,
-    node: Node,
-    command: str,
-    *,
-    sudo: bool = False,
-    live: bool = True,
-    width: int = 0,
-    timeout: Optional[float] = None,
-    password: Optional[str] = None,
-) -> HostResult:
-    """Run one command on one host; a non-zero exit is a result, not an error."""
-    prompt = conn.config.sudo.prompt if sudo else ""
-    out = PrefixedStream(node.name, sys.stdout, width) if live else None
-    err = PrefixedStream(node.name, sys.stderr, width, drop=prompt) if live else None
-    opts = dict(warn=True, hide=True if not live else None, out_stream=out, err_stream=err, timeout=timeout, in_stream=False)
-    if sudo:
-        result = conn.sudo(command, password=password, **opts)
-    else:
-        result = conn.run(command, **opts)
-    for stream in (out, err):
-        if stream:
-            stream.flush()
-    stderr = result.stderr.replace(prompt, "") if prompt else result.stderr
-    status = OK if result.exited == 0 else FAILED
-    reason = "" if result.exited == 0 else f"exit code {result.exited}"
-    return HostResult(node, status, result.exited, result.stdout, stderr, reason)
 
 
 @task(

@@ -6,17 +6,16 @@ import os
 
 from invoke import task
 from invoke.exceptions import Exit
-from paramiko.ssh_exception import AuthenticationException
-from invoke.exceptions import AuthFailure
 
 from .core.cluster import ensure_private, inventory_path, open_session, resolve_inventory
 from .core.errors import InputError, reported
-from .core.facts import human_kib, parse_facts, preflight_command
-from .core.fanout import FAILED, OK, UNREACHABLE, HostResult, fan_out, worst_exit_code
+from .core.facts import human_kib
+from .core.fanout import UNREACHABLE, fan_out, worst_exit_code
 from .core.localfs import read_text, write_if_changed
 from .core.mapping import check_prefix, parse_mapping, render_inventory, render_ssh_block, replace_block
 from .core.report import host_table, inventory_table, summary_line
 from .core.inventory import parse_inventory
+from .ops import preflight
 
 
 @task(
@@ -63,38 +62,6 @@ def show(c):
     print(inventory_table(inv))
 
 
-def preflight_host(session, conn, node, head_private):
-    """Reachable, auth, sudo, OS, GPUs, route to the head, free disk: one round trip (plus sudo)."""
-    try:
-        conn.open()
-    except AuthenticationException as exc:
-        return HostResult(node, FAILED, 255, reason=f"SSH authentication failed ({exc})",
-                          data={"reachable": "yes", "auth": "no"})
-    facts = parse_facts(conn.run(preflight_command(head_private), hide=True, in_stream=False,
-                                 timeout=session.command_timeout).stdout)
-    data = {"reachable": "yes", "auth": "ok", **facts}
-    problems = []
-    if facts.get("sudo") == "password":
-        password = session.sudo_password()
-        if password is None:
-            data["sudo"] = "needs password"
-            problems.append("sudo needs a password (use --prompt-for-sudo-password)")
-        else:
-            try:
-                conn.sudo("true", password=password, hide=True, in_stream=False, timeout=session.command_timeout)
-                data["sudo"] = "ok (password)"
-            except AuthFailure:
-                data["sudo"] = "wrong password"
-                problems.append("wrong sudo password")
-    elif facts.get("sudo") == "missing":
-        problems.append("sudo is not installed and the SSH user is not root")
-    if head_private and not facts.get("nic"):
-        problems.append(f"no route to the head's private address {head_private}")
-    if problems:
-        return HostResult(node, FAILED, 1, reason="; ".join(problems), data=data)
-    return HostResult(node, OK, data=data)
-
-
 @task(help={"private_subnet": "CIDR of the private network (for fab -H, when discovery is ambiguous)",
             "workers": "hosts checked at once"})
 @reported
@@ -104,19 +71,17 @@ def check(c, private_subnet=None, workers=None):
     with open_session(c.config) as session:
         inv = ensure_private(session, private_subnet, workers)
         head_private = inv.head.private
-        results = fan_out(session, inv.nodes, lambda conn, node: preflight_host(session, conn, node, head_private),
+        results = fan_out(session, inv.nodes, lambda conn, node: preflight.probe(session, conn, node, head_private),
                           workers=workers)
     rows = []
     for r in results:
-        d = r.data
-        if r.status == UNREACHABLE and not d:
+        d = r.value
+        if d is None and r.status == UNREACHABLE:
             rows.append((r.node.name, f"no: {r.reason}", "-", "-", "-", "-", "-", "-"))
             continue
-        rows.append((
-            r.node.name, d.get("reachable", "yes"), d.get("auth", "-"), d.get("sudo", "-"),
-            d.get("os", "-"), d.get("gpus", "-"),
-            d.get("nic") or "-", human_kib(d["disk_free_kb"]) if d.get("disk_free_kb") else "-",
-        ))
+        d = d or preflight.Preflight()
+        rows.append((r.node.name, d.reachable, d.auth, d.sudo, d.os, d.gpus, d.nic or "-",
+                     human_kib(d.disk_free_kb) if d.disk_free_kb else "-"))
     print(host_table(["Node", "Reachable", "Auth", "Sudo", "OS", "GPUs", "Private NIC", "Free /"], rows))
     print(summary_line("inventory.check", results))
     code = worst_exit_code(results)

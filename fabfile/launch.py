@@ -8,12 +8,11 @@ from typing import Dict
 from invoke import task
 from invoke.exceptions import Exit
 
-from .execute import run_command
 from .ops import launch as plan
 from .ops import netenv as netenv_plan
 from .core.cluster import ensure_private, open_session, setting
 from .core.errors import reported
-from .core.fanout import HostResult, fan_out, worst_exit_code
+from .core.fanout import HostResult, fan_out, run_command, worst_exit_code
 from .core.report import host_table, summary_line
 
 

@@ -7,10 +7,9 @@ import shlex
 from invoke import task
 from invoke.exceptions import Exit
 
-from .execute import run_command
 from .core.cluster import open_session, select_nodes
 from .core.errors import InputError, reported
-from .core.fanout import fan_out, worst_exit_code
+from .core.fanout import fan_out, run_command, worst_exit_code
 from .core.remote import last_line
 from .core.report import summary_line
 

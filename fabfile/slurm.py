@@ -8,7 +8,7 @@ from .ops import slurm as plan
 from .core.cluster import resolve_inventory, setting
 from .core.errors import reported
 from .core.localfs import write_if_changed
-from .ray import read_settings
+from .ops import ray
 
 
 @task(help={
@@ -23,7 +23,7 @@ def script(c, output="ray-cluster.sbatch", command="python -u train.py", job_nam
            partition=None):
     """Render a Ray-on-SLURM sbatch script: nodes, GPUs and CPUs per node from the inventory."""
     inv = resolve_inventory(c.config)
-    s = read_settings(c, inv)
+    s = ray.read(c.config, inv, {})
     text = plan.sbatch_script(inv, output=output, job_name=job_name, command=command, venv=s.venv, port=s.port,
                               time_limit=time, partition=partition, cpus=setting(c.config, inv, "cpus"))
     changed = write_if_changed(output, text, mode=0o755, backup=output + ".bak")

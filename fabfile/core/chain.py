@@ -1,218 +1,370 @@
-"""What `bootstrap` runs and what it leaves behind, as pure code.
+"""A chain of steps over one Session: the driver `bootstrap` hands its registry to.
 
-Which steps run (chain order, `--skip`/`--only`, steps the inventory turns
-off), which hosts (all, or the ones a previous run failed), and the final
-report: a value built from the run's results that is printed, saved as
-Markdown and JSON next to the inventory, and shown again by `inv report`
-without touching the nodes.
+It knows no step by name. Each `Step` record says how it reads its settings,
+how it runs (every host at once, or head then workers, inside its own `run`),
+what it reads during preflight, how it checks a node and the cluster in the
+verify phase, and which report cells and lines it owns. A host that fails a
+step is dropped from the later ones; workers cannot go on with a step that
+needs the head once the head has failed.
 """
 
 from __future__ import annotations
 
-import json
-import os
-from dataclasses import asdict, dataclass, field
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Set, Tuple, Union
 
-from tabulate import tabulate
-
+from .connection import Session
 from .errors import InputError
+from .fanout import CHANGED, FAILED, OK, HostResult, worst_exit_code
 from .inventory import Inventory, Node
+from .progress import Progress
+from .remote import Remote
+from .report import summary_line
+from .runfiles import Failure, ssh_command
+from .runreport import LEADING, TRAILING, Report
+from .steps import Outcome, merge_phases, remote_for, run_step
 
-#: The chain, in order. Preflight always runs: every later step needs its facts.
-STEPS = ("preflight", "limits", "docker", "netenv", "storage", "ray", "verify")
-OPTIONAL_STEPS = STEPS[1:]
 #: Inventory variable listing steps the cluster does without (e.g. [nfs]).
 SKIP_VAR = "bootstrap_skip"
-#: Steps that need the head to have come through (workers follow the head).
-NEEDS_HEAD = ("netenv", "storage", "ray")
-#: Older names of steps, still accepted: `--skip nfs` means the storage step.
-ALIASES = {"nfs": "storage"}
 
-REPORT_COLUMNS = ("Node", "Public IP", "Private IP", "NID", "Role", "NIC", "Docker", "NFS", "ulimit", "Ray", "GPUs", "Result")
+#: (config, inventory, the CLI's values by name) -> the step's settings.
+SettingsReader = Callable[[Any, Inventory, Mapping[str, Any]], Any]
 
 
-def step_list(value: Union[None, str, Sequence[str]], what: str) -> List[str]:
-    """`docker,nfs` (or a YAML list) -> ['docker', 'nfs'], each a known optional step."""
+@dataclass(frozen=True)
+class Column:
+    """One column of the report table that a step fills."""
+
+    key: str  # its name in the JSON report
+    title: str
+    #: Where it stands among the steps' columns (lower first).
+    order: int
+    cell: Callable[["Run", Node], str]
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    settings: SettingsReader
+    #: Runs the step on these nodes (all at once, or in its own order): one result per node.
+    run: Callable[["Run", Sequence[Node], Any], List[HostResult]]
+    #: Workers cannot do it once the head has failed this run.
+    needs_head: bool = False
+    #: False: nothing is configured for this step, so the chain leaves it out (unless --only names it).
+    wanted: Callable[[Any], bool] = lambda settings: True
+    optional: bool = True
+    #: Older names still accepted by --skip/--only.
+    aliases: Tuple[str, ...] = ()
+    #: Facts read on each node in the preflight round, for the step's own run.
+    gather: Optional[Callable[[Remote], Any]] = None
+    #: Verify: read back on each node what the step set up (a HostError fails the node).
+    check: Optional[Callable[[Remote, Any], Outcome]] = None
+    #: Verify: a check across nodes (a round trip through the share, membership in Ray).
+    check_cluster: Optional[Callable[["Run", Sequence[Node], Any], List[HostResult]]] = None
+    columns: Tuple[Column, ...] = ()
+    #: Report lines: (verification lines, warnings).
+    report: Optional[Callable[["Run", Any], Tuple[List[str], List[str]]]] = None
+    #: Quick-access lines (how to reach what the step set up).
+    access: Optional[Callable[["Run", Any], List[str]]] = None
+
+
+def step_list(chain: Sequence[Step], value: Union[None, str, Sequence[str]], what: str) -> List[str]:
+    """`docker,nfs` (or a YAML list) -> ['docker', 'storage'], each an optional step of `chain`."""
     if value is None or value == "":
         return []
     items = value.split(",") if isinstance(value, str) else list(value)
-    names = [ALIASES.get(str(x).strip(), str(x).strip()) for x in items if str(x).strip()]
+    aliases = {a: s.name for s in chain for a in s.aliases}
+    names = [aliases.get(str(x).strip(), str(x).strip()) for x in items if str(x).strip()]
+    optional = [s.name for s in chain if s.optional]
     for name in names:
-        if name == "preflight":
-            raise InputError("preflight cannot be skipped: every step needs its facts", path=what)
-        if name not in OPTIONAL_STEPS:
-            raise InputError(f"unknown step {name!r} (steps: {', '.join(OPTIONAL_STEPS)})", path=what)
+        fixed = next((s for s in chain if s.name == name and not s.optional), None)
+        if fixed is not None:
+            raise InputError(f"{name} cannot be skipped: every step needs its facts", path=what)
+        if name not in optional:
+            raise InputError(f"unknown step {name!r} (steps: {', '.join(optional)})", path=what)
     return names
 
 
-def select_steps(skip: Optional[str], only: Optional[str], disabled: Union[None, str, Sequence[str]]) -> List[str]:
+def select_steps(chain: Sequence[Step], skip: Optional[str], only: Optional[str],
+                 disabled: Union[None, str, Sequence[str]]) -> List[Step]:
     """The steps of this run, in chain order.
 
     `--only` names exactly what runs (an explicit choice beats the inventory);
     otherwise every step runs except `--skip` and the inventory's `bootstrap_skip`.
     """
-    skipped = step_list(skip, "--skip")
-    chosen = step_list(only, "--only")
-    off = step_list(disabled, SKIP_VAR)
+    skipped = step_list(chain, skip, "--skip")
+    chosen = step_list(chain, only, "--only")
+    off = step_list(chain, disabled, SKIP_VAR)
     if skipped and chosen:
         raise InputError("give --skip or --only, not both", path="--only")
     if chosen:
-        return ["preflight", *[s for s in OPTIONAL_STEPS if s in chosen]]
-    return ["preflight", *[s for s in OPTIONAL_STEPS if s not in skipped and s not in off]]
+        return [s for s in chain if not s.optional or s.name in chosen]
+    return [s for s in chain if not s.optional or (s.name not in skipped and s.name not in off)]
 
 
-# --------------------------------------------------------------------------- files next to the inventory
+class Run:
+    """One run of a chain: the hosts still going, every step's results, the dry-run plan."""
 
+    def __init__(self, session: Session, inv: Inventory, targets: Sequence[Node], steps: Sequence[Step],
+                 settings: Mapping[str, Any], progress: Progress, dry_run: bool, workers: Optional[int]):
+        self.session = session
+        self.inv = inv
+        self.targets = list(targets)
+        self.steps = list(steps)
+        self.settings = dict(settings)
+        self.progress = progress
+        self.dry_run = dry_run
+        self.workers = workers
+        self.remotes: Dict[str, Remote] = {n.name: remote_for(session, n, dry_run) for n in inv.nodes}
+        self.alive: List[Node] = list(targets)
+        self.results: Dict[str, List[HostResult]] = {}
+        self.failures: Dict[str, Failure] = {}
+        #: Per step, state of the whole cluster that its run keeps for its report (the backend chosen...).
+        self.state: Dict[str, Any] = {}
+        self._gathered: Dict[Tuple[str, str], Any] = {}
+        self._checked: Dict[Tuple[str, str], Any] = {}
+        self._cluster_checked: Dict[str, List[HostResult]] = {}
+        #: Dry run: per step and node, which of the Remote's planned files it added.
+        self.marks: Dict[Tuple[str, str], Tuple[int, int]] = {}
+        self._printed: Set[Tuple[str, str]] = set()
+        #: Host aliases of the user's ssh config, for the report's quick-access lines.
+        self.aliases: List[str] = []
 
-@dataclass(frozen=True)
-class RunFiles:
-    """Where a cluster's last report and failed-host list live."""
+    @property
+    def names(self) -> List[str]:
+        return [s.name for s in self.steps]
 
-    markdown: str
-    json: str
-    failed: str
+    # ------------------------------------------------------------------ driving
 
-
-def run_files(inventory_path: str, from_cli_hosts: bool) -> RunFiles:
-    """`inventory/lab.yaml` -> inventory/lab.report.md, lab.report.json, lab.failed.
-
-    `fab -H` runs have no inventory file; theirs sit beside the default one,
-    named `fab-hosts.*`, so they never overwrite an inventory cluster's.
-    """
-    directory = os.path.dirname(inventory_path) or "."
-    stem = "fab-hosts" if from_cli_hosts else os.path.splitext(os.path.basename(inventory_path))[0]
-    base = os.path.join(directory, stem)
-    return RunFiles(markdown=f"{base}.report.md", json=f"{base}.report.json", failed=f"{base}.failed")
-
-
-@dataclass(frozen=True)
-class Failure:
-    node: str
-    public: str
-    step: str
-    reason: str
-
-
-def failed_hosts_text(failures: Sequence[Failure]) -> str:
-    """One host per line (name, address, step, reason); `--hosts-from` reads the first word."""
-    lines = ["# Hosts the last gpufab bootstrap could not finish: inv bootstrap --retry-failed reruns them."]
-    lines += [f"{f.node} {f.public} {f.step}: {f.reason}" for f in failures]
-    return "\n".join(lines) + "\n"
-
-
-def parse_hosts_file(text: str) -> List[str]:
-    """Names or addresses, one per line; `#` comments and anything after the first word ignored."""
-    out: List[str] = []
-    for line in text.splitlines():
-        word = line.split("#", 1)[0].split()
-        if word and word[0] not in out:
-            out.append(word[0])
-    return out
-
-
-def pick_nodes(inv: Inventory, wanted: Sequence[str], path: str) -> Tuple[Node, ...]:
-    """The inventory's nodes named (by name or public address) in `wanted`, in inventory order."""
-    known = {n.name for n in inv.nodes} | {n.public for n in inv.nodes}
-    unknown = [w for w in wanted if w not in known]
-    if unknown:
-        raise InputError(f"not in the inventory: {', '.join(unknown)}", path=path)
-    return tuple(n for n in inv.nodes if n.name in wanted or n.public in wanted)
-
-
-# --------------------------------------------------------------------------- the final report
-
-
-@dataclass
-class NodeRow:
-    node: str
-    public: str
-    private: str
-    nid: int
-    role: str
-    nic: str = "-"
-    docker: str = "-"
-    nfs: str = "-"
-    ulimit: str = "-"
-    ray: str = "-"
-    gpus: str = "-"
-    result: str = "-"
-
-    def cells(self) -> List[Any]:
-        return [self.node, self.public, self.private, self.nid, self.role, self.nic, self.docker,
-                self.nfs, self.ulimit, self.ray, self.gpus, self.result]
-
-
-@dataclass
-class Report:
-    """Everything the last bootstrap found: the table, the checks, what to type next."""
-
-    created: str
-    inventory: str
-    steps: List[str]
-    nodes: List[NodeRow]
-    checks: List[str] = field(default_factory=list)
-    warnings: List[str] = field(default_factory=list)
-    access: List[str] = field(default_factory=list)
-    summary: str = ""
-    exit_code: int = 0
-    #: Per node, per step: ok / changed / failed / not run.
-    step_status: Dict[str, Dict[str, str]] = field(default_factory=dict)
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2, sort_keys=False) + "\n"
-
-    @classmethod
-    def from_json(cls, text: str, path: str) -> "Report":
-        try:
-            data = json.loads(text)
-            data["nodes"] = [NodeRow(**row) for row in data["nodes"]]
-            return cls(**data)
-        except (ValueError, KeyError, TypeError) as exc:
-            raise InputError(f"not a gpufab report ({exc}); run bootstrap again to rewrite it", path=path) from None
-
-    def to_text(self) -> str:
-        return self._render("simple", lambda title: f"\n{title}", lambda item: f"  {item}")
-
-    def to_markdown(self) -> str:
-        head = f"# gpufab cluster report\n\n{self.created}, inventory `{self.inventory}`, steps: {', '.join(self.steps)}\n"
-        return head + self._render("github", lambda title: f"\n## {title}\n", lambda item: f"- {item}", code=True)
-
-    def _render(self, fmt: str, title: Any, item: Any, code: bool = False) -> str:
-        parts = [tabulate([r.cells() for r in self.nodes], headers=list(REPORT_COLUMNS), tablefmt=fmt)]
-        sections: Iterable[Tuple[str, List[str]]] = (
-            ("Verification", self.checks), ("Warnings", self.warnings), ("Quick access", self.access))
-        for name, lines in sections:
-            if not lines:
+    def go(self) -> None:
+        for step in self.steps:
+            nodes = self.alive
+            if step.name == VERIFY_NAME:
+                nodes = [n for n in self.inv.nodes if n.name not in self.failures]
+            if step.needs_head:
+                nodes = self._without_orphans(step.name, nodes)
+            if not nodes:
                 continue
-            parts.append(title(name))
-            for line in lines:
-                parts.append(item(f"`{line}`" if code and name == "Quick access" and not line.endswith(":") else line))
-        if self.summary:
-            parts += ["", self.summary]
-        return "\n".join(parts) + "\n"
+            before = {n.name: len(self.remotes[n.name].planned) for n in nodes}
+            with self.progress.step(step.name, nodes):
+                results = step.run(self, nodes, self.settings.get(step.name))
+            for n in nodes:
+                self.marks[(step.name, n.name)] = (before[n.name], len(self.remotes[n.name].planned))
+            self._record(step.name, results)
+
+    def live(self, step: str) -> Callable[[HostResult], None]:
+        """Progress callback for steps whose per-host results are final as they come."""
+
+        def done(result: HostResult) -> None:
+            self._printed.add((step, result.node.name))
+            self.progress.done(step, result)
+
+        return done
+
+    def step_kw(self, step: str) -> Dict[str, Any]:
+        """What a step's own phases pass to run_step: the run's remotes, bound and live progress."""
+        return dict(workers=self.workers, remotes=self.remotes, on_result=self.live(step))
+
+    def each(self, step: str, nodes: Sequence[Node], fn: Callable[[Remote], Outcome]) -> List[HostResult]:
+        return run_step(self.session, nodes, fn, **self.step_kw(step))
+
+    def _record(self, step: str, results: Sequence[HostResult]) -> None:
+        self.results.setdefault(step, []).extend(results)
+        for r in results:
+            if (step, r.node.name) not in self._printed:
+                self.progress.done(step, r)
+            if r.failed and r.node.name not in self.failures:
+                self.failures[r.node.name] = Failure(r.node.name, r.node.public, step, r.reason)
+                self.alive = [n for n in self.alive if n.name != r.node.name]
+
+    def _without_orphans(self, step: str, nodes: Sequence[Node]) -> List[Node]:
+        head = self.failures.get(self.inv.head.name)
+        if head is None:
+            return list(nodes)
+        orphans = [n for n in nodes if not n.is_head]
+        self._record(step, [HostResult(n, FAILED, 1, reason=f"the head {head.node} failed at {head.step}")
+                            for n in orphans])
+        return [n for n in nodes if n.is_head]
+
+    # ------------------------------------------------------------------ what steps found
+
+    def result(self, step: str, node: Node) -> Optional[HostResult]:
+        return next((r for r in self.results.get(step, []) if r.node.name == node.name), None)
+
+    def value(self, step: str, node: Node) -> Any:
+        found = self.result(step, node)
+        return found.value if found else None
+
+    def status(self, step: str, node: Node) -> str:
+        found = self.result(step, node)
+        return found.status if found else "not run"
+
+    def verified(self) -> List[Node]:
+        """The nodes that came through the verify phase."""
+        return [r.node for r in self.results.get(VERIFY_NAME, []) if not r.failed]
+
+    def gathered(self, step: str, node: Node) -> Any:
+        return self._gathered.get((step, node.name))
+
+    def checked(self, step: str, node: Node) -> Any:
+        """What the step's `check` read on the node in the verify phase (None: not checked)."""
+        return self._checked.get((step, node.name))
+
+    def cluster_checked(self, step: str, node: Node) -> Optional[HostResult]:
+        return next((r for r in self._cluster_checked.get(step, []) if r.node.name == node.name), None)
+
+    def gather(self, remote: Remote) -> None:
+        """Every step's preflight facts for one node (called inside preflight's round)."""
+        for step in self.steps:
+            if step.gather is not None:
+                self._gathered[(step.name, remote.node.name)] = step.gather(remote)
+
+    def remember(self, step: str, node: Node, facts: Any) -> None:
+        """Facts a step read outside preflight (a head that is not in this run)."""
+        self._gathered[(step, node.name)] = facts
+
+    # ------------------------------------------------------------------ verify
+
+    def verify(self, nodes: Sequence[Node]) -> List[HostResult]:
+        """Every step's checks: per node in one pass, then the cluster-wide ones."""
+        if self.dry_run:
+            return []
+
+        def per_node(remote: Remote) -> Outcome:
+            notes: List[str] = []
+            for step in self.steps:
+                if step.check is not None:
+                    found = step.check(remote, self.settings.get(step.name))
+                    self._checked[(step.name, remote.node.name)] = found.value
+                    notes += found.notes
+            return Outcome([], notes)
+
+        phases = [run_step(self.session, nodes, per_node, workers=self.workers, remotes=self.remotes)]
+        head_ok = any(n.is_head for n in nodes)
+        for step in self.steps:
+            if step.check_cluster is None:
+                continue
+            if not head_ok:
+                found = [HostResult(n, FAILED, 1, reason=f"{step.name}: the head failed") for n in nodes]
+            else:
+                found = step.check_cluster(self, nodes, self.settings.get(step.name))
+            self._cluster_checked[step.name] = found
+            phases.append(found)
+        return merge_phases(nodes, phases)
+
+    # ------------------------------------------------------------------ the report
+
+    def columns(self, chain: Sequence[Step]) -> List[Tuple[str, Column]]:
+        """Every column of the chain (a step left out still has its column: it says so)."""
+        cols = sorted(((s.name, c) for s in chain for c in s.columns), key=lambda sc: sc[1].order)
+        return cols
+
+    def result_cell(self, node: Node) -> str:
+        failure = self.failures.get(node.name)
+        if failure:
+            return f"failed at {failure.step}: {failure.reason}"
+        if node.name not in {n.name for n in self.targets}:
+            return "ok (verified only)" if self.status(VERIFY_NAME, node) == OK else "not in this run"
+        statuses = [self.status(s, node) for s in self.names]
+        return CHANGED if CHANGED in statuses else OK
+
+    def report(self, chain: Sequence[Step], inventory_label: str, aliases: Sequence[str],
+               failed_file: Optional[str]) -> Report:
+        self.aliases = list(aliases)
+        cols = self.columns(chain)
+        rows = []
+        for n in self.inv.nodes:
+            row: Dict[str, Any] = {"node": n.name, "public": n.public, "private": n.private or "-", "nid": n.nid,
+                                   "role": n.role}
+            for step, col in cols:
+                row[col.key] = col.cell(self, n) if step in self.names else "skipped"
+            row["result"] = self.result_cell(n)
+            rows.append(row)
+        checks: List[str] = []
+        warnings: List[str] = []
+        access = self.access_lines()
+        for step in self.steps:
+            if step.report is not None:
+                c, w = step.report(self, self.settings.get(step.name))
+                checks += c
+                warnings += w
+            if step.access is not None:
+                access += step.access(self, self.settings.get(step.name))
+        warnings += [f"{name} failed at {f.step}: {f.reason}" for name, f in self.failures.items()]
+        access.append("inv report")
+        if failed_file:
+            access.append("inv bootstrap --retry-failed")
+        everything = [r for results in self.results.values() for r in results]
+        ran = [n for n in self.inv.nodes if any(r.node.name == n.name for r in everything)]
+        return Report(
+            created=time.strftime("%Y-%m-%d %H:%M:%S %z"),
+            inventory=inventory_label,
+            steps=self.names,
+            nodes=rows,
+            columns=[*LEADING, *[(c.key, c.title) for _, c in cols], *TRAILING],
+            checks=checks,
+            warnings=warnings,
+            access=access,
+            summary=summary_line("bootstrap", merge_phases(ran, list(self.results.values())), changed=True),
+            exit_code=worst_exit_code(everything),
+            step_status={n.name: {s: self.status(s, n) for s in self.names} for n in self.inv.nodes},
+        )
+
+    def ssh(self, node: Node, aliases: Sequence[str]) -> str:
+        return ssh_command(node, aliases, self.inv.known_hosts)
+
+    def access_lines(self) -> List[str]:
+        nodes = self.inv.nodes
+        shown = nodes if len(nodes) <= 4 else nodes[:2]
+        lines = [self.ssh(n, self.aliases) for n in shown]
+        if len(shown) < len(nodes):
+            lines.append(f"... and {len(nodes) - len(shown)} more nodes the same way")
+        return lines
+
+    def print_plan(self) -> int:
+        """The dry run's answer: per host and step, what would change, with diffs."""
+        would = 0
+        for node in self.targets:
+            remote = self.remotes[node.name]
+            print(f"== {node.name} ({node.public})")
+            for step in self.names[1:]:
+                result = self.result(step, node)
+                if result is None:
+                    continue
+                if result.failed:
+                    print(f"  {step}: would fail: {result.reason}")
+                    continue
+                changes = result.data.get("changes") or []
+                if not changes:
+                    notes = "; ".join(result.data.get("notes") or [])
+                    print(f"  {step}: ok, nothing to change" + (f" ({notes})" if notes else ""))
+                    continue
+                would += 1
+                print(f"  {step}: would change:")
+                for line in changes:
+                    print(f"    - {line}")
+                start, stop = self.marks.get((step, node.name), (0, 0))
+                for change in remote.planned[start:stop]:
+                    print("".join(f"      {line}\n" for line in change.diff().splitlines()), end="")
+        everything = [r for results in self.results.values() for r in results]
+        failed = sorted({r.node.name for r in everything if r.failed})
+        print(f"bootstrap --dry-run: {len(self.targets)} hosts, {would} host-steps would change, "
+              f"{len(failed)} hosts failed{' (' + ', '.join(failed) + ')' if failed else ''}; nothing was changed")
+        return worst_exit_code(everything)
 
 
-def ssh_aliases(ssh_config_text: Optional[str]) -> List[str]:
-    """Host aliases defined in an ssh config (to offer `ssh rental0` rather than the address)."""
-    names: List[str] = []
-    for line in (ssh_config_text or "").splitlines():
-        fields = line.split()
-        if len(fields) >= 2 and fields[0].lower() == "host":
-            names += [f for f in fields[1:] if not any(c in f for c in "*?!")]
-    return names
+VERIFY_NAME = "verify"
+
+#: The last step of every chain: each step's checks, read back from the nodes.
+VERIFY = Step(VERIFY_NAME, settings=lambda config, inv, cli: None,
+              run=lambda run, nodes, settings: run.verify(nodes))
 
 
-def ssh_command(node: Node, aliases: Sequence[str], known_hosts: Optional[str] = None) -> str:
-    """How the user reaches a node by hand: its alias, else user, key, port and address."""
-    if node.name in aliases:
-        return f"ssh {node.name}"
-    parts = ["ssh"]
-    if known_hosts:
-        parts += ["-o", f"UserKnownHostsFile={known_hosts}"]
-    if node.key:
-        parts += ["-i", node.key]
-    if node.port and node.port != 22:
-        parts += ["-p", str(node.port)]
-    parts.append(f"{node.user}@{node.public}" if node.user else node.public)
-    return " ".join(parts)
+def every_node(name: str, apply: Callable[[Remote, Any], Outcome]) -> Callable[[Run, Sequence[Node], Any], List[HostResult]]:
+    """A step that runs on all its hosts at once: `apply(remote, settings)` each."""
+
+    def run_all(run: Run, nodes: Sequence[Node], settings: Any) -> List[HostResult]:
+        return run.each(name, nodes, lambda remote: apply(remote, settings))
+
+    return run_all

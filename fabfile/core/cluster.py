@@ -177,3 +177,10 @@ def setting(
     if inventory.vars.get(key) is not None:
         return inventory.vars[key]
     return gpufab_setting(config, key, default)
+
+
+def head_private(inv: Inventory) -> str:
+    """The head's private address, which a task that sets up the cluster network cannot do without."""
+    if not inv.head.private:
+        raise InputError(f"the head {inv.head.name} has no private address (give one in the inventory)")
+    return inv.head.private

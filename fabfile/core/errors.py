@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from typing import Any, Callable, Dict, Iterator, List, Optional, TypeVar
+from typing import Any, Callable, Iterator, List, Optional, TypeVar
 
 from invoke.exceptions import Exit
 
@@ -54,12 +54,12 @@ class HostError(Exception):
     report never hides a change made before the failure.
     """
 
-    def __init__(self, reason: str, changes: Optional[List[str]] = None, data: Optional[Dict[str, Any]] = None):
+    def __init__(self, reason: str, changes: Optional[List[str]] = None, value: Any = None):
         super().__init__(reason)
         self.reason = reason
         self.changes = list(changes or [])
-        #: Facts gathered before the failure, for the report's other columns.
-        self.data = dict(data or {})
+        #: The step's typed findings gathered before the failure, for the report's other columns.
+        self.value = value
 
 
 class ConnectionLost(Exception):
@@ -75,4 +75,4 @@ def keeping_changes(done: List[str]) -> Iterator[None]:
     try:
         yield
     except HostError as exc:
-        raise HostError(exc.reason, changes=done + exc.changes, data=exc.data) from None
+        raise HostError(exc.reason, changes=done + exc.changes, value=exc.value) from None

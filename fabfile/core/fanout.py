@@ -48,7 +48,10 @@ class HostResult:
     stderr: str = ""
     reason: str = ""
     seconds: float = 0.0
+    #: Core bookkeeping only ("changes", "notes"); a step's own findings go in `value`.
     data: Dict[str, Any] = field(default_factory=dict)
+    #: What the step found or did on this host, as the step's own typed record.
+    value: Any = None
 
     @property
     def failed(self) -> bool:
@@ -122,7 +125,8 @@ def fan_out(
             stderr = getattr(partial, "stderr", "") or ""
             result = HostResult(node, status, code, stdout, stderr, reason)
             if isinstance(exc, HostError):
-                result.data.update(exc.data, changes=exc.changes)
+                result.data["changes"] = exc.changes
+                result.value = exc.value
         result.seconds = time.monotonic() - start
         if on_result is not None:
             on_result(result)
@@ -176,3 +180,32 @@ class PrefixedStream:
         with self._lock:
             out.write("".join(f"{self.label} | {line.rstrip(chr(13))}\n" for line in lines))
             out.flush()
+
+
+def run_command(
+    conn: NodeConnection,
+    node: Node,
+    command: str,
+    *,
+    sudo: bool = False,
+    live: bool = True,
+    width: int = 0,
+    timeout: Optional[float] = None,
+    password: Optional[str] = None,
+) -> HostResult:
+    """Run one command on one host; a non-zero exit is a result, not an error."""
+    prompt = conn.config.sudo.prompt if sudo else ""
+    out = PrefixedStream(node.name, sys.stdout, width) if live else None
+    err = PrefixedStream(node.name, sys.stderr, width, drop=prompt) if live else None
+    opts = dict(warn=True, hide=True if not live else None, out_stream=out, err_stream=err, timeout=timeout, in_stream=False)
+    if sudo:
+        result = conn.sudo(command, password=password, **opts)
+    else:
+        result = conn.run(command, **opts)
+    for stream in (out, err):
+        if stream:
+            stream.flush()
+    stderr = result.stderr.replace(prompt, "") if prompt else result.stderr
+    status = OK if result.exited == 0 else FAILED
+    reason = "" if result.exited == 0 else f"exit code {result.exited}"
+    return HostResult(node, status, result.exited, result.stdout, stderr, reason)

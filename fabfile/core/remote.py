@@ -248,3 +248,15 @@ def ensure_packages(remote: Remote, packages: Sequence[str]) -> List[str]:
     if result.exited != 0:
         raise HostError(f"apt-get install {' '.join(todo)} failed: {last_line(result.stderr or result.stdout)}")
     return [f"installed {' '.join(todo)}"]
+
+
+def ensure_dir(remote: Remote, path: str, owner: Optional[str] = None) -> List[str]:
+    """Create `path` (owned by `owner` and their group) unless it is there so."""
+    q = shlex.quote(path)
+    seen = remote.run(f"stat -c %U {q} 2>/dev/null || true").stdout.strip()
+    if seen and (owner is None or seen == owner):
+        return []
+    remote.change(f"mkdir -p {q}" + (f" && chown {shlex.quote(owner)}: {q}" if owner else ""))
+    if not seen:
+        return [f"created {path}" + (f" (owner {owner})" if owner else "")]
+    return [f"changed owner of {path} to {owner}"]

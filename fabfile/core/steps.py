@@ -28,7 +28,8 @@ class Outcome:
     changes: List[str] = field(default_factory=list)
     #: Facts worth a line in the report that are not changes ("nofile 65536").
     notes: List[str] = field(default_factory=list)
-    data: Dict[str, Any] = field(default_factory=dict)
+    #: The step's typed record of this host (what the report shows), if any.
+    value: Any = None
 
 
 StepFn = Callable[[Remote], Outcome]
@@ -58,8 +59,8 @@ def run_step(
         remote = remotes[node.name] if remotes is not None else remote_for(session, node)
         outcome = step(remote)
         status = CHANGED if outcome.changes else OK
-        data = {"changes": outcome.changes, "notes": outcome.notes, **outcome.data}
-        return HostResult(node, status, data=data)
+        data = {"changes": outcome.changes, "notes": outcome.notes}
+        return HostResult(node, status, data=data, value=outcome.value)
 
     return fan_out(session, nodes, one, workers=workers, on_result=on_result)
 
@@ -119,7 +120,7 @@ def merge_phases(nodes: Sequence[Node], phases: Sequence[Sequence[HostResult]]) 
 
     A node failed if any phase failed it (the first failure is its reason),
     changed if any phase changed it; changes and notes are kept in order, and
-    the phases' other facts merged (a later phase's value wins).
+    the last phase that found a value gives it.
     """
     merged: List[HostResult] = []
     for node in nodes:
@@ -133,8 +134,8 @@ def merge_phases(nodes: Sequence[Node], phases: Sequence[Sequence[HostResult]]) 
             reason=failure.reason if failure else "",
             seconds=sum(r.seconds for r in mine),
         )
-        for r in mine:
-            result.data.update(r.data)
+        values = [r.value for r in mine if r.value is not None]
+        result.value = values[-1] if values else None
         for key in ("changes", "notes"):
             result.data[key] = [x for r in mine for x in (r.data.get(key) or [])]
         merged.append(result)

@@ -23,7 +23,7 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 from invoke import task
 
 from . import plan
-from ..core.chain import run_files
+from ..core.runfiles import run_files
 from ..core.errors import GpufabError, reported
 from .plan import LabHost, LabPaths
 from ..core.report import host_table

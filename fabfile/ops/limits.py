@@ -1,4 +1,4 @@
-"""Open-file limits: the files that raise `nofile`, and reading back the result.
+"""`limits`: raise the open-file limit everywhere it is decided, and read back what a login gets.
 
 Three places decide a process's limit, and the usual wiki step only fixes the
 first: pam_limits for login sessions (limits.d), systemd's default for every
@@ -7,10 +7,16 @@ service, and docker.service's own setting for containers.
 
 from __future__ import annotations
 
-from typing import Any, List, Tuple
+from dataclasses import dataclass
+from typing import Any, List, Mapping, Optional, Tuple
 
-from ..core.errors import InputError
-from ..core.files import ManagedFile, render
+from ..core.chain import Column, Step, every_node
+from ..core.cluster import setting
+from ..core.errors import HostError, InputError
+from ..core.files import ManagedFile, plan_files, render
+from ..core.inventory import Inventory
+from ..core.remote import Remote
+from ..core.steps import Outcome
 
 DEFAULT_NOFILE = 65536
 #: The kernel's default fs.nr_open: no process limit can be set above it.
@@ -51,3 +57,80 @@ def parse_login_limits(text: str) -> Tuple[int, int]:
         raise ValueError(f"unexpected ulimit output {text!r}")
     soft, hard = (MAX_NOFILE if p == "unlimited" else int(p) for p in parts)
     return soft, hard
+
+
+@dataclass(frozen=True)
+class LimitsSettings:
+    nofile: int
+
+
+def read(config: Any, inv: Inventory, cli: Mapping[str, Any]) -> LimitsSettings:
+    """CLI `--nofile` > inventory var `nofile` > config `gpufab.nofile` > 65536."""
+    return LimitsSettings(check_nofile(setting(config, inv, "nofile", cli.get("nofile"), DEFAULT_NOFILE)))
+
+
+@dataclass(frozen=True)
+class LoginLimits:
+    """The nofile a new login gets (and the hard limit behind it)."""
+
+    soft: int
+    hard: Optional[int] = None
+
+
+def apply(remote: Remote, s: LimitsSettings) -> Outcome:
+    """Write the drop-ins, make systemd re-read them, and check a new login."""
+    wanted = limit_files(s.nofile)
+    changes = plan_files(wanted, remote.read_state(wanted))
+    done = remote.write_files(changes)
+    changed = {c.file.path for c in changes}
+    if SYSTEMD_FILE in changed:
+        # Manager settings are only read when systemd itself re-executes.
+        remote.change("systemctl daemon-reexec")
+        done.append("systemctl daemon-reexec")
+    elif DOCKER_FILE in changed:
+        remote.change("systemctl daemon-reload")
+        done.append("systemctl daemon-reload")
+    if DOCKER_FILE in changed and remote.check("systemctl is-active --quiet docker"):
+        remote.change("systemctl restart docker")
+        done.append("restarted docker")
+
+    if remote.dry_run:
+        return Outcome(done, [])
+    # What the next login gets: pam_limits applies when sshd opens a session.
+    soft, hard = parse_login_limits(remote.run_in_new_login(LOGIN_LIMITS_CMD).stdout)
+    default = remote.run("systemctl show --property DefaultLimitNOFILE --value").stdout.strip()
+    notes = [f"new login: nofile {soft} (hard {hard}); systemd default {default}"]
+    if soft < s.nofile:
+        if hard < s.nofile:
+            why = (f"sshd runs with hard limit {hard} and pam_limits may not raise it here"
+                   f" (no CAP_SYS_RESOURCE?); use nofile <= {hard}")
+        else:
+            why = "is pam_limits enabled for sshd (UsePAM yes, pam_limits.so in /etc/pam.d/sshd)?"
+        raise HostError(f"a new login gets nofile {soft}, not {s.nofile}: {why}", changes=done)
+    return Outcome(done, notes, LoginLimits(soft, hard))
+
+
+def check(remote: Remote, s: LimitsSettings) -> Outcome:
+    """The verify phase: nofile as this session's shell sees it."""
+    text = remote.run("ulimit -n").stdout.strip()
+    return Outcome(value=LoginLimits(MAX_NOFILE if text == "unlimited" else int(text)))
+
+
+def _found(run: Any, node: Any) -> Optional[int]:
+    found = run.value(NAME, node) or run.checked(NAME, node)
+    return found.soft if found else None
+
+
+def _cell(run: Any, node: Any) -> str:
+    return str(_found(run, node) or "-")
+
+
+def _report(run: Any, s: LimitsSettings) -> Tuple[List[str], List[str]]:
+    verified = run.verified()
+    values = sorted({str(_found(run, n)) for n in verified})
+    return [f"nofile: {', '.join(values) or '-'} in a new login ({len(verified)}/{len(run.inv.nodes)} nodes)"], []
+
+
+NAME = "limits"
+STEP = Step(NAME, settings=read, run=every_node(NAME, apply), check=check,
+            columns=(Column("ulimit", "ulimit", 40, _cell),), report=_report)

@@ -1,4 +1,4 @@
-"""NCCL / Gloo environment: which NIC each node must use, and the files that say so.
+"""`netenv`: which NIC each node must use for NCCL / Gloo, and the files that say so.
 
 The NIC is found per node from the route to the head's private address,
 because rented nodes of one cluster name the same port differently
@@ -11,14 +11,17 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from dotenv import dotenv_values
 
-from ..core.errors import InputError
-from ..core.files import ManagedFile, render
-from ..core.cluster import VIRTUAL_PREFIXES
-from ..core.inventory import VAR_KEY_RE
+from ..core.chain import Step, every_node
+from ..core.cluster import VIRTUAL_PREFIXES, setting
+from ..core.errors import HostError, InputError
+from ..core.files import ManagedFile, plan_files, render
+from ..core.inventory import VAR_KEY_RE, Inventory
+from ..core.remote import Remote
+from ..core.steps import Outcome
 
 PROFILES = ("ethernet", "infiniband")
 DEFAULT_PROFILE = "ethernet"
@@ -243,3 +246,121 @@ def summarize_probes(probes: Sequence[Tuple[str, int, str]], names: Mapping[str,
         return f"{opened}/{len(on_port)} open"
     others = ", ".join(f"{names.get(ip, ip)} {state}" for ip, state in on_port if state != "open")
     return f"{opened}/{len(on_port)} open; {others}"
+
+
+def nic_facts(remote: Remote, head_private: str) -> Tuple[str, NicFacts]:
+    """This node's NIC toward the head (inventory `nic` wins), and the facts behind it."""
+    facts = parse_nic_facts(remote.script(FACTS_SCRIPT, head_private).stdout)
+    try:
+        return choose_nic(facts, remote.node.vars.get("nic")), facts
+    except ValueError as exc:
+        raise HostError(str(exc)) from None
+
+
+def setup_netenv(
+    remote: Remote,
+    head_private: str,
+    master_port: int,
+    profile: str,
+    secrets: Optional[Mapping[str, str]],
+) -> Outcome:
+    """Render netenv.env, nccl.conf and the profile snippet (and secrets.env when asked)."""
+    nic, facts = nic_facts(remote, head_private)
+    hcas = facts.hcas or [] if profile == "infiniband" else []
+    files = netenv_files(remote.node.name, nic, head_private, master_port, profile, hcas)
+    if secrets is not None:
+        files.append(secrets_file(secrets, remote.user))
+    done = remote.write_files(plan_files(files, remote.read_state(files)))
+    address = ", ".join(facts.addresses.get(nic, [])) or "no IPv4"
+    notes = [f"NIC {nic} ({address}, MTU {facts.mtus.get(nic, '?')})"]
+    if profile == "infiniband" and not hcas:
+        notes.append("no InfiniBand HCAs found (ibv_devices absent or empty): NCCL chooses")
+    if secrets is not None:
+        notes.append(f"secrets: {', '.join(sorted(secrets))} (values not shown)")
+    return Outcome(done, notes, NetenvState(nic))
+
+
+@dataclass(frozen=True)
+class PortCheck:
+    """netenv.check on one node: its NIC, and what every other node's ports answered."""
+
+    nic: str
+    address: str
+    mtu: str
+    probes: Tuple[Tuple[str, int, str], ...]
+    firewall: Tuple[str, ...]
+    ports: Tuple[int, ...]
+
+
+def check_netenv(remote: Remote, inv: Inventory, master_port: int) -> Outcome:
+    """NIC, address, MTU; can this node reach every other node's private ports?"""
+    head = inv.head.private or ""
+    nic, facts = nic_facts(remote, head)
+    others = [n.private for n in inv.nodes if n.name != remote.node.name and n.private]
+    ports = [master_port, RAY_GCS_PORT]
+    probes = parse_probes(
+        remote.script(PROBE_SCRIPT, " ".join(map(str, ports)), *others, timeout=10 + 4 * len(others) * len(ports)).stdout
+    )
+    firewall = [line for line in remote.script(FIREWALL_SCRIPT, sudo=True).stdout.splitlines() if line.strip()]
+    found = PortCheck(nic, ", ".join(facts.addresses.get(nic, [])) or "-", facts.mtus.get(nic, "?"),
+                      tuple(probes), tuple(firewall), tuple(ports))
+    blocked = [(ip, port, state) for ip, port, state in probes if state in BLOCKED]
+    if blocked:
+        names = {n.private: n.name for n in inv.nodes}
+        raise_with = "; ".join(f"{names.get(ip, ip)}:{port} {state}" for ip, port, state in blocked)
+        raise HostError(f"private ports not reachable: {raise_with}", value=found)
+    return Outcome([], [], found)
+
+
+@dataclass(frozen=True)
+class NetenvSettings:
+    head: str  # the head's private address: each node's NIC is the one that reaches it
+    master_port: int
+    profile: str
+    #: The local .env's variables for secrets.env (None: not asked for).
+    secrets: Optional[Mapping[str, str]] = None
+
+
+def read(config: Any, inv: Inventory, cli: Mapping[str, Any]) -> NetenvSettings:
+    """CLI > inventory vars `master_port`, `netenv_profile` > config > defaults; `--secrets` reads `.env`."""
+    return NetenvSettings(
+        head=inv.head.private or "",
+        master_port=check_port(setting(config, inv, "master_port", cli.get("master_port"), DEFAULT_MASTER_PORT)),
+        profile=check_profile(setting(config, inv, "netenv_profile", cli.get("profile"), DEFAULT_PROFILE)),
+        secrets=load_secrets(cli.get("env_file") or ".env") if cli.get("secrets") else None,
+    )
+
+
+@dataclass(frozen=True)
+class NetenvState:
+    """What a node's netenv says: its NIC, and the input path's DROP/REJECT rules."""
+
+    nic: Optional[str]
+    firewall: Tuple[str, ...] = ()
+
+
+NIC_PREFIX = "NCCL_SOCKET_IFNAME="
+
+
+def apply(remote: Remote, s: NetenvSettings) -> Outcome:
+    return setup_netenv(remote, s.head, s.master_port, s.profile, s.secrets)
+
+
+def check(remote: Remote, s: NetenvSettings) -> Outcome:
+    """The verify phase: the NIC the node's env file names, and its firewall rules."""
+    env = remote.read_text(ENV_FILE) or ""
+    nic = next((line[len(NIC_PREFIX):] for line in env.splitlines() if line.startswith(NIC_PREFIX)), None)
+    firewall = tuple(line for line in remote.script(FIREWALL_SCRIPT, sudo=True).stdout.splitlines() if line.strip())
+    return Outcome(value=NetenvState(nic, firewall))
+
+
+def _report(run: Any, s: NetenvSettings) -> Tuple[List[str], List[str]]:
+    warnings = []
+    for node in run.verified():
+        found = run.checked(NAME, node)
+        warnings += [f"firewall rule on {node.name}: {line}" for line in (found.firewall if found else ())]
+    return [], warnings
+
+
+NAME = "netenv"
+STEP = Step(NAME, settings=read, run=every_node(NAME, apply), needs_head=True, check=check, report=_report)

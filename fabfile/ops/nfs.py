@@ -10,10 +10,20 @@ from /proc/filesystems and reported, not discovered by a hung mount.
 from __future__ import annotations
 
 import ipaddress
-from typing import Iterable, List, Optional, Set, Tuple
+import shlex
+import time
+from dataclasses import dataclass
+from typing import Any, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
 
-from ..core.errors import InputError
-from ..core.files import ManagedFile, outside_managed_block, render
+from ..core.cluster import ensure_private, head_private, setting
+from ..core.connection import Session
+from ..core.errors import HostError, InputError, keeping_changes
+from ..core.fanout import HostResult
+from ..core.files import ManagedFile, outside_managed_block, plan_files, render, replace_block
+from ..core.inventory import Inventory, Node
+from ..core.remote import Remote, ensure_dir, ensure_packages, last_line
+from ..core.steps import Outcome, run_step
+from .netenv import nic_facts
 
 DEFAULT_EXPORT = "/mnt/shared"
 DEFAULT_EXPORT_OPTIONS = "rw,sync,no_subtree_check,no_root_squash"
@@ -21,6 +31,8 @@ DEFAULT_MOUNT_OPTIONS = "rw,hard,_netdev,nofail,x-systemd.mount-timeout=30"
 EXPORTS_FILE = "/etc/exports.d/gpufab.exports"
 FSTAB = "/etc/fstab"
 NFS_PORT = 2049
+#: Prints `SOURCE FSTYPE` of what is mounted on a path (nothing when nothing is).
+FINDMNT = "findmnt -rn -o SOURCE,FSTYPE {}"
 FSTAB_BEGIN = "# BEGIN gpufab managed block (nfs.client)"
 FSTAB_END = "# END gpufab managed block"
 
@@ -104,3 +116,127 @@ def mounted_from(found: Optional[Tuple[str, str]], server: str, export: str) -> 
 
 def fstab_lines_outside(text: str) -> List[str]:
     return outside_managed_block(text, FSTAB_BEGIN, FSTAB_END)
+
+
+#: Seconds a worker waits for the head's port 2049 before giving up.
+SERVER_WAIT = 30
+
+
+@dataclass(frozen=True)
+class NfsPlan:
+    """Where the share lives and who may mount it; the same for every node."""
+
+    server: str  # the head's private address
+    server_name: str
+    export: str
+    mount: str
+    subnet: Optional[str]  # None: take the head NIC's network
+
+
+def _kernel(remote: Remote) -> str:
+    return remote.script(KERNEL_SCRIPT).stdout
+
+
+def setup_server(remote: Remote, p: NfsPlan) -> Outcome:
+    """Package, export directory, the one export line; then exportfs and the service."""
+    done = ensure_packages(remote, ("nfs-kernel-server",))
+    with keeping_changes(done):
+        done += ensure_dir(remote, p.export, remote.user)
+        subnet = p.subnet
+        if not subnet:
+            nic, facts = nic_facts(remote, p.server)
+            cidr = next((a for a in facts.addresses.get(nic, []) if a.split("/")[0] == p.server), None)
+            if not cidr:
+                raise HostError(f"{p.server} is not on {nic}: cannot tell the private subnet (set private_subnet)")
+            subnet = private_subnet(cidr)
+        exports = exports_file(p.export, subnet)
+        changes = plan_files([exports], remote.read_state([exports]))
+        done += remote.write_files(changes)
+        lacking = kernel_lacks(_kernel(remote), "nfsd")
+        if lacking:
+            raise HostError(lacking)
+        if not remote.check("systemctl is-active --quiet nfs-server && systemctl is-enabled --quiet nfs-server"):
+            result = remote.change("systemctl enable --now nfs-server", warn=True)
+            if result.exited != 0:
+                raise HostError(f"nfs-server did not start: {last_line(result.stderr)}")
+            done.append("enabled and started nfs-server")
+        exported = remote.run("exportfs -s", sudo=True, warn=True).stdout
+        if changes or p.export not in exported:
+            remote.change("exportfs -ra")
+            done.append("exportfs -ra")
+    return Outcome(done, [f"exports {p.export} to {subnet}"])
+
+
+def setup_client(remote: Remote, p: NfsPlan, server_error: Optional[str]) -> Outcome:
+    """Package, mount point, the one fstab line; mount once the server answers."""
+    done = ensure_packages(remote, ("nfs-common",))
+    with keeping_changes(done):
+        done += ensure_dir(remote, p.mount)
+        fstab = remote.read_paths([FSTAB])[FSTAB]
+        old = fstab.content or ""
+        clash = fstab_conflict(fstab_lines_outside(old), p.mount)
+        if clash:
+            raise HostError(f"{FSTAB} already mounts {p.mount} outside gpufab's block ({clash!r}); remove that line or choose --mount")
+        new = replace_block(old, fstab_block(p.server, p.export, p.mount), FSTAB, FSTAB_BEGIN, FSTAB_END)
+        wanted = ManagedFile(FSTAB, new, mode=fstab.mode or 0o644, owner=fstab.owner or "root", group=fstab.group or "root")
+        done += remote.write_files(plan_files([wanted], {FSTAB: fstab}))
+        lacking = kernel_lacks(_kernel(remote), "nfs")
+        if lacking:
+            raise HostError(lacking)
+        mount_q = shlex.quote(p.mount)
+        found = parse_findmnt(remote.run(f"findmnt -rn -o SOURCE,FSTYPE {mount_q}", warn=True).stdout)
+        if mounted_from(found, p.server, p.export):
+            return Outcome(done, [f"{p.server}:{p.export} mounted on {p.mount}"])
+        if server_error:
+            raise HostError(f"NFS server {p.server_name} is not ready ({server_error})")
+        if remote.dry_run:
+            return Outcome(done + [f"mounted {p.server}:{p.export} on {p.mount}"], [])
+        _wait_for_server(remote, p)
+        result = remote.change(f"mount {mount_q}", warn=True, timeout=60)
+        found = parse_findmnt(remote.run(f"findmnt -rn -o SOURCE,FSTYPE {mount_q}", warn=True).stdout)
+        if result.exited != 0 or not mounted_from(found, p.server, p.export):
+            raise HostError(f"mount {p.mount} failed: {last_line(result.stderr) or 'not mounted afterwards'}")
+        done.append(f"mounted {p.server}:{p.export} on {p.mount}")
+    return Outcome(done, [])
+
+
+def _wait_for_server(remote: Remote, p: NfsPlan) -> None:
+    probe = f"timeout 3 bash -c 'exec 3<>/dev/tcp/{p.server}/{NFS_PORT}' 2>/dev/null"
+    deadline = time.monotonic() + SERVER_WAIT
+    while not remote.check(probe):
+        if time.monotonic() > deadline:
+            raise HostError(f"NFS server {p.server_name} ({p.server}) does not answer on port {NFS_PORT} after {SERVER_WAIT}s")
+        time.sleep(1)
+
+
+def read_share(config: Any, inv: Inventory, cli: Mapping[str, Any]) -> NfsPlan:
+    """Where the share lives: CLI `--path`/`--mount` > vars `nfs_export`/`nfs_mount` > config > /mnt/shared."""
+    export = check_path(setting(config, inv, "nfs_export", cli.get("path"), DEFAULT_EXPORT))
+    return NfsPlan(
+        server=inv.head.private or "",
+        server_name=inv.head.name,
+        export=export,
+        mount=check_path(setting(config, inv, "nfs_mount", cli.get("mount"), export)),
+        subnet=setting(config, inv, "private_subnet"),
+    )
+
+
+def share_of(config: Any, session: Session, cli: Mapping[str, Any]) -> NfsPlan:
+    """The share of a storage or nfs task: private addresses known, the head's required."""
+    inv = ensure_private(session)
+    head_private(inv)
+    return read_share(config, inv, cli)
+
+
+def setup_share(session: Session, nodes: Sequence[Node], p: NfsPlan, *, server: bool = True, clients: bool = True,
+                workers: Optional[int] = None, **step_kw: Any) -> List[HostResult]:
+    """Server on the head first (if among `nodes`), then every worker's client in parallel."""
+    results: List[HostResult] = []
+    server_error = None
+    if server and any(n.is_head for n in nodes):
+        results += run_step(session, [n for n in nodes if n.is_head], lambda r: setup_server(r, p), **step_kw)
+        server_error = results[-1].reason if results[-1].failed else None
+    if clients:
+        targets = [n for n in nodes if not n.is_head]
+        results += run_step(session, targets, lambda r: setup_client(r, p, server_error), workers=workers, **step_kw)
+    return results

@@ -11,11 +11,20 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import time
 from dataclasses import dataclass
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from ..core.errors import InputError
-from ..core.files import ManagedFile, render
+from ..core.chain import Column, Step
+from ..core.cluster import setting
+from ..core.connection import Session
+from ..core.errors import HostError, InputError, keeping_changes
+from ..core.fanout import FAILED, HostResult, classify
+from ..core.files import FileState, ManagedFile, plan_files, render, sha256
+from ..core.inventory import Inventory, Node
+from ..core.remote import Remote, ensure_packages, last_line
+from ..core.steps import Outcome, merge_phases, remote_for, run_step
+from .netenv import ENV_FILE, SECRETS_FILE
 
 DEFAULT_VERSION = "2.60.0"
 DEFAULT_VENV = "/opt/gpufab/venv"
@@ -256,3 +265,358 @@ def where(i):
 
 print(json.dumps(ray.get([where.remote(i) for i in range(len(alive))], timeout=120)))
 """
+
+
+#: True when a raylet runs on the node ([r] keeps pgrep from matching this shell).
+RAYLET_RUNNING = "pgrep -f '[r]ay/core/src/ray/raylet/raylet' >/dev/null"
+#: Seconds `ray.wait` (and `ray.setup`) give the cluster to show every node.
+DEFAULT_WAIT = 180
+
+
+@dataclass(frozen=True)
+class RaySettings:
+    """Everything a Ray task needs to know, read once from CLI > inventory > config."""
+
+    version: str
+    venv: str
+    extra: List[str]
+    port: int
+    dashboard_host: Optional[str]
+    index_url: Optional[str]
+    find_links: Optional[str]
+    proxy: Optional[str]
+    systemd: bool = True
+    #: Seconds the cluster gets to show every node.
+    wait: float = DEFAULT_WAIT
+
+    @property
+    def pins(self) -> List[str]:
+        return requirements(self.version, self.extra)
+
+
+def read(config: Any, inv: Inventory, cli: Mapping[str, Any]) -> RaySettings:
+    """CLI > inventory vars (`ray_version`, `ray_venv`, ...) > config `gpufab.*` > defaults."""
+
+    def get(key: str, default: Any = None) -> Any:
+        return setting(config, inv, key, cli.get(key), default)
+
+    return RaySettings(
+        version=check_version(get("ray_version", DEFAULT_VERSION)),
+        venv=check_venv(get("ray_venv", DEFAULT_VENV)),
+        extra=check_pins(get("ray_extra_packages")),
+        port=int(get("ray_port", DEFAULT_PORT)),
+        dashboard_host=get("ray_dashboard_host"),
+        index_url=get("pip_index_url"),
+        find_links=get("pip_find_links"),
+        proxy=get("pip_proxy"),
+        systemd=not cli.get("no_systemd", False),
+        wait=float(cli.get("timeout") or DEFAULT_WAIT),
+    )
+
+
+# --------------------------------------------------------------------------- install
+
+
+def installed_versions(remote: Remote, venv: str, packages: Sequence[str]) -> Optional[Dict[str, Optional[str]]]:
+    """Versions in the venv, or None when there is no venv."""
+    result = remote.run(versions_command(venv, packages), warn=True)
+    if result.exited != 0:
+        return None
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def install_ray(remote: Remote, s: RaySettings) -> Outcome:
+    """A venv owned by the SSH user holding exactly the pinned packages."""
+    names = [pin_name(p) for p in s.pins]
+    versions = installed_versions(remote, s.venv, names)
+    done: List[str] = []
+    uv = remote.check("command -v uv >/dev/null")
+    with keeping_changes(done):
+        if versions is None:
+            if not uv:
+                done += ensure_packages(remote, ("python3-venv",))
+            venv = shlex.quote(s.venv)
+            remote.change(f"mkdir -p {venv} && chown {shlex.quote(remote.user)}: {venv}")
+            make = f"uv venv {venv}" if uv else f"python3 -m venv {venv}"
+            result = remote.change(make, sudo=False, warn=True)
+            if result.exited != 0:
+                raise HostError(f"cannot create the venv {s.venv}: {last_line(result.stderr)}")
+            done.append(f"created venv {s.venv} ({'uv' if uv else 'python3 -m venv'})")
+            versions = {}
+        todo = missing_pins(versions, s.pins)
+        if todo:
+            cmd = install_command(s.venv, todo, uv, s.index_url, s.find_links, s.proxy)
+            result = remote.change(cmd, sudo=False, warn=True, timeout=1800)
+            if result.exited != 0:
+                raise HostError(f"pip install {' '.join(todo)} failed: {last_line(result.stderr or result.stdout)}")
+            done.append(f"installed {' '.join(todo)}")
+            versions = {"ray": s.version} if remote.dry_run else installed_versions(remote, s.venv, names) or {}
+    return Outcome(done, [f"ray {versions.get('ray')} in {s.venv}"])
+
+
+def versions_step(remote: Remote, venv: str) -> Outcome:
+    versions = installed_versions(remote, venv, VERSION_PACKAGES)
+    if versions is None:
+        raise HostError(f"no Python environment at {venv} (run ray.install)")
+    return Outcome([], [], versions)
+
+
+# --------------------------------------------------------------------------- start / stop
+
+
+def env_digest(state: Dict[str, FileState]) -> str:
+    """A digest of the node's netenv and secrets files, written into the unit."""
+    if not state[ENV_FILE].exists:
+        return "none"
+    return sha256("\0".join([state[ENV_FILE].content or "", state[SECRETS_FILE].digest or ""]))[:16]
+
+
+def unit_plan(remote: Remote, inv: Inventory, s: RaySettings, digest: str) -> UnitPlan:
+    node = remote.node
+    if not node.private or not inv.head.private:
+        raise HostError("no private address known for this node or the head")
+    gpus = node.vars.get("gpus")
+    return UnitPlan(
+        role="head" if node.is_head else "worker",
+        user=remote.user,
+        venv=s.venv,
+        address=node.private,
+        head=inv.head.private,
+        port=s.port,
+        dashboard_host=s.dashboard_host or "",
+        num_gpus=int(gpus) if gpus is not None else None,
+        env_digest=digest,
+    )
+
+
+def start_ray(remote: Remote, inv: Inventory, s: RaySettings) -> Outcome:
+    """Install/refresh the node's unit; restart only when it changed, start if down."""
+    versions = installed_versions(remote, s.venv, ["ray"])
+    if (not versions or versions.get("ray") != s.version) and not remote.dry_run:
+        seen = (versions or {}).get("ray")
+        raise HostError(f"ray {s.version} is not installed in {s.venv} (found {seen or 'none'}; run ray.install)")
+    # One read: the env the unit depends on, this role's unit and the other role's.
+    units = [f"{UNIT_DIR}/{u}" for u in (HEAD_UNIT, WORKER_UNIT)]
+    state = remote.read_paths([ENV_FILE, "-d", SECRETS_FILE, *units])
+    p = unit_plan(remote, inv, s, env_digest(state))
+    if not s.systemd:
+        return _start_plain(remote, p)
+    done: List[str] = []
+    other = f"{UNIT_DIR}/{p.other_unit}"
+    if state[other].exists:
+        remote.change(f"systemctl disable --now {p.other_unit}; rm -f {other}", warn=True)
+        done.append(f"removed {p.other_unit} (role changed)")
+    unit = unit_file(p)
+    changes = plan_files([unit], state)
+    done += remote.write_files(changes)
+    if changes or done:
+        remote.change("systemctl daemon-reload")
+    if not remote.check(f"systemctl is-enabled --quiet {p.unit}"):
+        remote.change(f"systemctl enable {p.unit}")
+        done.append(f"enabled {p.unit}")
+    active = remote.check(f"systemctl is-active --quiet {p.unit}")
+    if changes or not active:
+        verb = "restarted" if active else "started"
+        remote.change(f"systemctl restart {p.unit}")
+        done.append(f"{verb} {p.unit}")
+    return Outcome(done, [f"{p.role} on {p.address}" + (f" -> {p.head}:{p.port}" if p.role == "worker" else f":{p.port}")])
+
+
+def _start_plain(remote: Remote, p: UnitPlan) -> Outcome:
+    """For hosts without systemd: `ray start` with the netenv loaded first."""
+    if remote.check(RAYLET_RUNNING):
+        return Outcome([], [f"{p.role}: Ray already running (not restarted)"])
+    result = remote.change(start_command(p), sudo=False, warn=True, timeout=300)
+    if result.exited != 0:
+        raise HostError(f"ray start failed: {last_line(result.stderr or result.stdout)}")
+    return Outcome([f"ray start ({p.role}, no systemd)"], [])
+
+
+def stop_ray(remote: Remote, venv: str, force: bool) -> Outcome:
+    done: List[str] = []
+    for unit in (WORKER_UNIT, HEAD_UNIT):
+        if remote.check(f"systemctl is-active --quiet {unit}"):
+            remote.change(f"systemctl stop {unit}", timeout=120)
+            done.append(f"stopped {unit}")
+    if force or not done:
+        ray = shlex.quote(f"{venv}/bin/ray")
+        running = remote.check(RAYLET_RUNNING)
+        if running:
+            remote.change(f"{ray} stop{' --force' if force else ''}", warn=True, timeout=120)
+            done.append("ray stop" + (" --force" if force else ""))
+    return Outcome(done, [])
+
+
+# --------------------------------------------------------------------------- cluster state
+
+
+def cluster_nodes(head: Remote, s: RaySettings) -> List[RayNode]:
+    python = shlex.quote(f"{s.venv}/bin/python")
+    address = f"{head.node.private}:{s.port}"
+    result = head.run(f"{python} -c {shlex.quote(NODES_CODE)} {shlex.quote(address)}", warn=True, timeout=60)
+    if result.exited != 0:
+        raise HostError(f"cannot list Ray nodes on the head: {last_line(result.stderr) or 'no output'}")
+    return parse_nodes(result.stdout)
+
+
+def ray_log_tail(remote: Remote, node: Node, lines: int = 3) -> str:
+    unit = HEAD_UNIT if node.is_head else WORKER_UNIT
+    out = remote.run(f"journalctl -u {unit} -n {lines} --no-pager -o cat", sudo=True, warn=True).stdout
+    return log_tail(out, lines)
+
+
+def wait_for_nodes(session: Session, nodes: Sequence[Node], s: RaySettings, timeout: float,
+                   gpus: Optional[int] = None) -> List[HostResult]:
+    """Poll the head until every node is alive in Ray (and the GPUs add up), or time out.
+
+    One result per node: ok when alive, failed with its last Ray log lines
+    when it never joined.
+    """
+    head = remote_for(session, session.inventory.head)
+    deadline = time.monotonic() + timeout
+    start = time.monotonic()
+    alive: Dict[str, RayNode] = {}
+    error = ""
+    while True:
+        try:
+            alive = alive_by_ip(cluster_nodes(head, s))
+            error = ""
+        except Exception as exc:  # noqa: BLE001 - head down or Ray not up yet: keep polling
+            error = getattr(exc, "reason", None) or str(exc) or type(exc).__name__
+        joined = all(n.private in alive for n in nodes)
+        enough_gpus = gpus is None or sum(n.gpus for n in alive.values()) >= gpus
+        if (joined and enough_gpus) or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+    seconds = time.monotonic() - start
+    results: List[HostResult] = []
+    for node in nodes:
+        member = alive.get(node.private or "")
+        if member:
+            results.append(HostResult(node, "ok", seconds=seconds, data={"notes": [
+                f"alive in Ray ({member.cpus:g} CPU, {member.gpus:g} GPU)"]}))
+            continue
+        try:
+            tail = ray_log_tail(remote_for(session, node), node)
+        except Exception as exc:  # noqa: BLE001 - an unreachable node cannot show logs
+            tail = f"none, node unreachable ({classify(exc, session.connect_timeout)[2]})"
+        why = error or "not in the cluster"
+        results.append(HostResult(node, FAILED, 1, seconds=seconds,
+                                  reason=f"{why} after {timeout:g}s; last Ray log: {tail}"))
+    if gpus is not None and all(not r.failed for r in results):
+        have = sum(n.gpus for n in alive.values())
+        if have < gpus:
+            results[0] = HostResult(results[0].node, FAILED, 1, seconds=seconds,
+                                    reason=f"cluster has {have:g} GPUs, inventory says {gpus}")
+    return results
+
+
+def expected_gpus(inv: Inventory) -> Optional[int]:
+    counts = [n.vars.get("gpus") for n in inv.nodes]
+    if all(c is None for c in counts):
+        return None
+    return sum(int(c or 0) for c in counts)
+
+
+def setup_cluster(session: Session, inv: Inventory, s: RaySettings, timeout: float,
+                  workers: Optional[int] = None, *, nodes: Optional[Sequence[Node]] = None,
+                  remotes: Optional[Dict[str, Remote]] = None, wait: bool = True) -> List[HostResult]:
+    """Install everywhere, head first, workers together, then wait; one merged result per node.
+
+    `nodes` narrows it to some nodes (a retry of failed workers leaves the
+    running head alone); `wait=False` stops after starting (a dry run).
+    """
+    nodes = list(nodes if nodes is not None else inv.nodes)
+    head = inv.head
+
+    def run(targets: Sequence[Node], fn: Callable[[Remote], Outcome]) -> List[HostResult]:
+        return run_step(session, targets, fn, workers=workers, remotes=remotes)
+
+    installed = run(nodes, lambda r: install_ray(r, s))
+    failed = {r.node.name for r in installed if r.failed}
+    with_head = any(n.name == head.name for n in nodes)
+    head_started = run([head], lambda r: start_ray(r, inv, s)) if with_head and head.name not in failed else []
+    head_down = with_head and (head.name in failed or any(r.failed for r in head_started))
+    live_workers = [n for n in nodes if not n.is_head and n.name not in failed]
+    if head_down:
+        started = [HostResult(n, FAILED, 1, reason=f"the head {head.name} did not start") for n in live_workers]
+    else:
+        started = run(live_workers, lambda r: start_ray(r, inv, s))
+    failed |= {r.node.name for r in head_started + started if r.failed}
+    waiting = [n for n in nodes if n.name not in failed]
+    waited = []
+    if wait and waiting and not head_down:
+        waited = wait_for_nodes(session, waiting, s, timeout, expected_gpus(inv))
+    return merge_phases(nodes, [installed, head_started, started, waited])
+
+
+def run_on(run: Any, nodes: Sequence[Node], s: RaySettings) -> List[HostResult]:
+    return setup_cluster(run.session, run.inv, s, s.wait, run.workers, nodes=nodes, remotes=run.remotes,
+                         wait=not run.dry_run)
+
+
+def check(remote: Remote, s: RaySettings) -> Outcome:
+    """The verify phase: Python and package versions in the node's venv."""
+    return versions_step(remote, s.venv)
+
+
+def members(run: Any, nodes: Sequence[Node], s: RaySettings) -> List[HostResult]:
+    """Every node must be alive in the head's Ray cluster."""
+    try:
+        alive = alive_by_ip(cluster_nodes(run.remotes[run.inv.head.name], s))
+    except HostError as exc:
+        return [HostResult(n, FAILED, 1, reason=exc.reason) for n in nodes]
+    run.state[NAME] = alive
+    out = []
+    for n in nodes:
+        member = alive.get(n.private or "")
+        if member is None:
+            out.append(HostResult(n, FAILED, 1, reason="not alive in the Ray cluster"))
+        else:
+            out.append(HostResult(n, "ok", value=member))
+    return out
+
+
+def member(run: Any, node: Node) -> Optional[RayNode]:
+    """This node in the head's Ray cluster, as the verify phase found it."""
+    found = run.cluster_checked(NAME, node)
+    return found.value if found is not None and not found.failed else None
+
+
+def _cell(run: Any, node: Node) -> str:
+    found = member(run, node)
+    if found is None:
+        return "-"
+    return "alive (head)" if found.head else "alive"
+
+
+def _report(run: Any, s: RaySettings) -> Tuple[List[str], List[str]]:
+    alive_by = run.state.get(NAME) or {}
+    known = {n.private for n in run.inv.nodes}
+    alive = [x for ip, x in alive_by.items() if ip in known]
+    total = len(run.inv.nodes)
+    checks = [f"Ray: {len(alive)}/{total} nodes alive, {sum(x.cpus for x in alive):g} CPUs, "
+              f"{sum(x.gpus for x in alive):g} GPUs"]
+    warnings: List[str] = []
+    found = {n.name: run.checked(NAME, n) for n in run.verified() if run.checked(NAME, n) is not None}
+    odd = mismatches(found)
+    if odd:
+        warnings += [f"version mismatch: {f} differs on {', '.join(names)}" for f, names in odd.items()]
+        checks.append("Versions: MISMATCH (see warnings)")
+    elif found:
+        sample = next(iter(found.values()))
+        checks.append(f"Versions: python {sample.get('python')}, ray {sample.get('ray')} on {len(found)}/{total} nodes")
+    return checks, warnings
+
+
+def _access(run: Any, s: RaySettings) -> List[str]:
+    head = run.inv.head
+    target = run.ssh(head, run.aliases)[len("ssh "):]
+    return [f"ssh -N -L {DASHBOARD_PORT}:{head.private}:{DASHBOARD_PORT} {target}   # then open http://localhost:{DASHBOARD_PORT}",
+            "inv logs.tail /tmp/ray/session_latest/logs/raylet.out -n 50",
+            f"{run.ssh(head, run.aliases)} journalctl -u {HEAD_UNIT} -f"]
+
+
+NAME = "ray"
+STEP = Step(NAME, settings=read, run=run_on, needs_head=True, check=check, check_cluster=members,
+            columns=(Column("ray", "Ray", 50, _cell),), report=_report, access=_access)

@@ -1,23 +1,27 @@
-"""Shared storage: choosing a backend per cluster, and the sshfs backend's files.
+"""The sshfs backend of shared storage: the head's directory mounted over SSH.
 
 NFS needs the kernel's nfsd on the head and nfs on the workers; many rented
-machines (containers, minimal images) have neither but do have FUSE. The
-sshfs backend then mounts the head's directory over SSH: each worker has its
-own key, which the head accepts for SFTP only, from that worker's address
-only, for the SSH user only.
+machines (containers, minimal images) have neither but do have FUSE. Each
+worker then has its own key, which the head accepts for SFTP only, from that
+worker's address only, for the SSH user only.
 """
 
 from __future__ import annotations
 
+import os
 import re
-from typing import Dict, Iterable, List, Mapping, Optional, Tuple
+import shlex
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from ..core.errors import InputError
-from ..core.files import ManagedFile, outside_managed_block, render
-from .nfs import KERNEL_SCRIPT, kernel_lacks
-
-BACKENDS = ("auto", "nfs", "sshfs")
-DEFAULT_BACKEND = "nfs"
+from ..core.connection import Session
+from ..core.errors import HostError, keeping_changes
+from ..core.fanout import FAILED, HostResult
+from ..core.files import ManagedFile, outside_managed_block, plan_files, render, replace_block
+from ..core.inventory import Inventory, Node
+from ..core.remote import Remote, ensure_dir, ensure_packages, last_line
+from ..core.steps import Outcome, merge_phases, remote_for, run_step
+from . import nfs
+from .nfs import FINDMNT, NfsPlan
 
 KEY_DIR = "/etc/gpufab/sshfs"
 KEY_FILE = f"{KEY_DIR}/id_ed25519"
@@ -29,54 +33,7 @@ FSTAB_BEGIN = "# BEGIN gpufab managed block (storage sshfs)"
 FSTAB_END = "# END gpufab managed block (storage sshfs)"
 SSHFS_OPTIONS = ("_netdev,allow_other,reconnect,ServerAliveInterval=15,ServerAliveCountMax=3,"
                  "x-systemd.mount-timeout=30,StrictHostKeyChecking=yes")
-#: Throughput test size: what verify writes and reads per worker.
-BENCH_MIB = 64
-
-#: /dev/fuse present (printed as `fusedev`), then the kernel's filesystems.
-FUSE_SCRIPT = r"""
-[ -c /dev/fuse ] && echo fusedev
-cat /proc/filesystems
-"""
-#: Everything the backend choice needs from one node, in one round trip.
-FACTS_SCRIPT = FUSE_SCRIPT + KERNEL_SCRIPT
-
 _KEY_RE = re.compile(r"^ssh-ed25519 [A-Za-z0-9+/=]+ " + re.escape(KEY_COMMENT) + r"[A-Za-z0-9._-]+$")
-
-
-def check_backend(value: str) -> str:
-    if value not in BACKENDS:
-        raise InputError(f"unknown storage backend {value!r} (one of {', '.join(BACKENDS)})", path="storage")
-    return value
-
-
-def fuse_lacks(text: str) -> Optional[str]:
-    """Why sshfs cannot mount here (FUSE_SCRIPT's output), or None."""
-    lines = text.split()
-    if "fuse" not in lines:
-        return "this kernel has no FUSE (fuse is not in /proc/filesystems)"
-    if "fusedev" not in lines:
-        return "/dev/fuse is missing (a container without the FUSE device?)"
-    return None
-
-
-def choose_backend(wanted: str, head: str, kernels: Mapping[str, str], fuse: Mapping[str, str]) -> Tuple[Optional[str], str]:
-    """(backend, why): the backend every node supports, or None and the reasons none fits.
-
-    `kernels` is each node's nfs KERNEL_SCRIPT output, `fuse` each worker's
-    FUSE_SCRIPT output. `auto` takes NFS when it can work, else sshfs.
-    """
-    nfs_problem = next((f"{n}: {why}" for n, text in kernels.items()
-                        for why in [kernel_lacks(text, "nfsd" if n == head else "nfs")] if why), None)
-    sshfs_problem = next((f"{n}: {why}" for n, text in fuse.items() for why in [fuse_lacks(text)] if why), None)
-    if wanted == "nfs":
-        return (None, f"NFS unavailable: {nfs_problem}") if nfs_problem else ("nfs", "")
-    if wanted == "sshfs":
-        return (None, f"sshfs unavailable: {sshfs_problem}") if sshfs_problem else ("sshfs", "")
-    if not nfs_problem:
-        return "nfs", "auto: every node has NFS"
-    if not sshfs_problem:
-        return "sshfs", f"auto: NFS unavailable ({nfs_problem}); every worker has FUSE"
-    return None, f"no shared storage: NFS unavailable ({nfs_problem}); sshfs unavailable ({sshfs_problem})"
 
 
 def key_line(node: str, private_ip: str, public_key: str) -> str:
@@ -130,30 +87,130 @@ def mounted_sshfs(found: Optional[Tuple[str, str]], user: str, server: str, expo
     return found is not None and found[1] == "fuse.sshfs" and found[0] == f"{user}@{server}:{export}"
 
 
-_DD_RE = re.compile(r"^(\d+) bytes .* copied, ([\d.]+) s", re.M)
+# --------------------------------------------------------------------------- on the nodes
 
 
-def dd_rate(stderr: str) -> Optional[float]:
-    """MiB/s from dd's summary line, None when it did not print one."""
-    match = None
-    for match in _DD_RE.finditer(stderr):
-        pass
-    if match is None or float(match.group(2)) == 0:
-        return None
-    return int(match.group(1)) / float(match.group(2)) / (1024 * 1024)
+def _fstab(remote: Remote, p: NfsPlan, block: str) -> List[str]:
+    """Put gpufab's sshfs block in /etc/fstab ('' removes it); refuse a hand-made line for the mount.
+
+    gpufab's own NFS block goes in both cases: one backend at a time.
+    """
+    state = remote.read_paths([nfs.FSTAB])[nfs.FSTAB]
+    old = replace_block(state.content or "", "", nfs.FSTAB, nfs.FSTAB_BEGIN, nfs.FSTAB_END)
+    if block:
+        clash = nfs.fstab_conflict(fstab_lines_outside(old), p.mount)
+        if clash:
+            raise HostError(f"{nfs.FSTAB} already mounts {p.mount} outside gpufab's sshfs block ({clash!r})")
+    new = replace_block(old, block, nfs.FSTAB, FSTAB_BEGIN, FSTAB_END)
+    wanted = ManagedFile(nfs.FSTAB, new, mode=state.mode or 0o644, owner=state.owner or "root", group=state.group or "root")
+    return remote.write_files(plan_files([wanted], {nfs.FSTAB: state}))
 
 
-def rates_text(write: Optional[float], read: Optional[float]) -> str:
-    def one(x: Optional[float]) -> str:
-        return f"{x:.0f} MiB/s" if x is not None else "?"
+def prepare_worker(remote: Remote, p: NfsPlan, head_user: str, host_keys: str) -> Outcome:
+    """sshfs installed, this worker's own key, the head's host key, the fstab line; not mounted yet."""
+    done = ensure_packages(remote, ("sshfs",))
+    with keeping_changes(done):
+        key = shlex.quote(KEY_FILE)
+        if not remote.check(f"test -s {key} && test -s {key}.pub", sudo=True):
+            remote.change(f"install -d -m 0700 {KEY_DIR} && rm -f {key} {key}.pub && "
+                          f"ssh-keygen -q -t ed25519 -N '' -C {KEY_COMMENT}{remote.node.name} -f {key}")
+            done.append(f"generated {KEY_FILE}")
+        public = remote.run(f"cat {key}.pub", sudo=True, warn=True).stdout.strip()
+        if remote.dry_run and not public:  # the key a real run would generate, for the head's diff
+            public = f"ssh-ed25519 GENERATEDONTHEWORKER {KEY_COMMENT}{remote.node.name}"
+        known = known_hosts_file(p.server, host_keys)
+        done += remote.write_files(plan_files([known], remote.read_state([known])))
+        done += ensure_dir(remote, p.mount)
+        done += _fstab(remote, p, fstab_block(head_user, p.server, p.export, p.mount))
+    return Outcome(done, [], {"public_key": public})
 
-    return f"{BENCH_MIB} MiB write {one(write)}, read {one(read)}"
+
+def authorize_workers(remote: Remote, keys: Dict[str, str], export: str) -> Outcome:
+    """The head: the share directory, and one restricted authorized_keys line per worker."""
+    done = ensure_dir(remote, export, remote.user)
+    home = remote.run(f"getent passwd {shlex.quote(remote.user)} | cut -d: -f6").stdout.strip()
+    path = f"{home}/.ssh/authorized_keys"
+    state = remote.read_paths([path])[path]
+    old = state.content or ""
+    lines = {**keys_in_block(old), **keys}
+    new = replace_block(old, keys_block(lines), path, KEYS_BEGIN, KEYS_END)
+    wanted = ManagedFile(path, new, mode=0o600, owner=remote.user, group=state.group or remote.user)
+    done += remote.write_files(plan_files([wanted], {path: state}))
+    return Outcome(done, [f"{len(lines)} worker keys (SFTP only) in {path}"])
 
 
-def summarize(rates: Iterable[Tuple[Optional[float], Optional[float]]]) -> str:
-    pairs = list(rates)
-    writes = [w for w, _ in pairs if w is not None]
-    reads = [r for _, r in pairs if r is not None]
-    if not writes and not reads:
-        return ""
-    return f"slowest worker: write {min(writes or [0]):.0f} MiB/s, read {min(reads or [0]):.0f} MiB/s"
+def mount_worker(remote: Remote, p: NfsPlan, head_user: str) -> Outcome:
+    q = shlex.quote(p.mount)
+    found = nfs.parse_findmnt(remote.run(FINDMNT.format(q), warn=True).stdout)
+    if mounted_sshfs(found, head_user, p.server, p.export):
+        return Outcome([], [f"{p.server_name}:{p.export} mounted on {p.mount} (sshfs)"])
+    result = remote.change(f"mount {q}", warn=True, timeout=60)
+    if remote.dry_run:
+        return Outcome([f"mounted {p.server_name}:{p.export} on {p.mount} (sshfs)"], [])
+    found = nfs.parse_findmnt(remote.run(FINDMNT.format(q), warn=True).stdout)
+    if result.exited != 0 or not mounted_sshfs(found, head_user, p.server, p.export):
+        raise HostError(f"sshfs mount of {p.mount} failed: {last_line(result.stderr) or 'not mounted afterwards'}")
+    return Outcome([f"mounted {p.server_name}:{p.export} on {p.mount} (sshfs)"], [])
+
+
+def setup_sshfs(session: Session, inv: Inventory, nodes: Sequence[Node], p: NfsPlan,
+                workers: Optional[int] = None, **step_kw: Any) -> List[HostResult]:
+    """Workers prepare (keys, fstab) in parallel, the head authorizes them, then they mount."""
+    head = inv.head
+    head_remote = (step_kw.get("remotes") or {}).get(head.name) or remote_for(session, head)
+    host_keys = head_remote.run("cat /etc/ssh/ssh_host_*_key.pub", warn=True).stdout
+    head_user = head_remote.user
+    targets = [n for n in nodes if not n.is_head]
+    prepared = run_step(session, targets, lambda r: prepare_worker(r, p, head_user, host_keys), workers=workers, **step_kw)
+    keys = {}
+    for r in prepared:
+        if not r.failed:
+            try:
+                keys[r.node.name] = key_line(r.node.name, r.node.private or "", r.data.get("public_key", ""))
+            except ValueError as exc:
+                r.status, r.exit_code, r.reason = FAILED, 1, str(exc)
+    authorized = run_step(session, [head], lambda r: authorize_workers(r, keys, p.export), **step_kw)
+    if authorized[0].failed:
+        mounted = [HostResult(n, FAILED, 1, reason=f"the head could not authorize the key ({authorized[0].reason})")
+                   for n in targets if n.name in keys]
+    else:
+        ready = [n for n in targets if n.name in keys]
+        mounted = run_step(session, ready, lambda r: mount_worker(r, p, head_user), workers=workers, **step_kw)
+    with_head = [head, *targets] if any(n.is_head for n in nodes) else list(targets)
+    return merge_phases(with_head, [prepared, authorized if any(n.is_head for n in nodes) else [], mounted])
+
+
+# --------------------------------------------------------------------------- unmount
+
+
+def unmount_worker(remote: Remote, p: NfsPlan) -> Outcome:
+    """Unmount, drop gpufab's fstab blocks (sshfs and NFS) and the worker's sshfs key."""
+    done: List[str] = []
+    q = shlex.quote(p.mount)
+    if nfs.parse_findmnt(remote.run(FINDMNT.format(q), warn=True).stdout):
+        result = remote.change(f"umount {q} || umount -l {q}", warn=True, timeout=60)
+        if result.exited != 0:
+            raise HostError(f"cannot unmount {p.mount}: {last_line(result.stderr)}")
+        done.append(f"unmounted {p.mount}")
+    with keeping_changes(done):
+        done += _fstab(remote, p, "")
+        if remote.check(f"test -e {KEY_DIR}", sudo=True):
+            # Its parent too when nothing else of gpufab's is left in it.
+            remote.change(f"rm -rf {KEY_DIR}; rmdir {os.path.dirname(KEY_DIR)} 2>/dev/null; true")
+            done.append(f"removed {KEY_DIR} (this worker's sshfs key)")
+        if remote.check(f"test -d {q} && rmdir {q} 2>/dev/null", sudo=True):
+            done.append(f"removed the empty mount point {p.mount}")
+    return Outcome(done, [])
+
+
+def revoke_workers(remote: Remote) -> Outcome:
+    home = remote.run(f"getent passwd {shlex.quote(remote.user)} | cut -d: -f6").stdout.strip()
+    path = f"{home}/.ssh/authorized_keys"
+    state = remote.read_paths([path])[path]
+    old = state.content or ""
+    new = replace_block(old, "", path, KEYS_BEGIN, KEYS_END)
+    if new == old:
+        return Outcome([], [])
+    wanted = ManagedFile(path, new, mode=state.mode or 0o600, owner=state.owner or remote.user, group=state.group or remote.user)
+    done = remote.write_files(plan_files([wanted], {path: state}))
+    return Outcome([f"removed the workers' sshfs keys from {path}"] if done else [], [])

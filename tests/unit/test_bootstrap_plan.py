@@ -4,8 +4,11 @@ import time
 
 import pytest
 
-from fabfile.core import chain as plan
-from fabfile.ops import sshfs as storage
+from fabfile.core import runfiles as plan
+from fabfile.core.chain import select_steps as choose
+from fabfile.core.runreport import Report
+from fabfile.ops import sshfs, storage
+from fabfile.ops.chain import CHAIN
 from fabfile.core.errors import InputError
 from fabfile.core.fanout import FAILED, OK, HostResult
 from fabfile.core.inventory import parse_inventory
@@ -21,19 +24,26 @@ nodes:
 )
 
 
+STEPS = ["preflight", "limits", "docker", "netenv", "storage", "ray", "tools", "verify"]
+
+
+def select_steps(skip, only, disabled):
+    return [s.name for s in choose(CHAIN, skip, only, disabled)]
+
+
 def test_all_steps_in_chain_order_by_default():
-    assert plan.select_steps(None, None, None) == list(plan.STEPS)
+    assert select_steps(None, None, None) == STEPS
 
 
 def test_skip_only_and_inventory_disable():
     # `nfs` is the storage step's older name.
-    assert plan.select_steps("nfs,docker", None, None) == ["preflight", "limits", "netenv", "ray", "verify"]
+    assert select_steps("nfs,docker", None, None) == ["preflight", "limits", "netenv", "ray", "tools", "verify"]
     # --only keeps chain order whatever order it was given in, and preflight.
-    assert plan.select_steps(None, "ray,limits", None) == ["preflight", "limits", "ray"]
-    assert plan.select_steps(None, None, ["nfs"]) == ["preflight", "limits", "docker", "netenv", "ray", "verify"]
-    assert plan.select_steps(None, None, "storage,ray") == ["preflight", "limits", "docker", "netenv", "verify"]
+    assert select_steps(None, "ray,limits", None) == ["preflight", "limits", "ray"]
+    assert select_steps(None, None, ["nfs"]) == ["preflight", "limits", "docker", "netenv", "ray", "tools", "verify"]
+    assert select_steps(None, None, "storage,ray") == ["preflight", "limits", "docker", "netenv", "tools", "verify"]
     # An explicit --only beats the inventory's bootstrap_skip.
-    assert plan.select_steps(None, "storage", ["nfs"]) == ["preflight", "storage"]
+    assert select_steps(None, "storage", ["nfs"]) == ["preflight", "storage"]
 
 
 @pytest.mark.parametrize("skip,only,disabled,message", [
@@ -44,7 +54,7 @@ def test_skip_only_and_inventory_disable():
 ])
 def test_bad_step_names_are_input_errors(skip, only, disabled, message):
     with pytest.raises(InputError, match=message):
-        plan.select_steps(skip, only, disabled)
+        select_steps(skip, only, disabled)
 
 
 def test_run_files_sit_next_to_the_inventory():
@@ -66,17 +76,22 @@ def test_failed_hosts_file_round_trip_and_selection():
         plan.pick_nodes(INVENTORY, ["rental9"], "f")
 
 
-def report() -> plan.Report:
-    rows = [plan.NodeRow("rental0", "203.0.113.10", "10.0.0.10", 0, "head", nic="ens1", docker="27.1", nfs="exported",
-                         ulimit="65536", ray="alive (head)", gpus="8 (Ray 8)", result="ok")]
-    return plan.Report("2026-11-21 10:00:00 +0000", "inventory/hosts.yaml", list(plan.STEPS), rows,
+COLUMNS = [("node", "Node"), ("public", "Public IP"), ("private", "Private IP"), ("nid", "NID"), ("role", "Role"),
+           ("nic", "NIC"), ("docker", "Docker"), ("nfs", "NFS"), ("ulimit", "ulimit"), ("ray", "Ray"), ("gpus", "GPUs"),
+           ("result", "Result")]
+
+
+def report() -> Report:
+    rows = [dict(node="rental0", public="203.0.113.10", private="10.0.0.10", nid=0, role="head", nic="ens1",
+                 docker="27.1", nfs="exported", ulimit="65536", ray="alive (head)", gpus="8 (Ray 8)", result="ok")]
+    return Report("2026-11-21 10:00:00 +0000", "inventory/hosts.yaml", STEPS, rows, COLUMNS,
                        checks=["Ray: 1/1 nodes alive"], warnings=["firewall rule on rental0: iptables -A INPUT -j DROP"],
                        access=["ssh rental0"], summary="bootstrap: 1 hosts: 0 changed, 1 ok, 0 failed, 0 unreachable")
 
 
 def test_report_renders_every_column_and_section():
     text = report().to_text()
-    for column in plan.REPORT_COLUMNS:
+    for _, column in COLUMNS:
         assert column in text
     assert "8 (Ray 8)" in text and "Verification\n  Ray: 1/1 nodes alive" in text
     assert "Warnings\n  firewall rule" in text and "Quick access\n  ssh rental0" in text
@@ -87,10 +102,10 @@ def test_report_renders_every_column_and_section():
 
 def test_report_json_round_trip_and_damage():
     saved = report().to_json()
-    assert plan.Report.from_json(saved, "r.json") == report()
+    assert Report.from_json(saved, "r.json") == report()
     assert json.loads(saved)["nodes"][0]["gpus"] == "8 (Ray 8)"
     with pytest.raises(InputError, match="r.json: not a gpufab report"):
-        plan.Report.from_json('{"nodes": 1}', "r.json")
+        Report.from_json('{"nodes": 1}', "r.json")
 
 
 def test_ssh_commands_use_aliases_when_the_user_has_them():
@@ -127,20 +142,20 @@ def test_storage_backend_choice():
 
 
 def test_sshfs_key_lines_are_restricted_and_kept_per_worker():
-    line = storage.key_line("rental1", "10.0.0.11", "ssh-ed25519 AAAAC3Nza gpufab-sshfs@rental1\n")
+    line = sshfs.key_line("rental1", "10.0.0.11", "ssh-ed25519 AAAAC3Nza gpufab-sshfs@rental1\n")
     assert line == 'restrict,from="10.0.0.11",command="internal-sftp" ssh-ed25519 AAAAC3Nza gpufab-sshfs@rental1'
     with pytest.raises(ValueError):
-        storage.key_line("rental1", "10.0.0.11", "ssh-ed25519 AAAA gpufab-sshfs@rental2")  # another worker's key
+        sshfs.key_line("rental1", "10.0.0.11", "ssh-ed25519 AAAA gpufab-sshfs@rental2")  # another worker's key
     with pytest.raises(ValueError):
-        storage.key_line("rental1", "10.0.0.11", 'command="sh" ssh-ed25519 AAAA gpufab-sshfs@rental1')
-    block = storage.keys_block({"rental2": "L2 gpufab-sshfs@rental2", "rental1": "L1 gpufab-sshfs@rental1"})
+        sshfs.key_line("rental1", "10.0.0.11", 'command="sh" ssh-ed25519 AAAA gpufab-sshfs@rental1')
+    block = sshfs.keys_block({"rental2": "L2 gpufab-sshfs@rental2", "rental1": "L1 gpufab-sshfs@rental1"})
     text = "ssh-ed25519 AAAA me@laptop\n" + block
-    assert storage.keys_in_block(text) == {"rental1": "L1 gpufab-sshfs@rental1", "rental2": "L2 gpufab-sshfs@rental2"}
-    assert block.index("rental1") < block.index("rental2") and storage.keys_block({}) == ""
+    assert sshfs.keys_in_block(text) == {"rental1": "L1 gpufab-sshfs@rental1", "rental2": "L2 gpufab-sshfs@rental2"}
+    assert block.index("rental1") < block.index("rental2") and sshfs.keys_block({}) == ""
 
 
 def test_sshfs_fstab_line_and_rates():
-    block = storage.fstab_block("root", "10.0.0.10", "/mnt/shared", "/mnt/shared")
+    block = sshfs.fstab_block("root", "10.0.0.10", "/mnt/shared", "/mnt/shared")
     line = [x for x in block.splitlines() if not x.startswith("#")]
     assert len(line) == 1
     src, mount, fstype, options, *_ = line[0].split()

@@ -1,0 +1,17 @@
+"""The bootstrap chain: every step, in the order it runs. A new step is one entry here."""
+
+from __future__ import annotations
+
+from ..core.chain import VERIFY
+from . import docker, limits, netenv, preflight, ray, storage, tools
+
+CHAIN = (
+    preflight.STEP,
+    limits.STEP,
+    docker.STEP,
+    netenv.STEP,
+    storage.STEP,
+    ray.STEP,
+    tools.STEP,
+    VERIFY,
+)

@@ -1,0 +1,287 @@
+"""`storage`: one shared directory from the head on every worker, NFS or sshfs.
+
+`auto` checks every node's kernel and picks NFS where it can work, else
+sshfs (FUSE), and says which. A round trip through the share (a token the
+head writes and every worker reads, then 64 MiB each way) is what proves it,
+not the mount table.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import shlex
+from dataclasses import dataclass
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+
+from ..core.chain import VERIFY_NAME, Column, Step
+from ..core.cluster import setting
+from ..core.connection import Session
+from ..core.errors import HostError, InputError
+from ..core.fanout import FAILED, OK, HostResult
+from ..core.inventory import Inventory, Node
+from ..core.remote import Remote
+from ..core.steps import Outcome, run_step
+from . import nfs, sshfs
+from .nfs import FINDMNT, KERNEL_SCRIPT, NfsPlan, kernel_lacks
+
+BACKENDS = ("auto", "nfs", "sshfs")
+DEFAULT_BACKEND = "nfs"
+
+#: Throughput test size: what verify writes and reads per worker.
+BENCH_MIB = 64
+
+#: /dev/fuse present (printed as `fusedev`), then the kernel's filesystems.
+FUSE_SCRIPT = r"""
+[ -c /dev/fuse ] && echo fusedev
+cat /proc/filesystems
+"""
+#: Everything the backend choice needs from one node, in one round trip.
+FACTS_SCRIPT = FUSE_SCRIPT + KERNEL_SCRIPT
+
+def check_backend(value: str) -> str:
+    if value not in BACKENDS:
+        raise InputError(f"unknown storage backend {value!r} (one of {', '.join(BACKENDS)})", path="storage")
+    return value
+
+
+def fuse_lacks(text: str) -> Optional[str]:
+    """Why sshfs cannot mount here (FUSE_SCRIPT's output), or None."""
+    lines = text.split()
+    if "fuse" not in lines:
+        return "this kernel has no FUSE (fuse is not in /proc/filesystems)"
+    if "fusedev" not in lines:
+        return "/dev/fuse is missing (a container without the FUSE device?)"
+    return None
+
+
+def choose_backend(wanted: str, head: str, kernels: Mapping[str, str], fuse: Mapping[str, str]) -> Tuple[Optional[str], str]:
+    """(backend, why): the backend every node supports, or None and the reasons none fits.
+
+    `kernels` is each node's nfs KERNEL_SCRIPT output, `fuse` each worker's
+    FUSE_SCRIPT output. `auto` takes NFS when it can work, else sshfs.
+    """
+    nfs_problem = next((f"{n}: {why}" for n, text in kernels.items()
+                        for why in [kernel_lacks(text, "nfsd" if n == head else "nfs")] if why), None)
+    sshfs_problem = next((f"{n}: {why}" for n, text in fuse.items() for why in [fuse_lacks(text)] if why), None)
+    if wanted == "nfs":
+        return (None, f"NFS unavailable: {nfs_problem}") if nfs_problem else ("nfs", "")
+    if wanted == "sshfs":
+        return (None, f"sshfs unavailable: {sshfs_problem}") if sshfs_problem else ("sshfs", "")
+    if not nfs_problem:
+        return "nfs", "auto: every node has NFS"
+    if not sshfs_problem:
+        return "sshfs", f"auto: NFS unavailable ({nfs_problem}); every worker has FUSE"
+    return None, f"no shared storage: NFS unavailable ({nfs_problem}); sshfs unavailable ({sshfs_problem})"
+
+
+_DD_RE = re.compile(r"^(\d+) bytes .* copied, ([\d.]+) s", re.M)
+
+
+def dd_rate(stderr: str) -> Optional[float]:
+    """MiB/s from dd's summary line, None when it did not print one."""
+    match = None
+    for match in _DD_RE.finditer(stderr):
+        pass
+    if match is None or float(match.group(2)) == 0:
+        return None
+    return int(match.group(1)) / float(match.group(2)) / (1024 * 1024)
+
+
+def rates_text(write: Optional[float], read: Optional[float]) -> str:
+    def one(x: Optional[float]) -> str:
+        return f"{x:.0f} MiB/s" if x is not None else "?"
+
+    return f"{BENCH_MIB} MiB write {one(write)}, read {one(read)}"
+
+
+def summarize(rates: Iterable[Tuple[Optional[float], Optional[float]]]) -> str:
+    pairs = list(rates)
+    writes = [w for w, _ in pairs if w is not None]
+    reads = [r for _, r in pairs if r is not None]
+    if not writes and not reads:
+        return ""
+    return f"slowest worker: write {min(writes or [0]):.0f} MiB/s, read {min(reads or [0]):.0f} MiB/s"
+
+
+# --------------------------------------------------------------------------- verify
+
+
+def _mount_problem(remote: Remote, p: NfsPlan, backend: str, head_user: str) -> Optional[str]:
+    """Why the worker's mount point is not the share, or None."""
+    found = nfs.parse_findmnt(remote.run(FINDMNT.format(shlex.quote(p.mount)), warn=True).stdout)
+    if backend == "sshfs":
+        ok, source = sshfs.mounted_sshfs(found, head_user, p.server, p.export), f"sshfs mount of {head_user}@"
+    else:
+        ok, source = nfs.mounted_from(found, p.server, p.export), "NFS mount of "
+    return None if ok else f"{p.mount} is not an {source}{p.server}:{p.export}"
+
+
+def write_token(remote: Remote, export: str, token: str) -> Outcome:
+    """The head's side of the check: a fresh token, and a 64 MiB file for workers to read."""
+    q = shlex.quote(export)
+    remote.run(f"printf %s {shlex.quote(token)} > {q}/.gpufab-verify && "
+               f"dd if=/dev/zero of={q}/.gpufab-bench-head bs=1M count={BENCH_MIB} 2>/dev/null", sudo=True, timeout=600)
+    return Outcome([], [f"wrote the token into {export}"], remote.user)
+
+
+def remove_bench_file(remote: Remote, export: str) -> Outcome:
+    remote.run(f"rm -f {shlex.quote(export)}/.gpufab-bench-head", sudo=True)
+    return Outcome()
+
+
+def verify_worker(remote: Remote, p: NfsPlan, backend: str, head_user: str, token: str) -> Outcome:
+    """Read the head's token through the mount, then time a 64 MiB write and read."""
+    problem = _mount_problem(remote, p, backend, head_user)
+    if problem:
+        raise HostError(problem)
+    seen = remote.run(f"cat {shlex.quote(p.mount + '/.gpufab-verify')}", warn=True).stdout
+    if seen != token:
+        raise HostError(f"{p.mount}/.gpufab-verify does not hold the head's token: the mount does not show the share")
+    mine = shlex.quote(f"{p.mount}/.gpufab-bench-{remote.node.name}")
+    theirs = shlex.quote(f"{p.mount}/.gpufab-bench-head")
+    write = remote.run(f"dd if=/dev/zero of={mine} bs=1M count={BENCH_MIB} conv=fsync 2>&1 >/dev/null; rm -f {mine}",
+                       sudo=True, warn=True, timeout=600)
+    read = remote.run(f"dd if={theirs} of=/dev/null bs=1M 2>&1", sudo=True, warn=True, timeout=600)
+    w, r = dd_rate(write.stdout), dd_rate(read.stdout)
+    return Outcome([], [f"read the head's token through {p.mount}; {rates_text(w, r)}"], Trip(w, r))
+
+
+def round_trip(session: Session, inv: Inventory, nodes: Sequence[Node], p: NfsPlan, backend: str,
+               workers: Optional[int] = None, **step_kw: Any) -> List[HostResult]:
+    """Head writes a token and a 64 MiB file into the share; every worker reads both through its mount."""
+    token = secrets.token_hex(16)
+    head = inv.head
+    head_step = run_step(session, [head], lambda r: write_token(r, p.export, token), **step_kw)
+    targets = [n for n in nodes if not n.is_head]
+    if head_step[0].failed:
+        return head_step + [HostResult(n, FAILED, 1, reason=f"the head could not write the token ({head_step[0].reason})")
+                            for n in targets]
+    head_user = head_step[0].value
+    results = run_step(session, targets, lambda r: verify_worker(r, p, backend, head_user, token),
+                       workers=workers, **step_kw)
+    run_step(session, [head], lambda r: remove_bench_file(r, p.export), **step_kw)
+    return head_step + results
+
+
+@dataclass(frozen=True)
+class Choice:
+    backend: Optional[str]  # None: no backend works on these nodes
+    why: str
+
+
+def storage_facts(remote: Remote) -> str:
+    """NFS and FUSE support of one node (FACTS_SCRIPT's output)."""
+    return remote.script(FACTS_SCRIPT).stdout
+
+
+def choose(wanted: str, head: Node, facts: Dict[str, str]) -> Choice:
+    """The backend that the head and every worker in `facts` support."""
+    workers = {name: text for name, text in facts.items() if name != head.name}
+    return Choice(*choose_backend(wanted, head.name, facts, workers))
+
+
+def setup(session: Session, inv: Inventory, nodes: Sequence[Node], share: NfsPlan, backend: str,
+          workers: Optional[int] = None, **step_kw: Any) -> List[HostResult]:
+    """The chosen backend's setup: the head first, then its workers."""
+    if backend == "nfs":
+        return nfs.setup_share(session, nodes, share, workers=workers, **step_kw)
+    return sshfs.setup_sshfs(session, inv, nodes, share, workers, **step_kw)
+
+
+@dataclass(frozen=True)
+class StorageSettings:
+    backend: str  # auto, nfs or sshfs
+    share: NfsPlan
+
+
+def read(config: Any, inv: Inventory, cli: Mapping[str, Any]) -> StorageSettings:
+    """CLI `--backend`/`--storage` > inventory var `storage` > config > nfs; the share's paths from nfs."""
+    wanted = cli.get("backend") or cli.get("storage")
+    return StorageSettings(check_backend(setting(config, inv, "storage", wanted, DEFAULT_BACKEND)),
+                           nfs.read_share(config, inv, cli))
+
+
+@dataclass(frozen=True)
+class Shared:
+    """This node's side of the share."""
+
+    backend: Optional[str]  # None: unavailable on these kernels
+
+    def cell(self, node: Node) -> str:
+        if self.backend is None:
+            return "unavailable"
+        return f"{self.backend} " + ("shared" if node.is_head else "mounted")
+
+
+@dataclass(frozen=True)
+class Trip:
+    """A worker's round trip through the share: MiB/s written and read (None: not measured)."""
+
+    write: Optional[float] = None
+    read: Optional[float] = None
+
+
+def run_step_on(run: Any, nodes: Sequence[Node], s: StorageSettings) -> List[HostResult]:
+    """The backend every node supports (as asked: nfs, sshfs or auto), then the share."""
+    head = run.inv.head
+    facts: Dict[str, str] = {}
+    try:
+        for n in [head, *[x for x in nodes if not x.is_head]]:
+            # From preflight; read now only for a head outside this run (a retry of workers).
+            known = run.gathered(NAME, n)
+            if known is None:
+                known = storage_facts(run.remotes[n.name])
+                run.remember(NAME, n, known)
+            facts[n.name] = known
+    except Exception as exc:  # noqa: BLE001 - the head is down; its clients cannot mount
+        return [HostResult(n, FAILED, 1, reason=f"cannot check the head's kernel for shared storage ({exc})") for n in nodes]
+    choice = run.state[NAME] = choose(s.backend, head, facts)
+    if choice.backend is None:
+        return [HostResult(n, OK, data={"changes": [], "notes": [choice.why]}, value=Shared(None)) for n in nodes]
+    results = setup(run.session, run.inv, nodes, s.share, choice.backend, **run.step_kw(NAME))
+    for r in results:
+        r.value = Shared(choice.backend)
+        if choice.why:
+            r.data.setdefault("notes", []).append(choice.why)
+    return results
+
+
+def check_share(run: Any, nodes: Sequence[Node], s: StorageSettings) -> List[HostResult]:
+    choice = run.state.get(NAME)
+    if choice is None or choice.backend is None:
+        return []
+    return round_trip(run.session, run.inv, nodes, s.share, choice.backend, run.workers, remotes=run.remotes)
+
+
+def _cell(run: Any, node: Node) -> str:
+    choice = run.state.get(NAME)
+    if run.status(NAME, node) == "not run" and run.status(VERIFY_NAME, node) == "not run":
+        return "-"
+    if choice is not None and choice.backend is None:
+        return "unavailable"
+    found = run.value(NAME, node)
+    shown = found.cell(node) if found else (choice.backend if choice else "-")
+    trip = run.cluster_checked(NAME, node)
+    return f"{shown}, round trip ok" if trip is not None and not trip.failed else shown
+
+
+def _report(run: Any, s: StorageSettings) -> Tuple[List[str], List[str]]:
+    choice = run.state.get(NAME)
+    if choice is None:
+        return [], []
+    if choice.backend is None:
+        return ["Storage: unavailable on these kernels (no shared directory)"], [choice.why]
+    verified = {n.name for n in run.verified()}
+    trips = [r for n in run.inv.workers for r in [run.cluster_checked(NAME, n)]
+             if r is not None and not r.failed and n.name in verified]
+    rates = summarize((r.value.write, r.value.read) for r in trips if r.value is not None)
+    p = s.share
+    checks = [f"Storage ({choice.backend}): round trip {len(trips)}/{len(run.inv.workers)} workers read the "
+              f"head's token ({p.server_name}:{p.export} on {p.mount})" + (f"; {rates}" if rates else "")]
+    return checks, [choice.why] if choice.why.startswith("auto: NFS unavailable") else []
+
+
+NAME = "storage"
+STEP = Step(NAME, settings=read, run=run_step_on, needs_head=True, aliases=("nfs",), gather=storage_facts,
+            check_cluster=check_share, columns=(Column("nfs", "NFS", 30, _cell),), report=_report)
