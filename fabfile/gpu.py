@@ -8,16 +8,8 @@ from invoke.exceptions import Exit
 from .ops import gpu as plan
 from .core.cluster import open_session, select_nodes
 from .core.errors import reported
-from .core.fanout import FAILED, OK, HostResult, fan_out, worst_exit_code
+from .core.fanout import fan_out, worst_exit_code
 from .core.report import host_table, summary_line
-
-
-def query_gpus(conn, node, timeout) -> HostResult:
-    result = conn.run(plan.QUERY, hide=True, warn=True, in_stream=False, timeout=timeout)
-    gpus, problem = plan.parse_gpus(result.stdout + result.stderr)
-    if result.exited != 0:
-        return HostResult(node, FAILED, result.exited, reason=f"nvidia-smi failed: {problem}")
-    return HostResult(node, OK, data={"gpus": gpus, "problem": problem})
 
 
 @task(help={"nodes": "only these nodes (comma-separated names)", "workers": "hosts asked at once (default 32)"})
@@ -26,17 +18,17 @@ def status(c, nodes=None, workers=None):
     """Index, name, memory used/total and utilization of every GPU, per node."""
     with open_session(c.config) as session:
         targets = select_nodes(session.inventory, nodes)
-        results = fan_out(session, targets, lambda conn, node: query_gpus(conn, node, session.command_timeout or 60),
+        results = fan_out(session, targets, lambda conn, node: plan.query_gpus(conn, node, session.command_timeout or 60),
                           workers=int(workers) if workers else None)
     rows = []
     for r in results:
-        gpus = r.data.get("gpus")
+        gpus = r.value
         if r.failed or gpus is None:
-            rows.append((r.node.name, "-", r.reason or r.data.get("problem"), "-", "-"))
+            rows.append((r.node.name, "-", r.reason, "-", "-"))
             continue
         rows += [(r.node.name, g.index, g.name, plan.memory_cell(g), f"{g.utilization} %") for g in gpus]
     print(host_table(["Node", "GPU", "Name", "Memory", "Util"], rows))
-    total = sum(len(r.data.get("gpus") or []) for r in results)
+    total = sum(len(r.value or []) for r in results)
     print(summary_line("gpu.status", results) + f"; {total} GPUs")
     code = worst_exit_code(results)
     if code:

@@ -11,22 +11,12 @@ from invoke.exceptions import Exit
 
 from .ops import detached as plan
 from .core.cluster import open_session, select_nodes
-from .core.errors import HostError, reported
-from .core.facts import parse_facts
+from .core.errors import reported
 from .core.fanout import HostResult, worst_exit_code
-from .core.remote import Remote, last_line
 from .core.report import host_table, summary_line
-from .core.steps import Outcome, run_step
+from .core.steps import run_step
 
 _HELP = {"nodes": "only these nodes (comma-separated names)", "workers": "hosts worked on at once (default 32)"}
-
-
-def start_detached(remote: Remote, name: str, log: str, command: str) -> Outcome:
-    result = remote.script(plan.START_SCRIPT, name, log, remote.user, command, sudo=True, warn=True)
-    if result.exited != 0:
-        raise HostError(f"could not start it: {last_line(result.stderr or result.stdout)}")
-    facts = parse_facts(result.stdout)
-    return Outcome([f"started ({facts.get('how')})"], [], {"log": facts.get("log")})
 
 
 @task(help={"command": "the command to keep running", "log": "its output file (default ~/NAME.log)", **_HELP})
@@ -36,28 +26,15 @@ def detached(c, command, log=None, nodes=None, workers=None):
     name = plan.job_name(command, time.strftime("%Y%m%d-%H%M%S"))
     with open_session(c.config) as session:
         targets = select_nodes(session.inventory, nodes)
-        results = run_step(session, targets, lambda r: start_detached(r, name, log or f"{name}.log", command),
+        results = run_step(session, targets, lambda r: plan.start_detached(r, name, log or f"{name}.log", command),
                            workers=int(workers) if workers else None)
-    rows = [(r.node.name, r.reason if r.failed else r.data["changes"][0], r.data.get("log") or "-") for r in results]
+    rows = [(r.node.name, r.reason if r.failed else r.data["changes"][0], r.value or "-") for r in results]
     print(host_table(["Node", "Started", "Log"], rows))
     print(summary_line("run.detached", results))
     print(f"stop it with: inv run.kill {name}   (or: inv run.kill PATTERN)")
     code = worst_exit_code(results)
     if code:
         raise Exit(code=code)
-
-
-def list_matches(remote: Remote, pattern: str) -> Outcome:
-    return Outcome([], [], {"matches": plan.parse_matches(remote.script(plan.LIST_SCRIPT, pattern, sudo=True).stdout)})
-
-
-def kill_matches(remote: Remote, signal: str, pattern: str, pids: List[int]) -> Outcome:
-    out = remote.script(plan.KILL_SCRIPT, signal, pattern, *map(str, pids), sudo=True).stdout
-    signalled, gone, alive = plan.parse_kill(out)
-    data = {"signalled": signalled, "gone": gone, "alive": alive}
-    if alive:
-        raise HostError(f"still running after SIG{signal}: {', '.join(map(str, alive))} (try --signal KILL)", data=data)
-    return Outcome([f"SIG{signal} to {len(signalled)} processes"] if signalled else [], [], data)
 
 
 def _confirm(count: int, hosts: int) -> bool:
@@ -78,16 +55,15 @@ def kill(c, pattern, yes=False, signal="TERM", nodes=None, workers=None):
     n = int(workers) if workers else None
     with open_session(c.config) as session:
         targets = select_nodes(session.inventory, nodes)
-        listed = run_step(session, targets, lambda r: list_matches(r, pattern), workers=n)
-        rows = [(r.node.name, m.pid, m.command[:100]) for r in listed for m in r.data.get("matches", [])]
+        listed = run_step(session, targets, lambda r: plan.list_matches(r, pattern), workers=n)
+        rows = [(r.node.name, m.pid, m.command[:100]) for r in listed for m in (r.value or [])]
         rows += [(r.node.name, "-", f"FAILED: {r.reason}") for r in listed if r.failed]
-        found: Dict[str, List[int]] = {r.node.name: [m.pid for m in r.data["matches"]]
-                                       for r in listed if r.data.get("matches")}
+        found: Dict[str, List[int]] = {r.node.name: [m.pid for m in r.value] for r in listed if r.value}
         print(host_table(["Node", "PID", "Command"], rows) if rows else f"run.kill: nothing matches {pattern!r}")
         total = sum(len(p) for p in found.values())
         if total and (yes or _confirm(total, len(found))):
             chosen = [t for t in targets if t.name in found]
-            killed = run_step(session, chosen, lambda r: kill_matches(r, sig, pattern, found[r.node.name]), workers=n)
+            killed = run_step(session, chosen, lambda r: plan.kill_matches(r, sig, pattern, found[r.node.name]), workers=n)
             print(summary_line("run.kill", killed, changed=True))
             results: List[HostResult] = killed + [r for r in listed if r.failed]
         elif total:

@@ -14,7 +14,10 @@ import re
 from dataclasses import dataclass
 from typing import List
 
-from ..core.errors import InputError
+from ..core.errors import HostError, InputError
+from ..core.facts import parse_facts
+from ..core.remote import Remote, last_line
+from ..core.steps import Outcome
 
 UNIT_PREFIX = "gpufab-run-"
 
@@ -123,3 +126,26 @@ def parse_kill(text: str) -> "tuple[List[int], List[int], List[int]]":
         if word in found and pid.isdigit():
             found[word].append(int(pid))
     return found["signalled"], found["gone"], found["alive"]
+
+
+# --------------------------------------------------------------------------- on the nodes
+
+
+def start_detached(remote: Remote, name: str, log: str, command: str) -> Outcome:
+    result = remote.script(START_SCRIPT, name, log, remote.user, command, sudo=True, warn=True)
+    if result.exited != 0:
+        raise HostError(f"could not start it: {last_line(result.stderr or result.stdout)}")
+    facts = parse_facts(result.stdout)
+    return Outcome([f"started ({facts.get('how')})"], [], facts.get("log"))
+
+
+def list_matches(remote: Remote, pattern: str) -> Outcome:
+    return Outcome([], [], parse_matches(remote.script(LIST_SCRIPT, pattern, sudo=True).stdout))
+
+
+def kill_matches(remote: Remote, signal: str, pattern: str, pids: List[int]) -> Outcome:
+    out = remote.script(KILL_SCRIPT, signal, pattern, *map(str, pids), sudo=True).stdout
+    signalled, gone, alive = parse_kill(out)
+    if alive:
+        raise HostError(f"still running after SIG{signal}: {', '.join(map(str, alive))} (try --signal KILL)")
+    return Outcome([f"SIG{signal} to {len(signalled)} processes"] if signalled else [], [])

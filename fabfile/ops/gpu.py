@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
+from ..core.fanout import FAILED, OK, HostResult
+
 FIELDS = "index,name,memory.used,memory.total,utilization.gpu"
 NO_SMI = "==gpufab no nvidia-smi"
 #: CSV rows per GPU, or a marker line when the node has no nvidia-smi at all.
@@ -39,3 +41,11 @@ def parse_gpus(text: str) -> Tuple[Optional[List[Gpu]], str]:
 
 def memory_cell(gpu: Gpu) -> str:
     return f"{gpu.memory_used} / {gpu.memory_total} MiB"
+
+
+def query_gpus(conn, node, timeout) -> HostResult:
+    result = conn.run(QUERY, hide=True, warn=True, in_stream=False, timeout=timeout)
+    gpus, problem = parse_gpus(result.stdout + result.stderr)
+    if result.exited != 0:
+        return HostResult(node, FAILED, result.exited, reason=f"nvidia-smi failed: {problem}")
+    return HostResult(node, OK, reason=problem or "", value=gpus)

@@ -122,7 +122,7 @@ def prepare_worker(remote: Remote, p: NfsPlan, head_user: str, host_keys: str) -
         done += remote.write_files(plan_files([known], remote.read_state([known])))
         done += ensure_dir(remote, p.mount)
         done += _fstab(remote, p, fstab_block(head_user, p.server, p.export, p.mount))
-    return Outcome(done, [], {"public_key": public})
+    return Outcome(done, [], public)
 
 
 def authorize_workers(remote: Remote, keys: Dict[str, str], export: str) -> Outcome:
@@ -166,7 +166,7 @@ def setup_sshfs(session: Session, inv: Inventory, nodes: Sequence[Node], p: NfsP
     for r in prepared:
         if not r.failed:
             try:
-                keys[r.node.name] = key_line(r.node.name, r.node.private or "", r.data.get("public_key", ""))
+                keys[r.node.name] = key_line(r.node.name, r.node.private or "", r.value or "")
             except ValueError as exc:
                 r.status, r.exit_code, r.reason = FAILED, 1, str(exc)
     authorized = run_step(session, [head], lambda r: authorize_workers(r, keys, p.export), **step_kw)

@@ -1,0 +1,199 @@
+"""netenv, nfs, sshfs, storage, ray and preflight against a fake node."""
+
+import json
+
+import pytest
+
+from fabfile.core.errors import HostError
+from fabfile.ops import netenv, nfs, preflight, ray, sshfs, storage
+
+from fakes import FakeRemote, node
+
+HEAD = "10.0.0.1"
+
+
+def nic_facts(dev: str = "ens14np0", own: str = "10.0.0.2/24") -> str:
+    return (f"route={HEAD} dev {dev} src {own.split('/')[0]} uid 0\nowner=\n"
+            f"addr=lo 127.0.0.1/8\naddr=eth0 203.0.113.2/24\naddr={dev} {own}\n"
+            f"link=lo 65536\nlink=eth0 1500\nlink={dev} 9000\n")
+
+
+def worker(**vars):
+    return node("node2", "10.0.0.2", "worker", **vars)
+
+
+def test_netenv_writes_the_nic_toward_the_head_then_nothing():
+    remote = FakeRemote([(r"route get", nic_facts(), 0)], the_node=worker())
+    s = netenv.NetenvSettings(HEAD, 29500, "ethernet")
+    out = netenv.apply(remote, s)
+    env = remote.files[netenv.ENV_FILE].content
+    assert "NCCL_SOCKET_IFNAME=ens14np0\n" in env and "GLOO_SOCKET_IFNAME=ens14np0\n" in env
+    assert f"MASTER_ADDR={HEAD}\n" in env and out.value == netenv.NetenvState("ens14np0")
+    assert set(remote.paths_written()) == {netenv.ENV_FILE, netenv.NCCL_CONF, netenv.PROFILE_SNIPPET}
+    assert "NIC ens14np0 (10.0.0.2/24, MTU 9000)" in out.notes
+    assert netenv.apply(remote, s).changes == []
+
+
+def test_netenv_an_unknown_nic_override_fails_naming_the_nics_there():
+    remote = FakeRemote([(r"route get", nic_facts(), 0)], the_node=worker(nic="eth9"))
+    with pytest.raises(HostError, match="eth9.*ens14np0"):
+        netenv.apply(remote, netenv.NetenvSettings(HEAD, 29500, "ethernet"))
+    assert remote.written == []
+
+
+def test_netenv_secrets_land_0600_for_the_ssh_user_and_never_in_the_report():
+    remote = FakeRemote([(r"route get", nic_facts(), 0)], the_node=worker(), user="gpu")
+    out = netenv.apply(remote, netenv.NetenvSettings(HEAD, 29500, "ethernet", {"HF_TOKEN": "hf_s3cret"}))
+    state = remote.files[netenv.SECRETS_FILE]
+    assert (state.mode, state.owner) == (0o600, "gpu") and "hf_s3cret" in state.content
+    assert "hf_s3cret" not in " ".join(out.changes + out.notes) and "HF_TOKEN" in " ".join(out.notes)
+
+
+def test_netenv_check_reads_back_the_nic_and_the_firewall():
+    remote = FakeRemote([(r"iptables|nft", "-A INPUT -p tcp --dport 6379 -j DROP\n", 0)])
+    remote.put(netenv.ENV_FILE, "MASTER_ADDR=10.0.0.1\nNCCL_SOCKET_IFNAME=enp27s0f0np0\n")
+    found = netenv.check(remote, netenv.NetenvSettings(HEAD, 29500, "ethernet")).value
+    assert found.nic == "enp27s0f0np0" and found.firewall == ("-A INPUT -p tcp --dport 6379 -j DROP",)
+
+
+KERNEL_NO_NFS = "nodev\tsysfs\next4\nkernel 6.1.0-test\n"
+KERNEL_NFS = "nodev\tnfs\nnodev\tnfsd\nkernel 6.1.0\n"
+SHARE = nfs.NfsPlan(server=HEAD, server_name="node1", export="/mnt/shared", mount="/mnt/shared", subnet="10.0.0.0/24")
+
+
+def test_nfs_server_writes_the_export_for_the_subnet_then_stops_at_a_kernel_without_nfsd():
+    remote = FakeRemote([(r"dpkg-query", "nfs-kernel-server installed\n", 0), (r"/proc/filesystems", KERNEL_NO_NFS, 0),
+                         (r"stat -c %U", "root\n", 0)])
+    with pytest.raises(HostError, match="nfsd") as err:
+        nfs.setup_server(remote, SHARE)
+    assert "\n/mnt/shared 10.0.0.0/24(" in remote.files[nfs.EXPORTS_FILE].content
+    assert f"created {nfs.EXPORTS_FILE}" in err.value.changes and not remote.sent("exportfs -ra")
+
+
+def test_nfs_client_adds_one_fstab_block_mounts_once_and_never_twice(monkeypatch):
+    monkeypatch.setattr(nfs.time, "sleep", lambda s: None)
+    remote = FakeRemote([(r"dpkg-query", "nfs-common installed\n", 0), (r"/proc/filesystems", KERNEL_NFS, 0),
+                         (r"stat -c %U", "root\n", 0), (r"findmnt", "", 0)],
+                        files={nfs.FSTAB: "UUID=abc / ext4 defaults 0 1\n"}, the_node=worker())
+    remote.answer(r"^mount ", "", 0)
+    # findmnt shows the share only after the mount command ran.
+    seen = []
+    remote.answer(r"findmnt", "")
+    original = remote.run
+
+    def run(command, **kw):
+        if command.startswith("findmnt") and seen:
+            remote.commands.append(command)
+            from invoke.runners import Result
+            return Result(stdout=f"{HEAD}:/mnt/shared nfs4\n", exited=0)
+        if command.startswith("mount "):
+            seen.append(command)
+        return original(command, **kw)
+
+    remote.run = run
+    out = nfs.setup_client(remote, SHARE, None)
+    fstab = remote.files[nfs.FSTAB].content
+    assert fstab.startswith("UUID=abc / ext4") and fstab.count(nfs.FSTAB_BEGIN) == 1
+    assert f"{HEAD}:/mnt/shared /mnt/shared nfs" in fstab and out.changes[-1].startswith("mounted")
+    again = nfs.setup_client(remote, SHARE, None)
+    assert again.changes == [] and remote.files[nfs.FSTAB].content == fstab and len(seen) == 1
+
+
+def test_nfs_client_refuses_a_hand_written_line_for_the_same_mount():
+    remote = FakeRemote([(r"dpkg-query", "nfs-common installed\n", 0), (r"stat -c %U", "root\n", 0)],
+                        files={nfs.FSTAB: "10.9.9.9:/x /mnt/shared nfs rw 0 0\n"}, the_node=worker())
+    with pytest.raises(HostError, match="outside gpufab's block"):
+        nfs.setup_client(remote, SHARE, None)
+    assert remote.written == []
+
+
+KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIG gpufab-sshfs@node2"
+
+
+def test_sshfs_worker_makes_its_own_key_pins_the_head_key_and_writes_one_fstab_line():
+    remote = FakeRemote([(r"dpkg-query", "sshfs installed\n", 0), (r"test -s", "", 1), (r"^cat .*\.pub", KEY, 0),
+                         (r"stat -c %U", "", 0)], the_node=worker())
+    out = sshfs.prepare_worker(remote, SHARE, "gpu", "ssh-ed25519 AAAAhostkey root@node1\n")
+    assert any(c.startswith("install -d -m 0700 /etc/gpufab/sshfs") and "ssh-keygen" in c for c in remote.changes)
+    assert remote.files[sshfs.KNOWN_HOSTS].content == f"{HEAD} ssh-ed25519 AAAAhostkey\n"
+    fstab = remote.files[nfs.FSTAB].content
+    assert fstab.count("fuse.sshfs") == 1 and f"gpu@{HEAD}:/mnt/shared" in fstab and out.value == KEY
+
+
+def test_sshfs_head_authorizes_each_worker_for_sftp_only_from_its_address():
+    remote = FakeRemote([(r"getent passwd", "/home/gpu\n", 0), (r"stat -c %U", "gpu\n", 0)], user="gpu")
+    line = sshfs.key_line("node2", "10.0.0.2", KEY)
+    sshfs.authorize_workers(remote, {"node2": line}, "/mnt/shared")
+    state = remote.files["/home/gpu/.ssh/authorized_keys"]
+    assert 'restrict,from="10.0.0.2",command="internal-sftp"' in state.content and state.mode == 0o600
+    assert sshfs.authorize_workers(remote, {"node2": line}, "/mnt/shared").changes == []
+
+
+def test_storage_choice_and_the_workers_round_trip():
+    head = node()
+    assert storage.choose("auto", head, {"node1": KERNEL_NO_NFS, "node2": "fusedev\n" + "nodev\tfuse\n"}).backend == "sshfs"
+    dd = "67108864 bytes (67 MB, 64 MiB) copied, 0.5 s, 134 MB/s\n"
+    remote = FakeRemote([(r"findmnt", f"gpu@{HEAD}:/mnt/shared fuse.sshfs\n", 0), (r"^cat ", "tok", 0),
+                         (r"dd if=/dev/zero", dd, 0), (r"dd if=", dd, 0)], the_node=worker())
+    out = storage.verify_worker(remote, SHARE, "sshfs", "gpu", "tok")
+    assert out.value == storage.Trip(128.0, 128.0)
+    with pytest.raises(HostError, match="does not hold the head's token"):
+        storage.verify_worker(remote, SHARE, "sshfs", "gpu", "other")
+    remote.answer(r"findmnt", "")
+    with pytest.raises(HostError, match="is not an sshfs mount"):
+        storage.verify_worker(remote, SHARE, "sshfs", "gpu", "tok")
+
+
+RAY = ray.RaySettings(version="2.60.0", venv="/opt/gpufab/venv", extra=[], port=6379, dashboard_host=None,
+                      index_url=None, find_links=None, proxy=None)
+
+
+def test_ray_install_creates_the_venv_and_pins_then_leaves_it():
+    remote = FakeRemote([(r"command -v uv", "", 1), (r"dpkg-query", "python3-venv installed\n", 0),
+                         (r"importlib.metadata", "", 1)], user="gpu")
+    remote.answer(r"pip install", "", 0)
+    # After the install, the venv answers with the pinned version.
+    installed = json.dumps({"python": "3.11.2", "ray": "2.60.0"})
+    calls = []
+    original = remote.run
+
+    def run(command, **kw):
+        if "pip" in command and "install" in command:
+            calls.append(command)
+            remote.answer(r"importlib.metadata", installed, 0)
+        return original(command, **kw)
+
+    remote.run = run
+    out = ray.install_ray(remote, RAY)
+    assert "created venv /opt/gpufab/venv (python3 -m venv)" in out.changes
+    assert any("ray[default]==2.60.0" in c for c in calls) and out.notes == ["ray 2.60.0 in /opt/gpufab/venv"]
+    assert ray.install_ray(remote, RAY).changes == []
+
+
+def test_ray_start_writes_the_unit_starts_it_once_and_restarts_only_on_change():
+    from fabfile.core.inventory import Inventory
+    inv = Inventory((node(), worker()))
+    remote = FakeRemote([(r"importlib.metadata", json.dumps({"python": "3.11.2", "ray": "2.60.0"}), 0),
+                         (r"is-enabled", "", 1), (r"is-active", "", 3)], the_node=worker())
+    remote.put(netenv.ENV_FILE, "NCCL_SOCKET_IFNAME=ens14np0\n")
+    out = ray.start_ray(remote, inv, RAY)
+    unit = remote.files[f"{ray.UNIT_DIR}/{ray.WORKER_UNIT}"].content
+    assert "EnvironmentFile=" in unit and "--address=10.0.0.1:6379" in unit
+    assert f"started {ray.WORKER_UNIT}" in out.changes
+    remote.answer(r"is-enabled", "", 0).answer(r"is-active", "", 0)
+    remote.changes.clear()
+    assert ray.start_ray(remote, inv, RAY).changes == [] and remote.changes == []
+    remote.put(netenv.ENV_FILE, "NCCL_SOCKET_IFNAME=ens15np0\n")  # netenv changed: the unit's digest does too
+    assert f"restarted {ray.WORKER_UNIT}" in ray.start_ray(remote, inv, RAY).changes
+
+
+def test_ray_start_refuses_without_the_pinned_ray():
+    from fabfile.core.inventory import Inventory
+    remote = FakeRemote([(r"importlib.metadata", json.dumps({"python": "3.11.2", "ray": "2.9.0"}), 0)])
+    with pytest.raises(HostError, match="ray 2.60.0 is not installed .*found 2.9.0"):
+        ray.start_ray(remote, Inventory((node(),)), RAY)
+
+
+def test_preflight_check_counts_the_gpus_the_driver_lists():
+    assert preflight.check(FakeRemote([(r"nvidia-smi -L", "8\n", 0)]), None).value == "8"
+    assert preflight.check(FakeRemote([(r"nvidia-smi -L", "0\n", 1)]), None).value == "0"
