@@ -32,25 +32,19 @@ def run_nfs(c, title: str, server: bool, clients: bool, path, mount, nodes, work
     report_step(title, results)
 
 
-@task(help=_HELP)
-@reported
-def setup(c, path=None, mount=None, nodes=None, workers=None):
-    """NFS server on the head, then the mount on every worker."""
-    run_nfs(c, "nfs.setup", True, True, path, mount, nodes, workers)
+def _part(name: str, server: bool, clients: bool, doc: str):
+    """nfs.setup and its two halves are the same task with the server and/or the clients."""
+
+    def part(c, path=None, mount=None, nodes=None, workers=None):
+        run_nfs(c, f"nfs.{name}", server, clients, path, mount, nodes, workers)
+
+    part.__doc__ = doc
+    return task(name=name, help=_HELP)(reported(part))
 
 
-@task(help=_HELP)
-@reported
-def server(c, path=None, mount=None, nodes=None, workers=None):
-    """Export the shared directory from the head to the private subnet."""
-    run_nfs(c, "nfs.server", True, False, path, mount, nodes, workers)
-
-
-@task(help=_HELP)
-@reported
-def client(c, path=None, mount=None, nodes=None, workers=None):
-    """Mount the head's export on every worker (one managed fstab line)."""
-    run_nfs(c, "nfs.client", False, True, path, mount, nodes, workers)
+setup = _part("setup", True, True, "NFS server on the head, then the mount on every worker.")
+server = _part("server", True, False, "Export the shared directory from the head to the private subnet.")
+client = _part("client", False, True, "Mount the head's export on every worker (one managed fstab line).")
 
 
 @task(help=_HELP)

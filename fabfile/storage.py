@@ -41,13 +41,18 @@ def _chosen(c, session: Session, title: str, backend, path, mount, nodes) -> Tup
     return s, chosen, choice.backend
 
 
+def _on_backend(c, title: str, fn, backend, path, mount, nodes, workers):
+    """Run `fn(session, inventory, nodes, share, backend, workers)` on the backend every node supports."""
+    with open_session(c.config) as session:
+        s, chosen, used = _chosen(c, session, title, backend, path, mount, nodes)
+        return used, fn(session, session.inventory, chosen, s.share, used, int(workers) if workers else None)
+
+
 @task(help=_HELP)
 @reported
 def setup(c, backend=None, path=None, mount=None, nodes=None, workers=None):
     """One shared directory from the head on every worker: NFS, sshfs, or auto (the one every node supports)."""
-    with open_session(c.config) as session:
-        s, chosen, used = _chosen(c, session, "storage.setup", backend, path, mount, nodes)
-        results = storage.setup(session, session.inventory, chosen, s.share, used, int(workers) if workers else None)
+    used, results = _on_backend(c, "storage.setup", storage.setup, backend, path, mount, nodes, workers)
     report_step(f"storage.setup ({used})", results)
 
 
@@ -55,9 +60,7 @@ def setup(c, backend=None, path=None, mount=None, nodes=None, workers=None):
 @reported
 def verify(c, backend=None, path=None, mount=None, nodes=None, workers=None):
     """Token written on the head, read on every worker; 64 MiB write and read timed per worker."""
-    with open_session(c.config) as session:
-        s, chosen, used = _chosen(c, session, "storage.verify", backend, path, mount, nodes)
-        results = storage.round_trip(session, session.inventory, chosen, s.share, used, int(workers) if workers else None)
+    used, results = _on_backend(c, "storage.verify", storage.round_trip, backend, path, mount, nodes, workers)
     rates = storage.summarize((r.value.write, r.value.read) for r in results if isinstance(r.value, storage.Trip))
     if rates:
         print(rates)

@@ -62,7 +62,9 @@ class FakeRemote:
     def is_root(self) -> bool:
         return self.user == "root"
 
-    def run(self, command: str, *, sudo: bool = False, warn: bool = False, timeout: Optional[float] = None) -> Result:
+    def run(self, command: str, *, sudo: bool = False, warn: bool = False, timeout: Optional[float] = None,
+            **fabric_kw: object) -> Result:
+        """Also takes a Fabric connection's keywords (hide, in_stream...), so it can stand in for one."""
         self.commands.append(command)
         stdout, code = "", 0
         for pattern, out, exit in self.rules:

@@ -157,14 +157,8 @@ def ensure_private(session: Session, subnet: Optional[str] = None, workers: Opti
     return session.inventory
 
 
-def setting(
-    config: Any,
-    inventory: Inventory,
-    key: str,
-    cli: Any = None,
-    default: Any = None,
-    node: Optional[Node] = None,
-) -> Any:
+def setting(config: Any, inventory: Inventory, key: str, cli: Any = None, default: Any = None,
+            node: Optional[Node] = None) -> Any:
     """One knob, by precedence: command line, node vars, inventory vars, config, default.
 
     Config keys live under `gpufab:` in invoke.yaml / fabric.yaml, with the

@@ -98,14 +98,8 @@ def classify(exc: BaseException, connect_timeout: Optional[float] = None) -> "tu
 HostFn = Callable[[NodeConnection, Node], HostResult]
 
 
-def fan_out(
-    session: Session,
-    nodes: Sequence[Node],
-    fn: HostFn,
-    *,
-    workers: Optional[int] = None,
-    on_result: Optional[Callable[[HostResult], None]] = None,
-) -> List[HostResult]:
+def fan_out(session: Session, nodes: Sequence[Node], fn: HostFn, *, workers: Optional[int] = None,
+            on_result: Optional[Callable[[HostResult], None]] = None) -> List[HostResult]:
     """Run `fn(connection, node)` on every node with at most `workers` at once.
 
     Results come back in the order of `nodes`, whatever order hosts finish in;
@@ -182,17 +176,8 @@ class PrefixedStream:
             out.flush()
 
 
-def run_command(
-    conn: NodeConnection,
-    node: Node,
-    command: str,
-    *,
-    sudo: bool = False,
-    live: bool = True,
-    width: int = 0,
-    timeout: Optional[float] = None,
-    password: Optional[str] = None,
-) -> HostResult:
+def run_command(conn: NodeConnection, node: Node, command: str, *, sudo: bool = False, live: bool = True,
+                width: int = 0, timeout: Optional[float] = None, password: Optional[str] = None) -> HostResult:
     """Run one command on one host; a non-zero exit is a result, not an error."""
     prompt = conn.config.sudo.prompt if sudo else ""
     out = PrefixedStream(node.name, sys.stdout, width) if live else None
