@@ -344,6 +344,7 @@ def main() -> int:
     p.add_argument("--runs", type=int, default=5, help="timed runs per tool after the warm-up")
     p.add_argument("--repeat", type=int, default=20, help="commands per host on a warm connection")
     p.add_argument("--skip", default="", help="comma-separated: fanout, warm, bootstrap")
+    p.add_argument("--tools", default="", help="comma-separated: only the fan-out tools whose name contains one of these")
     p.add_argument("--out", default=str(REPO / "bench" / "RESULTS.md"))
     a = p.parse_args()
     if os.geteuid() != 0:
@@ -352,13 +353,15 @@ def main() -> int:
     subprocess.run([sys.executable, "-m", "compileall", "-q", "fabfile", "bench", "tasks.py"], cwd=REPO,
                    env=BASE_ENV, check=True, stdout=subprocess.DEVNULL)
     sizes = [int(s) for s in a.sizes.split(",")]
+    wanted = [w.strip() for w in a.tools.split(",") if w.strip()]
+    tools = [tool for tool in TOOLS if not wanted or any(w in tool.name for w in wanted)]
     fan: List[FanOut] = []
     big: Optional[FanOut] = None
     warm: Dict[Tuple[str, int], float] = {}
     with Targets(max(sizes + [a.big, 32])) as t:
         if "fanout" not in skip:
             for n in sizes:
-                fan.append(fan_out(t, n, TOOLS, a.runs))
+                fan.append(fan_out(t, n, tools, a.runs))
             if a.big:
                 big = fan_out(t, a.big, BIG_TOOLS, max(3, a.runs // 2))
         if "warm" not in skip:
