@@ -144,14 +144,14 @@ def ensure_private(session: Session, subnet: Optional[str] = None, workers: Opti
         # sees it (behind NAT it differs from the one we dialled).
         fields = first.split()
         ssh_ip = fields[2] if len(fields) == 4 else None
-        return HostResult(node, OK, data={"addrs": parse_addresses(rest), "ssh_ip": ssh_ip})
+        return HostResult(node, OK, value=(parse_addresses(rest), ssh_ip))
 
     targets = inv.nodes if subnet else missing
     results = [r for r in fan_out(session, targets, addresses, workers=workers) if not r.failed]
     if not results:
         return inv
-    facts = {r.node.name: r.data["addrs"] for r in results}
-    ssh_ips = {r.node.name: r.data["ssh_ip"] for r in results}
+    facts = {r.node.name: r.value[0] for r in results}
+    ssh_ips = {r.node.name: r.value[1] for r in results}
     chosen = choose_private(facts, ssh_ips, subnet)
     session.inventory = with_private(inv, {k: v for k, v in chosen.items() if v})
     return session.inventory
