@@ -22,11 +22,11 @@ from .ops import ray
 def versions_table(results: Sequence[HostResult]) -> str:
     """Python and package versions per node; a value that differs from the rest is starred."""
     fields = ["python", *ray.VERSION_PACKAGES]
-    found = {r.node.name: r.value for r in results if r.value is not None and not r.failed}
+    found = {r.node.name: r.value for r in results if r.value is not None}
     odd = ray.mismatches(found)
     rows = []
     for r in results:
-        v = r.value if not r.failed else None
+        v = r.value
         if v is None:
             rows.append([r.node.name, *["-" for _ in fields], r.reason])
             continue
@@ -88,7 +88,7 @@ def _versions(c, venv, nodes, workers, title: str) -> None:
     session, inv, s = _open(c, ray_venv=venv)
     with session:
         results = run_step(session, select_nodes(inv, nodes), lambda r: ray.versions_step(r, s.venv), workers=_workers(workers))
-    found = {r.node.name: r.value for r in results if r.value is not None and not r.failed}
+    found = {r.node.name: r.value for r in results if r.value is not None}
     odd = ray.mismatches(found)
     for r in results:
         for f in ray.MUST_MATCH:
