@@ -39,3 +39,16 @@ def test_gpu_query_reads_every_gpu_and_names_a_node_without_any():
     assert none.value is None and "nvidia-smi not found" in none.reason
     broken = gpu.query_gpus(FakeRemote([(r"nvidia-smi", "NVIDIA-SMI has failed", 9)]), "node1", 10)
     assert broken.status == FAILED and broken.exit_code == 9
+
+
+def test_versions_table_keeps_a_mismatched_node_and_stars_its_odd_value():
+    from fabfile.core.fanout import HostResult
+    from fabfile.ray import versions_table
+    from fakes import node
+
+    same = {"python": "3.11.2", "ray": "2.60.0", "torch": None}
+    results = [HostResult(node("node1"), OK, value=same), HostResult(node("node2", role="worker"), OK, value=same),
+               HostResult(node("node3", role="worker"), FAILED, 1, reason="ray 2.59.0 differs from the other nodes",
+                          value={**same, "ray": "2.59.0"})]
+    table = versions_table(results)
+    assert "*2.59.0*" in table and "mismatch: ray differs on node3 (Ray will not join these)" in table
