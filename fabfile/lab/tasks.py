@@ -278,9 +278,16 @@ def remove_cgroups(host: LabHost) -> None:
             pass
 
 
+#: systemd-nspawn keeps a directory per machine here while it runs. Where /run is on the
+#: root disk (no systemd as PID 1, as on this VM) one left by a killed nspawn stays, and
+#: the next nspawn of that name refuses to boot ("Attempted to remove disk file system").
+NSPAWN_PROPAGATE = "/run/systemd/nspawn/propagate"
+
+
 def boot(paths: LabPaths, host: LabHost) -> None:
     if host_running(paths, host):
         return
+    shutil.rmtree(os.path.join(NSPAWN_PROPAGATE, host.name), ignore_errors=True)
     cgroups = host_cgroups(host)
     for path in cgroups:
         os.makedirs(path, exist_ok=True)
