@@ -13,7 +13,7 @@ from invoke.exceptions import Exit
 
 from .core.chain import SKIP_VAR, Run, select_steps, step_list
 from .core.cluster import cli_hosts, ensure_private, inventory_path, open_session
-from .core.errors import InputError, reported
+from .core.errors import InputError, number_option, reported
 from .core.localfs import read_text, write_if_changed
 from .core.progress import Progress
 from .core.runfiles import RunFiles, choose_targets, failed_hosts_text, run_files, ssh_aliases
@@ -62,7 +62,7 @@ def save(run: Run, files: RunFiles) -> int:
 def bootstrap(c, skip=None, only=None, dry_run=False, retry_failed=False, hosts_from=None, nofile=None,
               secrets=False, env_file=".env", storage=None, timeout=None, workers=None):
     """The whole setup: preflight, limits, docker, netenv, storage, ray, verify; then the report."""
-    n_workers = int(workers) if workers else None
+    n_workers = number_option(workers, "--workers")
     files = run_files(inventory_path(c.config), bool(cli_hosts(c.config)))
     cli = {"nofile": nofile, "secrets": secrets, "env_file": env_file, "storage": storage, "timeout": timeout}
     with open_session(c.config) as session:

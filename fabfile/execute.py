@@ -7,7 +7,7 @@ from invoke.exceptions import Exit
 
 from .core.cluster import open_session, select_nodes
 from .core.connection import NodeConnection
-from .core.errors import reported
+from .core.errors import number_option, reported
 from .core.fanout import HostResult, fan_out, run_command, worst_exit_code
 from .core.inventory import Node
 from .core.report import format_gathered, summary_line
@@ -27,7 +27,7 @@ from .core.report import format_gathered, summary_line
 @reported
 def exec_(c, command, sudo=False, quiet=False, nodes=None, workers=None, timeout=None):
     """Run CMD on every host; gather identical outputs; exit with the worst exit code."""
-    with open_session(c.config, command_timeout=float(timeout) if timeout else None) as session:
+    with open_session(c.config, command_timeout=number_option(timeout, "--timeout", float)) as session:
         targets = select_nodes(session.inventory, nodes)
         width = max(len(n.name) for n in targets)
         password = session.sudo_password() if sudo else None
@@ -39,7 +39,7 @@ def exec_(c, command, sudo=False, quiet=False, nodes=None, workers=None, timeout
             finally:
                 session.release(node)  # one command per host: threads stay bounded by --workers
 
-        results = fan_out(session, targets, one, workers=int(workers) if workers else None)
+        results = fan_out(session, targets, one, workers=number_option(workers, "--workers"))
     print("---")
     print(format_gathered(results))
     print(summary_line("exec", results))

@@ -7,7 +7,7 @@ from invoke.exceptions import Exit
 
 from .ops import gpu as plan
 from .core.cluster import open_session, select_nodes
-from .core.errors import reported
+from .core.errors import number_option, reported
 from .core.fanout import fan_out, worst_exit_code
 from .core.report import host_table, summary_line
 
@@ -19,7 +19,7 @@ def status(c, nodes=None, workers=None):
     with open_session(c.config) as session:
         targets = select_nodes(session.inventory, nodes)
         results = fan_out(session, targets, lambda conn, node: plan.query_gpus(conn, node, session.command_timeout or 60),
-                          workers=int(workers) if workers else None)
+                          workers=number_option(workers, "--workers"))
     rows = []
     for r in results:
         gpus = r.value

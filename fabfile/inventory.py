@@ -8,7 +8,7 @@ from invoke import task
 from invoke.exceptions import Exit
 
 from .core.cluster import ensure_private, inventory_path, open_session, resolve_inventory
-from .core.errors import InputError, reported
+from .core.errors import InputError, number_option, reported
 from .core.facts import human_kib
 from .core.fanout import UNREACHABLE, fan_out, worst_exit_code
 from .core.localfs import read_text, write_if_changed
@@ -31,18 +31,19 @@ from .ops import preflight
     },
 )
 @reported
-def import_(c, mapping, output=None, prefix="rental", user="root", port=22, key=None, ssh_config="~/.ssh/config"):
+def import_(c, mapping, output=None, prefix="rental", user="root", port=None, key=None, ssh_config="~/.ssh/config"):
     """Turn a pasted 'Public IP  Private IP' table into the inventory and ~/.ssh/config entries."""
     text = read_text(mapping)
     if text is None:
         raise InputError("mapping file not found", path=mapping)
     prefix = check_prefix(prefix)
+    port = number_option(port, "--port") or 22
     pairs = parse_mapping(text, mapping)
     output = output or inventory_path(c.config)
-    inv_text = render_inventory(pairs, prefix, user, int(port), key, source=os.path.basename(mapping))
+    inv_text = render_inventory(pairs, prefix, user, port, key, source=os.path.basename(mapping))
     # Every check above passed: only now is anything written.
     cfg_path = os.path.expanduser(ssh_config)
-    block = render_ssh_block(pairs, prefix, user, int(port), key, output)
+    block = render_ssh_block(pairs, prefix, user, port, key, output)
     old_cfg = read_text(cfg_path) or ""
     new_cfg = replace_block(old_cfg, block, cfg_path)
     inv_changed = write_if_changed(output, inv_text, 0o644, backup=output + ".bak")
@@ -67,7 +68,7 @@ def show(c):
 @reported
 def check(c, private_subnet=None, workers=None):
     """Preflight: reachable, auth, sudo, OS, GPUs, private NIC, free disk on / per host."""
-    workers = int(workers) if workers else None
+    workers = number_option(workers, "--workers")
     with open_session(c.config) as session:
         inv = ensure_private(session, private_subnet, workers)
         head_private = inv.head.private

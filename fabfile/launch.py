@@ -11,7 +11,7 @@ from invoke.exceptions import Exit
 from .ops import launch as plan
 from .ops import netenv as netenv_plan
 from .core.cluster import ensure_private, open_session, setting
-from .core.errors import reported
+from .core.errors import number_option, reported
 from .core.fanout import HostResult, fan_out, run_command, worst_exit_code
 from .core.report import host_table, summary_line
 
@@ -29,7 +29,7 @@ from .core.report import host_table, summary_line
 @reported
 def launch(c, command, role=None, master_port=None, sudo=False, timeout=None):
     """Start CMD on every node at the same time with its rank; stream labelled output."""
-    with open_session(c.config, command_timeout=float(timeout) if timeout else None) as session:
+    with open_session(c.config, command_timeout=number_option(timeout, "--timeout", float)) as session:
         inv = ensure_private(session)
         nodes = plan.launch_nodes(inv, role)
         port = netenv_plan.check_port(setting(c.config, inv, "master_port", master_port, netenv_plan.DEFAULT_MASTER_PORT))

@@ -8,23 +8,22 @@ from invoke import task
 from invoke.exceptions import Exit
 
 from .core.cluster import open_session, select_nodes
-from .core.errors import InputError, reported
+from .core.errors import number_option, reported
 from .core.fanout import fan_out, run_command, worst_exit_code
 from .core.remote import last_line
 from .core.report import summary_line
 
 
+#: Lines shown when -n is not given (a None default keeps Invoke from casting a bad -n itself).
+DEFAULT_LINES = 100
+
+
 @task(help={"path": "log file on the nodes (read as root)", "n": "how many lines (default 100), as tail -n",
             "nodes": "only these nodes (comma-separated names)", "workers": "hosts read at once (default 32)"})
 @reported
-def tail(c, path, n=100, nodes=None, workers=None):
+def tail(c, path, n=None, nodes=None, workers=None):
     """Print the last lines of PATH from every node, each line prefixed with its node."""
-    try:
-        count = int(n)
-    except ValueError:
-        count = 0
-    if count < 1:
-        raise InputError(f"invalid line count {n!r}", path="-n")
+    count = number_option(n, "-n") or DEFAULT_LINES
     command = f"tail -n {count} -- {shlex.quote(path)}"
     with open_session(c.config) as session:
         targets = select_nodes(session.inventory, nodes)
@@ -33,7 +32,7 @@ def tail(c, path, n=100, nodes=None, workers=None):
         # Read in parallel, printed node by node so each node's lines stay together.
         results = fan_out(session, targets, lambda conn, node: run_command(
             conn, node, command, sudo=conn.user != "root", live=False, timeout=session.command_timeout,
-            password=password), workers=int(workers) if workers else None)
+            password=password), workers=number_option(workers, "--workers"))
     width = max(len(n.name) for n in targets)
     for r in results:
         label = r.node.name.ljust(width)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from invoke import task
 
 from .core.cluster import open_session, select_nodes
-from .core.errors import reported
+from .core.errors import number_option, reported
 from .core.steps import report_step
 from .ops import nfs, storage
 
@@ -28,7 +28,7 @@ def run_nfs(c, title: str, server: bool, clients: bool, path, mount, nodes, work
         share = nfs.share_of(c.config, session, {"path": path, "mount": mount})
         chosen = select_nodes(session.inventory, nodes)
         results = nfs.setup_share(session, chosen, share, server=server, clients=clients,
-                                  workers=int(workers) if workers else None)
+                                  workers=number_option(workers, "--workers"))
     report_step(title, results)
 
 
@@ -54,5 +54,5 @@ def verify(c, path=None, mount=None, nodes=None, workers=None):
     with open_session(c.config) as session:
         share = nfs.share_of(c.config, session, {"path": path, "mount": mount})
         chosen = select_nodes(session.inventory, nodes)
-        results = storage.round_trip(session, session.inventory, chosen, share, "nfs", int(workers) if workers else None)
+        results = storage.round_trip(session, session.inventory, chosen, share, "nfs", number_option(workers, "--workers"))
     report_step("nfs.verify", results)

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import shlex
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Sequence
 
 from invoke import task
 from invoke.exceptions import Exit
 
 from .core.cluster import ensure_private, open_session, resolve_inventory, select_nodes
-from .core.errors import HostError, InputError, reported
+from .core.errors import HostError, InputError, number_option, reported
 from .core.fanout import FAILED, HostResult
 from .core.localfs import write_if_changed
 from .core.remote import Remote, last_line
@@ -69,10 +69,6 @@ def _open(c, **cli: Any):
         raise
 
 
-def _workers(n) -> Optional[int]:
-    return int(n) if n else None
-
-
 @task(help={**_INSTALL_HELP, **_HELP})
 @reported
 def install(c, version=None, venv=None, extra=None, index_url=None, find_links=None, proxy=None, nodes=None, workers=None):
@@ -80,14 +76,14 @@ def install(c, version=None, venv=None, extra=None, index_url=None, find_links=N
     session, inv, s = _open(c, ray_version=version, ray_venv=venv, ray_extra_packages=extra,
                             pip_index_url=index_url, pip_find_links=find_links, pip_proxy=proxy)
     with session:
-        results = run_step(session, select_nodes(inv, nodes), lambda r: ray.install_ray(r, s), workers=_workers(workers))
+        results = run_step(session, select_nodes(inv, nodes), lambda r: ray.install_ray(r, s), workers=number_option(workers, "--workers"))
     report_step("ray.install", results)
 
 
 def _versions(c, venv, nodes, workers, title: str) -> None:
     session, inv, s = _open(c, ray_venv=venv)
     with session:
-        results = run_step(session, select_nodes(inv, nodes), lambda r: ray.versions_step(r, s.venv), workers=_workers(workers))
+        results = run_step(session, select_nodes(inv, nodes), lambda r: ray.versions_step(r, s.venv), workers=number_option(workers, "--workers"))
     found = {r.node.name: r.value for r in results if r.value is not None}
     odd = ray.mismatches(found)
     for r in results:
@@ -112,7 +108,7 @@ def start(c, head=False, no_systemd=False, dashboard_host=None, venv=None, nodes
     with session:
         chosen = select_nodes(inv, nodes)
         targets = [n for n in chosen if n.is_head == bool(head)]
-        results = run_step(session, targets, lambda r: ray.start_ray(r, inv, s), workers=_workers(workers))
+        results = run_step(session, targets, lambda r: ray.start_ray(r, inv, s), workers=number_option(workers, "--workers"))
     report_step("ray.start --head" if head else "ray.start", results)
 
 
@@ -125,7 +121,7 @@ def setup(c, version=None, venv=None, extra=None, index_url=None, find_links=Non
                             pip_index_url=index_url, pip_find_links=find_links, pip_proxy=proxy,
                             no_systemd=no_systemd, ray_dashboard_host=dashboard_host)
     with session:
-        results = ray.setup_cluster(session, inv, s, float(timeout or ray.DEFAULT_WAIT), _workers(workers))
+        results = ray.setup_cluster(session, inv, s, number_option(timeout, "--timeout", float) or ray.DEFAULT_WAIT, number_option(workers, "--workers"))
     report_step("ray.setup", results)
 
 
@@ -135,7 +131,7 @@ def wait(c, timeout=None, venv=None):
     """Wait until every inventory node is alive in Ray; name the ones that never joined."""
     session, inv, s = _open(c, ray_venv=venv)
     with session:
-        results = ray.wait_for_nodes(session, inv.nodes, s, float(timeout or ray.DEFAULT_WAIT), ray.expected_gpus(inv))
+        results = ray.wait_for_nodes(session, inv.nodes, s, number_option(timeout, "--timeout", float) or ray.DEFAULT_WAIT, ray.expected_gpus(inv))
     report_step("ray.wait", results)
 
 
@@ -176,7 +172,7 @@ def stop(c, force=False, venv=None, nodes=None, workers=None):
     with session:
         chosen = select_nodes(inv, nodes)
         step: Callable[[Remote], Outcome] = lambda r: ray.stop_ray(r, s.venv, force)
-        results = run_step(session, [n for n in chosen if not n.is_head], step, workers=_workers(workers))
+        results = run_step(session, [n for n in chosen if not n.is_head], step, workers=number_option(workers, "--workers"))
         results += run_step(session, [n for n in chosen if n.is_head], step)
     report_step("ray.stop", results)
 

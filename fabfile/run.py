@@ -11,7 +11,7 @@ from invoke.exceptions import Exit
 
 from .ops import detached as plan
 from .core.cluster import open_session, select_nodes
-from .core.errors import reported
+from .core.errors import number_option, reported
 from .core.fanout import HostResult, worst_exit_code
 from .core.report import host_table, summary_line
 from .core.steps import run_step
@@ -27,7 +27,7 @@ def detached(c, command, log=None, nodes=None, workers=None):
     with open_session(c.config) as session:
         targets = select_nodes(session.inventory, nodes)
         results = run_step(session, targets, lambda r: plan.start_detached(r, name, log or f"{name}.log", command),
-                           workers=int(workers) if workers else None)
+                           workers=number_option(workers, "--workers"))
     rows = [(r.node.name, r.reason if r.failed else r.data["changes"][0], r.value or "-") for r in results]
     print(host_table(["Node", "Started", "Log"], rows))
     print(summary_line("run.detached", results))
@@ -52,7 +52,7 @@ def kill(c, pattern, yes=False, signal="TERM", nodes=None, workers=None):
     """List the processes matching PATTERN on every node, confirm, then signal exactly those."""
     plan.check_pattern(pattern)
     sig = plan.check_signal(signal)
-    n = int(workers) if workers else None
+    n = number_option(workers, "--workers")
     with open_session(c.config) as session:
         targets = select_nodes(session.inventory, nodes)
         listed = run_step(session, targets, lambda r: plan.list_matches(r, pattern), workers=n)

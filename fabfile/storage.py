@@ -13,7 +13,7 @@ from invoke.exceptions import Exit
 
 from .core.cluster import open_session, select_nodes
 from .core.connection import Session
-from .core.errors import reported
+from .core.errors import number_option, reported
 from .core.inventory import Node
 from .core.steps import remote_for, report_step, run_step
 from .ops import nfs, sshfs, storage
@@ -45,7 +45,7 @@ def _on_backend(c, title: str, fn, backend, path, mount, nodes, workers):
     """Run `fn(session, inventory, nodes, share, backend, workers)` on the backend every node supports."""
     with open_session(c.config) as session:
         s, chosen, used = _chosen(c, session, title, backend, path, mount, nodes)
-        return used, fn(session, session.inventory, chosen, s.share, used, int(workers) if workers else None)
+        return used, fn(session, session.inventory, chosen, s.share, used, number_option(workers, "--workers"))
 
 
 @task(help=_HELP)
@@ -71,7 +71,7 @@ def verify(c, backend=None, path=None, mount=None, nodes=None, workers=None):
 @reported
 def unmount(c, path=None, mount=None, nodes=None, workers=None):
     """Undo storage.setup: unmount, remove gpufab's fstab lines and workers' keys, and the head's key lines."""
-    n = int(workers) if workers else None
+    n = number_option(workers, "--workers")
     with open_session(c.config) as session:
         share = nfs.share_of(c.config, session, {"path": path, "mount": mount})
         inv = session.inventory

@@ -47,6 +47,23 @@ def reported(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def number_option(value: Any, option: str, kind: Callable[[str], Any] = int) -> Any:
+    """A positive number given on the command line (`--workers 8`, `--timeout 2.5`); None when not given.
+
+    Invoke hands such values over as strings; a bad one is bad input, named, never a traceback.
+    """
+    if value is None or value == "":
+        return None
+    try:
+        number = kind(str(value))
+    except ValueError:
+        number = None
+    if number is None or not number > 0:
+        raise InputError(f"invalid value {value!r}: give a positive {'whole ' if kind is int else ''}number",
+                         path=option)
+    return number
+
+
 class HostError(Exception):
     """One host cannot go on with a step; `reason` is its line in the report.
 

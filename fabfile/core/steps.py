@@ -15,6 +15,7 @@ from invoke.exceptions import Exit
 
 from .cluster import open_session, select_nodes
 from .connection import Session
+from .errors import number_option
 from .fanout import CHANGED, OK, HostResult, fan_out, worst_exit_code
 from .inventory import Node
 from .remote import Remote
@@ -110,7 +111,7 @@ def run_task(
     with open_session(config) as session:
         step = make_step(session)
         targets = select_nodes(session.inventory, nodes)
-        results = run_step(session, targets, step, workers=int(workers) if workers else None)
+        results = run_step(session, targets, step, workers=number_option(workers, "--workers"))
     report_step(title, results, table)
     return results
 

@@ -18,7 +18,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 from ..core.chain import Column, Step
 from ..core.cluster import setting
 from ..core.connection import Session
-from ..core.errors import HostError, InputError, keeping_changes
+from ..core.errors import HostError, InputError, keeping_changes, number_option
 from ..core.fanout import FAILED, HostResult, classify
 from ..core.files import FileState, ManagedFile, plan_files, render, sha256
 from ..core.inventory import Inventory, Node
@@ -310,7 +310,7 @@ def read(config: Any, inv: Inventory, cli: Mapping[str, Any]) -> RaySettings:
         find_links=get("pip_find_links"),
         proxy=get("pip_proxy"),
         systemd=not cli.get("no_systemd", False),
-        wait=float(cli.get("timeout") or DEFAULT_WAIT),
+        wait=number_option(cli.get("timeout"), "--timeout", float) or DEFAULT_WAIT,
     )
 
 
