@@ -11,7 +11,7 @@ import os
 from invoke import task
 from invoke.exceptions import Exit
 
-from .core.chain import SKIP_VAR, Run, select_steps, step_list
+from .core.chain import SKIP_VAR, Run, select_steps
 from .core.cluster import cli_hosts, ensure_private, inventory_path, open_session
 from .core.errors import InputError, number_option, reported
 from .core.localfs import read_text, write_if_changed
@@ -73,8 +73,8 @@ def bootstrap(c, skip=None, only=None, dry_run=False, retry_failed=False, hosts_
             return
         inv = ensure_private(session, workers=n_workers)
         settings = {s.name: s.settings(c.config, inv, cli) for s in steps}
-        named = set(step_list(CHAIN, only, "--only"))
-        steps = [s for s in steps if s.name in named or s.wanted(settings[s.name])]
+        # A step with nothing configured runs only when --only names it.
+        steps = [s for s in steps if only or s.wanted(settings[s.name])]
         targets = [inv.by_name(n.name) for n in chosen]
         print(f"bootstrap{' --dry-run' if dry_run else ''}: {', '.join(n.name for n in targets)}; "
               f"steps: {', '.join(s.name for s in steps)}")

@@ -6,7 +6,7 @@ from typing import Callable, Sequence
 
 from invoke import task
 
-from .core.cluster import ensure_private, head_private
+from .core.cluster import cluster_inventory
 from .core.errors import reported
 from .core.fanout import HostResult
 from .core.inventory import Inventory
@@ -59,9 +59,7 @@ def setup(c, profile=None, master_port=None, secrets=False, env_file=".env", nod
     cli = {"profile": profile, "master_port": master_port, "secrets": secrets, "env_file": env_file}
 
     def step(session):
-        inv = ensure_private(session)
-        head_private(inv)
-        settings = netenv.read(c.config, inv, cli)
+        settings = netenv.read(c.config, cluster_inventory(session), cli)
         return lambda r: netenv.apply(r, settings)
 
     run_task(c.config, "netenv.setup", step, nodes=nodes, workers=workers)
@@ -74,8 +72,7 @@ def check(c, master_port=None, nodes=None, workers=None):
     holder = {}
 
     def step(session):
-        inv = holder["inv"] = ensure_private(session)
-        head_private(inv)
+        inv = holder["inv"] = cluster_inventory(session)
         settings = netenv.read(c.config, inv, {"master_port": master_port})
         return lambda r: netenv.check_netenv(r, inv, settings.master_port)
 

@@ -11,7 +11,7 @@ from typing import Sequence, Tuple
 from invoke import task
 from invoke.exceptions import Exit
 
-from .core.cluster import open_session, select_nodes
+from .core.cluster import cluster_inventory, open_session, select_nodes
 from .core.connection import Session
 from .core.errors import number_option, reported
 from .core.inventory import Node
@@ -29,12 +29,10 @@ _HELP = {
 
 def _chosen(c, session: Session, title: str, backend, path, mount, nodes) -> Tuple[storage.StorageSettings, Sequence[Node], str]:
     """The settings, the nodes, and the backend they all support (or the run ends saying why not)."""
-    nfs.share_of(c.config, session, {})  # private addresses known, the head's required
-    inv = session.inventory
+    inv = cluster_inventory(session)
     s = storage.read(c.config, inv, {"backend": backend, "path": path, "mount": mount})
     chosen = select_nodes(inv, nodes)
-    facts = {n.name: storage.storage_facts(remote_for(session, n)) for n in [inv.head, *[x for x in chosen if not x.is_head]]}
-    choice = storage.choose(s.backend, inv.head, facts)
+    choice = storage.choose_for(s.backend, inv.head, chosen, lambda n: storage.storage_facts(remote_for(session, n)))
     if choice.backend is None:
         raise Exit(f"{title}: {choice.why}", code=1)
     print(f"storage: {choice.backend}" + (f" ({choice.why})" if choice.why else ""))

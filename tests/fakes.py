@@ -45,6 +45,7 @@ class FakeRemote:
         self.written: List[FileChange] = []
         self.restored: List[str] = []
         self.planned: List[FileChange] = []
+        self._after: List[Tuple[str, Rule]] = []
 
     # ------------------------------------------------------------------ setup
 
@@ -54,6 +55,11 @@ class FakeRemote:
     def answer(self, pattern: str, stdout: str = "", exit: int = 0) -> "FakeRemote":
         """Put a rule before the others (a later call wins over an earlier one)."""
         self.rules.insert(0, (pattern, stdout, exit))
+        return self
+
+    def after(self, trigger: str, pattern: str, stdout: str = "", exit: int = 0) -> "FakeRemote":
+        """Once a command matching `trigger` has run, answer `pattern` so (a mount shows up after `mount`)."""
+        self._after.append((trigger, (pattern, stdout, exit)))
         return self
 
     # ------------------------------------------------------------------ Remote's interface
@@ -73,6 +79,9 @@ class FakeRemote:
                 break
         result = Result(stdout=stdout, stderr="" if code == 0 else "fake: failed", exited=code, command=command,
                         hide=("stdout", "stderr"))
+        for pending in [a for a in self._after if re.search(a[0], command)]:
+            self._after.remove(pending)
+            self.rules.insert(0, pending[1])
         if code != 0 and not warn:
             raise UnexpectedExit(result)
         return result

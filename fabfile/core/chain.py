@@ -103,6 +103,11 @@ def select_steps(chain: Sequence[Step], skip: Optional[str], only: Optional[str]
     return [s for s in chain if not s.optional or (s.name not in skipped and s.name not in off)]
 
 
+def columns_of(chain: Sequence[Step]) -> List[Tuple[str, Column]]:
+    """(step, column) for every column of the chain, in table order (a step left out says `skipped`)."""
+    return sorted(((s.name, c) for s in chain for c in s.columns), key=lambda sc: sc[1].order)
+
+
 class Run:
     """One run of a chain: the hosts still going, every step's results, the dry-run plan."""
 
@@ -220,10 +225,6 @@ class Run:
             if step.gather is not None:
                 self._gathered[(step.name, remote.node.name)] = step.gather(remote)
 
-    def remember(self, step: str, node: Node, facts: Any) -> None:
-        """Facts a step read outside preflight (a head that is not in this run)."""
-        self._gathered[(step, node.name)] = facts
-
     # ------------------------------------------------------------------ verify
 
     def verify(self, nodes: Sequence[Node]) -> List[HostResult]:
@@ -255,11 +256,6 @@ class Run:
 
     # ------------------------------------------------------------------ the report
 
-    def columns(self, chain: Sequence[Step]) -> List[Tuple[str, Column]]:
-        """Every column of the chain (a step left out still has its column: it says so)."""
-        cols = sorted(((s.name, c) for s in chain for c in s.columns), key=lambda sc: sc[1].order)
-        return cols
-
     def result_cell(self, node: Node) -> str:
         failure = self.failures.get(node.name)
         if failure:
@@ -272,7 +268,7 @@ class Run:
     def report(self, chain: Sequence[Step], inventory_label: str, aliases: Sequence[str],
                failed_file: Optional[str]) -> Report:
         self.aliases = list(aliases)
-        cols = self.columns(chain)
+        cols = columns_of(chain)
         rows = []
         for n in self.inv.nodes:
             row: Dict[str, Any] = {"node": n.name, "public": n.public, "private": n.private or "-", "nid": n.nid,

@@ -173,8 +173,9 @@ def setting(config: Any, inventory: Inventory, key: str, cli: Any = None, defaul
     return gpufab_setting(config, key, default)
 
 
-def head_private(inv: Inventory) -> str:
-    """The head's private address, which a task that sets up the cluster network cannot do without."""
+def cluster_inventory(session: Session) -> Inventory:
+    """The inventory with private addresses known, for a task that cannot do without the head's."""
+    inv = ensure_private(session)
     if not inv.head.private:
         raise InputError(f"the head {inv.head.name} has no private address (give one in the inventory)")
-    return inv.head.private
+    return inv

@@ -339,17 +339,13 @@ class NetenvState:
     firewall: Tuple[str, ...] = ()
 
 
-NIC_PREFIX = "NCCL_SOCKET_IFNAME="
-
-
 def apply(remote: Remote, s: NetenvSettings) -> Outcome:
     return setup_netenv(remote, s.head, s.master_port, s.profile, s.secrets)
 
 
 def check(remote: Remote, s: NetenvSettings) -> Outcome:
     """The verify phase: the NIC the node's env file names, and its firewall rules."""
-    env = remote.read_text(ENV_FILE) or ""
-    nic = next((line[len(NIC_PREFIX):] for line in env.splitlines() if line.startswith(NIC_PREFIX)), None)
+    nic = env_lines(remote.read_text(ENV_FILE) or "").get("NCCL_SOCKET_IFNAME")
     firewall = tuple(line for line in remote.script(FIREWALL_SCRIPT, sudo=True).stdout.splitlines() if line.strip())
     return Outcome(value=NetenvState(nic, firewall))
 

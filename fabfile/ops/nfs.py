@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
 
-from ..core.cluster import ensure_private, head_private, setting
+from ..core.cluster import cluster_inventory, setting
 from ..core.connection import Session
 from ..core.errors import HostError, InputError, keeping_changes
 from ..core.fanout import HostResult
@@ -223,9 +223,7 @@ def read_share(config: Any, inv: Inventory, cli: Mapping[str, Any]) -> NfsPlan:
 
 def share_of(config: Any, session: Session, cli: Mapping[str, Any]) -> NfsPlan:
     """The share of a storage or nfs task: private addresses known, the head's required."""
-    inv = ensure_private(session)
-    head_private(inv)
-    return read_share(config, inv, cli)
+    return read_share(config, cluster_inventory(session), cli)
 
 
 def setup_share(session: Session, nodes: Sequence[Node], p: NfsPlan, *, server: bool = True, clients: bool = True,

@@ -12,7 +12,7 @@ import re
 import secrets
 import shlex
 from dataclasses import dataclass
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from ..core.chain import VERIFY_NAME, Column, Step
 from ..core.cluster import setting
@@ -181,6 +181,11 @@ def choose(wanted: str, head: Node, facts: Dict[str, str]) -> Choice:
     return Choice(*choose_backend(wanted, head.name, facts, workers))
 
 
+def choose_for(wanted: str, head: Node, nodes: Sequence[Node], facts_of: Callable[[Node], str]) -> Choice:
+    """The backend for the head and the workers among `nodes`, from each one's FACTS_SCRIPT output."""
+    return choose(wanted, head, {n.name: facts_of(n) for n in [head, *[x for x in nodes if not x.is_head]]})
+
+
 def setup(session: Session, inv: Inventory, nodes: Sequence[Node], share: NfsPlan, backend: str,
           workers: Optional[int] = None, **step_kw: Any) -> List[HostResult]:
     """The chosen backend's setup: the head first, then its workers."""
@@ -224,19 +229,15 @@ class Trip:
 
 def run_step_on(run: Any, nodes: Sequence[Node], s: StorageSettings) -> List[HostResult]:
     """The backend every node supports (as asked: nfs, sshfs or auto), then the share."""
-    head = run.inv.head
-    facts: Dict[str, str] = {}
+    def facts_of(n: Node) -> str:
+        # From preflight; read now only for a head outside this run (a retry of workers).
+        known = run.gathered(NAME, n)
+        return known if known is not None else storage_facts(run.remotes[n.name])
+
     try:
-        for n in [head, *[x for x in nodes if not x.is_head]]:
-            # From preflight; read now only for a head outside this run (a retry of workers).
-            known = run.gathered(NAME, n)
-            if known is None:
-                known = storage_facts(run.remotes[n.name])
-                run.remember(NAME, n, known)
-            facts[n.name] = known
+        choice = run.state[NAME] = choose_for(s.backend, run.inv.head, nodes, facts_of)
     except Exception as exc:  # noqa: BLE001 - the head is down; its clients cannot mount
         return [HostResult(n, FAILED, 1, reason=f"cannot check the head's kernel for shared storage ({exc})") for n in nodes]
-    choice = run.state[NAME] = choose(s.backend, head, facts)
     if choice.backend is None:
         return [HostResult(n, OK, data={"changes": [], "notes": [choice.why]}, value=Shared(None)) for n in nodes]
     results = setup(run.session, run.inv, nodes, s.share, choice.backend, **run.step_kw(NAME))

@@ -75,28 +75,13 @@ def test_nfs_client_adds_one_fstab_block_mounts_once_and_never_twice(monkeypatch
     remote = FakeRemote([(r"dpkg-query", "nfs-common installed\n", 0), (r"/proc/filesystems", KERNEL_NFS, 0),
                          (r"stat -c %U", "root\n", 0), (r"findmnt", "", 0)],
                         files={nfs.FSTAB: "UUID=abc / ext4 defaults 0 1\n"}, the_node=worker())
-    remote.answer(r"^mount ", "", 0)
-    # findmnt shows the share only after the mount command ran.
-    seen = []
-    remote.answer(r"findmnt", "")
-    original = remote.run
-
-    def run(command, **kw):
-        if command.startswith("findmnt") and seen:
-            remote.commands.append(command)
-            from invoke.runners import Result
-            return Result(stdout=f"{HEAD}:/mnt/shared nfs4\n", exited=0)
-        if command.startswith("mount "):
-            seen.append(command)
-        return original(command, **kw)
-
-    remote.run = run
+    remote.after(r"^mount ", r"findmnt", f"{HEAD}:/mnt/shared nfs4\n")  # the share shows once mounted
     out = nfs.setup_client(remote, SHARE, None)
     fstab = remote.files[nfs.FSTAB].content
     assert fstab.startswith("UUID=abc / ext4") and fstab.count(nfs.FSTAB_BEGIN) == 1
     assert f"{HEAD}:/mnt/shared /mnt/shared nfs" in fstab and out.changes[-1].startswith("mounted")
     again = nfs.setup_client(remote, SHARE, None)
-    assert again.changes == [] and remote.files[nfs.FSTAB].content == fstab and len(seen) == 1
+    assert again.changes == [] and remote.files[nfs.FSTAB].content == fstab and len(remote.sent(r"^mount ")) == 1
 
 
 def test_nfs_client_refuses_a_hand_written_line_for_the_same_mount():
@@ -151,20 +136,10 @@ RAY = ray.RaySettings(version="2.60.0", venv="/opt/gpufab/venv", extra=[], port=
 def test_ray_install_creates_the_venv_and_pins_then_leaves_it():
     remote = FakeRemote([(r"command -v uv", "", 1), (r"dpkg-query", "python3-venv installed\n", 0),
                          (r"importlib.metadata", "", 1)], user="gpu")
-    remote.answer(r"pip install", "", 0)
     # After the install, the venv answers with the pinned version.
-    installed = json.dumps({"python": "3.11.2", "ray": "2.60.0"})
-    calls = []
-    original = remote.run
-
-    def run(command, **kw):
-        if "pip" in command and "install" in command:
-            calls.append(command)
-            remote.answer(r"importlib.metadata", installed, 0)
-        return original(command, **kw)
-
-    remote.run = run
+    remote.after(r"pip.* install", r"importlib.metadata", json.dumps({"python": "3.11.2", "ray": "2.60.0"}))
     out = ray.install_ray(remote, RAY)
+    calls = remote.sent(r"pip.* install")
     assert "created venv /opt/gpufab/venv (python3 -m venv)" in out.changes
     assert any("ray[default]==2.60.0" in c for c in calls) and out.notes == ["ray 2.60.0 in /opt/gpufab/venv"]
     assert ray.install_ray(remote, RAY).changes == []
