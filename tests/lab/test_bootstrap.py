@@ -118,6 +118,22 @@ def test_second_bootstrap_reports_every_step_ok_and_changes_no_file(fresh):
     assert "ssh -N -L 8265:198.19.0.11:8265" in " ".join(report["access"])
 
 
+def test_bootstrap_as_the_sudo_user_reads_back_the_same_cluster(fresh, tmp_path):
+    """The chain and its verify phase through password sudo (Ray left out: its units run as the SSH user)."""
+    inventory = tmp_path / "gpu.yaml"
+    inventory.write_text(LAB_INVENTORY.read_text().replace("  user: root\n", "  user: gpu\n"))
+    env = {**fresh, "GPUFAB_INVENTORY": str(inventory), "INVOKE_SUDO_PASSWORD": "gpufab-lab"}
+    proc = cli("inv", "bootstrap", "--skip", "ray", env=env, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    steps = progress(proc.stdout)
+    assert set(steps) == {(n, s) for n in NODES for s in STEPS if s != "ray"}, steps
+    assert {steps[(n, "verify")] for n in NODES} == {"ok"}
+    report = json.loads((tmp_path / "gpu.report.json").read_text())
+    for row in report["nodes"]:
+        assert (row["nic"], row["ulimit"], row["nfs"], row["ray"]) == (LAB_NICS[row["node"]], "16384", "unavailable", "skipped")
+        assert row["docker"].startswith("20.10"), row
+
+
 def test_report_shows_the_saved_report_without_the_nodes(fresh, tmp_path):
     # No inventory at all next to the copy: the command cannot reach a node.
     (tmp_path / "gone.report.json").write_text(REPORT_JSON.read_text())
