@@ -116,14 +116,17 @@ def parse_docker_info(text: str) -> DockerInfo:
     )
 
 
+#: Where dockerd is, also for a non-root login: Debian gives regular users no /usr/sbin in PATH.
+FIND_DOCKERD = 'PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin" command -v dockerd'
+
 #: key=value facts for install: os-release, dpkg arch, docker's presence.
 INSTALL_FACTS = r"""
 . /etc/os-release; echo "ID=$ID"; echo "VERSION_CODENAME=$VERSION_CODENAME"
 echo "ARCH=$(dpkg --print-architecture)"
-echo "DOCKERD=$(command -v dockerd || true)"
+echo "DOCKERD=$(FIND_DOCKERD || true)"
 echo "VERSION=$(dpkg-query -W -f='${db:Status-Status} ${Package} ${Version}\n' docker-ce docker.io 2>/dev/null | awk '$1 == "installed" {print $2 " " $3; exit}')"
 echo "GROUPS=$(id -nG)"
-"""
+""".replace("FIND_DOCKERD", FIND_DOCKERD)
 
 DOCKER_INFO_CMD = "docker info --format '{{json .}}'"
 #: Seconds dockerd gets to answer after a restart before it counts as down.
@@ -192,7 +195,7 @@ def _install_official(remote: Remote, facts: Mapping[str, str]) -> List[str]:
 def configure_docker(remote: Remote, extra: Mapping[str, Any], force: bool) -> Outcome:
     """Merge gpufab's keys into daemon.json; restart dockerd only if it changed."""
     probe = remote.run(
-        "command -v dockerd >/dev/null && echo docker=yes; "
+        f"{FIND_DOCKERD} >/dev/null && echo docker=yes; "
         "command -v nvidia-container-runtime >/dev/null && echo nvidia=yes; true"
     ).stdout
     if "docker=yes" not in probe and not remote.dry_run:  # a dry run plans against no dockerd
