@@ -83,7 +83,7 @@ def _write(root: str, inner: str, content: str, mode: int = 0o644) -> None:
 
 
 def ensure_base(paths: LabPaths) -> str:
-    """The base image for this recipe, built once (about a minute) and cached."""
+    """The base image for this recipe, built once (a few minutes) and cached."""
     mirror = plan.apt_mirror(_apt_sources())
     base = paths.base(plan.recipe_id(mirror))
     if os.path.exists(os.path.join(base, ".gpufab-base-ready")):
@@ -95,8 +95,11 @@ def ensure_base(paths: LabPaths) -> str:
             return base
         tmp = base + ".tmp"
         shutil.rmtree(tmp, ignore_errors=True)
-        print(f"lab: building the base image in {base} (once; about a minute)", flush=True)
+        print(f"lab: building the base image in {base} (once; a few minutes)", flush=True)
         _run(["debootstrap", "--variant=minbase", f"--include={','.join(plan.PACKAGES)}", plan.SUITE, tmp, mirror])
+        # Still with the machine's own resolver (base_files empties it below).
+        _run(["chroot", tmp, "/bin/sh", "-c", "apt-get update -qq && apt-get install -y -qq --no-install-recommends "
+              + " ".join(plan.TRAINING_PACKAGES)], env={"DEBIAN_FRONTEND": "noninteractive"})
         for inner, content in plan.base_files().items():
             _write(tmp, inner, content, 0o440 if "sudoers" in inner else 0o644)
         # HTTPS from this machine passes an intercepting proxy whose CA only
