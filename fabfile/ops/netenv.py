@@ -23,7 +23,10 @@ from ..core.inventory import VAR_KEY_RE, Inventory
 from ..core.remote import Remote
 from ..core.steps import Outcome
 
-PROFILES = ("ethernet", "infiniband")
+#: ethernet: sockets over the netenv NIC, NVLink/PCIe P2P and shared memory on (the fast paths
+#: inside a node); conservative: the seed guide's settings, P2P and SHM off too, for nodes
+#: where P2P hangs (some virtualised/passthrough machines); infiniband: the HCAs for data.
+PROFILES = ("ethernet", "conservative", "infiniband")
 DEFAULT_PROFILE = "ethernet"
 DEFAULT_MASTER_PORT = 29500
 DEFAULT_TIMEOUT_MS = 60000

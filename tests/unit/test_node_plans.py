@@ -188,13 +188,22 @@ def test_netenv_files_ethernet_profile():
     for key in ("NCCL_SOCKET_IFNAME", "GLOO_SOCKET_IFNAME", "TP_SOCKET_IFNAME"):
         assert values[key] == "ens14np0"
     assert values["MASTER_ADDR"] == "198.19.0.11" and values["MASTER_PORT"] == "29500"
-    for key in ("NCCL_IB_DISABLE", "NCCL_P2P_DISABLE", "NCCL_SHM_DISABLE", "NCCL_CROSS_NIC", "GLOO_USE_IPV4"):
+    for key in ("NCCL_IB_DISABLE", "NCCL_CROSS_NIC", "GLOO_USE_IPV4"):
         assert values[key] == "1"
+    # P2P and shared memory only carry traffic inside a node: left on by default.
+    assert "NCCL_P2P_DISABLE" not in values and "NCCL_SHM_DISABLE" not in values
     assert values["NCCL_NET_GDR_LEVEL"] == "0" and values["GLOO_TIMEOUT_MS"] == "60000"
     nccl_values = netenv.env_lines(nccl.content)
     assert nccl_values == {k: v for k, v in values.items() if k.startswith("NCCL_")}
     assert env.mode == 0o644 and nccl.path == "/etc/nccl.conf"
     assert profile.path.startswith("/etc/profile.d/") and ". /etc/gpufab/netenv.env" in profile.content
+
+
+def test_netenv_conservative_profile_keeps_the_seed_guides_p2p_and_shm_off():
+    env = netenv.netenv_files("n", "eth1", "10.0.0.1", 29500, netenv.check_profile("conservative"))[0]
+    values = netenv.env_lines(env.content)
+    assert values["NCCL_P2P_DISABLE"] == "1" and values["NCCL_SHM_DISABLE"] == "1"
+    assert values["NCCL_IB_DISABLE"] == "1" and values["NCCL_SOCKET_IFNAME"] == "eth1"
 
 
 def test_netenv_files_infiniband_profile_lists_hcas():
