@@ -4,7 +4,7 @@
     .venv/bin/pip install -e '.[bench]'      # the peer tools (once)
     .venv/bin/python bench/run.py            # as root, from the repo root
 
-Three benchmarks, none needing a real cluster:
+Four benchmarks, none needing a real cluster:
 
 - fan-out: `true` on N = 8, 32, 128 SSH targets (one local sshd on N
   addresses, see targets.py) by gpufab `exec` and five peers, whole-process
@@ -15,12 +15,15 @@ Three benchmarks, none needing a real cluster:
 - warm commands: one connection per host, --repeat commands in sequence
   on each, N = 1 and 32: milliseconds per command.
 - bootstrap on the nspawn lab: a first run and a no-op re-run, 1 host vs 3.
+- all-reduce on the nspawn lab: `inv allreduce --json` on 3 hosts (Gloo,
+  Debian's CPU torch): time, algbw and busbw per size beside the raw TCP link.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import os
 import platform
 import statistics
@@ -257,6 +260,49 @@ def bootstrap_on_lab(sizes: Sequence[int]) -> Dict[int, Tuple[float, float]]:
     return out
 
 
+ALLREDUCE_SIZES = "1M,16M,64M,256M"
+
+
+def allreduce_on_lab(n: int, runs: int) -> List[dict]:
+    """`inv allreduce --json` on a fresh lab of n hosts (netenv set up first), `runs` times."""
+    env = {"GPUFAB_INVENTORY": str(REPO / "inventory" / "lab.yaml")}
+    out = []
+    try:
+        inv("lab.down")
+        inv("lab.up", "--nodes", str(n))
+        inv("netenv.setup", env=env)
+        for _ in range(runs):
+            proc = subprocess.run([str(BIN / "inv"), "allreduce", "--sizes", ALLREDUCE_SIZES, "--json"], cwd=REPO,
+                                  env={**BASE_ENV, **env}, capture_output=True, text=True, timeout=900)
+            if proc.returncode != 0:
+                sys.exit(f"bench: inv allreduce failed:\n{proc.stdout}{proc.stderr}")
+            out.append(json.loads(proc.stdout)["groups"][0])
+        print(f"  allreduce on {n} hosts: {runs} runs", flush=True)
+    finally:
+        inv("lab.down")
+    return out
+
+
+def allreduce_section(n: int, runs: Sequence[dict]) -> List[str]:
+    """Median per size of time, algbw, busbw; the slowest link of each run beside it."""
+    sizes = [s["bytes"] for s in runs[0]["sizes"]]
+    link = statistics.median(min(link["bytes_per_s"] for link in r["links"]) for r in runs)
+    tool = runs[0]["links"][0]["tool"]
+    rows = []
+    for i, size in enumerate(sizes):
+        secs = statistics.median(r["sizes"][i]["seconds"] for r in runs)
+        algbw = statistics.median(r["sizes"][i]["algbw_bytes_per_s"] for r in runs)
+        busbw = statistics.median(r["sizes"][i]["busbw_bytes_per_s"] for r in runs)
+        rows.append([f"{size >> 20} MiB", f"{secs * 1e3:.1f}", f"{algbw / 1e9:.3f}", f"{busbw / 1e9:.3f}",
+                     f"{link / 1e9:.2f}", f"{busbw / link:.0%}"])
+    ranks = runs[0]["ranks"]
+    return [f"## `inv allreduce` on the nspawn lab: {n} hosts, {runs[0]['backend']}, median of {len(runs)}", "",
+            f"One process per host ({', '.join(r['interface'] for r in ranks)}, each host's netenv NIC), Debian's"
+            f" CPU torch, veth links through a bridge on this machine's cores. Link: the slowest host→head TCP"
+            f" stream ({tool}, 2 s).", "",
+            fmt_table(["size", "time ms", "algbw GB/s", "busbw GB/s", "link GB/s", "busbw / link"], rows), ""]
+
+
 def machine() -> str:
     cpu = "unknown CPU"
     try:
@@ -304,7 +350,7 @@ def fan_out_section(results: Sequence[FanOut], runs: int) -> List[str]:
 
 def write_results(path: Path, command: str, fan: Sequence[FanOut], big: Optional[FanOut],
                   warm: Dict[Tuple[str, int], float], boot: Dict[int, Tuple[float, float]], runs: int,
-                  repeat: int) -> None:
+                  repeat: int, allreduce: Optional[List[dict]] = None) -> None:
     lines = ["# gpufab benchmarks", "",
              f"- Date: {datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}",
              f"- Machine: {machine()}",
@@ -334,6 +380,8 @@ def write_results(path: Path, command: str, fan: Sequence[FanOut], big: Optional
         lines += ["## `inv bootstrap` on the nspawn lab (fresh lab, then the same command again)", ""]
         rows = [[str(n), f"{first:.1f}", f"{again:.1f}", f"{again / first:.0%}"] for n, (first, again) in boot.items()]
         lines += [fmt_table(["hosts", "first run s", "no-op re-run s", "re-run / first"], rows), ""]
+    if allreduce:
+        lines += allreduce_section(len(allreduce[0]["nodes"]), allreduce)
     path.write_text("\n".join(lines))
 
 
@@ -343,7 +391,7 @@ def main() -> int:
     p.add_argument("--big", type=int, default=512, help="host count for the bounded-threads run (0: skip)")
     p.add_argument("--runs", type=int, default=5, help="timed runs per tool after the warm-up")
     p.add_argument("--repeat", type=int, default=20, help="commands per host on a warm connection")
-    p.add_argument("--skip", default="", help="comma-separated: fanout, warm, bootstrap")
+    p.add_argument("--skip", default="", help="comma-separated: fanout, warm, bootstrap, allreduce")
     p.add_argument("--tools", default="", help="comma-separated: only the fan-out tools whose name contains one of these")
     p.add_argument("--out", default=str(REPO / "bench" / "RESULTS.md"))
     a = p.parse_args()
@@ -367,8 +415,9 @@ def main() -> int:
         if "warm" not in skip:
             warm = warm_commands(t, (1, 32), a.runs, a.repeat)
     boot = bootstrap_on_lab((1, 3)) if "bootstrap" not in skip else {}
+    reduced = allreduce_on_lab(3, max(3, a.runs // 2)) if "allreduce" not in skip else []
     command = " ".join(["bench/run.py", *sys.argv[1:]])
-    write_results(Path(a.out), command, fan, big, warm, boot, a.runs, a.repeat)
+    write_results(Path(a.out), command, fan, big, warm, boot, a.runs, a.repeat, reduced)
     print(Path(a.out).read_text())
     return 0
 

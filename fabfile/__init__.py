@@ -8,6 +8,7 @@ from invoke import Collection
 from . import docker, gpu, inventory, lab, limits, logs, netenv, nfs, ray, run, slurm, storage
 from .bootstrap import bootstrap, report
 from .launch import launch
+from .allreduce import allreduce
 from .execute import exec_
 
 ns = Collection()
@@ -15,6 +16,7 @@ ns.add_task(exec_, name="exec")
 ns.add_task(bootstrap)
 ns.add_task(report)
 ns.add_task(launch)
+ns.add_task(allreduce)
 for module in (inventory, lab, limits, docker, netenv, nfs, ray, gpu, logs, run, slurm, storage):
     ns.add_collection(Collection.from_module(module, name=module.__name__.rsplit(".", 1)[-1]))
 

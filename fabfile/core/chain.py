@@ -67,6 +67,8 @@ class Step:
     report: Optional[Callable[["Run", Any], Tuple[List[str], List[str]]]] = None
     #: Quick-access lines (how to reach what the step set up).
     access: Optional[Callable[["Run", Any], List[str]]] = None
+    #: Its findings for the JSON report, as plain data (numbers a script can read).
+    data: Optional[Callable[["Run", Any], Any]] = None
 
 
 def step_list(chain: Sequence[Step], value: Union[None, str, Sequence[str]], what: str) -> List[str]:
@@ -279,6 +281,7 @@ class Run:
             rows.append(row)
         checks: List[str] = []
         warnings: List[str] = []
+        results: Dict[str, Any] = {}
         access = self.access_lines()
         for step in self.steps:
             if step.report is not None:
@@ -287,6 +290,8 @@ class Run:
                 warnings += w
             if step.access is not None:
                 access += step.access(self, self.settings.get(step.name))
+            if step.data is not None:
+                results[step.name] = step.data(self, self.settings.get(step.name))
         warnings += [f"{name} failed at {f.step}: {f.reason}" for name, f in self.failures.items()]
         access.append("inv report")
         if failed_file:
@@ -305,6 +310,7 @@ class Run:
             summary=summary_line("bootstrap", merge_phases(ran, list(self.results.values())), changed=True),
             exit_code=worst_exit_code(everything),
             step_status={n.name: {s: self.status(s, n) for s in self.names} for n in self.inv.nodes},
+            results=results,
         )
 
     def ssh(self, node: Node, aliases: Sequence[str]) -> str:

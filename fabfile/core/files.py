@@ -44,6 +44,11 @@ def render(template: str, **values: Any) -> str:
     return _templates().get_template(template).render(**values)
 
 
+def shipped(name: str) -> str:
+    """`templates/<name>` as it is: a file gpufab copies to nodes without rendering (a script)."""
+    return (TEMPLATES / name).read_text(encoding="utf-8")
+
+
 @dataclass(frozen=True)
 class ManagedFile:
     """A whole file gpufab owns on a node, and how it must look."""

@@ -39,6 +39,8 @@ class Report:
     exit_code: int = 0
     #: Per node, per step: ok / changed / failed / not run.
     step_status: Dict[str, Dict[str, str]] = field(default_factory=dict)
+    #: Per step that measures something (the all-reduce): its figures.
+    results: Dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=False) + "\n"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..core.chain import VERIFY
-from . import docker, limits, netenv, preflight, ray, storage, tools
+from . import allreduce, docker, limits, netenv, preflight, ray, storage, tools
 
 CHAIN = (
     preflight.STEP,
@@ -13,5 +13,6 @@ CHAIN = (
     storage.STEP,
     ray.STEP,
     tools.STEP,
+    allreduce.STEP,
     VERIFY,
 )

@@ -37,6 +37,11 @@ def launch_nodes(inv: Inventory, role: Optional[str]) -> List[Node]:
     if not nodes:
         known = sorted({r for n in inv.nodes for r in (n.role, *n.roles)})
         raise InputError(f"no node has role {role!r} (roles: {', '.join(known)})", path="--role")
+    return rank_order(nodes)
+
+
+def rank_order(nodes: Sequence[Node]) -> List[Node]:
+    """The head first (it hosts the rendezvous), then by NID."""
     return sorted(nodes, key=lambda n: (not n.is_head, n.nid))
 
 

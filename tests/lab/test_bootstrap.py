@@ -18,7 +18,7 @@ from .test_node_setup import LAB_NICS
 REPORT_JSON = REPO / "inventory" / "lab.report.json"
 REPORT_MD = REPO / "inventory" / "lab.report.md"
 FAILED_FILE = REPO / "inventory" / "lab.failed"
-STEPS = ("preflight", "limits", "docker", "netenv", "storage", "ray", "verify")
+STEPS = ("preflight", "limits", "docker", "netenv", "storage", "ray", "allreduce", "verify")
 
 #: Everything a step could touch: config, installed software, units, backups.
 TREE_DIGEST = (
@@ -91,6 +91,9 @@ def test_the_readme_demo_bootstraps_every_node_of_a_fresh_lab(fresh):
     assert set(steps.values()) <= {"ok", "changed"}, steps
     assert "bootstrap: 3 hosts: 3 changed, 0 ok, 0 failed, 0 unreachable" in proc.stdout
     assert "NFS unavailable: node1: this kernel" in proc.stdout and "Ray: 3/3 nodes alive" in proc.stdout
+    # The cluster is proven by a collective across it, on each node's own NIC.
+    assert re.search(r"^  All-reduce: 3 nodes, gloo over the netenv NICs, busbw [\d.]+ GB/s at 64 MiB "
+                     r"\(link [\d.]+ GB/s, slowest node\d\u2192node1\); sums right$", proc.stdout, re.M), proc.stdout
     assert REPORT_MD.exists() and not FAILED_FILE.exists()
 
 
@@ -116,6 +119,29 @@ def test_second_bootstrap_reports_every_step_ok_and_changes_no_file(fresh):
     assert "Versions: python 3.11.2, ray 2.60.0 on 3/3 nodes" in checks
     assert any("NFS unavailable" in w for w in report["warnings"])
     assert "ssh -N -L 8265:198.19.0.11:8265" in " ".join(report["access"])
+    allreduce = report["results"]["allreduce"]
+    assert allreduce["ok"] and allreduce["backend"] == "gloo" and allreduce["nodes"] == list(NODES)
+    assert [s["bytes"] for s in allreduce["sizes"]] == [1 << 20, 16 << 20, 64 << 20]
+    assert all(s["sum_right"] and s["busbw_bytes_per_s"] > 0 for s in allreduce["sizes"])
+    assert {r["node"]: r["interface"] for r in allreduce["ranks"]} == LAB_NICS
+    assert [(link["from"], link["to"]) for link in allreduce["links"]] == [("node2", "node1"), ("node3", "node1")]
+    assert all(link["bytes_per_s"] > 0 for link in allreduce["links"])
+
+
+def test_a_node_whose_train_python_has_no_torch_fails_alone_and_the_rest_all_reduce(fresh, tmp_path):
+    inventory = tmp_path / "python.yaml"
+    inventory.write_text(LAB_INVENTORY.read_text().replace(
+        "    private: 198.19.0.13\n", "    private: 198.19.0.13\n    vars:\n      train_python: /opt/gpufab/venv/bin/python\n"))
+    proc = cli("inv", "bootstrap", env={**fresh, "GPUFAB_INVENTORY": str(inventory)}, timeout=600)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    why = "torch not found in /opt/gpufab/venv/bin/python (set train_python)"
+    steps = progress(proc.stdout)
+    assert steps[("node3", "allreduce")] == "failed" and ("node3", "verify") not in steps
+    assert {steps[(n, s)] for n in ("node1", "node2") for s in ("allreduce", "verify")} == {"ok"}
+    assert f"bootstrap: 3 hosts: 0 changed, 2 ok, 1 failed, 0 unreachable (node3: {why})" in proc.stdout
+    report = json.loads((tmp_path / "python.report.json").read_text())
+    assert report["results"]["allreduce"]["nodes"] == ["node1", "node2"] and report["results"]["allreduce"]["ok"]
+    assert any(c.startswith("All-reduce: 2 nodes, gloo over the netenv NICs") for c in report["checks"])
 
 
 def test_bootstrap_as_the_sudo_user_reads_back_the_same_cluster(fresh, tmp_path):
@@ -132,6 +158,9 @@ def test_bootstrap_as_the_sudo_user_reads_back_the_same_cluster(fresh, tmp_path)
     for row in report["nodes"]:
         assert (row["nic"], row["ulimit"], row["nfs"], row["ray"]) == (LAB_NICS[row["node"]], "16384", "unavailable", "skipped")
         assert row["docker"].startswith("20.10"), row
+    # The all-reduce ran as that user too, from its own home.
+    assert any(c.startswith("All-reduce: 3 nodes, gloo") for c in report["checks"]), report["checks"]
+    assert on_host("node2", "stat -c %U /home/gpu/.cache/gpufab/allreduce-*.py").stdout.strip() == "gpu"
 
 
 def test_report_shows_the_saved_report_without_the_nodes(fresh, tmp_path):
@@ -152,7 +181,7 @@ def test_inventory_can_turn_steps_off_and_fab_hosts_spelling_works(fresh, tmp_pa
     inventory.write_text(LAB_INVENTORY.read_text().replace("vars:\n", "vars:\n  bootstrap_skip: [docker, nfs, ray]\n"))
     proc = cli("inv", "bootstrap", env={**fresh, "GPUFAB_INVENTORY": str(inventory)})
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "steps: preflight, limits, netenv, verify" in proc.stdout
+    assert "steps: preflight, limits, netenv, allreduce, verify" in proc.stdout
     assert "skipped" in proc.stdout and (tmp_path / "lab.report.json").exists()
 
     hosts = "198.18.0.11,198.18.0.12,198.18.0.13"
