@@ -90,11 +90,19 @@ class Inventory:
 # Loading YAML with line numbers
 
 
+class _KeyNotName(yaml.constructor.ConstructorError):
+    """Valid YAML, but a mapping key that is not a string."""
+
+
 class _LineLoader(yaml.SafeLoader):
     """SafeLoader that remembers the line of every mapping as key `__line__`."""
 
 
 def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> Dict[str, Any]:
+    for key, _ in node.value:
+        # `1: x` or `yes: x` would reach code that expects names; said once, here, for every mapping.
+        if not (isinstance(key, yaml.ScalarNode) and isinstance(loader.construct_object(key), str)):
+            raise _KeyNotName(None, None, f"key {key.value!r} is not a name (quote it)", key.start_mark)
     mapping = loader.construct_mapping(node, deep=True)
     mapping["__line__"] = node.start_mark.line + 1
     mapping["__keylines__"] = {
@@ -329,7 +337,8 @@ def parse_inventory(text: str, path: Optional[str] = None) -> Inventory:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise InputError(f"not valid YAML: {problem}", path=path, line=mark.line + 1 if mark else None) from None
+        what = problem if isinstance(exc, _KeyNotName) else f"not valid YAML: {problem}"
+        raise InputError(what, path=path, line=mark.line + 1 if mark else None) from None
     if data is None:
         raise InputError("inventory is empty", path=path)
     if not isinstance(data, dict):
@@ -409,6 +418,8 @@ def load_inventory(path: str) -> Inventory:
         raise InputError("inventory file not found (set GPUFAB_INVENTORY, or run inv inventory.import / inv lab.up)", path=path) from None
     except OSError as exc:
         raise InputError(f"cannot read inventory: {exc.strerror}", path=path) from None
+    except UnicodeDecodeError:
+        raise InputError("inventory is not UTF-8 text", path=path) from None
     return parse_inventory(text, path)
 
 

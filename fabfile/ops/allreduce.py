@@ -153,7 +153,7 @@ def read(config: Any, inv: Inventory, cli: Mapping[str, Any]) -> AllreduceSettin
         python=check_python(get("train_python"), "train_python"),
         pairs=bool(cli.get("allreduce_pairs")),
         timeout=number_option(get("allreduce_timeout", DEFAULT_TIMEOUT), "--timeout", float),
-        port=check_port(port, "all-reduce port"),
+        port=check_port(port, "all-reduce port", "allreduce_port"),
         venv=str(setting(config, inv, "ray_venv", None, DEFAULT_VENV)),
     )
 

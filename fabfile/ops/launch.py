@@ -51,6 +51,8 @@ def placements(nodes: Sequence[Node], master_port: int, gpus: Dict[str, int]) ->
     out = []
     for rank, node in enumerate(nodes):
         declared = node.vars.get("gpus")
+        if declared is not None and not str(declared).isdigit():
+            raise InputError(f"{node.name}: gpus must be a whole number, not {declared!r}", path="gpus")
         count = int(declared) if declared is not None else gpus.get(node.name, 0)
         out.append(Placement(node, {
             "NODE_RANK": str(rank),

@@ -111,13 +111,13 @@ def check_profile(profile: str) -> str:
     return profile
 
 
-def check_port(value: object, what: str = "master port") -> int:
+def check_port(value: object, what: str = "master port", path: str = "--master-port") -> int:
     try:
         port = int(str(value))
     except ValueError:
         port = 0
     if not 0 < port < 65536:
-        raise InputError(f"invalid {what} {value!r}", path="--master-port")
+        raise InputError(f"invalid {what} {value!r}", path=path)
     return port
 
 

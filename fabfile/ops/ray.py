@@ -24,7 +24,7 @@ from ..core.files import FileState, ManagedFile, plan_files, render, sha256
 from ..core.inventory import Inventory, Node
 from ..core.remote import Remote, ensure_packages, last_line
 from ..core.steps import Outcome, merge_phases, remote_for, run_step
-from .netenv import ENV_FILE, SECRETS_FILE
+from .netenv import ENV_FILE, SECRETS_FILE, check_port
 
 DEFAULT_VERSION = "2.60.0"
 DEFAULT_VENV = "/opt/gpufab/venv"
@@ -304,7 +304,7 @@ def read(config: Any, inv: Inventory, cli: Mapping[str, Any]) -> RaySettings:
         version=check_version(get("ray_version", DEFAULT_VERSION)),
         venv=check_venv(get("ray_venv", DEFAULT_VENV)),
         extra=check_pins(get("ray_extra_packages")),
-        port=int(get("ray_port", DEFAULT_PORT)),
+        port=check_port(get("ray_port", DEFAULT_PORT), "Ray port", "ray_port"),
         dashboard_host=get("ray_dashboard_host"),
         index_url=get("pip_index_url"),
         find_links=get("pip_find_links"),

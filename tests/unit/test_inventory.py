@@ -1,7 +1,7 @@
 import pytest
 
 from fabfile.core.errors import InputError
-from fabfile.core.inventory import nodes_from_hosts, parse_inventory
+from fabfile.core.inventory import load_inventory, nodes_from_hosts, parse_inventory
 
 GOOD = """\
 ssh:
@@ -82,10 +82,20 @@ def test_two_heads_named_on_second_head_line():
     ("nodes: []\n", "lists no nodes"),
     ("nodes:\n  - name: a\n    public: [1\n", "not valid YAML"),
     ("- just\n- a list\n", "must be a mapping"),
+    ("nodes:\n  - name: a\n    public: 203.0.113.5\n1: x\n", r"hosts.yaml:4: key '1' is not a name \(quote it\)"),
+    ("vars:\n  1: x\nnodes:\n  - name: a\n    public: 203.0.113.5\n", r"hosts.yaml:2: key '1' is not a name"),
+    ("nodes:\n  - name: a\n    public: 203.0.113.5\n    yes: 1\n", r"hosts.yaml:4: key 'yes' is not a name"),
 ])
 def test_empty_or_malformed_inventory(text, message):
     with pytest.raises(InputError, match=message):
         parse_inventory(text, "hosts.yaml")
+
+
+def test_a_binary_inventory_is_one_error_naming_the_file(tmp_path):
+    path = tmp_path / "hosts.yaml"
+    path.write_bytes(b"\x00\x01\xff\xfe")
+    with pytest.raises(InputError, match="hosts.yaml: inventory is not UTF-8 text"):
+        load_inventory(str(path))
 
 
 def test_cli_hosts_first_is_head_and_user_port_parsed():

@@ -41,6 +41,20 @@ def test_launch_by_role_masters_on_the_first_of_them():
         launch.launch_nodes(INVENTORY, "encode")
 
 
+def test_a_gpus_var_that_is_not_a_count_is_one_error_naming_the_node():
+    inv = parse_inventory("nodes:\n  - {name: a, public: 203.0.113.1, private: 10.0.0.1, vars: {gpus: abc}}\n")
+    with pytest.raises(InputError, match="gpus: a: gpus must be a whole number, not 'abc'"):
+        launch.placements(inv.nodes, 29500, {})
+
+
+def test_a_ray_port_that_is_not_a_port_is_one_error_naming_the_var():
+    from fabfile.ops import ray
+
+    inv = parse_inventory("vars: {ray_port: abc}\nnodes:\n  - {name: a, public: 203.0.113.1, private: 10.0.0.1}\n")
+    with pytest.raises(InputError, match="ray_port: invalid Ray port 'abc'"):
+        ray.read({}, inv, {})
+
+
 def test_launch_substitutes_placeholders_but_not_shell_expansions():
     values = {"NODE_RANK": "2", "NNODES": "3", "MASTER_ADDR": "10.0.0.10", "MASTER_PORT": "29500", "NPROC_PER_NODE": "8"}
     assert launch.substitute("run --rank {NODE_RANK} --n ${NNODES} {OTHER}", values) == "run --rank 2 --n ${NNODES} {OTHER}"
