@@ -11,7 +11,9 @@ from invoke.exceptions import Exit
 from .core.cluster import cluster_inventory, open_session, select_nodes
 from .core.errors import reported
 from .core.report import host_table
+from .core.facts import human_bytes
 from .ops import allreduce as ar
+from .ops.launch import rank_order
 
 
 @task(
@@ -49,8 +51,8 @@ def allreduce(c, backend=None, sizes=None, iters=None, python=None, pairs=False,
         plan = ar.choose_backend(s.backend, ready)
         groups = ar.groups_of(going, s.pairs)
         per_node = "one process per GPU" if plan.backend == "nccl" else "one process per node"
-        print(f"allreduce: {', '.join(n.name for n in ar.groups_of(going, False)[0])}: {plan.backend}, {per_node}, "
-              f"{sum(plan.procs.values())} ranks; sizes {', '.join(ar.human_size(b) for b in s.sizes)}; "
+        print(f"allreduce: {', '.join(n.name for n in rank_order(going))}: {plan.backend}, {per_node}, "
+              f"{sum(plan.procs.values())} ranks; sizes {', '.join(human_bytes(b, whole=True) for b in s.sizes)}; "
               f"{s.iters} iterations" + (f"; {len(groups)} pairs in turn" if s.pairs else ""),
               file=sys.stderr if json else sys.stdout, flush=True)
         results = []

@@ -11,6 +11,7 @@ from invoke.exceptions import Exit
 
 from .core.cluster import ensure_private, open_session, resolve_inventory, select_nodes
 from .core.errors import HostError, InputError, number_option, reported
+from .core.facts import human_bytes
 from .core.fanout import FAILED, HostResult
 from .core.localfs import write_if_changed
 from .core.remote import Remote, last_line
@@ -149,7 +150,7 @@ def status(c, venv=None):
             raise Exit(f"ray.status: cannot reach the head {inv.head.name}: {exc}", code=255) from None
     names = {n.private: n.name for n in inv.nodes}
     rows = [(names.get(n.ip, "?"), n.ip, "yes" if n.alive else "no", f"{n.cpus:g}", f"{n.gpus:g}",
-             ray.human_bytes(n.memory), "head" if n.head else "") for n in sorted(nodes, key=lambda n: (not n.alive, n.ip))]
+             human_bytes(n.memory), "head" if n.head else "") for n in sorted(nodes, key=lambda n: (not n.alive, n.ip))]
     print(host_table(["Node", "Address", "Alive", "CPUs", "GPUs", "Memory", "Role"], rows))
     alive = ray.alive_by_ip(nodes)
     print(f"ray: {len(alive)}/{len(inv.nodes)} inventory nodes alive, "

@@ -17,13 +17,19 @@ def parse_facts(text: str) -> Dict[str, str]:
     return facts
 
 
+def human_bytes(n: float, whole: bool = False) -> str:
+    """`16.0 GiB`; with `whole`, a whole number of its unit without the decimal (`64 MiB`)."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            if unit == "B" or (whole and n == int(n)):
+                return f"{n:.0f} {unit}"
+            return f"{n:.1f} {unit}"
+        n /= 1024
+    return "?"
+
+
 def human_kib(kib: str) -> str:
     try:
-        value = float(kib) * 1024
+        return human_bytes(float(kib) * 1024)
     except ValueError:
         return "?"
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return "?"

@@ -26,6 +26,7 @@ from ..core.chain import Step
 from ..core.cluster import setting
 from ..core.errors import HostError, InputError, number_option
 from ..core.fanout import FAILED, OK, HostResult
+from ..core.facts import human_bytes
 from ..core.files import shipped
 from ..core.inventory import Inventory, Node
 from ..core.remote import Remote
@@ -178,8 +179,6 @@ class NodeReady:
 
     python: Optional[TrainPython]
     nic: Optional[str]
-    tried: Tuple[str, ...] = ()
-    script: str = ""
 
 
 def candidates(node: Node, s: AllreduceSettings) -> Tuple[List[str], bool]:
@@ -226,7 +225,7 @@ def prepare(remote: Remote, s: AllreduceSettings, required: bool = True) -> Outc
         raise HostError(no_torch(tried, pythons))
     nic = env_lines(remote.read_text(ENV_FILE) or "").get("NCCL_SOCKET_IFNAME")
     if python is None:
-        return Outcome([], [no_torch(tried, pythons) + ": all-reduce left out"], NodeReady(None, nic, tuple(tried)))
+        return Outcome([], [no_torch(tried, pythons) + ": all-reduce left out"], NodeReady(None, nic))
     if nic is None and required:
         raise HostError(f"no netenv on this node ({ENV_FILE} missing): run inv netenv.setup first")
     done = []
@@ -235,7 +234,7 @@ def prepare(remote: Remote, s: AllreduceSettings, required: bool = True) -> Outc
                       sudo=False, timeout=30)
         done.append(f"shipped the all-reduce script to ~/{SCRIPT_PATH}")
     note = f"torch {python.torch} in {python.path}" + (f", {python.gpus} GPUs" if python.gpus else "")
-    return Outcome(done, [note], NodeReady(python, nic, tuple(tried), SCRIPT_PATH))
+    return Outcome(done, [note], NodeReady(python, nic))
 
 
 # --------------------------------------------------------------------------- plan
@@ -419,7 +418,7 @@ def read_group(group: Sequence[Node], plan: Plan, ready: Mapping[str, NodeReady]
         elif code != 0 or errors:
             result.failures[node.name] = errors[0] if errors else f"exit code {code}"
         elif wrong:
-            result.failures[node.name] = (f"wrong sum at {human_size(int(wrong[0]['bytes']))}: "
+            result.failures[node.name] = (f"wrong sum at {human_bytes(int(wrong[0]['bytes']), whole=True)}: "
                                           f"{wrong[0]['got']:g}, expected {wrong[0]['expected']:g}")
     for row in result.ranks:
         if not row.right_nic and row.node not in result.failures:
@@ -432,13 +431,6 @@ def read_group(group: Sequence[Node], plan: Plan, ready: Mapping[str, NodeReady]
             result.failures[nodes[0].name] = (f"{len(result.sizes)} of {len(s.sizes)} sizes and "
                                               f"{len(result.ranks)} of {world} ranks reported")
     return result
-
-
-def human_size(n: int) -> str:
-    for unit, shift in (("GiB", 30), ("MiB", 20), ("KiB", 10)):
-        if n >= 1 << shift and n % (1 << shift) == 0:
-            return f"{n >> shift} {unit}"
-    return f"{n} B"
 
 
 def rate(bytes_per_second: float) -> str:
@@ -475,9 +467,9 @@ def run_group(session: Any, remotes: Optional[Mapping[str, Remote]], group: Sequ
 
 
 def prepare_all(session: Any, remotes: Optional[Mapping[str, Remote]], nodes: Sequence[Node], s: AllreduceSettings,
-                workers: Optional[int] = None) -> List[HostResult]:
+                workers: Optional[int] = None, required: bool = True) -> List[HostResult]:
     """`prepare` on every node: one HostResult each (value NodeReady)."""
-    return run_step(session, nodes, lambda remote: prepare(remote, s), workers=workers,
+    return run_step(session, nodes, lambda remote: prepare(remote, s, required), workers=workers,
                     remotes=dict(remotes) if remotes is not None else None)
 
 
@@ -489,7 +481,7 @@ def groups_of(nodes: Sequence[Node], pairs: bool) -> List[Tuple[Node, ...]]:
 
 
 def size_table(result: GroupResult) -> List[Tuple[str, str, str, str, str]]:
-    return [(human_size(r.bytes), f"{r.seconds * 1e3:.2f}", f"{r.algbw / 1e9:.3f}", f"{r.busbw / 1e9:.3f}",
+    return [(human_bytes(r.bytes, whole=True), f"{r.seconds * 1e3:.2f}", f"{r.algbw / 1e9:.3f}", f"{r.busbw / 1e9:.3f}",
              "right" if r.right else "WRONG") for r in sorted(result.sizes, key=lambda r: r.bytes)]
 
 
@@ -526,7 +518,7 @@ def summary(result: GroupResult, nics: str = "the netenv NICs") -> str:
     top = result.busbw_at_largest()
     text = f"{len(result.nodes)} nodes, {result.backend} over {nics}"
     if top is not None:
-        text += f", busbw {rate(top.busbw)} at {human_size(top.bytes)}"
+        text += f", busbw {rate(top.busbw)} at {human_bytes(top.bytes, whole=True)}"
     link = result.slowest_link()
     if link is not None:
         text += f" (link {rate(link.bytes_per_second)}"
@@ -551,8 +543,7 @@ def check_cluster(run: Any, nodes: Sequence[Node], s: AllreduceSettings) -> List
     ready = {n.name: run.value(NAME, n) for n in nodes}
     # Nodes outside this run (--retry-failed verifies the whole cluster) are read now.
     unread = [n for n in nodes if ready[n.name] is None]
-    for r in run_step(run.session, unread, lambda remote: prepare(remote, s, required=False), workers=run.workers,
-                      remotes=run.remotes):
+    for r in prepare_all(run.session, run.remotes, unread, s, run.workers, required=False):
         ready[r.node.name] = r.value
     missing = sorted(name for name, r in ready.items() if r is None or r.python is None)
     no_nic = sorted(name for name, r in ready.items() if r is not None and r.python is not None and r.nic is None)

@@ -243,13 +243,6 @@ def log_tail(text: str, lines: int = 3, width: int = 160) -> str:
     return " | ".join(line if len(line) <= width else line[: width - 3] + "..." for line in kept) or "no log lines"
 
 
-def human_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return "?"
-
 
 #: Submitted on the head: one task per alive node (SPREAD), each reports where it ran.
 SMOKE_CODE = """

@@ -23,8 +23,7 @@ def python(gpus=0, nccl=False):
 
 
 def ready(gpus=0):
-    return {n.name: ar.NodeReady(python(gpus, nccl=gpus > 0), NICS[n.name], ("/usr/bin/python3",), ar.SCRIPT_PATH)
-            for n in NODES}
+    return {n.name: ar.NodeReady(python(gpus, nccl=gpus > 0), NICS[n.name]) for n in NODES}
 
 
 def line(event, **fields):

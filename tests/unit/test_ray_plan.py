@@ -9,6 +9,7 @@ import yaml
 
 from fabfile.ops import ray
 from fabfile.core.errors import InputError
+from fabfile.core.facts import human_bytes
 
 
 def test_pins_must_be_exact():
@@ -73,7 +74,7 @@ def test_parse_nodes_keeps_alive_ones_per_ip():
     alive = ray.alive_by_ip(nodes)
     assert sorted(alive) == ["10.0.0.1", "10.0.0.2"] and alive["10.0.0.1"].head
     assert sum(n.gpus for n in alive.values()) == 4.0
-    assert ray.human_bytes(2**34) == "16.0 GiB"
+    assert human_bytes(2**34) == "16.0 GiB"
 
 
 def test_log_tail_is_one_clean_line():
