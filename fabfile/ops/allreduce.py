@@ -93,8 +93,10 @@ class AllreduceSettings:
     backend: str = "auto"
     sizes: Tuple[int, ...] = (1 << 20, 16 << 20, 64 << 20)
     iters: int = DEFAULT_ITERS
-    #: The one interpreter to use everywhere (CLI or inventory var); None: each node's own search.
+    #: `--python`: the interpreter on every node, over any node's own train_python.
     python: Optional[str] = None
+    #: The inventory's (or config's) train_python, for nodes that name none themselves.
+    default_python: Optional[str] = None
     pairs: bool = False
     timeout: float = DEFAULT_TIMEOUT
     port: int = DEFAULT_MASTER_PORT + PORT_OFFSET
@@ -151,7 +153,8 @@ def read(config: Any, inv: Inventory, cli: Mapping[str, Any]) -> AllreduceSettin
         backend=check_backend(get("allreduce_backend", "auto")),
         sizes=parse_sizes(get("allreduce_sizes", DEFAULT_SIZES)),
         iters=number_option(get("allreduce_iters", DEFAULT_ITERS), "--iters"),
-        python=check_python(get("train_python"), "train_python"),
+        python=check_python(cli.get("train_python"), "--python"),
+        default_python=check_python(setting(config, inv, "train_python"), "train_python"),
         pairs=bool(cli.get("allreduce_pairs")),
         timeout=number_option(get("allreduce_timeout", DEFAULT_TIMEOUT), "--timeout", float),
         port=check_port(port, "all-reduce port", "allreduce_port"),
@@ -182,8 +185,9 @@ class NodeReady:
 
 
 def candidates(node: Node, s: AllreduceSettings) -> Tuple[List[str], bool]:
-    """(pythons to try in order, whether the user named them): train_python, else Ray's venv and python3."""
-    named = check_python(node.vars.get("train_python"), f"{node.name}: train_python") or s.python
+    """(pythons to try in order, whether the user named them): --python > the node's train_python >
+    the inventory's > Ray's venv, then python3."""
+    named = s.python or check_python(node.vars.get("train_python"), f"{node.name}: train_python") or s.default_python
     if named:
         return [named], True
     return [f"{s.venv}/bin/python", "python3"], False

@@ -67,13 +67,19 @@ def test_settings_come_from_the_inventory_and_the_cli_wins():
     inv = Inventory(nodes=NODES, vars={"allreduce_sizes": "8M", "train_python": "/opt/conda/bin/python",
                                        "master_port": 30000})
     s = ar.read({}, inv, {"allreduce_iters": "3", "allreduce_timeout": "9"})
-    assert (s.sizes, s.iters, s.timeout, s.python, s.port) == ((8 << 20,), 3, 9.0, "/opt/conda/bin/python", 30017)
+    assert (s.sizes, s.iters, s.timeout, s.default_python, s.port) == ((8 << 20,), 3, 9.0, "/opt/conda/bin/python", 30017)
     wins = ar.read({}, inv, {"allreduce_sizes": "1K", "train_python": "python3", "allreduce_port": "40000"})
     assert (wins.sizes, wins.python, wins.port) == ((1024,), "python3", 40000)
+    # --python beats a node's own train_python, which beats the inventory's.
+    own = node("node2", train_python="/opt/venv/bin/python")
+    assert ar.candidates(own, wins) == (["python3"], True)
+    assert ar.candidates(own, s) == (["/opt/venv/bin/python"], True)
+    assert ar.candidates(node("node3"), s) == (["/opt/conda/bin/python"], True)
+    assert ar.candidates(node("node3"), ar.AllreduceSettings()) == (["/opt/gpufab/venv/bin/python", "python3"], False)
     # bootstrap's own --timeout (Ray's) is not the all-reduce's.
     assert ar.read({}, inv, {"timeout": "1"}).timeout == ar.DEFAULT_TIMEOUT
     for cli, option in (({"allreduce_backend": "mpi"}, "--backend"), ({"allreduce_iters": "0"}, "--iters"),
-                        ({"allreduce_timeout": "x"}, "--timeout"), ({"train_python": "python3; rm -rf /"}, "train_python"),
+                        ({"allreduce_timeout": "x"}, "--timeout"), ({"train_python": "python3; rm -rf /"}, "--python"),
                         ({"allreduce_port": "70000"}, "port")):
         with pytest.raises(InputError, match=option):
             ar.read({}, inv, cli)
