@@ -44,6 +44,7 @@ class FakeRemote:
         self.changes: List[str] = []
         self.written: List[FileChange] = []
         self.restored: List[str] = []
+        self.home_written: List[str] = []
         self.planned: List[FileChange] = []
         self._after: List[Tuple[str, Rule]] = []
 
@@ -119,6 +120,15 @@ class FakeRemote:
             f = c.file
             self.files[f.path] = FileState(f.path, True, f.content, f.digest, f.mode, f.owner, f.group)
         return [c.describe() for c in changes]
+
+    def write_home_files(self, directory: str, files: Dict[str, Tuple[str, int]]) -> List[str]:
+        """Kept in `files` as `~/<directory>/<name>`, owned by the SSH user."""
+        done = [f"wrote ~/{directory}/{name}" for name in files]
+        if not self.dry_run:
+            for name, (content, mode) in files.items():
+                self.put(f"~/{directory}/{name}", content, mode, self.user, self.user)
+            self.home_written += done
+        return done
 
     def restore_previous(self, path: str, existed: bool) -> None:
         self.restored.append(path)

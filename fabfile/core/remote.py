@@ -16,7 +16,7 @@ from __future__ import annotations
 import base64
 import secrets
 import shlex
-from typing import Callable, Dict, Iterable, List, Optional, Sequence
+from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from invoke.exceptions import UnexpectedExit
 from invoke.runners import Result
@@ -208,6 +208,25 @@ class Remote:
                 self.run("rm -f " + " ".join(shlex.quote(p) for p in uploaded), warn=True)
             raise
         return [c.describe() for c in changes]
+
+    def write_home_files(self, directory: str, files: Mapping[str, Tuple[str, int]]) -> List[str]:
+        """Write `{name: (content, mode)}` into `~/<directory>` as the SSH user, each whole or not at all.
+
+        For what the user's own jobs run (scripts, their variables): no root
+        is involved, so nothing another user planted there can be followed
+        by root, and the content never shows on a command line.
+        """
+        if self.dry_run or not files:
+            return [f"wrote ~/{directory}/{name}" for name in files]
+        self.run(f'mkdir -p -m 0700 "$HOME"/{shlex.quote(directory)}', timeout=30)
+        sftp = self.conn.sftp()
+        for name, (content, mode) in files.items():
+            tmp = f"{directory}/.{name}.gpufab-{secrets.token_hex(6)}"
+            with sftp.open(tmp, "wx") as fh:
+                fh.chmod(mode)
+                fh.write(content.encode("utf-8"))
+            sftp.posix_rename(tmp, f"{directory}/{name}")
+        return [f"wrote ~/{directory}/{name}" for name in files]
 
     def restore_previous(self, path: str, existed: bool) -> None:
         """Undo `write_files` for one file: its backup back in place, or the new file removed."""

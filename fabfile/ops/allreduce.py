@@ -52,13 +52,6 @@ SCRIPT = shipped("allreduce/allreduce.py")
 #: Content-addressed: a new gpufab writes a new file, an old one is never half-replaced.
 SCRIPT_PATH = f".cache/gpufab/allreduce-{hashlib.sha256(SCRIPT.encode()).hexdigest()[:12]}.py"
 
-#: As the SSH user, in its own home: write $2 to $1, whole or not at all.
-SHIP_SCRIPT = r"""
-path="$HOME/$1"
-umask 077
-mkdir -p "$(dirname "$path")" && printf '%s' "$2" > "$path.tmp.$$" && mv -f "$path.tmp.$$" "$path"
-"""
-
 #: Which of the candidate pythons ($@) imports torch; one JSON line each, stops at the first.
 PROBE = (
     "import json, sys\n"
@@ -234,8 +227,8 @@ def prepare(remote: Remote, s: AllreduceSettings, required: bool = True) -> Outc
         raise HostError(f"no netenv on this node ({ENV_FILE} missing): run inv netenv.setup first")
     done = []
     if not remote.check(f'[ -f "$HOME"/{shlex.quote(SCRIPT_PATH)} ]'):
-        remote.change(f"sh -c {shlex.quote(SHIP_SCRIPT)} gpufab {shlex.quote(SCRIPT_PATH)} {shlex.quote(SCRIPT)}",
-                      sudo=False, timeout=30)
+        directory, name = SCRIPT_PATH.rsplit("/", 1)
+        remote.write_home_files(directory, {name: (SCRIPT, 0o600)})
         done.append(f"shipped the all-reduce script to ~/{SCRIPT_PATH}")
     note = f"torch {python.torch} in {python.path}" + (f", {python.gpus} GPUs" if python.gpus else "")
     return Outcome(done, [note], NodeReady(python, nic))

@@ -195,9 +195,9 @@ def test_prepare_finds_the_first_python_with_torch_and_ships_the_script_once():
     assert out.changes == [f"shipped the all-reduce script to ~/{ar.SCRIPT_PATH}"]
     probe = remote.sent("GPUFAB-PYTHON")[0]
     assert "/opt/gpufab/venv/bin/python python3" in probe  # Ray's venv first, then the node's python3
-    assert ar.SCRIPT.strip().splitlines()[-1] in remote.changes[0]
+    assert remote.files[f"~/{ar.SCRIPT_PATH}"].content == ar.SCRIPT
     remote.answer(r"^\[ -f", "", 0)
-    assert ar.prepare(remote, S).changes == [] and len(remote.changes) == 1
+    assert ar.prepare(remote, S).changes == [] and len(remote.home_written) == 1
 
 
 def test_a_node_without_torch_is_named_with_the_pythons_tried():
