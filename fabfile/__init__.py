@@ -5,7 +5,7 @@
 
 from invoke import Collection
 
-from . import docker, gpu, inventory, lab, limits, logs, netenv, nfs, ray, run, slurm, storage
+from . import docker, gpu, inventory, lab, limits, logs, netenv, nfs, ray, run, script, slurm, storage
 from .bootstrap import bootstrap, report
 from .launch import launch
 from .allreduce import allreduce
@@ -17,7 +17,7 @@ ns.add_task(bootstrap)
 ns.add_task(report)
 ns.add_task(launch)
 ns.add_task(allreduce)
-for module in (inventory, lab, limits, docker, netenv, nfs, ray, gpu, logs, run, slurm, storage):
+for module in (inventory, lab, limits, docker, netenv, nfs, ray, gpu, logs, run, script, slurm, storage):
     ns.add_collection(Collection.from_module(module, name=module.__name__.rsplit(".", 1)[-1]))
 
 # `inv pyenv.check`: the same version table, under the name some guides use.

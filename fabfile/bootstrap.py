@@ -1,17 +1,18 @@
 """`fab -H a,b,c bootstrap` / `inv bootstrap`: the whole chain over one Session; `inv report`.
 
-The chain is `ops.chain.CHAIN`; this module only reads the command line,
+The chain is `ops.chain.CHAIN` plus the inventory's own `steps:`; this module only reads the command line,
 picks the steps and hosts, runs the chain and saves what it found.
 """
 
 from __future__ import annotations
 
 import os
+from typing import Sequence
 
 from invoke import task
 from invoke.exceptions import Exit
 
-from .core.chain import SKIP_VAR, Run, select_steps
+from .core.chain import SKIP_VAR, Run, Step, select_steps
 from .core.cluster import cli_hosts, ensure_private, inventory_path, open_session
 from .core.errors import InputError, number_option, reported
 from .core.localfs import read_text, write_if_changed
@@ -20,14 +21,15 @@ from .core.runfiles import RunFiles, choose_targets, failed_hosts_text, run_file
 from .core.runreport import Report
 from .ops import limits, ray
 from .ops.chain import CHAIN
+from .ops.scripts import with_user_steps
 
 
-def save(run: Run, files: RunFiles) -> int:
+def save(run: Run, chain: Sequence[Step], files: RunFiles) -> int:
     """Print the report, save it next to the inventory (and the failed hosts); its exit code."""
     failures = [run.failures[n.name] for n in run.targets if n.name in run.failures]
     aliases = ssh_aliases(read_text(os.path.expanduser("~/.ssh/config")))
     label = run.inv.path or "--hosts " + ",".join(n.public for n in run.inv.nodes)
-    report = run.report(CHAIN, label, aliases, files.failed if failures else None)
+    report = run.report(chain, label, aliases, files.failed if failures else None)
     print()
     print(report.to_text(), end="")
     write_if_changed(files.markdown, report.to_markdown())
@@ -45,7 +47,8 @@ def save(run: Run, files: RunFiles) -> int:
 @task(
     auto_shortflags=False,
     help={
-        "skip": f"steps to leave out, comma-separated ({', '.join(s.name for s in CHAIN if s.optional)})",
+        "skip": f"steps to leave out, comma-separated ({', '.join(s.name for s in CHAIN if s.optional)},"
+                " or one of the inventory's steps:)",
         "only": "run only these steps (preflight always runs)",
         "dry_run": "connect and gather facts; print what would change, with diffs; change nothing",
         "retry_failed": "run only the hosts the last bootstrap failed on (from the failed-hosts file)",
@@ -61,12 +64,14 @@ def save(run: Run, files: RunFiles) -> int:
 @reported
 def bootstrap(c, skip=None, only=None, dry_run=False, retry_failed=False, hosts_from=None, nofile=None,
               secrets=False, env_file=".env", storage=None, timeout=None, workers=None):
-    """The whole setup: preflight, limits, docker, netenv, storage, ray, verify; then the report."""
+    """The whole setup: preflight, limits, docker, netenv, storage, ray, your steps, verify; then the report."""
     n_workers = number_option(workers, "--workers")
     files = run_files(inventory_path(c.config), bool(cli_hosts(c.config)))
     cli = {"nofile": nofile, "secrets": secrets, "env_file": env_file, "storage": storage, "timeout": timeout}
     with open_session(c.config) as session:
-        steps = select_steps(CHAIN, skip, only, session.inventory.vars.get(SKIP_VAR))
+        # The inventory's own steps (steps:) join the chain where they say.
+        chain = with_user_steps(CHAIN, session.inventory)
+        steps = select_steps(chain, skip, only, session.inventory.vars.get(SKIP_VAR))
         chosen = choose_targets(session.inventory, retry_failed, hosts_from, files.failed)
         if chosen is None:
             print(f"bootstrap: no failed hosts recorded in {files.failed if retry_failed else hosts_from}; nothing to retry")
@@ -81,7 +86,7 @@ def bootstrap(c, skip=None, only=None, dry_run=False, retry_failed=False, hosts_
         progress = Progress(width=max(len(n.name) for n in inv.nodes))
         run = Run(session, inv, targets, steps, settings, progress, dry_run, n_workers)
         run.go()
-    code = run.print_plan() if dry_run else save(run, files)
+    code = run.print_plan() if dry_run else save(run, chain, files)
     if code:
         raise Exit(code=code)
 

@@ -105,9 +105,19 @@ def select_steps(chain: Sequence[Step], skip: Optional[str], only: Optional[str]
     return [s for s in chain if not s.optional or (s.name not in skipped and s.name not in off)]
 
 
-def columns_of(chain: Sequence[Step]) -> List[Tuple[str, Column]]:
-    """(step, column) for every column of the chain, in table order (a step left out says `skipped`)."""
-    return sorted(((s.name, c) for s in chain for c in s.columns), key=lambda sc: sc[1].order)
+def columns_of(chain: Sequence[Step]) -> List[Tuple[List[str], Column]]:
+    """(steps, column) for every column of the chain, in table order.
+
+    Steps of one kind (the user's own) share a column by its key; it says
+    `skipped` only when none of them is in the run.
+    """
+    owners: Dict[str, List[str]] = {}
+    first: Dict[str, Column] = {}
+    for s in chain:
+        for c in s.columns:
+            owners.setdefault(c.key, []).append(s.name)
+            first.setdefault(c.key, c)
+    return sorted(((owners[k], c) for k, c in first.items()), key=lambda sc: sc[1].order)
 
 
 class Run:
@@ -275,8 +285,8 @@ class Run:
         for n in self.inv.nodes:
             row: Dict[str, Any] = {"node": n.name, "public": n.public, "private": n.private or "-", "nid": n.nid,
                                    "role": n.role}
-            for step, col in cols:
-                row[col.key] = col.cell(self, n) if step in self.names else "skipped"
+            for owners, col in cols:
+                row[col.key] = col.cell(self, n) if set(owners) & set(self.names) else "skipped"
             row["result"] = self.result_cell(n)
             rows.append(row)
         checks: List[str] = []

@@ -31,7 +31,7 @@ VAR_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 #: Characters a shell gives meaning to; no inventory value may hold one.
 SHELL_META = set(";&|$`<>(){}[]\\'\"*?!\n\r\t")
 
-TOP_KEYS = {"ssh", "nodes", "vars", "docker"}
+TOP_KEYS = {"ssh", "nodes", "vars", "docker", "steps"}
 DOCKER_KEYS = {"daemon"}
 SSH_KEYS = {"user", "port", "key", "known_hosts"}
 NODE_KEYS = {"name", "public", "private", "role", "roles", "user", "port", "key", "vars"}
@@ -63,6 +63,19 @@ class Node:
 
 
 @dataclass(frozen=True)
+class Entry:
+    """One item of an inventory list whose meaning belongs to a step (`steps:`), with its lines."""
+
+    data: Mapping[str, Any]
+    line: Optional[int] = None
+    #: The line of each of its keys, for errors that name the exact line.
+    keylines: Mapping[str, int] = field(default_factory=dict)
+
+    def line_of(self, key: str) -> Optional[int]:
+        return self.keylines.get(key, self.line)
+
+
+@dataclass(frozen=True)
 class Inventory:
     nodes: Tuple[Node, ...]
     path: Optional[str] = None
@@ -70,6 +83,8 @@ class Inventory:
     vars: Mapping[str, Any] = field(default_factory=dict)
     #: Extra /etc/docker/daemon.json keys (`docker: daemon:` in the inventory).
     docker_daemon: Mapping[str, Any] = field(default_factory=dict)
+    #: The operator's own steps (`steps:`), checked by the step that runs them.
+    steps: Tuple[Entry, ...] = ()
 
     @property
     def head(self) -> Node:
@@ -228,6 +243,20 @@ def check_docker(raw: Any, path: Optional[str], line: Optional[int]) -> Dict[str
     except (TypeError, ValueError) as exc:
         raise InputError(f"'docker.daemon' is not JSON-compatible: {exc}", path=path, line=_line(raw, "daemon")) from None
     return plain
+
+
+def check_entries(raw: Any, what: str, path: Optional[str], line: Optional[int]) -> Tuple[Entry, ...]:
+    """A list of mappings, kept with their lines; what the keys mean is checked by their step."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise InputError(f"'{what}' must be a list of mappings", path=path, line=line)
+    out = []
+    for index, item in enumerate(raw):
+        if not isinstance(item, dict):
+            raise InputError(f"{what} #{index + 1} must be a mapping (name: ..., script: ...)", path=path, line=line)
+        out.append(Entry(_plain(item), _line(item), dict(item.get("__keylines__", {}))))
+    return tuple(out)
 
 
 def _check_keys(mapping: Mapping[str, Any], allowed: set, where: str, path: Optional[str]) -> None:
@@ -407,6 +436,7 @@ def parse_inventory(text: str, path: Optional[str] = None) -> Inventory:
         known_hosts=known_hosts,
         vars=check_vars(data.get("vars"), path, _line(data, "vars")),
         docker_daemon=check_docker(data.get("docker"), path, _line(data, "docker")),
+        steps=check_entries(data.get("steps"), "steps", path, _line(data, "steps")),
     )
 
 
