@@ -61,7 +61,7 @@ def run(c, file, name=None, where=None, env=None, creates=None, unless=None, det
                    "unless": unless, "detached": bool(detached), "sudo": bool(sudo),
                    "timeout": number_option(timeout, "--timeout") if timeout is not None else None}
             step = plan.parse_step(Entry({k: v for k, v in raw.items() if v is not None}), 0, inv, os.getcwd(),
-                                   [], "script.run", label="script.run")
+                                   [], None, label="script.run")
         inv = ensure_private(session, workers=n_workers)
         port = check_port(setting(c.config, inv, "master_port", None, DEFAULT_MASTER_PORT))
         settings = plan.ScriptSettings(step, port)
