@@ -31,6 +31,7 @@ from fabric import Config, Connection
 from fabric.runners import Remote as FabricRemote
 from paramiko import HostKeys, MissingHostKeyPolicy
 
+from .errors import Interrupted
 from .inventory import Inventory, Node
 
 DEFAULT_CONNECT_TIMEOUT = 10
@@ -113,14 +114,18 @@ class NodeConnection(Connection):
     node: Optional[Node] = None
     dead_after: float = DEFAULT_DEAD_AFTER
     known_hosts: str = ""
+    #: The Session's Ctrl-C flag: once set, the connection is not opened again.
+    stopping: Optional[threading.Event] = None
     # Fabric's own __init__ sets this one without declaring it: each new
     # connection re-merged the shared config while other threads read it.
     inline_ssh_env: Any = None
 
     def __init__(self, *args: Any, known_hosts: str, node: Optional[Node] = None,
-                 host_keys: HostKeys, dead_after: float = DEFAULT_DEAD_AFTER, **kwargs: Any):
+                 host_keys: HostKeys, dead_after: float = DEFAULT_DEAD_AFTER,
+                 stopping: Optional[threading.Event] = None, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.node = node
+        self.stopping = stopping
         self.dead_after = dead_after
         self.known_hosts = known_hosts
         # A Session's connections share one parsed known_hosts: parsing it
@@ -132,6 +137,8 @@ class NodeConnection(Connection):
     def open(self) -> Any:
         if self.is_connected:
             return None
+        if self.stopping is not None and self.stopping.is_set():
+            raise Interrupted()
         timeout = self.connect_timeout
         if timeout:
             self.connect_kwargs.setdefault("banner_timeout", timeout)
@@ -219,6 +226,8 @@ class Session:
         self._lock = threading.Lock()
         self._sudo_lock = threading.Lock()
         self._sudo_asked = False
+        #: Set by Ctrl-C (`interrupt`): no host starts another command.
+        self.stopping = threading.Event()
 
     def connection(self, node: Node) -> NodeConnection:
         with self._lock:
@@ -269,6 +278,7 @@ class Session:
             node=node,
             dead_after=self.dead_after,
             host_keys=self.host_keys(),
+            stopping=self.stopping,
         )
 
     def release(self, node: Node) -> None:
@@ -295,6 +305,11 @@ class Session:
                 password = getpass.getpass("Sudo password (asked once for all hosts): ")
                 self.config.sudo.password = password
             return password
+
+    def interrupt(self) -> None:
+        """Ctrl-C: every connection closed now (a running command returns at once), none opened again."""
+        self.stopping.set()
+        self.close()
 
     def close(self) -> None:
         with self._lock:

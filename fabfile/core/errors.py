@@ -31,7 +31,7 @@ class InputError(GpufabError):
 
 
 def reported(func: F) -> F:
-    """Turn a GpufabError raised by a task body into `Exit(msg, 2)`.
+    """Turn a GpufabError raised by a task body into `Exit(msg, 2)`, and Ctrl-C into one line and 130.
 
     Invoke prints an Exit's message on stderr and exits with its code, so the
     user sees one line that names the problem and never a traceback.
@@ -43,6 +43,10 @@ def reported(func: F) -> F:
             return func(*args, **kwargs)
         except GpufabError as exc:
             raise Exit(f"gpufab: error: {exc}", code=BAD_INPUT) from None
+        except KeyboardInterrupt:
+            # fan_out has already stopped every host's commands and closed the connections.
+            raise Exit("gpufab: interrupted (Ctrl-C): remote commands stopped. Run it again to finish: "
+                       "every step picks up from what is on the nodes.", code=EXIT_INTERRUPTED) from None
 
     return wrapper  # type: ignore[return-value]
 
@@ -81,6 +85,17 @@ class HostError(Exception):
 
 class ConnectionLost(Exception):
     """The host stopped answering in the middle of a command (powered off, cable out)."""
+
+
+class Interrupted(Exception):
+    """The user pressed Ctrl-C: this host's work stops now, not at its command's timeout."""
+
+    def __init__(self) -> None:
+        super().__init__("interrupted (Ctrl-C)")
+
+
+#: Exit code of a run stopped by Ctrl-C, as a shell reports SIGINT.
+EXIT_INTERRUPTED = 130
 
 
 @contextlib.contextmanager

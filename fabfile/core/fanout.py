@@ -25,7 +25,7 @@ from paramiko.ssh_exception import (
 )
 
 from .connection import NodeConnection, Session
-from .errors import ConnectionLost, HostError
+from .errors import EXIT_INTERRUPTED, ConnectionLost, HostError, Interrupted
 from .inventory import Node
 
 OK = "ok"
@@ -62,6 +62,8 @@ def classify(exc: BaseException, connect_timeout: Optional[float] = None) -> "tu
     """(status, exit code, one-line reason) for an exception raised on a host."""
     if isinstance(exc, HostError):
         return FAILED, 1, exc.reason
+    if isinstance(exc, Interrupted):
+        return FAILED, EXIT_INTERRUPTED, str(exc)
     if isinstance(exc, ConnectionLost):
         return UNREACHABLE, EXIT_UNREACHABLE, str(exc)
     if isinstance(exc, AuthFailure):
@@ -126,8 +128,17 @@ def fan_out(session: Session, nodes: Sequence[Node], fn: HostFn, *, workers: Opt
             on_result(result)
         return result
 
-    with ThreadPoolExecutor(max_workers=limit, thread_name_prefix="gpufab") as pool:
-        return list(pool.map(one, nodes))
+    pool = ThreadPoolExecutor(max_workers=limit, thread_name_prefix="gpufab")
+    try:
+        results = list(pool.map(one, nodes))
+    except KeyboardInterrupt:
+        # Ctrl-C reaches this thread only: stop the hosts' threads within seconds (their
+        # commands return as the connections close), not when every command has ended.
+        session.interrupt()
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
+    return results
 
 
 def worst_exit_code(results: Iterable[HostResult]) -> int:

@@ -23,7 +23,7 @@ from invoke.runners import Result
 
 from . import packages as apt
 from .connection import NodeConnection, Session
-from .errors import ConnectionLost, HostError
+from .errors import ConnectionLost, HostError, Interrupted
 from .files import BACKUP_DIR, FileChange, FileState, ManagedFile
 from .inventory import Node
 
@@ -141,6 +141,8 @@ class Remote:
             result.stderr = result.stderr.replace(prompt, "")
         else:
             result = self.conn.run(command, **opts)
+        if result.exited == -1 and self.conn.stopping is not None and self.conn.stopping.is_set():
+            raise Interrupted()
         if result.exited == -1 and not self.conn.is_connected:
             # Paramiko closes the channel without an exit status when the link drops.
             raise ConnectionLost("connection lost during a command (host powered off, rebooted or cut off?)")

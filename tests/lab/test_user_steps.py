@@ -8,15 +8,20 @@ it and the workers read the head's data through their mounts.
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
+import subprocess
 import textwrap
+import time
 
 import pytest
 
-from helpers import cli, one_error_line
+from helpers import BIN, REPO, cli, one_error_line
 
 from .conftest import LAB_INVENTORY, NODES, on_host
 from .test_bootstrap import progress
+from .test_node_setup import LAB_NICS
 
 HEAD_IP = "198.19.0.11"
 STATE = ".local/state/gpufab/steps"
@@ -192,6 +197,51 @@ def test_script_run_ships_a_local_script_to_the_chosen_nodes(shared):
     assert "script.run hello: 2 hosts: 2 changed, 0 ok, 0 failed" in proc.stdout
     assert re.search(r"^node3\s+ran\s+0\s.*hello hi from node3 rank 2 of 3 on enp157s0f0np0$", proc.stdout, re.M)
     assert "node1" not in proc.stdout
+
+
+def test_ctrl_c_while_waiting_stops_within_seconds_and_the_next_run_waits_for_the_same_run(shared):
+    env = {**shared["env"], **write_inventory(shared["dir"], "long", """\
+        steps:
+          - {name: long, command: 'echo begun; sleep 15; echo finished', detached: true, timeout: 120}
+        """)}
+    full = {**{k: v for k, v in os.environ.items() if k != "GPUFAB_INVENTORY"}, **env}
+    proc = subprocess.Popen([str(BIN / "inv"), "bootstrap", "--only", "long"], cwd=str(REPO), env=full, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    seen, deadline = "", time.monotonic() + 60
+    while seen.count("long: started as") < 3 and time.monotonic() < deadline:
+        seen += proc.stdout.readline()
+    assert seen.count("long: started as") == 3, seen
+    pressed = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert time.monotonic() - pressed < 8, (out, err)
+    assert proc.returncode == 130 and err.strip().startswith("gpufab: interrupted (Ctrl-C)"), (out, err)
+    assert "Traceback" not in out + err
+    # The step goes on by itself; the next run waits for that run instead of starting a second one.
+    again = cli("inv", "bootstrap", "--only", "long", env=env, timeout=300)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert again.stdout.count("long: still running from an earlier run; waiting for it") == 3, again.stdout
+    for node in NODES:
+        assert on_host(node, f"cat /root/{STATE}/long/log").stdout == "begun\nfinished\n"
+        assert on_host(node, "systemctl list-units --all 'gpufab-step-*' --no-legend").stdout.strip() == ""
+
+
+def test_a_step_sees_the_netenv_nic_and_the_secrets_and_never_prints_a_secret(shared):
+    dotenv = shared["dir"] / "lab.env"
+    dotenv.write_text("API_TOKEN=s3cr3t-value\n")
+    env = {**shared["env"], **write_inventory(shared["dir"], "nic", """\
+        steps:
+          - name: nic
+            command: 'test "$API_TOKEN" = s3cr3t-value && echo "$NIC $NCCL_SOCKET_IFNAME $NODE_RANK" > nic.txt'
+        """)}
+    proc = cli("inv", "bootstrap", "--only", "netenv,nic", "--secrets", "--env-file", str(dotenv), env=env, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for rank, node in enumerate(NODES):
+        assert on_host(node, "cat /root/nic.txt").stdout == f"{LAB_NICS[node]} {LAB_NICS[node]} {rank}\n"
+    assert "s3cr3t" not in proc.stdout + proc.stderr + (shared["dir"] / "nic.report.json").read_text()
+    for node in NODES:
+        on_host(node, "rm -rf /etc/gpufab/netenv.env /etc/gpufab/secrets.env /etc/nccl.conf "
+                      "/etc/profile.d/gpufab-netenv.sh /root/nic.txt")
 
 
 @pytest.mark.parametrize("steps, message", [
