@@ -300,10 +300,12 @@ def wanted_files(step: UserStep, env_text: str) -> Dict[str, Tuple[str, int]]:
     return {"run": (RUNNER, 0o700), "script": (step.body, 0o700), "env": (env_text, 0o600)}
 
 
-#: $1 the step's directory under $HOME. Prints home=, a digest per file, and running=yes while a run is going.
+#: $1 the step's directory under $HOME. Prints home=, gpus= (with nvidia-smi), a digest per file, and
+#: running=yes while a run is going.
 FACTS_SCRIPT = r"""
 d="$HOME/$1"
 echo "home=$HOME"
+if command -v nvidia-smi >/dev/null 2>&1; then echo "gpus=$(timeout 20 nvidia-smi -L 2>/dev/null | grep -c '^GPU')"; fi
 for f in run script env; do
   if [ -f "$d/$f" ]; then echo "$f=$(sha256sum < "$d/$f" | cut -d' ' -f1)"; fi
 done
@@ -381,15 +383,16 @@ def wait_for(remote: Remote, step: UserStep, directory: str, say: Say, began: fl
         time.sleep(POLL)
 
 
-def apply(remote: Remote, s: ScriptSettings, inv: Inventory, say: Say,
-          gpus: Optional[Mapping[str, int]] = None, stamp: str = "") -> Outcome:
+def apply(remote: Remote, s: ScriptSettings, inv: Inventory, say: Say, stamp: str = "") -> Outcome:
     """Bring the step's files up to date, then run it unless its guard says it is done."""
     step = s.step
     facts = parse_facts(remote.script(FACTS_SCRIPT, step.directory, timeout=30).stdout)
     home = facts.get("home") or "~"
     directory = f"{home}/{step.directory}"
     log = f"~/{step.directory}/log"
-    values = node_values(step, inv, remote.node, s.master_port, home, gpus)
+    gpus = facts.get("gpus", "")
+    values = node_values(step, inv, remote.node, s.master_port, home,
+                         {remote.node.name: int(gpus)} if gpus.isdigit() else {})
     files = wanted_files(step, env_file(step, remote.node, values))
     stale = {name: f for name, f in files.items() if facts.get(name) != sha256(f[0])}
     done: List[str] = []
@@ -458,29 +461,18 @@ def finish(step: UserStep, code: int, tail: List[str], seconds: float, log: str,
 # --------------------------------------------------------------------------- in the chain
 
 
-def _gpus(run: Any) -> Dict[str, int]:
-    found = {}
-    for node in run.inv.nodes:
-        pre = run.value("preflight", node)
-        count = getattr(pre, "gpus", None)
-        if isinstance(count, str) and count.isdigit():
-            found[node.name] = int(count)
-    return found
-
-
 def run_in_chain(run: Any, nodes: Sequence[Node], s: ScriptSettings) -> List[HostResult]:
     """On the step's nodes among those still going, all at once; live lines from detached runs."""
     mine = [n for n in nodes if s.step.runs_on(n)]
     if not mine:
         return []
     width = max(len(n.name) for n in run.inv.nodes)
-    gpus = _gpus(run)
     stamp = time.strftime("%Y%m%d-%H%M%S")
 
     def say(node: Node, text: str) -> None:
         run.progress.line(f"{node.name:<{width}} {s.step.name:<9} {'running':<11}  {text}")
 
-    return run.each(s.step.name, mine, lambda remote: apply(remote, s, run.inv, say, gpus, stamp))
+    return run.each(s.step.name, mine, lambda remote: apply(remote, s, run.inv, say, stamp))
 
 
 def reader(step: UserStep) -> Callable[[Any, Inventory, Mapping[str, Any]], ScriptSettings]:

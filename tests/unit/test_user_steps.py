@@ -230,6 +230,7 @@ def test_first_run_installs_the_files_as_the_user_and_runs_it_then_a_guard_skips
     assert r.files[f"~/{plan.STATE_DIR}/prep/env"].mode == 0o600 and r.files[f"~/{plan.STATE_DIR}/prep/env"].owner == "gpu"
     assert "GPUFAB_CREATES=/mnt/shared/x" in r.files[f"~/{plan.STATE_DIR}/prep/env"].content
     assert r.changes == []  # nothing as root: the files are the user's, the script runs as the user
+    assert "NPROC_PER_NODE=1" in r.files[f"~/{plan.STATE_DIR}/prep/env"].content
     # The node now has the files (their digests in the facts) and the runner says the guard holds.
     digests = "".join(f"{n}={plan.sha256(r.files[f'~/{plan.STATE_DIR}/prep/{n}'].content)}\n" for n in ("run", "script", "env"))
     r.answer(r'echo "home=\$HOME"', f"home={HOME}\n{digests}").answer(f"^'?{RUNNER}'?$", "skip=creates\n")
@@ -293,3 +294,9 @@ def test_a_run_still_going_from_an_earlier_bootstrap_is_waited_for_not_started_a
     assert not r.sent("systemd-run") and r.home_written == []
     assert out.changes[0] == "waited for the run an earlier bootstrap started"
     assert lines[0] == ("node2", "prep: still running from an earlier run; waiting for it")
+
+
+def test_the_nodes_own_gpu_count_is_nproc_per_node_unless_the_inventory_says():
+    r = remote().answer(r'echo "home=\$HOME"', f"home={HOME}\ngpus=8\n")
+    plan.apply(r, settings(), INV, said()[1])
+    assert "NPROC_PER_NODE=8" in r.files[f"~/{plan.STATE_DIR}/prep/env"].content
