@@ -361,7 +361,8 @@ def failure_reason(step: UserStep, code: int, tail: Sequence[str]) -> str:
 Say = Callable[[Node, str], None]
 
 
-def wait_for(remote: Remote, step: UserStep, directory: str, say: Say, began: float) -> Tuple[int, List[str]]:
+def wait_for(remote: Remote, step: UserStep, directory: str, log: str, say: Say,
+             began: float) -> Tuple[int, List[str]]:
     """Poll a detached run until it has an exit status; its last log line is shown as it changes."""
     deadline = began + step.timeout + GRACE
     last, said, gone = "", 0.0, 0
@@ -376,10 +377,10 @@ def wait_for(remote: Remote, step: UserStep, directory: str, say: Say, began: fl
         gone = 0 if running else gone + 1
         if gone >= 3:
             raise HostError(f"{step.source} stopped without an exit status (killed, or the node rebooted)",
-                            value=StepRun("failed", None, now - began, f"{directory}/log", tail))
+                            value=StepRun("failed", None, now - began, log, tail))
         if now > deadline:
             raise HostError(f"{step.source} still running after {step.timeout}s (its timeout)",
-                            value=StepRun("failed", None, now - began, f"{directory}/log", tail))
+                            value=StepRun("failed", None, now - began, log, tail))
         time.sleep(POLL)
 
 
@@ -399,9 +400,11 @@ def apply(remote: Remote, s: ScriptSettings, inv: Inventory, say: Say, stamp: st
     began = time.monotonic()
     if facts.get("running") == "yes":
         # Started by an earlier run (Ctrl-C, a dropped link): wait for it rather than start it twice.
+        if remote.dry_run:
+            return Outcome([], [f"{step.name}: still running from an earlier run"], StepRun("running", log=log))
         say(remote.node, f"{step.name}: still running from an earlier run; waiting for it")
-        code, tail = wait_for(remote, step, directory, say, began)
-        return finish(step, code, tail, time.monotonic() - began, log, ["waited for the run an earlier bootstrap started"])
+        code, tail = wait_for(remote, step, directory, log, say, began)
+        return finish(step, code, tail, time.monotonic() - began, log, ["waited for the run an earlier gpufab started"])
     if stale:
         remote.write_home_files(step.directory, stale)
         done.append(f"installed {step.source} as ~/{step.directory}/script" if "script" in stale else
@@ -412,14 +415,14 @@ def apply(remote: Remote, s: ScriptSettings, inv: Inventory, say: Say, stamp: st
             skip = "creates" if step.creates and remote.check(
                 f"[ -e {shlex.quote(values['GPUFAB_CREATES'])} ]", sudo=step.sudo) else None
         else:
-            skip = parse_facts(remote.run(f"{runner} --check", sudo=step.sudo, warn=True, timeout=150).stdout).get("skip")
-        if skip and skip != "no":
+            skip = guard_says(remote, step, runner)
+        if skip:
             return Outcome(done, [skipped_note(step, skip, values)], StepRun("skipped", why=skip))
-        return Outcome([*done, f"would run {step.source} on {remote.node.name}, {step.guard(values['GPUFAB_CREATES'])}"], [],
-                       StepRun("would run"))
+        would = f"would run {step.source} on {remote.node.name}, {step.guard(values['GPUFAB_CREATES'])}"
+        return Outcome([*done, would], [], StepRun("would run"))
     if step.detached:
-        skip = parse_facts(remote.run(f"{runner} --check", sudo=step.sudo, warn=True, timeout=150).stdout).get("skip")
-        if skip and skip != "no":
+        skip = guard_says(remote, step, runner)
+        if skip:
             return Outcome(done, [skipped_note(step, skip, values)], StepRun("skipped", why=skip, log=log))
         unit = f"gpufab-step-{step.name}-{stamp or time.strftime('%Y%m%d-%H%M%S')}"
         user = "root" if step.sudo else remote.user
@@ -429,7 +432,7 @@ def apply(remote: Remote, s: ScriptSettings, inv: Inventory, say: Say, stamp: st
                             changes=done)
         say(remote.node, f"{step.name}: started as {unit}; waiting (at most {step.timeout}s)")
         try:
-            code, tail = wait_for(remote, step, directory, say, began)
+            code, tail = wait_for(remote, step, directory, log, say, began)
         except HostError as exc:
             raise HostError(exc.reason, changes=done, value=exc.value) from None
         return finish(step, code, tail, time.monotonic() - began, log, done)
@@ -439,9 +442,16 @@ def apply(remote: Remote, s: ScriptSettings, inv: Inventory, say: Say, stamp: st
         return Outcome(done, [skipped_note(step, skip, values)], StepRun("skipped", why=skip, log=log))
     code, _, tail = parse_status(remote.script(STATUS_SCRIPT, directory, str(TAIL), timeout=30).stdout)
     if code is None:
-        raise HostError(f"{step.source} did not finish: {(result.stderr or result.stdout).strip()[-200:] or 'no exit status'}",
-                        changes=done, value=StepRun("failed", None, time.monotonic() - began, log, tail))
+        said = (result.stderr or result.stdout).strip()[-200:] or "no exit status"
+        raise HostError(f"{step.source} did not finish: {said}", changes=done,
+                        value=StepRun("failed", None, time.monotonic() - began, log, tail))
     return finish(step, code, tail, time.monotonic() - began, log, done)
+
+
+def guard_says(remote: Remote, step: UserStep, runner: str) -> Optional[str]:
+    """`creates` or `unless` when the step's guard skips it on this node, else None (runner --check)."""
+    skip = parse_facts(remote.run(f"{runner} --check", sudo=step.sudo, warn=True, timeout=150).stdout).get("skip")
+    return skip if skip and skip != "no" else None
 
 
 def skipped_note(step: UserStep, why: str, values: Mapping[str, str]) -> str:
@@ -504,7 +514,8 @@ def _report(run: Any, s: ScriptSettings) -> Tuple[List[str], List[str]]:
     counts = {}
     for _, r in runs:
         counts[r.state] = counts.get(r.state, 0) + 1
-    line = f"Step {s.step.name} ({s.step.source}, on {s.step.where}): " + ", ".join(f"{v} {k}" for k, v in counts.items())
+    line = f"Step {s.step.name} ({s.step.source}, on {s.step.where}): " + ", ".join(
+        f"{v} {k}" for k, v in counts.items())
     warnings = []
     for node, r in runs:
         if r.state == "failed":

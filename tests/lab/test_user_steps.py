@@ -69,7 +69,8 @@ SHARED_STEPS = """\
 def write_inventory(directory, name: str, steps: str, user: str = "root", extra_vars: str = "") -> dict:
     for script, body in SCRIPTS.items():
         (directory / script).write_text(textwrap.dedent(body))
-    text = LAB_INVENTORY.read_text().replace("vars:\n", "vars:\n" + extra_vars).replace("  user: root", f"  user: {user}")
+    text = LAB_INVENTORY.read_text().replace("vars:\n", "vars:\n" + extra_vars)
+    text = text.replace("  user: root", f"  user: {user}")
     path = directory / f"{name}.yaml"
     path.write_text(text + textwrap.dedent(steps))
     env = {"GPUFAB_INVENTORY": str(path)}
@@ -150,7 +151,7 @@ def test_a_detached_step_shows_progress_and_a_failure_on_one_node_is_retried_the
     # Progress from the log while it runs, then the end.
     assert re.search(r"^\[\s*[\d.]+s\] node3\s+slow\s+running\s+slow: tick \d on node3$", out, re.M), out
     steps = progress(out)
-    assert (steps[("node1", "slow")], steps[("node2", "slow")], steps[("node3", "slow")]) == ("changed", "failed", "changed")
+    assert [steps[(n, "slow")] for n in NODES] == ["changed", "failed", "changed"]
     assert "node2 failed at slow: slow.sh exited 3: no data on node2" in out
     assert "node2: step slow failed; last lines of ~/.local/state/gpufab/steps/slow/log:" in out
     assert "  | tick 3 on node2" in out and "  | no data on node2" in out

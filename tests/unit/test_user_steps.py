@@ -227,12 +227,14 @@ def test_first_run_installs_the_files_as_the_user_and_runs_it_then_a_guard_skips
     assert out.changes[0] == f"installed prep.sh as ~/{plan.STATE_DIR}/prep/script"
     assert out.changes[1].startswith("ran prep.sh (exit 0,") and out.value.state == "ran"
     assert r.files[f"~/{plan.STATE_DIR}/prep/script"].mode == 0o700
-    assert r.files[f"~/{plan.STATE_DIR}/prep/env"].mode == 0o600 and r.files[f"~/{plan.STATE_DIR}/prep/env"].owner == "gpu"
+    env = r.files[f"~/{plan.STATE_DIR}/prep/env"]
+    assert env.mode == 0o600 and env.owner == "gpu"
     assert "GPUFAB_CREATES=/mnt/shared/x" in r.files[f"~/{plan.STATE_DIR}/prep/env"].content
     assert r.changes == []  # nothing as root: the files are the user's, the script runs as the user
     assert "NPROC_PER_NODE=1" in r.files[f"~/{plan.STATE_DIR}/prep/env"].content
     # The node now has the files (their digests in the facts) and the runner says the guard holds.
-    digests = "".join(f"{n}={plan.sha256(r.files[f'~/{plan.STATE_DIR}/prep/{n}'].content)}\n" for n in ("run", "script", "env"))
+    digests = "".join(f"{n}={plan.sha256(r.files[f'~/{plan.STATE_DIR}/prep/{n}'].content)}\n"
+                      for n in ("run", "script", "env"))
     r.answer(r'echo "home=\$HOME"', f"home={HOME}\n{digests}").answer(f"^'?{RUNNER}'?$", "skip=creates\n")
     again = plan.apply(r, settings(creates="/mnt/shared/x"), INV, say)
     assert again.changes == [] and again.notes == ["prep: skipped, /mnt/shared/x exists (creates)"]
@@ -292,7 +294,7 @@ def test_a_run_still_going_from_an_earlier_bootstrap_is_waited_for_not_started_a
     lines, say = said()
     out = plan.apply(r, settings(detached=True), INV, say)
     assert not r.sent("systemd-run") and r.home_written == []
-    assert out.changes[0] == "waited for the run an earlier bootstrap started"
+    assert out.changes[0] == "waited for the run an earlier gpufab started"
     assert lines[0] == ("node2", "prep: still running from an earlier run; waiting for it")
 
 
@@ -300,3 +302,9 @@ def test_the_nodes_own_gpu_count_is_nproc_per_node_unless_the_inventory_says():
     r = remote().answer(r'echo "home=\$HOME"', f"home={HOME}\ngpus=8\n")
     plan.apply(r, settings(), INV, said()[1])
     assert "NPROC_PER_NODE=8" in r.files[f"~/{plan.STATE_DIR}/prep/env"].content
+
+
+def test_a_dry_run_does_not_wait_for_a_run_still_going():
+    r = remote(dry_run=True).answer(r'echo "home=\$HOME"', f"home={HOME}\nrunning=yes\n")
+    out = plan.apply(r, settings(detached=True), INV, said()[1])
+    assert out.notes == ["prep: still running from an earlier run"] and not r.sent("==log")
