@@ -85,7 +85,14 @@ def bootstrap(c, skip=None, only=None, dry_run=False, retry_failed=False, hosts_
               f"steps: {', '.join(s.name for s in steps)}")
         progress = Progress(width=max(len(n.name) for n in inv.nodes))
         run = Run(session, inv, targets, steps, settings, progress, dry_run, n_workers)
-        run.go()
+        try:
+            run.go()
+        except KeyboardInterrupt:
+            # What was done stays reported: the hosts cut off fail at this step, for --retry-failed.
+            run.interrupted()
+            if not dry_run:
+                save(run, chain, files)
+            raise
     code = run.print_plan() if dry_run else save(run, chain, files)
     if code:
         raise Exit(code=code)

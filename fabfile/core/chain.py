@@ -147,6 +147,8 @@ class Run:
         self._printed: Set[Tuple[str, str]] = set()
         #: Host aliases of the user's ssh config, for the report's quick-access lines.
         self.aliases: List[str] = []
+        #: The step running now (what a Ctrl-C interrupts).
+        self.current = ""
 
     @property
     def names(self) -> List[str]:
@@ -156,6 +158,7 @@ class Run:
 
     def go(self) -> None:
         for step in self.steps:
+            self.current = step.name
             nodes = self.alive
             if step.name == VERIFY_NAME:
                 nodes = [n for n in self.inv.nodes if n.name not in self.failures]
@@ -169,6 +172,13 @@ class Run:
             for n in nodes:
                 self.marks[(step.name, n.name)] = (before[n.name], len(self.remotes[n.name].planned))
             self._record(step.name, results)
+
+    def interrupted(self) -> None:
+        """Ctrl-C: the hosts still going fail at the current step, so the report and
+        the failed-hosts file name them and `--retry-failed` takes them up."""
+        if self.current:
+            self._record(self.current, [HostResult(n, FAILED, 130, reason="interrupted (Ctrl-C)")
+                                        for n in self.alive if self.result(self.current, n) is None])
 
     def live(self, step: str) -> Callable[[HostResult], None]:
         """Progress callback for steps whose per-host results are final as they come."""

@@ -45,7 +45,7 @@ def reported(func: F) -> F:
             raise Exit(f"gpufab: error: {exc}", code=BAD_INPUT) from None
         except KeyboardInterrupt:
             # fan_out has already stopped every host's commands and closed the connections.
-            raise Exit("gpufab: interrupted (Ctrl-C): remote commands stopped. Run it again to finish: "
+            raise Exit("gpufab: interrupted (Ctrl-C): no further command was started. Run it again to finish: "
                        "every step picks up from what is on the nodes.", code=EXIT_INTERRUPTED) from None
 
     return wrapper  # type: ignore[return-value]

@@ -124,7 +124,8 @@ def fan_out(session: Session, nodes: Sequence[Node], fn: HostFn, *, workers: Opt
                 result.data["changes"] = exc.changes
                 result.value = exc.value
         result.seconds = time.monotonic() - start
-        if on_result is not None:
+        # After Ctrl-C the run has ended; a host's late result is not news.
+        if on_result is not None and not session.stopping.is_set():
             on_result(result)
         return result
 

@@ -218,6 +218,11 @@ def test_ctrl_c_while_waiting_stops_within_seconds_and_the_next_run_waits_for_th
     assert time.monotonic() - pressed < 8, (out, err)
     assert proc.returncode == 130 and err.strip().startswith("gpufab: interrupted (Ctrl-C)"), (out, err)
     assert "Traceback" not in out + err
+    # The partial report and the failed-hosts file are written: every host was cut off in `long`.
+    assert "bootstrap: 3 hosts: 0 changed, 0 ok, 3 failed" in out, out
+    failed = (shared["dir"] / "long.failed").read_text()
+    assert all(f"{n} 198.18.0.1{i + 1} long: interrupted (Ctrl-C)" in failed for i, n in enumerate(NODES)), failed
+    assert json.loads((shared["dir"] / "long.report.json").read_text())["exit_code"] == 130
     # The step goes on by itself; the next run waits for that run instead of starting a second one.
     again = cli("inv", "bootstrap", "--only", "long", env=env, timeout=300)
     assert again.returncode == 0, again.stdout + again.stderr
