@@ -36,7 +36,8 @@ def launch(c, command, role=None, master_port=None, sudo=False, timeout=None):
         undeclared = [n for n in nodes if n.vars.get("gpus") is None]
         counted = fan_out(session, undeclared, lambda conn, node: HostResult(node, "ok", stdout=conn.run(
             plan.GPU_COUNT_CMD, hide=True, in_stream=False, timeout=30).stdout), workers=len(nodes))
-        gpus: Dict[str, int] = {r.node.name: int(r.stdout.strip() or 0) for r in counted if not r.failed}
+        gpus: Dict[str, int] = {r.node.name: int(r.stdout.strip()) for r in counted
+                                if not r.failed and r.stdout.strip().isdigit()}
         by_name = {p.node.name: p for p in plan.placements(nodes, port, gpus)}
         width = max(len(n.name) for n in nodes)
         password = session.sudo_password() if sudo else None

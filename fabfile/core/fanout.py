@@ -8,6 +8,7 @@ exception is turned into that host's result, and the caller gets one
 
 from __future__ import annotations
 
+import shlex
 import socket
 import sys
 import threading
@@ -195,8 +196,9 @@ def run_command(conn: NodeConnection, node: Node, command: str, *, sudo: bool = 
     out = PrefixedStream(node.name, sys.stdout, width) if live else None
     err = PrefixedStream(node.name, sys.stderr, width, drop=prompt) if live else None
     opts = dict(warn=True, hide=True if not live else None, out_stream=out, err_stream=err, timeout=timeout, in_stream=False)
-    if sudo:
-        result = conn.sudo(command, password=password, **opts)
+    if sudo and conn.user != "root":
+        # The whole command as root (`a && b`, pipes), not just its first word; no sudo for a root login.
+        result = conn.sudo(f"sh -c {shlex.quote(command)}", password=password, **opts)
     else:
         result = conn.run(command, **opts)
     for stream in (out, err):

@@ -9,9 +9,17 @@ from ..core.fanout import FAILED, OK, HostResult
 
 FIELDS = "index,name,memory.used,memory.total,utilization.gpu"
 NO_SMI = "==gpufab no nvidia-smi"
+#: Seconds nvidia-smi gets: a driver that hangs it is a finding, not a hung run.
+SMI_TIMEOUT = 20
+SMI = f"timeout -k 5 {SMI_TIMEOUT} nvidia-smi"
+HUNG = f"nvidia-smi hung ({SMI_TIMEOUT}s)"
 #: CSV rows per GPU, or a marker line when the node has no nvidia-smi at all.
-QUERY = (f"if command -v nvidia-smi >/dev/null 2>&1; then nvidia-smi --query-gpu={FIELDS}"
+QUERY = (f"if command -v nvidia-smi >/dev/null 2>&1; then {SMI} --query-gpu={FIELDS}"
          f" --format=csv,noheader,nounits; else echo '{NO_SMI}'; fi")
+#: The number of GPUs nvidia-smi lists (0 without it), or HUNG.
+COUNT = (f"if command -v nvidia-smi >/dev/null 2>&1; then out=$({SMI} -L 2>/dev/null); rc=$?; "
+         f"if [ $rc = 124 ] || [ $rc = 137 ]; then echo '{HUNG}'; "
+         "else printf '%s\\n' \"$out\" | grep -c '^GPU'; fi; else echo 0; fi")
 
 
 @dataclass(frozen=True)
@@ -46,6 +54,8 @@ def memory_cell(gpu: Gpu) -> str:
 def query_gpus(conn, node, timeout) -> HostResult:
     result = conn.run(QUERY, hide=True, warn=True, in_stream=False, timeout=timeout)
     gpus, problem = parse_gpus(result.stdout + result.stderr)
+    if result.exited in (124, 137):
+        return HostResult(node, FAILED, result.exited, reason=HUNG)
     if result.exited != 0:
         return HostResult(node, FAILED, result.exited, reason=f"nvidia-smi failed: {problem}")
     return HostResult(node, OK, reason=problem or "", value=gpus)

@@ -15,14 +15,15 @@ from typing import Dict, List, Optional, Sequence
 
 from ..core.errors import InputError
 from ..core.inventory import Inventory, Node
+from . import gpu
 
 VARIABLES = ("NODE_RANK", "NNODES", "MASTER_ADDR", "MASTER_PORT", "NPROC_PER_NODE")
 #: `{NODE_RANK}` but not `${NODE_RANK}`, which is the shell's own expansion.
 _PLACEHOLDER = re.compile(r"(?<!\$)\{(" + "|".join(VARIABLES) + r")\}")
 #: Loaded first, so jobs see the node's NCCL/Gloo settings (launch values win).
 NETENV = "/etc/gpufab/netenv.env"
-#: Prints the node's GPU count (0 without nvidia-smi).
-GPU_COUNT_CMD = "nvidia-smi -L 2>/dev/null | grep -c '^GPU' || true"
+#: Prints the node's GPU count (0 without nvidia-smi), bounded.
+GPU_COUNT_CMD = gpu.COUNT
 
 
 @dataclass(frozen=True)

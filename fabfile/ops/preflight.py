@@ -22,18 +22,14 @@ from ..core.fanout import FAILED, OK, HostResult, fan_out
 from ..core.inventory import Node
 from ..core.remote import Remote
 from ..core.steps import Outcome
-from . import netenv, ray
+from . import gpu, netenv, ray
 
 #: Prints one key=value per line. `$1` is the head's private address (may be empty).
 PREFLIGHT_SCRIPT = r"""
 head="$1"
 . /etc/os-release 2>/dev/null; echo "os=${PRETTY_NAME:-unknown}"
 echo "uid=$(id -u)"
-if command -v nvidia-smi >/dev/null 2>&1; then
-  echo "gpus=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU')"
-else
-  echo "gpus=0"
-fi
+echo "gpus=$(GPU_COUNT)"
 if [ -n "$head" ]; then
   nic=$(ip -o route get "$head" 2>/dev/null | sed -n 's/.* dev \([^ ]*\).*/\1/p')
   # On the head itself the route is via lo: name the NIC holding the address.
@@ -46,7 +42,7 @@ elif ! command -v sudo >/dev/null 2>&1; then echo "sudo=missing"
 elif sudo -n true 2>/dev/null; then echo "sudo=nopasswd"
 else echo "sudo=password"
 fi
-"""
+""".replace("GPU_COUNT", gpu.COUNT)
 
 
 def preflight_command(head_private: Optional[str]) -> str:
@@ -110,18 +106,16 @@ def run_on(run: Any, nodes: Sequence[Node], settings: Any) -> List[HostResult]:
             return HostResult(node, FAILED, 1, reason="no private address (give one in the inventory)", value=result.value)
         run.gather(run.remotes[node.name])
         d = result.value
-        notes = [f"{d.os}; {d.gpus} GPUs; private NIC {d.nic or '-'}"]
+        gpus = f"{d.gpus} GPUs" if d.gpus.isdigit() else d.gpus
+        notes = [f"{d.os}; {gpus}; private NIC {d.nic or '-'}"]
         return HostResult(node, OK, data={"changes": [], "notes": notes}, value=d)
 
     return fan_out(run.session, nodes, one, workers=run.workers, on_result=run.live(NAME))
 
 
-GPU_COUNT = "nvidia-smi -L 2>/dev/null | grep -c '^GPU'"
-
-
 def check(remote: Remote, settings: Any) -> Outcome:
     """The verify phase: the GPUs the driver lists now."""
-    return Outcome(value=remote.run(GPU_COUNT, warn=True).stdout.strip() or "0")
+    return Outcome(value=remote.run(gpu.COUNT, warn=True).stdout.strip() or "0")
 
 
 def _gpus_cell(run: Any, node: Node) -> str:

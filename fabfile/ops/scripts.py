@@ -36,6 +36,7 @@ from ..core.files import render, sha256, shipped
 from ..core.inventory import VAR_KEY_RE, Entry, Inventory, Node
 from ..core.remote import Remote
 from ..core.steps import Outcome
+from . import gpu
 from .launch import placements, rank_order
 from .netenv import DEFAULT_MASTER_PORT, check_port
 
@@ -305,7 +306,7 @@ def wanted_files(step: UserStep, env_text: str) -> Dict[str, Tuple[str, int]]:
 FACTS_SCRIPT = r"""
 d="$HOME/$1"
 echo "home=$HOME"
-if command -v nvidia-smi >/dev/null 2>&1; then echo "gpus=$(timeout 20 nvidia-smi -L 2>/dev/null | grep -c '^GPU')"; fi
+echo "gpus=$(GPU_COUNT)"
 for f in run script env; do
   if [ -f "$d/$f" ]; then echo "$f=$(sha256sum < "$d/$f" | cut -d' ' -f1)"; fi
 done
@@ -314,7 +315,7 @@ if [ -f "$d/pid" ] && [ ! -f "$d/exit" ]; then
   if tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | grep -qF "$d/run"; then echo "running=yes"; fi
 fi
 true
-"""
+""".replace("GPU_COUNT", gpu.COUNT)
 
 #: $1 the step's directory (absolute). Prints `exit=N` once the run has ended, `running=yes` or
 #: `running=no` while it has not, then the last lines of its log.

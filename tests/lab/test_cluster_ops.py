@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 
 from helpers import cli, one_error_line
 
@@ -134,3 +135,17 @@ def test_gpu_status_table_and_hosts_without_gpus(lab):
     assert re.search(r"^node2\s+0\s+NVIDIA H100 80GB HBM3\s+1024 / 81559 MiB\s+37 %", proc.stdout, re.M)
     assert re.search(r"^node2\s+1\s+NVIDIA H100 80GB HBM3\s+80000 / 81559 MiB\s+100 %", proc.stdout, re.M)
     assert "gpu.status: 3 hosts: 3 ok, 0 failed, 0 unreachable; 2 GPUs" in proc.stdout
+
+
+def test_a_hung_nvidia_smi_is_a_finding_in_bounded_time_not_a_hang(lab):
+    on_host("node2", "printf '#!/bin/sh\\nsleep 600\\n' > /usr/local/bin/nvidia-smi; chmod +x /usr/local/bin/nvidia-smi")
+    try:
+        began = time.monotonic()
+        check = cli("inv", "inventory.check", env=lab, timeout=120)
+        status = cli("inv", "gpu.status", "--nodes", "node2", env=lab, timeout=120)
+        took = time.monotonic() - began
+    finally:
+        on_host("node2", "rm -f /usr/local/bin/nvidia-smi; pkill -f '[s]leep 600' || true")
+    assert took < 80, took
+    assert re.search(r"^node2 .*nvidia-smi hung \(20s\)", check.stdout, re.M), check.stdout + check.stderr
+    assert status.returncode != 0 and "node2: nvidia-smi hung (20s)" in status.stdout, status.stdout

@@ -7,7 +7,7 @@ import signal
 import subprocess
 import time
 
-from helpers import BIN, REPO, cli
+from helpers import BIN, REPO, cli, one_error_line
 
 from .conftest import LAB_INVENTORY, LAB_KEY
 
@@ -91,9 +91,13 @@ def test_sudo_password_reaches_every_host(lab, tmp_path):
     inv = tmp_path / "gpu.yaml"
     inv.write_text(LAB_INVENTORY.read_text().replace("user: root", "user: gpu"))
     env = {"GPUFAB_INVENTORY": str(inv), "INVOKE_SUDO_PASSWORD": "gpufab-lab"}
-    proc = cli("inv", "exec", "--sudo", "id -un", env=env)
+    proc = cli("inv", "exec", "--sudo", "id -un && id -un | tr a-z A-Z", env=env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert proc.stdout.split("---\n", 1)[1].splitlines()[0] == "node[1-3]: root"
+    # The whole command ran as root, not only its first word.
+    assert proc.stdout.split("---\n", 1)[1].splitlines()[:3] == ["node[1-3]:", "    root", "    ROOT"]
+    # A root login is not put through sudo at all.
+    direct = cli("inv", "exec", "--sudo", "echo \"sudo_user=$SUDO_USER\"", env={"GPUFAB_INVENTORY": str(LAB_INVENTORY)})
+    assert "node[1-3]: sudo_user=" in direct.stdout.splitlines(), direct.stdout
     assert "password" not in proc.stdout + proc.stderr
     # Without --sudo the same user is not root: the password made the difference.
     assert "node[1-3]: gpu" in cli("inv", "exec", "id -un", env=env).stdout
@@ -125,3 +129,8 @@ def test_ctrl_c_stops_a_long_exec_within_seconds_with_one_line(lab):
     assert time.monotonic() - pressed < 5, (out, err)
     assert proc.returncode == 130 and "Traceback" not in out + err, (out, err)
     assert err.strip().splitlines() == [err.strip().splitlines()[0]] and err.startswith("gpufab: interrupted (Ctrl-C)")
+
+
+def test_an_empty_command_is_bad_input_not_ok(lab):
+    for empty in ("", "   "):
+        assert "COMMAND: an empty command runs nothing" in one_error_line(cli("inv", "exec", empty, env=lab))

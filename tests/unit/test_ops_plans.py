@@ -107,3 +107,20 @@ def test_slurm_script_from_the_inventory(tmp_path):
     with pytest.raises(InputError, match="invalid time limit"):
         slurm.sbatch_script(inv, output="r", job_name="j", command="c", venv="/v", port=1, time_limit="soon",
                             partition=None, cpus=None)
+
+
+@pytest.mark.parametrize("fake, expected", [
+    (None, "0"),
+    ("echo 'GPU 0: NVIDIA H100 80GB HBM3 (UUID: GPU-1)'; echo 'GPU 1: NVIDIA H100 80GB HBM3 (UUID: GPU-2)'", "2"),
+    ("exit 124", gpu.HUNG),  # what `timeout` returns when nvidia-smi did not answer
+    ("echo 'NVIDIA-SMI has failed'; exit 9", "0"),
+])
+def test_gpu_count_is_bounded_and_names_a_hung_nvidia_smi(tmp_path, fake, expected):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    if fake is not None:
+        (bin_dir / "nvidia-smi").write_text(f"#!/bin/sh\n{fake}\n")
+        (bin_dir / "nvidia-smi").chmod(0o755)
+    path = f"{bin_dir}:/usr/bin:/bin"
+    out = subprocess.run(["sh", "-c", gpu.COUNT], capture_output=True, text=True, env={"PATH": path}).stdout
+    assert out == expected + "\n" and gpu.COUNT.startswith("if command -v nvidia-smi") and "timeout -k 5 20" in gpu.COUNT
