@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Dict, Optional, Sequence, Tuple
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -35,6 +37,24 @@ def cli(
         timeout=timeout,
         stdin=subprocess.DEVNULL,
     )
+
+
+def interrupt_when(args: Sequence[str], env: Dict[str, str], marker: str, count: int,
+                   timeout: float = 60) -> Tuple[subprocess.CompletedProcess, float]:
+    """Run `inv ARGS`, press Ctrl-C once `marker` has shown `count` times; the finished run and
+    the seconds it took to end after the Ctrl-C."""
+    full_env = {k: v for k, v in os.environ.items() if k != "GPUFAB_INVENTORY"}
+    full_env.update(env)
+    proc = subprocess.Popen([str(BIN / "inv"), *args], cwd=str(REPO), env=full_env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    seen, deadline = "", time.monotonic() + 60
+    while seen.count(marker) < count and time.monotonic() < deadline:
+        seen += proc.stdout.readline()
+    assert seen.count(marker) == count, seen
+    pressed = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=timeout)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, seen + out, err), time.monotonic() - pressed
 
 
 def one_error_line(proc: subprocess.CompletedProcess) -> str:

@@ -29,7 +29,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ..core.chain import Column, Step
 from ..core.cluster import setting
-from ..core.errors import HostError, InputError
+from ..core.errors import HostError, InputError, keeping_changes
 from ..core.facts import parse_facts
 from ..core.fanout import HostResult
 from ..core.files import render, sha256, shipped
@@ -427,15 +427,13 @@ def apply(remote: Remote, s: ScriptSettings, inv: Inventory, say: Say, stamp: st
             return Outcome(done, [skipped_note(step, skip, values)], StepRun("skipped", why=skip, log=log))
         unit = f"gpufab-step-{step.name}-{stamp or time.strftime('%Y%m%d-%H%M%S')}"
         user = "root" if step.sudo else remote.user
-        started = remote.script(START_SCRIPT, unit, user, home, f"{directory}/run", sudo=True, warn=True, timeout=60)
-        if started.exited != 0:
-            raise HostError(f"could not start {step.source}: {(started.stderr or started.stdout).strip()[-200:]}",
-                            changes=done)
-        say(remote.node, f"{step.name}: started as {unit}; waiting (at most {step.timeout}s)")
-        try:
+        with keeping_changes(done):
+            started = remote.script(START_SCRIPT, unit, user, home, f"{directory}/run", sudo=True, warn=True,
+                                    timeout=60)
+            if started.exited != 0:
+                raise HostError(f"could not start {step.source}: {(started.stderr or started.stdout).strip()[-200:]}")
+            say(remote.node, f"{step.name}: started as {unit}; waiting (at most {step.timeout}s)")
             code, tail = wait_for(remote, step, directory, log, say, began)
-        except HostError as exc:
-            raise HostError(exc.reason, changes=done, value=exc.value) from None
         return finish(step, code, tail, time.monotonic() - began, log, done)
     result = remote.run(f"{runner}", sudo=step.sudo, warn=True, timeout=step.timeout + GRACE)
     skip = parse_facts(result.stdout).get("skip")

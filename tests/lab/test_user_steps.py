@@ -8,16 +8,12 @@ it and the workers read the head's data through their mounts.
 from __future__ import annotations
 
 import json
-import os
 import re
-import signal
-import subprocess
 import textwrap
-import time
 
 import pytest
 
-from helpers import BIN, REPO, cli, one_error_line
+from helpers import cli, interrupt_when, one_error_line
 
 from .conftest import LAB_INVENTORY, NODES, on_host
 from .test_bootstrap import progress
@@ -205,17 +201,9 @@ def test_ctrl_c_while_waiting_stops_within_seconds_and_the_next_run_waits_for_th
         steps:
           - {name: long, command: 'echo begun; sleep 15; echo finished', detached: true, timeout: 120}
         """)}
-    full = {**{k: v for k, v in os.environ.items() if k != "GPUFAB_INVENTORY"}, **env}
-    proc = subprocess.Popen([str(BIN / "inv"), "bootstrap", "--only", "long"], cwd=str(REPO), env=full, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
-    seen, deadline = "", time.monotonic() + 60
-    while seen.count("long: started as") < 3 and time.monotonic() < deadline:
-        seen += proc.stdout.readline()
-    assert seen.count("long: started as") == 3, seen
-    pressed = time.monotonic()
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=30)
-    assert time.monotonic() - pressed < 8, (out, err)
+    proc, took = interrupt_when(["bootstrap", "--only", "long"], env, "long: started as", 3, timeout=30)
+    out, err = proc.stdout, proc.stderr
+    assert took < 8, (out, err)
     assert proc.returncode == 130 and err.strip().startswith("gpufab: interrupted (Ctrl-C)"), (out, err)
     assert "Traceback" not in out + err
     # The partial report and the failed-hosts file are written: every host was cut off in `long`.
