@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
 import time
 
-from helpers import BIN, REPO, cli, one_error_line
+import pytest
+
+from helpers import cli, interrupt_when, one_error_line
 
 from .conftest import LAB_INVENTORY, LAB_KEY
 
@@ -115,18 +114,14 @@ def test_lab_hosts_reach_apt_and_pip_only_through_the_proxy(lab):
     assert proc.stdout.splitlines()[1:5] == ["node2:", "    0", "    apt-ok", "    six-1.16.0-py2.py3-none-any.whl"]
 
 
-def test_ctrl_c_stops_a_long_exec_within_seconds_with_one_line(lab):
-    env = {**{k: v for k, v in os.environ.items() if k != "GPUFAB_INVENTORY"}, **lab}
-    proc = subprocess.Popen([str(BIN / "inv"), "exec", "echo begun; sleep 120"], cwd=str(REPO), env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
-    seen, deadline = "", time.monotonic() + 60
-    while seen.count("| begun") < 3 and time.monotonic() < deadline:
-        seen += proc.stdout.readline()
-    assert seen.count("| begun") == 3, seen
-    pressed = time.monotonic()
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=60)
-    assert time.monotonic() - pressed < 5, (out, err)
+@pytest.mark.parametrize("user", ["root", "gpu"])
+def test_ctrl_c_stops_a_long_exec_within_seconds_with_one_line(lab, tmp_path, user):
+    inv = tmp_path / "inv.yaml"
+    inv.write_text(LAB_INVENTORY.read_text().replace("user: root", f"user: {user}"))
+    env = {"GPUFAB_INVENTORY": str(inv), "INVOKE_SUDO_PASSWORD": "gpufab-lab"}
+    proc, took = interrupt_when(["exec", "--sudo", "echo begun; sleep 120"], env, "| begun", 3)
+    out, err = proc.stdout, proc.stderr
+    assert took < 5, (out, err)
     assert proc.returncode == 130 and "Traceback" not in out + err, (out, err)
     assert err.strip().splitlines() == [err.strip().splitlines()[0]] and err.startswith("gpufab: interrupted (Ctrl-C)")
 
