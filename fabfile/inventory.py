@@ -11,7 +11,7 @@ from .core.cluster import ensure_private, inventory_path, open_session, resolve_
 from .core.errors import InputError, number_option, reported
 from .core.facts import human_kib
 from .core.fanout import UNREACHABLE, fan_out, worst_exit_code
-from .core.localfs import read_text, write_if_changed
+from .core.localfs import check_writable, read_text, write_if_changed
 from .core.mapping import check_prefix, parse_mapping, render_inventory, render_ssh_block, replace_block
 from .core.report import host_table, inventory_table, summary_line
 from .core.inventory import parse_inventory
@@ -46,6 +46,7 @@ def import_(c, mapping, output=None, prefix="rental", user="root", port=None, ke
     block = render_ssh_block(pairs, prefix, user, port, key, output)
     old_cfg = read_text(cfg_path) or ""
     new_cfg = replace_block(old_cfg, block, cfg_path)
+    check_writable([output, output + ".bak", cfg_path, cfg_path + ".gpufab.bak"])
     inv_changed = write_if_changed(output, inv_text, 0o644, backup=output + ".bak")
     os.makedirs(os.path.dirname(cfg_path) or ".", mode=0o700, exist_ok=True)
     cfg_changed = write_if_changed(cfg_path, new_cfg, 0o600, backup=cfg_path + ".gpufab.bak")

@@ -50,6 +50,8 @@ def select_nodes(inv: Inventory, names: Optional[str]) -> Tuple[Node, ...]:
     if not names:
         return inv.nodes
     wanted = [n.strip() for n in names.split(",") if n.strip()]
+    if not wanted:
+        raise InputError(f"no node named in {names!r} (give names such as node0,node2)", path="--nodes")
     return tuple(inv.by_name(n) for n in wanted)
 
 

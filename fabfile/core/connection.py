@@ -23,15 +23,16 @@ import getpass
 import logging
 import os
 import socket
+import stat
 import sys
 import threading
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
 from fabric import Config, Connection
 from fabric.runners import Remote as FabricRemote
 from paramiko import HostKeys, MissingHostKeyPolicy
 
-from .errors import Interrupted
+from .errors import InputError, Interrupted
 from .inventory import Inventory, Node
 
 DEFAULT_CONNECT_TIMEOUT = 10
@@ -172,6 +173,36 @@ def _tune(sock: Any, dead_after: float) -> None:
         pass
 
 
+def check_local_files(keys: Sequence[str], known_hosts: str) -> None:
+    """The controller's own SSH files, named when unusable, before any host is tried.
+
+    Otherwise each of them shows up as every host being "unreachable" or refusing
+    authentication, and the user looks for the fault on the wrong side.
+    """
+    for key in keys:
+        try:
+            st = os.stat(key)
+        except FileNotFoundError:
+            raise InputError("SSH private key not found", path=key) from None
+        except OSError as exc:
+            raise InputError(f"cannot read SSH private key: {exc.strerror}", path=key) from None
+        if not stat.S_ISREG(st.st_mode):
+            raise InputError("SSH private key is not a file", path=key)
+        if st.st_mode & 0o077:
+            raise InputError(f"SSH private key is readable by others (mode {stat.S_IMODE(st.st_mode):04o}); "
+                             f"ssh refuses such keys: chmod 600 {key}", path=key)
+        if not os.access(key, os.R_OK):
+            raise InputError("cannot read SSH private key: Permission denied", path=key)
+    if os.path.lexists(known_hosts):
+        if os.path.isdir(known_hosts):
+            raise InputError("known_hosts is a directory, not a file", path=known_hosts)
+        try:
+            with open(known_hosts, "rb"):
+                pass
+        except OSError as exc:
+            raise InputError(f"cannot read known_hosts: {exc.strerror}", path=known_hosts) from None
+
+
 def gpufab_setting(config: Any, key: str, default: Any = None) -> Any:
     """Read `gpufab.<key>` from an Invoke/Fabric config, tolerating its absence."""
     section = config.get("gpufab") if hasattr(config, "get") else None
@@ -221,11 +252,13 @@ class Session:
         self.known_hosts = os.path.expanduser(
             known_hosts or inventory.known_hosts or gpufab_setting(config, "known_hosts", DEFAULT_KNOWN_HOSTS)
         )
+        check_local_files(self._key_files(inventory), self.known_hosts)
         self._host_keys: Optional[HostKeys] = None
         self._connections: Dict[str, NodeConnection] = {}
         self._lock = threading.Lock()
         self._sudo_lock = threading.Lock()
         self._sudo_asked = False
+        self._sudo_password: Optional[str] = config.sudo.password
         #: Set by Ctrl-C (`interrupt`): no host starts another command.
         self.stopping = threading.Event()
 
@@ -257,6 +290,11 @@ class Session:
                 if os.path.exists(self.known_hosts):
                     self._host_keys.load(self.known_hosts)
             return self._host_keys
+
+    def _key_files(self, inventory: Inventory) -> List[str]:
+        keys = (self.config.connect_kwargs or {}).get("key_filename") or []
+        keys = [keys] if isinstance(keys, str) else list(keys)
+        return keys + sorted({os.path.expanduser(n.key) for n in inventory.nodes if n.key})
 
     def _make(self, node: Node) -> NodeConnection:
         connect_kwargs: Dict[str, Any] = dict(self.config.connect_kwargs or {})
@@ -299,12 +337,12 @@ class Session:
         only once for the whole run whatever the number of hosts.
         """
         with self._sudo_lock:
-            password = self.config.sudo.password
-            if password is None and not self._sudo_asked and sys.stdin.isatty():
+            if self._sudo_password is None and not self._sudo_asked and sys.stdin.isatty():
                 self._sudo_asked = True
-                password = getpass.getpass("Sudo password (asked once for all hosts): ")
-                self.config.sudo.password = password
-            return password
+                # Kept here, not set into the shared config: setting a value there
+                # re-merges the whole config while other hosts' threads read it.
+                self._sudo_password = getpass.getpass("Sudo password (asked once for all hosts): ")
+            return self._sudo_password
 
     def interrupt(self) -> None:
         """Ctrl-C: every connection closed now (a running command returns at once), none opened again."""

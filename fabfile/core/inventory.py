@@ -112,8 +112,50 @@ class _KeyNotName(yaml.constructor.ConstructorError):
 class _LineLoader(yaml.SafeLoader):
     """SafeLoader that remembers the line of every mapping as key `__line__`."""
 
+    def get_single_node(self) -> Optional[yaml.Node]:
+        node = super().get_single_node()
+        if node is not None and _expanded_size(node) > MAX_VALUES:
+            raise _KeyNotName(None, None, f"document expands to more than {MAX_VALUES} values through "
+                              "aliases (&name / *name): write the values out", node.start_mark)
+        return node
+
+
+#: More values than any inventory needs: a document that expands past it through aliases
+#: (`&a [*b, *b, ...]` nested) is refused before it is built, not after it fills memory.
+MAX_VALUES = 100_000
+MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+def _expanded_size(root: yaml.Node) -> int:
+    """How many values `root` becomes once every alias is expanded (aliases share nodes)."""
+    sizes: Dict[int, int] = {}
+    stack: List[Tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        if id(node) in sizes:
+            continue
+        if isinstance(node, yaml.ScalarNode):
+            sizes[id(node)] = 1
+            continue
+        kids = [n for pair in node.value for n in pair] if isinstance(node, yaml.MappingNode) else list(node.value)
+        if children_done:
+            sizes[id(node)] = min(MAX_VALUES + 1, 1 + sum(sizes.get(id(k), 0) for k in kids))
+        else:
+            stack.append((node, True))
+            stack.extend((k, False) for k in kids if id(k) not in sizes)
+    return sizes[id(root)]
+
 
 def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> Dict[str, Any]:
+    seen: Dict[str, int] = {}
+    for key, _ in node.value:
+        if key.tag == MERGE_TAG:  # `<<: *defaults` may be overridden by the keys written beside it
+            continue
+        if isinstance(key, yaml.ScalarNode) and key.value in seen:
+            raise _KeyNotName(None, None, f"duplicate key {key.value!r} (first on line {seen[key.value]})",
+                              key.start_mark)
+        seen[key.value] = key.start_mark.line + 1
+    loader.flatten_mapping(node)
     for key, _ in node.value:
         # `1: x` or `yes: x` would reach code that expects names; said once, here, for every mapping.
         if not (isinstance(key, yaml.ScalarNode) and isinstance(loader.construct_object(key), str)):
@@ -156,6 +198,8 @@ def _plain(value: Any) -> Any:
 
 def check_ip(value: Any, what: str, path: Optional[str], line: Optional[int]) -> str:
     """Return the canonical text of an IP address or raise naming the bad value."""
+    if isinstance(value, bool):
+        raise InputError(f"invalid IP address {value!r} for {what}", path=path, line=line)
     try:
         return str(ipaddress.ip_address(str(value).strip()))
     except ValueError:
@@ -164,7 +208,10 @@ def check_ip(value: Any, what: str, path: Optional[str], line: Optional[int]) ->
 
 def check_address(value: Any, what: str, path: Optional[str], line: Optional[int]) -> str:
     """An SSH address: an IP, or a DNS name / ssh_config alias."""
-    text = str(value).strip()
+    if not isinstance(value, str):  # `public: yes` is YAML's True, not a host called "True"
+        raise InputError(f"invalid address {value!r} for {what} (an IP address or host name; quote it)",
+                         path=path, line=line)
+    text = value.strip()
     if re.fullmatch(r"[0-9.]+|[0-9A-Fa-f:]*:[0-9A-Fa-f:.]*", text):
         return check_ip(text, what, path, line)
     if not HOSTNAME_RE.match(text):
@@ -174,7 +221,7 @@ def check_address(value: Any, what: str, path: Optional[str], line: Optional[int
 
 def check_name(value: Any, what: str, path: Optional[str], line: Optional[int]) -> str:
     text = str(value)
-    if not NAME_RE.match(text):
+    if isinstance(value, bool) or not isinstance(value, (str, int)) or not NAME_RE.match(text):
         raise InputError(
             f"invalid {what} {value!r}: use letters, digits, '.', '_' and '-' only",
             path=path,
@@ -467,13 +514,16 @@ def nodes_from_hosts(hosts: Sequence[str], user: Optional[str] = None, port: Opt
         h_user, h_port, host = user, port, text
         if "@" in host:
             h_user, host = host.rsplit("@", 1)
+        port_text = None
         if host.startswith("["):  # [v6]:port
-            host, _, rest = host[1:].partition("]")
-            if rest.startswith(":"):
-                h_port = int(rest[1:])
+            host, closed, rest = host[1:].partition("]")
+            if not closed or (rest and not rest.startswith(":")):
+                raise InputError(f"invalid host {raw!r} (write [v6-address]:port)", path="--hosts")
+            port_text = rest[1:] if rest else None
         elif host.count(":") == 1:
             host, port_text = host.split(":")
-            if not port_text.isdigit():
+        if port_text is not None:
+            if not (port_text.isascii() and port_text.isdigit()):
                 raise InputError(f"invalid port in host {raw!r}", path="--hosts")
             h_port = int(port_text)
         drafts.append(

@@ -1,19 +1,53 @@
-"""Writing files on the controller: atomically, only when content differs, with a backup."""
+"""Writing files on the controller: atomically, only when content differs, with a backup.
+
+A local file that cannot be used (a directory, unreadable, not UTF-8, in a read-only
+directory) is the user's to fix, so it is named in one InputError line, and every
+destination of a command is checked before the first one is written: no half change.
+"""
 
 from __future__ import annotations
 
 import os
 import shutil
 import tempfile
-from typing import Optional
+from typing import Iterable, Optional
+
+from .errors import InputError
 
 
 def read_text(path: str) -> Optional[str]:
+    """The file's text; None when it does not exist; anything else unusable is named."""
     try:
         with open(path, encoding="utf-8") as fh:
             return fh.read()
     except FileNotFoundError:
         return None
+    except IsADirectoryError:
+        raise InputError("is a directory, not a file", path=path) from None
+    except UnicodeDecodeError:
+        raise InputError("is not UTF-8 text (binary file?)", path=path) from None
+    except OSError as exc:
+        raise InputError(f"cannot read: {exc.strerror}", path=path) from None
+
+
+def target_of(path: str) -> str:
+    """Where a write really lands: a symlinked file (a dotfiles repo's ~/.ssh/config) is written through."""
+    return os.path.realpath(path) if os.path.islink(path) else path
+
+
+def check_writable(paths: Iterable[str]) -> None:
+    """Raise naming the first path that cannot be written, before any of them is."""
+    for path in paths:
+        real = target_of(path)
+        if os.path.isdir(real):
+            raise InputError("is a directory, not a file", path=path)
+        if os.path.exists(real) and not os.access(real, os.R_OK):
+            raise InputError("cannot read: Permission denied", path=path)
+        directory = os.path.dirname(os.path.abspath(real))
+        while not os.path.exists(directory):  # the nearest existing parent decides
+            directory = os.path.dirname(directory)
+        if not os.path.isdir(directory) or not os.access(directory, os.W_OK | os.X_OK):
+            raise InputError(f"cannot write here: {directory} is not a writable directory", path=path)
 
 
 def write_if_changed(path: str, content: str, mode: int = 0o644, backup: Optional[str] = None) -> bool:
@@ -24,20 +58,26 @@ def write_if_changed(path: str, content: str, mode: int = 0o644, backup: Optiona
     old = read_text(path)
     if old == content:
         return False
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    if old is not None and backup:
-        shutil.copy2(path, backup)
-    fd, tmp = tempfile.mkstemp(prefix=".gpufab-", dir=directory)
+    real = target_of(path)
+    directory = os.path.dirname(os.path.abspath(real))
+    try:
+        os.makedirs(directory, exist_ok=True)
+        if old is not None and backup:
+            shutil.copy2(real, backup)
+        fd, tmp = tempfile.mkstemp(prefix=".gpufab-", dir=directory)
+    except OSError as exc:
+        raise InputError(f"cannot write: {exc.strerror}", path=path) from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(content)
             fh.flush()
             os.fsync(fh.fileno())
         os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
+        os.replace(tmp, real)
+    except BaseException as exc:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(exc, OSError):
+            raise InputError(f"cannot write: {exc.strerror}", path=path) from None
         raise
     return True

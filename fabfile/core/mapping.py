@@ -8,6 +8,7 @@ re-import replaces it in place and never touches the user's own entries.
 from __future__ import annotations
 
 import ipaddress
+import re
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import yaml
@@ -22,13 +23,17 @@ __all__ = ["BLOCK_BEGIN", "BLOCK_END", "parse_mapping", "render_inventory", "ren
 
 Pair = Tuple[str, str]
 
+#: What a row of data holds, valid or not (`10.0.0.5`, `10.0.0.5/24`, `fe80::1`, `10.0.0.300`);
+#: a first row with none of it is a header, and any other first row is data that must parse.
+ADDRESS_LIKE = re.compile(r"^[0-9A-Fa-f:.]*[.:][0-9A-Fa-f:.]*(/\d+)?$")
 
-def _is_ip(text: str) -> bool:
+
+def _address(text: str) -> Optional[str]:
+    """The address of `10.0.0.5` or of `10.0.0.5/24` (consoles show either); None if neither."""
     try:
-        ipaddress.ip_address(text)
-        return True
+        return str(ipaddress.ip_interface(text).ip)
     except ValueError:
-        return False
+        return None
 
 
 def parse_mapping(text: str, path: str) -> List[Pair]:
@@ -41,20 +46,22 @@ def parse_mapping(text: str, path: str) -> List[Pair]:
         if not line:
             continue
         cols = line.split()
-        if first_row and not any(_is_ip(c) for c in cols):
+        if first_row and not any(ADDRESS_LIKE.match(c) for c in cols):
             first_row = False  # a header such as "Public IP   Private IP"
             continue
         first_row = False
         if len(cols) != 2:
             raise InputError(f"expected two columns (public IP, private IP), got {len(cols)}: {raw.strip()!r}", path=path, line=lineno)
+        row = []
         for col, what in zip(cols, ("public", "private")):
-            if not _is_ip(col):
+            canon = _address(col)
+            if canon is None:
                 raise InputError(f"invalid {what} IP address {col!r}", path=path, line=lineno)
-            canon = str(ipaddress.ip_address(col))
             if canon in seen:
                 raise InputError(f"duplicate address {canon} (first on line {seen[canon]})", path=path, line=lineno)
             seen[canon] = lineno
-        pairs.append((str(ipaddress.ip_address(cols[0])), str(ipaddress.ip_address(cols[1]))))
+            row.append(canon)
+        pairs.append((row[0], row[1]))
     if not pairs:
         raise InputError("no 'Public IP  Private IP' rows found (empty file?)", path=path)
     return pairs

@@ -55,7 +55,11 @@ while [ -n "$p" ] && [ "$p" -gt 1 ] 2>/dev/null; do
   ancestors="$ancestors$p "
   p=$(sed 's/.*) //' "/proc/$p/stat" 2>/dev/null | cut -d' ' -f2)
 done
-for pid in $(pgrep -f -- "$pattern"); do
+pids=$(pgrep -f -- "$pattern"); rc=$?
+if [ $rc -gt 1 ]; then  # 1 is "nothing matches"; 2 and 3 are pgrep refusing the pattern or failing
+  echo "pgrep failed (exit $rc) on this pattern" >&2; exit 2
+fi
+for pid in $pids; do
   case "$ancestors" in *" $pid "*) continue ;; esac
   cmd=$(tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null)
   [ -n "$cmd" ] && printf '%s %s\n' "$pid" "$cmd"
@@ -140,7 +144,12 @@ def start_detached(remote: Remote, name: str, log: str, command: str) -> Outcome
 
 
 def list_matches(remote: Remote, pattern: str) -> Outcome:
-    return Outcome([], [], parse_matches(remote.script(LIST_SCRIPT, pattern, sudo=True).stdout))
+    result = remote.script(LIST_SCRIPT, pattern, sudo=True, warn=True)
+    if result.exited != 0:
+        # pgrep's regex is POSIX ERE: `(?i)x` or `\d` pass Python's check but not pgrep's.
+        raise HostError(f"pgrep rejected the pattern {pattern!r} (a POSIX extended regex): "
+                        f"{last_line(result.stderr) or 'exit ' + str(result.exited)}")
+    return Outcome([], [], parse_matches(result.stdout))
 
 
 def kill_matches(remote: Remote, signal: str, pattern: str, pids: List[int]) -> Outcome:

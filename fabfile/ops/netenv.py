@@ -9,6 +9,7 @@ shown: the report names keys, not values.
 
 from __future__ import annotations
 
+import io
 import re
 from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
@@ -20,6 +21,7 @@ from ..core.cluster import VIRTUAL_PREFIXES, setting
 from ..core.errors import HostError, InputError
 from ..core.files import ManagedFile, plan_files, render
 from ..core.inventory import VAR_KEY_RE, Inventory
+from ..core.localfs import read_text
 from ..core.remote import Remote
 from ..core.steps import Outcome
 
@@ -161,13 +163,11 @@ def netenv_files(
 
 def load_secrets(path: str) -> Dict[str, str]:
     """Secrets from a local .env; bad entries named by key, never by value."""
-    try:
-        with open(path, encoding="utf-8") as fh:
-            values = dotenv_values(stream=fh)
-    except FileNotFoundError:
-        raise InputError("no such .env file (needed by --secrets)", path=path) from None
-    except OSError as exc:
-        raise InputError(f"cannot read .env: {exc.strerror}", path=path) from None
+    text = read_text(path)
+    if text is None:
+        raise InputError("no such .env file (needed by --secrets)", path=path)
+    # Taken literally: a token holding `${HOME}` or `$x` must reach the nodes as written.
+    values = dotenv_values(stream=io.StringIO(text), interpolate=False)
     secrets: Dict[str, str] = {}
     for key, value in values.items():
         if not VAR_KEY_RE.match(key):
