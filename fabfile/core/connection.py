@@ -145,6 +145,7 @@ class NodeConnection(Connection):
             self.connect_kwargs.setdefault("banner_timeout", timeout)
             self.connect_kwargs.setdefault("auth_timeout", timeout)
         if self.gateway:
+            _check_hops(self.gateway, self.client.get_host_keys(), self.known_hosts)
             result = super().open()
             _tune(self.transport.sock, self.dead_after)
         else:
@@ -160,6 +161,14 @@ class NodeConnection(Connection):
                 self.connect_kwargs.pop("sock", None)
         self.transport.set_keepalive(KEEPALIVE_INTERVAL)
         return result
+
+
+def _check_hops(gateway: Any, host_keys: HostKeys, known_hosts: str) -> None:
+    """ProxyJump hops (plain Fabric connections) check keys against the run's known_hosts too."""
+    while isinstance(gateway, Connection):
+        gateway.client._host_keys = host_keys
+        gateway.client.set_missing_host_key_policy(AcceptNewPolicy(known_hosts))
+        gateway = gateway.gateway
 
 
 def _tune(sock: Any, dead_after: float) -> None:

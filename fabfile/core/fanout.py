@@ -59,7 +59,8 @@ class HostResult:
         return self.status in (FAILED, UNREACHABLE)
 
 
-def classify(exc: BaseException, connect_timeout: Optional[float] = None) -> "tuple[str, int, str]":
+def classify(exc: BaseException, connect_timeout: Optional[float] = None,
+             known_hosts: Optional[str] = None) -> "tuple[str, int, str]":
     """(status, exit code, one-line reason) for an exception raised on a host."""
     if isinstance(exc, HostError):
         return FAILED, 1, exc.reason
@@ -77,8 +78,11 @@ def classify(exc: BaseException, connect_timeout: Optional[float] = None) -> "tu
     if isinstance(exc, CommandTimedOut):
         return FAILED, EXIT_TIMEOUT, f"command timed out after {exc.timeout:g}s"
     if isinstance(exc, BadHostKeyException):
+        # Rented addresses are reused: the usual cause is a new machine behind an old IP.
+        fix = f"ssh-keygen -f {shlex.quote(known_hosts)}" if known_hosts else "ssh-keygen"
         return UNREACHABLE, EXIT_UNREACHABLE, (
-            f"host key mismatch for {exc.hostname}: the host's key is not the one in known_hosts"
+            f"host key mismatch for {exc.hostname}: the host's key is not the one in known_hosts; if this address "
+            f"now belongs to a new machine, forget the old key with: {fix} -R {shlex.quote(exc.hostname)}"
         )
     if isinstance(exc, AuthenticationException):
         return UNREACHABLE, EXIT_UNREACHABLE, f"SSH authentication failed ({exc})"
@@ -115,7 +119,7 @@ def fan_out(session: Session, nodes: Sequence[Node], fn: HostFn, *, workers: Opt
         try:
             result = fn(session.connection(node), node)
         except Exception as exc:  # noqa: BLE001 - every failure becomes a result
-            status, code, reason = classify(exc, session.connect_timeout)
+            status, code, reason = classify(exc, session.connect_timeout, session.known_hosts)
             # What the command printed before failing; a sudo prompt is not that.
             partial = None if isinstance(exc, AuthFailure) else getattr(exc, "result", None)
             stdout = getattr(partial, "stdout", "") or ""

@@ -29,12 +29,16 @@ from .inventory import Node
 
 #: Prints, per path: `==gpufab-file <mode> <owner> <group> <path>` then the
 #: file base64-encoded on one line, or `==gpufab-digest ...` then its sha256
-#: (for paths given after `-d`), or `==gpufab-missing <path>`.
+#: (for paths given after `-d`), `==gpufab-link <path>` for a symlink (never
+#: followed: root would read what someone else pointed it at), or
+#: `==gpufab-missing <path>`.
 READ_SCRIPT = r"""
 digest=0
 for p in "$@"; do
   if [ "$p" = -d ]; then digest=1; continue; fi
-  if [ -f "$p" ] && [ $digest = 1 ]; then
+  if [ -L "$p" ]; then
+    echo "==gpufab-link $p"
+  elif [ -f "$p" ] && [ $digest = 1 ]; then
     echo "==gpufab-digest $(stat -c '%a %U %G' "$p") $p"
     sha256sum < "$p" | cut -d' ' -f1
   elif [ -f "$p" ]; then
@@ -47,30 +51,54 @@ for p in "$@"; do
 done
 """
 
-#: Installs uploaded files: backup of the old version, then copy + rename in
-#: the target's own directory so readers only ever see a whole file.
+#: Installs uploaded files: backup of the old version, then a new file made by
+#: mktemp (unpredictable, never an existing path) in the target's directory,
+#: checked against the digest of what gpufab sent, and renamed over the target
+#: (which replaces a symlink rather than following it). In a directory that
+#: its non-root owner can write (a home's ~/.ssh), every step runs as that
+#: owner, so nothing planted there is ever followed by root. Secret files get
+#: no backup: an old token must not outlive its replacement.
 INSTALL_SCRIPT = r"""
 set -e
 umask 022
 while [ $# -gt 0 ]; do
-  src=$1 dest=$2 mode=$3 owner=$4 group=$5; shift 5
+  src=$1 dest=$2 mode=$3 owner=$4 group=$5 digest=$6 keep=$7; shift 7
   dir=$(dirname "$dest")
-  mkdir -p "$dir"
-  if [ -e "$dest" ]; then
+  home=$(getent passwd "$owner" | cut -d: -f6)
+  as=""
+  if [ "$owner" != root ] && [ -n "$home" ] && [ "${dest#"$home"/}" != "$dest" ]; then
+    as="runuser -u $owner --"
+    $as mkdir -p -m 0700 "$dir"
+  else
+    mkdir -p "$dir"
+  fi
+  dperm=$(stat -c %a "$dir") downer=$(stat -c %U "$dir")
+  if [ $(( 0$dperm & 022 )) -ne 0 ] || { [ "$downer" != root ] && [ "$downer" != "$owner" ]; }; then
+    echo "refusing to write $dest: $dir ($downer, mode $dperm) can be written by another user" >&2; exit 3
+  fi
+  [ "$downer" = root ] && as=""
+  if [ "$keep" = 1 ] && [ -f "$dest" ] && [ ! -L "$dest" ]; then
     mkdir -p -m 0700 BACKUP
     mkdir -p "BACKUP$dir"
-    cp -p "$dest" "BACKUP$dest"
+    cp -pP "$dest" "BACKUP$dest"
   fi
   if [ -n "$src" ]; then
-    tmp="$dir/.gpufab-new.$(basename "$dest")"
-    (umask 077; cp "$src" "$tmp")
-    chown "$owner:$group" "$tmp"
-    chmod "$mode" "$tmp"
-    mv -f "$tmp" "$dest"
+    tmp=$($as mktemp "$dir/.gpufab-new.XXXXXXXX")
+    cat "$src" | $as sh -c 'cat > "$1"' sh "$tmp"
     rm -f "$src"
-  else
-    chown "$owner:$group" "$dest"
+    got=$($as sh -c 'sha256sum < "$1"' sh "$tmp" | cut -d' ' -f1)
+    if [ "$got" != "$digest" ]; then
+      $as rm -f "$tmp"; echo "refusing to install $dest: the uploaded copy changed before it was installed" >&2; exit 3
+    fi
+    if [ -z "$as" ]; then chown "$owner:$group" "$tmp"; else $as chgrp "$group" "$tmp"; fi
+    $as chmod "$mode" "$tmp"
+    $as mv -f "$tmp" "$dest"
+  elif [ -z "$as" ]; then
+    chown -h "$owner:$group" "$dest"
     chmod "$mode" "$dest"
+  else
+    $as chgrp "$group" "$dest"
+    $as chmod "$mode" "$dest"
   fi
 done
 """.replace("BACKUP", BACKUP_DIR)
@@ -84,6 +112,8 @@ def parse_state(text: str) -> Dict[str, FileState]:
         tag, _, rest = line.partition(" ")
         if tag == "==gpufab-missing":
             found[rest] = FileState(rest, exists=False)
+        elif tag == "==gpufab-link":  # present but not gpufab's file: replaced by a real one
+            found[rest] = FileState(rest, exists=True)
         elif tag in ("==gpufab-file", "==gpufab-digest"):
             mode, owner, group, path = rest.split(" ", 3)
             body = next(lines, "")
@@ -203,7 +233,7 @@ class Remote:
                     src = f"/tmp/.gpufab-upload-{secrets.token_hex(8)}"
                     self._upload(src, f.content)
                     uploaded.append(src)
-                args += [src, f.path, f"{f.mode:o}", f.owner, f.group]
+                args += [src, f.path, f"{f.mode:o}", f.owner, f.group, f.digest, "0" if f.secret else "1"]
             self.script(INSTALL_SCRIPT, *args, sudo=True)
         except Exception:
             if uploaded:

@@ -231,6 +231,8 @@ def lab_inventory(hosts: Sequence[LabHost], key: str, known_hosts: str) -> str:
         "  # and Docker's own apt repository is out of reach (Debian's docker.io is not).",
         "  nofile: 16384",
         "  docker_source: distro",
+        "  # The lab's addresses are in 198.18.0.0/15 (benchmarking, RFC 2544): private here.",
+        "  private_ranges: [198.18.0.0/15]",
         "nodes:",
     ]
     for i, h in enumerate(hosts):

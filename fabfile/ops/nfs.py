@@ -21,6 +21,7 @@ from ..core.errors import HostError, InputError, keeping_changes
 from ..core.fanout import HostResult
 from ..core.files import ManagedFile, outside_managed_block, plan_files, render, replace_block
 from ..core.inventory import Inventory, Node
+from ..core.networks import Reach, check_network, read_reach
 from ..core.remote import Remote, ensure_dir, ensure_packages, last_line
 from ..core.steps import Outcome, run_step
 from .netenv import nic_facts
@@ -131,6 +132,8 @@ class NfsPlan:
     export: str
     mount: str
     subnet: Optional[str]  # None: take the head NIC's network
+    #: What the export may be opened to: private ranges unless overridden.
+    reach: Reach = Reach()
 
 
 def _kernel(remote: Remote) -> str:
@@ -149,6 +152,10 @@ def setup_server(remote: Remote, p: NfsPlan) -> Outcome:
             if not cidr:
                 raise HostError(f"{p.server} is not on {nic}: cannot tell the private subnet (set private_subnet)")
             subnet = private_subnet(cidr)
+        try:
+            subnet, warning = check_network(subnet, f"the NFS export {p.export}", p.reach)
+        except InputError as exc:
+            raise HostError(str(exc)) from None
         exports = exports_file(p.export, subnet)
         changes = plan_files([exports], remote.read_state([exports]))
         done += remote.write_files(changes)
@@ -164,7 +171,7 @@ def setup_server(remote: Remote, p: NfsPlan) -> Outcome:
         if changes or p.export not in exported:
             remote.change("exportfs -ra")
             done.append("exportfs -ra")
-    return Outcome(done, [f"exports {p.export} to {subnet}"])
+    return Outcome(done, [f"exports {p.export} to {subnet}"] + ([f"WARNING: {warning}"] if warning else []))
 
 
 def setup_client(remote: Remote, p: NfsPlan, server_error: Optional[str]) -> Outcome:
@@ -212,12 +219,17 @@ def _wait_for_server(remote: Remote, p: NfsPlan) -> None:
 def read_share(config: Any, inv: Inventory, cli: Mapping[str, Any]) -> NfsPlan:
     """Where the share lives: CLI `--path`/`--mount` > vars `nfs_export`/`nfs_mount` > config > /mnt/shared."""
     export = check_path(setting(config, inv, "nfs_export", cli.get("path"), DEFAULT_EXPORT))
+    reach = read_reach(setting(config, inv, "private_ranges"), setting(config, inv, "allow_public_networks"))
+    subnet = setting(config, inv, "private_subnet")
+    if subnet is not None:  # given: refused here, before any node is touched
+        subnet = check_network(subnet, f"the NFS export {export}", reach)[0]
     return NfsPlan(
         server=inv.head.private or "",
         server_name=inv.head.name,
         export=export,
         mount=check_path(setting(config, inv, "nfs_mount", cli.get("mount"), export)),
-        subnet=setting(config, inv, "private_subnet"),
+        subnet=subnet,
+        reach=reach,
     )
 
 

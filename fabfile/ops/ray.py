@@ -22,6 +22,7 @@ from ..core.errors import HostError, InputError, keeping_changes, number_option
 from ..core.fanout import FAILED, HostResult, classify
 from ..core.files import FileState, ManagedFile, plan_files, render, sha256
 from ..core.inventory import Inventory, Node
+from ..core.networks import Reach, check_bind_address, read_reach
 from ..core.remote import Remote, ensure_packages, last_line
 from ..core.steps import Outcome, merge_phases, remote_for, run_step
 from .netenv import ENV_FILE, SECRETS_FILE, check_port
@@ -33,6 +34,8 @@ DASHBOARD_PORT = 8265
 HEAD_UNIT = "gpufab-ray-head.service"
 WORKER_UNIT = "gpufab-ray-worker.service"
 UNIT_DIR = "/etc/systemd/system"
+#: The digest of the secrets Ray runs with (root-only): a change restarts Ray.
+SECRETS_APPLIED = "/etc/gpufab/ray-secrets.applied"
 #: Packages whose versions `ray.versions` shows; ray and Python must agree.
 VERSION_PACKAGES = ("ray", "torch", "vllm", "transformers")
 MUST_MATCH = ("python", "ray")
@@ -281,10 +284,19 @@ class RaySettings:
     systemd: bool = True
     #: Seconds the cluster gets to show every node.
     wait: float = DEFAULT_WAIT
+    #: Where the dashboard may listen: private ranges unless overridden.
+    reach: Reach = Reach()
 
     @property
     def pins(self) -> List[str]:
         return requirements(self.version, self.extra)
+
+
+def _dashboard_host(value: Any, reach: Reach) -> Optional[str]:
+    """An explicit `--dashboard-host`: one private (or loopback) IP, checked before it reaches a unit or a shell."""
+    if value in (None, ""):
+        return None
+    return check_bind_address(value, "Ray's dashboard", reach, "ray_dashboard_host")[0]
 
 
 def read(config: Any, inv: Inventory, cli: Mapping[str, Any]) -> RaySettings:
@@ -293,12 +305,14 @@ def read(config: Any, inv: Inventory, cli: Mapping[str, Any]) -> RaySettings:
     def get(key: str, default: Any = None) -> Any:
         return setting(config, inv, key, cli.get(key), default)
 
+    reach = read_reach(get("private_ranges"), get("allow_public_networks"))
     return RaySettings(
+        reach=reach,
         version=check_version(get("ray_version", DEFAULT_VERSION)),
         venv=check_venv(get("ray_venv", DEFAULT_VENV)),
         extra=check_pins(get("ray_extra_packages")),
         port=check_port(get("ray_port", DEFAULT_PORT), "Ray port", "ray_port"),
-        dashboard_host=get("ray_dashboard_host"),
+        dashboard_host=_dashboard_host(get("ray_dashboard_host"), reach),
         index_url=get("pip_index_url"),
         find_links=get("pip_find_links"),
         proxy=get("pip_proxy"),
@@ -358,10 +372,15 @@ def versions_step(remote: Remote, venv: str) -> Outcome:
 
 
 def env_digest(state: Dict[str, FileState]) -> str:
-    """A digest of the node's netenv and secrets files, written into the unit."""
+    """A digest of the node's netenv file, written into the (world-readable) unit."""
     if not state[ENV_FILE].exists:
         return "none"
-    return sha256("\0".join([state[ENV_FILE].content or "", state[SECRETS_FILE].digest or ""]))[:16]
+    return sha256(state[ENV_FILE].content or "")[:16]
+
+
+def secrets_marker(state: Dict[str, FileState]) -> ManagedFile:
+    """Which secrets Ray was last started with: root-only, so no reader can test guesses against it."""
+    return ManagedFile(SECRETS_APPLIED, (state[SECRETS_FILE].digest or "none") + "\n", mode=0o600, secret=True)
 
 
 def unit_plan(remote: Remote, inv: Inventory, s: RaySettings, digest: str) -> UnitPlan:
@@ -384,13 +403,18 @@ def unit_plan(remote: Remote, inv: Inventory, s: RaySettings, digest: str) -> Un
 
 def start_ray(remote: Remote, inv: Inventory, s: RaySettings) -> Outcome:
     """Install/refresh the node's unit; restart only when it changed, start if down."""
+    if remote.node.is_head:
+        try:  # the default, the head's private address, is held to the same rule as an explicit value
+            check_bind_address(s.dashboard_host or inv.head.private, "Ray's dashboard", s.reach, "ray_dashboard_host")
+        except InputError as exc:
+            raise HostError(str(exc).removeprefix("ray_dashboard_host: ")) from None
     versions = installed_versions(remote, s.venv, ["ray"])
     if (not versions or versions.get("ray") != s.version) and not remote.dry_run:
         seen = (versions or {}).get("ray")
         raise HostError(f"ray {s.version} is not installed in {s.venv} (found {seen or 'none'}; run ray.install)")
     # One read: the env the unit depends on, this role's unit and the other role's.
     units = [f"{UNIT_DIR}/{u}" for u in (HEAD_UNIT, WORKER_UNIT)]
-    state = remote.read_paths([ENV_FILE, "-d", SECRETS_FILE, *units])
+    state = remote.read_paths([ENV_FILE, "-d", SECRETS_FILE, "-d", SECRETS_APPLIED, *units])
     p = unit_plan(remote, inv, s, env_digest(state))
     if not s.systemd:
         return _start_plain(remote, p)
@@ -400,7 +424,7 @@ def start_ray(remote: Remote, inv: Inventory, s: RaySettings) -> Outcome:
         remote.change(f"systemctl disable --now {p.other_unit}; rm -f {other}", warn=True)
         done.append(f"removed {p.other_unit} (role changed)")
     unit = unit_file(p)
-    changes = plan_files([unit], state)
+    changes = plan_files([unit, secrets_marker(state)], state)
     done += remote.write_files(changes)
     if changes or done:
         remote.change("systemctl daemon-reload")
@@ -492,7 +516,7 @@ def wait_for_nodes(session: Session, nodes: Sequence[Node], s: RaySettings, time
         try:
             tail = ray_log_tail(remote_for(session, node), node)
         except Exception as exc:  # noqa: BLE001 - an unreachable node cannot show logs
-            tail = f"none, node unreachable ({classify(exc, session.connect_timeout)[2]})"
+            tail = f"none, node unreachable ({classify(exc, session.connect_timeout, session.known_hosts)[2]})"
         why = error or "not in the cluster"
         results.append(HostResult(node, FAILED, 1, seconds=seconds,
                                   reason=f"{why} after {timeout:g}s; last Ray log: {tail}"))
@@ -591,6 +615,9 @@ def _report(run: Any, s: RaySettings) -> Tuple[List[str], List[str]]:
     checks = [f"Ray: {len(alive)}/{total} nodes alive, {sum(x.cpus for x in alive):g} CPUs, "
               f"{sum(x.gpus for x in alive):g} GPUs"]
     warnings: List[str] = []
+    if s.reach.allow_public:
+        warnings.append(f"allow_public_networks is set: Ray's dashboard ({s.dashboard_host or run.inv.head.private}) "
+                        "is not held to a private range")
     found = {n.name: run.checked(NAME, n) for n in run.verified() if run.checked(NAME, n) is not None}
     odd = mismatches(found)
     if odd:

@@ -120,8 +120,12 @@ def _mount_problem(remote: Remote, p: NfsPlan, backend: str, head_user: str) -> 
 def write_token(remote: Remote, export: str, token: str) -> Outcome:
     """The head's side of the check: a fresh token, and a 64 MiB file for workers to read."""
     q = shlex.quote(export)
-    remote.run(f"printf %s {shlex.quote(token)} > {q}/.gpufab-verify && "
-               f"dd if=/dev/zero of={q}/.gpufab-bench-head bs=1M count={BENCH_MIB} 2>/dev/null", sudo=True, timeout=600)
+    # Every node can write the share (NFS maps their root to this one): a name there may be a symlink
+    # planted to make root overwrite /etc/something. Files are removed, then created with O_EXCL
+    # (`set -C`, `conv=excl`), which never follows a symlink: a re-planted one fails the check instead.
+    remote.run(f"rm -f {q}/.gpufab-verify {q}/.gpufab-bench-head && (set -C; printf %s {shlex.quote(token)} > "
+               f"{q}/.gpufab-verify) && dd if=/dev/zero of={q}/.gpufab-bench-head bs=1M count={BENCH_MIB} "
+               "conv=excl oflag=nofollow 2>/dev/null", sudo=True, timeout=600)
     return Outcome([], [f"wrote the token into {export}"], remote.user)
 
 
@@ -140,9 +144,9 @@ def verify_worker(remote: Remote, p: NfsPlan, backend: str, head_user: str, toke
         raise HostError(f"{p.mount}/.gpufab-verify does not hold the head's token: the mount does not show the share")
     mine = shlex.quote(f"{p.mount}/.gpufab-bench-{remote.node.name}")
     theirs = shlex.quote(f"{p.mount}/.gpufab-bench-head")
-    write = remote.run(f"dd if=/dev/zero of={mine} bs=1M count={BENCH_MIB} conv=fsync 2>&1 >/dev/null; rm -f {mine}",
-                       sudo=True, warn=True, timeout=600)
-    read = remote.run(f"dd if={theirs} of=/dev/null bs=1M 2>&1", sudo=True, warn=True, timeout=600)
+    write = remote.run(f"rm -f {mine}; dd if=/dev/zero of={mine} bs=1M count={BENCH_MIB} conv=fsync,excl "
+                       f"oflag=nofollow 2>&1 >/dev/null; rm -f {mine}", sudo=True, warn=True, timeout=600)
+    read = remote.run(f"dd if={theirs} iflag=nofollow of=/dev/null bs=1M 2>&1", sudo=True, warn=True, timeout=600)
     w, r = dd_rate(write.stdout), dd_rate(read.stdout)
     return Outcome([], [f"read the head's token through {p.mount}; {rates_text(w, r)}"], Trip(w, r))
 
@@ -278,9 +282,11 @@ def _report(run: Any, s: StorageSettings) -> Tuple[List[str], List[str]]:
              if r is not None and not r.failed and n.name in verified]
     rates = summarize((r.value.write, r.value.read) for r in trips if r.value is not None)
     p = s.share
+    public = [f"allow_public_networks is set: the NFS export of {p.export} is not held to a private range"] \
+        if p.reach.allow_public and choice.backend == "nfs" else []
     checks = [f"Storage ({choice.backend}): round trip {len(trips)}/{len(run.inv.workers)} workers read the "
               f"head's token ({p.server_name}:{p.export} on {p.mount})" + (f"; {rates}" if rates else "")]
-    return checks, [choice.why] if choice.why.startswith("auto: NFS unavailable") else []
+    return checks, public + ([choice.why] if choice.why.startswith("auto: NFS unavailable") else [])
 
 
 NAME = "storage"

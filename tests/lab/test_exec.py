@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import time
 
 import pytest
@@ -84,6 +85,12 @@ def test_fab_hosts_without_inventory_and_host_key_checking(lab, home):
     assert proc.returncode == 255
     assert "198.18.0.12 (unreachable): host key mismatch for 198.18.0.12" in proc.stdout
     assert "198.18.0.11: node1" in proc.stdout
+    # The refusal says how to fix it when the address went to a new machine; the fix works.
+    fix = f"ssh-keygen -f {home / '.ssh' / 'known_hosts'} -R 198.18.0.12"
+    assert fix in proc.stdout
+    subprocess.run(fix.split(), check=True, capture_output=True)
+    proc = cli("fab", "-i", str(LAB_KEY), "-H", hosts, "exec", "hostname", env=env)
+    assert proc.returncode == 0 and "198.18.0.12: node2" in proc.stdout, proc.stdout
 
 
 def test_sudo_password_reaches_every_host(lab, tmp_path):
@@ -129,3 +136,21 @@ def test_ctrl_c_stops_a_long_exec_within_seconds_with_one_line(lab, tmp_path, us
 def test_an_empty_command_is_bad_input_not_ok(lab):
     for empty in ("", "   "):
         assert "COMMAND: an empty command runs nothing" in one_error_line(cli("inv", "exec", empty, env=lab))
+
+
+def test_a_proxyjump_hop_has_its_host_key_checked(lab, home):
+    """The hop is a connection Fabric builds itself (AutoAddPolicy, no known_hosts): gpufab checks it too."""
+    env = {"HOME": str(home)}
+    (home / ".ssh").mkdir(mode=0o700, exist_ok=True)
+    (home / ".ssh" / "config").write_text("Host viajump\n    HostName 198.18.0.13\n    User root\n"
+                                          "    ProxyJump root@198.18.0.11\n")
+    proc = cli("fab", "-i", str(LAB_KEY), "-H", "viajump", "exec", "hostname", env=env)
+    assert proc.returncode == 0 and "viajump: node3" in proc.stdout, proc.stdout + proc.stderr
+    known = (home / ".ssh" / "known_hosts").read_text().splitlines()
+    assert {l.split()[0] for l in known} == {"198.18.0.11", "198.18.0.13"}  # the hop was recorded too
+    node3_key = next(l for l in known if l.startswith("198.18.0.13 ")).split()[2]
+    (home / ".ssh" / "known_hosts").write_text("\n".join(
+        f"198.18.0.11 {l.split()[1]} {node3_key}" if l.startswith("198.18.0.11 ") else l for l in known) + "\n")
+    proc = cli("fab", "-i", str(LAB_KEY), "-H", "viajump", "exec", "hostname", env=env)
+    assert proc.returncode == 255 and "viajump (unreachable): host key mismatch for 198.18.0.11" in proc.stdout
+    assert "node3" not in proc.stdout

@@ -100,6 +100,18 @@ def test_storage_verify_reports_round_trip_and_throughput(auto):
     assert on_host("node1", "ls -A /mnt/shared").stdout.split() == [".gpufab-verify", "hello"]
 
 
+def test_symlinks_planted_in_the_share_are_never_followed_by_root(auto):
+    """Every node can write the share: a name gpufab writes there as root may be planted as a link."""
+    on_host("node1", "echo precious > /root/precious && ln -sfn /root/precious /mnt/shared/.gpufab-verify && "
+                     "ln -sfn /root/precious /mnt/shared/.gpufab-bench-head")
+    on_host("node2", "echo precious > /root/precious && ln -sfn /root/precious /mnt/shared/.gpufab-bench-node2")
+    proc = cli("inv", "storage.verify", env=auto["env"], timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for node in ("node1", "node2"):
+        assert on_host(node, "cat /root/precious; rm /root/precious").stdout == "precious\n"
+    assert on_host("node1", "find /mnt/shared -maxdepth 1 -type l").stdout == ""
+
+
 def test_rebooted_worker_mounts_the_share_again_from_fstab(auto):
     for step in ("lab.poweroff", "lab.poweron"):
         proc = cli("inv", step, "node2")

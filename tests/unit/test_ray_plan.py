@@ -91,3 +91,18 @@ def test_cluster_yaml_is_valid_for_ray_up():
     assert data["auth"] == {"ssh_user": "ubuntu", "ssh_private_key": "~/.ssh/id"}
     alone = yaml.safe_load(ray.cluster_yaml("i", "c", "1.2.3.4", "10.0.0.1", [], "root", None, "/opt/v", 6379))
     assert alone["provider"]["worker_ips"] == [] and "ssh_private_key" not in alone["auth"]
+
+
+def test_the_unit_carries_no_digest_of_the_secrets_and_the_marker_is_root_only():
+    """The unit is world-readable: a digest of secrets there lets anyone test guesses offline."""
+    from fabfile.core.files import FileState
+    from fabfile.ops.netenv import ENV_FILE, SECRETS_FILE
+
+    def state(secret_digest):
+        return {ENV_FILE: FileState(ENV_FILE, True, content="NCCL_SOCKET_IFNAME=eth1\n"),
+                SECRETS_FILE: FileState(SECRETS_FILE, True, digest=secret_digest)}
+
+    assert ray.env_digest(state("a" * 64)) == ray.env_digest(state("b" * 64))
+    marker = ray.secrets_marker(state("a" * 64))
+    assert (marker.path, marker.mode, marker.owner, marker.secret) == (ray.SECRETS_APPLIED, 0o600, "root", True)
+    assert marker.content != ray.secrets_marker(state("b" * 64)).content  # a new secret still restarts Ray

@@ -1,0 +1,93 @@
+"""Which networks count as private: what an export or a dashboard may be opened to.
+
+An NFS export (`no_root_squash`) or a Ray dashboard (a job-submission API) opened
+to a public range hands the cluster to the internet. They go to the ranges meant
+for private use, plus any the inventory names as private (`private_ranges`: the
+lab's 198.18.0.0/15 is one). Anything else needs `allow_public_networks: true`,
+and the step then says so in the report, every run.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from typing import Any, Optional, Tuple, Union
+
+from .errors import InputError
+
+Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
+
+#: RFC 1918, carrier-grade NAT (RFC 6598, what many clouds give as private), IPv6 ULA.
+PRIVATE_RANGES: Tuple[Network, ...] = tuple(
+    ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "fc00::/7")
+)
+LOOPBACK: Tuple[Network, ...] = tuple(ipaddress.ip_network(n) for n in ("127.0.0.0/8", "::1/128"))
+
+
+@dataclass(frozen=True)
+class Reach:
+    """The cluster's idea of private: the standard ranges, the inventory's own, and the override."""
+
+    extra: Tuple[Network, ...] = ()
+    allow_public: bool = False
+
+    @property
+    def ranges(self) -> Tuple[Network, ...]:
+        return PRIVATE_RANGES + self.extra
+
+    def is_private(self, net: Network) -> bool:
+        return any(net.version == r.version and net.subnet_of(r) for r in self.ranges)  # type: ignore[arg-type]
+
+
+def read_reach(extra: Any, allow_public: Any) -> Reach:
+    """Settings `private_ranges` (CIDRs, a list or comma-separated) and `allow_public_networks`."""
+    items = extra.split(",") if isinstance(extra, str) else (extra or [])
+    if not isinstance(items, (list, tuple)):
+        raise InputError(f"private_ranges must be a list of CIDRs, not {extra!r}", path="private_ranges")
+    nets = []
+    for item in items:
+        try:
+            nets.append(ipaddress.ip_network(str(item).strip(), strict=False))
+        except ValueError:
+            raise InputError(f"invalid CIDR {item!r}", path="private_ranges") from None
+    if not isinstance(allow_public, (bool, type(None))) and str(allow_public).lower() not in ("true", "false"):
+        raise InputError(f"expected true or false, not {allow_public!r}", path="allow_public_networks")
+    return Reach(tuple(nets), allow_public is True or str(allow_public).lower() == "true")
+
+
+def check_network(value: Any, what: str, reach: Reach) -> Tuple[str, Optional[str]]:
+    """A CIDR the cluster may open `what` to, and the warning when only the override allows it."""
+    try:
+        net = ipaddress.ip_network(str(value).strip(), strict=False)
+    except ValueError:
+        raise InputError(f"invalid CIDR {value!r} for {what}", path="private_subnet") from None
+    if net.prefixlen == 0:
+        raise InputError(f"refusing to open {what} to {net}: that is every address", path="private_subnet")
+    return str(net), _judge(net, str(net), what, reach, "private_subnet")
+
+
+def check_bind_address(value: Any, what: str, reach: Reach, option: str) -> Tuple[str, Optional[str]]:
+    """An address to listen on: one IP (no names, spaces or newlines), loopback or private."""
+    try:
+        ip = ipaddress.ip_address(str(value).strip())
+    except ValueError:
+        raise InputError(f"invalid address {value!r} for {what}: give one IP address", path=option) from None
+    net = ipaddress.ip_network(ip)
+    if any(net.version == r.version and net.subnet_of(r) for r in LOOPBACK):  # type: ignore[arg-type]
+        return str(ip), None
+    if ip.is_unspecified:
+        if not reach.allow_public:
+            raise InputError(f"refusing to bind {what} to {ip} (every interface, the public one too); give the "
+                             "private address, or set allow_public_networks: true", path=option)
+        return str(ip), f"{what} listens on every interface ({ip}): allow_public_networks is set"
+    return str(ip), _judge(net, str(ip), what, reach, option)
+
+
+def _judge(net: Network, shown: str, what: str, reach: Reach, option: str) -> Optional[str]:
+    if reach.is_private(net):
+        return None
+    if not reach.allow_public:
+        raise InputError(f"refusing to open {what} to {shown}: not a private range (10/8, 172.16/12, 192.168/16, "
+                         "100.64/10, fc00::/7, or the inventory's private_ranges); set allow_public_networks: true "
+                         "to do it anyway", path=option)
+    return f"{what} is open to {shown}, which is not private: allow_public_networks is set"
