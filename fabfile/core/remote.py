@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import secrets
 import shlex
+import socket
 from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from invoke.exceptions import UnexpectedExit
@@ -104,6 +105,30 @@ done
 """.replace("BACKUP", BACKUP_DIR)
 
 
+#: Printed before every command gpufab parses: what a chatty login rc prints comes before it.
+MARKER = "==gpufab-output=="
+
+#: $1 directory under $HOME, $2 name, $3 mode; the content on stdin. A whole new file, then renamed.
+HOME_WRITE_SCRIPT = r"""
+set -e
+d="$HOME/$1"
+tmp=$(mktemp "$d/.$2.gpufab-XXXXXX")
+cat > "$tmp" || { rm -f "$tmp"; exit 1; }
+chmod "$3" "$tmp"
+mv -f "$tmp" "$d/$2"
+"""
+
+
+def marked(command: str) -> str:
+    return f"echo {MARKER}; {command}"
+
+
+def after_marker(stdout: str) -> str:
+    """The command's own output: whatever a login rc printed before the marker is dropped."""
+    head, found, rest = stdout.partition(MARKER + "\n")
+    return rest if found else stdout
+
+
 def parse_state(text: str) -> Dict[str, FileState]:
     """Parse READ_SCRIPT's output into a FileState per path."""
     found: Dict[str, FileState] = {}
@@ -166,11 +191,12 @@ class Remote:
         """Run `command` (as root when `sudo`); hidden, no local stdin."""
         opts = dict(hide=True, warn=True, in_stream=False, timeout=timeout or self.timeout)
         if sudo and not self.is_root:
-            result = self.conn.sudo(f"sh -c {shlex.quote(command)}", password=self._password(), **opts)
+            result = self.conn.sudo(f"sh -c {shlex.quote(marked(command))}", password=self._password(), **opts)
             prompt = self.conn.config.sudo.prompt
             result.stderr = result.stderr.replace(prompt, "")
         else:
-            result = self.conn.run(command, **opts)
+            result = self.conn.run(marked(command), **opts)
+        result.stdout = after_marker(result.stdout)
         if result.exited == -1 and self.conn.stopping is not None and self.conn.stopping.is_set():
             raise Interrupted()
         if result.exited == -1 and not self.conn.is_connected:
@@ -251,13 +277,9 @@ class Remote:
         if self.dry_run or not files:
             return [f"wrote ~/{directory}/{name}" for name in files]
         self.run(f'mkdir -p -m 0700 "$HOME"/{shlex.quote(directory)}', timeout=30)
-        sftp = self.conn.sftp()
         for name, (content, mode) in files.items():
-            tmp = f"{directory}/.{name}.gpufab-{secrets.token_hex(6)}"
-            with sftp.open(tmp, "wx") as fh:
-                fh.chmod(mode)
-                fh.write(content.encode("utf-8"))
-            sftp.posix_rename(tmp, f"{directory}/{name}")
+            self._pipe(f"sh -c {shlex.quote(HOME_WRITE_SCRIPT)} gpufab {shlex.quote(directory)} {shlex.quote(name)} "
+                       f"{mode:o}", content, f"~/{directory}/{name}")
         return [f"wrote ~/{directory}/{name}" for name in files]
 
     def restore_previous(self, path: str, existed: bool) -> None:
@@ -266,11 +288,8 @@ class Remote:
         self.change(f"cp -p {shlex.quote(BACKUP_DIR + path)} {q}" if existed else f"rm -f {q}", sudo=True, warn=True)
 
     def _upload(self, path: str, content: str) -> None:
-        """Write a private (0600) file owned by the SSH user; created exclusively."""
-        sftp = self.conn.sftp()
-        with sftp.open(path, "wx") as fh:
-            fh.chmod(0o600)
-            fh.write(content.encode("utf-8"))
+        """Write a private (0600) file owned by the SSH user; created exclusively (O_EXCL: `set -C`)."""
+        self._pipe(f"sh -c 'umask 077; set -C; cat > \"$1\"' gpufab {shlex.quote(path)}", content, path)
 
     def run_in_new_login(self, command: str) -> Result:
         """Run `command` over a new SSH connection: what the next login sees."""
@@ -278,9 +297,36 @@ class Remote:
             raise RuntimeError("run_in_new_login needs the session")
         conn = self.session.fresh_connection(self.node)
         try:
-            return conn.run(command, hide=True, in_stream=False, timeout=self.timeout)
+            result = conn.run(marked(command), hide=True, in_stream=False, timeout=self.timeout)
+            result.stdout = after_marker(result.stdout)
+            return result
         finally:
             conn.close()
+
+    def _pipe(self, command: str, data: str, what: str, timeout: float = 120) -> None:
+        """Run `command` as the SSH user with `data` on its stdin: file content that needs no SFTP.
+
+        A login shell rc that prints (conda init, banners) breaks the SFTP
+        subsystem ("Garbage packet received"), but only adds text to an exec
+        channel's output, which is ignored here. The content is never on a
+        command line, so it does not show in `ps`.
+        """
+        self.conn.open()
+        channel = self.conn.transport.open_session(timeout=timeout)
+        try:
+            channel.settimeout(timeout)
+            channel.exec_command(command)
+            channel.sendall(data.encode("utf-8"))
+            channel.shutdown_write()
+            channel.makefile("rb").read()
+            err = channel.makefile_stderr("rb").read().decode("utf-8", errors="replace")
+            code = channel.recv_exit_status()
+        except socket.timeout:
+            raise HostError(f"writing {what} timed out after {timeout:g}s") from None
+        finally:
+            channel.close()
+        if code != 0:
+            raise HostError(f"cannot write {what}: {last_line(err) or f'exit {code}'}")
 
 
 def last_line(text: str) -> str:

@@ -144,23 +144,41 @@ def test_a_node_whose_train_python_has_no_torch_fails_alone_and_the_rest_all_red
     assert any(c.startswith("All-reduce: 2 nodes, gloo over the netenv NICs") for c in report["checks"])
 
 
-def test_bootstrap_as_the_sudo_user_reads_back_the_same_cluster(fresh, tmp_path):
-    """The chain and its verify phase through password sudo (Ray left out: its units run as the SSH user)."""
+def test_bootstrap_as_the_sudo_user_twice_with_password_then_nopasswd_sudo(fresh, tmp_path):
+    """The common rented login: `gpu` with sudo. The whole chain, then re-runs that change nothing."""
     inventory = tmp_path / "gpu.yaml"
     inventory.write_text(LAB_INVENTORY.read_text().replace("  user: root\n", "  user: gpu\n"))
     env = {**fresh, "GPUFAB_INVENTORY": str(inventory), "INVOKE_SUDO_PASSWORD": "gpufab-lab"}
-    proc = cli("inv", "bootstrap", "--skip", "ray", env=env, timeout=600)
+    proc = cli("inv", "bootstrap", env=env, timeout=900)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     steps = progress(proc.stdout)
-    assert set(steps) == {(n, s) for n in NODES for s in STEPS if s != "ray"}, steps
+    assert set(steps) == {(n, s) for n in NODES for s in STEPS}, steps
     assert {steps[(n, "verify")] for n in NODES} == {"ok"}
     report = json.loads((tmp_path / "gpu.report.json").read_text())
     for row in report["nodes"]:
-        assert (row["nic"], row["ulimit"], row["nfs"], row["ray"]) == (LAB_NICS[row["node"]], "16384", "unavailable", "skipped")
+        assert (row["nic"], row["ulimit"], row["nfs"]) == (LAB_NICS[row["node"]], "16384", "unavailable")
         assert row["docker"].startswith("20.10"), row
-    # The all-reduce ran as that user too, from its own home.
+        assert row["ray"] == ("alive (head)" if row["node"] == "node1" else "alive"), row
+    # Ray's units run as that user, and the all-reduce ran as it too, from its own home.
+    assert on_host("node2", "systemctl show -p User --value gpufab-ray-worker.service").stdout.strip() == "gpu"
     assert any(c.startswith("All-reduce: 3 nodes, gloo") for c in report["checks"]), report["checks"]
     assert on_host("node2", "stat -c %U /home/gpu/.cache/gpufab/allreduce-*.py").stdout.strip() == "gpu"
+    again = cli("inv", "bootstrap", env=env, timeout=600)
+    assert again.returncode == 0 and "bootstrap: 3 hosts: 0 changed, 3 ok, 0 failed" in again.stdout, again.stdout
+    # Sudo without a password, and none given: the same cluster, nothing to change.
+    for node in NODES:
+        on_host(node, "echo 'gpu ALL=(ALL) NOPASSWD: ALL' > /etc/sudoers.d/zz-gpu && chmod 440 /etc/sudoers.d/zz-gpu")
+    try:
+        env.pop("INVOKE_SUDO_PASSWORD")
+        third = cli("inv", "bootstrap", env=env, timeout=600)
+    finally:
+        for node in NODES:
+            on_host(node, "rm -f /etc/sudoers.d/zz-gpu")
+    assert third.returncode == 0 and "bootstrap: 3 hosts: 0 changed, 3 ok, 0 failed" in third.stdout, third.stdout
+    for node in NODES:  # no managed block written twice
+        counts = on_host(node, "cat /etc/fstab /home/gpu/.ssh/authorized_keys 2>/dev/null | grep -c 'BEGIN gpufab' "
+                               "|| true").stdout.strip()
+        assert int(counts or 0) <= 1, (node, counts)
 
 
 def test_report_shows_the_saved_report_without_the_nodes(fresh, tmp_path):

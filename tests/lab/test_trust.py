@@ -16,7 +16,7 @@ from fabfile.core.steps import remote_for
 
 from helpers import cli, one_error_line
 
-from .conftest import LAB_INVENTORY, on_host
+from .conftest import LAB_INVENTORY, LAB_KEY, on_host
 
 PASSWORD = "gpufab-lab"
 
@@ -105,7 +105,37 @@ def test_a_head_whose_private_address_is_not_private_gets_no_dashboard(lab, tmp_
     """Without the lab's `private_ranges`, 198.19.0.11 is a public address: the head refuses, named."""
     inventory = tmp_path / "public.yaml"
     inventory.write_text(LAB_INVENTORY.read_text().replace("  private_ranges: [198.18.0.0/15]\n", ""))
+    unit = "sha256sum /etc/systemd/system/gpufab-ray-head.service 2>&1; true"
+    before = on_host("node1", unit).stdout
     proc = cli("inv", "ray.start", "--head", env={"GPUFAB_INVENTORY": str(inventory)}, timeout=300)
     assert proc.returncode == 1
     assert "node1: refusing to open Ray's dashboard to 198.19.0.11: not a private range" in proc.stdout + proc.stderr
-    assert on_host("node1", "test -e /etc/systemd/system/gpufab-ray-head.service", check=False).returncode == 1
+    assert on_host("node1", unit).stdout == before
+
+
+@pytest.fixture
+def chatty_rc(lab):
+    """A login rc that prints, as conda init and banners do: it breaks SFTP and pollutes every output."""
+    for node in ("node1", "node2", "node3"):
+        on_host(node, "cp -p /home/gpu/.bashrc /home/gpu/.bashrc.before && "
+                      "sed -i '1i echo \"conda: (base) activated\"' /home/gpu/.bashrc")
+    yield
+    for node in ("node1", "node2", "node3"):
+        on_host(node, "mv /home/gpu/.bashrc.before /home/gpu/.bashrc")
+
+
+def test_a_chatty_login_rc_breaks_neither_parsing_nor_uploads(as_gpu, chatty_rc, tmp_path, home):
+    env = {"GPUFAB_INVENTORY": str(as_gpu), "INVOKE_SUDO_PASSWORD": PASSWORD}
+    shell = cli("inv", "exec", "true", env=env, timeout=60)  # what a user's command sees: the banner
+    assert "node[1-3]: conda: (base) activated" in shell.stdout, shell.stdout
+    check = cli("inv", "inventory.check", env=env, timeout=120)
+    assert check.returncode == 0 and "inventory.check: 3 hosts: 3 ok" in check.stdout, check.stdout + check.stderr
+    (tmp_path / ".env").write_text("HF_TOKEN=chatty-rc-token\n")
+    secrets = cli("inv", "netenv.setup", "--secrets", "--env-file", str(tmp_path / ".env"), env=env, timeout=300)
+    assert secrets.returncode == 0, secrets.stdout + secrets.stderr  # was: SFTPError: Garbage packet received
+    assert on_host("node3", "cat /etc/gpufab/secrets.env").stdout.count("HF_TOKEN='chatty-rc-token'") == 1
+    limits = cli("inv", "limits.setup", env=env, timeout=300)  # parses `ulimit` from a new login
+    assert limits.returncode == 0, limits.stdout + limits.stderr
+    fab = cli("fab", "-i", str(LAB_KEY), "-H", "gpu@198.18.0.11,gpu@198.18.0.12", "inventory.check",
+              env={"HOME": str(home), "FABRIC_SUDO_PASSWORD": PASSWORD}, timeout=120)
+    assert fab.returncode == 0 and "198.18.0.12" in fab.stdout and "ens14np0" in fab.stdout, fab.stdout + fab.stderr
