@@ -13,7 +13,7 @@ from .ops import netenv as netenv_plan
 from .core.cluster import ensure_private, open_session, setting
 from .core.errors import number_option, reported
 from .core.fanout import HostResult, fan_out, run_command, worst_exit_code
-from .core.remote import after_marker, marked
+from .core.remote import run_parsed
 from .core.report import host_table, summary_line
 
 
@@ -35,8 +35,8 @@ def launch(c, command, role=None, master_port=None, sudo=False, timeout=None):
         nodes = plan.launch_nodes(inv, role)
         port = netenv_plan.check_port(setting(c.config, inv, "master_port", master_port, netenv_plan.DEFAULT_MASTER_PORT))
         undeclared = [n for n in nodes if n.vars.get("gpus") is None]
-        counted = fan_out(session, undeclared, lambda conn, node: HostResult(node, "ok", stdout=after_marker(conn.run(
-            marked(plan.GPU_COUNT_CMD), hide=True, in_stream=False, timeout=30).stdout)), workers=len(nodes))
+        counted = fan_out(session, undeclared, lambda conn, node: HostResult(node, "ok", stdout=run_parsed(
+            conn, plan.GPU_COUNT_CMD, timeout=30).stdout), workers=len(nodes))
         gpus: Dict[str, int] = {r.node.name: int(r.stdout.strip()) for r in counted
                                 if not r.failed and r.stdout.strip().isdigit()}
         by_name = {p.node.name: p for p in plan.placements(nodes, port, gpus)}

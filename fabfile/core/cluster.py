@@ -15,7 +15,7 @@ from .connection import Session, gpufab_setting
 from .errors import InputError
 from .fanout import OK, HostResult, fan_out
 from .inventory import Inventory, Node, load_inventory, nodes_from_hosts, with_private
-from .remote import after_marker, marked
+from .remote import run_parsed
 
 #: Interfaces that are never a node's private NIC (bridges, tunnels, container links).
 VIRTUAL_PREFIXES = ("lo", "docker", "br-", "veth", "virbr", "cni", "flannel", "cali", "tun", "tap", "wg", "zt", "tailscale")
@@ -141,7 +141,7 @@ def ensure_private(session: Session, subnet: Optional[str] = None, workers: Opti
         return inv
 
     def addresses(conn: Any, node: Node) -> HostResult:
-        out = after_marker(conn.run(marked(ADDRESSES_CMD), hide=True, timeout=session.command_timeout).stdout)
+        out = run_parsed(conn, ADDRESSES_CMD, timeout=session.command_timeout).stdout
         first, _, rest = out.partition("\n")
         # SSH_CONNECTION's third field is the address SSH reached, as the host
         # sees it (behind NAT it differs from the one we dialled).

@@ -300,18 +300,19 @@ class Session:
                     self._host_keys.load(self.known_hosts)
             return self._host_keys
 
-    def _key_files(self, inventory: Inventory) -> List[str]:
+    def _keys_for(self, node: Optional[Node] = None) -> List[str]:
+        """`-i`/config key files, then the node's own (`key:` in the inventory)."""
         keys = (self.config.connect_kwargs or {}).get("key_filename") or []
         keys = [keys] if isinstance(keys, str) else list(keys)
-        return keys + sorted({os.path.expanduser(n.key) for n in inventory.nodes if n.key})
+        return keys + ([os.path.expanduser(node.key)] if node is not None and node.key else [])
+
+    def _key_files(self, inventory: Inventory) -> List[str]:
+        return self._keys_for() + sorted({os.path.expanduser(n.key) for n in inventory.nodes if n.key})
 
     def _make(self, node: Node) -> NodeConnection:
         connect_kwargs: Dict[str, Any] = dict(self.config.connect_kwargs or {})
         connect_kwargs.pop("timeout", None)  # given as connect_timeout instead
-        keys = connect_kwargs.get("key_filename") or []
-        keys = [keys] if isinstance(keys, str) else list(keys)
-        if node.key:
-            keys.append(os.path.expanduser(node.key))
+        keys = self._keys_for(node)
         if keys:
             connect_kwargs["key_filename"] = keys
         return NodeConnection(

@@ -36,7 +36,11 @@ class Reach:
         return PRIVATE_RANGES + self.extra
 
     def is_private(self, net: Network) -> bool:
-        return any(net.version == r.version and net.subnet_of(r) for r in self.ranges)  # type: ignore[arg-type]
+        return _within(net, self.ranges)
+
+
+def _within(net: Network, ranges: Tuple[Network, ...]) -> bool:
+    return any(net.version == r.version and net.subnet_of(r) for r in ranges)  # type: ignore[arg-type]
 
 
 def read_reach(extra: Any, allow_public: Any) -> Reach:
@@ -73,7 +77,7 @@ def check_bind_address(value: Any, what: str, reach: Reach, option: str) -> Tupl
     except ValueError:
         raise InputError(f"invalid address {value!r} for {what}: give one IP address", path=option) from None
     net = ipaddress.ip_network(ip)
-    if any(net.version == r.version and net.subnet_of(r) for r in LOOPBACK):  # type: ignore[arg-type]
+    if _within(net, LOOPBACK):
         return str(ip), None
     if ip.is_unspecified:
         if not reach.allow_public:

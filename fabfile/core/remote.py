@@ -17,7 +17,7 @@ import base64
 import secrets
 import shlex
 import socket
-from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from invoke.exceptions import UnexpectedExit
 from invoke.runners import Result
@@ -129,6 +129,15 @@ def after_marker(stdout: str) -> str:
     return rest if found else stdout
 
 
+def run_parsed(conn: NodeConnection, command: str, **opts: Any) -> Result:
+    """`conn.run` for output gpufab parses (hidden, no local stdin): the login rc's chatter left out."""
+    opts.setdefault("hide", True)
+    opts.setdefault("in_stream", False)
+    result = conn.run(marked(command), **opts)
+    result.stdout = after_marker(result.stdout)
+    return result
+
+
 def parse_state(text: str) -> Dict[str, FileState]:
     """Parse READ_SCRIPT's output into a FileState per path."""
     found: Dict[str, FileState] = {}
@@ -192,11 +201,11 @@ class Remote:
         opts = dict(hide=True, warn=True, in_stream=False, timeout=timeout or self.timeout)
         if sudo and not self.is_root:
             result = self.conn.sudo(f"sh -c {shlex.quote(marked(command))}", password=self._password(), **opts)
+            result.stdout = after_marker(result.stdout)
             prompt = self.conn.config.sudo.prompt
             result.stderr = result.stderr.replace(prompt, "")
         else:
-            result = self.conn.run(marked(command), **opts)
-        result.stdout = after_marker(result.stdout)
+            result = run_parsed(self.conn, command, **opts)
         if result.exited == -1 and self.conn.stopping is not None and self.conn.stopping.is_set():
             raise Interrupted()
         if result.exited == -1 and not self.conn.is_connected:
@@ -297,9 +306,7 @@ class Remote:
             raise RuntimeError("run_in_new_login needs the session")
         conn = self.session.fresh_connection(self.node)
         try:
-            result = conn.run(marked(command), hide=True, in_stream=False, timeout=self.timeout)
-            result.stdout = after_marker(result.stdout)
-            return result
+            return run_parsed(conn, command, timeout=self.timeout)
         finally:
             conn.close()
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
 from ..core.fanout import FAILED, OK, HostResult
-from ..core.remote import after_marker, marked
+from ..core.remote import run_parsed
 
 FIELDS = "index,name,memory.used,memory.total,utilization.gpu"
 NO_SMI = "==gpufab no nvidia-smi"
@@ -53,8 +53,7 @@ def memory_cell(gpu: Gpu) -> str:
 
 
 def query_gpus(conn, node, timeout) -> HostResult:
-    result = conn.run(marked(QUERY), hide=True, warn=True, in_stream=False, timeout=timeout)
-    result.stdout = after_marker(result.stdout)
+    result = run_parsed(conn, QUERY, warn=True, timeout=timeout)
     gpus, problem = parse_gpus(result.stdout + result.stderr)
     if result.exited in (124, 137):
         return HostResult(node, FAILED, result.exited, reason=HUNG)

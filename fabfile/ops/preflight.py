@@ -20,7 +20,7 @@ from ..core.connection import NodeConnection, Session
 from ..core.facts import parse_facts
 from ..core.fanout import FAILED, OK, HostResult, fan_out
 from ..core.inventory import Node
-from ..core.remote import Remote, after_marker, marked
+from ..core.remote import Remote, run_parsed
 from ..core.steps import Outcome
 from . import gpu, netenv, ray
 
@@ -68,8 +68,7 @@ def probe(session: Session, conn: NodeConnection, node: Node, head_private: Opti
         conn.open()
     except AuthenticationException as exc:
         return HostResult(node, FAILED, 255, reason=f"SSH authentication failed ({exc})", value=Preflight(auth="no"))
-    facts = parse_facts(after_marker(conn.run(marked(preflight_command(head_private)), hide=True, in_stream=False,
-                                              timeout=session.command_timeout).stdout))
+    facts = parse_facts(run_parsed(conn, preflight_command(head_private), timeout=session.command_timeout).stdout)
     found = Preflight(auth="ok", sudo=facts.get("sudo", "-"), os=facts.get("os", "-"), gpus=facts.get("gpus", "-"),
                       nic=facts.get("nic", ""), disk_free_kb=facts.get("disk_free_kb", ""))
     problems = []
