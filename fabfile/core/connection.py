@@ -26,12 +26,14 @@ import socket
 import stat
 import sys
 import threading
-from typing import Any, Dict, List, Optional, Sequence
+import time
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from fabric import Config, Connection
 from fabric.runners import Remote as FabricRemote
 from paramiko import HostKeys, MissingHostKeyPolicy
 
+from .cancel import Tags, end_command, tagged
 from .errors import InputError, Interrupted
 from .inventory import Inventory, Node
 
@@ -84,10 +86,27 @@ class TimedRemote(FabricRemote):
     """
 
     killed_by_timer = False
+    #: This command's tag on the node (see core.cancel).
+    tag: Optional[str] = None
+
+    def send_start_message(self, command: str) -> None:
+        conn = self.context
+        if conn.stopping is not None and conn.stopping.is_set():
+            raise Interrupted()
+        self.tag = conn.tags.next() if conn.tags is not None else None
+        super().send_start_message(tagged(command, self.tag) if self.tag else command)
 
     def kill(self) -> None:
+        """The timeout: give up on the command here, and end it on the node too."""
         self.killed_by_timer = True
-        super().kill()
+        conn = self.context if self.tag else None
+        if conn is not None and conn.is_connected:
+            # First on the node: once its command ends, the caller may close the connection.
+            end_command(conn.transport, self.tag, is_root=conn.user == "root", password=conn.known_password())
+        try:
+            super().kill()
+        except (EOFError, OSError):  # the connection was closed meanwhile: nothing left to close
+            pass
 
     @property
     def timed_out(self) -> bool:
@@ -117,16 +136,24 @@ class NodeConnection(Connection):
     known_hosts: str = ""
     #: The Session's Ctrl-C flag: once set, the connection is not opened again.
     stopping: Optional[threading.Event] = None
+    #: The Session's command tags (core.cancel), so that its commands can be ended on the node.
+    tags: Optional[Tags] = None
+    #: The sudo password when the Session already has it (never asks).
+    known_password: Callable[[], Optional[str]] = staticmethod(lambda: None)
     # Fabric's own __init__ sets this one without declaring it: each new
     # connection re-merged the shared config while other threads read it.
     inline_ssh_env: Any = None
 
     def __init__(self, *args: Any, known_hosts: str, node: Optional[Node] = None,
                  host_keys: HostKeys, dead_after: float = DEFAULT_DEAD_AFTER,
-                 stopping: Optional[threading.Event] = None, **kwargs: Any):
+                 stopping: Optional[threading.Event] = None, tags: Optional[Tags] = None,
+                 known_password: Optional[Callable[[], Optional[str]]] = None, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.node = node
         self.stopping = stopping
+        self.tags = tags
+        if known_password is not None:
+            self.known_password = known_password
         self.dead_after = dead_after
         self.known_hosts = known_hosts
         # A Session's connections share one parsed known_hosts: parsing it
@@ -161,6 +188,13 @@ class NodeConnection(Connection):
                 self.connect_kwargs.pop("sock", None)
         self.transport.set_keepalive(KEEPALIVE_INTERVAL)
         return result
+
+
+def _end_run(conn: NodeConnection, prefix: str, password: Optional[str], within: float) -> None:
+    try:
+        end_command(conn.transport, prefix, is_root=conn.user == "root", password=password, timeout=within)
+    except Exception:  # noqa: BLE001 - best effort: the connection closes next anyway
+        pass
 
 
 def _check_hops(gateway: Any, host_keys: HostKeys, known_hosts: str) -> None:
@@ -270,6 +304,8 @@ class Session:
         self._sudo_password: Optional[str] = config.sudo.password
         #: Set by Ctrl-C (`interrupt`): no host starts another command.
         self.stopping = threading.Event()
+        #: Every command of this run carries one of these on the node (core.cancel).
+        self.tags = Tags()
 
     def connection(self, node: Node) -> NodeConnection:
         with self._lock:
@@ -327,6 +363,8 @@ class Session:
             dead_after=self.dead_after,
             host_keys=self.host_keys(),
             stopping=self.stopping,
+            tags=self.tags,
+            known_password=lambda: self._sudo_password,
         )
 
     def release(self, node: Node) -> None:
@@ -354,9 +392,22 @@ class Session:
                 self._sudo_password = getpass.getpass("Sudo password (asked once for all hosts): ")
             return self._sudo_password
 
-    def interrupt(self) -> None:
-        """Ctrl-C: every connection closed now (a running command returns at once), none opened again."""
+    def interrupt(self, within: float = 5.0) -> None:
+        """Ctrl-C: no command started again; the run's commands ended on every node, then every connection closed.
+
+        All hosts at once, each bounded: a host that does not answer is
+        left after `within` seconds (its commands return as the link closes).
+        """
         self.stopping.set()
+        with self._lock:
+            conns = [c for c in self._connections.values() if c.is_connected]
+        enders = [threading.Thread(target=_end_run, args=(c, self.tags.prefix, self._sudo_password, within),
+                                   daemon=True, name="gpufab-stop") for c in conns]
+        for t in enders:
+            t.start()
+        deadline = time.monotonic() + within
+        for t in enders:
+            t.join(max(0.0, deadline - time.monotonic()))
         self.close()
 
     def close(self) -> None:

@@ -23,6 +23,7 @@ from invoke.exceptions import UnexpectedExit
 from invoke.runners import Result
 
 from . import packages as apt
+from .cancel import tagged
 from .connection import NodeConnection, Session
 from .errors import ConnectionLost, HostError, Interrupted
 from .files import BACKUP_DIR, FileChange, FileState, ManagedFile
@@ -206,8 +207,8 @@ class Remote:
             result.stderr = result.stderr.replace(prompt, "")
         else:
             result = run_parsed(self.conn, command, **opts)
-        if result.exited == -1 and self.conn.stopping is not None and self.conn.stopping.is_set():
-            raise Interrupted()
+        if result.exited != 0 and self.conn.stopping is not None and self.conn.stopping.is_set():
+            raise Interrupted()  # ended by Ctrl-C (core.cancel), whatever its exit code says
         if result.exited == -1 and not self.conn.is_connected:
             # Paramiko closes the channel without an exit status when the link drops.
             raise ConnectionLost("connection lost during a command (host powered off, rebooted or cut off?)")
@@ -322,7 +323,8 @@ class Remote:
         channel = self.conn.transport.open_session(timeout=timeout)
         try:
             channel.settimeout(timeout)
-            channel.exec_command(command)
+            tags = self.conn.tags
+            channel.exec_command(tagged(command, tags.next()) if tags is not None else command)
             channel.sendall(data.encode("utf-8"))
             channel.shutdown_write()
             channel.makefile("rb").read()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import time
 
@@ -282,3 +283,52 @@ def test_retry_failed_completes_the_dead_host_once_it_is_back(fresh):
 ])
 def test_bad_bootstrap_options_are_one_error_line(fresh, args, message):
     assert message in one_error_line(cli("inv", "bootstrap", *args, env=fresh))
+
+
+#: Every file a bootstrap writes or edits: none may hold a line twice (no `tee -a` on re-runs).
+MANAGED = ("/etc/security/limits.d/90-gpufab-nofile.conf /etc/systemd/system.conf.d/90-gpufab-limits.conf "
+           "/etc/systemd/system/docker.service.d/90-gpufab-limits.conf "
+           "/etc/gpufab/netenv.env /etc/profile.d/gpufab-netenv.sh /etc/nccl.conf /etc/fstab /etc/systemd/system/gpufab-ray-*.service")
+
+
+def test_ctrl_c_during_the_docker_step_ends_apt_on_every_node_and_the_next_bootstrap_completes(fresh):
+    for node in NODES:  # Docker's install is what runs when the user presses Ctrl-C
+        on_host(node, "systemctl stop docker.socket docker; apt-get purge -q -y docker.io >/dev/null 2>&1")
+    env = {**{k: v for k, v in os.environ.items() if k != "GPUFAB_INVENTORY"}, **fresh}
+    proc = subprocess.Popen([str(BIN / "inv"), "bootstrap"], cwd=str(REPO), env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    seen = ""
+    while len(re.findall(r"^\[.*\] node\d\s+limits\s+(ok|changed)", seen, re.M)) < 3:
+        line = proc.stdout.readline()
+        assert line, seen
+        seen += line
+    deadline = time.monotonic() + 30
+    while not all(on_host(n, "pgrep -x 'apt-get|dpkg'", check=False).returncode == 0 for n in NODES):
+        assert time.monotonic() < deadline, "apt never ran on every node"
+    pressed = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    took = time.monotonic() - pressed
+    out = seen + out
+    assert proc.returncode == 130 and took < 10, (took, out, err)
+    assert "Traceback" not in out + err and err.startswith("gpufab: interrupted (Ctrl-C)"), err
+    assert all(progress(out)[(n, "docker")] == "failed" for n in NODES), out
+    assert "failed at docker: interrupted (Ctrl-C)" in out
+    # gpufab ended its commands on the nodes: closing the connections alone would not have.
+    for node in NODES:
+        assert on_host(node, "pgrep -a 'apt|dpkg'", check=False).stdout == "", node
+    assert all(f"{n} " in FAILED_FILE.read_text() for n in NODES)
+
+    again = cli("inv", "bootstrap", env=fresh, timeout=900)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "bootstrap: 3 hosts: 3 changed, 0 ok, 0 failed, 0 unreachable" in again.stdout
+    assert "Docker: 3/3 nodes active" in again.stdout and "Ray: 3/3 nodes alive" in again.stdout
+    assert not FAILED_FILE.exists()
+    for node in NODES:
+        assert on_host(node, "dpkg --audit").stdout == "", node
+        assert on_host(node, "python3 -m json.tool /etc/docker/daemon.json >/dev/null").returncode == 0
+        twice = on_host(node, f"for f in {MANAGED}; do grep -v '^[[:space:]]*#' $f | grep -v '^[[:space:]]*$' "
+                              "| sort | uniq -d | sed \"s|^|$f: |\"; done").stdout
+        assert twice == "", (node, twice)
+        blocks = on_host(node, f"cat {MANAGED} | grep -c '^# BEGIN gpufab' || true").stdout.strip()
+        assert blocks == on_host(node, f"cat {MANAGED} | grep '^# BEGIN gpufab' | sort -u | wc -l").stdout.strip()

@@ -9,7 +9,7 @@ import pytest
 
 from helpers import cli, interrupt_when, one_error_line
 
-from .conftest import LAB_INVENTORY, LAB_KEY
+from .conftest import LAB_INVENTORY, LAB_KEY, on_host
 
 
 def test_exec_runs_on_every_host_and_labels_output(lab):
@@ -38,11 +38,13 @@ def test_exit_code_is_the_worst_remote_one(lab):
     assert "exec: 3 hosts: 1 ok, 2 failed, 0 unreachable" in proc.stdout
 
 
-def test_command_timeout_fails_only_that_host(lab):
-    proc = cli("inv", "exec", "-q", "--timeout", "5", "[ $(hostname) = node2 ] && sleep 60; hostname", env=lab)
+def test_command_timeout_fails_only_that_host_and_ends_the_command_there(lab):
+    proc = cli("inv", "exec", "-q", "--timeout", "5", "[ $(hostname) = node2 ] && sleep 61; hostname", env=lab)
     assert proc.returncode == 124
     assert "node2 (exit 124): command timed out after 5s" in proc.stdout
     assert "node1: node1" in proc.stdout and "node3: node3" in proc.stdout
+    # Closing the channel alone leaves it running (no pty, no hangup): gpufab ends it on the node.
+    assert on_host("node2", "pgrep -fx 'sleep 61'", check=False).stdout == ""
 
 
 def test_dead_host_is_named_and_others_still_run(lab, node3_off):
@@ -126,11 +128,19 @@ def test_ctrl_c_stops_a_long_exec_within_seconds_with_one_line(lab, tmp_path, us
     inv = tmp_path / "inv.yaml"
     inv.write_text(LAB_INVENTORY.read_text().replace("user: root", f"user: {user}"))
     env = {"GPUFAB_INVENTORY": str(inv), "INVOKE_SUDO_PASSWORD": "gpufab-lab"}
-    proc, took = interrupt_when(["exec", "--sudo", "echo begun; sleep 120"], env, "| begun", 3)
+    # Under sudo, as the apt run would be: root's processes, a child of a child, and a
+    # daemon started on purpose (double fork), which is not the command's and stays.
+    command = ("setsid -f sleep 301 </dev/null >/dev/null 2>&1; echo begun; sh -c 'sleep 120; echo after' ; "
+               "touch /root/not-ended")
+    proc, took = interrupt_when(["exec", "--sudo", command], env, "| begun", 3)
     out, err = proc.stdout, proc.stderr
-    assert took < 5, (out, err)
+    assert took < 8, (out, err)
     assert proc.returncode == 130 and "Traceback" not in out + err, (out, err)
     assert err.strip().splitlines() == [err.strip().splitlines()[0]] and err.startswith("gpufab: interrupted (Ctrl-C)")
+    for node in ("node1", "node2", "node3"):
+        left = on_host(node, "pgrep -x sleep -a; ls /root/not-ended 2>&1; pkill -x sleep; true").stdout
+        assert "sleep 120" not in left and "No such file" in left, (node, left)
+        assert "sleep 301" in left, (node, left)
 
 
 def test_an_empty_command_is_bad_input_not_ok(lab):
