@@ -18,7 +18,7 @@ def status(c, nodes=None, workers=None):
     """Index, name, memory used/total and utilization of every GPU, per node."""
     with open_session(c.config) as session:
         targets = select_nodes(session.inventory, nodes)
-        results = fan_out(session, targets, lambda conn, node: plan.query_gpus(conn, node, session.command_timeout or 60),
+        results = fan_out(session, targets, lambda conn, node: plan.query_gpus(conn, node, session.fact_timeout),
                           workers=number_option(workers, "--workers"))
     rows = []
     for r in results:

@@ -141,7 +141,7 @@ def ensure_private(session: Session, subnet: Optional[str] = None, workers: Opti
         return inv
 
     def addresses(conn: Any, node: Node) -> HostResult:
-        out = run_parsed(conn, ADDRESSES_CMD, timeout=session.command_timeout).stdout
+        out = run_parsed(conn, ADDRESSES_CMD, timeout=session.fact_timeout).stdout
         first, _, rest = out.partition("\n")
         # SSH_CONNECTION's third field is the address SSH reached, as the host
         # sees it (behind NAT it differs from the one we dialled).

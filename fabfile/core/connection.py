@@ -40,6 +40,11 @@ from .inventory import Inventory, Node
 DEFAULT_CONNECT_TIMEOUT = 10
 #: Hosts worked on at once (ThreadingGroup has no bound; this does).
 DEFAULT_WORKERS = 32
+#: Bounds when the user set no command timeout: a setup step's command (an apt
+#: install, a venv) and a read of facts (a hung `nvidia-smi` is a finding, not a hang).
+#: What the user runs by hand (`exec`, `launch`) stays unbounded unless asked.
+DEFAULT_STEP_TIMEOUT = 1800
+FACT_TIMEOUT = 60
 DEFAULT_KNOWN_HOSTS = "~/.ssh/known_hosts"
 #: Seconds without an answer from a connected host before its link is dropped.
 DEFAULT_DEAD_AFTER = 30
@@ -306,6 +311,14 @@ class Session:
         self.stopping = threading.Event()
         #: Every command of this run carries one of these on the node (core.cancel).
         self.tags = Tags()
+
+    @property
+    def step_timeout(self) -> float:
+        return self.command_timeout or DEFAULT_STEP_TIMEOUT
+
+    @property
+    def fact_timeout(self) -> float:
+        return min(self.command_timeout or FACT_TIMEOUT, FACT_TIMEOUT)
 
     def connection(self, node: Node) -> NodeConnection:
         with self._lock:

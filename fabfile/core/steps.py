@@ -37,7 +37,7 @@ StepFn = Callable[[Remote], Outcome]
 
 
 def remote_for(session: Session, node: Node, dry_run: bool = False) -> Remote:
-    return Remote(session.connection(node), node, password=session.sudo_password, timeout=session.command_timeout,
+    return Remote(session.connection(node), node, password=session.sudo_password, timeout=session.step_timeout,
                   session=session, dry_run=dry_run)
 
 

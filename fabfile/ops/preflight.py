@@ -68,7 +68,7 @@ def probe(session: Session, conn: NodeConnection, node: Node, head_private: Opti
         conn.open()
     except AuthenticationException as exc:
         return HostResult(node, FAILED, 255, reason=f"SSH authentication failed ({exc})", value=Preflight(auth="no"))
-    facts = parse_facts(run_parsed(conn, preflight_command(head_private), timeout=session.command_timeout).stdout)
+    facts = parse_facts(run_parsed(conn, preflight_command(head_private), timeout=session.fact_timeout).stdout)
     found = Preflight(auth="ok", sudo=facts.get("sudo", "-"), os=facts.get("os", "-"), gpus=facts.get("gpus", "-"),
                       nic=facts.get("nic", ""), disk_free_kb=facts.get("disk_free_kb", ""))
     problems = []
@@ -79,7 +79,7 @@ def probe(session: Session, conn: NodeConnection, node: Node, head_private: Opti
             problems.append("sudo needs a password (use --prompt-for-sudo-password)")
         else:
             try:
-                conn.sudo("true", password=password, hide=True, in_stream=False, timeout=session.command_timeout)
+                conn.sudo("true", password=password, hide=True, in_stream=False, timeout=session.fact_timeout)
                 found.sudo = "ok (password)"
             except AuthFailure:
                 found.sudo = "wrong password"

@@ -60,3 +60,18 @@ def test_tags_are_unique_within_a_run_and_share_its_prefix():
     first, second = tags.next(), tags.next()
     assert first != second and first.startswith(tags.prefix) and second.startswith(tags.prefix)
     assert cancel.tagged("id", first) == f"GPUFAB_RUN={first}; export GPUFAB_RUN; id"
+
+
+def test_setup_commands_and_fact_reads_are_bounded_even_when_the_user_set_no_timeout():
+    from fabfile.core.connection import DEFAULT_STEP_TIMEOUT, FACT_TIMEOUT, Session
+    from fabfile.core.inventory import Inventory, Node
+    from fabfile.core.steps import remote_for
+
+    inv = Inventory(nodes=(Node("n1", "10.0.0.1", None),))
+    unset = Session(inv)
+    assert unset.command_timeout is None  # `exec` and `launch` run what the user asked, for as long as it takes
+    assert remote_for(unset, inv.nodes[0]).timeout == DEFAULT_STEP_TIMEOUT == 1800
+    assert unset.fact_timeout == FACT_TIMEOUT == 60
+    tight = Session(inv, command_timeout=5)
+    assert remote_for(tight, inv.nodes[0]).timeout == 5 and tight.fact_timeout == 5
+    assert Session(inv, command_timeout=7200).fact_timeout == 60
