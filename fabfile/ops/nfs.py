@@ -27,6 +27,8 @@ from ..core.steps import Outcome, run_step
 from .netenv import nic_facts
 
 DEFAULT_EXPORT = "/mnt/shared"
+#: sshfs backend: the port of the head's SFTP-only sshd (var sshfs_port).
+DEFAULT_SFTP_PORT = 2222
 DEFAULT_EXPORT_OPTIONS = "rw,sync,no_subtree_check,no_root_squash"
 DEFAULT_MOUNT_OPTIONS = "rw,hard,_netdev,nofail,x-systemd.mount-timeout=30"
 EXPORTS_FILE = "/etc/exports.d/gpufab.exports"
@@ -48,7 +50,7 @@ echo "kernel $(uname -r)"
 
 
 def check_path(path: str) -> str:
-    if not path.startswith("/") or any(c.isspace() or c in "\"'\\$`;&|()<>*?" for c in path) or path.rstrip("/") == "":
+    if not path.startswith("/") or any(c.isspace() or c in "\"'\\$`;&|()<>*?:%" for c in path) or path.rstrip("/") == "":
         raise InputError(f"invalid NFS path {path!r}: an absolute path without spaces or shell characters", path="--path")
     return path.rstrip("/")
 
@@ -134,6 +136,8 @@ class NfsPlan:
     subnet: Optional[str]  # None: take the head NIC's network
     #: What the export may be opened to: private ranges unless overridden.
     reach: Reach = Reach()
+    #: sshfs backend: the port of the head's SFTP-only sshd (on its private address).
+    sftp_port: int = DEFAULT_SFTP_PORT
 
 
 def _kernel(remote: Remote) -> str:
@@ -230,7 +234,19 @@ def read_share(config: Any, inv: Inventory, cli: Mapping[str, Any]) -> NfsPlan:
         mount=check_path(setting(config, inv, "nfs_mount", cli.get("mount"), export)),
         subnet=subnet,
         reach=reach,
+        sftp_port=check_sftp_port(setting(config, inv, "sshfs_port", None, DEFAULT_SFTP_PORT)),
     )
+
+
+
+def check_sftp_port(value: Any) -> int:
+    """Inventory var `sshfs_port`: a port of its own, not the node's sshd (22)."""
+    port = value if isinstance(value, int) and not isinstance(value, bool) else None
+    if port is None and isinstance(value, str) and value.isascii() and value.isdigit():
+        port = int(value)
+    if port is None or not 0 < port < 65536 or port == 22:
+        raise InputError(f"invalid sshfs_port {value!r}: a port from 1 to 65535 other than 22", path="sshfs_port")
+    return port
 
 
 def share_of(config: Any, session: Session, cli: Mapping[str, Any]) -> NfsPlan:

@@ -2,8 +2,11 @@
 
 NFS needs the kernel's nfsd on the head and nfs on the workers; many rented
 machines (containers, minimal images) have neither but do have FUSE. Each
-worker then has its own key, which the head accepts for SFTP only, from that
-worker's address only, for the SSH user only.
+worker then has its own key. The head's own sshd never accepts those keys: a
+second sshd (`gpufab-sftp`, on the private address only) does, for SFTP only,
+from that worker's address only, chrooted to a directory that holds the share
+and nothing else. A worker's key can read and write the share, and no other
+file on the head.
 """
 
 from __future__ import annotations
@@ -23,6 +26,15 @@ from ..core.steps import Outcome, merge_phases, remote_for, run_step
 from . import nfs
 from .nfs import FINDMNT, NfsPlan
 
+#: The head's SFTP-only sshd: its config, the workers' keys, its chroot (root's, holding only the share).
+SFTP_DIR = "/etc/gpufab/sftp"
+SFTP_CONFIG = f"{SFTP_DIR}/sshd_config"
+SFTP_KEYS = f"{SFTP_DIR}/authorized_keys"
+SFTP_CHROOT = "/var/lib/gpufab/sftp"
+SHARE_IN_CHROOT = "/share"
+SFTP_UNIT = "gpufab-sftp.service"
+SFTP_UNIT_FILE = f"/etc/systemd/system/{SFTP_UNIT}"
+HOST_KEYS_CMD = "ls /etc/ssh/ssh_host_*_key 2>/dev/null; true"
 KEY_DIR = "/etc/gpufab/sshfs"
 KEY_FILE = f"{KEY_DIR}/id_ed25519"
 KNOWN_HOSTS = f"{KEY_DIR}/known_hosts"
@@ -37,7 +49,7 @@ _KEY_RE = re.compile(r"^ssh-ed25519 [A-Za-z0-9+/=]+ " + re.escape(KEY_COMMENT) +
 
 
 def key_line(node: str, private_ip: str, public_key: str) -> str:
-    """The head's authorized_keys line for one worker: SFTP only, from its address only."""
+    """The SFTP service's line for one worker: SFTP only, from its address only."""
     key = public_key.strip()
     if not _KEY_RE.match(key) or not key.endswith(KEY_COMMENT + node):
         raise ValueError(f"unexpected public key from {node}: {key[:40]!r}")
@@ -49,7 +61,8 @@ def keys_block(lines_by_node: Mapping[str, str]) -> str:
     if not lines_by_node:
         return ""
     body = "\n".join(lines_by_node[n] for n in sorted(lines_by_node))
-    return f"{KEYS_BEGIN}\n# Each worker's sshfs key: SFTP only, from that worker only (gpufab storage).\n{body}\n{KEYS_END}\n"
+    return (f"{KEYS_BEGIN}\n# Each worker's sshfs key: SFTP into the share only, from that worker only "
+            f"(gpufab storage).\n{body}\n{KEYS_END}\n")
 
 
 def keys_in_block(text: str) -> Dict[str, str]:
@@ -66,25 +79,44 @@ def keys_in_block(text: str) -> Dict[str, str]:
     return found
 
 
-def fstab_block(user: str, server: str, export: str, mount: str) -> str:
-    return render("storage/sshfs-fstab.j2", user=user, server=server, export=export, mount=mount,
-                  options=f"{SSHFS_OPTIONS},IdentityFile={KEY_FILE},UserKnownHostsFile={KNOWN_HOSTS}")
+def source(user: str, server: str) -> str:
+    """What a worker mounts: the share as the SFTP service's chroot shows it."""
+    return f"{user}@{server}:{SHARE_IN_CHROOT}"
 
 
-def known_hosts_file(server: str, host_keys: str) -> ManagedFile:
-    """The head's host keys under its private address: workers check it, never accept-new."""
-    lines = [f"{server} {' '.join(line.split()[:2])}" for line in host_keys.splitlines() if line.strip()]
+def fstab_block(user: str, server: str, mount: str, port: int) -> str:
+    return render("storage/sshfs-fstab.j2", source=source(user, server), mount=mount, port=port,
+                  options=f"{SSHFS_OPTIONS},Port={port},IdentityFile={KEY_FILE},UserKnownHostsFile={KNOWN_HOSTS}")
+
+
+def known_hosts_file(server: str, host_keys: str, port: int) -> ManagedFile:
+    """The head's host keys under its private address and the service's port: checked, never accept-new."""
+    lines = [f"[{server}]:{port} {' '.join(line.split()[:2])}" for line in host_keys.splitlines() if line.strip()]
     if not lines:
         raise ValueError("the head has no SSH host keys in /etc/ssh")
     return ManagedFile(KNOWN_HOSTS, "\n".join(lines) + "\n")
+
+
+def listen_address(server: str, port: int) -> str:
+    return f"[{server}]:{port}" if ":" in server else f"{server}:{port}"
+
+
+def sftp_files(p: NfsPlan, user: str, host_key_files: Sequence[str], keys_text: str) -> List[ManagedFile]:
+    """The SFTP service's config, unit and key file, all root's: the keys reach only what these allow."""
+    if not host_key_files:
+        raise HostError("the head has no SSH host keys in /etc/ssh")
+    config = render("storage/sftp-sshd_config.j2", listen=listen_address(p.server, p.sftp_port),
+                    host_keys=list(host_key_files), user=user, keys_file=SFTP_KEYS, chroot=SFTP_CHROOT)
+    unit = render("storage/gpufab-sftp.service.j2", export=p.export, chroot=SFTP_CHROOT, config=SFTP_CONFIG)
+    return [ManagedFile(SFTP_CONFIG, config), ManagedFile(SFTP_UNIT_FILE, unit), ManagedFile(SFTP_KEYS, keys_text)]
 
 
 def fstab_lines_outside(text: str) -> List[str]:
     return outside_managed_block(text, FSTAB_BEGIN, FSTAB_END)
 
 
-def mounted_sshfs(found: Optional[Tuple[str, str]], user: str, server: str, export: str) -> bool:
-    return found is not None and found[1] == "fuse.sshfs" and found[0] == f"{user}@{server}:{export}"
+def mounted_sshfs(found: Optional[Tuple[str, str]], user: str, server: str) -> bool:
+    return found is not None and found[1] == "fuse.sshfs" and found[0] == source(user, server)
 
 
 # --------------------------------------------------------------------------- on the nodes
@@ -118,39 +150,80 @@ def prepare_worker(remote: Remote, p: NfsPlan, head_user: str, host_keys: str) -
         public = remote.run(f"cat {key}.pub", sudo=True, warn=True).stdout.strip()
         if remote.dry_run and not public:  # the key a real run would generate, for the head's diff
             public = f"ssh-ed25519 GENERATEDONTHEWORKER {KEY_COMMENT}{remote.node.name}"
-        known = known_hosts_file(p.server, host_keys)
+        known = known_hosts_file(p.server, host_keys, p.sftp_port)
         done += remote.write_files(plan_files([known], remote.read_state([known])))
         done += ensure_dir(remote, p.mount)
-        done += _fstab(remote, p, fstab_block(head_user, p.server, p.export, p.mount))
+        done += _fstab(remote, p, fstab_block(head_user, p.server, p.mount, p.sftp_port))
     return Outcome(done, [], public)
 
 
-def authorize_workers(remote: Remote, keys: Dict[str, str], export: str) -> Outcome:
-    """The head: the share directory, and one restricted authorized_keys line per worker."""
-    done = ensure_dir(remote, export, remote.user)
+def serve_share(remote: Remote, keys: Dict[str, str], p: NfsPlan) -> Outcome:
+    """The head: the share directory, and the SFTP-only sshd that serves it to the workers' keys."""
+    if not remote.check("test -d /run/systemd/system"):
+        raise HostError("the sshfs backend needs systemd on the head (its SFTP service is a unit)")
+    done = ensure_packages(remote, ("openssh-server",))
+    with keeping_changes(done):
+        done += ensure_dir(remote, p.export, remote.user)
+        # The chroot and everything above it must be root's and writable by no one else (sshd checks).
+        remote.change(f"install -d -m 0755 -o root -g root {SFTP_DIR} {SFTP_CHROOT} {SFTP_CHROOT}{SHARE_IN_CHROOT}")
+        state = remote.read_paths([SFTP_KEYS])[SFTP_KEYS]
+        lines = {**keys_in_block(state.content or ""), **keys}
+        host_key_files = remote.run(HOST_KEYS_CMD).stdout.split()
+        files = sftp_files(p, remote.user, host_key_files, keys_block(lines))
+        changed = remote.write_files(plan_files(files, remote.read_state(files)))
+        done += changed
+        unit_changed = any(SFTP_UNIT_FILE in c for c in changed)
+        config_changed = any(SFTP_CONFIG in c for c in changed)
+        if unit_changed:
+            remote.change("systemctl daemon-reload")
+        if not remote.check(f"systemctl is-enabled --quiet {SFTP_UNIT}"):
+            remote.change(f"systemctl enable {SFTP_UNIT}")
+            done.append(f"enabled {SFTP_UNIT}")
+        active = remote.check(f"systemctl is-active --quiet {SFTP_UNIT}")
+        if not active or unit_changed or config_changed:
+            result = remote.change(f"systemctl restart {SFTP_UNIT}", warn=True, timeout=60)
+            if not remote.dry_run and (result.exited != 0 or not remote.check(f"systemctl is-active --quiet {SFTP_UNIT}")):
+                why = remote.run(f"journalctl -u {SFTP_UNIT} -n 5 --no-pager -o cat 2>/dev/null | tail -n 1",
+                                 warn=True).stdout.strip()
+                raise HostError(f"{SFTP_UNIT} does not run: {why or last_line(result.stderr) or 'see journalctl'}")
+            done.append(f"{'restarted' if active else 'started'} {SFTP_UNIT}")
+        done += _drop_login_keys(remote)
+    return Outcome(done, [f"{len(lines)} worker keys, SFTP into {p.export} only "
+                          f"({SFTP_UNIT} on {listen_address(p.server, p.sftp_port)})"])
+
+
+def _drop_login_keys(remote: Remote) -> List[str]:
+    """gpufab's old block of worker keys in the SSH user's own authorized_keys: those keys reached every file."""
     home = remote.run(f"getent passwd {shlex.quote(remote.user)} | cut -d: -f6").stdout.strip()
     path = f"{home}/.ssh/authorized_keys"
     state = remote.read_paths([path])[path]
     old = state.content or ""
-    lines = {**keys_in_block(old), **keys}
-    new = replace_block(old, keys_block(lines), path, KEYS_BEGIN, KEYS_END)
-    wanted = ManagedFile(path, new, mode=0o600, owner=remote.user, group=state.group or remote.user)
-    done += remote.write_files(plan_files([wanted], {path: state}))
-    return Outcome(done, [f"{len(lines)} worker keys (SFTP only) in {path}"])
+    new = replace_block(old, "", path, KEYS_BEGIN, KEYS_END)
+    if new == old:
+        return []
+    wanted = ManagedFile(path, new, mode=state.mode or 0o600, owner=state.owner or remote.user,
+                         group=state.group or remote.user)
+    return [f"removed the workers' sshfs keys from {path}"] if remote.write_files(plan_files([wanted], {path: state})) else []
 
 
 def mount_worker(remote: Remote, p: NfsPlan, head_user: str) -> Outcome:
     q = shlex.quote(p.mount)
     found = nfs.parse_findmnt(remote.run(FINDMNT.format(q), warn=True).stdout)
-    if mounted_sshfs(found, head_user, p.server, p.export):
+    if mounted_sshfs(found, head_user, p.server):
         return Outcome([], [f"{p.server_name}:{p.export} mounted on {p.mount} (sshfs)"])
+    done = []
+    if found is not None and found[1] == "fuse.sshfs":  # an older or other sshfs mount of the same point
+        gone = remote.change(f"umount {q} || umount -l {q}", warn=True, timeout=60)
+        if gone.exited != 0:
+            raise HostError(f"cannot unmount the old sshfs mount {found[0]} on {p.mount}: {last_line(gone.stderr)}")
+        done.append(f"unmounted {found[0]} from {p.mount}")
     result = remote.change(f"mount {q}", warn=True, timeout=60)
     if remote.dry_run:
-        return Outcome([f"mounted {p.server_name}:{p.export} on {p.mount} (sshfs)"], [])
+        return Outcome(done + [f"mounted {p.server_name}:{p.export} on {p.mount} (sshfs)"], [])
     found = nfs.parse_findmnt(remote.run(FINDMNT.format(q), warn=True).stdout)
-    if result.exited != 0 or not mounted_sshfs(found, head_user, p.server, p.export):
+    if result.exited != 0 or not mounted_sshfs(found, head_user, p.server):
         raise HostError(f"sshfs mount of {p.mount} failed: {last_line(result.stderr) or 'not mounted afterwards'}")
-    return Outcome([f"mounted {p.server_name}:{p.export} on {p.mount} (sshfs)"], [])
+    return Outcome(done + [f"mounted {p.server_name}:{p.export} on {p.mount} (sshfs)"], [])
 
 
 def setup_sshfs(session: Session, inv: Inventory, nodes: Sequence[Node], p: NfsPlan,
@@ -169,7 +242,7 @@ def setup_sshfs(session: Session, inv: Inventory, nodes: Sequence[Node], p: NfsP
                 keys[r.node.name] = key_line(r.node.name, r.node.private or "", r.value or "")
             except ValueError as exc:
                 r.status, r.exit_code, r.reason = FAILED, 1, str(exc)
-    authorized = run_step(session, [head], lambda r: authorize_workers(r, keys, p.export), **step_kw)
+    authorized = run_step(session, [head], lambda r: serve_share(r, keys, p), **step_kw)
     if authorized[0].failed:
         mounted = [HostResult(n, FAILED, 1, reason=f"the head could not authorize the key ({authorized[0].reason})")
                    for n in targets if n.name in keys]
@@ -204,13 +277,15 @@ def unmount_worker(remote: Remote, p: NfsPlan) -> Outcome:
 
 
 def revoke_workers(remote: Remote) -> Outcome:
-    home = remote.run(f"getent passwd {shlex.quote(remote.user)} | cut -d: -f6").stdout.strip()
-    path = f"{home}/.ssh/authorized_keys"
-    state = remote.read_paths([path])[path]
-    old = state.content or ""
-    new = replace_block(old, "", path, KEYS_BEGIN, KEYS_END)
-    if new == old:
-        return Outcome([], [])
-    wanted = ManagedFile(path, new, mode=state.mode or 0o600, owner=state.owner or remote.user, group=state.group or remote.user)
-    done = remote.write_files(plan_files([wanted], {path: state}))
-    return Outcome([f"removed the workers' sshfs keys from {path}"] if done else [], [])
+    """The head: the SFTP service, its keys and chroot gone (and any old key block in authorized_keys)."""
+    done: List[str] = []
+    if remote.check(f"test -e {SFTP_UNIT_FILE}"):
+        remote.change(f"systemctl disable --now {SFTP_UNIT} 2>/dev/null; rm -f {SFTP_UNIT_FILE} && systemctl daemon-reload",
+                      timeout=60)
+        done.append(f"stopped and removed {SFTP_UNIT}")
+    if remote.check(f"test -e {SFTP_DIR} || test -e {SFTP_CHROOT}", sudo=True):
+        # rmdir only: the share itself is never in the chroot once the service is stopped.
+        remote.change(f"rm -rf {SFTP_DIR} && rmdir {SFTP_CHROOT}{SHARE_IN_CHROOT} {SFTP_CHROOT} 2>/dev/null; "
+                      f"rmdir {os.path.dirname(SFTP_CHROOT)} {os.path.dirname(SFTP_DIR)} 2>/dev/null; true")
+        done.append(f"removed {SFTP_DIR} and {SFTP_CHROOT} (the workers' sshfs keys)")
+    return Outcome(done + _drop_login_keys(remote), [])

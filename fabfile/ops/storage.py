@@ -111,10 +111,10 @@ def _mount_problem(remote: Remote, p: NfsPlan, backend: str, head_user: str) -> 
     """Why the worker's mount point is not the share, or None."""
     found = nfs.parse_findmnt(remote.run(FINDMNT.format(shlex.quote(p.mount)), warn=True).stdout)
     if backend == "sshfs":
-        ok, source = sshfs.mounted_sshfs(found, head_user, p.server, p.export), f"sshfs mount of {head_user}@"
+        ok, source = sshfs.mounted_sshfs(found, head_user, p.server), f"sshfs mount of {sshfs.source(head_user, p.server)}"
     else:
-        ok, source = nfs.mounted_from(found, p.server, p.export), "NFS mount of "
-    return None if ok else f"{p.mount} is not an {source}{p.server}:{p.export}"
+        ok, source = nfs.mounted_from(found, p.server, p.export), f"NFS mount of {p.server}:{p.export}"
+    return None if ok else f"{p.mount} is not an {source}"
 
 
 def write_token(remote: Remote, export: str, token: str) -> Outcome:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import time
+from pathlib import Path
 
 import pytest
 
@@ -17,7 +18,8 @@ WORKERS = ("node2", "node3")
 REPORT = "auto.report.json"
 #: What storage.setup may touch, per node, and must give back on storage.unmount.
 TRACES = {
-    "node1": "sha256sum /root/.ssh/authorized_keys",
+    "node1": "sha256sum /root/.ssh/authorized_keys; ls -d /etc/gpufab/sftp /var/lib/gpufab/sftp "
+             "/etc/systemd/system/gpufab-sftp.service 2>&1; true",
     "node2": "sha256sum /etc/fstab; ls -d /etc/gpufab/sshfs /mnt/shared 2>&1; findmnt -rn /mnt/shared; true",
     "node3": "sha256sum /etc/fstab; ls -d /etc/gpufab/sshfs /mnt/shared 2>&1; findmnt -rn /mnt/shared; true",
 }
@@ -45,7 +47,7 @@ def test_bootstrap_with_auto_picks_sshfs_and_mounts_the_head_share(auto):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "auto: NFS unavailable (node1: this kernel" in proc.stdout and "every worker has FUSE" in proc.stdout
     for node in WORKERS:
-        assert mounted(node) == "root@198.19.0.11:/mnt/shared fuse.sshfs"
+        assert mounted(node) == "root@198.19.0.11:/share fuse.sshfs"
         assert on_host(node, "grep -c fuse.sshfs /etc/fstab").stdout.strip() == "1"
     report = json.loads((auto["dir"] / REPORT).read_text())
     check = next(c for c in report["checks"] if c.startswith("Storage"))
@@ -64,7 +66,9 @@ def test_second_bootstrap_changes_nothing_and_adds_no_key_or_line(auto):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert set(progress(proc.stdout).values()) == {"ok"}, proc.stdout
     assert traces() == before
-    assert on_host("node1", "grep -c gpufab-sshfs@ /root/.ssh/authorized_keys").stdout.strip() == "2"
+    assert on_host("node1", "grep -c gpufab-sshfs@ /etc/gpufab/sftp/authorized_keys").stdout.strip() == "2"
+    # The login sshd's keys: none of the workers' (those would reach every file of the SSH user).
+    assert on_host("node1", "grep -c gpufab-sshfs@ /root/.ssh/authorized_keys", check=False).stdout.strip() == "0"
 
 
 def test_storage_setup_task_agrees_and_refuses_nfs_clearly(auto):
@@ -77,17 +81,43 @@ def test_storage_setup_task_agrees_and_refuses_nfs_clearly(auto):
     assert "Traceback" not in nfs.stderr
 
 
-def test_worker_key_is_sftp_only_and_from_its_own_address(auto):
-    shell = on_host("node2", "ssh -i /etc/gpufab/sshfs/id_ed25519 -o UserKnownHostsFile=/etc/gpufab/sshfs/known_hosts "
-                             "-o BatchMode=yes root@198.19.0.11 id", check=False)
-    assert shell.returncode != 0 and "uid=" not in shell.stdout
-    assert "This service allows sftp connections only." in shell.stdout + shell.stderr
-    # node3's key from node2's address is refused outright (from= restriction).
-    key3 = on_host("node3", "cat /etc/gpufab/sshfs/id_ed25519").stdout
-    on_host("node2", f"umask 077; printf '%s' '{key3}' > /tmp/k3")
-    stolen = on_host("node2", "sftp -i /tmp/k3 -o UserKnownHostsFile=/etc/gpufab/sshfs/known_hosts -o BatchMode=yes "
-                              "-b /dev/null root@198.19.0.11; rc=$?; rm -f /tmp/k3; exit $rc", check=False)
-    assert stolen.returncode != 0 and "Permission denied" in stolen.stderr
+SFTP_AS_NODE2 = ("-i /etc/gpufab/sshfs/id_ed25519 -o UserKnownHostsFile=/etc/gpufab/sshfs/known_hosts "
+                 "-o BatchMode=yes")
+
+
+def test_a_workers_key_reaches_the_share_and_no_other_file_on_the_head(auto):
+    """A hostile worker holds its own sshfs key: it must not read /etc/hostname on the head, by any path."""
+    on_host("node1", "ln -sfn /etc/hostname /mnt/shared/planted && echo shared > /mnt/shared/mine")
+    try:
+        # Through the SFTP service: chrooted to a directory holding only the share.
+        by_path = on_host("node2", f"echo 'get /etc/hostname /tmp/got' | sftp -P 2222 {SFTP_AS_NODE2} root@198.19.0.11; "
+                                   "cat /tmp/got", check=False)
+        assert 'File "/etc/hostname" not found' in by_path.stdout + by_path.stderr and "node1" not in by_path.stdout
+        tree = on_host("node2", f"echo 'ls -a /' | sftp -P 2222 {SFTP_AS_NODE2} root@198.19.0.11", check=False).stdout
+        assert tree.split()[-3:] == ["/.", "/..", "/share"], tree
+        by_link = on_host("node2", f"echo 'get /share/planted /tmp/got' | sftp -P 2222 {SFTP_AS_NODE2} "
+                                   "root@198.19.0.11; cat /tmp/got /mnt/shared/planted", check=False)
+        assert "node1" not in by_link.stdout, by_link.stdout
+        assert on_host("node2", "cat /mnt/shared/mine").stdout == "shared\n"  # the share itself: yes
+        # No shell, no command, on the service.
+        shell = on_host("node2", f"ssh -p 2222 {SFTP_AS_NODE2} root@198.19.0.11 cat /etc/hostname", check=False)
+        assert shell.returncode != 0 and "node1" not in shell.stdout
+        assert "This service allows sftp connections only." in shell.stdout + shell.stderr
+        # The head's login sshd does not take the key at all.
+        login = on_host("node2", "ssh -i /etc/gpufab/sshfs/id_ed25519 -o UserKnownHostsFile=/tmp/kh22 "
+                                 "-o StrictHostKeyChecking=accept-new -o BatchMode=yes root@198.19.0.11 "
+                                 "cat /etc/hostname; rc=$?; rm -f /tmp/kh22; exit $rc", check=False)
+        assert login.returncode == 255 and "Permission denied (publickey" in login.stderr and "node1" not in login.stdout
+        # node3's key from node2's address is refused outright (from= restriction).
+        key3 = on_host("node3", "cat /etc/gpufab/sshfs/id_ed25519").stdout
+        on_host("node2", f"umask 077; printf '%s' '{key3}' > /tmp/k3")
+        stolen = on_host("node2", "sftp -P 2222 -i /tmp/k3 -o UserKnownHostsFile=/etc/gpufab/sshfs/known_hosts "
+                                  "-o BatchMode=yes -b /dev/null root@198.19.0.11; rc=$?; rm -f /tmp/k3; exit $rc",
+                         check=False)
+        assert stolen.returncode != 0 and "Permission denied" in stolen.stderr
+    finally:
+        on_host("node1", "rm -f /mnt/shared/planted /mnt/shared/mine")
+        on_host("node2", "rm -f /tmp/got")
 
 
 def test_storage_verify_reports_round_trip_and_throughput(auto):
@@ -117,10 +147,37 @@ def test_rebooted_worker_mounts_the_share_again_from_fstab(auto):
         proc = cli("inv", step, "node2")
         assert proc.returncode == 0, proc.stderr
     deadline = time.monotonic() + 60
-    while mounted("node2") != "root@198.19.0.11:/mnt/shared fuse.sshfs" and time.monotonic() < deadline:
+    while mounted("node2") != "root@198.19.0.11:/share fuse.sshfs" and time.monotonic() < deadline:
         time.sleep(1)
-    assert mounted("node2") == "root@198.19.0.11:/mnt/shared fuse.sshfs"
+    assert mounted("node2") == "root@198.19.0.11:/share fuse.sshfs"
     assert on_host("node2", "cat /mnt/shared/hello").stdout == "from-the-head\n"
+
+
+def test_as_the_sudo_user_the_share_is_that_users_on_every_node(auto, tmp_path):
+    """Login `gpu` with password sudo: the service admits gpu only, and files written through a mount are gpu's."""
+    inventory = tmp_path / "gpu.yaml"
+    inventory.write_text(Path(auto["env"]["GPUFAB_INVENTORY"]).read_text().replace("  user: root\n", "  user: gpu\n"))
+    env = {**auto["env"], "GPUFAB_INVENTORY": str(inventory), "INVOKE_SUDO_PASSWORD": "gpufab-lab"}
+    try:
+        proc = cli("inv", "storage.setup", env=env, timeout=600)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        for node in WORKERS:
+            assert mounted(node) == "gpu@198.19.0.11:/share fuse.sshfs", node  # the root@ mount was replaced
+        assert "AllowUsers gpu" in on_host("node1", "cat /etc/gpufab/sftp/sshd_config").stdout.splitlines()
+        on_host("node3", "su gpu -c 'echo from-node3 > /mnt/shared/by-gpu'")
+        assert on_host("node1", "stat -c '%U %a' /mnt/shared /mnt/shared/by-gpu").stdout.split("\n")[:2] == \
+            ["gpu 755", "gpu 644"]
+        verify = cli("inv", "storage.verify", env=env, timeout=600)
+        assert verify.returncode == 0 and "storage.verify (sshfs): 3 hosts: 0 changed, 3 ok" in verify.stdout, \
+            verify.stdout + verify.stderr
+        # root's key as before: the earlier login is not let in any more.
+        old = on_host("node2", f"sftp -P 2222 {SFTP_AS_NODE2} -b /dev/null root@198.19.0.11", check=False)
+        assert old.returncode != 0
+    finally:
+        on_host("node1", "rm -f /mnt/shared/by-gpu")
+        back = cli("inv", "storage.setup", env=auto["env"], timeout=600)
+        assert back.returncode == 0, back.stdout + back.stderr
+    assert mounted("node2") == "root@198.19.0.11:/share fuse.sshfs"
 
 
 def test_unmount_leaves_no_trace(auto):

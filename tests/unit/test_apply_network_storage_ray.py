@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from fabfile.core.errors import HostError
+from fabfile.core.errors import HostError, InputError
 from fabfile.ops import netenv, nfs, preflight, ray, sshfs, storage
 
 from fakes import FakeRemote, node
@@ -100,25 +100,68 @@ def test_sshfs_worker_makes_its_own_key_pins_the_head_key_and_writes_one_fstab_l
                          (r"stat -c %U", "", 0)], the_node=worker())
     out = sshfs.prepare_worker(remote, SHARE, "gpu", "ssh-ed25519 AAAAhostkey root@node1\n")
     assert any(c.startswith("install -d -m 0700 /etc/gpufab/sshfs") and "ssh-keygen" in c for c in remote.changes)
-    assert remote.files[sshfs.KNOWN_HOSTS].content == f"{HEAD} ssh-ed25519 AAAAhostkey\n"
+    # The head's key pinned for the SFTP service's port only, not for its login sshd.
+    assert remote.files[sshfs.KNOWN_HOSTS].content == f"[{HEAD}]:2222 ssh-ed25519 AAAAhostkey\n"
     fstab = remote.files[nfs.FSTAB].content
-    assert fstab.count("fuse.sshfs") == 1 and f"gpu@{HEAD}:/mnt/shared" in fstab and out.value == KEY
+    assert fstab.count("fuse.sshfs") == 1 and out.value == KEY
+    assert f"gpu@{HEAD}:/share /mnt/shared fuse.sshfs " in fstab and ",Port=2222," in fstab
 
 
-def test_sshfs_head_authorizes_each_worker_for_sftp_only_from_its_address():
-    remote = FakeRemote([(r"getent passwd", "/home/gpu\n", 0), (r"stat -c %U", "gpu\n", 0)], user="gpu")
+HEAD_FACTS = [(r"test -d /run/systemd/system", "", 0), (r"dpkg-query", "openssh-server installed\n", 0),
+              (r"getent passwd", "/home/gpu\n", 0), (r"stat -c %U", "gpu\n", 0),
+              (r"^ls /etc/ssh/ssh_host", "/etc/ssh/ssh_host_ed25519_key\n/etc/ssh/ssh_host_rsa_key\n", 0),
+              (r"systemctl is-enabled", "", 1), (r"systemctl is-active", "", 1)]
+
+
+def test_sshfs_head_serves_the_share_to_worker_keys_through_a_chrooted_sftp_only_sshd():
+    remote = FakeRemote(HEAD_FACTS, user="gpu")
+    remote.after("systemctl restart", r"systemctl is-active", "", 0)
+    remote.after("systemctl enable", r"systemctl is-enabled", "", 0)
+    remote.put("/home/gpu/.ssh/authorized_keys", f"ssh-ed25519 AAAAown me@laptop\n{sshfs.KEYS_BEGIN}\nold\n"
+               f"{sshfs.KEYS_END}\n", mode=0o600, owner="gpu", group="gpu")
     line = sshfs.key_line("node2", "10.0.0.2", KEY)
-    sshfs.authorize_workers(remote, {"node2": line}, "/mnt/shared")
-    state = remote.files["/home/gpu/.ssh/authorized_keys"]
-    assert 'restrict,from="10.0.0.2",command="internal-sftp"' in state.content and state.mode == 0o600
-    assert sshfs.authorize_workers(remote, {"node2": line}, "/mnt/shared").changes == []
+    out = sshfs.serve_share(remote, {"node2": line}, SHARE)
+    keys = remote.files[sshfs.SFTP_KEYS]
+    assert f'restrict,from="10.0.0.2",command="internal-sftp" {KEY}' in keys.content
+    assert (keys.owner, keys.mode) == ("root", 0o644)
+    # The login sshd no longer takes any worker key: gpufab's old block is gone, the user's own key stays.
+    assert remote.files["/home/gpu/.ssh/authorized_keys"].content == "ssh-ed25519 AAAAown me@laptop\n"
+    config = remote.files[sshfs.SFTP_CONFIG].content
+    for wanted in (f"ListenAddress {HEAD}:2222", "AllowUsers gpu", f"AuthorizedKeysFile {sshfs.SFTP_KEYS}",
+                   "ChrootDirectory /var/lib/gpufab/sftp", "ForceCommand internal-sftp -d /share",
+                   "PasswordAuthentication no", "AllowTcpForwarding no", "PermitRootLogin no",
+                   "HostKey /etc/ssh/ssh_host_ed25519_key", "HostKey /etc/ssh/ssh_host_rsa_key"):
+        assert wanted in config.splitlines(), wanted
+    unit = remote.files[sshfs.SFTP_UNIT_FILE].content
+    assert "BindPaths=/mnt/shared:/var/lib/gpufab/sftp/share" in unit
+    assert "ExecStart=/usr/sbin/sshd -D -e -f /etc/gpufab/sftp/sshd_config" in unit
+    assert any("install -d -m 0755 -o root -g root" in c and "/var/lib/gpufab/sftp/share" in c for c in remote.changes)
+    assert "systemctl restart gpufab-sftp.service" in remote.changes
+    assert out.notes == [f"1 worker keys, SFTP into /mnt/shared only (gpufab-sftp.service on {HEAD}:2222)"]
+    again = sshfs.serve_share(remote, {"node2": line}, SHARE)
+    assert [c for c in again.changes if c] == [], again.changes
+    assert remote.changes.count("systemctl restart gpufab-sftp.service") == 1
+
+
+def test_sshfs_head_without_systemd_is_named_not_half_done():
+    remote = FakeRemote([(r"test -d /run/systemd/system", "", 1)], user="gpu")
+    with pytest.raises(HostError, match="needs systemd on the head"):
+        sshfs.serve_share(remote, {}, SHARE)
+    assert remote.written == [] and remote.changes == []
+
+
+def test_sshfs_port_is_checked_before_any_node_is_touched():
+    assert nfs.check_sftp_port("2299") == 2299 and nfs.check_sftp_port(4022) == 4022
+    for bad in ("22", 22, 0, 70000, "abc", True, "２２２２", None):
+        with pytest.raises(InputError, match="sshfs_port"):
+            nfs.check_sftp_port(bad)
 
 
 def test_storage_choice_and_the_workers_round_trip():
     head = node()
     assert storage.choose("auto", head, {"node1": KERNEL_NO_NFS, "node2": "fusedev\n" + "nodev\tfuse\n"}).backend == "sshfs"
     dd = "67108864 bytes (67 MB, 64 MiB) copied, 0.5 s, 134 MB/s\n"
-    remote = FakeRemote([(r"findmnt", f"gpu@{HEAD}:/mnt/shared fuse.sshfs\n", 0), (r"^cat ", "tok", 0),
+    remote = FakeRemote([(r"findmnt", f"gpu@{HEAD}:/share fuse.sshfs\n", 0), (r"^cat ", "tok", 0),
                          (r"dd if=/dev/zero", dd, 0), (r"dd if=", dd, 0)], the_node=worker())
     out = storage.verify_worker(remote, SHARE, "sshfs", "gpu", "tok")
     assert out.value == storage.Trip(128.0, 128.0)

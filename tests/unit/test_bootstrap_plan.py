@@ -155,13 +155,13 @@ def test_sshfs_key_lines_are_restricted_and_kept_per_worker():
 
 
 def test_sshfs_fstab_line_and_rates():
-    block = sshfs.fstab_block("root", "10.0.0.10", "/mnt/shared", "/mnt/shared")
+    block = sshfs.fstab_block("root", "10.0.0.10", "/mnt/shared", 2299)
     line = [x for x in block.splitlines() if not x.startswith("#")]
     assert len(line) == 1
     src, mount, fstype, options, *_ = line[0].split()
-    assert (src, mount, fstype) == ("root@10.0.0.10:/mnt/shared", "/mnt/shared", "fuse.sshfs")
+    assert (src, mount, fstype) == ("root@10.0.0.10:/share", "/mnt/shared", "fuse.sshfs")
     for option in ("_netdev", "reconnect", "ServerAliveInterval=15", "IdentityFile=/etc/gpufab/sshfs/id_ed25519",
-                   "StrictHostKeyChecking=yes"):
+                   "StrictHostKeyChecking=yes", "Port=2299"):
         assert option in options.split(",")
     dd = "64+0 records in\n64+0 records out\n67108864 bytes (67 MB, 64 MiB) copied, 0.5 s, 134 MB/s\n"
     assert storage.dd_rate(dd) == 128.0 and storage.dd_rate("dd: error") is None
