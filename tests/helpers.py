@@ -21,15 +21,17 @@ def cli(
     timeout: float = 300,
     cwd: Optional[Path] = None,
     bin_dir: Optional[str] = None,
+    prefix: Sequence[str] = (),
 ) -> subprocess.CompletedProcess:
     """Run `inv ARGS` or `fab ARGS` from the repo root; returns the finished process.
 
-    GPUFAB_INVENTORY is only set when the test says so.
+    GPUFAB_INVENTORY is only set when the test says so. `prefix` goes before
+    the command (UNPRIVILEGED: run as root would without its power over file modes).
     """
     full_env = {k: v for k, v in os.environ.items() if k != "GPUFAB_INVENTORY"}
     full_env.update(env or {})
     return subprocess.run(
-        [str(Path(bin_dir or BIN) / tool), *args],
+        [*prefix, str(Path(bin_dir or BIN) / tool), *args],
         cwd=str(cwd or REPO),
         env=full_env,
         capture_output=True,
@@ -37,6 +39,10 @@ def cli(
         timeout=timeout,
         stdin=subprocess.DEVNULL,
     )
+
+
+#: Root without CAP_DAC_OVERRIDE/CAP_DAC_READ_SEARCH: a mode-000 file is unreadable to it, as to a user.
+UNPRIVILEGED = ("setpriv", "--bounding-set=-dac_override,-dac_read_search")
 
 
 def interrupt_when(args: Sequence[str], env: Dict[str, str], marker: str, count: int,

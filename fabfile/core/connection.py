@@ -221,6 +221,26 @@ def _tune(sock: Any, dead_after: float) -> None:
         pass
 
 
+def check_ssh_configs(config: Config) -> None:
+    """~/.ssh/config (and the system's) named when it is a directory or unreadable.
+
+    Fabric skips a path that is not a file, silently: the user's aliases and
+    ProxyJump lines would then not apply, and hosts look unreachable.
+    """
+    if not config.load_ssh_configs and not config._runtime_ssh_path:
+        return
+    paths = [config._runtime_ssh_path] if config._runtime_ssh_path else [config._user_ssh_path, config._system_ssh_path]
+    for path in (os.path.expanduser(p) for p in paths if p):
+        if os.path.isdir(path):
+            raise InputError("ssh config is a directory, not a file", path=path)
+        if os.path.exists(path):
+            try:
+                with open(path, "rb"):
+                    pass
+            except OSError as exc:
+                raise InputError(f"cannot read ssh config: {exc.strerror}", path=path) from None
+
+
 def check_local_files(keys: Sequence[str], known_hosts: str) -> None:
     """The controller's own SSH files, named when unusable, before any host is tried.
 
@@ -282,7 +302,11 @@ class Session:
         if config is None:
             config = Config()
         elif not isinstance(config, Config):
+            # An `inv` run: Invoke's config becomes Fabric's, which then reads
+            # ~/.ssh/config as `fab` does (aliases, ProxyJump, IdentityFile).
             config = config.clone(into=Config)
+            check_ssh_configs(config)
+            config.load_ssh_config()
         config.runners.remote = TimedRemote
         self.config = config
         # `fab -t N` lands in connect_kwargs.timeout, `timeouts.connect` in config.
@@ -300,6 +324,7 @@ class Session:
         self.known_hosts = os.path.expanduser(
             known_hosts or inventory.known_hosts or gpufab_setting(config, "known_hosts", DEFAULT_KNOWN_HOSTS)
         )
+        check_ssh_configs(config)
         check_local_files(self._key_files(inventory), self.known_hosts)
         self._host_keys: Optional[HostKeys] = None
         self._connections: Dict[str, NodeConnection] = {}

@@ -21,7 +21,7 @@ from fabfile.core.localfs import check_writable, read_text, write_if_changed
 from fabfile.core.mapping import parse_mapping
 from fabfile.ops import netenv
 
-from helpers import cli, one_error_line
+from helpers import UNPRIVILEGED, cli, one_error_line
 
 NODE = "nodes:\n  - name: a\n    public: 198.18.0.11\n    private: 198.19.0.11\n"
 
@@ -300,3 +300,48 @@ def test_fab_names_a_key_file_that_ssh_would_refuse(tmp_path):
     key.chmod(0o644)
     line = one_error_line(cli("fab", "-i", str(key), "-H", "198.18.0.250", "exec", "true", timeout=60))
     assert f"{key}: SSH private key is readable by others (mode 0644)" in line
+
+
+# --------------------------------------------------------------------------- the controller's ~/.ssh
+
+
+@pytest.fixture
+def own_home(tmp_path):
+    """A HOME with an inventory of one host nothing answers for; nothing may be tried anyway."""
+    (tmp_path / ".ssh").mkdir(mode=0o700)
+    (tmp_path / "hosts.yaml").write_text(NODE.replace("198.18.0.11", "198.18.0.250"))
+    return tmp_path
+
+
+@pytest.mark.parametrize("tool,args", [("inv", ("exec", "true")), ("fab", ("-H", "198.18.0.250", "exec", "true"))])
+def test_an_ssh_config_that_is_a_directory_is_named_on_both_paths(own_home, tool, args):
+    (own_home / ".ssh" / "config").mkdir()
+    env = {"HOME": str(own_home), "GPUFAB_INVENTORY": str(own_home / "hosts.yaml")}
+    line = one_error_line(cli(tool, *args, env=env, timeout=60))
+    assert f"{own_home}/.ssh/config: ssh config is a directory, not a file" in line
+
+
+@pytest.mark.parametrize("unreadable,message", [(".ssh/config", "cannot read ssh config: Permission denied"),
+                                                (".ssh/known_hosts", "cannot read known_hosts: Permission denied")])
+def test_unreadable_ssh_files_are_named_for_a_user_who_cannot_read_them(own_home, unreadable, message):
+    path = own_home / unreadable
+    path.write_text("# mine\n")
+    path.chmod(0o000)
+    env = {"HOME": str(own_home), "GPUFAB_INVENTORY": str(own_home / "hosts.yaml")}
+    prefix = UNPRIVILEGED if os.geteuid() == 0 else ()
+    line = one_error_line(cli("inv", "exec", "true", env=env, timeout=60, prefix=prefix))
+    assert f"{path}: {message}" in line
+
+
+def test_import_with_an_unreadable_ssh_config_writes_nothing(own_home):
+    (own_home / "m.txt").write_text("198.18.0.11 198.19.0.11\n")
+    config = own_home / ".ssh" / "config"
+    config.write_text("Host mine\n")
+    config.chmod(0o000)
+    prefix = UNPRIVILEGED if os.geteuid() == 0 else ()
+    line = one_error_line(cli("inv", "inventory.import", str(own_home / "m.txt"), "--output",
+                              str(own_home / "out.yaml"), env={"HOME": str(own_home)}, prefix=prefix))
+    assert f"{config}: cannot read: Permission denied" in line
+    assert not (own_home / "out.yaml").exists()
+    config.chmod(0o600)
+    assert config.read_text() == "Host mine\n"
