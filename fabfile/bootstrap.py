@@ -56,7 +56,7 @@ def save(run: Run, chain: Sequence[Step], files: RunFiles) -> int:
         "nofile": f"open files per process (default {limits.DEFAULT_NOFILE}; inventory var nofile)",
         "secrets": "also write the local .env's variables to /etc/gpufab/secrets.env (0600)",
         "env_file": "the .env file for --secrets (default .env)",
-        "storage": "shared storage backend: nfs (default), sshfs or auto (inventory var storage)",
+        "storage": "shared storage backend: auto (default), nfs or sshfs (inventory var storage)",
         "timeout": f"seconds Ray gets to show every node (default {ray.DEFAULT_WAIT})",
         "workers": "hosts worked on at once (default 32)",
     }

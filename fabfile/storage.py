@@ -19,7 +19,7 @@ from .core.steps import remote_for, report_step, run_step
 from .ops import nfs, sshfs, storage
 
 _HELP = {
-    "backend": "auto, nfs (default) or sshfs (inventory var storage)",
+    "backend": "auto (default: NFS where every kernel has it, else sshfs), nfs or sshfs (inventory var storage)",
     "path": f"the head's shared directory (default {nfs.DEFAULT_EXPORT}; var nfs_export)",
     "mount": "where workers mount it (default: the same path; var nfs_mount)",
     "nodes": "only these nodes (comma-separated names)",
@@ -46,6 +46,20 @@ def _on_backend(c, title: str, fn, backend, path, mount, nodes, workers):
         return used, fn(session, session.inventory, chosen, s.share, used, number_option(workers, "--workers"))
 
 
+def _mounted(c, path, mount, nodes, workers):
+    """verify without --backend: the backend is what the workers' mount points show, read from them."""
+    n = number_option(workers, "--workers")
+    with open_session(c.config) as session:
+        inv = cluster_inventory(session)
+        s = storage.read(c.config, inv, {"path": path, "mount": mount})
+        chosen = select_nodes(inv, nodes)
+        found = storage.mounted_backend(storage.read_mounts(session, chosen, s.share.mount, n), s.share.mount)
+        if found.backend is None:
+            raise Exit(f"storage.verify: {found.why}", code=1)
+        print(f"storage: {found.backend} ({found.why})")
+        return found.backend, storage.round_trip(session, inv, chosen, s.share, found.backend, n)
+
+
 @task(help=_HELP)
 @reported
 def setup(c, backend=None, path=None, mount=None, nodes=None, workers=None):
@@ -54,11 +68,14 @@ def setup(c, backend=None, path=None, mount=None, nodes=None, workers=None):
     report_step(f"storage.setup ({used})", results)
 
 
-@task(help=_HELP)
+@task(help={**_HELP, "backend": "nfs or sshfs (default: what the workers have mounted)"})
 @reported
 def verify(c, backend=None, path=None, mount=None, nodes=None, workers=None):
     """Token written on the head, read on every worker; 64 MiB write and read timed per worker."""
-    used, results = _on_backend(c, "storage.verify", storage.round_trip, backend, path, mount, nodes, workers)
+    if backend is not None:
+        used, results = _on_backend(c, "storage.verify", storage.round_trip, backend, path, mount, nodes, workers)
+    else:
+        used, results = _mounted(c, path, mount, nodes, workers)
     rates = storage.summarize((r.value.write, r.value.read) for r in results if isinstance(r.value, storage.Trip))
     if rates:
         print(rates)

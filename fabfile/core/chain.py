@@ -16,7 +16,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Set, 
 
 from .connection import Session
 from .errors import InputError
-from .fanout import CHANGED, FAILED, OK, HostResult, worst_exit_code
+from .fanout import CHANGED, FAILED, OK, SKIPPED, HostResult, worst_exit_code
 from .inventory import Inventory, Node
 from .progress import Progress
 from .remote import Remote
@@ -285,7 +285,9 @@ class Run:
         if node.name not in {n.name for n in self.targets}:
             return "ok (verified only)" if self.status(VERIFY_NAME, node) == OK else "not in this run"
         statuses = [self.status(s, node) for s in self.names]
-        return CHANGED if CHANGED in statuses else OK
+        result = CHANGED if CHANGED in statuses else OK
+        skipped = [s for s in self.names if self.status(s, node) == SKIPPED]
+        return f"{result}; skipped: {', '.join(skipped)}" if skipped else result
 
     def report(self, chain: Sequence[Step], inventory_label: str, aliases: Sequence[str],
                failed_file: Optional[str]) -> Report:
@@ -356,6 +358,9 @@ class Run:
                     continue
                 if result.failed:
                     print(f"  {step}: would fail: {result.reason}")
+                    continue
+                if result.status == SKIPPED:
+                    print(f"  {step}: would be skipped: {result.reason}")
                     continue
                 changes = result.data.get("changes") or []
                 if not changes:

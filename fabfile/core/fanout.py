@@ -33,6 +33,9 @@ OK = "ok"
 CHANGED = "changed"
 FAILED = "failed"
 UNREACHABLE = "unreachable"
+#: The step could not do its job here and did nothing (a shared directory no backend can
+#: provide): not a failure of the host, and never shown as `ok`.
+SKIPPED = "skipped"
 
 #: Exit code reported for a host that could not be reached (as ssh(1) does).
 EXIT_UNREACHABLE = 255

@@ -13,7 +13,7 @@ import time
 from contextlib import contextmanager
 from typing import Iterator, List, Optional, Sequence, TextIO
 
-from .fanout import HostResult
+from .fanout import SKIPPED, HostResult
 from .inventory import Node
 
 #: Seconds between "still running" lines of one step.
@@ -42,7 +42,7 @@ class Progress:
             if result.node.name in self._pending:
                 self._pending.remove(result.node.name)
         text = f"{result.node.name:<{self.width}} {step:<9} {result.status:<11} {result.seconds:5.1f}s"
-        if result.failed:
+        if result.failed or result.status == SKIPPED:
             text += f"  {result.reason}"
         self.line(text)
 

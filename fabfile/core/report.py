@@ -8,7 +8,7 @@ from typing import Dict, Iterable, List, Sequence, Tuple
 
 from tabulate import tabulate
 
-from .fanout import CHANGED, FAILED, UNREACHABLE, HostResult
+from .fanout import CHANGED, FAILED, SKIPPED, UNREACHABLE, HostResult
 from .inventory import Inventory
 
 _NUMBERED = re.compile(r"^(.*?)(\d+)$")
@@ -101,10 +101,13 @@ def summary_line(what: str, results: Sequence[HostResult], changed: bool = False
     ok = [r for r in results if not r.failed]
     failed = [r for r in results if r.status == FAILED]
     dead = [r for r in results if r.status == UNREACHABLE]
-    counts = f"{len(ok)} ok"
+    skipped = sum(1 for r in ok if r.status == SKIPPED)
+    counts = f"{len(ok) - skipped} ok"
     if changed:
         n_changed = sum(1 for r in ok if r.status == CHANGED)
-        counts = f"{n_changed} changed, {len(ok) - n_changed} ok"
+        counts = f"{n_changed} changed, {len(ok) - n_changed - skipped} ok"
+    if skipped:
+        counts += f", {skipped} skipped"
     text = f"{what}: {len(results)} hosts: {counts}, {len(failed)} failed, {len(dead)} unreachable"
     if failed or dead:
         text += " (" + "; ".join(f"{r.node.name}: {r.reason}" for r in failed + dead) + ")"

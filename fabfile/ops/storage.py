@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import secrets
+from collections import Counter
 import shlex
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
@@ -18,7 +19,7 @@ from ..core.chain import VERIFY_NAME, Column, Step
 from ..core.cluster import setting
 from ..core.connection import Session
 from ..core.errors import HostError, InputError
-from ..core.fanout import FAILED, OK, HostResult
+from ..core.fanout import FAILED, OK, SKIPPED, HostResult
 from ..core.inventory import Inventory, Node
 from ..core.remote import Remote
 from ..core.steps import Outcome, run_step
@@ -26,7 +27,7 @@ from . import nfs, sshfs
 from .nfs import FINDMNT, KERNEL_SCRIPT, NfsPlan, kernel_lacks
 
 BACKENDS = ("auto", "nfs", "sshfs")
-DEFAULT_BACKEND = "nfs"
+DEFAULT_BACKEND = "auto"
 
 #: Throughput test size: what verify writes and reads per worker.
 BENCH_MIB = 64
@@ -168,6 +169,39 @@ def round_trip(session: Session, inv: Inventory, nodes: Sequence[Node], p: NfsPl
     return head_step + results
 
 
+def backend_of(found: Optional[Tuple[str, str]]) -> Optional[str]:
+    """The backend a worker's mount point shows (findmnt's fstype), None when nothing is mounted."""
+    if found is None:
+        return None
+    if found[1] == "fuse.sshfs":
+        return "sshfs"
+    return "nfs" if found[1].startswith("nfs") else found[1]
+
+
+def mounted_backend(mounts: Mapping[str, Optional[Tuple[str, str]]], mount: str) -> Choice:
+    """The backend the workers have mounted, from each one's findmnt: what `verify` checks, not a default.
+
+    The one most workers have; a worker with another (or none) then fails
+    verify, named. None when no worker has anything mounted there.
+    """
+    seen = Counter(b for b in (backend_of(f) for f in mounts.values()) if b is not None)
+    if not seen:
+        return Choice(None, f"nothing is mounted on {mount} on {', '.join(sorted(mounts)) or 'any worker'}: "
+                            "run storage.setup")
+    backend, _ = seen.most_common(1)[0]
+    if backend not in ("nfs", "sshfs"):
+        return Choice(None, f"{mount} is a {backend} mount, not gpufab's NFS or sshfs")
+    return Choice(backend, "mounted on the workers")
+
+
+def read_mounts(session: Session, nodes: Sequence[Node], mount: str, workers: Optional[int] = None
+                ) -> Dict[str, Optional[Tuple[str, str]]]:
+    q = shlex.quote(mount)
+    results = run_step(session, [n for n in nodes if not n.is_head], lambda r: Outcome(
+        [], [], nfs.parse_findmnt(r.run(FINDMNT.format(q), warn=True).stdout)), workers=workers)
+    return {r.node.name: (None if r.failed else r.value) for r in results}
+
+
 @dataclass(frozen=True)
 class Choice:
     backend: Optional[str]  # None: no backend works on these nodes
@@ -243,7 +277,9 @@ def run_step_on(run: Any, nodes: Sequence[Node], s: StorageSettings) -> List[Hos
     except Exception as exc:  # noqa: BLE001 - the head is down; its clients cannot mount
         return [HostResult(n, FAILED, 1, reason=f"cannot check the head's kernel for shared storage ({exc})") for n in nodes]
     if choice.backend is None:
-        return [HostResult(n, OK, data={"changes": [], "notes": [choice.why]}, value=Shared(None)) for n in nodes]
+        # Not `ok`: the cluster has no shared directory, and the table says so.
+        return [HostResult(n, SKIPPED, reason=choice.why, data={"changes": [], "notes": [choice.why]},
+                           value=Shared(None)) for n in nodes]
     results = setup(run.session, run.inv, nodes, s.share, choice.backend, **run.step_kw(NAME))
     for r in results:
         r.value = Shared(choice.backend)
@@ -291,4 +327,4 @@ def _report(run: Any, s: StorageSettings) -> Tuple[List[str], List[str]]:
 
 NAME = "storage"
 STEP = Step(NAME, settings=read, run=run_step_on, needs_head=True, aliases=("nfs",), gather=storage_facts,
-            check_cluster=check_share, columns=(Column("nfs", "NFS", 30, _cell),), report=_report)
+            check_cluster=check_share, columns=(Column("nfs", "Storage", 30, _cell),), report=_report)

@@ -74,7 +74,8 @@ def test_dry_run_on_a_fresh_lab_prints_diffs_and_changes_nothing(fresh):
     assert f"+NCCL_SOCKET_IFNAME={LAB_NICS['node2']}" in node2
     # The Ray unit is planned against the netenv the same run would write (its digest in the unit).
     assert "+++ /etc/systemd/system/gpufab-ray-worker.service" in node2
-    assert "storage: ok, nothing to change (NFS unavailable: node1: this kernel" in out
+    # Storage defaults to auto: this kernel has no NFS, so sshfs, planned like any step.
+    assert out.count("  storage: would change:") == 3 and "+++ /etc/gpufab/sftp/sshd_config" in out
     assert "nothing was changed" in out
     assert tree_digests() == before
     assert not REPORT_JSON.exists() and not FAILED_FILE.exists()
@@ -91,7 +92,11 @@ def test_the_readme_demo_bootstraps_every_node_of_a_fresh_lab(fresh):
     assert set(steps) == {(n, s) for n in NODES for s in STEPS}, steps
     assert set(steps.values()) <= {"ok", "changed"}, steps
     assert "bootstrap: 3 hosts: 3 changed, 0 ok, 0 failed, 0 unreachable" in proc.stdout
-    assert "NFS unavailable: node1: this kernel" in proc.stdout and "Ray: 3/3 nodes alive" in proc.stdout
+    assert "Storage (sshfs): round trip 2/2 workers read the head's token (node1:/mnt/shared on /mnt/shared)" \
+        in proc.stdout and "Ray: 3/3 nodes alive" in proc.stdout
+    for node in ("node2", "node3"):  # a shared directory on both workers, not just a line in a report
+        assert on_host(node, "findmnt -rn -o SOURCE,FSTYPE /mnt/shared").stdout.strip() == \
+            "root@198.19.0.11:/share fuse.sshfs"
     # The cluster is proven by a collective across it, on each node's own NIC.
     assert re.search(r"^  All-reduce: 3 nodes, gloo over the netenv NICs, busbw [\d.]+ GB/s at 64 MiB "
                      r"\(link [\d.]+ GB/s, slowest node\d\u2192node1\); sums right$", proc.stdout, re.M), proc.stdout
@@ -112,13 +117,15 @@ def test_second_bootstrap_reports_every_step_ok_and_changes_no_file(fresh):
     by_node = {r["node"]: r for r in report["nodes"]}
     for node in NODES:
         row = by_node[node]
-        assert (row["nic"], row["ulimit"], row["nfs"], row["result"]) == (LAB_NICS[node], "16384", "unavailable", "ok")
+        shared = "sshfs shared" if node == "node1" else "sshfs mounted"
+        assert (row["nic"], row["ulimit"], row["nfs"], row["result"]) == (LAB_NICS[node], "16384",
+                                                                          f"{shared}, round trip ok", "ok")
         assert row["docker"].startswith("20.10") and row["ray"].startswith("alive")
     assert by_node["node1"]["ray"] == "alive (head)" and by_node["node1"]["role"] == "head"
     checks = " | ".join(report["checks"])
     assert "Ray: 3/3 nodes alive, 6 CPUs" in checks and "Docker: 3/3 nodes active" in checks
     assert "Versions: python 3.11.2, ray 2.60.0 on 3/3 nodes" in checks
-    assert any("NFS unavailable" in w for w in report["warnings"])
+    assert any(w.startswith("auto: NFS unavailable (node1: this kernel") for w in report["warnings"])
     assert "ssh -N -L 8265:198.19.0.11:8265" in " ".join(report["access"])
     allreduce = report["results"]["allreduce"]
     assert allreduce["ok"] and allreduce["backend"] == "gloo" and allreduce["nodes"] == list(NODES)
@@ -157,7 +164,8 @@ def test_bootstrap_as_the_sudo_user_twice_with_password_then_nopasswd_sudo(fresh
     assert {steps[(n, "verify")] for n in NODES} == {"ok"}
     report = json.loads((tmp_path / "gpu.report.json").read_text())
     for row in report["nodes"]:
-        assert (row["nic"], row["ulimit"], row["nfs"]) == (LAB_NICS[row["node"]], "16384", "unavailable")
+        assert (row["nic"], row["ulimit"]) == (LAB_NICS[row["node"]], "16384")
+        assert row["nfs"] == ("sshfs shared" if row["node"] == "node1" else "sshfs mounted") + ", round trip ok"
         assert row["docker"].startswith("20.10"), row
         assert row["ray"] == ("alive (head)" if row["node"] == "node1" else "alive"), row
     # Ray's units run as that user, and the all-reduce ran as it too, from its own home.
@@ -266,7 +274,10 @@ def test_retry_failed_completes_the_dead_host_once_it_is_back(fresh):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.startswith("bootstrap: node3; steps:")
     steps = progress(proc.stdout)
-    assert {n for n, s in steps if s != "verify"} == {"node3"}, steps  # only node3 is set up again
+    # Only node3 is set up again; on the head, only the sshfs share lets node3's key in.
+    assert {n for n, s in steps if s != "verify"} <= {"node1", "node3"}, steps
+    assert {(n, s) for n, s in steps if n != "node3" and s != "verify"} <= {("node1", "storage")}, steps
+    assert all(steps[("node3", s)] in ("ok", "changed") for s in STEPS), steps
     assert all(steps[(n, "verify")] == "ok" for n in NODES)  # the report covers the whole cluster
     assert "Ray: 3/3 nodes alive" in proc.stdout
     assert not FAILED_FILE.exists()

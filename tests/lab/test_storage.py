@@ -31,10 +31,11 @@ def traces() -> dict:
 
 @pytest.fixture(scope="module")
 def auto(lab, tmp_path_factory):
-    """A fresh lab whose inventory asks for `storage: auto`; its state before any storage."""
+    """A fresh lab and its inventory, which names no backend (`auto` is the default); its state before any storage."""
     reset_lab()
     inventory = tmp_path_factory.mktemp("storage") / "auto.yaml"
-    inventory.write_text(LAB_INVENTORY.read_text().replace("vars:\n", "vars:\n  storage: auto\n"))
+    inventory.write_text(LAB_INVENTORY.read_text())
+    assert "storage:" not in inventory.read_text()
     return {"env": {**lab, "GPUFAB_INVENTORY": str(inventory)}, "dir": inventory.parent, "before": traces()}
 
 
@@ -123,6 +124,7 @@ def test_a_workers_key_reaches_the_share_and_no_other_file_on_the_head(auto):
 def test_storage_verify_reports_round_trip_and_throughput(auto):
     proc = cli("inv", "storage.verify", env=auto["env"], timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.startswith("storage: sshfs (mounted on the workers)\n")  # read from them, not a default
     for node in WORKERS:
         assert re.search(rf"^{node}\s+ok\s.*read the head's token through /mnt/shared; 64 MiB write \d+ MiB/s, "
                          r"read \d+ MiB/s", proc.stdout, re.M), proc.stdout
@@ -187,3 +189,6 @@ def test_unmount_leaves_no_trace(auto):
     assert traces() == auto["before"]
     again = cli("inv", "storage.unmount", env=auto["env"])
     assert again.returncode == 0 and "0 changed, 3 ok" in again.stdout
+    gone = cli("inv", "storage.verify", env=auto["env"])
+    assert gone.returncode == 1
+    assert gone.stderr.strip() == "storage.verify: nothing is mounted on /mnt/shared on node2, node3: run storage.setup"

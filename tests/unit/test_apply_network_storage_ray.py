@@ -215,3 +215,33 @@ def test_ray_start_refuses_without_the_pinned_ray():
 def test_preflight_check_counts_the_gpus_the_driver_lists():
     assert preflight.check(FakeRemote([(r"nvidia-smi -L", "8\n", 0)]), None).value == "8"
     assert preflight.check(FakeRemote([(r"nvidia-smi -L", "0\n", 1)]), None).value == "0"
+
+
+def test_storage_defaults_to_auto_and_verify_reads_the_backend_from_the_workers_mounts():
+    from fabfile.core.inventory import Inventory
+    inv = Inventory(nodes=(node(), worker()))
+    assert storage.read(None, inv, {}).backend == "auto"
+    sshfs_mount = ("root@10.0.0.1:/share", "fuse.sshfs")
+    assert storage.mounted_backend({"node2": sshfs_mount, "node3": sshfs_mount}, "/mnt/shared").backend == "sshfs"
+    mixed = storage.mounted_backend({"node2": ("10.0.0.1:/mnt/shared", "nfs4"), "node3": ("10.0.0.1:/mnt/shared", "nfs4"),
+                                     "node4": None}, "/mnt/shared")
+    assert mixed.backend == "nfs"  # node4 then fails verify, named
+    none = storage.mounted_backend({"node3": None, "node2": None}, "/mnt/shared")
+    assert none.backend is None and none.why == "nothing is mounted on /mnt/shared on node2, node3: run storage.setup"
+    other = storage.mounted_backend({"node2": ("tmpfs", "tmpfs")}, "/mnt/shared")
+    assert other.backend is None and "tmpfs mount, not gpufab's" in other.why
+
+
+def test_a_storage_step_no_backend_can_do_is_skipped_with_its_reason_never_ok():
+    from types import SimpleNamespace
+
+    from fabfile.core.fanout import SKIPPED
+    from fabfile.core.inventory import Inventory
+    from fabfile.core.report import summary_line
+    head, w = node(), worker()
+    no_fuse = KERNEL_NO_NFS  # no nfsd, no fuse, no /dev/fuse
+    run = SimpleNamespace(inv=Inventory(nodes=(head, w)), state={}, gathered=lambda name, n: no_fuse)
+    results = storage.run_step_on(run, [head, w], storage.StorageSettings("auto", SHARE))
+    assert {r.status for r in results} == {SKIPPED}
+    assert all(r.reason.startswith("no shared storage: NFS unavailable (node1: ") and not r.failed for r in results)
+    assert summary_line("storage", results, changed=True).startswith("storage: 2 hosts: 0 changed, 0 ok, 2 skipped, 0 failed")
