@@ -3,7 +3,13 @@
 `fab` and `inv` both load this collection (`inv` through the root tasks.py).
 """
 
+import os
+import sys
+
 from invoke import Collection
+
+from .core.connection import check_ssh_config_paths, fab_ssh_config_paths
+from .core.errors import BAD_INPUT, InputError
 
 from . import docker, gpu, inventory, lab, limits, logs, netenv, nfs, ray, run, script, slurm, storage
 from .bootstrap import bootstrap, report
@@ -24,3 +30,17 @@ for module in (inventory, lab, limits, docker, netenv, nfs, ray, gpu, logs, run,
 pyenv = Collection("pyenv")
 pyenv.add_task(ray.versions, name="check")
 ns.add_collection(pyenv)
+
+
+def _name_an_unreadable_ssh_config_for_fab() -> None:
+    """Under `fab`, an unreadable ssh config is one error line, not Fabric's traceback after this import."""
+    if os.path.basename(sys.argv[0]) != "fab":
+        return
+    try:
+        check_ssh_config_paths(fab_ssh_config_paths(sys.argv[1:]))
+    except InputError as exc:
+        print(f"gpufab: error: {exc}", file=sys.stderr)
+        sys.exit(BAD_INPUT)
+
+
+_name_an_unreadable_ssh_config_for_fab()

@@ -230,6 +230,29 @@ def check_ssh_configs(config: Config) -> None:
     if not config.load_ssh_configs and not config._runtime_ssh_path:
         return
     paths = [config._runtime_ssh_path] if config._runtime_ssh_path else [config._user_ssh_path, config._system_ssh_path]
+    check_ssh_config_paths(paths)
+
+
+def fab_ssh_config_paths(argv: Sequence[str]) -> list[str]:
+    """The ssh config files `fab` opens after loading this collection: `-F`'s, or the user's and the system's.
+
+    Fab reads them only after the collection is imported, and an unreadable one
+    ends there in a traceback; naming it from the import is the one seam gpufab has.
+    """
+    for i, arg in enumerate(argv):
+        if arg == "--":
+            break
+        if arg in ("-F", "--ssh-config") and i + 1 < len(argv):
+            return [argv[i + 1]]
+        if arg.startswith("--ssh-config="):
+            return [arg.split("=", 1)[1]]
+        if arg.startswith("-F") and len(arg) > 2 and not arg.startswith("--"):
+            return [arg[2:]]
+    defaults = Config(lazy=True)
+    return [defaults._user_ssh_path, defaults._system_ssh_path]
+
+
+def check_ssh_config_paths(paths: Sequence[str]) -> None:
     for path in (os.path.expanduser(p) for p in paths if p):
         if os.path.isdir(path):
             raise InputError("ssh config is a directory, not a file", path=path)
