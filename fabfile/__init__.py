@@ -33,8 +33,8 @@ ns.add_collection(pyenv)
 
 
 def _name_an_unreadable_ssh_config_for_fab() -> None:
-    """Under `fab`, an unreadable ssh config is one error line, not Fabric's traceback after this import."""
-    if os.path.basename(sys.argv[0]) != "fab":
+    """Under `fab` and `gpufab`, an unreadable ssh config is one error line, not Fabric's traceback after this import."""
+    if os.path.basename(sys.argv[0]) not in ("fab", "gpufab"):
         return
     try:
         check_ssh_config_paths(fab_ssh_config_paths(sys.argv[1:]))

@@ -22,7 +22,7 @@ from .ops import preflight
     name="import",
     help={
         "mapping": "file with one 'PUBLIC_IP PRIVATE_IP' row per node (header optional)",
-        "output": "inventory file to write (default: the inventory in use, inventory/hosts.yaml)",
+        "output": "inventory file to write (default: the inventory in use: inventory/hosts.yaml, or ~/.config/gpufab/hosts.yaml outside a project)",
         "prefix": "host alias prefix for ~/.ssh/config entries (default rental: rental0, rental1, ...)",
         "user": "SSH user (default root)",
         "port": "SSH port (default 22)",

@@ -1,8 +1,9 @@
 """From an Invoke context to the nodes of this run and their connections.
 
 Tasks stay thin: they ask this module for the inventory (from `fab -H`, the
-`GPUFAB_INVENTORY` variable, the `gpufab.inventory` config key, or
-`inventory/hosts.yaml`) and for a Session over it.
+`GPUFAB_INVENTORY` variable, the `gpufab.inventory` config key, or the
+default: `inventory/hosts.yaml` where the current directory has `inventory/`,
+else `~/.config/gpufab/hosts.yaml`) and for a Session over it.
 """
 
 from __future__ import annotations
@@ -26,7 +27,19 @@ ENV_INVENTORY = "GPUFAB_INVENTORY"
 
 def inventory_path(config: Any) -> str:
     """Which inventory file a run uses: env var, then config key, then the default."""
-    return os.environ.get(ENV_INVENTORY) or gpufab_setting(config, "inventory") or DEFAULT_INVENTORY
+    return os.environ.get(ENV_INVENTORY) or gpufab_setting(config, "inventory") or default_inventory()
+
+
+def default_inventory() -> str:
+    """The repository's (or any project's) `inventory/`, else the user's config directory.
+
+    An installed `gpufab` runs from anywhere: its clusters must not depend on
+    the directory it happens to be started in, unless that one is a project.
+    """
+    if os.path.isdir(os.path.dirname(DEFAULT_INVENTORY)):
+        return DEFAULT_INVENTORY
+    base = os.environ.get("XDG_CONFIG_HOME") or os.path.expanduser("~/.config")
+    return os.path.join(base, "gpufab", "hosts.yaml")
 
 
 def cli_hosts(config: Any) -> Optional[List[str]]:

@@ -16,7 +16,10 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from .errors import InputError
 
-TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
+_PACKAGE = Path(__file__).resolve().parents[1]
+#: In a wheel the templates sit inside the package; in the repository, at its top.
+TEMPLATES = next((p for p in (_PACKAGE / "templates", _PACKAGE.parent / "templates") if p.is_dir()),
+                 _PACKAGE.parent / "templates")
 
 #: Previous versions of managed files are kept here, under their own path.
 BACKUP_DIR = "/var/backups/gpufab"

@@ -1,0 +1,93 @@
+"""The `gpufab` command: Fabric's program and flags over gpufab's task tree, from any directory.
+
+Invoke's documented way to ship a distinct binary is a Program given its
+namespace: no fabfile is searched for, so the installed tool works outside
+the repository, and `fab`/`inv` inside it keep working as before.
+
+Configuration follows Invoke's hierarchy under the `gpufab` prefix:
+/etc/gpufab.yaml, ~/.gpufab.yaml, ./gpufab.yaml, then `GPUFAB_*` variables.
+The settings sit under the `gpufab:` key, as for `fab` and `inv`; their
+variables are `GPUFAB_WORKERS` and so on (Invoke's own keys: `GPUFAB_RUN_ECHO`).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any, Callable, Dict
+
+from fabric import Config
+from fabric.main import Fab
+
+from .core.errors import BAD_INPUT, GpufabError, InputError
+
+#: gpufab's own settings that a `GPUFAB_<KEY>` variable may set, and how each is read.
+ENV_SETTINGS: Dict[str, Callable[[str], Any]] = {
+    "workers": int, "connect_timeout": float, "command_timeout": float, "dead_after": float,
+    "known_hosts": str,
+}
+
+
+class GpufabConfig(Config):
+    prefix = "gpufab"
+
+    def load_shell_env(self) -> None:
+        super().load_shell_env()
+        section = {}
+        for key, kind in ENV_SETTINGS.items():
+            name = f"GPUFAB_{key.upper()}"
+            raw = os.environ.get(name)
+            if raw is None:
+                continue
+            try:
+                value = kind(raw)
+            except ValueError:
+                raise InputError(f"not a {'whole ' if kind is int else ''}number: {raw!r}", path=name) from None
+            if kind is not str and value <= 0:
+                raise InputError(f"must be positive: {raw!r}", path=name)
+            section[key] = value
+        if section:
+            merged = dict(self._env.get("gpufab") or {})
+            merged.update(section)
+            self._env["gpufab"] = merged
+            self.merge()
+
+
+class GpufabProgram(Fab):
+    def parse_core(self, *args: Any, **kwargs: Any) -> None:
+        super().parse_core(*args, **kwargs)
+        # `gpufab -H h -- CMD` alone: gpufab's `exec CMD`, which checks host keys,
+        # instead of Fab's task-less remainder on a plain Connection.
+        if self.core.remainder and not self.core.unparsed and not self.args.complete.value:
+            self.core.unparsed = ["exec", self.core.remainder]
+            self.core.remainder = ""
+
+    def update_config(self, merge: bool = True) -> None:
+        # The project level of an installed tool is the directory it runs in.
+        self.config.set_project_location(os.getcwd())
+        self.config.load_project(merge=False)
+        super().update_config()
+
+
+def _version() -> str:
+    try:
+        return version("gpufab")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+def make_program() -> GpufabProgram:
+    from . import ns
+    from .core.executor import HostListExecutor
+
+    return GpufabProgram(name="gpufab", binary="gpufab", version=_version(), namespace=ns,
+                         executor_class=HostListExecutor, config_class=GpufabConfig)
+
+
+def main() -> None:
+    try:
+        make_program().run()
+    except GpufabError as exc:  # raised before any task runs (a GPUFAB_* variable)
+        print(f"gpufab: error: {exc}", file=sys.stderr)
+        sys.exit(BAD_INPUT)
