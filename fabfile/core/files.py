@@ -23,6 +23,9 @@ TEMPLATES = next((p for p in (_PACKAGE / "templates", _PACKAGE.parent / "templat
 
 #: Previous versions of managed files are kept here, under their own path.
 BACKUP_DIR = "/var/backups/gpufab"
+#: The node's own version of a file from before gpufab first wrote it, or `<path>.gpufab-absent` (core/remote.py).
+BEFORE_DIR = f"{BACKUP_DIR}/.before"
+ABSENT_SUFFIX = ".gpufab-absent"
 
 MANAGED_BEGIN = "# BEGIN gpufab managed block"
 MANAGED_END = "# END gpufab managed block"

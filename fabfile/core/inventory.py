@@ -550,3 +550,39 @@ def with_private(inv: Inventory, private: Mapping[str, str]) -> Inventory:
 
     nodes = tuple(replace(n, private=private.get(n.name, n.private)) for n in inv.nodes)
     return replace(inv, nodes=nodes)
+
+
+def without_node(text: str, name: str, path: Optional[str] = None) -> str:
+    """The inventory text with node `name`'s entry cut out; every other line, comments included, as it was.
+
+    The cut is checked by parsing the result: the same nodes less that one,
+    or an error asking for the edit by hand (a flow-style list, say).
+    """
+    before = parse_inventory(text, path)
+    before.by_name(name)
+    root = yaml.compose(text, Loader=yaml.SafeLoader)
+    nodes = next((v for k, v in root.value if k.value == "nodes"), None)
+    entry = None
+    if isinstance(nodes, yaml.SequenceNode) and not nodes.flow_style:
+        entry = next((item for item in nodes.value if isinstance(item, yaml.MappingNode)
+                      and any(k.value == "name" and v.value == name for k, v in item.value)), None)
+    cut = None
+    if entry is not None:
+        lines = text.splitlines(keepends=True)
+        start, mark = entry.start_mark.line, entry.end_mark
+        # The end mark is where the next token starts (exclusive), or just after the entry's last text at EOF.
+        end = mark.line + (1 if mark.line < len(lines) and lines[mark.line][:mark.column].strip() else 0)
+        while end - 1 > start and (not lines[end - 1].strip() or lines[end - 1].lstrip().startswith("#")):
+            end -= 1  # comments and blank lines after the entry belong to what follows
+        cut = "".join(lines[:start] + lines[end:])
+        try:
+            after = parse_inventory(cut, path)
+        except InputError:
+            cut = None
+        else:
+            if [n.name for n in after.nodes] != [n.name for n in before.nodes if n.name != name] or \
+                    after.vars != before.vars or [e.data for e in after.steps] != [e.data for e in before.steps]:
+                cut = None
+    if cut is None:
+        raise InputError(f"cannot cut node {name!r} out of this inventory by itself: remove its entry by hand", path=path)
+    return cut

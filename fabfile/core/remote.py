@@ -59,7 +59,8 @@ done
 #: (which replaces a symlink rather than following it). In a directory that
 #: its non-root owner can write (a home's ~/.ssh), every step runs as that
 #: owner, so nothing planted there is ever followed by root. Secret files get
-#: no backup: an old token must not outlive its replacement.
+#: no backup: an old token must not outlive its replacement. BACKUP/.before
+#: keeps the node's version from before gpufab's first write, once.
 INSTALL_SCRIPT = r"""
 set -e
 umask 022
@@ -79,10 +80,18 @@ while [ $# -gt 0 ]; do
     echo "refusing to write $dest: $dir ($downer, mode $dperm) can be written by another user" >&2; exit 3
   fi
   [ "$downer" = root ] && as=""
-  if [ "$keep" = 1 ] && [ -f "$dest" ] && [ ! -L "$dest" ]; then
+  if [ "$keep" = 1 ]; then
     mkdir -p -m 0700 BACKUP
-    mkdir -p "BACKUP$dir"
-    cp -pP "$dest" "BACKUP$dest"
+    # The node's own version from before gpufab's first write (or that there was none): what reset puts back.
+    if [ ! -e "BACKUP/.before$dest" ] && [ ! -e "BACKUP/.before$dest.gpufab-absent" ]; then
+      mkdir -p "BACKUP/.before$dir"
+      if [ -f "$dest" ] && [ ! -L "$dest" ]; then cp -pP "$dest" "BACKUP/.before$dest"
+      else : > "BACKUP/.before$dest.gpufab-absent"; fi
+    fi
+    if [ -f "$dest" ] && [ ! -L "$dest" ]; then
+      mkdir -p "BACKUP$dir"
+      cp -pP "$dest" "BACKUP$dest"
+    fi
   fi
   if [ -n "$src" ]; then
     tmp=$($as mktemp "$dir/.gpufab-new.XXXXXXXX")

@@ -71,6 +71,11 @@ def parse_daemon_json(text: Optional[str]) -> Dict[str, Any]:
     return data
 
 
+def nvidia_runtime() -> Dict[str, Any]:
+    """The "nvidia" entry gpufab adds to "runtimes" (and reset takes out again only if it is still this)."""
+    return json.loads(render("docker/nvidia-runtime.json.j2"))
+
+
 def merge_daemon_json(existing: Mapping[str, Any], managed: Mapping[str, Any], nvidia: bool) -> Dict[str, Any]:
     """Existing keys kept (in their order), gpufab's set; the NVIDIA runtime kept or added."""
     merged = dict(existing)
@@ -78,7 +83,7 @@ def merge_daemon_json(existing: Mapping[str, Any], managed: Mapping[str, Any], n
     if nvidia:
         runtimes = dict(merged.get("runtimes") or {})
         if "nvidia" not in runtimes:
-            runtimes["nvidia"] = json.loads(render("docker/nvidia-runtime.json.j2"))
+            runtimes["nvidia"] = nvidia_runtime()
         merged["runtimes"] = runtimes
     return merged
 
@@ -218,10 +223,10 @@ def configure_docker(remote: Remote, extra: Mapping[str, Any], force: bool) -> O
     done = remote.write_files(changes)
     if remote.dry_run:
         return Outcome(done + ["restarted docker"], notes)
-    error = _restart_docker(remote)
+    error = restart_docker(remote)
     if error:
         remote.restore_previous(DAEMON_JSON, existed=state.exists)
-        again = _restart_docker(remote)
+        again = restart_docker(remote)
         after = "docker restarted on it" if not again else f"docker still down: {again}"
         raise HostError(
             f"dockerd did not come back with the new daemon.json ({error}); previous file restored, {after}",
@@ -230,7 +235,7 @@ def configure_docker(remote: Remote, extra: Mapping[str, Any], force: bool) -> O
     return Outcome(done + ["restarted docker"], notes)
 
 
-def _restart_docker(remote: Remote) -> Optional[str]:
+def restart_docker(remote: Remote) -> Optional[str]:
     """Restart dockerd and wait until it answers; the reason when it does not."""
     # Several restarts in a row trip systemd's start limit; a fix must not.
     remote.change("systemctl reset-failed docker.service docker.socket 2>/dev/null; true", warn=True)

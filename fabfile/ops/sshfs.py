@@ -289,3 +289,15 @@ def revoke_workers(remote: Remote) -> Outcome:
                       f"rmdir {os.path.dirname(SFTP_CHROOT)} {os.path.dirname(SFTP_DIR)} 2>/dev/null; true")
         done.append(f"removed {SFTP_DIR} and {SFTP_CHROOT} (the workers' sshfs keys)")
     return Outcome(done + _drop_login_keys(remote), [])
+
+
+def forget_worker(remote: Remote, name: str) -> Outcome:
+    """The head: one worker's key out of the SFTP service's keys (sshd reads them at each login: no restart)."""
+    state = remote.read_paths([SFTP_KEYS])[SFTP_KEYS]
+    lines = keys_in_block(state.content or "")
+    if name not in lines:
+        return Outcome([], [])
+    del lines[name]
+    wanted = ManagedFile(SFTP_KEYS, keys_block(lines))
+    remote.write_files(plan_files([wanted], {SFTP_KEYS: state}))
+    return Outcome([f"removed {name}'s sshfs key from {SFTP_KEYS}"], [])

@@ -1,0 +1,229 @@
+"""Reset: what gpufab added to a node taken away again, so that the next bootstrap starts from scratch.
+
+Like `ray down` or `sky ssh down`, but for everything gpufab's steps leave:
+Ray stopped and its units and venv gone, the share unmounted and its keys
+and service gone (storage.unmount's own code), the daemon.json keys merged
+out, and every whole file gpufab wrote removed, or put back as the node had
+it before gpufab's first write (core/remote.py keeps that copy). Packages
+installed from apt (Docker, sshfs, NFS) stay: other software may use them.
+
+Whole files go facts-in, commands-out: `read_facts` reads which of them,
+their backups and gpufab's directories are on the node, in one command, and
+`plan` turns that into the commands, so its tests are data.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass, field
+from typing import Dict, FrozenSet, List, Mapping, Tuple
+
+from ..core.files import ABSENT_SUFFIX, BACKUP_DIR, BEFORE_DIR, ManagedFile, plan_files
+from ..core.errors import HostError, keeping_changes
+from ..core.remote import Remote
+from ..core.steps import Outcome
+from . import docker, limits, netenv, nfs, ray, sshfs
+from .allreduce import SCRIPT_PATH
+from .scripts import STATE_DIR
+
+#: Every file gpufab writes whole (rendered from a template), whatever the step.
+WHOLE_FILES: Tuple[str, ...] = (
+    limits.LIMITS_FILE, limits.SYSTEMD_FILE, limits.DOCKER_FILE,
+    netenv.ENV_FILE, netenv.SECRETS_FILE, netenv.NCCL_CONF, netenv.PROFILE_SNIPPET,
+    ray.SECRETS_APPLIED, f"{ray.UNIT_DIR}/{ray.HEAD_UNIT}", f"{ray.UNIT_DIR}/{ray.WORKER_UNIT}",
+    nfs.EXPORTS_FILE,
+)
+UNITS: Tuple[str, ...] = (ray.HEAD_UNIT, ray.WORKER_UNIT)
+#: gpufab's own trees: nothing but gpufab's in them (the default Ray venv lives in /opt/gpufab).
+OWN_DIRS: Tuple[str, ...] = ("/opt/gpufab", BACKUP_DIR)
+#: Directories gpufab may have created for its files: removed only when that leaves them empty.
+PARENT_DIRS: Tuple[str, ...] = ("/etc/gpufab", "/var/lib/gpufab", "/etc/systemd/system/docker.service.d",
+                                "/etc/systemd/system.conf.d", "/etc/exports.d")
+#: In the SSH user's home: the all-reduce script's cache and the user steps' state.
+USER_DIRS: Tuple[str, ...] = (SCRIPT_PATH.rsplit("/", 1)[0], STATE_DIR.rsplit("/", 1)[0])
+MARKER = "Managed by gpufab"
+
+#: Root reads, never follows a link it finds (`-f` and `! -L` on each).
+#: $1 BEFORE_DIR, $2 BACKUP_DIR, $3 marker, then unit:NAME, own:DIR, parent:DIR or a whole file's path.
+FACTS_SCRIPT = r"""
+P=$1; B=$2; M=$3; shift 3
+for f in "$@"; do
+  case $f in
+    unit:*) u=${f#unit:}; systemctl is-active --quiet "$u" 2>/dev/null && echo "active $u" ;;
+    own:*) d=${f#own:}; { [ -e "$d" ] || [ -L "$d" ]; } && echo "own $d" ;;
+    parent:*) d=${f#parent:}; [ -d "$d" ] && [ ! -L "$d" ] && echo "parent $d $(ls -A "$d" | tr '\n' ' ')" ;;
+    *) [ -f "$f" ] && [ ! -L "$f" ] || continue
+       # gpufab's only: a path of its own, or a file with its marker (a shared name such as /etc/nccl.conf).
+       case $f in *gpufab*) ;; *) grep -q "$M" "$f" || continue ;; esac
+       echo "file $f"
+       if [ -f "$P$f" ] && [ ! -L "$P$f" ]; then echo "before $f"
+       elif [ -e "$P$f.gpufab-absent" ]; then echo "absent $f"
+       elif [ -f "$B$f" ] && [ ! -L "$B$f" ] && ! grep -q "$M" "$B$f"; then echo "before-backup $f"
+       fi ;;
+  esac
+done
+command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ] && echo systemd
+command -v exportfs >/dev/null 2>&1 && echo exportfs
+true
+""".replace("gpufab-absent", ABSENT_SUFFIX.lstrip("."))
+
+
+@dataclass(frozen=True)
+class ResetFacts:
+    #: gpufab's whole files on the node (an operator's file at a shared path such as /etc/nccl.conf is not).
+    files: FrozenSet[str] = frozenset()
+    #: Files with the node's own version from before gpufab kept in BEFORE_DIR.
+    before: FrozenSet[str] = frozenset()
+    #: Files written by an older gpufab: no BEFORE_DIR record, but a backup without gpufab's marker (the node's own).
+    before_in_backup: FrozenSet[str] = frozenset()
+    active_units: FrozenSet[str] = frozenset()
+    own_dirs: FrozenSet[str] = frozenset()
+    #: Parent directory -> what is in it now.
+    parents: Mapping[str, Tuple[str, ...]] = field(default_factory=dict)
+    systemd: bool = False
+    exportfs: bool = False
+
+
+def parse_facts(text: str) -> ResetFacts:
+    sets: Dict[str, set] = {k: set() for k in ("file", "before", "before-backup", "active", "own")}
+    parents: Dict[str, Tuple[str, ...]] = {}
+    for line in text.splitlines():
+        kind, _, rest = line.partition(" ")
+        if kind in sets and rest:
+            sets[kind].add(rest)
+        elif kind == "parent":
+            path, _, entries = rest.partition(" ")
+            parents[path] = tuple(entries.split())
+    flags = set(text.split())
+    return ResetFacts(frozenset(sets["file"]), frozenset(sets["before"]), frozenset(sets["before-backup"]),
+                      frozenset(sets["active"]), frozenset(sets["own"]), parents, "systemd" in flags,
+                      "exportfs" in flags)
+
+
+def read_facts(remote: Remote) -> ResetFacts:
+    args = [BEFORE_DIR, BACKUP_DIR, MARKER, *(f"unit:{u}" for u in UNITS), *WHOLE_FILES,
+            *(f"own:{d}" for d in OWN_DIRS), *(f"parent:{d}" for d in PARENT_DIRS)]
+    return parse_facts(remote.script(FACTS_SCRIPT, *args, sudo=True).stdout)
+
+
+def plan(facts: ResetFacts) -> List[Tuple[str, str]]:
+    """(what is done, the command doing it), in order: units stopped before their files go, files before their directories."""
+    steps: List[Tuple[str, str]] = []
+    units = [u for u in UNITS if u in facts.active_units or f"{ray.UNIT_DIR}/{u}" in facts.files]
+    if facts.systemd:
+        for unit in units:
+            steps.append((f"stopped and disabled {unit}", f"systemctl disable --now {shlex.quote(unit)} 2>/dev/null; true"))
+    removed: List[str] = []
+    for path in WHOLE_FILES:
+        q = shlex.quote(path)
+        if path in facts.before or path in facts.before_in_backup:
+            src = (BEFORE_DIR if path in facts.before else BACKUP_DIR) + path
+            # --remove-destination: a link at the path is replaced, never written through.
+            steps.append((f"put back {path} as it was before gpufab",
+                          f"cp -p --remove-destination -- {shlex.quote(src)} {q}"))
+        elif path in facts.files:
+            steps.append((f"removed {path}", f"rm -f -- {q}"))
+            removed.append(path)
+    if nfs.EXPORTS_FILE in facts.files and facts.exportfs:
+        steps.append(("withdrew the NFS export", "exportfs -ra"))
+    for path in OWN_DIRS:
+        if path in facts.own_dirs:
+            steps.append((f"removed {path}", f"rm -rf -- {shlex.quote(path)}"))
+    for path, entries in facts.parents.items():
+        if all(f"{path}/{e}" in removed for e in entries):
+            steps.append((f"removed the empty {path}", f"rmdir -- {shlex.quote(path)}"))
+    if facts.systemd and (units or any(p.startswith("/etc/systemd/") for p in removed)):
+        steps.append(("reloaded systemd", "systemctl daemon-reload"))
+    return steps
+
+
+def unmerge_daemon_json(current: Mapping[str, object], managed: Mapping[str, object], before: Mapping[str, object],
+                        nvidia_runtime: Mapping[str, object]) -> Dict[str, object]:
+    """gpufab's keys out of daemon.json again; a key the node had before gpufab gets that value back.
+
+    `before` is the node's file from before gpufab first wrote it ({} when
+    there was none). The NVIDIA runtime goes only where gpufab added it.
+    """
+    out = dict(current)
+    for key, value in managed.items():
+        if key in before and before[key] != value:
+            out[key] = before[key]
+        elif key not in before:
+            out.pop(key, None)
+    runtimes = out.get("runtimes")
+    had = before.get("runtimes")
+    if isinstance(runtimes, dict) and runtimes.get("nvidia") == nvidia_runtime and not (
+            isinstance(had, dict) and "nvidia" in had):
+        rest = {k: v for k, v in runtimes.items() if k != "nvidia"}
+        if rest:
+            out["runtimes"] = rest
+        else:
+            out.pop("runtimes")
+    return out
+
+
+def reset_daemon_json(remote: Remote, extra: Mapping[str, object]) -> Outcome:
+    """gpufab's keys merged out; the file removed when gpufab made it and nothing else is left in it."""
+    path = docker.DAEMON_JSON
+    before_copy, absent = BEFORE_DIR + path, BEFORE_DIR + path + ABSENT_SUFFIX
+    states = remote.read_paths([path, before_copy, absent])
+    if not states[path].exists:
+        return Outcome([], [])
+    try:
+        current = docker.parse_daemon_json(states[path].content)
+        before = docker.parse_daemon_json(states[before_copy].content) if states[before_copy].exists else {}
+    except docker.DaemonJsonError as exc:
+        return Outcome([], [f"{path} left as it is: not valid JSON ({exc})"])
+    left = unmerge_daemon_json(current, docker.managed_settings(extra), before, docker.nvidia_runtime())
+    if left == current:
+        return Outcome([], [])
+    if left or states[before_copy].exists:
+        remote.write_files(plan_files([ManagedFile(path, docker.dump_daemon_json(left))], {path: states[path]}))
+        done = [f"took gpufab's keys out of {path}"]
+    else:
+        remote.change(f"rm -f -- {shlex.quote(path)}")
+        done = [f"removed {path} (gpufab's keys only)"]
+    if remote.check("systemctl is-active --quiet docker"):
+        error = docker.restart_docker(remote)
+        if error is not None:
+            raise HostError(f"docker did not come back without gpufab's daemon.json keys: {error}", changes=done)
+        done.append("restarted docker")
+    return Outcome(done, [])
+
+
+def stop_and_unmount(remote: Remote, share: nfs.NfsPlan, is_head: bool, venv: str) -> Outcome:
+    """Phase one on every node at once: Ray stopped, and each worker's share unmounted while the head still serves it."""
+    done = list(ray.stop_ray(remote, venv, force=False).changes)
+    if not is_head:
+        done += sshfs.unmount_worker(remote, share).changes
+    return Outcome(done, [])
+
+
+def remove_the_rest(remote: Remote, share: nfs.NfsPlan, is_head: bool, docker_extra: Mapping[str, object]) -> Outcome:
+    """Phase two: the head's share service and check files, daemon.json, every whole file, gpufab's directories."""
+    done: List[str] = []
+    notes: List[str] = []
+    with keeping_changes(done):
+        if is_head:
+            done += sshfs.revoke_workers(remote).changes
+            # -P (find's default) never follows a link, the export itself included; -delete removes links, not targets.
+            found = remote.run(f"find -P {shlex.quote(share.export)} -maxdepth 1 -name '.gpufab-*' ! -type d -print -delete",
+                               sudo=True, warn=True).stdout.split()
+            if found:
+                done.append(f"removed gpufab's check files from {share.export}")
+            if remote.check(f"test -d {shlex.quote(share.export)}"):
+                notes.append(f"kept {share.export}: the shared data is the operator's")
+        done += reset_daemon_json(remote, docker_extra).changes
+        for what, command in plan(read_facts(remote)):
+            remote.change(command)
+            done.append(what)
+        users = " ".join(f'"$HOME"/{shlex.quote(d)}' for d in USER_DIRS)
+        if remote.check(f"for d in {users}; do [ -e \"$d\" ] && exit 0; done; exit 1"):
+            remote.change(f"rm -rf -- {users}", sudo=False)
+            done.append("removed ~/" + " and ~/".join(USER_DIRS))
+        # A run as root before this login (the inventory's user changed) left them in root's home: only root writes there.
+        roots = " ".join(f"/root/{shlex.quote(d)}" for d in USER_DIRS)
+        if remote.user != "root" and remote.check(f"for d in {roots}; do [ -e \"$d\" ] && exit 0; done; exit 1", sudo=True):
+            remote.change(f"rm -rf -- {roots}")
+            done.append("removed /root/" + " and /root/".join(USER_DIRS))
+    return Outcome(done, notes)

@@ -1,0 +1,80 @@
+"""Grow and shrink: a third node joins a bootstrapped pair, then `node.remove` takes it out again.
+
+As the rented login does it: the `gpu` user with password sudo.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from fabfile.core.inventory import without_node
+from fabfile.ops import sshfs
+
+from helpers import cli, one_error_line
+
+from .conftest import LAB_INVENTORY, on_host
+from .test_bootstrap import progress, reset_lab
+from .test_reset import TRACE
+
+SETUP_STEPS = ("limits", "docker", "netenv", "storage", "ray")
+#: node3 as gpufab knows it: its name, its addresses, its sshfs key.
+NODE3 = "node3\\|198.19.0.13\\|198.18.0.13"
+GPUFAB_FILES = "/etc/gpufab /etc/nccl.conf /etc/systemd/system/gpufab-* /etc/exports.d /home/gpu/.ssh/authorized_keys"
+
+
+@pytest.fixture(scope="module")
+def pair(lab, tmp_path_factory):
+    """A fresh lab; inventories for node1+node2 and for all three, as the gpu user."""
+    reset_lab()
+    d = tmp_path_factory.mktemp("membership")
+    three = LAB_INVENTORY.read_text().replace("  user: root\n", "  user: gpu\n")
+    (d / "two.yaml").write_text(without_node(three, "node3"))
+    (d / "three.yaml").write_text(three)
+    env = {**lab, "INVOKE_SUDO_PASSWORD": "gpufab-lab"}
+    yield {"dir": d, "two": {**env, "GPUFAB_INVENTORY": str(d / "two.yaml")},
+           "three": {**env, "GPUFAB_INVENTORY": str(d / "three.yaml")}, "node3": on_host("node3", TRACE).stdout}
+    reset_lab()
+
+
+def test_a_third_node_is_set_up_whole_and_the_others_only_where_it_concerns_them(pair):
+    two = cli("inv", "bootstrap", env=pair["two"], timeout=1800)
+    assert two.returncode == 0, two.stdout + two.stderr
+    assert "Ray: 2/2 nodes alive" in two.stdout
+    assert on_host("node3", TRACE).stdout == pair["node3"]  # not touched
+
+    three = cli("inv", "bootstrap", env=pair["three"], timeout=1800)
+    assert three.returncode == 0, three.stdout + three.stderr
+    steps = progress(three.stdout)
+    assert {steps[("node3", s)] for s in SETUP_STEPS} == {"changed"}, steps
+    assert {s: steps[("node2", s)] for s in SETUP_STEPS} == {s: "ok" for s in SETUP_STEPS}, steps
+    # The head only authorizes the new worker's key for the share.
+    assert {s: steps[("node1", s)] for s in SETUP_STEPS} == {**{s: "ok" for s in SETUP_STEPS}, "storage": "changed"}
+    assert "Ray: 3/3 nodes alive" in three.stdout and "All-reduce: 3 nodes" in three.stdout
+    assert on_host("node3", "findmnt -rn -o FSTYPE /mnt/shared").stdout.strip() == "fuse.sshfs"
+
+
+def test_the_head_cannot_be_removed_and_a_stranger_is_named(pair):
+    assert "node1 is the head" in one_error_line(cli("inv", "node.remove", "node1", env=pair["three"]))
+    assert "no node named 'node9'" in one_error_line(cli("inv", "node.remove", "node9", env=pair["three"]))
+    assert "name: node3" in (pair["dir"] / "three.yaml").read_text()
+
+
+def test_node_remove_takes_the_third_node_out_and_leaves_nothing_of_it_on_the_others(pair):
+    proc = cli("inv", "node.remove", "node3", env=pair["three"], timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "gpufab-lab" not in proc.stdout + proc.stderr
+    inventory = (pair["dir"] / "three.yaml").read_text()
+    assert "node3" not in inventory and inventory == (pair["dir"] / "two.yaml").read_text()
+    status = cli("inv", "ray.status", env=pair["three"], timeout=120)
+    assert status.returncode == 0 and "ray: 2/2 inventory nodes alive" in status.stdout, status.stdout + status.stderr
+    # Nothing of node3 on the two that stay: no key, no address in any gpufab file.
+    assert on_host("node1", f"grep -c {sshfs.KEY_COMMENT}node3 {sshfs.SFTP_KEYS} || true").stdout.strip() == "0"
+    for node in ("node1", "node2"):
+        found = on_host(node, f"grep -rl '{NODE3}' {GPUFAB_FILES} 2>/dev/null || true").stdout.strip()
+        assert found == "", (node, found)
+    # node3 itself is as rented: no unit, mount, fstab line or gpufab file.
+    assert on_host("node3", TRACE).stdout == pair["node3"]
+    # The two that stay still share and train.
+    verify = cli("inv", "storage.verify", env=pair["three"], timeout=600)
+    assert verify.returncode == 0 and "storage.verify (sshfs): 2 hosts: 0 changed, 2 ok" in verify.stdout, \
+        verify.stdout + verify.stderr
