@@ -4,7 +4,7 @@
     .venv/bin/pip install -e '.[bench]'      # the peer tools (once)
     .venv/bin/python bench/run.py            # as root, from the repo root
 
-Four benchmarks, none needing a real cluster:
+Five benchmarks, none needing a real cluster:
 
 - fan-out: `true` on N = 8, 32, 128 SSH targets (one local sshd on N
   addresses, see targets.py) by gpufab `exec` and five peers, whole-process
@@ -17,6 +17,8 @@ Four benchmarks, none needing a real cluster:
 - bootstrap on the nspawn lab: a first run and a no-op re-run, 1 host vs 3.
 - all-reduce on the nspawn lab: `inv allreduce --json` on 3 hosts (Gloo,
   Debian's CPU torch): time, algbw and busbw per size beside the raw TCP link.
+- start-up: `gpufab --list` and `gpufab exec true` on one lab host against
+  the floor every Fabric tool pays, `python -c 'import fabric'`.
 """
 
 from __future__ import annotations
@@ -283,6 +285,42 @@ def allreduce_on_lab(n: int, runs: int) -> List[dict]:
     return out
 
 
+def startup_on_lab(runs: int) -> Dict[str, float]:
+    """Median whole-process seconds of each start-up case, the cases taking turns in every round."""
+    env = {"GPUFAB_INVENTORY": str(REPO / "inventory" / "lab.yaml")}
+    gpufab = str(BIN / "gpufab")
+    cases: Dict[str, Argv] = {
+        "`python -c 'import fabric'` (the floor)": ([sys.executable, "-c", "import fabric"], {}),
+        "`gpufab --list`": ([gpufab, "--list"], {}),
+        "`inv --list` (in the repo)": ([str(BIN / "inv"), "--list"], {}),
+        "`gpufab exec true --quiet` (1 lab host)": ([gpufab, "exec", "true", "--quiet"], env),
+    }
+    samples: Dict[str, List[float]] = {name: [] for name in cases}
+    try:
+        inv("lab.down")
+        inv("lab.up", "--nodes", "1")
+        for round_ in range(runs + 1):  # round 0 warms caches and records the host key
+            for name, argv in cases.items():
+                seconds = timed(argv, REPO)
+                if seconds is None:
+                    sys.exit(f"bench: {name} failed")
+                if round_:
+                    samples[name].append(seconds)
+        print(f"  start-up: {runs} rounds", flush=True)
+    finally:
+        inv("lab.down")
+    return {name: statistics.median(v) for name, v in samples.items()}
+
+
+def startup_section(medians: Dict[str, float], runs: int) -> List[str]:
+    floor = next(iter(medians.values()))
+    rows = [[name, f"{sec:.2f}", f"{sec - floor:+.2f}"] for name, sec in medians.items()]
+    return [f"## Start-up: whole-process wall seconds (median of {runs})", "",
+            "Each command as a user runs it, from the repo root with warm caches; `gpufab exec true`"
+            " opens a new connection to one lab host each time.", "",
+            fmt_table(["command", "wall s", "over the floor"], rows), ""]
+
+
 def allreduce_section(n: int, runs: Sequence[dict]) -> List[str]:
     """Median per size of time, algbw, busbw; the slowest link of each run beside it."""
     sizes = [s["bytes"] for s in runs[0]["sizes"]]
@@ -350,7 +388,8 @@ def fan_out_section(results: Sequence[FanOut], runs: int) -> List[str]:
 
 def write_results(path: Path, command: str, fan: Sequence[FanOut], big: Optional[FanOut],
                   warm: Dict[Tuple[str, int], float], boot: Dict[int, Tuple[float, float]], runs: int,
-                  repeat: int, allreduce: Optional[List[dict]] = None) -> None:
+                  repeat: int, allreduce: Optional[List[dict]] = None,
+                  startup: Optional[Dict[str, float]] = None) -> None:
     lines = ["# gpufab benchmarks", "",
              f"- Date: {datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}",
              f"- Machine: {machine()}",
@@ -382,6 +421,8 @@ def write_results(path: Path, command: str, fan: Sequence[FanOut], big: Optional
         lines += [fmt_table(["hosts", "first run s", "no-op re-run s", "re-run / first"], rows), ""]
     if allreduce:
         lines += allreduce_section(len(allreduce[0]["nodes"]), allreduce)
+    if startup:
+        lines += startup_section(startup, runs)
     path.write_text("\n".join(lines))
 
 
@@ -391,7 +432,7 @@ def main() -> int:
     p.add_argument("--big", type=int, default=512, help="host count for the bounded-threads run (0: skip)")
     p.add_argument("--runs", type=int, default=5, help="timed runs per tool after the warm-up")
     p.add_argument("--repeat", type=int, default=20, help="commands per host on a warm connection")
-    p.add_argument("--skip", default="", help="comma-separated: fanout, warm, bootstrap, allreduce")
+    p.add_argument("--skip", default="", help="comma-separated: fanout, warm, bootstrap, allreduce, startup")
     p.add_argument("--tools", default="", help="comma-separated: only the fan-out tools whose name contains one of these")
     p.add_argument("--out", default=str(REPO / "bench" / "RESULTS.md"))
     a = p.parse_args()
@@ -416,8 +457,9 @@ def main() -> int:
             warm = warm_commands(t, (1, 32), a.runs, a.repeat)
     boot = bootstrap_on_lab((1, 3)) if "bootstrap" not in skip else {}
     reduced = allreduce_on_lab(3, max(3, a.runs // 2)) if "allreduce" not in skip else []
+    started = startup_on_lab(a.runs) if "startup" not in skip else {}
     command = " ".join(["bench/run.py", *sys.argv[1:]])
-    write_results(Path(a.out), command, fan, big, warm, boot, a.runs, a.repeat, reduced)
+    write_results(Path(a.out), command, fan, big, warm, boot, a.runs, a.repeat, reduced, started)
     print(Path(a.out).read_text())
     return 0
 
