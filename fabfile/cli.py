@@ -15,9 +15,11 @@ from __future__ import annotations
 import os
 import sys
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 from typing import Any, Callable, Dict
 
 from fabric import Config
+from invoke import Collection
 from fabric.main import Fab
 
 from .core.errors import BAD_INPUT, GpufabError, InputError
@@ -77,11 +79,30 @@ def _version() -> str:
         return "unknown (not installed)"
 
 
+def in_checkout() -> bool:
+    """Run from the repository (editable install, or the source tree), not from an installed wheel."""
+    top = Path(__file__).resolve().parents[1]
+    return (top / "pyproject.toml").is_file() and (top / "tests").is_dir()
+
+
+def without(ns: Collection, name: str) -> Collection:
+    """The namespace less one sub-collection."""
+    out = Collection()
+    for task_name, task in ns.tasks.items():
+        out.add_task(task, name=task_name)
+    for sub_name, sub in ns.collections.items():
+        if sub_name != name:
+            out.add_collection(sub, name=sub_name)
+    return out
+
+
 def make_program() -> GpufabProgram:
     from . import ns
     from .core.executor import HostListExecutor
 
-    return GpufabProgram(name="gpufab", binary="gpufab", version=_version(), namespace=ns,
+    # lab.* builds the repo's test hosts and keeps their inventory in the checkout: a development tool.
+    tasks = ns if in_checkout() else without(ns, "lab")
+    return GpufabProgram(name="gpufab", binary="gpufab", version=_version(), namespace=tasks,
                          executor_class=HostListExecutor, config_class=GpufabConfig)
 
 

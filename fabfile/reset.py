@@ -33,13 +33,14 @@ def _confirmed(names: str, yes: bool) -> bool:
     auto_shortflags=False,
     help={
         "yes": "do not ask (needed without a terminal)",
+        "packages": "also purge the packages gpufab installed (Docker, sshfs, NFS...; never openssh-server)",
         "nodes": "only these nodes (comma-separated names)",
         "workers": "hosts worked on at once (default 32)",
     },
 )
 @reported
-def reset(c, yes=False, nodes=None, workers=None):
-    """Undo bootstrap on the nodes (like `ray down`): units, mounts, fstab lines, keys, files; packages stay."""
+def reset(c, yes=False, packages=False, nodes=None, workers=None):
+    """Undo bootstrap on the nodes (like `ray down`): units, mounts, fstab lines, keys, files; --packages too."""
     n = number_option(workers, "--workers")
     with open_session(c.config) as session:
         inv = cluster_inventory(session)
@@ -53,7 +54,7 @@ def reset(c, yes=False, nodes=None, workers=None):
         first = run_step(session, chosen, lambda r: reset_ops.stop_and_unmount(r, share, r.node.is_head, venv),
                          workers=n)
         going = [r.node for r in first if not r.failed]
-        second = run_step(session, going, lambda r: reset_ops.remove_the_rest(r, share, r.node.is_head, daemon),
+        second = run_step(session, going, lambda r: reset_ops.remove_the_rest(r, share, r.node.is_head, daemon, packages),
                           workers=n)
         results = merge_phases(chosen, [first, second])
     report_step("reset", results)

@@ -50,5 +50,25 @@ def install_command(packages: Iterable[str], update: bool = True) -> str:
     return f"{UPDATE_IF_STALE} && {install}" if update else install
 
 
+#: What gpufab's apt installs added (one name a line): what `reset --packages` may purge.
+INSTALLED_RECORD = "/var/lib/gpufab/installed-packages"
+#: Installed by gpufab where missing, never purged by it: the way in (sshd) and what other software needs.
+NEVER_PURGE = frozenset({"openssh-server", "ca-certificates", "curl"})
+
+
+def record_command(packages: Iterable[str]) -> str:
+    """Add names to the record, each once; a new file renamed over the old (the directory is root's only)."""
+    rec = INSTALLED_RECORD
+    names = " ".join(shlex.quote(p) for p in packages)
+    return (f"install -d -m 0755 {rec.rsplit('/', 1)[0]} && {{ cat {rec} 2>/dev/null; printf '%s\\n' {names}; }}"
+            f" | sort -u > {rec}.new && mv -f {rec}.new {rec}")
+
+
+def purge_command(packages: Iterable[str]) -> str:
+    """Purge the packages and what only they needed."""
+    names = " ".join(shlex.quote(p) for p in packages)
+    return f"{RESUME_DPKG}; {APT_GET} purge --auto-remove {names}"
+
+
 def missing(wanted: Iterable[str], installed: Set[str]) -> List[str]:
     return [p for p in wanted if p not in installed]

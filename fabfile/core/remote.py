@@ -362,6 +362,7 @@ def ensure_packages(remote: Remote, packages: Sequence[str]) -> List[str]:
     result = remote.change(apt.install_command(todo), warn=True, timeout=max(remote.timeout or 0, 900))
     if result.exited != 0:
         raise HostError(f"apt-get install {' '.join(todo)} failed: {last_line(result.stderr or result.stdout)}")
+    remote.change(apt.record_command(todo))
     return [f"installed {' '.join(todo)}"]
 
 

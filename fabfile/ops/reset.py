@@ -20,7 +20,8 @@ from typing import Dict, FrozenSet, List, Mapping, Tuple
 
 from ..core.files import ABSENT_SUFFIX, BACKUP_DIR, BEFORE_DIR, ManagedFile, plan_files
 from ..core.errors import HostError, keeping_changes
-from ..core.remote import Remote
+from ..core import packages as apt
+from ..core.remote import Remote, last_line
 from ..core.steps import Outcome
 from . import docker, limits, netenv, nfs, ray, sshfs
 from .allreduce import SCRIPT_PATH
@@ -31,7 +32,7 @@ WHOLE_FILES: Tuple[str, ...] = (
     limits.LIMITS_FILE, limits.SYSTEMD_FILE, limits.DOCKER_FILE,
     netenv.ENV_FILE, netenv.SECRETS_FILE, netenv.NCCL_CONF, netenv.PROFILE_SNIPPET,
     ray.SECRETS_APPLIED, f"{ray.UNIT_DIR}/{ray.HEAD_UNIT}", f"{ray.UNIT_DIR}/{ray.WORKER_UNIT}",
-    nfs.EXPORTS_FILE,
+    nfs.EXPORTS_FILE, apt.INSTALLED_RECORD,
 )
 UNITS: Tuple[str, ...] = (ray.HEAD_UNIT, ray.WORKER_UNIT)
 #: gpufab's own trees: nothing but gpufab's in them (the default Ray venv lives in /opt/gpufab).
@@ -199,11 +200,42 @@ def stop_and_unmount(remote: Remote, share: nfs.NfsPlan, is_head: bool, venv: st
     return Outcome(done, [])
 
 
-def remove_the_rest(remote: Remote, share: nfs.NfsPlan, is_head: bool, docker_extra: Mapping[str, object]) -> Outcome:
+def recorded_packages(text: str, installed: FrozenSet[str]) -> List[str]:
+    """What `reset --packages` purges: recorded by gpufab's installs, still installed, not the way in."""
+    names = sorted({line.strip() for line in text.splitlines() if line.strip()})
+    return [n for n in names if n in installed and n not in apt.NEVER_PURGE]
+
+
+def purge_packages(remote: Remote) -> Outcome:
+    """The packages gpufab installed, purged with what only they needed (and Docker's apt source with docker-ce)."""
+    record = remote.read_paths([apt.INSTALLED_RECORD])[apt.INSTALLED_RECORD]
+    if not record.exists or not record.content:
+        return Outcome([], ["--packages: gpufab installed no package here (or a reset without --packages forgot them)"])
+    names = [n for n in record.content.split() if n]
+    installed = frozenset(apt.parse_installed(remote.run(apt.query_command(names)).stdout))
+    todo = recorded_packages(record.content, installed)
+    if not todo:
+        return Outcome([], [])
+    result = remote.change(apt.purge_command(todo), warn=True, timeout=max(remote.timeout or 0, 900))
+    if result.exited != 0:
+        raise HostError(f"apt-get purge {' '.join(todo)} failed: {last_line(result.stderr or result.stdout)}")
+    done = [f"purged {' '.join(todo)}"]
+    if "docker-ce" in todo:
+        remote.change(f"rm -f -- {docker.SOURCE_LIST} {docker.KEYRING}")
+        done.append(f"removed Docker's apt source ({docker.SOURCE_LIST}, {docker.KEYRING})")
+    return Outcome(done, [])
+
+
+def remove_the_rest(remote: Remote, share: nfs.NfsPlan, is_head: bool, docker_extra: Mapping[str, object],
+                    packages: bool = False) -> Outcome:
     """Phase two: the head's share service and check files, daemon.json, every whole file, gpufab's directories."""
     done: List[str] = []
     notes: List[str] = []
     with keeping_changes(done):
+        if packages:
+            purged = purge_packages(remote)
+            done += purged.changes
+            notes += purged.notes
         if is_head:
             done += sshfs.revoke_workers(remote).changes
             # -P (find's default) never follows a link, the export itself included; -delete removes links, not targets.

@@ -46,6 +46,8 @@ def test_the_installed_gpufab_dry_runs_bootstrap_on_the_lab_from_an_empty_direct
     env = {"HOME": str(home), "XDG_CONFIG_HOME": ""}
     listed = cli("gpufab", "--list", bin_dir=installed, cwd=empty, env=env)
     assert listed.returncode == 0 and "bootstrap" in listed.stdout and "storage.setup" in listed.stdout, listed.stderr
+    assert "reset" in listed.stdout and "node.remove" in listed.stdout
+    assert "lab." not in listed.stdout  # the repo's test hosts are no task of the installed tool
     # The lab's private network is 198.19/16, outside RFC 1918: named as private at the user level.
     (home / ".gpufab.yaml").write_text("gpufab:\n  private_ranges: [198.18.0.0/15]\n")
     before = {n: on_host(n, "cat /etc/security/limits.d/90-gpufab-nofile.conf 2>&1", check=False).stdout

@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from fabfile.core.packages import record_command
 from fabfile.core.errors import HostError, InputError
 from fabfile.ops import docker, limits, tools
 
@@ -111,7 +112,8 @@ def test_docker_check_reads_the_version_and_wants_the_configured_pools():
 def test_tools_installs_only_what_is_missing_then_nothing():
     node = FakeRemote([(r"dpkg-query", "htop installed\n", 0)])
     out = tools.apply(node, tools.ToolsSettings(("tmux", "htop")))
-    assert out.changes == ["installed tmux"] and node.changes[-1].endswith("install --no-install-recommends tmux")
+    assert out.changes == ["installed tmux"] and node.changes[-2].endswith("install --no-install-recommends tmux")
+    assert node.changes[-1] == record_command(["tmux"])  # what reset --packages may purge
     node.answer(r"dpkg-query", "tmux installed\nhtop installed\n")
     node.changes.clear()
     assert tools.apply(node, tools.ToolsSettings(("tmux", "htop"))).changes == [] and node.changes == []

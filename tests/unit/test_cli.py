@@ -121,3 +121,12 @@ def test_gpufab_variables_set_its_settings_and_bad_ones_are_one_line(elsewhere):
                                  ("GPUFAB_CONNECT_TIMEOUT", "-1", "must be positive: '-1'")]:
         line = one_error_line(gpufab("-H", "198.18.0.250", "exec", "true", cwd=cwd, env={**env, name: value}))
         assert f"gpufab: error: {name}: {message}" == line
+
+
+def test_lab_tasks_leave_the_installed_tool_only(monkeypatch):
+    from fabfile import cli as gpufab_cli
+
+    assert "lab.up" in gpufab_cli.make_program().namespace.task_names
+    monkeypatch.setattr(gpufab_cli, "in_checkout", lambda: False)
+    names = gpufab_cli.make_program().namespace.task_names
+    assert "lab.up" not in names and "bootstrap" in names and "storage.setup" in names and "pyenv.check" in names

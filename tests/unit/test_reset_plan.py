@@ -150,3 +150,29 @@ def test_forget_worker_drops_only_that_workers_key_and_a_second_time_nothing():
     assert sshfs.forget_worker(remote, "rental2").changes == [f"removed rental2's sshfs key from {sshfs.SFTP_KEYS}"]
     assert sshfs.keys_in_block(remote.files[sshfs.SFTP_KEYS].content) == {"rental1": keys["rental1"]}
     assert sshfs.forget_worker(remote, "rental2").changes == []
+
+
+# --------------------------------------------------------------------------- reset --packages
+
+from fabfile.core import packages as apt  # noqa: E402
+from fabfile.ops.reset import purge_packages, recorded_packages  # noqa: E402
+
+
+def test_only_recorded_and_installed_packages_are_purged_never_sshd():
+    record = "docker.io\nsshfs\nopenssh-server\ncurl\nnfs-common\n"
+    assert recorded_packages(record, frozenset({"docker.io", "sshfs", "openssh-server", "curl"})) == ["docker.io", "sshfs"]
+
+
+def test_purge_packages_purges_once_and_drops_dockers_apt_source_with_docker_ce():
+    remote = FakeRemote([(r"dpkg-query", "docker-ce installed\ncontainerd.io installed\n", 0)],
+                        files={apt.INSTALLED_RECORD: "containerd.io\ndocker-ce\n"})
+    out = purge_packages(remote)
+    assert out.changes[0] == "purged containerd.io docker-ce"
+    assert remote.changes[0] == apt.purge_command(["containerd.io", "docker-ce"])
+    assert remote.changes[1] == f"rm -f -- {docker.SOURCE_LIST} {docker.KEYRING}"
+
+
+def test_purge_packages_without_a_record_says_so_and_changes_nothing():
+    remote = FakeRemote()
+    out = purge_packages(remote)
+    assert out.changes == [] and remote.changes == [] and "installed no package" in out.notes[0]
