@@ -78,3 +78,24 @@ def test_node_remove_takes_the_third_node_out_and_leaves_nothing_of_it_on_the_ot
     verify = cli("inv", "storage.verify", env=pair["three"], timeout=600)
     assert verify.returncode == 0 and "storage.verify (sshfs): 2 hosts: 0 changed, 2 ok" in verify.stdout, \
         verify.stdout + verify.stderr
+
+
+def test_a_dead_worker_is_still_taken_off_the_head_and_the_inventory_and_named(pair):
+    """The usual reason to remove a node: it died. Its own files cannot go; everything else does."""
+    (pair["dir"] / "three.yaml").write_text(LAB_INVENTORY.read_text().replace("  user: root\n", "  user: gpu\n"))
+    back = cli("inv", "bootstrap", env=pair["three"], timeout=1800)
+    assert back.returncode == 0 and "Ray: 3/3 nodes alive" in back.stdout, back.stdout + back.stderr
+    off = cli("inv", "lab.poweroff", "node3")
+    assert off.returncode == 0, off.stderr
+    try:
+        proc = cli("inv", "node.remove", "node3", env=pair["three"], timeout=600)
+    finally:
+        on = cli("inv", "lab.poweron", "node3")
+        assert on.returncode == 0, on.stderr
+    assert proc.returncode != 0, proc.stdout + proc.stderr
+    assert "node.remove: node3 removed from" in proc.stdout
+    assert "0 failed, 1 unreachable (node3:" in proc.stdout, proc.stdout
+    assert "node3" not in (pair["dir"] / "three.yaml").read_text()
+    assert on_host("node1", f"grep -c {sshfs.KEY_COMMENT}node3 {sshfs.SFTP_KEYS} || true").stdout.strip() == "0"
+    status = cli("inv", "ray.status", env=pair["three"], timeout=120)
+    assert status.returncode == 0 and "ray: 2/2 inventory nodes alive" in status.stdout, status.stdout + status.stderr
