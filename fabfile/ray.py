@@ -153,8 +153,11 @@ def status(c, venv=None):
              human_bytes(n.memory), "head" if n.head else "") for n in sorted(nodes, key=lambda n: (not n.alive, n.ip))]
     print(host_table(["Node", "Address", "Alive", "CPUs", "GPUs", "Memory", "Role"], rows))
     alive = ray.alive_by_ip(nodes)
-    print(f"ray: {len(alive)}/{len(inv.nodes)} inventory nodes alive, "
-          f"{sum(n.cpus for n in alive.values()):g} CPUs, {sum(n.gpus for n in alive.values()):g} GPUs")
+    ours = [n.private for n in inv.nodes if n.private in alive]
+    strays = sorted(ip for ip in alive if ip not in names)
+    print(f"ray: {len(ours)}/{len(inv.nodes)} inventory nodes alive, "
+          f"{sum(n.cpus for n in alive.values()):g} CPUs, {sum(n.gpus for n in alive.values()):g} GPUs"
+          + (f"; also alive, not in the inventory: {', '.join(strays)}" if strays else ""))
     host = s.dashboard_host or inv.head.private
     user = f"{inv.head.user}@" if inv.head.user else ""
     print(f"dashboard: http://{host}:{ray.DASHBOARD_PORT} (private network)")

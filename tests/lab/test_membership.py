@@ -5,6 +5,8 @@ As the rented login does it: the `gpu` user with password sudo.
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from fabfile.core.inventory import without_node
@@ -97,5 +99,14 @@ def test_a_dead_worker_is_still_taken_off_the_head_and_the_inventory_and_named(p
     assert "0 failed, 1 unreachable (node3:" in proc.stdout, proc.stdout
     assert "node3" not in (pair["dir"] / "three.yaml").read_text()
     assert on_host("node1", f"grep -c {sshfs.KEY_COMMENT}node3 {sshfs.SFTP_KEYS} || true").stdout.strip() == "0"
-    status = cli("inv", "ray.status", env=pair["three"], timeout=120)
-    assert status.returncode == 0 and "ray: 2/2 inventory nodes alive" in status.stdout, status.stdout + status.stderr
+    # A powered-off raylet says no goodbye: Ray's head counts it alive until its health checks fail, and
+    # ray.status names it as alive outside the inventory meanwhile.
+    deadline = time.monotonic() + 180
+    while True:
+        status = cli("inv", "ray.status", env=pair["three"], timeout=120)
+        assert status.returncode == 0 and "ray: 2/2 inventory nodes alive" in status.stdout, status.stdout
+        if "not in the inventory" not in status.stdout or time.monotonic() > deadline:
+            break
+        assert "also alive, not in the inventory: 198.19.0.13" in status.stdout, status.stdout
+        time.sleep(5)
+    assert "not in the inventory" not in status.stdout, status.stdout
