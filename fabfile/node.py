@@ -15,7 +15,7 @@ from .core.errors import InputError, reported
 from .core.inventory import without_node
 from .core.localfs import read_text, write_if_changed
 from .core.steps import merge_phases, report_step, run_step
-from .ops import docker, nfs, ray, sshfs
+from .ops import sshfs
 from .ops import reset as reset_ops
 
 
@@ -31,14 +31,10 @@ def remove(c, name):
                              path="NAME")
         text = read_text(inv.path) if inv.path else None
         rest = without_node(text, name, inv.path) if text is not None else None  # a file it cannot cut: before any change
-        share = nfs.read_share(c.config, inv, {})
-        venv = ray.read(c.config, inv, {}).venv
-        daemon = docker.read(c.config, inv, {}).daemon
-        first = run_step(session, [node], lambda r: reset_ops.stop_and_unmount(r, share, False, venv))
-        second = run_step(session, [r.node for r in first if not r.failed],
-                          lambda r: reset_ops.remove_the_rest(r, share, False, daemon))
+        s = reset_ops.read(c.config, inv, {})
+        gone = reset_ops.reset_nodes(session, [node], s)
         head = run_step(session, [inv.head], lambda r: sshfs.forget_worker(r, name))
-        results = merge_phases([inv.head, node], [head, first, second])
+        results = merge_phases([inv.head, node], [head, gone])
     if head[0].failed:
         print(f"node.remove: {name} stays in the inventory: the head could not drop its key")
     elif rest is not None and write_if_changed(inv.path, rest, backup=f"{inv.path}.bak"):

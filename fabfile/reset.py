@@ -1,9 +1,6 @@
 """`inv reset` / `gpufab reset`: take away what gpufab added to the nodes (see ops/reset.py).
 
-Two phases, each on every node at once: Ray stopped and the workers' share
-unmounted while the head still serves it; then the head's share service,
-daemon.json's keys, gpufab's files and directories. A node that fails the
-first phase keeps everything for the next run to finish.
+Asks first: it takes a cluster down. The work is ops.reset.reset_nodes.
 """
 
 from __future__ import annotations
@@ -14,8 +11,7 @@ from invoke import task
 
 from .core.cluster import cluster_inventory, open_session, select_nodes
 from .core.errors import InputError, number_option, reported
-from .core.steps import merge_phases, report_step, run_step
-from .ops import docker, nfs, ray
+from .core.steps import report_step
 from .ops import reset as reset_ops
 
 
@@ -44,17 +40,10 @@ def reset(c, yes=False, packages=False, nodes=None, workers=None):
     n = number_option(workers, "--workers")
     with open_session(c.config) as session:
         inv = cluster_inventory(session)
-        share = nfs.read_share(c.config, inv, {})
-        venv = ray.read(c.config, inv, {}).venv
-        daemon = docker.read(c.config, inv, {}).daemon
+        s = reset_ops.read(c.config, inv, {"packages": packages})
         chosen = select_nodes(inv, nodes)
         if not _confirmed(", ".join(x.name for x in chosen), yes):
             print("reset: nothing done")
             return
-        first = run_step(session, chosen, lambda r: reset_ops.stop_and_unmount(r, share, r.node.is_head, venv),
-                         workers=n)
-        going = [r.node for r in first if not r.failed]
-        second = run_step(session, going, lambda r: reset_ops.remove_the_rest(r, share, r.node.is_head, daemon, packages),
-                          workers=n)
-        results = merge_phases(chosen, [first, second])
+        results = reset_ops.reset_nodes(session, chosen, s, workers=n)
     report_step("reset", results)

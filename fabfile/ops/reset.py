@@ -16,13 +16,16 @@ from __future__ import annotations
 
 import shlex
 from dataclasses import dataclass, field
-from typing import Dict, FrozenSet, List, Mapping, Tuple
+from typing import Any, Dict, FrozenSet, List, Mapping, Optional, Sequence, Tuple
 
 from ..core.files import ABSENT_SUFFIX, BACKUP_DIR, BEFORE_DIR, ManagedFile, plan_files
+from ..core.connection import Session
 from ..core.errors import HostError, keeping_changes
+from ..core.fanout import HostResult
+from ..core.inventory import Inventory, Node
 from ..core import packages as apt
 from ..core.remote import Remote, last_line
-from ..core.steps import Outcome
+from ..core.steps import Outcome, merge_phases, run_step
 from . import docker, limits, netenv, nfs, ray, sshfs
 from .allreduce import SCRIPT_PATH
 from .scripts import STATE_DIR
@@ -66,7 +69,7 @@ done
 command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ] && echo systemd
 command -v exportfs >/dev/null 2>&1 && echo exportfs
 true
-""".replace("gpufab-absent", ABSENT_SUFFIX.lstrip("."))
+"""
 
 
 @dataclass(frozen=True)
@@ -226,6 +229,14 @@ def purge_packages(remote: Remote) -> Outcome:
     return Outcome(done, [])
 
 
+def _remove_all(remote: Remote, paths: str, sudo: bool) -> bool:
+    """`rm -rf` of the (shell-quoted) paths when any of them is there; whether it was."""
+    if not remote.check(f"for d in {paths}; do [ -e \"$d\" ] && exit 0; done; exit 1", sudo=sudo):
+        return False
+    remote.change(f"rm -rf -- {paths}", sudo=sudo)
+    return True
+
+
 def remove_the_rest(remote: Remote, share: nfs.NfsPlan, is_head: bool, docker_extra: Mapping[str, object],
                     packages: bool = False) -> Outcome:
     """Phase two: the head's share service and check files, daemon.json, every whole file, gpufab's directories."""
@@ -250,12 +261,36 @@ def remove_the_rest(remote: Remote, share: nfs.NfsPlan, is_head: bool, docker_ex
             remote.change(command)
             done.append(what)
         users = " ".join(f'"$HOME"/{shlex.quote(d)}' for d in USER_DIRS)
-        if remote.check(f"for d in {users}; do [ -e \"$d\" ] && exit 0; done; exit 1"):
-            remote.change(f"rm -rf -- {users}", sudo=False)
+        if _remove_all(remote, users, sudo=False):
             done.append("removed ~/" + " and ~/".join(USER_DIRS))
         # A run as root before this login (the inventory's user changed) left them in root's home: only root writes there.
         roots = " ".join(f"/root/{shlex.quote(d)}" for d in USER_DIRS)
-        if remote.user != "root" and remote.check(f"for d in {roots}; do [ -e \"$d\" ] && exit 0; done; exit 1", sudo=True):
-            remote.change(f"rm -rf -- {roots}")
+        if remote.user != "root" and _remove_all(remote, roots, sudo=True):
             done.append("removed /root/" + " and /root/".join(USER_DIRS))
     return Outcome(done, notes)
+
+
+@dataclass(frozen=True)
+class ResetSettings:
+    share: nfs.NfsPlan
+    #: Where Ray's binary is, for `ray stop` on a node that ran Ray without systemd.
+    venv: str
+    #: The daemon.json keys gpufab merged (the template's and the inventory's).
+    daemon: Mapping[str, object]
+    packages: bool = False
+
+
+def read(config: Any, inv: Inventory, cli: Mapping[str, Any]) -> ResetSettings:
+    """The share, venv and daemon.json keys as the steps that set them up read them; `--packages` from the CLI."""
+    return ResetSettings(nfs.read_share(config, inv, {}), ray.read(config, inv, {}).venv,
+                         docker.read(config, inv, {}).daemon, bool(cli.get("packages")))
+
+
+def reset_nodes(session: Session, nodes: Sequence[Node], s: ResetSettings,
+                workers: Optional[int] = None) -> List[HostResult]:
+    """Both phases, each on every node at once; a node that fails the first keeps everything for the next run."""
+    first = run_step(session, nodes, lambda r: stop_and_unmount(r, s.share, r.node.is_head, s.venv), workers=workers)
+    going = [r.node for r in first if not r.failed]
+    second = run_step(session, going, lambda r: remove_the_rest(r, s.share, r.node.is_head, s.daemon, s.packages),
+                      workers=workers)
+    return merge_phases(nodes, [first, second])
