@@ -12,19 +12,17 @@ from .core.cluster import cluster_inventory, open_session, select_nodes
 from .core.errors import reported
 from .core.report import host_table
 from .core.facts import human_bytes
-from .ops import allreduce as ar
-from .ops.launch import rank_order
 
 
 @task(
     auto_shortflags=False,
     help={
         "backend": "auto (default: NCCL, one process per GPU, where every node has GPUs; else Gloo), nccl or gloo",
-        "sizes": f"buffer sizes, comma-separated (default {ar.DEFAULT_SIZES}; var allreduce_sizes)",
-        "iters": f"timed all-reduces per size (default {ar.DEFAULT_ITERS})",
+        "sizes": "buffer sizes, comma-separated (default 1M,16M,64M; var allreduce_sizes)",
+        "iters": "timed all-reduces per size (default 10)",
         "python": "the training python on the nodes (var train_python; default: Ray's venv, then python3)",
         "pairs": "node pairs in turn (all pairs up to 8 nodes, a ring above): names a slow or broken link",
-        "timeout": f"seconds one run may take before it fails, named (default {ar.DEFAULT_TIMEOUT:g})",
+        "timeout": "seconds one run may take before it fails, named (default 60)",
         "port": "rendezvous port (default MASTER_PORT + 17; var allreduce_port)",
         "nodes": "only these nodes (comma-separated names)",
         "json": "print the figures as JSON instead of tables (for scripts and bench/run.py)",
@@ -34,6 +32,8 @@ from .ops.launch import rank_order
 def allreduce(c, backend=None, sizes=None, iters=None, python=None, pairs=False, timeout=None, port=None, nodes=None,
               json=False):
     """All-reduce across every node (Gloo or NCCL): sums checked, busbw, link speed, NIC per rank."""
+    from .ops import allreduce as ar
+    from .ops.launch import rank_order
     with open_session(c.config) as session:
         inv = cluster_inventory(session)
         s = ar.read(c.config, inv, {"allreduce_backend": backend, "allreduce_sizes": sizes, "allreduce_iters": iters,

@@ -19,9 +19,6 @@ from .core.localfs import read_text, write_if_changed
 from .core.progress import Progress
 from .core.runfiles import RunFiles, choose_targets, failed_hosts_text, run_files, ssh_aliases
 from .core.runreport import Report
-from .ops import limits, ray
-from .ops.chain import CHAIN
-from .ops.scripts import with_user_steps
 
 
 def save(run: Run, chain: Sequence[Step], files: RunFiles) -> int:
@@ -47,17 +44,17 @@ def save(run: Run, chain: Sequence[Step], files: RunFiles) -> int:
 @task(
     auto_shortflags=False,
     help={
-        "skip": f"steps to leave out, comma-separated ({', '.join(s.name for s in CHAIN if s.optional)},"
+        "skip": "steps to leave out, comma-separated (limits, docker, netenv, storage, ray, tools, allreduce, verify,"
                 " or one of the inventory's steps:)",
         "only": "run only these steps (preflight always runs)",
         "dry_run": "connect and gather facts; print what would change, with diffs; change nothing",
         "retry_failed": "run only the hosts the last bootstrap failed on (from the failed-hosts file)",
         "hosts_from": "run only the hosts listed in this file (names or addresses, one per line)",
-        "nofile": f"open files per process (default {limits.DEFAULT_NOFILE}; inventory var nofile)",
+        "nofile": "open files per process (default 65536; inventory var nofile)",
         "secrets": "also write the local .env's variables to /etc/gpufab/secrets.env (0600)",
         "env_file": "the .env file for --secrets (default .env)",
         "storage": "shared storage backend: auto (default), nfs or sshfs (inventory var storage)",
-        "timeout": f"seconds Ray gets to show every node (default {ray.DEFAULT_WAIT})",
+        "timeout": "seconds Ray gets to show every node (default 180)",
         "workers": "hosts worked on at once (default 32)",
     }
 )
@@ -65,6 +62,8 @@ def save(run: Run, chain: Sequence[Step], files: RunFiles) -> int:
 def bootstrap(c, skip=None, only=None, dry_run=False, retry_failed=False, hosts_from=None, nofile=None,
               secrets=False, env_file=".env", storage=None, timeout=None, workers=None):
     """The whole setup: preflight, limits, docker, netenv, storage, ray, your steps, verify; then the report."""
+    from .ops.chain import CHAIN
+    from .ops.scripts import with_user_steps
     n_workers = number_option(workers, "--workers")
     files = run_files(inventory_path(c.config), bool(cli_hosts(c.config)))
     cli = {"nofile": nofile, "secrets": secrets, "env_file": env_file, "storage": storage, "timeout": timeout}

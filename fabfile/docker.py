@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict
+from typing import TYPE_CHECKING, Any, Callable, Dict
 
 from invoke import task
 
 from .core.errors import reported
 from .core.remote import Remote
 from .core.steps import Outcome, run_task
-from .ops import docker
+
+if TYPE_CHECKING:  # the step's code is imported by the task that runs it (start-up time)
+    from .ops import docker
 
 _HELP = {
     "nodes": "only these nodes (comma-separated names)",
@@ -18,6 +20,8 @@ _HELP = {
 
 
 def _run(c, title: str, cli: Dict[str, Any], apply: Callable[[Remote, docker.DockerSettings], Outcome], nodes, workers):
+    from .ops import docker
+
     def step(session):
         settings = docker.read(c.config, session.inventory, cli)
         return lambda r: apply(r, settings)
@@ -29,6 +33,7 @@ def _run(c, title: str, cli: Dict[str, Any], apply: Callable[[Remote, docker.Doc
 @reported
 def install(c, source=None, nodes=None, workers=None):
     """Install Docker (skipped where present); add the SSH user to group docker."""
+    from .ops import docker
     _run(c, "docker.install", {"source": source}, lambda r, s: docker.install_docker(r, s.source), nodes, workers)
 
 
@@ -36,6 +41,7 @@ def install(c, source=None, nodes=None, workers=None):
 @reported
 def configure(c, force=False, nodes=None, workers=None):
     """Merge address pools and download limits into daemon.json; restart only on change."""
+    from .ops import docker
     _run(c, "docker.configure", {"force": force}, lambda r, s: docker.configure_docker(r, s.daemon, s.force), nodes, workers)
 
 
@@ -43,4 +49,5 @@ def configure(c, force=False, nodes=None, workers=None):
 @reported
 def verify(c, container=None, nodes=None, workers=None):
     """Check dockerd is active and `docker info` shows the configured address pools."""
+    from .ops import docker
     _run(c, "docker.verify", {"container": container}, docker.check, nodes, workers)

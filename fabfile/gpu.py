@@ -5,7 +5,6 @@ from __future__ import annotations
 from invoke import task
 from invoke.exceptions import Exit
 
-from .ops import gpu as plan
 from .core.cluster import open_session, select_nodes
 from .core.errors import number_option, reported
 from .core.fanout import fan_out, worst_exit_code
@@ -16,6 +15,7 @@ from .core.report import host_table, summary_line
 @reported
 def status(c, nodes=None, workers=None):
     """Index, name, memory used/total and utilization of every GPU, per node."""
+    from .ops import gpu as plan
     with open_session(c.config) as session:
         targets = select_nodes(session.inventory, nodes)
         results = fan_out(session, targets, lambda conn, node: plan.query_gpus(conn, node, session.fact_timeout),

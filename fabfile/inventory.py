@@ -15,7 +15,6 @@ from .core.localfs import check_writable, read_text, write_if_changed
 from .core.mapping import check_prefix, parse_mapping, render_inventory, render_ssh_block, replace_block
 from .core.report import host_table, inventory_table, summary_line
 from .core.inventory import parse_inventory
-from .ops import preflight
 
 
 @task(
@@ -69,6 +68,7 @@ def show(c):
 @reported
 def check(c, private_subnet=None, workers=None):
     """Preflight: reachable, auth, sudo, OS, GPUs, private NIC, free disk on / per host."""
+    from .ops import preflight
     workers = number_option(workers, "--workers")
     with open_session(c.config) as session:
         inv = ensure_private(session, private_subnet, workers)

@@ -8,8 +8,6 @@ from typing import Dict
 from invoke import task
 from invoke.exceptions import Exit
 
-from .ops import launch as plan
-from .ops import netenv as netenv_plan
 from .core.cluster import ensure_private, open_session, setting
 from .core.errors import number_option, reported
 from .core.fanout import HostResult, fan_out, run_command, worst_exit_code
@@ -22,7 +20,7 @@ from .core.report import host_table, summary_line
         "command": "the launch command; NODE_RANK, NNODES, MASTER_ADDR, MASTER_PORT, NPROC_PER_NODE are"
                    " exported, and {NODE_RANK} etc. in it are replaced",
         "role": "only nodes with this role (head, worker, or one from the inventory's roles:)",
-        "master_port": f"rendezvous port (default {netenv_plan.DEFAULT_MASTER_PORT}; var master_port)",
+        "master_port": "rendezvous port (default 29500; var master_port)",
         "sudo": "run it through sudo",
         "timeout": "seconds the job may run before it counts as failed",
     }
@@ -30,6 +28,8 @@ from .core.report import host_table, summary_line
 @reported
 def launch(c, command, role=None, master_port=None, sudo=False, timeout=None):
     """Start CMD on every node at the same time with its rank; stream labelled output."""
+    from .ops import launch as plan
+    from .ops import netenv as netenv_plan
     with open_session(c.config, command_timeout=number_option(timeout, "--timeout", float)) as session:
         inv = ensure_private(session)
         nodes = plan.launch_nodes(inv, role)

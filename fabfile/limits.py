@@ -6,12 +6,11 @@ from invoke import task
 
 from .core.errors import reported
 from .core.steps import run_task
-from .ops import limits
 
 
 @task(
     help={
-        "nofile": f"open files per process (default {limits.DEFAULT_NOFILE}; inventory var nofile)",
+        "nofile": "open files per process (default 65536; inventory var nofile)",
         "nodes": "only these nodes (comma-separated names)",
         "workers": "hosts worked on at once (default 32)",
     }
@@ -19,6 +18,7 @@ from .ops import limits
 @reported
 def setup(c, nofile=None, nodes=None, workers=None):
     """Raise nofile via limits.d, systemd and docker drop-ins; verify in a new login."""
+    from .ops import limits
 
     def step(session):
         settings = limits.read(c.config, session.inventory, {"nofile": nofile})

@@ -12,10 +12,10 @@ from .core.fanout import HostResult
 from .core.inventory import Inventory
 from .core.report import host_table
 from .core.steps import details, run_task
-from .ops import netenv
 
 
 def check_table(inv: Inventory) -> Callable[[Sequence[HostResult]], str]:
+    from .ops import netenv
     names = {n.private: n.name for n in inv.nodes}
 
     def table(results: Sequence[HostResult]) -> str:
@@ -41,7 +41,7 @@ def check_table(inv: Inventory) -> Callable[[Sequence[HostResult]], str]:
 _HELP = {
     "nodes": "only these nodes (comma-separated names)",
     "workers": "hosts worked on at once (default 32)",
-    "master_port": f"torch.distributed rendezvous port (default {netenv.DEFAULT_MASTER_PORT})",
+    "master_port": "torch.distributed rendezvous port (default 29500)",
 }
 
 
@@ -56,6 +56,7 @@ _HELP = {
 @reported
 def setup(c, profile=None, master_port=None, secrets=False, env_file=".env", nodes=None, workers=None):
     """Write NCCL/Gloo settings per node for the NIC that reaches the head."""
+    from .ops import netenv
     cli = {"profile": profile, "master_port": master_port, "secrets": secrets, "env_file": env_file}
 
     def step(session):
@@ -69,6 +70,7 @@ def setup(c, profile=None, master_port=None, secrets=False, env_file=".env", nod
 @reported
 def check(c, master_port=None, nodes=None, workers=None):
     """Per node: NIC, address, MTU, other nodes' ports reachable, firewall rules."""
+    from .ops import netenv
     holder = {}
 
     def step(session):

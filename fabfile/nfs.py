@@ -13,10 +13,9 @@ from invoke import task
 from .core.cluster import open_session, select_nodes
 from .core.errors import number_option, reported
 from .core.steps import report_step
-from .ops import nfs, storage
 
 _HELP = {
-    "path": f"directory exported by the head (default {nfs.DEFAULT_EXPORT}; inventory var nfs_export)",
+    "path": "directory exported by the head (default /mnt/shared; inventory var nfs_export)",
     "mount": "where workers mount it (default: the same path; inventory var nfs_mount)",
     "nodes": "only these nodes (comma-separated names)",
     "workers": "hosts worked on at once (default 32)",
@@ -24,6 +23,7 @@ _HELP = {
 
 
 def run_nfs(c, title: str, server: bool, clients: bool, path, mount, nodes, workers) -> None:
+    from .ops import nfs
     with open_session(c.config) as session:
         share = nfs.share_of(c.config, session, {"path": path, "mount": mount})
         chosen = select_nodes(session.inventory, nodes)
@@ -51,6 +51,7 @@ client = _part("client", False, True, "Mount the head's export on every worker (
 @reported
 def verify(c, path=None, mount=None, nodes=None, workers=None):
     """Write a token on the head's export and read it back on every worker."""
+    from .ops import nfs, storage
     with open_session(c.config) as session:
         share = nfs.share_of(c.config, session, {"path": path, "mount": mount})
         chosen = select_nodes(session.inventory, nodes)

@@ -15,14 +15,14 @@ from .core.errors import InputError, reported
 from .core.inventory import without_node
 from .core.localfs import read_text, write_if_changed
 from .core.steps import merge_phases, report_step, run_step
-from .ops import sshfs
-from .ops import reset as reset_ops
 
 
 @task(help={"name": "the worker to remove (its inventory name)"})
 @reported
 def remove(c, name):
     """Take a worker out: its Ray and share stopped, gpufab's files gone from it, its key off the head, its entry off the inventory."""
+    from .ops import sshfs
+    from .ops import reset as reset_ops
     with open_session(c.config) as session:
         inv = cluster_inventory(session)
         node = inv.by_name(name)

@@ -17,11 +17,11 @@ from .core.localfs import write_if_changed
 from .core.remote import Remote, last_line
 from .core.report import host_table
 from .core.steps import Outcome, remote_for, report_step, run_step
-from .ops import ray
 
 
 def versions_table(results: Sequence[HostResult]) -> str:
     """Python and package versions per node; a value that differs from the rest is starred."""
+    from .ops import ray
     fields = ["python", *ray.VERSION_PACKAGES]
     found = {r.node.name: r.value for r in results if r.value is not None}
     odd = ray.mismatches(found)
@@ -47,8 +47,8 @@ _HELP = {
     "workers": "hosts worked on at once (default 32)",
 }
 _INSTALL_HELP = {
-    "version": f"Ray version for every node (default: inventory var ray_version, else {ray.DEFAULT_VERSION})",
-    "venv": f"the Python environment on each node (default {ray.DEFAULT_VENV}; var ray_venv)",
+    "version": "Ray version for every node (default: inventory var ray_version, else 2.60.0)",
+    "venv": "the Python environment on each node (default /opt/gpufab/venv; var ray_venv)",
     "extra": "more pinned packages, comma-separated name==version (var ray_extra_packages)",
     "index_url": "pip --index-url (var pip_index_url)",
     "find_links": "pip --find-links, e.g. a wheel directory on the nodes (var pip_find_links)",
@@ -61,6 +61,7 @@ _START_HELP = {
 
 
 def _open(c, **cli: Any):
+    from .ops import ray
     session = open_session(c.config)
     try:
         inv = ensure_private(session)
@@ -74,6 +75,7 @@ def _open(c, **cli: Any):
 @reported
 def install(c, version=None, venv=None, extra=None, index_url=None, find_links=None, proxy=None, nodes=None, workers=None):
     """Create the venv and install the one pinned ray[default] (and extras) on every node."""
+    from .ops import ray
     session, inv, s = _open(c, ray_version=version, ray_venv=venv, ray_extra_packages=extra,
                             pip_index_url=index_url, pip_find_links=find_links, pip_proxy=proxy)
     with session:
@@ -82,6 +84,7 @@ def install(c, version=None, venv=None, extra=None, index_url=None, find_links=N
 
 
 def _versions(c, venv, nodes, workers, title: str) -> None:
+    from .ops import ray
     session, inv, s = _open(c, ray_venv=venv)
     with session:
         results = run_step(session, select_nodes(inv, nodes), lambda r: ray.versions_step(r, s.venv), workers=number_option(workers, "--workers"))
@@ -105,6 +108,7 @@ def versions(c, venv=None, nodes=None, workers=None):
 @reported
 def start(c, head=False, no_systemd=False, dashboard_host=None, venv=None, nodes=None, workers=None):
     """Start Ray: `--head` on the head node, else every worker (units wait for the head)."""
+    from .ops import ray
     session, inv, s = _open(c, no_systemd=no_systemd, ray_dashboard_host=dashboard_host, ray_venv=venv)
     with session:
         chosen = select_nodes(inv, nodes)
@@ -113,11 +117,12 @@ def start(c, head=False, no_systemd=False, dashboard_host=None, venv=None, nodes
     report_step("ray.start --head" if head else "ray.start", results)
 
 
-@task(help={**_INSTALL_HELP, **_START_HELP, "timeout": f"seconds to wait for every node (default {ray.DEFAULT_WAIT})", **_HELP})
+@task(help={**_INSTALL_HELP, **_START_HELP, "timeout": "seconds to wait for every node (default 180)", **_HELP})
 @reported
 def setup(c, version=None, venv=None, extra=None, index_url=None, find_links=None, proxy=None,
           no_systemd=False, dashboard_host=None, timeout=None, workers=None, nodes=None):
     """ray.install + head + workers (in parallel) + wait until every node is alive."""
+    from .ops import ray
     session, inv, s = _open(c, ray_version=version, ray_venv=venv, ray_extra_packages=extra,
                             pip_index_url=index_url, pip_find_links=find_links, pip_proxy=proxy,
                             no_systemd=no_systemd, ray_dashboard_host=dashboard_host)
@@ -126,10 +131,11 @@ def setup(c, version=None, venv=None, extra=None, index_url=None, find_links=Non
     report_step("ray.setup", results)
 
 
-@task(help={"timeout": f"seconds to wait (default {ray.DEFAULT_WAIT})", "venv": _INSTALL_HELP["venv"]})
+@task(help={"timeout": "seconds to wait (default 180)", "venv": _INSTALL_HELP["venv"]})
 @reported
 def wait(c, timeout=None, venv=None):
     """Wait until every inventory node is alive in Ray; name the ones that never joined."""
+    from .ops import ray
     session, inv, s = _open(c, ray_venv=venv)
     with session:
         results = ray.wait_for_nodes(session, inv.nodes, s, number_option(timeout, "--timeout", float) or ray.DEFAULT_WAIT, ray.expected_gpus(inv))
@@ -140,6 +146,7 @@ def wait(c, timeout=None, venv=None):
 @reported
 def status(c, venv=None):
     """Ray's nodes (address, alive, CPUs, GPUs, memory), the dashboard URL and its SSH tunnel."""
+    from .ops import ray
     session, inv, s = _open(c, ray_venv=venv)
     with session:
         try:
@@ -172,6 +179,7 @@ def status(c, venv=None):
 @reported
 def stop(c, force=False, venv=None, nodes=None, workers=None):
     """Stop Ray on the workers, then on the head."""
+    from .ops import ray
     session, inv, s = _open(c, ray_venv=venv)
     with session:
         chosen = select_nodes(inv, nodes)
@@ -185,6 +193,7 @@ def stop(c, force=False, venv=None, nodes=None, workers=None):
 @reported
 def cluster_yaml(c, output="ray-cluster.yaml", venv=None):
     """Write a Ray cluster launcher file (provider: local) from the inventory, for `ray up`."""
+    from .ops import ray
     inv = resolve_inventory(c.config)
     s = ray.read(c.config, inv, {"ray_venv": venv})
     if not inv.head.private:
@@ -202,6 +211,7 @@ def cluster_yaml(c, output="ray-cluster.yaml", venv=None):
 @reported
 def smoke(c, venv=None):
     """Run one task per node from the head (SPREAD) and show where each ran."""
+    from .ops import ray
     session, inv, s = _open(c, ray_venv=venv)
     with session:
         head = remote_for(session, inv.head)

@@ -12,7 +12,6 @@ from invoke import task
 from .core.cluster import cluster_inventory, open_session, select_nodes
 from .core.errors import InputError, number_option, reported
 from .core.steps import report_step
-from .ops import reset as reset_ops
 
 
 def _confirmed(names: str, yes: bool) -> bool:
@@ -37,6 +36,7 @@ def _confirmed(names: str, yes: bool) -> bool:
 @reported
 def reset(c, yes=False, packages=False, nodes=None, workers=None):
     """Undo bootstrap on the nodes (like `ray down`): units, mounts, fstab lines, keys, files; --packages too."""
+    from .ops import reset as reset_ops
     n = number_option(workers, "--workers")
     with open_session(c.config) as session:
         inv = cluster_inventory(session)

@@ -9,7 +9,6 @@ from typing import Dict, List
 from invoke import task
 from invoke.exceptions import Exit
 
-from .ops import detached as plan
 from .core.cluster import open_session, select_nodes
 from .core.errors import number_option, reported
 from .core.fanout import HostResult, worst_exit_code
@@ -23,6 +22,7 @@ _HELP = {"nodes": "only these nodes (comma-separated names)", "workers": "hosts 
 @reported
 def detached(c, command, log=None, nodes=None, workers=None):
     """Start CMD on every node so that it outlives the SSH session (systemd-run, or nohup)."""
+    from .ops import detached as plan
     name = plan.job_name(command, time.strftime("%Y%m%d-%H%M%S"))
     with open_session(c.config) as session:
         targets = select_nodes(session.inventory, nodes)
@@ -50,6 +50,7 @@ def _confirm(count: int, hosts: int) -> bool:
 @reported
 def kill(c, pattern, yes=False, signal="TERM", nodes=None, workers=None):
     """List the processes matching PATTERN on every node, confirm, then signal exactly those."""
+    from .ops import detached as plan
     plan.check_pattern(pattern)
     sig = plan.check_signal(signal)
     n = number_option(workers, "--workers")

@@ -15,9 +15,6 @@ from .core.fanout import worst_exit_code
 from .core.inventory import Entry, Node
 from .core.report import host_table, summary_line
 from .core.steps import run_step
-from .ops import scripts as plan
-from .ops.chain import CHAIN
-from .ops.netenv import DEFAULT_MASTER_PORT, check_port
 
 
 def _env(pairs: List[str]) -> dict:
@@ -40,7 +37,7 @@ def _env(pairs: List[str]) -> dict:
         "creates": "skip nodes where this path exists ($NID etc. filled in)",
         "unless": "skip nodes where this command succeeds",
         "detached": "run it as a transient unit and wait for it (survives Ctrl-C and a dropped link)",
-        "timeout": f"seconds it may run (default {plan.DEFAULT_TIMEOUT})",
+        "timeout": "seconds it may run (default 3600)",
         "sudo": "run it as root (default: the SSH user)",
         "nodes": "only these nodes (comma-separated names)",
         "workers": "hosts worked on at once (default 32)",
@@ -50,6 +47,9 @@ def _env(pairs: List[str]) -> dict:
 def run(c, file, name=None, where=None, env=None, creates=None, unless=None, detached=False, timeout=None, sudo=False,
         nodes=None, workers=None):
     """Ship FILE to the nodes and run it there with NID, IHN, NODE_RANK, RAY_HEAD_IP ... exported."""
+    from .ops import scripts as plan
+    from .ops.chain import CHAIN
+    from .ops.netenv import DEFAULT_MASTER_PORT, check_port
     n_workers = number_option(workers, "--workers")
     with open_session(c.config) as session:
         inv = session.inventory

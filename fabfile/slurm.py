@@ -4,11 +4,9 @@ from __future__ import annotations
 
 from invoke import task
 
-from .ops import slurm as plan
 from .core.cluster import resolve_inventory, setting
 from .core.errors import reported
 from .core.localfs import write_if_changed
-from .ops import ray
 
 
 @task(help={
@@ -22,6 +20,8 @@ from .ops import ray
 def script(c, output="ray-cluster.sbatch", command="python -u train.py", job_name="gpufab-ray", time="04:00:00",
            partition=None):
     """Render a Ray-on-SLURM sbatch script: nodes, GPUs and CPUs per node from the inventory."""
+    from .ops import slurm as plan
+    from .ops import ray
     inv = resolve_inventory(c.config)
     s = ray.read(c.config, inv, {})
     text = plan.sbatch_script(inv, output=output, job_name=job_name, command=command, venv=s.venv, port=s.port,

@@ -6,7 +6,7 @@ it can work, else sshfs (FUSE), and says which.
 
 from __future__ import annotations
 
-from typing import Sequence, Tuple
+from typing import TYPE_CHECKING, Sequence, Tuple
 
 from invoke import task
 from invoke.exceptions import Exit
@@ -16,11 +16,13 @@ from .core.connection import Session
 from .core.errors import number_option, reported
 from .core.inventory import Node
 from .core.steps import remote_for, report_step, run_step
-from .ops import nfs, sshfs, storage
+
+if TYPE_CHECKING:  # the step's code is imported by the task that runs it (start-up time)
+    from .ops import storage
 
 _HELP = {
     "backend": "auto (default: NFS where every kernel has it, else sshfs), nfs or sshfs (inventory var storage)",
-    "path": f"the head's shared directory (default {nfs.DEFAULT_EXPORT}; var nfs_export)",
+    "path": "the head's shared directory (default /mnt/shared; var nfs_export)",
     "mount": "where workers mount it (default: the same path; var nfs_mount)",
     "nodes": "only these nodes (comma-separated names)",
     "workers": "hosts worked on at once (default 32)",
@@ -29,6 +31,7 @@ _HELP = {
 
 def _chosen(c, session: Session, title: str, backend, path, mount, nodes) -> Tuple[storage.StorageSettings, Sequence[Node], str]:
     """The settings, the nodes, and the backend they all support (or the run ends saying why not)."""
+    from .ops import storage
     inv = cluster_inventory(session)
     s = storage.read(c.config, inv, {"backend": backend, "path": path, "mount": mount})
     chosen = select_nodes(inv, nodes)
@@ -48,6 +51,7 @@ def _on_backend(c, title: str, fn, backend, path, mount, nodes, workers):
 
 def _mounted(c, path, mount, nodes, workers):
     """verify without --backend: the backend is what the workers' mount points show, read from them."""
+    from .ops import storage
     n = number_option(workers, "--workers")
     with open_session(c.config) as session:
         inv = cluster_inventory(session)
@@ -64,6 +68,7 @@ def _mounted(c, path, mount, nodes, workers):
 @reported
 def setup(c, backend=None, path=None, mount=None, nodes=None, workers=None):
     """One shared directory from the head on every worker: NFS, sshfs, or auto (the one every node supports)."""
+    from .ops import storage
     used, results = _on_backend(c, "storage.setup", storage.setup, backend, path, mount, nodes, workers)
     report_step(f"storage.setup ({used})", results)
 
@@ -72,6 +77,7 @@ def setup(c, backend=None, path=None, mount=None, nodes=None, workers=None):
 @reported
 def verify(c, backend=None, path=None, mount=None, nodes=None, workers=None):
     """Token written on the head, read on every worker; 64 MiB write and read timed per worker."""
+    from .ops import storage
     if backend is not None:
         used, results = _on_backend(c, "storage.verify", storage.round_trip, backend, path, mount, nodes, workers)
     else:
@@ -86,6 +92,7 @@ def verify(c, backend=None, path=None, mount=None, nodes=None, workers=None):
 @reported
 def unmount(c, path=None, mount=None, nodes=None, workers=None):
     """Undo storage.setup: unmount, remove gpufab's fstab lines and workers' keys, and the head's key lines."""
+    from .ops import nfs, sshfs
     n = number_option(workers, "--workers")
     with open_session(c.config) as session:
         share = nfs.share_of(c.config, session, {"path": path, "mount": mount})

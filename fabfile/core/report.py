@@ -6,8 +6,6 @@ import re
 from collections import OrderedDict
 from typing import Dict, Iterable, List, Sequence, Tuple
 
-from tabulate import tabulate
-
 from .fanout import CHANGED, FAILED, SKIPPED, UNREACHABLE, HostResult
 from .inventory import Inventory
 
@@ -116,8 +114,10 @@ def summary_line(what: str, results: Sequence[HostResult], changed: bool = False
 
 def inventory_table(inv: Inventory) -> str:
     rows = [(n.name, n.public, n.private or "-", n.nid, n.role) for n in inv.nodes]
+    from tabulate import tabulate  # only a task that prints a table pays for it
     return tabulate(rows, headers=["Node", "Public IP", "Private IP", "NID", "Role"])
 
 
 def host_table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
+    from tabulate import tabulate  # only a task that prints a table pays for it
     return tabulate(list(rows), headers=list(headers))

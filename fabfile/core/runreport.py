@@ -12,8 +12,6 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, Iterable, List, Tuple
 
-from tabulate import tabulate
-
 from .errors import InputError
 
 #: (key, title) of the columns every report has before the steps' own, and its last.
@@ -66,6 +64,7 @@ class Report:
 
     def _render(self, fmt: str, title: Any, item: Any, code: bool = False) -> str:
         rows = [[row.get(key, "-") for key, _ in self.columns] for row in self.nodes]
+        from tabulate import tabulate  # only a task that prints a table pays for it
         parts = [tabulate(rows, headers=[t for _, t in self.columns], tablefmt=fmt)]
         sections: Iterable[Tuple[str, List[str]]] = (
             ("Verification", self.checks), ("Warnings", self.warnings), ("Quick access", self.access))

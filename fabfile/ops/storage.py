@@ -19,7 +19,7 @@ from ..core.chain import VERIFY_NAME, Column, Step
 from ..core.cluster import setting
 from ..core.connection import Session
 from ..core.errors import HostError, InputError
-from ..core.fanout import FAILED, OK, SKIPPED, HostResult
+from ..core.fanout import FAILED, SKIPPED, HostResult
 from ..core.inventory import Inventory, Node
 from ..core.remote import Remote
 from ..core.steps import Outcome, run_step

@@ -1,0 +1,93 @@
+"""Start-up: `gpufab --list` and a task's --help load the task tree, not the steps' code.
+
+Each task module imports its ops module inside the task, so listing the tasks
+or reading one's help never loads a step, a template engine or a table
+printer. The figures are in bench/RESULTS.md ("Start-up"); this file proves
+what is and is not imported, and that the help texts, now literals, still say
+the defaults the code uses.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import subprocess
+import sys
+
+import pytest
+
+from fabfile.ops import allreduce as ar_ops
+from fabfile.ops import limits as limits_ops
+from fabfile.ops import netenv as netenv_ops
+from fabfile.ops import nfs as nfs_ops
+from fabfile.ops import ray as ray_ops
+from fabfile.ops import scripts as scripts_ops
+from fabfile.ops.chain import CHAIN
+from helpers import REPO
+
+# Task modules by path: `fabfile.bootstrap` as an attribute is the task of that name.
+allreduce, bootstrap, launch, limits, netenv, nfs, ray, script, storage = (
+    importlib.import_module(f"fabfile.{m}")
+    for m in ("allreduce", "bootstrap", "launch", "limits", "netenv", "nfs", "ray", "script", "storage"))
+
+#: Loaded only by the task that needs it.
+HEAVY = ("fabfile.ops", "jinja2", "tabulate", "dotenv")
+
+PROBE = """
+import atexit, json, sys
+def loaded():
+    print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in {"fabfile", "jinja2", "tabulate", "dotenv"})),
+          file=sys.stderr)
+atexit.register(loaded)
+sys.argv = ["gpufab", *sys.argv[1:]]
+from fabfile.cli import main
+main()
+"""
+
+
+def loaded_by(*args: str) -> list:
+    done = subprocess.run([sys.executable, "-c", PROBE, *args], cwd=str(REPO), capture_output=True, text=True,
+                          timeout=60, stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stderr.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("args", [("--list",), ("--help", "bootstrap"), ("--help", "ray.setup")])
+def test_listing_and_help_load_no_step(args):
+    modules = loaded_by(*args)
+    assert "fabfile.bootstrap" in modules  # the probe saw the task tree load
+    assert [m for m in modules if m.startswith(HEAVY)] == []
+
+
+def test_complete_loads_no_step():
+    assert [m for m in loaded_by("--complete", "--", "gpufab", "ray.") if m.startswith(HEAVY)] == []
+
+
+# The defaults the help texts state, against the constants the tasks use.
+HELP_DEFAULTS = [
+    (allreduce.allreduce, "sizes", "default " + ar_ops.DEFAULT_SIZES),
+    (allreduce.allreduce, "iters", "default " + str(ar_ops.DEFAULT_ITERS)),
+    (allreduce.allreduce, "timeout", "default " + f"{ar_ops.DEFAULT_TIMEOUT:g}"),
+    (bootstrap.bootstrap, "nofile", "default " + str(limits_ops.DEFAULT_NOFILE)),
+    (bootstrap.bootstrap, "timeout", "default " + str(ray_ops.DEFAULT_WAIT)),
+    (limits.setup, "nofile", "default " + str(limits_ops.DEFAULT_NOFILE)),
+    (launch.launch, "master_port", "default " + str(netenv_ops.DEFAULT_MASTER_PORT)),
+    (netenv.setup, "master_port", "default " + str(netenv_ops.DEFAULT_MASTER_PORT)),
+    (nfs.setup, "path", "default " + nfs_ops.DEFAULT_EXPORT),
+    (storage.setup, "path", "default " + nfs_ops.DEFAULT_EXPORT),
+    (ray.install, "version", f"else {ray_ops.DEFAULT_VERSION}"),
+    (ray.install, "venv", "default " + ray_ops.DEFAULT_VENV),
+    (ray.setup, "timeout", "default " + str(ray_ops.DEFAULT_WAIT)),
+    (ray.wait, "timeout", "default " + str(ray_ops.DEFAULT_WAIT)),
+    (script.run, "timeout", "default " + str(scripts_ops.DEFAULT_TIMEOUT)),
+]
+
+
+@pytest.mark.parametrize("task,option,says", HELP_DEFAULTS, ids=[f"{t.name}-{o}" for t, o, _ in HELP_DEFAULTS])
+def test_help_states_the_default_the_code_uses(task, option, says):
+    assert says in task.help[option], task.help[option]
+
+
+def test_bootstrap_skip_help_names_every_optional_step_in_chain_order():
+    names = ", ".join(s.name for s in CHAIN if s.optional)
+    assert f"({names}," in bootstrap.bootstrap.help["skip"]
