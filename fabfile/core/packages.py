@@ -56,9 +56,8 @@ INSTALLED_RECORD = "/var/lib/gpufab/installed-packages"
 NEVER_PURGE = frozenset({"openssh-server", "ca-certificates", "curl"})
 
 
-def record_command(packages: Iterable[str]) -> str:
-    """Add names to the record, each once; a new file renamed over the old (the directory is root's only)."""
-    rec = INSTALLED_RECORD
+def record_command(packages: Iterable[str], rec: str = INSTALLED_RECORD) -> str:
+    """Add names to a record, each once; a new file renamed over the old (the directory is root's only)."""
     names = " ".join(shlex.quote(p) for p in packages)
     return (f"install -d -m 0755 {rec.rsplit('/', 1)[0]} && {{ cat {rec} 2>/dev/null; printf '%s\\n' {names}; }}"
             f" | sort -u > {rec}.new && mv -f {rec}.new {rec}")

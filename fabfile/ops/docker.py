@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
+from ..core import packages as apt
 from ..core.chain import Column, Step, every_node
 from ..core.cluster import setting
 from ..core.errors import HostError, InputError, keeping_changes
@@ -134,6 +135,8 @@ echo "GROUPS=$(id -nG)"
 """.replace("FIND_DOCKERD", FIND_DOCKERD)
 
 DOCKER_INFO_CMD = "docker info --format '{{json .}}'"
+#: The users gpufab put in group docker, a name a line: `reset` takes these out, and no one else.
+GROUP_RECORD = "/var/lib/gpufab/docker-group-added"
 #: Seconds dockerd gets to answer after a restart before it counts as down.
 RESTART_WAIT = 45
 
@@ -158,6 +161,7 @@ def install_docker(remote: Remote, source: str) -> Outcome:
         groups = facts.get("GROUPS", "").split()
         if not remote.is_root and "docker" not in groups:
             remote.change(f"usermod -aG docker {shlex.quote(remote.user)}")
+            remote.change(apt.record_command([remote.user], GROUP_RECORD))
             done.append(f"added {remote.user} to group docker (effective at next login)")
     version = remote.run("docker version --format '{{.Server.Version}}'", sudo=True, warn=True).stdout.strip()
     notes.append(f"docker {version or '?'}")

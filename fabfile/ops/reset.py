@@ -14,6 +14,7 @@ their backups and gpufab's directories are on the node, in one command, and
 
 from __future__ import annotations
 
+import re
 import shlex
 from dataclasses import dataclass, field
 from typing import Any, Dict, FrozenSet, List, Mapping, Optional, Sequence, Tuple
@@ -35,7 +36,7 @@ WHOLE_FILES: Tuple[str, ...] = (
     limits.LIMITS_FILE, limits.SYSTEMD_FILE, limits.DOCKER_FILE,
     netenv.ENV_FILE, netenv.SECRETS_FILE, netenv.NCCL_CONF, netenv.PROFILE_SNIPPET,
     ray.SECRETS_APPLIED, f"{ray.UNIT_DIR}/{ray.HEAD_UNIT}", f"{ray.UNIT_DIR}/{ray.WORKER_UNIT}",
-    nfs.EXPORTS_FILE, apt.INSTALLED_RECORD,
+    nfs.EXPORTS_FILE, apt.INSTALLED_RECORD, docker.GROUP_RECORD,
 )
 UNITS: Tuple[str, ...] = (ray.HEAD_UNIT, ray.WORKER_UNIT)
 #: gpufab's own trees: nothing but gpufab's in them (the default Ray venv lives in /opt/gpufab).
@@ -229,6 +230,33 @@ def purge_packages(remote: Remote) -> Outcome:
     return Outcome(done, [])
 
 
+#: A login name as useradd takes it: anything else in the record is not passed to gpasswd.
+LOGIN_NAME = re.compile(r"[a-z_][a-z0-9_-]{0,31}\$?")
+
+
+def group_leavers(record: str, group_line: str) -> List[str]:
+    """Users gpufab added (the record) that `getent group docker` still lists, in record order."""
+    members = set(group_line.strip().split(":")[3].split(",")) if group_line.count(":") >= 3 else set()
+    seen: List[str] = []
+    for name in record.split():
+        if LOGIN_NAME.fullmatch(name) and name in members and name not in seen:
+            seen.append(name)
+    return seen
+
+
+def leave_docker_group(remote: Remote) -> Outcome:
+    """docker.install put the SSH user in group docker (root access to the node): take out whom it added."""
+    record = remote.read_paths([docker.GROUP_RECORD])[docker.GROUP_RECORD]
+    if not record.exists or not record.content:
+        return Outcome([], [])
+    group = remote.run("getent group docker", warn=True).stdout
+    done = []
+    for name in group_leavers(record.content, group):
+        remote.change(f"gpasswd -d {shlex.quote(name)} docker >/dev/null")
+        done.append(f"took {name} out of group docker")
+    return Outcome(done, [])
+
+
 def _remove_all(remote: Remote, paths: str, sudo: bool) -> bool:
     """`rm -rf` of the (shell-quoted) paths when any of them is there; whether it was."""
     if not remote.check(f"for d in {paths}; do [ -e \"$d\" ] && exit 0; done; exit 1", sudo=sudo):
@@ -243,6 +271,7 @@ def remove_the_rest(remote: Remote, share: nfs.NfsPlan, is_head: bool, docker_ex
     done: List[str] = []
     notes: List[str] = []
     with keeping_changes(done):
+        done += leave_docker_group(remote).changes
         if packages:
             purged = purge_packages(remote)
             done += purged.changes

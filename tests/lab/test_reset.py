@@ -20,6 +20,7 @@ TRACE = (
     "grep -Hn gpufab /etc/fstab /root/.ssh/authorized_keys /home/gpu/.ssh/authorized_keys 2>/dev/null; "
     "sha256sum /etc/docker/daemon.json /etc/nccl.conf 2>/dev/null; "
     "ls -A /etc/exports.d /etc/systemd/system/docker.service.d /etc/systemd/system.conf.d 2>/dev/null; "
+    "id -nG gpu; "
     "pgrep -f '[r]aylet' || true"
 )
 #: The operator's own /etc/nccl.conf on node2, from before gpufab: reset puts it back.

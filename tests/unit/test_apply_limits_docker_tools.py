@@ -57,6 +57,8 @@ def test_docker_install_from_the_distro_when_missing_then_left_alone():
     installs = [c for c in node.changes if "apt-get" in c]
     assert len(installs) == 1 and installs[0].endswith("install --no-install-recommends docker.io")
     assert "systemctl enable --now docker" in node.changes and "usermod -aG docker gpu" in node.changes
+    # What reset takes back: the user it added, recorded right after the usermod.
+    assert node.changes[node.changes.index("usermod -aG docker gpu") + 1] == record_command(["gpu"], docker.GROUP_RECORD)
     assert out.notes[-1] == "docker 20.10.24"
     node.answer(r"ID=\$ID", facts.replace("DOCKERD=", "DOCKERD=/usr/bin/dockerd").replace("gpu sudo", "gpu sudo docker"))
     node.answer(r"is-active --quiet docker", "", 0)

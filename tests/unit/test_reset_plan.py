@@ -176,3 +176,31 @@ def test_purge_packages_without_a_record_says_so_and_changes_nothing():
     remote = FakeRemote()
     out = purge_packages(remote)
     assert out.changes == [] and remote.changes == [] and "installed no package" in out.notes[0]
+
+
+# --------------------------------------------------------------------------- group docker
+
+from fabfile.ops.reset import group_leavers, leave_docker_group  # noqa: E402
+
+
+@pytest.mark.parametrize("record,group,out", [
+    ("gpu\n", "docker:x:999:gpu,ubuntu\n", ["gpu"]),
+    ("gpu\n", "docker:x:999:ubuntu\n", []),          # already out (or never in): nothing to do
+    ("gpu\ngpu\nubuntu\n", "docker:x:999:ubuntu,gpu", ["gpu", "ubuntu"]),
+    ("gpu\n", "", []),                                # no group docker any more (purged)
+    ("-r\n$(id)\nGPU\n", "docker:x:999:-r,$(id),GPU", []),  # never a name useradd would not take
+])
+def test_group_leavers_are_recorded_users_still_in_the_group(record, group, out):
+    assert group_leavers(record, group) == out
+
+
+def test_leave_docker_group_takes_out_only_whom_gpufab_added():
+    remote = FakeRemote([(r"getent group docker", "docker:x:999:ubuntu,gpu\n", 0)],
+                        files={docker.GROUP_RECORD: "gpu\n"})
+    assert leave_docker_group(remote).changes == ["took gpu out of group docker"]
+    assert remote.changes == ["gpasswd -d gpu docker >/dev/null"]  # ubuntu was the operator's
+
+
+def test_leave_docker_group_without_a_record_changes_nothing():
+    remote = FakeRemote([(r"getent group docker", "docker:x:999:ubuntu,gpu\n", 0)])
+    assert leave_docker_group(remote).changes == [] and remote.changes == []
