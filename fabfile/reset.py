@@ -5,23 +5,11 @@ Asks first: it takes a cluster down. The work is ops.reset.reset_nodes.
 
 from __future__ import annotations
 
-import sys
-
 from invoke import task
 
 from .core.cluster import cluster_inventory, open_session, select_nodes
-from .core.errors import InputError, number_option, reported
+from .core.errors import InputError, confirmed, number_option, reported
 from .core.steps import report_step
-
-
-def _confirmed(names: str, yes: bool) -> bool:
-    if yes:
-        return True
-    if not sys.stdin.isatty():
-        raise InputError("reset removes gpufab's setup from the nodes: pass --yes to do it without a terminal",
-                         path="--yes")
-    answer = input(f"reset {names}: stop Ray, unmount the share, remove gpufab's files? [y/N] ")
-    return answer.strip().lower() in ("y", "yes")
 
 
 @task(
@@ -42,7 +30,10 @@ def reset(c, yes=False, packages=False, nodes=None, workers=None):
         inv = cluster_inventory(session)
         s = reset_ops.read(c.config, inv, {"packages": packages})
         chosen = select_nodes(inv, nodes)
-        if not _confirmed(", ".join(x.name for x in chosen), yes):
+        names = ", ".join(x.name for x in chosen)
+        no_terminal = InputError("reset removes gpufab's setup from the nodes: pass --yes to do it without a terminal",
+                                 path="--yes")
+        if not (yes or confirmed(f"reset {names}: stop Ray, unmount the share, remove gpufab's files?", no_terminal)):
             print("reset: nothing done")
             return
         results = reset_ops.reset_nodes(session, chosen, s, workers=n)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 import time
 from typing import Dict, List
 
@@ -10,7 +9,7 @@ from invoke import task
 from invoke.exceptions import Exit
 
 from .core.cluster import open_session, select_nodes
-from .core.errors import number_option, reported
+from .core.errors import confirmed, number_option, reported
 from .core.fanout import HostResult, worst_exit_code
 from .core.report import host_table, summary_line
 from .core.steps import run_step
@@ -37,14 +36,6 @@ def detached(c, command, log=None, nodes=None, workers=None):
         raise Exit(code=code)
 
 
-def _confirm(count: int, hosts: int) -> bool:
-    if not sys.stdin.isatty():
-        raise Exit(f"run.kill: {count} processes on {hosts} hosts match; nothing killed "
-                   "(no terminal to confirm on: add --yes)", code=1)
-    answer = input(f"Kill these {count} processes on {hosts} hosts? [y/N] ")
-    return answer.strip().lower() in ("y", "yes")
-
-
 @task(help={"pattern": "regular expression matched against full command lines (pgrep -f)",
             "yes": "kill without asking", "signal": "signal to send (default TERM)", **_HELP})
 @reported
@@ -62,7 +53,9 @@ def kill(c, pattern, yes=False, signal="TERM", nodes=None, workers=None):
         found: Dict[str, List[int]] = {r.node.name: [m.pid for m in r.value] for r in listed if r.value}
         print(host_table(["Node", "PID", "Command"], rows) if rows else f"run.kill: nothing matches {pattern!r}")
         total = sum(len(p) for p in found.values())
-        if total and (yes or _confirm(total, len(found))):
+        no_terminal = Exit(f"run.kill: {total} processes on {len(found)} hosts match; nothing killed "
+                           "(no terminal to confirm on: add --yes)", code=1)
+        if total and (yes or confirmed(f"Kill these {total} processes on {len(found)} hosts?", no_terminal)):
             chosen = [t for t in targets if t.name in found]
             killed = run_step(session, chosen, lambda r: plan.kill_matches(r, sig, pattern, found[r.node.name]), workers=n)
             print(summary_line("run.kill", killed, changed=True))

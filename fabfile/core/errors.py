@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import sys
 from typing import Any, Callable, Iterator, List, Optional, TypeVar
 
 from invoke.exceptions import Exit
@@ -108,3 +109,10 @@ def keeping_changes(done: List[str]) -> Iterator[None]:
         yield
     except HostError as exc:
         raise HostError(exc.reason, changes=done + exc.changes, value=exc.value) from None
+
+
+def confirmed(question: str, no_terminal: Exception) -> bool:
+    """Ask `question [y/N]` on the terminal; with none to ask on, raise `no_terminal` (the task says which flag skips it)."""
+    if not sys.stdin.isatty():
+        raise no_terminal
+    return input(f"{question} [y/N] ").strip().lower() in ("y", "yes")

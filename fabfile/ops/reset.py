@@ -14,7 +14,6 @@ their backups and gpufab's directories are on the node, in one command, and
 
 from __future__ import annotations
 
-import re
 import shlex
 from dataclasses import dataclass, field
 from typing import Any, Dict, FrozenSet, List, Mapping, Optional, Sequence, Tuple
@@ -23,7 +22,7 @@ from ..core.files import ABSENT_SUFFIX, BACKUP_DIR, BEFORE_DIR, ManagedFile, pla
 from ..core.connection import Session
 from ..core.errors import HostError, keeping_changes
 from ..core.fanout import HostResult
-from ..core.inventory import Inventory, Node
+from ..core.inventory import USER_RE, Inventory, Node
 from ..core import packages as apt
 from ..core.remote import Remote, last_line
 from ..core.steps import Outcome, merge_phases, run_step
@@ -215,8 +214,7 @@ def purge_packages(remote: Remote) -> Outcome:
     record = remote.read_paths([apt.INSTALLED_RECORD])[apt.INSTALLED_RECORD]
     if not record.exists or not record.content:
         return Outcome([], ["--packages: gpufab installed no package here (or a reset without --packages forgot them)"])
-    names = [n for n in record.content.split() if n]
-    installed = frozenset(apt.parse_installed(remote.run(apt.query_command(names)).stdout))
+    installed = frozenset(apt.parse_installed(remote.run(apt.query_command(record.content.split())).stdout))
     todo = recorded_packages(record.content, installed)
     if not todo:
         return Outcome([], [])
@@ -230,16 +228,13 @@ def purge_packages(remote: Remote) -> Outcome:
     return Outcome(done, [])
 
 
-#: A login name as useradd takes it: anything else in the record is not passed to gpasswd.
-LOGIN_NAME = re.compile(r"[a-z_][a-z0-9_-]{0,31}\$?")
-
-
 def group_leavers(record: str, group_line: str) -> List[str]:
     """Users gpufab added (the record) that `getent group docker` still lists, in record order."""
     members = set(group_line.strip().split(":")[3].split(",")) if group_line.count(":") >= 3 else set()
     seen: List[str] = []
     for name in record.split():
-        if LOGIN_NAME.fullmatch(name) and name in members and name not in seen:
+        # Only what the inventory takes as a user name reaches gpasswd (never an option such as -r).
+        if USER_RE.match(name) and name in members and name not in seen:
             seen.append(name)
     return seen
 
