@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import sys
 from typing import Any, Callable, Iterator, List, Optional, TypeVar
 
@@ -44,6 +45,10 @@ def reported(func: F) -> F:
             return func(*args, **kwargs)
         except GpufabError as exc:
             raise Exit(f"gpufab: error: {exc}", code=BAD_INPUT) from None
+        except BrokenPipeError:
+            # The reader of our output went away (`inv exec ... | head`): stop as `cat` would, quietly.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise Exit(code=EXIT_BROKEN_PIPE) from None
         except KeyboardInterrupt:
             # fan_out has already stopped every host's commands and closed the connections.
             raise Exit("gpufab: interrupted (Ctrl-C): no further command was started. Run it again to finish: "
@@ -97,6 +102,8 @@ class Interrupted(Exception):
 
 #: Exit code of a run stopped by Ctrl-C, as a shell reports SIGINT.
 EXIT_INTERRUPTED = 130
+#: What a shell reports for a process ended by SIGPIPE (128 + 13).
+EXIT_BROKEN_PIPE = 141
 
 
 @contextlib.contextmanager
