@@ -128,18 +128,23 @@ def plan_files(wanted: Sequence[ManagedFile], found: Dict[str, FileState]) -> Li
     return changes
 
 
-def replace_block(existing: str, block: str, path: str, begin: str = MANAGED_BEGIN, end: str = MANAGED_END) -> str:
-    """`existing` with gpufab's marked block replaced by `block`, or appended when absent.
+def replace_block(existing: str, block: str, path: str, begin: str = MANAGED_BEGIN, end: str = MANAGED_END,
+                  first: bool = False) -> str:
+    """`existing` with gpufab's marked block replaced by `block`, or added when absent.
 
     For files gpufab shares with people and other tools (~/.ssh/config,
     /etc/fstab): everything outside the markers is kept byte for byte, so a
-    re-run never duplicates a line. `block` includes its marker lines; an
-    empty one removes the block. A damaged block is an error, never guessed at.
+    re-run never duplicates a line, and removing the block gives back the file
+    it was added to. `block` includes its marker lines; an empty one removes
+    the block. A new block is appended, or put `first` where the first match
+    wins (ssh_config). A damaged block is an error, never guessed at.
     """
     start = existing.find(begin)
     if start == -1:
         if not block:
             return existing
+        if first:
+            return block + ("\n" + existing if existing else "")
         if existing and not existing.endswith("\n"):
             existing += "\n"
         sep = "\n" if existing.strip() else ""
@@ -154,10 +159,12 @@ def replace_block(existing: str, block: str, path: str, begin: str = MANAGED_BEG
     stop += len(end)
     if existing[stop:stop + 1] == "\n":
         stop += 1
-    before = existing[:start]
-    if not block and before.endswith("\n\n"):
+    before, after = existing[:start], existing[stop:]
+    if not block and before.endswith("\n\n") and before.strip():
         before = before[:-1]  # the blank line put before the block when it was appended
-    return before + block + existing[stop:]
+    elif not block and not before and after.startswith("\n"):
+        after = after[1:]  # the blank line put after the block when it was put first
+    return before + block + after
 
 
 def outside_managed_block(text: str, begin: str = MANAGED_BEGIN, end: str = MANAGED_END) -> List[str]:
