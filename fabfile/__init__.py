@@ -11,7 +11,7 @@ from invoke import Collection
 from .core.connection import check_ssh_config_paths, fab_ssh_config_paths
 from .core.errors import BAD_INPUT, InputError
 
-from . import docker, gpu, inventory, lab, limits, logs, netenv, nfs, node, ray, run, script, slurm, storage
+from . import docker, gpu, inventory, lab, limits, logs, mesh, netenv, nfs, node, ray, run, script, slurm, storage
 from .bootstrap import bootstrap, report
 from .launch import launch
 from .allreduce import allreduce
@@ -25,7 +25,7 @@ ns.add_task(report)
 ns.add_task(launch)
 ns.add_task(allreduce)
 ns.add_task(reset)
-for module in (inventory, lab, limits, docker, netenv, nfs, node, ray, gpu, logs, run, script, slurm, storage):
+for module in (inventory, lab, limits, docker, netenv, mesh, nfs, node, ray, gpu, logs, run, script, slurm, storage):
     ns.add_collection(Collection.from_module(module, name=module.__name__.rsplit(".", 1)[-1]))
 
 # `inv pyenv.check`: the same version table, under the name some guides use.

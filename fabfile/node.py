@@ -8,6 +8,8 @@ concerns them (the head authorizes its sshfs key, Ray counts it).
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from invoke import task
 
 from .core.cluster import cluster_inventory, open_session
@@ -21,7 +23,7 @@ from .core.steps import merge_phases, report_step, run_step
 @reported
 def remove(c, name):
     """Take a worker out: its Ray and share stopped, gpufab's files gone from it, its key off the head, its entry off the inventory."""
-    from .ops import sshfs
+    from .ops import mesh, sshfs
     from .ops import reset as reset_ops
     with open_session(c.config) as session:
         inv = cluster_inventory(session)
@@ -34,7 +36,10 @@ def remove(c, name):
         s = reset_ops.read(c.config, inv, {})
         gone = reset_ops.reset_nodes(session, [node], s)
         head = run_step(session, [inv.head], lambda r: sshfs.forget_worker(r, name))
-        results = merge_phases([inv.head, node], [head, gone])
+        others = replace(inv, nodes=tuple(n for n in inv.nodes if n.name != name))
+        # The others' hostfiles, /etc/hosts and known hosts stop naming it (where they have a mesh).
+        renamed = mesh.refresh(session, others, mesh.read(c.config, others, {}))
+        results = merge_phases([*others.nodes, node], [head, gone, renamed])
     if head[0].failed:
         print(f"node.remove: {name} stays in the inventory: the head could not drop its key")
     elif rest is not None and write_if_changed(inv.path, rest, backup=f"{inv.path}.bak"):

@@ -195,3 +195,10 @@ def cluster_inventory(session: Session) -> Inventory:
     if not inv.head.private:
         raise InputError(f"the head {inv.head.name} has no private address (give one in the inventory)")
     return inv
+
+
+def switch(value: Any) -> bool:
+    """An on/off inventory variable: YAML's booleans, or `off`, `no`, `false`, `0`, `none` as text."""
+    if isinstance(value, str):
+        return value.strip().lower() not in ("false", "no", "off", "0", "none", "")
+    return bool(value)

@@ -140,8 +140,10 @@ apt-get clean
 
 
 def hosts_file(host: LabHost, hosts: Sequence[LabHost]) -> str:
+    """As Debian and Ubuntu write it: the host's own name only. The other nodes'
+    names are mesh.setup's to add (there is no DNS here, and lookups of unknown
+    names fail at once: resolv.conf is empty)."""
     lines = ["127.0.0.1\tlocalhost", f"127.0.1.1\t{host.name}", "::1\tlocalhost ip6-localhost ip6-loopback"]
-    lines += [f"{h.private_ip}\t{h.name}" for h in hosts]
     return "\n".join(lines) + "\n"
 
 

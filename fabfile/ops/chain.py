@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from ..core.chain import VERIFY
-from . import allreduce, docker, limits, netenv, preflight, ray, storage, tools
+from . import allreduce, docker, limits, mesh, netenv, preflight, ray, storage, tools
 
 CHAIN = (
     preflight.STEP,
     limits.STEP,
     docker.STEP,
     netenv.STEP,
+    mesh.STEP,
     storage.STEP,
     ray.STEP,
     tools.STEP,

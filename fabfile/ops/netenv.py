@@ -17,7 +17,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 from dotenv import dotenv_values
 
 from ..core.chain import Step, every_node
-from ..core.cluster import VIRTUAL_PREFIXES, setting
+from ..core.cluster import VIRTUAL_PREFIXES, setting, switch
 from ..core.errors import HostError, InputError
 from ..core.files import ManagedFile, plan_files, render
 from ..core.inventory import VAR_KEY_RE, Inventory
@@ -37,6 +37,9 @@ RAY_GCS_PORT = 6379
 
 ENV_FILE = "/etc/gpufab/netenv.env"
 SECRETS_FILE = "/etc/gpufab/secrets.env"
+#: What mesh.setup writes (ops/mesh.py), named here so that this module need not load it.
+MESH_HOSTFILE = "/etc/gpufab/hostfile"
+MESH_HOSTS = "/etc/gpufab/hosts"
 NCCL_CONF = "/etc/nccl.conf"
 PROFILE_SNIPPET = "/etc/profile.d/gpufab-netenv.sh"
 
@@ -142,8 +145,13 @@ def netenv_files(
     profile: str,
     hcas: Sequence[str] = (),
     timeout_ms: int = DEFAULT_TIMEOUT_MS,
+    mesh: bool = False,
 ) -> List[ManagedFile]:
-    """netenv.env (the source of truth), nccl.conf (its NCCL_ part), the profile snippet."""
+    """netenv.env (the source of truth), nccl.conf (its NCCL_ part), the profile snippet.
+
+    With `mesh`, it also names the hostfiles mesh.setup writes: what a job
+    script reads to find the other nodes.
+    """
     env = render(
         "netenv/netenv.env.j2",
         node=node,
@@ -153,6 +161,7 @@ def netenv_files(
         profile=profile,
         hcas=list(hcas),
         timeout_ms=timeout_ms,
+        hostfiles={"GPUFAB_HOSTFILE": MESH_HOSTFILE, "GPUFAB_HOSTS": MESH_HOSTS} if mesh else {},
     )
     return [
         ManagedFile(ENV_FILE, env),
@@ -266,11 +275,12 @@ def setup_netenv(
     master_port: int,
     profile: str,
     secrets: Optional[Mapping[str, str]],
+    mesh: bool = False,
 ) -> Outcome:
     """Render netenv.env, nccl.conf and the profile snippet (and secrets.env when asked)."""
     nic, facts = nic_facts(remote, head_private)
     hcas = facts.hcas or [] if profile == "infiniband" else []
-    files = netenv_files(remote.node.name, nic, head_private, master_port, profile, hcas)
+    files = netenv_files(remote.node.name, nic, head_private, master_port, profile, hcas, mesh=mesh)
     if secrets is not None:
         files.append(secrets_file(secrets, remote.user))
     done = remote.write_files(plan_files(files, remote.read_state(files)))
@@ -322,6 +332,8 @@ class NetenvSettings:
     profile: str
     #: The local .env's variables for secrets.env (None: not asked for).
     secrets: Optional[Mapping[str, str]] = None
+    #: The mesh step is on for this cluster: the env file names its hostfiles.
+    mesh: bool = False
 
 
 def read(config: Any, inv: Inventory, cli: Mapping[str, Any]) -> NetenvSettings:
@@ -331,7 +343,15 @@ def read(config: Any, inv: Inventory, cli: Mapping[str, Any]) -> NetenvSettings:
         master_port=check_port(setting(config, inv, "master_port", cli.get("master_port"), DEFAULT_MASTER_PORT)),
         profile=check_profile(setting(config, inv, "netenv_profile", cli.get("profile"), DEFAULT_PROFILE)),
         secrets=load_secrets(cli.get("env_file") or ".env") if cli.get("secrets") else None,
+        mesh=mesh_wanted(config, inv),
     )
+
+
+def mesh_wanted(config: Any, inv: Inventory) -> bool:
+    """The inventory keeps the mesh step (var `mesh`, `bootstrap_skip`): a fact of the cluster, not of one run."""
+    skipped = inv.vars.get("bootstrap_skip") or []
+    names = skipped.split(",") if isinstance(skipped, str) else [str(x) for x in skipped]
+    return switch(setting(config, inv, "mesh", None, True)) and "mesh" not in {n.strip() for n in names}
 
 
 @dataclass(frozen=True)
@@ -343,7 +363,7 @@ class NetenvState:
 
 
 def apply(remote: Remote, s: NetenvSettings) -> Outcome:
-    return setup_netenv(remote, s.head, s.master_port, s.profile, s.secrets)
+    return setup_netenv(remote, s.head, s.master_port, s.profile, s.secrets, s.mesh)
 
 
 def check(remote: Remote, s: NetenvSettings) -> Outcome:

@@ -2,7 +2,8 @@
 
 Like `ray down` or `sky ssh down`, but for everything gpufab's steps leave:
 Ray stopped and its units and venv gone, the share unmounted and its keys
-and service gone (storage.unmount's own code), the daemon.json keys merged
+and service gone (storage.unmount's own code), the SSH mesh taken out
+(mesh.remove's own code), the daemon.json keys merged
 out, and every whole file gpufab wrote removed, or put back as the node had
 it before gpufab's first write (core/remote.py keeps that copy). Packages
 installed from apt (Docker, sshfs, NFS) stay: other software may use them.
@@ -26,7 +27,7 @@ from ..core.inventory import USER_RE, Inventory, Node
 from ..core import packages as apt
 from ..core.remote import Remote, last_line
 from ..core.steps import Outcome, merge_phases, run_step
-from . import docker, limits, netenv, nfs, ray, sshfs
+from . import docker, limits, mesh, netenv, nfs, ray, sshfs
 from .allreduce import SCRIPT_PATH
 from .scripts import STATE_DIR
 
@@ -281,6 +282,8 @@ def remove_the_rest(remote: Remote, share: nfs.NfsPlan, is_head: bool, docker_ex
             if remote.check(f"test -d {shlex.quote(share.export)}"):
                 notes.append(f"kept {share.export}: the shared data is the operator's")
         done += reset_daemon_json(remote, docker_extra).changes
+        # Before gpufab's backups go: they say which of the user's files gpufab created.
+        done += mesh.remove_node(remote).changes
         for what, command in plan(read_facts(remote)):
             remote.change(command)
             done.append(what)

@@ -19,7 +19,7 @@ from .test_node_setup import LAB_NICS
 REPORT_JSON = REPO / "inventory" / "lab.report.json"
 REPORT_MD = REPO / "inventory" / "lab.report.md"
 FAILED_FILE = REPO / "inventory" / "lab.failed"
-STEPS = ("preflight", "limits", "docker", "netenv", "storage", "ray", "allreduce", "verify")
+STEPS = ("preflight", "limits", "docker", "netenv", "mesh", "storage", "ray", "allreduce", "verify")
 
 #: Everything a step could touch: config, installed software, units, backups.
 TREE_DIGEST = (
@@ -76,6 +76,8 @@ def test_dry_run_on_a_fresh_lab_prints_diffs_and_changes_nothing(fresh):
     assert "+++ /etc/systemd/system/gpufab-ray-worker.service" in node2
     # Storage defaults to auto: this kernel has no NFS, so sshfs, planned like any step.
     assert out.count("  storage: would change:") == 3 and "+++ /etc/gpufab/sftp/sshd_config" in out
+    # The mesh too: the hostfile, and the cluster key shown as a secret (never its value).
+    assert out.count("  mesh: would change:") == 3 and "+node2 slots=1" in out and "PRIVATE KEY" not in out
     assert "nothing was changed" in out
     assert tree_digests() == before
     assert not REPORT_JSON.exists() and not FAILED_FILE.exists()
@@ -101,6 +103,9 @@ def test_the_readme_demo_bootstraps_every_node_of_a_fresh_lab(fresh):
     assert re.search(r"^  All-reduce: 3 nodes, gloo over the netenv NICs, busbw [\d.]+ GB/s at 64 MiB "
                      r"\(link [\d.]+ GB/s, slowest node\d\u2192node1\); sums right$", proc.stdout, re.M), proc.stdout
     assert REPORT_MD.exists() and not FAILED_FILE.exists()
+    # As root too: the head reaches a worker by name, with the cluster key and a known host key.
+    assert "SSH mesh: 6/6 node pairs reach each other by name" in proc.stdout
+    assert on_host("node1", "ssh -o BatchMode=yes node3 hostname").stdout.strip() == "node3"
 
 
 def test_second_bootstrap_reports_every_step_ok_and_changes_no_file(fresh):

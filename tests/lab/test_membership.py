@@ -18,10 +18,11 @@ from .conftest import LAB_INVENTORY, on_host
 from .test_bootstrap import progress, reset_lab
 from .test_reset import TRACE
 
-SETUP_STEPS = ("limits", "docker", "netenv", "storage", "ray")
+SETUP_STEPS = ("limits", "docker", "netenv", "mesh", "storage", "ray")
 #: node3 as gpufab knows it: its name, its addresses, its sshfs key.
 NODE3 = "node3\\|198.19.0.13\\|198.18.0.13"
-GPUFAB_FILES = "/etc/gpufab /etc/nccl.conf /etc/systemd/system/gpufab-* /etc/exports.d /home/gpu/.ssh/authorized_keys"
+GPUFAB_FILES = ("/etc/gpufab /etc/nccl.conf /etc/systemd/system/gpufab-* /etc/exports.d /etc/hosts "
+                "/home/gpu/.ssh/authorized_keys /home/gpu/.ssh/known_hosts /home/gpu/.ssh/config")
 
 
 @pytest.fixture(scope="module")
@@ -48,9 +49,11 @@ def test_a_third_node_is_set_up_whole_and_the_others_only_where_it_concerns_them
     assert three.returncode == 0, three.stdout + three.stderr
     steps = progress(three.stdout)
     assert {steps[("node3", s)] for s in SETUP_STEPS} == {"changed"}, steps
-    assert {s: steps[("node2", s)] for s in SETUP_STEPS} == {s: "ok" for s in SETUP_STEPS}, steps
-    # The head only authorizes the new worker's key for the share.
-    assert {s: steps[("node1", s)] for s in SETUP_STEPS} == {**{s: "ok" for s in SETUP_STEPS}, "storage": "changed"}
+    # The others learn the new node's name and host keys (mesh); the head also authorizes its key for the share.
+    assert {s: steps[("node2", s)] for s in SETUP_STEPS} == {**{s: "ok" for s in SETUP_STEPS}, "mesh": "changed"}, steps
+    assert {s: steps[("node1", s)] for s in SETUP_STEPS} == {**{s: "ok" for s in SETUP_STEPS}, "storage": "changed",
+                                                             "mesh": "changed"}
+    assert "SSH mesh: 6/6 node pairs" in three.stdout
     assert "Ray: 3/3 nodes alive" in three.stdout and "All-reduce: 3 nodes" in three.stdout
     assert on_host("node3", "findmnt -rn -o FSTYPE /mnt/shared").stdout.strip() == "fuse.sshfs"
 
