@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import shlex
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
@@ -47,6 +48,7 @@ SSH_CONFIG = "config"
 #: Not a prefix of the other gpufab blocks' markers: one never finds another's.
 BEGIN = "# BEGIN gpufab-mesh managed block"
 END = "# END gpufab-mesh managed block"
+HOST_KEY_RE = re.compile(r"^(ssh|ecdsa|sk)-[a-z0-9@.-]+ [A-Za-z0-9+/]+={0,3}$")
 #: A node's slots without GPUs (the hostfile needs at least one).
 MAX_SLOTS = 1024
 #: Seconds one `ssh peer true` of mesh.verify gets, connection included.
@@ -106,8 +108,9 @@ class NodeFacts:
 
 def parse_node_facts(text: str) -> NodeFacts:
     values = parse_facts(text)
-    keys = tuple(line[len("hostkey="):].strip() for line in text.splitlines()
-                 if line.startswith("hostkey=") and line[len("hostkey="):].strip())
+    found = (line[len("hostkey="):].strip() for line in text.splitlines() if line.startswith("hostkey="))
+    # Only `type base64` goes into known_hosts files: nothing else a line of them could say.
+    keys = tuple(k for k in found if HOST_KEY_RE.match(k))
     gpus = values.get("gpus", "0")
     if not values.get("user") or not values.get("home", "").startswith("/"):
         raise ValueError("cannot tell the SSH user's home directory")

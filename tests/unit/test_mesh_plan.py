@@ -42,6 +42,9 @@ def files(found=None, the_peers=None):
 def test_facts_are_read_past_a_chatty_rc():
     found = mesh.parse_node_facts(FACTS_TEXT)
     assert found == mesh.NodeFacts("gpu", "gpu", "/home/gpu", 8, ("ssh-ed25519 AAAAhost1", "ecdsa-sha2-nistp256 AAAAhost1e"))
+    odd = mesh.parse_node_facts("user=gpu\nhome=/home/gpu\nhostkey=ssh-ed25519 AAAA,x @cert-authority *\n"
+                                "hostkey=ssh-rsa AAAAB3Nz+/a==\nhostkey=\n")
+    assert odd.host_keys == ("ssh-rsa AAAAB3Nz+/a==",)
     with pytest.raises(ValueError, match="home"):
         mesh.parse_node_facts("user=gpu\nhome=\n")
 
