@@ -18,28 +18,28 @@ _HELP = {
 }
 
 
+def _on_cluster(c, title: str, action: str, nodes, workers) -> None:
+    """`mesh.<action>(session, inventory, nodes, settings, workers)`, reported as one table."""
+    from .ops import mesh
+    with open_session(c.config) as session:
+        inv = cluster_inventory(session)
+        results = getattr(mesh, action)(session, inv, select_nodes(inv, nodes), mesh.read(c.config, inv, {}),
+                                        workers=number_option(workers, "--workers"))
+    report_step(title, results)
+
+
 @task(help=_HELP)
 @reported
 def setup(c, nodes=None, workers=None):
     """The cluster key, known host keys, /etc/hosts names and hostfiles on every node (bootstrap's mesh step)."""
-    from .ops import mesh
-    with open_session(c.config) as session:
-        inv = cluster_inventory(session)
-        s = mesh.read(c.config, inv, {})
-        results = mesh.setup(session, inv, select_nodes(inv, nodes), s, workers=number_option(workers, "--workers"))
-    report_step("mesh.setup", results)
+    _on_cluster(c, "mesh.setup", "setup", nodes, workers)
 
 
 @task(help=_HELP)
 @reported
 def verify(c, nodes=None, workers=None):
     """From every node, `ssh NAME true` to every other node in BatchMode; a pair that fails is named."""
-    from .ops import mesh
-    with open_session(c.config) as session:
-        inv = cluster_inventory(session)
-        s = mesh.read(c.config, inv, {})
-        results = mesh.verify(session, inv, select_nodes(inv, nodes), s, workers=number_option(workers, "--workers"))
-    report_step("mesh.verify", results)
+    _on_cluster(c, "mesh.verify", "verify", nodes, workers)
 
 
 @task(help=_HELP)

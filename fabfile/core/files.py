@@ -12,7 +12,7 @@ import functools
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from .errors import InputError
 
@@ -167,14 +167,21 @@ def replace_block(existing: str, block: str, path: str, begin: str = MANAGED_BEG
     return before + block + after
 
 
-def outside_managed_block(text: str, begin: str = MANAGED_BEGIN, end: str = MANAGED_END) -> List[str]:
-    """The lines of `text` that gpufab does not manage."""
-    lines, inside = [], False
+def split_managed_block(text: str, begin: str = MANAGED_BEGIN, end: str = MANAGED_END) -> Tuple[List[str], List[str]]:
+    """(the lines inside gpufab's block, the lines outside it), markers left out."""
+    inside_lines: List[str] = []
+    outside_lines: List[str] = []
+    inside = False
     for line in text.splitlines():
         if line.startswith(begin):
             inside = True
         elif line.startswith(end):
             inside = False
-        elif not inside:
-            lines.append(line)
-    return lines
+        else:
+            (inside_lines if inside else outside_lines).append(line)
+    return inside_lines, outside_lines
+
+
+def outside_managed_block(text: str, begin: str = MANAGED_BEGIN, end: str = MANAGED_END) -> List[str]:
+    """The lines of `text` that gpufab does not manage."""
+    return split_managed_block(text, begin, end)[1]

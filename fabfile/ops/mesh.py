@@ -29,7 +29,8 @@ from ..core.connection import Session
 from ..core.errors import HostError, InputError, keeping_changes
 from ..core.facts import parse_facts
 from ..core.fanout import FAILED, HostResult
-from ..core.files import ABSENT_SUFFIX, BEFORE_DIR, FileState, ManagedFile, plan_files, render, replace_block
+from ..core.files import (ABSENT_SUFFIX, BEFORE_DIR, FileState, ManagedFile, plan_files, render, replace_block,
+                          split_managed_block)
 from ..core.inventory import HOSTNAME_RE, Inventory, Node
 from ..core.remote import Remote, last_line
 from ..core.steps import Outcome, run_step
@@ -212,15 +213,7 @@ def peers_of(inv: Inventory, facts: Mapping[str, NodeFacts], slots: Mapping[str,
 
 
 def block_lines(text: str) -> List[str]:
-    lines, inside = [], False
-    for line in text.splitlines():
-        if line.startswith(BEGIN):
-            inside = True
-        elif line.startswith(END):
-            inside = False
-        elif inside and line and not line.startswith("#"):
-            lines.append(line)
-    return lines
+    return [line for line in split_managed_block(text, BEGIN, END)[0] if line and not line.startswith("#")]
 
 
 def known_hosts_lines(peers: Sequence[Peer], current: str) -> List[str]:
