@@ -24,6 +24,7 @@ from ..core.inventory import VAR_KEY_RE, Inventory
 from ..core.localfs import read_text
 from ..core.remote import Remote
 from ..core.steps import Outcome
+from .share import read_cache, share_paths
 
 #: ethernet: sockets over the netenv NIC, NVLink/PCIe P2P and shared memory on (the fast paths
 #: inside a node); conservative: the seed guide's settings, P2P and SHM off too, for nodes
@@ -146,6 +147,7 @@ def netenv_files(
     hcas: Sequence[str] = (),
     timeout_ms: int = DEFAULT_TIMEOUT_MS,
     mesh: bool = False,
+    hf_home: Optional[str] = None,
 ) -> List[ManagedFile]:
     """netenv.env (the source of truth), nccl.conf (its NCCL_ part), the profile snippet.
 
@@ -162,6 +164,7 @@ def netenv_files(
         hcas=list(hcas),
         timeout_ms=timeout_ms,
         hostfiles={"GPUFAB_HOSTFILE": MESH_HOSTFILE, "GPUFAB_HOSTS": MESH_HOSTS} if mesh else {},
+        hf_home=hf_home,
     )
     return [
         ManagedFile(ENV_FILE, env),
@@ -276,11 +279,12 @@ def setup_netenv(
     profile: str,
     secrets: Optional[Mapping[str, str]],
     mesh: bool = False,
+    hf_home: Optional[str] = None,
 ) -> Outcome:
     """Render netenv.env, nccl.conf and the profile snippet (and secrets.env when asked)."""
     nic, facts = nic_facts(remote, head_private)
     hcas = facts.hcas or [] if profile == "infiniband" else []
-    files = netenv_files(remote.node.name, nic, head_private, master_port, profile, hcas, mesh=mesh)
+    files = netenv_files(remote.node.name, nic, head_private, master_port, profile, hcas, mesh=mesh, hf_home=hf_home)
     if secrets is not None:
         files.append(secrets_file(secrets, remote.user))
     done = remote.write_files(plan_files(files, remote.read_state(files)))
@@ -334,6 +338,8 @@ class NetenvSettings:
     secrets: Optional[Mapping[str, str]] = None
     #: The mesh step is on for this cluster: the env file names its hostfiles.
     mesh: bool = False
+    #: Shared storage is on and its cache not turned off: Hugging Face's cache in the share.
+    hf_home: Optional[str] = None
 
 
 def read(config: Any, inv: Inventory, cli: Mapping[str, Any]) -> NetenvSettings:
@@ -344,14 +350,27 @@ def read(config: Any, inv: Inventory, cli: Mapping[str, Any]) -> NetenvSettings:
         profile=check_profile(setting(config, inv, "netenv_profile", cli.get("profile"), DEFAULT_PROFILE)),
         secrets=load_secrets(cli.get("env_file") or ".env") if cli.get("secrets") else None,
         mesh=mesh_wanted(config, inv),
+        hf_home=hf_home_of(config, inv),
     )
+
+
+def skipped_by_inventory(inv: Inventory) -> set:
+    """The steps the inventory turns off for the cluster (`bootstrap_skip`), by any of their names."""
+    skipped = inv.vars.get("bootstrap_skip") or []
+    names = skipped.split(",") if isinstance(skipped, str) else [str(x) for x in skipped]
+    return {n.strip() for n in names}
 
 
 def mesh_wanted(config: Any, inv: Inventory) -> bool:
     """The inventory keeps the mesh step (var `mesh`, `bootstrap_skip`): a fact of the cluster, not of one run."""
-    skipped = inv.vars.get("bootstrap_skip") or []
-    names = skipped.split(",") if isinstance(skipped, str) else [str(x) for x in skipped]
-    return switch(setting(config, inv, "mesh", None, True)) and "mesh" not in {n.strip() for n in names}
+    return switch(setting(config, inv, "mesh", None, True)) and "mesh" not in skipped_by_inventory(inv)
+
+
+def hf_home_of(config: Any, inv: Inventory) -> Optional[str]:
+    """HF_HOME in the share, where the inventory keeps shared storage (`storage` is also called `nfs`)."""
+    if skipped_by_inventory(inv) & {"storage", "nfs"}:
+        return None
+    return read_cache(config, inv, share_paths(config, inv, {})[1])
 
 
 @dataclass(frozen=True)
@@ -363,7 +382,7 @@ class NetenvState:
 
 
 def apply(remote: Remote, s: NetenvSettings) -> Outcome:
-    return setup_netenv(remote, s.head, s.master_port, s.profile, s.secrets, s.mesh)
+    return setup_netenv(remote, s.head, s.master_port, s.profile, s.secrets, s.mesh, s.hf_home)
 
 
 def check(remote: Remote, s: NetenvSettings) -> Outcome:

@@ -25,8 +25,8 @@ from ..core.networks import Reach, check_network, read_reach
 from ..core.remote import Remote, ensure_dir, ensure_packages, last_line
 from ..core.steps import Outcome, run_step
 from .netenv import nic_facts
+from .share import share_paths
 
-DEFAULT_EXPORT = "/mnt/shared"
 #: sshfs backend: the port of the head's SFTP-only sshd (var sshfs_port).
 DEFAULT_SFTP_PORT = 2222
 DEFAULT_EXPORT_OPTIONS = "rw,sync,no_subtree_check,no_root_squash"
@@ -47,12 +47,6 @@ for m in nfs nfsd; do
 done
 echo "kernel $(uname -r)"
 """
-
-
-def check_path(path: str) -> str:
-    if not path.startswith("/") or any(c.isspace() or c in "\"'\\$`;&|()<>*?:%" for c in path) or path.rstrip("/") == "":
-        raise InputError(f"invalid NFS path {path!r}: an absolute path without spaces or shell characters", path="--path")
-    return path.rstrip("/")
 
 
 def private_subnet(cidr: str) -> str:
@@ -222,7 +216,7 @@ def _wait_for_server(remote: Remote, p: NfsPlan) -> None:
 
 def read_share(config: Any, inv: Inventory, cli: Mapping[str, Any]) -> NfsPlan:
     """Where the share lives: CLI `--path`/`--mount` > vars `nfs_export`/`nfs_mount` > config > /mnt/shared."""
-    export = check_path(setting(config, inv, "nfs_export", cli.get("path"), DEFAULT_EXPORT))
+    export, mount = share_paths(config, inv, cli)
     reach = read_reach(setting(config, inv, "private_ranges"), setting(config, inv, "allow_public_networks"))
     subnet = setting(config, inv, "private_subnet")
     if subnet is not None:  # given: refused here, before any node is touched
@@ -231,7 +225,7 @@ def read_share(config: Any, inv: Inventory, cli: Mapping[str, Any]) -> NfsPlan:
         server=inv.head.private or "",
         server_name=inv.head.name,
         export=export,
-        mount=check_path(setting(config, inv, "nfs_mount", cli.get("mount"), export)),
+        mount=mount,
         subnet=subnet,
         reach=reach,
         sftp_port=check_sftp_port(setting(config, inv, "sshfs_port", None, DEFAULT_SFTP_PORT)),

@@ -30,6 +30,7 @@ from ..core.steps import Outcome, merge_phases, run_step
 from . import docker, limits, mesh, netenv, nfs, ray, sshfs
 from .allreduce import SCRIPT_PATH
 from .scripts import STATE_DIR
+from .share import cache_on_head, dirs_below, read_cache
 
 #: Every file gpufab writes whole (rendered from a template), whatever the step.
 WHOLE_FILES: Tuple[str, ...] = (
@@ -261,8 +262,21 @@ def _remove_all(remote: Remote, paths: str, sudo: bool) -> bool:
     return True
 
 
+#: rmdir each directory given, deepest first, until one is not empty (run as the SSH user: it made them).
+RMDIR_SCRIPT = 'n=0; for d in "$@"; do rmdir -- "$d" 2>/dev/null || break; n=$((n+1)); done; echo "$n"'
+
+
+def remove_empty_cache(remote: Remote, share: nfs.NfsPlan, cache: str) -> Outcome:
+    """The shared cache directory storage made, if nothing was ever downloaded into it (else it is data)."""
+    path = cache_on_head(share.export, share.mount, cache)
+    removed = remote.script(RMDIR_SCRIPT, *dirs_below(path, share.export), warn=True).stdout.split()
+    if removed[-1:] in (["0"], []):
+        return Outcome([], [])
+    return Outcome([f"removed the empty shared cache {path}"], [])
+
+
 def remove_the_rest(remote: Remote, share: nfs.NfsPlan, is_head: bool, docker_extra: Mapping[str, object],
-                    packages: bool = False) -> Outcome:
+                    packages: bool = False, cache: Optional[str] = None) -> Outcome:
     """Phase two: the head's share service and check files, daemon.json, every whole file, gpufab's directories."""
     done: List[str] = []
     notes: List[str] = []
@@ -279,6 +293,8 @@ def remove_the_rest(remote: Remote, share: nfs.NfsPlan, is_head: bool, docker_ex
                                sudo=True, warn=True).stdout.split()
             if found:
                 done.append(f"removed gpufab's check files from {share.export}")
+            if cache is not None:
+                done += remove_empty_cache(remote, share, cache).changes
             if remote.check(f"test -d {shlex.quote(share.export)}"):
                 notes.append(f"kept {share.export}: the shared data is the operator's")
         done += reset_daemon_json(remote, docker_extra).changes
@@ -305,12 +321,15 @@ class ResetSettings:
     #: The daemon.json keys gpufab merged (the template's and the inventory's).
     daemon: Mapping[str, object]
     packages: bool = False
+    #: The shared cache storage made in the share (removed only when empty).
+    cache: Optional[str] = None
 
 
 def read(config: Any, inv: Inventory, cli: Mapping[str, Any]) -> ResetSettings:
     """The share, venv and daemon.json keys as the steps that set them up read them; `--packages` from the CLI."""
-    return ResetSettings(nfs.read_share(config, inv, {}), ray.read(config, inv, {}).venv,
-                         docker.read(config, inv, {}).daemon, bool(cli.get("packages")))
+    share = nfs.read_share(config, inv, {})
+    return ResetSettings(share, ray.read(config, inv, {}).venv, docker.read(config, inv, {}).daemon,
+                         bool(cli.get("packages")), read_cache(config, inv, share.mount))
 
 
 def reset_nodes(session: Session, nodes: Sequence[Node], s: ResetSettings,
@@ -318,6 +337,6 @@ def reset_nodes(session: Session, nodes: Sequence[Node], s: ResetSettings,
     """Both phases, each on every node at once; a node that fails the first keeps everything for the next run."""
     first = run_step(session, nodes, lambda r: stop_and_unmount(r, s.share, r.node.is_head, s.venv), workers=workers)
     going = [r.node for r in first if not r.failed]
-    second = run_step(session, going, lambda r: remove_the_rest(r, s.share, r.node.is_head, s.daemon, s.packages),
-                      workers=workers)
+    second = run_step(session, going, lambda r: remove_the_rest(r, s.share, r.node.is_head, s.daemon, s.packages,
+                                                                s.cache), workers=workers)
     return merge_phases(nodes, [first, second])

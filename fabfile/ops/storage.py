@@ -21,10 +21,11 @@ from ..core.connection import Session
 from ..core.errors import HostError, InputError
 from ..core.fanout import FAILED, SKIPPED, HostResult
 from ..core.inventory import Inventory, Node
-from ..core.remote import Remote
-from ..core.steps import Outcome, run_step
+from ..core.remote import Remote, last_line
+from ..core.steps import Outcome, merge_phases, run_step
 from . import nfs, sshfs
 from .nfs import FINDMNT, KERNEL_SCRIPT, NfsPlan, kernel_lacks
+from .share import cache_on_head, dirs_below, read_cache
 
 BACKENDS = ("auto", "nfs", "sshfs")
 DEFAULT_BACKEND = "auto"
@@ -225,24 +226,79 @@ def choose_for(wanted: str, head: Node, nodes: Sequence[Node], facts_of: Callabl
 
 
 def setup(session: Session, inv: Inventory, nodes: Sequence[Node], share: NfsPlan, backend: str,
-          workers: Optional[int] = None, **step_kw: Any) -> List[HostResult]:
-    """The chosen backend's setup: the head first, then its workers."""
+          workers: Optional[int] = None, cache: Optional[str] = None, **step_kw: Any) -> List[HostResult]:
+    """The chosen backend's setup: the head first, then its workers; then the shared cache directory in it."""
     if backend == "nfs":
-        return nfs.setup_share(session, nodes, share, workers=workers, **step_kw)
-    return sshfs.setup_sshfs(session, inv, nodes, share, workers, **step_kw)
+        results = nfs.setup_share(session, nodes, share, workers=workers, **step_kw)
+    else:
+        results = sshfs.setup_sshfs(session, inv, nodes, share, workers, **step_kw)
+    head = next((r for r in results if r.node.is_head and not r.failed), None)
+    if cache is None or head is None:
+        return results
+    made = run_step(session, [head.node], lambda r: make_cache(r, share, cache), **step_kw)
+    return merge_phases([r.node for r in results], [results, made])
+
+
+def make_cache(remote: Remote, share: NfsPlan, cache: str) -> Outcome:
+    """Made by the SSH user in the share it owns, so that its jobs can fill it.
+
+    Directories of it that another login made (an earlier run as root) are
+    given to the SSH user, as the share itself is: `find -P` and `chown -h`,
+    which never follow a link someone planted in the share.
+    """
+    path = cache_on_head(share.export, share.mount, cache)
+    q = shlex.quote(path)
+    writable = f"test -d {q} -a -w {q}"
+    if remote.check(writable):
+        return Outcome([], [f"HF_HOME={cache}"])
+    done = []
+    dirs = " ".join(shlex.quote(d) for d in reversed(dirs_below(path, share.export)))
+    user = shlex.quote(remote.user)
+    theirs = remote.run(f"find -P {dirs} -maxdepth 0 -type d ! -user {user} 2>/dev/null; true", sudo=True).stdout.split()
+    if theirs:
+        remote.change(f"find -P {dirs} -maxdepth 0 -type d ! -user {user} -exec chown -h {user}: {{}} + 2>/dev/null; true")
+        done.append(f"gave {', '.join(theirs)} to {remote.user}")
+    made = remote.run(f"mkdir -p -- {q}", warn=True, timeout=60)
+    if remote.dry_run:
+        return Outcome(done + [f"created the shared cache {path} (HF_HOME={cache})"], [])
+    if made.exited != 0 or not remote.check(writable):
+        raise HostError(f"cannot create the shared cache {path} as {remote.user}: "
+                        f"{last_line(made.stderr) or 'not writable'}", changes=done)
+    return Outcome(done + ([f"created the shared cache {path} (HF_HOME={cache})"] if not theirs else []), [])
 
 
 @dataclass(frozen=True)
 class StorageSettings:
     backend: str  # auto, nfs or sshfs
     share: NfsPlan
+    #: HF_HOME in the share (None: inventory var shared_cache is none).
+    cache: Optional[str] = None
 
 
 def read(config: Any, inv: Inventory, cli: Mapping[str, Any]) -> StorageSettings:
     """CLI `--backend`/`--storage` > inventory var `storage` > config > nfs; the share's paths from nfs."""
     wanted = cli.get("backend") or cli.get("storage")
-    return StorageSettings(check_backend(setting(config, inv, "storage", wanted, DEFAULT_BACKEND)),
-                           nfs.read_share(config, inv, cli))
+    share = nfs.read_share(config, inv, cli)
+    return StorageSettings(check_backend(setting(config, inv, "storage", wanted, DEFAULT_BACKEND)), share,
+                           read_cache(config, inv, share.mount))
+
+
+#: As the SSH user: the cache directory there and writable (`yes`), or not.
+CACHE_CHECK = 'if [ -d "$1" ] && [ -w "$1" ]; then echo yes; else echo no; fi'
+
+
+@dataclass(frozen=True)
+class CacheCheck:
+    path: str
+    writable: bool
+
+
+def check_cache(remote: Remote, s: "StorageSettings") -> Outcome:
+    """The verify phase: HF_HOME is a directory the SSH user can write, on this node."""
+    if s.cache is None:
+        return Outcome()
+    found = remote.script(CACHE_CHECK, s.cache, timeout=60).stdout.split()
+    return Outcome(value=CacheCheck(s.cache, found[-1:] == ["yes"]))
 
 
 @dataclass(frozen=True)
@@ -280,7 +336,7 @@ def run_step_on(run: Any, nodes: Sequence[Node], s: StorageSettings) -> List[Hos
         # Not `ok`: the cluster has no shared directory, and the table says so.
         return [HostResult(n, SKIPPED, reason=choice.why, data={"changes": [], "notes": [choice.why]},
                            value=Shared(None)) for n in nodes]
-    results = setup(run.session, run.inv, nodes, s.share, choice.backend, **run.step_kw(NAME))
+    results = setup(run.session, run.inv, nodes, s.share, choice.backend, cache=s.cache, **run.step_kw(NAME))
     for r in results:
         r.value = Shared(choice.backend)
         if choice.why:
@@ -312,7 +368,8 @@ def _report(run: Any, s: StorageSettings) -> Tuple[List[str], List[str]]:
     if choice is None:
         return [], []
     if choice.backend is None:
-        return ["Storage: unavailable on these kernels (no shared directory)"], [choice.why]
+        unshared = [f"HF_HOME={s.cache} is in no shared directory: each node downloads its own copy"] if s.cache else []
+        return ["Storage: unavailable on these kernels (no shared directory)"], [choice.why, *unshared]
     verified = {n.name for n in run.verified()}
     trips = [r for n in run.inv.workers for r in [run.cluster_checked(NAME, n)]
              if r is not None and not r.failed and n.name in verified]
@@ -322,9 +379,21 @@ def _report(run: Any, s: StorageSettings) -> Tuple[List[str], List[str]]:
         if p.reach.allow_public and choice.backend == "nfs" else []
     checks = [f"Storage ({choice.backend}): round trip {len(trips)}/{len(run.inv.workers)} workers read the "
               f"head's token ({p.server_name}:{p.export} on {p.mount})" + (f"; {rates}" if rates else "")]
-    return checks, public + ([choice.why] if choice.why.startswith("auto: NFS unavailable") else [])
+    cache_checks, cache_warnings = _cache_report(run, s)
+    return checks + cache_checks, public + ([choice.why] if choice.why.startswith("auto: NFS unavailable") else []) \
+        + cache_warnings
+
+
+def _cache_report(run: Any, s: StorageSettings) -> Tuple[List[str], List[str]]:
+    if s.cache is None:
+        return [], []
+    found = {n.name: run.checked(NAME, n) for n in run.verified()}
+    good = [n for n, c in found.items() if c is not None and c.writable]
+    bad = [n for n, c in found.items() if c is not None and not c.writable]
+    return ([f"Shared cache: HF_HOME={s.cache}, writable by the SSH user on {len(good)}/{len(run.inv.nodes)} nodes"],
+            [f"HF_HOME={s.cache} is not a directory the SSH user can write on {', '.join(bad)}"] if bad else [])
 
 
 NAME = "storage"
 STEP = Step(NAME, settings=read, run=run_step_on, needs_head=True, aliases=("nfs",), gather=storage_facts,
-            check_cluster=check_share, columns=(Column("nfs", "Storage", 30, _cell),), report=_report)
+            check=check_cache, check_cluster=check_share, columns=(Column("nfs", "Storage", 30, _cell),), report=_report)

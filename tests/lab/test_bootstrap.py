@@ -19,6 +19,7 @@ from .test_node_setup import LAB_NICS
 REPORT_JSON = REPO / "inventory" / "lab.report.json"
 REPORT_MD = REPO / "inventory" / "lab.report.md"
 FAILED_FILE = REPO / "inventory" / "lab.failed"
+HF_HOME = "/mnt/shared/.cache/huggingface"
 STEPS = ("preflight", "limits", "docker", "netenv", "mesh", "storage", "ray", "allreduce", "verify")
 
 #: Everything a step could touch: config, installed software, units, backups.
@@ -106,6 +107,12 @@ def test_the_readme_demo_bootstraps_every_node_of_a_fresh_lab(fresh):
     # As root too: the head reaches a worker by name, with the cluster key and a known host key.
     assert "SSH mesh: 6/6 node pairs reach each other by name" in proc.stdout
     assert on_host("node1", "ssh -o BatchMode=yes node3 hostname").stdout.strip() == "node3"
+    # One Hugging Face cache for the cluster: the same HF_HOME in every login, in the share.
+    assert {on_host(n, "bash -lc 'echo $HF_HOME'").stdout.strip() for n in NODES} == {HF_HOME}
+    on_host("node2", "bash -lc 'echo written-on-node2 > \"$HF_HOME/gpufab-probe\"'")
+    assert on_host("node3", "bash -lc 'cat \"$HF_HOME/gpufab-probe\"'").stdout == "written-on-node2\n"
+    on_host("node1", f"rm -f {HF_HOME}/gpufab-probe")
+    assert f"Shared cache: HF_HOME={HF_HOME}, writable by the SSH user on 3/3 nodes" in proc.stdout
 
 
 def test_second_bootstrap_reports_every_step_ok_and_changes_no_file(fresh):
@@ -177,6 +184,10 @@ def test_bootstrap_as_the_sudo_user_twice_with_password_then_nopasswd_sudo(fresh
     assert on_host("node2", "systemctl show -p User --value gpufab-ray-worker.service").stdout.strip() == "gpu"
     assert any(c.startswith("All-reduce: 3 nodes, gloo") for c in report["checks"]), report["checks"]
     assert on_host("node2", "stat -c %U /home/gpu/.cache/gpufab/allreduce-*.py").stdout.strip() == "gpu"
+    # The shared cache is gpu's now (root's run made it first), written on one node and read on another.
+    on_host("node2", "su - gpu -c 'echo by-gpu > \"$HF_HOME/gpufab-probe-gpu\"'")
+    assert on_host("node3", "su - gpu -c 'cat \"$HF_HOME/gpufab-probe-gpu\"'").stdout == "by-gpu\n"
+    on_host("node1", f"rm -f {HF_HOME}/gpufab-probe-gpu")
     again = cli("inv", "bootstrap", env=env, timeout=600)
     assert again.returncode == 0 and "bootstrap: 3 hosts: 0 changed, 3 ok, 0 failed" in again.stdout, again.stdout
     # Sudo without a password, and none given: the same cluster, nothing to change.
@@ -189,10 +200,11 @@ def test_bootstrap_as_the_sudo_user_twice_with_password_then_nopasswd_sudo(fresh
         for node in NODES:
             on_host(node, "rm -f /etc/sudoers.d/zz-gpu")
     assert third.returncode == 0 and "bootstrap: 3 hosts: 0 changed, 3 ok, 0 failed" in third.stdout, third.stdout
-    for node in NODES:  # no managed block written twice
-        counts = on_host(node, "cat /etc/fstab /home/gpu/.ssh/authorized_keys 2>/dev/null | grep -c 'BEGIN gpufab' "
-                               "|| true").stdout.strip()
-        assert int(counts or 0) <= 1, (node, counts)
+    for node in NODES:  # no managed block written twice into any file
+        for path in ("/etc/fstab", "/etc/hosts", "/home/gpu/.ssh/authorized_keys", "/home/gpu/.ssh/known_hosts",
+                     "/home/gpu/.ssh/config"):
+            twice = on_host(node, f"grep '^# BEGIN gpufab' {path} 2>/dev/null | sort | uniq -d").stdout
+            assert twice == "", (node, path, twice)
 
 
 def test_report_shows_the_saved_report_without_the_nodes(fresh, tmp_path):
@@ -213,7 +225,7 @@ def test_inventory_can_turn_steps_off_and_fab_hosts_spelling_works(fresh, tmp_pa
     inventory.write_text(LAB_INVENTORY.read_text().replace("vars:\n", "vars:\n  bootstrap_skip: [docker, nfs, ray]\n"))
     proc = cli("inv", "bootstrap", env={**fresh, "GPUFAB_INVENTORY": str(inventory)})
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "steps: preflight, limits, netenv, allreduce, verify" in proc.stdout
+    assert "steps: preflight, limits, netenv, mesh, allreduce, verify" in proc.stdout
     assert "skipped" in proc.stdout and (tmp_path / "lab.report.json").exists()
 
     hosts = "198.18.0.11,198.18.0.12,198.18.0.13"

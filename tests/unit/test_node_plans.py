@@ -12,7 +12,7 @@ from fabfile.ops import limits
 
 from fabfile.ops import netenv
 
-from fabfile.ops import nfs
+from fabfile.ops import nfs, share
 from fabfile.core.errors import InputError
 from fabfile.core.files import FileState, ManagedFile, plan_files, replace_block
 from fabfile.core.packages import install_command, parse_installed, query_command
@@ -276,7 +276,7 @@ def test_fstab_conflict_and_findmnt():
 @pytest.mark.parametrize("path", ["relative", "/mnt/a b", "/mnt/$(x)", "/"])
 def test_bad_nfs_path(path):
     with pytest.raises(InputError):
-        nfs.check_path(path)
+        share.check_path(path)
 
 
 # --------------------------------------------------------------------------- packages

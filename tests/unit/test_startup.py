@@ -19,7 +19,7 @@ import pytest
 from fabfile.ops import allreduce as ar_ops
 from fabfile.ops import limits as limits_ops
 from fabfile.ops import netenv as netenv_ops
-from fabfile.ops import nfs as nfs_ops
+from fabfile.ops import share as share_ops
 from fabfile.ops import ray as ray_ops
 from fabfile.ops import scripts as scripts_ops
 from fabfile.ops.chain import CHAIN
@@ -73,8 +73,8 @@ HELP_DEFAULTS = [
     (limits.setup, "nofile", "default " + str(limits_ops.DEFAULT_NOFILE)),
     (launch.launch, "master_port", "default " + str(netenv_ops.DEFAULT_MASTER_PORT)),
     (netenv.setup, "master_port", "default " + str(netenv_ops.DEFAULT_MASTER_PORT)),
-    (nfs.setup, "path", "default " + nfs_ops.DEFAULT_EXPORT),
-    (storage.setup, "path", "default " + nfs_ops.DEFAULT_EXPORT),
+    (nfs.setup, "path", "default " + share_ops.DEFAULT_EXPORT),
+    (storage.setup, "path", "default " + share_ops.DEFAULT_EXPORT),
     (ray.install, "version", f"else {ray_ops.DEFAULT_VERSION}"),
     (ray.install, "venv", "default " + ray_ops.DEFAULT_VENV),
     (ray.setup, "timeout", "default " + str(ray_ops.DEFAULT_WAIT)),
