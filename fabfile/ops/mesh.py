@@ -434,46 +434,56 @@ def reach_peers(remote: Remote, peers: Sequence[Peer]) -> Outcome:
 
 
 def verify(session: Session, inv: Inventory, nodes: Sequence[Node], s: MeshSettings,
-           workers: Optional[int] = None, **step_kw: Any) -> List[HostResult]:
-    """From every node to every other node; the hostfile is the inventory's."""
+           workers: Optional[int] = None, among: Optional[Sequence[Node]] = None, **step_kw: Any) -> List[HostResult]:
+    """From every node to every other node (`among` them only: bootstrap leaves out the nodes that failed)."""
     peers = peers_of(inv, {}, s.slots)
+    names = {n.name for n in (among if among is not None else inv.nodes)}
+    targets = [p for p in peers if p.node in names]
 
     def one(remote: Remote) -> Outcome:
         listed = (remote.read_text(HOSTS_LIST) or "").split()
         if listed != [p.name for p in peers]:
             raise HostError(f"{HOSTS_LIST} does not list this inventory's nodes (run mesh.setup)",
-                            value=Reach(0, len(peers) - 1))
-        return reach_peers(remote, peers)
+                            value=Reach(0, len(targets) - 1))
+        return reach_peers(remote, targets)
 
     return run_step(session, nodes, one, workers=workers, **step_kw)
 
 
 def check_cluster(run: Any, nodes: Sequence[Node], s: MeshSettings) -> List[HostResult]:
-    return verify(run.session, run.inv, nodes, s, workers=run.workers, remotes=run.remotes)
+    return verify(run.session, run.inv, nodes, s, workers=run.workers, among=nodes, remotes=run.remotes)
 
 
 # --------------------------------------------------------------------------- remove
 
 
-def remove_node(remote: Remote) -> Outcome:
-    """gpufab's blocks out of /etc/hosts and ~/.ssh's files, its key and hostfiles gone."""
-    me = read_facts(remote)
-    u = UserFiles(me.home)
-    shared = [ETC_HOSTS, *u.blocks]
+def remove_node(remote: Remote, also_root: bool = False) -> Outcome:
+    """gpufab's blocks out of /etc/hosts and ~/.ssh's files, its key and hostfiles gone.
+
+    `also_root` (reset): root's ~/.ssh too, where a run as root before this
+    login (the inventory's user changed) meshed it; only root writes there.
+    """
+    logins = [read_facts(remote)]
+    if also_root and not remote.is_root:
+        logins.append(NodeFacts("root", "root", "/root"))
+    shared = [ETC_HOSTS, *(p for me in logins for p in UserFiles(me.home).blocks)]
     found = remote.read_paths([*shared, *(BEFORE_DIR + p + ABSENT_SUFFIX for p in shared)])
     created = {p: found[BEFORE_DIR + p + ABSENT_SUFFIX].exists for p in shared}
-    keep, gone = unmesh_files(found, created, me.user, me.group, shared)
     done: List[str] = []
     with keeping_changes(done):
-        done += [line.replace("updated", "took gpufab's block out of") for line in
-                 remote.write_files(plan_files(keep, found))]
-        for path in gone:
-            remote.change(f"rm -f -- {shlex.quote(path)}", sudo=path == ETC_HOSTS)
-            done.append(f"removed {path} (gpufab had created it)")
-        mine = f'"$HOME"/.ssh/{KEY_NAME} "$HOME"/.ssh/{KEY_NAME}.pub'
-        if remote.check(f"ls {mine} >/dev/null 2>&1"):
-            remote.change(f"rm -f -- {mine}", sudo=False)
-            done.append(f"removed ~/.ssh/{KEY_NAME}")
+        for me in logins:
+            paths = [p for p in shared if p == ETC_HOSTS or p.startswith(ssh_dir(me.home) + "/")]
+            keep, gone = unmesh_files(found, created, me.user, me.group, paths if me is logins[0] else paths[1:])
+            done += [line.replace("updated", "took gpufab's block out of") for line in
+                     remote.write_files(plan_files(keep, found))]
+            mine = remote.user == me.user
+            for path in gone:
+                remote.change(f"rm -f -- {shlex.quote(path)}", sudo=path == ETC_HOSTS or not mine)
+                done.append(f"removed {path} (gpufab had created it)")
+            key = shlex.quote(UserFiles(me.home).key)
+            if remote.check(f"test -e {key} -o -e {key}.pub", sudo=not mine):
+                remote.change(f"rm -f -- {key} {key}.pub", sudo=not mine)
+                done.append(f"removed {UserFiles(me.home).key}")
         for path in (HOSTFILE, HOSTS_LIST):
             if remote.check(f"test -e {path}"):
                 remote.change(f"rm -f -- {path}")

@@ -299,7 +299,7 @@ def remove_the_rest(remote: Remote, share: nfs.NfsPlan, is_head: bool, docker_ex
                 notes.append(f"kept {share.export}: the shared data is the operator's")
         done += reset_daemon_json(remote, docker_extra).changes
         # Before gpufab's backups go: they say which of the user's files gpufab created.
-        done += mesh.remove_node(remote).changes
+        done += mesh.remove_node(remote, also_root=True).changes
         for what, command in plan(read_facts(remote)):
             remote.change(command)
             done.append(what)

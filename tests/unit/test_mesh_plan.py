@@ -210,3 +210,17 @@ def test_a_block_taken_out_gives_back_the_file_it_was_added_to(existing, first):
     assert added.count(mesh.BEGIN) == 1
     assert replace_block(added, block, "f", mesh.BEGIN, mesh.END, first=first) == added
     assert replace_block(added, "", "f", mesh.BEGIN, mesh.END) == existing
+
+
+def test_reset_also_takes_out_a_mesh_an_earlier_run_as_root_left_in_roots_home():
+    remote = lab_node({mesh.ETC_HOSTS: ETC_HOSTS})
+    root_config = "/root/.ssh/config"
+    remote.put(root_config, f"{mesh.BEGIN}\nHost node2\n{mesh.END}\n\nHost *\n", 0o600)
+    remote.put(BEFORE_DIR + root_config + ABSENT_SUFFIX, "")
+    plain = mesh.remove_node(remote)
+    assert root_config in remote.files and not any("/root/" in c for c in remote.changes)
+    done = mesh.remove_node(remote, also_root=True)
+    assert remote.files[root_config].content == "Host *\n"  # the operator's own line stays
+    assert "took gpufab's block out of /root/.ssh/config" in done.changes and not any("/root/" in c for c in plain.changes)
+    assert any(c == "rm -f -- /root/.ssh/gpufab_cluster_ed25519 /root/.ssh/gpufab_cluster_ed25519.pub"
+               for c in remote.changes)
