@@ -6,9 +6,10 @@ from typing import TYPE_CHECKING, Any, Callable, Dict
 
 from invoke import task
 
-from .core.errors import reported
+from .core.cluster import open_session, select_nodes
+from .core.errors import number_option, reported
 from .core.remote import Remote
-from .core.steps import Outcome, run_task
+from .core.steps import Outcome, report_step, run_task
 
 if TYPE_CHECKING:  # the step's code is imported by the task that runs it (start-up time)
     from .ops import docker
@@ -51,3 +52,15 @@ def verify(c, container=None, nodes=None, workers=None):
     """Check dockerd is active and `docker info` shows the configured address pools."""
     from .ops import docker
     _run(c, "docker.verify", {"container": container}, docker.check, nodes, workers)
+
+
+@task(help={"images": "comma-separated image names (default: the inventory's docker: images:)", **_HELP})
+@reported
+def pull(c, images=None, nodes=None, workers=None):
+    """Pull the images on every node at once, then compare image IDs across all nodes: one that differs fails, named."""
+    from .ops import images as images_ops
+    with open_session(c.config) as session:
+        inv = session.inventory
+        s = images_ops.read(c.config, inv, {"images": images})
+        results = images_ops.pull(session, inv, select_nodes(inv, nodes), s, workers=number_option(workers, "--workers"))
+    report_step("docker.pull", results)

@@ -32,7 +32,7 @@ VAR_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 SHELL_META = set(";&|$`<>(){}[]\\'\"*?!\n\r\t")
 
 TOP_KEYS = {"ssh", "nodes", "vars", "docker", "steps"}
-DOCKER_KEYS = {"daemon"}
+DOCKER_KEYS = {"daemon", "images"}
 SSH_KEYS = {"user", "port", "key", "known_hosts"}
 NODE_KEYS = {"name", "public", "private", "role", "roles", "user", "port", "key", "vars"}
 
@@ -83,6 +83,8 @@ class Inventory:
     vars: Mapping[str, Any] = field(default_factory=dict)
     #: Extra /etc/docker/daemon.json keys (`docker: daemon:` in the inventory).
     docker_daemon: Mapping[str, Any] = field(default_factory=dict)
+    #: Images every node must hold, the same on each (`docker: images:`; names checked by ops/images.py).
+    docker_images: Tuple[str, ...] = ()
     #: The operator's own steps (`steps:`), checked by the step that runs them.
     steps: Tuple[Entry, ...] = ()
 
@@ -277,7 +279,7 @@ def check_docker(raw: Any, path: Optional[str], line: Optional[int]) -> Dict[str
     if raw is None:
         return {}
     if not isinstance(raw, dict):
-        raise InputError("'docker' must be a mapping with a 'daemon' mapping", path=path, line=line)
+        raise InputError("'docker' must be a mapping (daemon: {...}, images: [...])", path=path, line=line)
     _check_keys(raw, DOCKER_KEYS, "docker", path)
     daemon = raw.get("daemon")
     if daemon is None:
@@ -290,6 +292,16 @@ def check_docker(raw: Any, path: Optional[str], line: Optional[int]) -> Dict[str
     except (TypeError, ValueError) as exc:
         raise InputError(f"'docker.daemon' is not JSON-compatible: {exc}", path=path, line=_line(raw, "daemon")) from None
     return plain
+
+
+def check_docker_images(raw: Any, path: Optional[str]) -> Tuple[str, ...]:
+    """`docker: {images: [name, ...]}`: a list of strings (what a name may hold is the images step's to say)."""
+    images = raw.get("images") if isinstance(raw, dict) else None
+    if images is None:
+        return ()
+    if not isinstance(images, list) or not all(isinstance(x, str) and x.strip() for x in images):
+        raise InputError("'docker.images' must be a list of image names", path=path, line=_line(raw, "images"))
+    return tuple(x.strip() for x in images)
 
 
 def check_entries(raw: Any, what: str, path: Optional[str], line: Optional[int]) -> Tuple[Entry, ...]:
@@ -483,6 +495,7 @@ def parse_inventory(text: str, path: Optional[str] = None) -> Inventory:
         known_hosts=known_hosts,
         vars=check_vars(data.get("vars"), path, _line(data, "vars")),
         docker_daemon=check_docker(data.get("docker"), path, _line(data, "docker")),
+        docker_images=check_docker_images(data.get("docker"), path),
         steps=check_entries(data.get("steps"), "steps", path, _line(data, "steps")),
     )
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from ..core.chain import VERIFY
-from . import allreduce, docker, limits, mesh, netenv, preflight, ray, storage, tools
+from . import allreduce, docker, images, limits, mesh, netenv, preflight, ray, storage, tools
 
 CHAIN = (
     preflight.STEP,
     limits.STEP,
     docker.STEP,
+    images.STEP,
     netenv.STEP,
     mesh.STEP,
     storage.STEP,
