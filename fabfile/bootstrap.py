@@ -44,8 +44,8 @@ def save(run: Run, chain: Sequence[Step], files: RunFiles) -> int:
 @task(
     auto_shortflags=False,
     help={
-        "skip": "steps to leave out, comma-separated (limits, docker, images, netenv, mesh, storage, ray, tools,"
-                " allreduce, verify, or one of the inventory's steps:)",
+        "skip": "steps to leave out, comma-separated (limits, docker, images, containers, netenv, mesh, storage, ray,"
+                " tools, allreduce, verify, or one of the inventory's steps:)",
         "only": "run only these steps (preflight always runs)",
         "dry_run": "connect and gather facts; print what would change, with diffs; change nothing",
         "retry_failed": "run only the hosts the last bootstrap failed on (from the failed-hosts file)",
@@ -61,7 +61,7 @@ def save(run: Run, chain: Sequence[Step], files: RunFiles) -> int:
 @reported
 def bootstrap(c, skip=None, only=None, dry_run=False, retry_failed=False, hosts_from=None, nofile=None,
               secrets=False, env_file=".env", storage=None, timeout=None, workers=None):
-    """The whole setup: preflight, limits, docker, images, netenv, mesh, storage, ray, your steps, verify; then the report."""
+    """The whole setup: preflight, limits, docker, images, containers, netenv, mesh, storage, ray, your steps, verify; then the report."""
     from .ops.chain import CHAIN
     from .ops.scripts import with_user_steps
     n_workers = number_option(workers, "--workers")

@@ -64,3 +64,16 @@ def pull(c, images=None, nodes=None, workers=None):
         s = images_ops.read(c.config, inv, {"images": images})
         results = images_ops.pull(session, inv, select_nodes(inv, nodes), s, workers=number_option(workers, "--workers"))
     report_step("docker.pull", results)
+
+
+@task(help=_HELP)
+@reported
+def containers(c, nodes=None, workers=None):
+    """Keep the inventory's docker: containers: running: created again where their settings or image changed."""
+    from .ops import containers as containers_ops
+
+    def step(session):
+        settings = containers_ops.read(c.config, session.inventory, {})
+        return lambda r: containers_ops.apply(r, settings)
+
+    run_task(c.config, "docker.containers", step, nodes=nodes, workers=workers)

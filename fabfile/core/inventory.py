@@ -32,7 +32,7 @@ VAR_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 SHELL_META = set(";&|$`<>(){}[]\\'\"*?!\n\r\t")
 
 TOP_KEYS = {"ssh", "nodes", "vars", "docker", "steps"}
-DOCKER_KEYS = {"daemon", "images"}
+DOCKER_KEYS = {"daemon", "images", "containers"}
 SSH_KEYS = {"user", "port", "key", "known_hosts"}
 NODE_KEYS = {"name", "public", "private", "role", "roles", "user", "port", "key", "vars"}
 
@@ -85,6 +85,8 @@ class Inventory:
     docker_daemon: Mapping[str, Any] = field(default_factory=dict)
     #: Images every node must hold, the same on each (`docker: images:`; names checked by ops/images.py).
     docker_images: Tuple[str, ...] = ()
+    #: Containers kept running (`docker: containers:`; checked by ops/containers.py).
+    docker_containers: Tuple[Entry, ...] = ()
     #: The operator's own steps (`steps:`), checked by the step that runs them.
     steps: Tuple[Entry, ...] = ()
 
@@ -279,7 +281,8 @@ def check_docker(raw: Any, path: Optional[str], line: Optional[int]) -> Dict[str
     if raw is None:
         return {}
     if not isinstance(raw, dict):
-        raise InputError("'docker' must be a mapping (daemon: {...}, images: [...])", path=path, line=line)
+        raise InputError("'docker' must be a mapping (daemon: {...}, images: [...], containers: [...])", path=path,
+                         line=line)
     _check_keys(raw, DOCKER_KEYS, "docker", path)
     daemon = raw.get("daemon")
     if daemon is None:
@@ -496,6 +499,9 @@ def parse_inventory(text: str, path: Optional[str] = None) -> Inventory:
         vars=check_vars(data.get("vars"), path, _line(data, "vars")),
         docker_daemon=check_docker(data.get("docker"), path, _line(data, "docker")),
         docker_images=check_docker_images(data.get("docker"), path),
+        docker_containers=check_entries((data.get("docker") or {}).get("containers")
+                                        if isinstance(data.get("docker"), dict) else None, "docker.containers", path,
+                                        _line(data, "docker")),
         steps=check_entries(data.get("steps"), "steps", path, _line(data, "steps")),
     )
 

@@ -147,9 +147,21 @@ def hosts_file(host: LabHost, hosts: Sequence[LabHost]) -> str:
     return "\n".join(lines) + "\n"
 
 
+#: nspawn mounts the cgroup v1 controllers read-only (this VM has no cgroup2-only layout to give): runc
+#: could not make a container's cgroup. Made writable (a bind remount) before dockerd starts, as on a
+#: real machine; each host's containers sit under its own cgroup namespace root.
+DOCKER_CGROUPS_DROPIN = (
+    "# The lab only (fabfile/lab/plan.py): the cgroup controllers writable for runc, as on a real machine.\n"
+    "[Service]\n"
+    "ExecStartPre=/bin/sh -c 'for c in /sys/fs/cgroup/*/; do "
+    "[ \"$$(stat -f -c %%T \"$$c\")\" = cgroupfs ] && mount -o remount,bind,rw \"$$c\"; done; true'\n"
+)
+
+
 def host_files(host: LabHost, hosts: Sequence[LabHost], authorized_key: str, machine_id: str) -> Dict[str, str]:
     """Files written into a host's own layer at first boot."""
     return {
+        "/etc/systemd/system/docker.service.d/10-lab-cgroups.conf": DOCKER_CGROUPS_DROPIN,
         "/etc/hostname": f"{host.name}\n",
         "/etc/hosts": hosts_file(host, hosts),
         "/etc/machine-id": f"{machine_id}\n",
@@ -195,6 +207,8 @@ def nspawn_command(host: LabHost, root: str, docker_dir: str) -> List[str]:
         f"--network-namespace-path=/run/netns/{host.netns}",
         "--resolv-conf=off", "--timezone=off", "--link-journal=no",
         f"--bind={docker_dir}:/var/lib/docker", "--bind=/dev/fuse",
+        # runc gives each container a session keyring: nspawn's default filter refuses keyctl.
+        "--system-call-filter=@keyring",
     ]
 
 

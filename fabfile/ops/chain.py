@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from ..core.chain import VERIFY
-from . import allreduce, docker, images, limits, mesh, netenv, preflight, ray, storage, tools
+from . import allreduce, containers, docker, images, limits, mesh, netenv, preflight, ray, storage, tools
 
 CHAIN = (
     preflight.STEP,
     limits.STEP,
     docker.STEP,
     images.STEP,
+    containers.STEP,
     netenv.STEP,
     mesh.STEP,
     storage.STEP,

@@ -1,7 +1,8 @@
-"""`docker.pull` and the images step against a real registry on this machine (no internet), as the sudo user.
+"""Images and containers against a real registry on this machine (no internet), as the sudo user.
 
-Debian's `docker-registry` (distribution 2.8) serves on the lab's public bridge; the image is made
-offline on node1 (`docker import` of a one-file tarball) and pushed there.
+Debian's `docker-registry` (distribution 2.8) serves on the lab's public bridge; the images are made
+offline on node1 (`docker import` of a tarball: one text file, or Debian's static busybox) and pushed
+there. `docker.pull` and the images step, then the containers step with a busybox httpd as the sandbox.
 """
 
 from __future__ import annotations
@@ -21,6 +22,13 @@ from .test_bootstrap import progress, reset_lab
 
 REGISTRY = "198.18.0.1:5000"
 REF = f"{REGISTRY}/gpufab/tiny:1"
+SANDBOX = f"{REGISTRY}/gpufab/sandbox:1"
+CONTAINERS = f"""  containers:
+    - name: sandbox-fusion
+      image: {SANDBOX}
+      command: [/bin/busybox, httpd, -f, -p, "8080"]
+      ports: ["8080:8080"]
+"""
 
 
 def image_id(node: str) -> str:
@@ -51,12 +59,17 @@ def registry(lab, tmp_path_factory):
                 assert time.monotonic() < deadline and server.poll() is None, (d / "registry.log").read_text()
                 time.sleep(0.2)
         text = LAB_INVENTORY.read_text().replace("  user: root\n", "  user: gpu\n")
-        text += f"docker:\n  daemon:\n    insecure-registries: [\"{REGISTRY}\"]\n  images: [{REF}]\n"
+        text += f"docker:\n  daemon:\n    insecure-registries: [\"{REGISTRY}\"]\n  images: [{REF}]\n{CONTAINERS}"
         (d / "gpu.yaml").write_text(text)
         env = {**lab, "GPUFAB_INVENTORY": str(d / "gpu.yaml"), "INVOKE_SUDO_PASSWORD": "gpufab-lab"}
         docker = cli("inv", "bootstrap", "--only", "docker", env=env, timeout=900)
         assert docker.returncode == 0, docker.stdout + docker.stderr
         make_image("node1", "first", push=True)
+        # A sandbox that serves: Debian's static busybox (through the lab's apt proxy), its httpd as the command.
+        on_host("node1", "cd /tmp && rm -rf bb && mkdir -p bb/root/bin && cd bb && apt-get download -q busybox-static "
+                         ">/dev/null && dpkg-deb -x busybox-static_*.deb x && cp x/bin/busybox root/bin/ && "
+                         f"tar -C root -c . | docker import - {SANDBOX} >/dev/null && docker push -q {SANDBOX} && "
+                         f"docker rmi -f {SANDBOX} >/dev/null")
         yield {"env": env, "dir": d}
     finally:
         server.terminate()
@@ -98,3 +111,30 @@ def test_bad_image_names_are_one_error_line_and_touch_nothing(registry):
     assert proc.stderr.strip() == "gpufab: error: --images: invalid image name 'ubuntu;id'"
     assert {n: image_id(n) for n in NODES} == before
     assert os.path.exists(registry["dir"] / "registry.log")
+
+
+def test_the_sandbox_container_runs_on_every_node_reachable_on_the_private_network_only(registry):
+    proc = cli("inv", "bootstrap", "--only", "containers,verify", env=registry["env"], timeout=900)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert {s for (n, step), s in progress(proc.stdout).items() if step == "containers"} == {"changed"}
+    assert "Containers: sandbox-fusion running on 3/3 nodes (docker ps)" in proc.stdout
+    # The seed's check, by name, on every node.
+    seen = cli("inv", "docker.verify", "--container", "sandbox-fusion", env=registry["env"], timeout=300)
+    assert seen.returncode == 0 and seen.stdout.count("container sandbox-fusion: Up") == 3, seen.stdout
+    # Published on the node's private address: node1 reaches node2's sandbox there, not on the public one.
+    private = on_host("node1", "curl -s -o /dev/null -w '%{http_code}' http://198.19.0.12:8080/", check=False)
+    assert private.stdout in ("200", "404"), private.stdout + private.stderr
+    public = on_host("node1", "curl -s -m 5 -o /dev/null http://198.18.0.12:8080/", check=False)
+    assert public.returncode != 0
+    again = cli("inv", "docker.containers", env=registry["env"], timeout=300)
+    assert again.returncode == 0 and "docker.containers: 3 hosts: 0 changed, 3 ok" in again.stdout, again.stdout
+
+
+def test_a_stopped_sandbox_is_named_and_started_again(registry):
+    on_host("node2", "docker stop -t 1 sandbox-fusion >/dev/null")
+    seen = cli("inv", "docker.verify", "--container", "sandbox-fusion", env=registry["env"], timeout=300)
+    assert seen.returncode != 0 and "node2: container sandbox-fusion is not running" in seen.stdout, seen.stdout
+    fixed = cli("inv", "docker.containers", env=registry["env"], timeout=300)
+    assert fixed.returncode == 0 and "1 changed, 2 ok" in fixed.stdout and "started container sandbox-fusion" \
+        in fixed.stdout, fixed.stdout
+    assert on_host("node2", "docker inspect -f '{{.State.Status}}' sandbox-fusion").stdout.strip() == "running"
