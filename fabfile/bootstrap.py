@@ -51,7 +51,8 @@ def save(run: Run, chain: Sequence[Step], files: RunFiles) -> int:
         "retry_failed": "run only the hosts the last bootstrap failed on (from the failed-hosts file)",
         "hosts_from": "run only the hosts listed in this file (names or addresses, one per line)",
         "nofile": "open files per process (default 65536; inventory var nofile)",
-        "secrets": "also write the local .env's variables to /etc/gpufab/secrets.env (0600)",
+        "secrets": "also write the local .env's variables to /etc/gpufab/secrets.env (0600), and log docker in where"
+                   " it holds DOCKER_USERNAME/DOCKER_PASSWORD",
         "env_file": "the .env file for --secrets (default .env)",
         "storage": "shared storage backend: auto (default), nfs or sshfs (inventory var storage)",
         "timeout": "seconds Ray gets to show every node (default 180)",

@@ -54,14 +54,16 @@ def verify(c, container=None, nodes=None, workers=None):
     _run(c, "docker.verify", {"container": container}, docker.check, nodes, workers)
 
 
-@task(help={"images": "comma-separated image names (default: the inventory's docker: images:)", **_HELP})
+@task(help={"images": "comma-separated image names (default: the inventory's docker: images:)",
+            "login": "first docker login with DOCKER_USERNAME/DOCKER_PASSWORD (and DOCKER_REGISTRY) from .env",
+            "env_file": "the .env file for --login (default .env)", **_HELP})
 @reported
-def pull(c, images=None, nodes=None, workers=None):
+def pull(c, images=None, login=False, env_file=".env", nodes=None, workers=None):
     """Pull the images on every node at once, then compare image IDs across all nodes: one that differs fails, named."""
     from .ops import images as images_ops
     with open_session(c.config) as session:
         inv = session.inventory
-        s = images_ops.read(c.config, inv, {"images": images})
+        s = images_ops.read(c.config, inv, {"images": images, "login": login, "env_file": env_file})
         results = images_ops.pull(session, inv, select_nodes(inv, nodes), s, workers=number_option(workers, "--workers"))
     report_step("docker.pull", results)
 

@@ -173,6 +173,19 @@ def keep_running(remote: Remote, c: Container) -> Outcome:
     return Outcome(done, [] if done else [f"container {c.name} running"], c.name)
 
 
+def remove_all(remote: Remote) -> Outcome:
+    """reset: the containers gpufab started (its label on them), none other; their images stay, like packages."""
+    if not remote.check("command -v docker >/dev/null 2>&1"):
+        return Outcome()
+    names = remote.run(f"docker ps -a --filter label={LABEL} --format '{{{{.Names}}}}' 2>/dev/null; true",
+                       sudo=True).stdout.split()
+    names = [n for n in names if NAME_RE.match(n)]
+    if not names:
+        return Outcome()
+    remote.change("docker rm -f " + " ".join(shlex.quote(n) for n in names) + " >/dev/null", timeout=120)
+    return Outcome([f"removed container {', '.join(names)}"], [])
+
+
 @dataclass(frozen=True)
 class ContainersSettings:
     containers: Tuple[Container, ...] = ()

@@ -18,11 +18,13 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ..core.chain import Column, Step
 from ..core.connection import Session
-from ..core.errors import HostError, InputError
+from ..core.errors import HostError, InputError, keeping_changes
 from ..core.fanout import FAILED, HostResult
+from ..core.files import ManagedFile, plan_files
 from ..core.inventory import Inventory, Node
 from ..core.remote import Remote, last_line
 from ..core.steps import Outcome, run_step
+from .netenv import load_secrets
 
 #: A Docker image reference (registry[:port]/path[:tag][@sha256:digest]): nothing a shell would read.
 REF_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]*(:[0-9]+)?(/[A-Za-z0-9._-]+)*(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?"
@@ -30,6 +32,18 @@ REF_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]*(:[0-9]+)?(/[A-Za-z0-9._-]+)*(
 #: One pull may be a large image over a slow link, but never unbounded.
 PULL_TIMEOUT = 1800
 NONE = "none"
+#: The registry login gpufab keeps for root's docker (registry, user, password a line): 0600, never shown.
+LOGIN_FILE = "/etc/gpufab/registry-login"
+#: The controller's .env keys it is made from.
+LOGIN_KEYS = ("DOCKER_USERNAME", "DOCKER_PASSWORD")
+#: `docker login` as root with the password from LOGIN_FILE on stdin: never on a command line.
+LOGIN_SCRIPT = r"""
+f=$1
+reg=$(sed -n 1p "$f"); user=$(sed -n 2p "$f")
+sed -n 3p "$f" | docker login --username "$user" --password-stdin "$reg" 2>&1 >/dev/null
+"""
+#: Whether root's docker holds credentials for the registry ($1).
+HAS_LOGIN = 'grep -qF "\"$1\"" /root/.docker/config.json 2>/dev/null'
 #: `REF ID` a line (`none` where the node has no such image). Run as root: docker's socket is root's.
 IDS_SCRIPT = r"""
 for r in "$@"; do
@@ -104,14 +118,82 @@ def odd_ones(ids: Mapping[str, Mapping[str, str]], head: Optional[str]) -> Dict[
 
 
 @dataclass(frozen=True)
+class Login:
+    registry: str
+    username: str
+    password: str
+
+    def __repr__(self) -> str:  # a traceback or a debug print never shows the password
+        return f"Login({self.registry!r}, {self.username!r}, password=***)"
+
+
+def registry_of(ref: str) -> Optional[str]:
+    """The registry host of an image name (`nvcr.io`, `198.18.0.1:5000`), None for Docker Hub's short names."""
+    first, slash, _ = ref.partition("/")
+    return first if slash and ("." in first or ":" in first or first == "localhost") else None
+
+
+def read_login(env_file: str, refs: Sequence[str]) -> Login:
+    """DOCKER_USERNAME and DOCKER_PASSWORD (and DOCKER_REGISTRY, else the images' registry) from the local .env."""
+    values = load_secrets(env_file)
+    missing = [k for k in LOGIN_KEYS if not values.get(k)]
+    if missing:
+        raise InputError(f"--login needs {' and '.join(missing)} in it", path=env_file)
+    registries = sorted({r for r in map(registry_of, refs) if r})
+    registry = values.get("DOCKER_REGISTRY") or (registries[0] if len(registries) == 1 else "")
+    if not registry:
+        raise InputError("--login: set DOCKER_REGISTRY (the images name " +
+                         (f"{len(registries)} registries" if registries else "no registry") + ")", path=env_file)
+    if not re.match(r"^[A-Za-z0-9][A-Za-z0-9.-]*(:[0-9]+)?$", registry):
+        raise InputError(f"invalid DOCKER_REGISTRY {registry!r}", path=env_file)
+    if any(c in values[k] for k in LOGIN_KEYS for c in "\n\r"):
+        raise InputError("DOCKER_USERNAME and DOCKER_PASSWORD must be one line each", path=env_file)
+    return Login(registry, values["DOCKER_USERNAME"], values["DOCKER_PASSWORD"])
+
+
+def log_in(remote: Remote, login: Login) -> Outcome:
+    """The login file (root's, 0600, compared by digest), and `docker login` when it changed or docker lost it."""
+    wanted = ManagedFile(LOGIN_FILE, f"{login.registry}\n{login.username}\n{login.password}\n", mode=0o600,
+                         secret=True)
+    done = remote.write_files(plan_files([wanted], remote.read_state([wanted])))
+    if not done and remote.check(f"sh -c {shlex.quote(HAS_LOGIN)} gpufab {shlex.quote(login.registry)}", sudo=True):
+        return Outcome([], [f"logged in to {login.registry} as {login.username}"])
+    with keeping_changes(done):
+        result = remote.script(LOGIN_SCRIPT, LOGIN_FILE, sudo=True, warn=True, timeout=120) if not remote.dry_run else None
+        if result is not None and result.exited != 0:
+            raise HostError(f"docker login to {login.registry} as {login.username} failed: "
+                            f"{last_line(result.stdout) or last_line(result.stderr) or 'no reason given'}")
+    return Outcome([f"logged in to {login.registry} as {login.username} (password not shown)"], [])
+
+
+def log_out(remote: Remote) -> Outcome:
+    """reset: root's docker forgets the login gpufab made (the login file itself goes with gpufab's files)."""
+    registry = remote.run(f"sed -n 1p {LOGIN_FILE} 2>/dev/null; true", sudo=True).stdout.strip()
+    if not registry or not re.match(r"^[A-Za-z0-9][A-Za-z0-9.-]*(:[0-9]+)?$", registry):
+        return Outcome()
+    remote.change(f"docker logout {shlex.quote(registry)} >/dev/null 2>&1; true")
+    return Outcome([f"docker logged out of {registry}"], [])
+
+
+@dataclass(frozen=True)
 class ImagesSettings:
     images: Tuple[str, ...] = ()
+    #: `--login` (docker.pull) or `--secrets` (bootstrap): the .env's registry credentials.
+    login: Optional[Login] = None
 
 
 def read(config: Any, inv: Inventory, cli: Mapping[str, Any]) -> ImagesSettings:
-    """CLI `--images` > the inventory's `docker: images:`."""
+    """CLI `--images` > the inventory's `docker: images:`; `--login`/`--secrets` read the registry login from .env."""
     given = cli.get("images")
-    return ImagesSettings(check_refs(given, "--images") if given else tuple(inv.docker_images))
+    refs = check_refs(given, "--images") if given else tuple(inv.docker_images)
+    env_file = cli.get("env_file") or ".env"
+    wants = cli.get("login") or (cli.get("secrets") and refs and _has_login(env_file))
+    return ImagesSettings(refs, read_login(env_file, refs) if wants and refs else None)
+
+
+def _has_login(env_file: str) -> bool:
+    """bootstrap --secrets logs in only where the .env holds a registry login."""
+    return all(k in load_secrets(env_file) for k in LOGIN_KEYS)
 
 
 def pull(session: Session, inv: Inventory, nodes: Sequence[Node], s: ImagesSettings, workers: Optional[int] = None,
@@ -120,7 +202,14 @@ def pull(session: Session, inv: Inventory, nodes: Sequence[Node], s: ImagesSetti
     if not s.images:
         raise InputError("no images: list them in the inventory (docker: images: [...]) or give --images",
                          path="--images")
-    results = run_step(session, nodes, lambda r: pull_node(r, s.images), workers=workers, **step_kw)
+
+    def one(remote: Remote) -> Outcome:
+        first = log_in(remote, s.login) if s.login else Outcome()
+        with keeping_changes(first.changes):
+            pulled = pull_node(remote, s.images)
+        return Outcome(first.changes + pulled.changes, first.notes + pulled.notes, pulled.value)
+
+    results = run_step(session, nodes, one, workers=workers, **step_kw)
     if dry_run:
         return results
     pulled = {n.name for n in nodes}
@@ -137,7 +226,11 @@ def pull(session: Session, inv: Inventory, nodes: Sequence[Node], s: ImagesSetti
 
 
 def run_on(run: Any, nodes: Sequence[Node], s: ImagesSettings) -> List[HostResult]:
-    return pull(run.session, run.inv, nodes, s, dry_run=run.dry_run, **run.step_kw(NAME))
+    """The nodes of this run get results; another node found holding a different image is a report warning."""
+    names = {n.name for n in nodes}
+    results = pull(run.session, run.inv, nodes, s, dry_run=run.dry_run, **run.step_kw(NAME))
+    run.state[NAME] = [r for r in results if r.node.name not in names]
+    return [r for r in results if r.node.name in names]
 
 
 def _cell(run: Any, node: Node) -> str:
@@ -154,7 +247,8 @@ def _report(run: Any, s: ImagesSettings) -> Tuple[List[str], List[str]]:
     same = [r for r in results if not r.failed]
     ids = next((r.value for r in same if r.value), {})
     shown = ", ".join(f"{ref} {short(ids.get(ref, NONE))}" for ref in s.images)
-    return [f"Images: {shown} on {len(same)}/{len(run.inv.nodes)} nodes, the same image ID on each"], []
+    others = [f"images: {r.node.name} (not in this run): {r.reason}" for r in run.state.get(NAME, [])]
+    return [f"Images: {shown} on {len(same)}/{len(run.inv.nodes)} nodes, the same image ID on each"], others
 
 
 NAME = "images"

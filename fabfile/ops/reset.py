@@ -27,7 +27,7 @@ from ..core.inventory import USER_RE, Inventory, Node
 from ..core import packages as apt
 from ..core.remote import Remote, last_line
 from ..core.steps import Outcome, merge_phases, run_step
-from . import docker, limits, mesh, netenv, nfs, ray, sshfs
+from . import containers, docker, images, limits, mesh, netenv, nfs, ray, sshfs
 from .allreduce import SCRIPT_PATH
 from .scripts import STATE_DIR
 from .share import cache_on_head, dirs_below, read_cache
@@ -37,7 +37,7 @@ WHOLE_FILES: Tuple[str, ...] = (
     limits.LIMITS_FILE, limits.SYSTEMD_FILE, limits.DOCKER_FILE,
     netenv.ENV_FILE, netenv.SECRETS_FILE, netenv.NCCL_CONF, netenv.PROFILE_SNIPPET,
     ray.SECRETS_APPLIED, f"{ray.UNIT_DIR}/{ray.HEAD_UNIT}", f"{ray.UNIT_DIR}/{ray.WORKER_UNIT}",
-    nfs.EXPORTS_FILE, apt.INSTALLED_RECORD, docker.GROUP_RECORD,
+    nfs.EXPORTS_FILE, apt.INSTALLED_RECORD, docker.GROUP_RECORD, images.LOGIN_FILE,
 )
 UNITS: Tuple[str, ...] = (ray.HEAD_UNIT, ray.WORKER_UNIT)
 #: gpufab's own trees: nothing but gpufab's in them (the default Ray venv lives in /opt/gpufab).
@@ -282,6 +282,8 @@ def remove_the_rest(remote: Remote, share: nfs.NfsPlan, is_head: bool, docker_ex
     notes: List[str] = []
     with keeping_changes(done):
         done += leave_docker_group(remote).changes
+        done += containers.remove_all(remote).changes
+        done += images.log_out(remote).changes
         if packages:
             purged = purge_packages(remote)
             done += purged.changes

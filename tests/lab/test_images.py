@@ -21,6 +21,9 @@ from .conftest import LAB_INVENTORY, NODES, on_host
 from .test_bootstrap import progress, reset_lab
 
 REGISTRY = "198.18.0.1:5000"
+#: The same registry software with a login (htpasswd, bcrypt): a private registry.
+PRIVATE = "198.18.0.1:5001"
+USER, PASSWORD = "gpufab", "lab-Registry-pw-7"
 REF = f"{REGISTRY}/gpufab/tiny:1"
 SANDBOX = f"{REGISTRY}/gpufab/sandbox:1"
 CONTAINERS = f"""  containers:
@@ -29,6 +32,15 @@ CONTAINERS = f"""  containers:
       command: [/bin/busybox, httpd, -f, -p, "8080"]
       ports: ["8080:8080"]
 """
+
+
+def bcrypt(password: str) -> str:
+    """The htpasswd line's hash the registry wants (bcrypt), from the C library: no extra package."""
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import crypt
+    return crypt.crypt(password, crypt.mksalt(crypt.METHOD_BLOWFISH))
 
 
 def image_id(node: str) -> str:
@@ -47,19 +59,27 @@ def registry(lab, tmp_path_factory):
     d = tmp_path_factory.mktemp("images")
     (d / "config.yml").write_text(f"version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {d / 'data'}\n"
                                   f"http:\n  addr: {REGISTRY}\n")
-    server = subprocess.Popen([shutil.which("docker-registry") or "docker-registry", "serve", str(d / "config.yml")],
-                              stdout=open(d / "registry.log", "w"), stderr=subprocess.STDOUT)
+    (d / "htpasswd").write_text(f"{USER}:{bcrypt(PASSWORD)}\n")
+    (d / "private.yml").write_text(f"version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {d / 'private'}\n"
+                                   f"http:\n  addr: {PRIVATE}\nauth:\n  htpasswd:\n    realm: gpufab-lab\n"
+                                   f"    path: {d / 'htpasswd'}\n")
+    servers = [subprocess.Popen([shutil.which("docker-registry") or "docker-registry", "serve", str(d / name)],
+                                stdout=open(d / f"{name}.log", "w"), stderr=subprocess.STDOUT)
+               for name in ("config.yml", "private.yml")]
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("198.18.0.1", 5000), timeout=1).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline and server.poll() is None, (d / "registry.log").read_text()
-                time.sleep(0.2)
+        for port in (5000, 5001):
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    socket.create_connection(("198.18.0.1", port), timeout=1).close()
+                    break
+                except OSError:
+                    assert time.monotonic() < deadline and all(s.poll() is None for s in servers), \
+                        (d / "config.yml.log").read_text() + (d / "private.yml.log").read_text()
+                    time.sleep(0.2)
         text = LAB_INVENTORY.read_text().replace("  user: root\n", "  user: gpu\n")
-        text += f"docker:\n  daemon:\n    insecure-registries: [\"{REGISTRY}\"]\n  images: [{REF}]\n{CONTAINERS}"
+        text += (f"docker:\n  daemon:\n    insecure-registries: [\"{REGISTRY}\", \"{PRIVATE}\"]\n  images: [{REF}]\n"
+                 f"{CONTAINERS}")
         (d / "gpu.yaml").write_text(text)
         env = {**lab, "GPUFAB_INVENTORY": str(d / "gpu.yaml"), "INVOKE_SUDO_PASSWORD": "gpufab-lab"}
         docker = cli("inv", "bootstrap", "--only", "docker", env=env, timeout=900)
@@ -72,8 +92,9 @@ def registry(lab, tmp_path_factory):
                          f"docker rmi -f {SANDBOX} >/dev/null")
         yield {"env": env, "dir": d}
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        for server in servers:
+            server.terminate()
+            server.wait(timeout=30)
         reset_lab()  # daemon.json and Docker as rented again, for the modules after this one
 
 
@@ -110,7 +131,7 @@ def test_bad_image_names_are_one_error_line_and_touch_nothing(registry):
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.strip() == "gpufab: error: --images: invalid image name 'ubuntu;id'"
     assert {n: image_id(n) for n in NODES} == before
-    assert os.path.exists(registry["dir"] / "registry.log")
+    assert os.path.exists(registry["dir"] / "config.yml.log")
 
 
 def test_the_sandbox_container_runs_on_every_node_reachable_on_the_private_network_only(registry):
@@ -138,3 +159,38 @@ def test_a_stopped_sandbox_is_named_and_started_again(registry):
     assert fixed.returncode == 0 and "1 changed, 2 ok" in fixed.stdout and "started container sandbox-fusion" \
         in fixed.stdout, fixed.stdout
     assert on_host("node2", "docker inspect -f '{{.State.Status}}' sandbox-fusion").stdout.strip() == "running"
+
+
+def test_a_private_registry_login_comes_from_the_env_file_and_is_never_shown(registry, tmp_path):
+    private_ref = f"{PRIVATE}/gpufab/tiny:1"
+    on_host("node1", f"echo {PASSWORD} | docker login -u {USER} --password-stdin {PRIVATE} >/dev/null 2>&1 && "
+                     f"docker tag {REF} {private_ref} && docker push -q {private_ref} >/dev/null && "
+                     f"docker rmi {private_ref} >/dev/null && docker logout {PRIVATE} >/dev/null")
+    refused = cli("inv", "docker.pull", "--images", private_ref, env=registry["env"], timeout=600)
+    assert refused.returncode != 0 and "3 failed" in refused.stdout, refused.stdout
+    dotenv = tmp_path / ".env"
+    dotenv.write_text(f"DOCKER_USERNAME={USER}\nDOCKER_PASSWORD={PASSWORD}\n")
+    args = ("inv", "docker.pull", "--images", private_ref, "--login", "--env-file", str(dotenv))
+    proc = cli(*args, env=registry["env"], timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.count(f"logged in to {PRIVATE} as {USER} (password not shown)") == 3
+    assert PASSWORD not in proc.stdout + proc.stderr
+    for node in NODES:
+        assert on_host(node, "stat -c '%a %U' /etc/gpufab/registry-login").stdout.strip() == "600 root"
+        assert on_host(node, f"grep -rl {PASSWORD} /var/backups/gpufab 2>/dev/null || true").stdout.strip() == ""
+    again = cli(*args, env=registry["env"], timeout=600)
+    assert again.returncode == 0 and "0 changed, 3 ok" in again.stdout, again.stdout
+    dotenv.write_text(f"DOCKER_USERNAME={USER}\nDOCKER_PASSWORD=not-{PASSWORD}\n")
+    wrong = cli(*args, "--nodes", "node2", env=registry["env"], timeout=600)
+    assert wrong.returncode != 0 and f"docker login to {PRIVATE} as {USER} failed" in wrong.stdout, wrong.stdout
+    assert f"not-{PASSWORD}" not in wrong.stdout + wrong.stderr
+
+
+def test_reset_takes_out_the_sandbox_and_the_registry_login_and_keeps_the_images(registry):
+    proc = cli("inv", "reset", "--yes", "--nodes", "node3", env=registry["env"], timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "removed container sandbox-fusion" in proc.stdout and f"docker logged out of {PRIVATE}" in proc.stdout
+    assert on_host("node3", "docker ps -aq --filter name=sandbox-fusion").stdout.strip() == ""
+    assert on_host("node3", f"ls /etc/gpufab/registry-login 2>/dev/null; grep -c '{PRIVATE}' "
+                            "/root/.docker/config.json 2>/dev/null || true").stdout.strip() in ("", "0")
+    assert image_id("node3").startswith("sha256:")  # pulled images stay, like installed packages

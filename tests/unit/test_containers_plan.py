@@ -99,3 +99,11 @@ def test_verify_names_the_containers_not_running():
     down = FakeRemote(the_node=node()).answer(r"^docker inspect", "exited x y")
     with pytest.raises(HostError, match="containers not running: sandbox-fusion exited"):
         containers.check(down, s)
+
+
+def test_reset_removes_the_containers_gpufab_started_and_no_other():
+    remote = FakeRemote().answer(r"docker ps -a --filter label=gpufab.spec", "sandbox-fusion\n")
+    assert containers.remove_all(remote).changes == ["removed container sandbox-fusion"]
+    assert remote.sent(r"^docker rm -f sandbox-fusion ")
+    assert containers.remove_all(FakeRemote()).changes == []
+    assert containers.remove_all(FakeRemote().answer(r"command -v docker", exit=1)).changes == []

@@ -69,3 +69,63 @@ def test_the_inventory_lists_images_and_a_bad_list_is_one_error():
         parse_inventory(base + "docker:\n  images: ubuntu\n", "hosts.yaml")
     with pytest.raises(InputError, match="no images"):
         images.pull(None, inv, [], images.ImagesSettings())  # type: ignore[arg-type]
+
+
+def env_file(tmp_path, text):
+    path = tmp_path / f"{abs(hash(text))}.env"
+    path.write_text(text)
+    return str(path)
+
+
+def test_the_login_comes_from_the_env_file_and_the_registry_from_the_images(tmp_path):
+    path = env_file(tmp_path, "DOCKER_USERNAME=gpufab\nDOCKER_PASSWORD=s3cret-pw\nHF_TOKEN=x\n")
+    login = images.read_login(path, [REF])
+    assert (login.registry, login.username, login.password) == ("198.18.0.1:5000", "gpufab", "s3cret-pw")
+    assert "s3cret" not in repr(login) and "s3cret" not in repr(images.ImagesSettings((REF,), login))
+    assert images.registry_of("nvcr.io/nvidia/pytorch:24.05-py3") == "nvcr.io" and images.registry_of("ubuntu") is None
+    with pytest.raises(InputError, match="--login needs DOCKER_PASSWORD in it"):
+        images.read_login(env_file(tmp_path, "DOCKER_USERNAME=gpufab\n"), [REF])
+    with pytest.raises(InputError, match="set DOCKER_REGISTRY"):
+        images.read_login(path, ["ubuntu"])
+    with pytest.raises(InputError, match="invalid DOCKER_REGISTRY"):
+        images.read_login(env_file(tmp_path, "DOCKER_USERNAME=a\nDOCKER_PASSWORD=b\nDOCKER_REGISTRY=x;id\n"), [REF])
+
+
+def test_bootstrap_secrets_log_in_only_where_the_env_file_has_a_login(tmp_path):
+    inv = parse_inventory("nodes:\n  - name: n1\n    public: 203.0.113.1\n    private: 10.0.0.1\n"
+                          f"docker:\n  images: [{REF}]\n", "hosts.yaml")
+    plain = env_file(tmp_path, "HF_TOKEN=x\n")
+    assert images.read(None, inv, {"secrets": True, "env_file": plain}).login is None
+    with_login = env_file(tmp_path, "DOCKER_USERNAME=gpufab\nDOCKER_PASSWORD=pw\n")
+    assert images.read(None, inv, {"secrets": True, "env_file": with_login}).login.username == "gpufab"
+    assert images.read(None, inv, {"env_file": with_login}).login is None  # nothing asked for
+
+
+LOGIN = images.Login("198.18.0.1:5001", "gpufab", "s3cret-pw")
+
+
+def test_login_writes_a_secret_root_file_then_logs_in_once():
+    remote = FakeRemote(user="gpu").answer(r"grep -qF", exit=1)
+    out = images.log_in(remote, LOGIN)
+    written = remote.written[0].file
+    assert (written.path, written.mode, written.owner, written.secret) == (images.LOGIN_FILE, 0o600, "root", True)
+    assert written.content == "198.18.0.1:5001\ngpufab\ns3cret-pw\n"
+    assert out.changes[-1] == "logged in to 198.18.0.1:5001 as gpufab (password not shown)"
+    assert not any("s3cret" in c for c in remote.commands)  # the password travels in the file only
+    remote.answer(r"grep -qF", exit=0)
+    again = images.log_in(remote, LOGIN)
+    assert again.changes == [] and len(remote.written) == 1
+
+
+def test_a_refused_login_fails_the_node_with_dockers_reason():
+    remote = FakeRemote(user="gpu").answer(r"docker login", "Error response from daemon: unauthorized: auth failed\n", 1)
+    with pytest.raises(HostError, match="docker login to 198.18.0.1:5001 as gpufab failed: .*unauthorized") as err:
+        images.log_in(remote, LOGIN)
+    assert "s3cret" not in err.value.reason and err.value.changes == [f"created {images.LOGIN_FILE}"]
+
+
+def test_reset_logs_docker_out_of_the_registry_gpufab_logged_in_to():
+    remote = FakeRemote().answer(r"sed -n 1p /etc/gpufab/registry-login", "198.18.0.1:5001\n")
+    assert images.log_out(remote).changes == ["docker logged out of 198.18.0.1:5001"]
+    assert remote.sent(r"^docker logout 198.18.0.1:5001 ")
+    assert images.log_out(FakeRemote()).changes == []
