@@ -235,8 +235,12 @@ def setup(session: Session, inv: Inventory, nodes: Sequence[Node], share: NfsPla
     head = next((r for r in results if r.node.is_head and not r.failed), None)
     if cache is None or head is None:
         return results
-    made = run_step(session, [head.node], lambda r: make_cache(r, share, cache), **step_kw)
-    return merge_phases([r.node for r in results], [results, made])
+    made = run_step(session, [head.node], lambda r: make_cache(r, share, cache), remotes=step_kw.get("remotes"))
+    merged = merge_phases([r.node for r in results], [results, made])
+    after = next(r for r in merged if r.node.is_head)
+    if step_kw.get("on_result") and after.status != head.status:  # the live line shows what the cache phase added
+        step_kw["on_result"](after)
+    return merged
 
 
 def make_cache(remote: Remote, share: NfsPlan, cache: str) -> Outcome:
