@@ -71,13 +71,18 @@ class Step:
     data: Optional[Callable[["Run", Any], Any]] = None
 
 
-def step_list(chain: Sequence[Step], value: Union[None, str, Sequence[str]], what: str) -> List[str]:
-    """`docker,nfs` (or a YAML list) -> ['docker', 'storage'], each an optional step of `chain`."""
+def listed(value: Union[None, str, Sequence[str]]) -> List[str]:
+    """`docker, nfs` (or a YAML list) -> ['docker', 'nfs']: the names as written."""
     if value is None or value == "":
         return []
     items = value.split(",") if isinstance(value, str) else list(value)
+    return [str(x).strip() for x in items if str(x).strip()]
+
+
+def step_list(chain: Sequence[Step], value: Union[None, str, Sequence[str]], what: str) -> List[str]:
+    """`docker,nfs` (or a YAML list) -> ['docker', 'storage'], each an optional step of `chain`."""
     aliases = {a: s.name for s in chain for a in s.aliases}
-    names = [aliases.get(str(x).strip(), str(x).strip()) for x in items if str(x).strip()]
+    names = [aliases.get(x, x) for x in listed(value)]
     optional = [s.name for s in chain if s.optional]
     for name in names:
         fixed = next((s for s in chain if s.name == name and not s.optional), None)

@@ -34,6 +34,8 @@ PULL_TIMEOUT = 1800
 NONE = "none"
 #: The registry login gpufab keeps for root's docker (registry, user, password a line): 0600, never shown.
 LOGIN_FILE = "/etc/gpufab/registry-login"
+#: A registry host[:port] as DOCKER_REGISTRY or the login file may name it.
+REGISTRY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.-]*(:[0-9]+)?$")
 #: The controller's .env keys it is made from.
 LOGIN_KEYS = ("DOCKER_USERNAME", "DOCKER_PASSWORD")
 #: `docker login` as root with the password from LOGIN_FILE on stdin: never on a command line.
@@ -133,9 +135,9 @@ def registry_of(ref: str) -> Optional[str]:
     return first if slash and ("." in first or ":" in first or first == "localhost") else None
 
 
-def read_login(env_file: str, refs: Sequence[str]) -> Login:
+def read_login(env_file: str, refs: Sequence[str], values: Optional[Mapping[str, str]] = None) -> Login:
     """DOCKER_USERNAME and DOCKER_PASSWORD (and DOCKER_REGISTRY, else the images' registry) from the local .env."""
-    values = load_secrets(env_file)
+    values = load_secrets(env_file) if values is None else values
     missing = [k for k in LOGIN_KEYS if not values.get(k)]
     if missing:
         raise InputError(f"--login needs {' and '.join(missing)} in it", path=env_file)
@@ -144,7 +146,7 @@ def read_login(env_file: str, refs: Sequence[str]) -> Login:
     if not registry:
         raise InputError("--login: set DOCKER_REGISTRY (the images name " +
                          (f"{len(registries)} registries" if registries else "no registry") + ")", path=env_file)
-    if not re.match(r"^[A-Za-z0-9][A-Za-z0-9.-]*(:[0-9]+)?$", registry):
+    if not REGISTRY_RE.match(registry):
         raise InputError(f"invalid DOCKER_REGISTRY {registry!r}", path=env_file)
     if any(c in values[k] for k in LOGIN_KEYS for c in "\n\r"):
         raise InputError("DOCKER_USERNAME and DOCKER_PASSWORD must be one line each", path=env_file)
@@ -169,7 +171,7 @@ def log_in(remote: Remote, login: Login) -> Outcome:
 def log_out(remote: Remote) -> Outcome:
     """reset: root's docker forgets the login gpufab made (the login file itself goes with gpufab's files)."""
     registry = remote.run(f"sed -n 1p {LOGIN_FILE} 2>/dev/null; true", sudo=True).stdout.strip()
-    if not registry or not re.match(r"^[A-Za-z0-9][A-Za-z0-9.-]*(:[0-9]+)?$", registry):
+    if not registry or not REGISTRY_RE.match(registry):
         return Outcome()
     remote.change(f"docker logout {shlex.quote(registry)} >/dev/null 2>&1; true")
     return Outcome([f"docker logged out of {registry}"], [])
@@ -187,13 +189,13 @@ def read(config: Any, inv: Inventory, cli: Mapping[str, Any]) -> ImagesSettings:
     given = cli.get("images")
     refs = check_refs(given, "--images") if given else tuple(inv.docker_images)
     env_file = cli.get("env_file") or ".env"
-    wants = cli.get("login") or (cli.get("secrets") and refs and _has_login(env_file))
-    return ImagesSettings(refs, read_login(env_file, refs) if wants and refs else None)
-
-
-def _has_login(env_file: str) -> bool:
-    """bootstrap --secrets logs in only where the .env holds a registry login."""
-    return all(k in load_secrets(env_file) for k in LOGIN_KEYS)
+    if not refs or not (cli.get("login") or cli.get("secrets")):
+        return ImagesSettings(refs)
+    values = load_secrets(env_file)
+    # bootstrap --secrets logs in only where the .env holds a registry login; --login requires one.
+    if not cli.get("login") and not all(k in values for k in LOGIN_KEYS):
+        return ImagesSettings(refs)
+    return ImagesSettings(refs, read_login(env_file, refs, values))
 
 
 def pull(session: Session, inv: Inventory, nodes: Sequence[Node], s: ImagesSettings, workers: Optional[int] = None,

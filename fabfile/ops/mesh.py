@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ..core.chain import Column, Step
-from ..core.cluster import setting, switch
 from ..core.connection import Session
 from ..core.errors import HostError, InputError, keeping_changes
 from ..core.facts import parse_facts
@@ -313,14 +312,10 @@ class MeshSettings:
     slots: Mapping[str, int] = field(default_factory=dict)
 
 
-def enabled(config: Any, inv: Inventory) -> bool:
-    return switch(setting(config, inv, "mesh", None, True))
-
-
 def read(config: Any, inv: Inventory, cli: Mapping[str, Any]) -> MeshSettings:
     """Inventory var `mesh` (default on), node vars `slots`."""
     slots = {n.name: check_slots(n.vars["slots"], n.name) for n in inv.nodes if n.vars.get("slots") is not None}
-    return MeshSettings(enabled(config, inv), slots)
+    return MeshSettings(netenv.mesh_on(config, inv), slots)
 
 
 # --------------------------------------------------------------------------- on the nodes
@@ -509,8 +504,12 @@ def _cell(run: Any, node: Node) -> str:
     return "-" if result is None else ("failed" if result.failed else result.status)
 
 
+def _reaches(run: Any) -> List[Reach]:
+    return [r for r in (_reach(run, n) for n in run.verified()) if r is not None]
+
+
 def _report(run: Any, s: MeshSettings) -> Tuple[List[str], List[str]]:
-    found = [r for r in (_reach(run, n) for n in run.verified()) if r is not None]
+    found = _reaches(run)
     checked = [run.cluster_checked(NAME, n) for n in run.inv.nodes]
     problems = [f"SSH mesh: {r.node.name}: {r.reason}" for r in checked if r is not None and r.failed]
     if not found and not problems:
@@ -527,7 +526,7 @@ def _access(run: Any, s: MeshSettings) -> List[str]:
 
 
 def _data(run: Any, s: MeshSettings) -> Dict[str, int]:
-    found = [r for r in (_reach(run, n) for n in run.verified()) if r is not None]
+    found = _reaches(run)
     return {"pairs": sum(r.tried for r in found), "reached": sum(r.reached for r in found)}
 
 

@@ -16,7 +16,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from dotenv import dotenv_values
 
-from ..core.chain import Step, every_node
+from ..core.chain import SKIP_VAR, Step, every_node, listed
 from ..core.cluster import VIRTUAL_PREFIXES, setting, switch
 from ..core.errors import HostError, InputError
 from ..core.files import ManagedFile, plan_files, render
@@ -356,14 +356,17 @@ def read(config: Any, inv: Inventory, cli: Mapping[str, Any]) -> NetenvSettings:
 
 def skipped_by_inventory(inv: Inventory) -> set:
     """The steps the inventory turns off for the cluster (`bootstrap_skip`), by any of their names."""
-    skipped = inv.vars.get("bootstrap_skip") or []
-    names = skipped.split(",") if isinstance(skipped, str) else [str(x) for x in skipped]
-    return {n.strip() for n in names}
+    return set(listed(inv.vars.get(SKIP_VAR)))
+
+
+def mesh_on(config: Any, inv: Inventory) -> bool:
+    """Inventory var `mesh` (default on): read here for the env file and by the mesh step itself."""
+    return switch(setting(config, inv, "mesh", None, True))
 
 
 def mesh_wanted(config: Any, inv: Inventory) -> bool:
     """The inventory keeps the mesh step (var `mesh`, `bootstrap_skip`): a fact of the cluster, not of one run."""
-    return switch(setting(config, inv, "mesh", None, True)) and "mesh" not in skipped_by_inventory(inv)
+    return mesh_on(config, inv) and "mesh" not in skipped_by_inventory(inv)
 
 
 def hf_home_of(config: Any, inv: Inventory) -> Optional[str]:
