@@ -16,6 +16,7 @@ from .bootstrap import bootstrap, report
 from .launch import launch
 from .allreduce import allreduce
 from .execute import exec_
+from .fleet import fleet
 from .reset import reset
 
 ns = Collection()
@@ -25,6 +26,7 @@ ns.add_task(report)
 ns.add_task(launch)
 ns.add_task(allreduce)
 ns.add_task(reset)
+ns.add_task(fleet)
 for module in (inventory, lab, limits, docker, netenv, mesh, nfs, node, ray, gpu, logs, run, script, slurm, storage):
     ns.add_collection(Collection.from_module(module, name=module.__name__.rsplit(".", 1)[-1]))
 

@@ -9,6 +9,7 @@ from .core.cluster import open_session, select_nodes
 from .core.errors import number_option, reported
 from .core.fanout import fan_out, worst_exit_code
 from .core.report import host_table, summary_line
+from .core.steps import run_step
 
 
 @task(help={"nodes": "only these nodes (comma-separated names)", "workers": "hosts asked at once (default 32)"})
@@ -30,6 +31,32 @@ def status(c, nodes=None, workers=None):
     print(host_table(["Node", "GPU", "Name", "Memory", "Util"], rows))
     total = sum(len(r.value or []) for r in results)
     print(summary_line("gpu.status", results) + f"; {total} GPUs")
+    code = worst_exit_code(results)
+    if code:
+        raise Exit(code=code)
+
+
+@task(help={"deep": "also run `dcgmi diag -r 1` where DCGM is installed (about a minute)",
+            "json": "print the findings as JSON (for scripts)",
+            "image": "a local image for the `docker run --gpus all` check (default: var gpu_test_image)",
+            "nodes": "only these nodes (comma-separated names)", "workers": "hosts asked at once (default 32)"})
+@reported
+def doctor(c, deep=False, json=False, image=None, nodes=None, workers=None):
+    """Driver, GPUs, fabric manager, ECC/remaps, XIDs, container runtime, CUDA from the training python, InfiniBand.
+
+    Exit 1 when any node has a problem; each problem says what to do.
+    """
+    from .ops import doctor as plan
+    with open_session(c.config) as session:
+        s = plan.read(c.config, session.inventory, {"deep": deep, "image": image})
+        targets = select_nodes(session.inventory, nodes)
+        results = run_step(session, targets, lambda remote: plan.outcome(remote, s),
+                           workers=number_option(workers, "--workers"))
+    if json:
+        print(plan.findings_json({r.node.name: r.value for r in results}, {r.node.name: r.reason for r in results}))
+    else:
+        print(plan.doctor_table(results))
+        print(summary_line("gpu.doctor", results))
     code = worst_exit_code(results)
     if code:
         raise Exit(code=code)

@@ -47,7 +47,7 @@ _HELP = {
 
 @task(
     help={
-        "profile": "ethernet (default) or infiniband",
+        "profile": "auto (default: infiniband where a node has an active IB/RoCE port, else ethernet), ethernet, conservative or infiniband",
         "secrets": "also write the local .env's variables to /etc/gpufab/secrets.env (0600)",
         "env_file": "the .env file for --secrets (default .env)",
         **_HELP,

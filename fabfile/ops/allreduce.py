@@ -54,14 +54,20 @@ SCRIPT_PATH = f".cache/gpufab/allreduce-{hashlib.sha256(SCRIPT.encode()).hexdige
 
 #: Which of the candidate pythons ($@) imports torch; one JSON line each, stops at the first.
 PROBE = (
-    "import json, sys\n"
+    "import json, platform, sys\n"
     "try:\n"
     "    import torch, torch.distributed as d\n"
     "    found = dict(torch=torch.__version__, gloo=d.is_available() and d.is_gloo_available(),\n"
     "                 nccl=d.is_available() and d.is_nccl_available(),\n"
-    "                 gpus=torch.cuda.device_count() if torch.cuda.is_available() else 0)\n"
+    "                 gpus=torch.cuda.device_count() if torch.cuda.is_available() else 0,\n"
+    "                 cuda=torch.version.cuda or '', python=platform.python_version())\n"
+    "    try:\n"
+    "        v = torch.cuda.nccl.version()\n"
+    "        found['nccl_version'] = '.'.join(map(str, v)) if isinstance(v, tuple) else str(v)\n"
+    "    except Exception:\n"
+    "        pass\n"
     "except Exception as exc:\n"
-    "    found = dict(error='%s: %s' % (type(exc).__name__, exc))\n"
+    "    found = dict(error='%s: %s' % (type(exc).__name__, exc), python=platform.python_version())\n"
     f"print({PYTHON_MARK!r} + json.dumps(found))\n"
     "sys.exit(0 if 'torch' in found else 3)\n"
 )
@@ -167,6 +173,9 @@ class TrainPython:
     gloo: bool
     nccl: bool
     gpus: int
+    #: Its Python and NCCL versions, for the fleet's comparison.
+    python: str = ""
+    nccl_version: str = ""
 
 
 @dataclass(frozen=True)
@@ -201,8 +210,25 @@ def parse_pythons(text: str) -> Tuple[Optional[TrainPython], List[str]]:
                 continue
             if "torch" in found:
                 return TrainPython(current, str(found["torch"]), bool(found.get("gloo")), bool(found.get("nccl")),
-                                   int(found.get("gpus") or 0)), tried
+                                   int(found.get("gpus") or 0), str(found.get("python") or ""),
+                                   str(found.get("nccl_version") or "")), tried
     return None, tried
+
+
+def parse_probe(text: str) -> Optional[Dict[str, Any]]:
+    """FIND_PYTHON_SCRIPT's output -> the first python with torch, as plain data with its `path`."""
+    current = ""
+    for line in text.splitlines():
+        if line.startswith("python="):
+            current = line[len("python="):].strip()
+        elif line.startswith(PYTHON_MARK) and current:
+            try:
+                found = json.loads(line[len(PYTHON_MARK):])
+            except ValueError:
+                continue
+            if isinstance(found, dict) and "torch" in found:
+                return {**found, "path": current}
+    return None
 
 
 def no_torch(tried: Sequence[str], named: Sequence[str]) -> str:

@@ -23,6 +23,7 @@ from ..core.files import ManagedFile, plan_files, render
 from ..core.inventory import Inventory
 from ..core.remote import Remote, ensure_packages, last_line
 from ..core.steps import Outcome
+from . import infiniband
 
 DAEMON_JSON = "/etc/docker/daemon.json"
 KEYRING = "/etc/apt/keyrings/docker.asc"
@@ -280,6 +281,9 @@ def verify_docker(remote: Remote, extra: Mapping[str, Any], container: Optional[
         seen = ", ".join(f"{b}/{s}" for b, s in info.pools) or "none"
         raise HostError(f"docker uses address pools {seen}, not the configured ones (run docker.configure)")
     notes = [f"docker {info.server_version}: pools {', '.join(f'{b} in /{s}s' for b, s in info.pools)}"]
+    ib = infiniband.parse_sysfs(remote.run(infiniband.SCRIPT, warn=True).stdout)
+    if ib.active:
+        notes.append(f"InfiniBand ({', '.join(p.name for p in ib.active)}): a container needs {infiniband.CONTAINER_FLAGS}")
     status_value = DockerStatus(info.server_version)
     if container:
         status = remote.run(

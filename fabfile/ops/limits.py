@@ -2,7 +2,9 @@
 
 Three places decide a process's limit, and the usual wiki step only fixes the
 first: pam_limits for login sessions (limits.d), systemd's default for every
-service, and docker.service's own setting for containers.
+service, and docker.service's own setting for containers. On nodes with an
+active InfiniBand/RoCE port the locked-memory limit is raised the same way:
+RDMA pins its buffers, and NCCL's IB transport fails under the default 8 MiB.
 """
 
 from __future__ import annotations
@@ -17,17 +19,22 @@ from ..core.files import ManagedFile, plan_files, render
 from ..core.inventory import Inventory
 from ..core.remote import Remote
 from ..core.steps import Outcome
+from . import infiniband
 
 DEFAULT_NOFILE = 65536
 #: The kernel's default fs.nr_open: no process limit can be set above it.
 MAX_NOFILE = 1048576
 
+DEFAULT_MEMLOCK = "unlimited"
+
 LIMITS_FILE = "/etc/security/limits.d/90-gpufab-nofile.conf"
+MEMLOCK_FILE = "/etc/security/limits.d/90-gpufab-memlock.conf"
 SYSTEMD_FILE = "/etc/systemd/system.conf.d/90-gpufab-limits.conf"
 DOCKER_FILE = "/etc/systemd/system/docker.service.d/90-gpufab-limits.conf"
 
 #: Prints the soft and hard nofile limits of a fresh login shell.
 LOGIN_LIMITS_CMD = "echo $(ulimit -Sn) $(ulimit -Hn)"
+LOGIN_MEMLOCK_CMD = "ulimit -Sl"
 
 
 def check_nofile(value: Any) -> int:
@@ -40,14 +47,32 @@ def check_nofile(value: Any) -> int:
     return number
 
 
-def limit_files(nofile: int) -> List[ManagedFile]:
+def check_memlock(value: Any) -> str:
+    """`unlimited`, or KiB (as limits.conf and `ulimit -l` count them)."""
+    text = str(value).strip()
+    if text == "unlimited" or (text.isdigit() and 64 <= int(text) <= 1 << 40):
+        return text
+    raise InputError(f"invalid memlock {value!r}: unlimited, or KiB from 64", path="memlock")
+
+
+def systemd_memlock(memlock: str) -> str:
+    """limits.conf counts KiB; systemd's LimitMEMLOCK counts bytes (K suffix) or says infinity."""
+    return "infinity" if memlock == "unlimited" else f"{memlock}K"
+
+
+def limit_files(nofile: int, memlock: Optional[str] = None) -> List[ManagedFile]:
     """The docker.service drop-in is written even before Docker is installed:
-    dockerd then starts with it, and a later run has nothing left to change."""
-    return [
+    dockerd then starts with it, and a later run has nothing left to change.
+    `memlock`: the node has an active InfiniBand/RoCE port."""
+    locked = systemd_memlock(memlock) if memlock else None
+    files = [
         ManagedFile(LIMITS_FILE, render("limits/nofile.conf.j2", nofile=nofile)),
-        ManagedFile(SYSTEMD_FILE, render("limits/systemd-system.conf.j2", nofile=nofile)),
-        ManagedFile(DOCKER_FILE, render("limits/docker-service.conf.j2", nofile=nofile)),
+        ManagedFile(SYSTEMD_FILE, render("limits/systemd-system.conf.j2", nofile=nofile, memlock=locked)),
+        ManagedFile(DOCKER_FILE, render("limits/docker-service.conf.j2", nofile=nofile, memlock=locked)),
     ]
+    if memlock:
+        files.append(ManagedFile(MEMLOCK_FILE, render("limits/memlock.conf.j2", memlock=memlock)))
+    return files
 
 
 def parse_login_limits(text: str) -> Tuple[int, int]:
@@ -62,11 +87,14 @@ def parse_login_limits(text: str) -> Tuple[int, int]:
 @dataclass(frozen=True)
 class LimitsSettings:
     nofile: int
+    #: For nodes with an active InfiniBand/RoCE port.
+    memlock: str = DEFAULT_MEMLOCK
 
 
 def read(config: Any, inv: Inventory, cli: Mapping[str, Any]) -> LimitsSettings:
-    """CLI `--nofile` > inventory var `nofile` > config `gpufab.nofile` > 65536."""
-    return LimitsSettings(check_nofile(setting(config, inv, "nofile", cli.get("nofile"), DEFAULT_NOFILE)))
+    """CLI `--nofile` > inventory var `nofile` > config `gpufab.nofile` > 65536; var `memlock` (IB nodes)."""
+    return LimitsSettings(check_nofile(setting(config, inv, "nofile", cli.get("nofile"), DEFAULT_NOFILE)),
+                          check_memlock(setting(config, inv, "memlock", None, DEFAULT_MEMLOCK)))
 
 
 @dataclass(frozen=True)
@@ -75,11 +103,15 @@ class LoginLimits:
 
     soft: int
     hard: Optional[int] = None
+    #: KiB or `unlimited`, on InfiniBand nodes (None: not raised here).
+    memlock: Optional[str] = None
 
 
 def apply(remote: Remote, s: LimitsSettings) -> Outcome:
     """Write the drop-ins, make systemd re-read them, and check a new login."""
-    wanted = limit_files(s.nofile)
+    ib = infiniband.parse_sysfs(remote.run(infiniband.SCRIPT, warn=True).stdout)
+    memlock = s.memlock if ib.active else None
+    wanted = limit_files(s.nofile, memlock)
     changes = plan_files(wanted, remote.read_state(wanted))
     done = remote.write_files(changes)
     changed = {c.file.path for c in changes}
@@ -107,7 +139,13 @@ def apply(remote: Remote, s: LimitsSettings) -> Outcome:
         else:
             why = "is pam_limits enabled for sshd (UsePAM yes, pam_limits.so in /etc/pam.d/sshd)?"
         raise HostError(f"a new login gets nofile {soft}, not {s.nofile}: {why}", changes=done)
-    return Outcome(done, notes, LoginLimits(soft, hard))
+    if memlock:
+        got = remote.run_in_new_login(LOGIN_MEMLOCK_CMD).stdout.strip()
+        notes.append(f"InfiniBand ({', '.join(p.name for p in ib.active)}): memlock {got} in a new login")
+        if got != memlock:
+            raise HostError(f"a new login gets memlock {got}, not {memlock}: RDMA needs it for NCCL over InfiniBand"
+                            " (is pam_limits enabled for sshd, and may sshd raise its hard limit here?)", changes=done)
+    return Outcome(done, notes, LoginLimits(soft, hard, memlock))
 
 
 def check(remote: Remote, s: LimitsSettings) -> Outcome:

@@ -24,13 +24,15 @@ from ..core.inventory import VAR_KEY_RE, Inventory
 from ..core.localfs import read_text
 from ..core.remote import Remote
 from ..core.steps import Outcome
+from . import infiniband
 from .share import read_cache, share_paths
 
+#: auto: infiniband on nodes with an active InfiniBand/RoCE port, ethernet elsewhere (per node);
 #: ethernet: sockets over the netenv NIC, NVLink/PCIe P2P and shared memory on (the fast paths
 #: inside a node); conservative: the seed guide's settings, P2P and SHM off too, for nodes
 #: where P2P hangs (some virtualised/passthrough machines); infiniband: the HCAs for data.
-PROFILES = ("ethernet", "conservative", "infiniband")
-DEFAULT_PROFILE = "ethernet"
+PROFILES = ("auto", "ethernet", "conservative", "infiniband")
+DEFAULT_PROFILE = "auto"
 DEFAULT_MASTER_PORT = 29500
 DEFAULT_TIMEOUT_MS = 60000
 #: Ports netenv.check probes on every other node: rendezvous and Ray's GCS.
@@ -53,7 +55,8 @@ ip -o link show | awk -F': ' '{split($2, n, "@"); m = $0; sub(/.* mtu /, "", m);
 if command -v ibv_devices >/dev/null 2>&1; then
   echo "hcas=$(ibv_devices 2>/dev/null | awk 'NR > 2 {printf "%s ", $1}')"
 fi
-"""
+IB_SCRIPT
+""".replace("IB_SCRIPT", infiniband.SCRIPT)
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,8 @@ class NicFacts:
     addresses: Dict[str, List[str]]
     mtus: Dict[str, int]
     hcas: Optional[List[str]]
+    #: InfiniBand/RoCE ports from sysfs.
+    ib: infiniband.IbFacts = infiniband.IbFacts((), False)
 
 
 def parse_route_dev(text: str) -> Optional[str]:
@@ -92,7 +97,7 @@ def parse_nic_facts(text: str) -> NicFacts:
                 mtus[name] = int(mtu)
         elif key == "hcas":
             hcas = value.split()
-    return NicFacts(route, owner, addresses, mtus, hcas)
+    return NicFacts(route, owner, addresses, mtus, hcas, infiniband.parse_sysfs(text))
 
 
 def choose_nic(facts: NicFacts, override: Optional[str] = None) -> str:
@@ -148,12 +153,18 @@ def netenv_files(
     timeout_ms: int = DEFAULT_TIMEOUT_MS,
     mesh: bool = False,
     hf_home: Optional[str] = None,
+    ib: Optional[Mapping[str, str]] = None,
+    why: str = "",
 ) -> List[ManagedFile]:
     """netenv.env (the source of truth), nccl.conf (its NCCL_ part), the profile snippet.
 
-    With `mesh`, it also names the hostfiles mesh.setup writes: what a job
-    script reads to find the other nodes.
+    `ib`: the node's NCCL InfiniBand/RoCE settings (profile auto or
+    infiniband); without them the node gets the ethernet settings. With
+    `mesh`, it also names the hostfiles mesh.setup writes: what a job script
+    reads to find the other nodes.
     """
+    if ib is None and profile == "infiniband":
+        ib = {"NCCL_IB_DISABLE": "0", **({"NCCL_IB_HCA": ",".join(hcas)} if hcas else {})}
     env = render(
         "netenv/netenv.env.j2",
         node=node,
@@ -161,7 +172,8 @@ def netenv_files(
         master_addr=master_addr,
         master_port=master_port,
         profile=profile,
-        hcas=list(hcas),
+        why=why,
+        ib=dict(ib) if ib else None,
         timeout_ms=timeout_ms,
         hostfiles={"GPUFAB_HOSTFILE": MESH_HOSTFILE, "GPUFAB_HOSTS": MESH_HOSTS} if mesh else {},
         hf_home=hf_home,
@@ -272,6 +284,23 @@ def nic_facts(remote: Remote, head_private: str) -> Tuple[str, NicFacts]:
         raise HostError(str(exc)) from None
 
 
+def ib_choice(profile: str, facts: NicFacts) -> Tuple[Optional[Dict[str, str]], str]:
+    """(NCCL InfiniBand settings or None for ethernet, why): per node, from its own ports."""
+    found = infiniband.nccl_settings(facts.ib)
+    active = ", ".join(f"{p.name} {p.gbps} {'RoCE' if p.roce else 'IB'}" for p in facts.ib.active)
+    if profile == "auto":
+        if found:
+            return found, f"active ports: {active}"
+        return None, "no active InfiniBand/RoCE port: ethernet"
+    if profile == "infiniband":
+        if found:
+            return found, f"active ports: {active}"
+        hcas = facts.hcas or []
+        return {"NCCL_IB_DISABLE": "0", **({"NCCL_IB_HCA": ",".join(hcas)} if hcas else {})}, \
+            "asked for; no active port in sysfs"
+    return None, ""
+
+
 def setup_netenv(
     remote: Remote,
     head_private: str,
@@ -283,15 +312,18 @@ def setup_netenv(
 ) -> Outcome:
     """Render netenv.env, nccl.conf and the profile snippet (and secrets.env when asked)."""
     nic, facts = nic_facts(remote, head_private)
-    hcas = facts.hcas or [] if profile == "infiniband" else []
-    files = netenv_files(remote.node.name, nic, head_private, master_port, profile, hcas, mesh=mesh, hf_home=hf_home)
+    ib, why = ib_choice(profile, facts)
+    files = netenv_files(remote.node.name, nic, head_private, master_port, profile, mesh=mesh, hf_home=hf_home,
+                         ib=ib, why=why)
     if secrets is not None:
         files.append(secrets_file(secrets, remote.user))
     done = remote.write_files(plan_files(files, remote.read_state(files)))
     address = ", ".join(facts.addresses.get(nic, [])) or "no IPv4"
     notes = [f"NIC {nic} ({address}, MTU {facts.mtus.get(nic, '?')})"]
-    if profile == "infiniband" and not hcas:
-        notes.append("no InfiniBand HCAs found (ibv_devices absent or empty): NCCL chooses")
+    if ib:
+        notes.append(f"InfiniBand: NCCL_IB_HCA={ib.get('NCCL_IB_HCA', '(NCCL chooses)')} ({why})")
+    if profile == "infiniband" and not ib.get("NCCL_IB_HCA"):
+        notes.append("no InfiniBand HCAs found (no active port in sysfs, ibv_devices absent or empty): NCCL chooses")
     if secrets is not None:
         notes.append(f"secrets: {', '.join(sorted(secrets))} (values not shown)")
     return Outcome(done, notes, NetenvState(nic))

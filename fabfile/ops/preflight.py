@@ -3,14 +3,17 @@
 Reachable, authenticated, sudo, OS, GPUs, the route to the head's private
 address and free disk, in one round trip; every later step relies on these
 facts, so it is the one step that cannot be skipped. It also runs the other
-steps' fact gathering in the same pass over the hosts.
+steps' fact gathering in the same pass over the hosts, and the GPU doctor
+(ops/doctor.py), whose verdict fills the report's GPU column. In the verify
+phase the doctor runs again, with the training python's view of CUDA, and
+the fleet's facts are compared across nodes (ops/fleet.py).
 """
 
 from __future__ import annotations
 
 import shlex
 from dataclasses import dataclass
-from typing import Any, List, Optional, Sequence
+from typing import Any, List, Optional, Sequence, Tuple
 
 from invoke.exceptions import AuthFailure
 from paramiko.ssh_exception import AuthenticationException
@@ -22,7 +25,7 @@ from ..core.fanout import FAILED, OK, HostResult, fan_out
 from ..core.inventory import Node
 from ..core.remote import Remote, run_parsed
 from ..core.steps import Outcome
-from . import gpu, netenv, ray
+from . import allreduce, doctor, fleet, gpu, netenv, ray
 
 #: Prints one key=value per line. `$1` is the head's private address (may be empty).
 PREFLIGHT_SCRIPT = r"""
@@ -60,6 +63,8 @@ class Preflight:
     gpus: str = "-"
     nic: str = ""
     disk_free_kb: str = ""
+    #: The GPU doctor's first look (no training python yet).
+    doctor: Optional[doctor.Doctor] = None
 
 
 def probe(session: Session, conn: NodeConnection, node: Node, head_private: Optional[str]) -> HostResult:
@@ -103,30 +108,119 @@ def run_on(run: Any, nodes: Sequence[Node], settings: Any) -> List[HostResult]:
             return result
         if node.private is None:
             return HostResult(node, FAILED, 1, reason="no private address (give one in the inventory)", value=result.value)
-        run.gather(run.remotes[node.name])
+        remote = run.remotes[node.name]
+        run.gather(remote)
         d = result.value
-        gpus = f"{d.gpus} GPUs" if d.gpus.isdigit() else d.gpus
-        notes = [f"{d.os}; {gpus}; private NIC {d.nic or '-'}"]
+        d.doctor = doctor.examine(remote, settings.doctor, with_python=False)
+        notes = [f"{d.os}; GPUs {d.doctor.verdict()}; private NIC {d.nic or '-'}"]
+        notes += [f"GPU {f.level}: {f.line()}" for f in d.doctor.findings]
         return HostResult(node, OK, data={"changes": [], "notes": notes}, value=d)
 
     return fan_out(run.session, nodes, one, workers=run.workers, on_result=run.live(NAME))
 
 
-def check(remote: Remote, settings: Any) -> Outcome:
-    """The verify phase: the GPUs the driver lists now."""
-    return Outcome(value=remote.run(gpu.COUNT, warn=True).stdout.strip() or "0")
+@dataclass(frozen=True)
+class PreflightSettings:
+    doctor: doctor.DoctorSettings
+    head: str  # the head's private address (the fleet's NIC is the one toward it)
+
+
+def read(config: Any, inv: Any, cli: Any) -> PreflightSettings:
+    return PreflightSettings(doctor.read(config, inv, cli), inv.head.private or "")
+
+
+@dataclass(frozen=True)
+class Checked:
+    """The verify phase on one node: the doctor's verdict and the fleet's raw facts."""
+
+    doctor: doctor.Doctor
+    facts: str
+
+
+def check(remote: Remote, settings: PreflightSettings) -> Outcome:
+    """The verify phase: the GPU doctor again (now with the training python), and the fleet's facts."""
+    found = doctor.examine(remote, settings.doctor)
+    return Outcome(value=Checked(found, fleet.read_facts(remote, settings.head, settings.doctor)))
+
+
+def _doctor(run: Any, node: Node) -> Optional[doctor.Doctor]:
+    checked = run.checked(NAME, node)
+    if checked is not None:
+        return checked.doctor
+    pre = run.value(NAME, node)
+    return pre.doctor if pre is not None else None
+
+
+def check_doctor(run: Any, nodes: Sequence[Node], settings: PreflightSettings) -> List[HostResult]:
+    """A node whose GPU stack has a problem is not ready to train: it fails verify, with what to do."""
+    out = []
+    for n in nodes:
+        found = _doctor(run, n) if run.checked(NAME, n) is not None else None
+        if found is not None and found.problems:
+            out.append(HostResult(n, FAILED, 1, reason=f"GPU: {found.problems[0].line()}"))
+        else:
+            out.append(HostResult(n, OK))
+    return out
 
 
 def _gpus_cell(run: Any, node: Node) -> str:
-    pre = run.value(NAME, node)
-    found = run.checked(NAME, node) or (pre.gpus if pre is not None and pre.gpus != "-" else None)
+    found = _doctor(run, node)
     if found is None:
-        return "-"
-    text = "none" if str(found) == "0" else str(found)
+        pre = run.value(NAME, node)
+        return "none" if pre is not None and pre.gpus == "0" else (pre.gpus if pre is not None else "-")
+    text = found.verdict()
     member = ray.member(run, node)
-    if member is not None and str(found) != "0":
+    if member is not None and found.has_gpus:
         text += f" (Ray {member.gpus:g})"
     return text
+
+
+def fleet_facts(run: Any) -> dict:
+    """Per verified node, the fleet's facts (the training python as the all-reduce step found it)."""
+    out = {}
+    for n in run.verified():
+        checked = run.checked(NAME, n)
+        if checked is None:
+            continue
+        ready = run.value(allreduce.NAME, n)
+        python = fleet.python_view(getattr(ready, "python", None))
+        out[n.name] = fleet.parse(checked.facts, python)
+    return out
+
+
+def _report(run: Any, settings: PreflightSettings) -> Tuple[List[str], List[str]]:
+    verified = run.verified()
+    docs = {n.name: _doctor(run, n) for n in run.inv.nodes if run.checked(NAME, n) is not None}
+    with_gpus = [name for name, d in docs.items() if d is not None and d.has_gpus]
+    bad = {name: d for name, d in docs.items() if d is not None and d.problems}
+    if not docs:
+        return [], []
+    if not with_gpus and not bad:
+        lines = [f"GPU doctor: no GPUs on {len(docs)}/{len(run.inv.nodes)} nodes"]
+    else:
+        fine = len(with_gpus) - len([n for n in with_gpus if n in bad])
+        lines = [f"GPU doctor: {fine}/{len(with_gpus)} GPU nodes ok" + (f"; problems on {', '.join(bad)}" if bad else "")]
+    warnings = [f"GPU {f.level} on {name}: {f.line()}" for name, d in docs.items() if d is not None for f in d.findings]
+    facts = fleet_facts(run)
+    if facts:
+        _, mismatched = fleet.fold(facts)
+        if mismatched:
+            lines.append("Fleet: " + "; ".join(f"{k} differs on {', '.join(v)}" for k, v in mismatched.items())
+                         + " (inv fleet)")
+            warnings += [f"fleet: {k} differs on {', '.join(v)}" for k, v in mismatched.items()]
+        else:
+            lines.append(f"Fleet: {', '.join(fleet.MUST_MATCH)} match on {len(facts)}/{len(verified)} nodes")
+    return lines, warnings
+
+
+def _data(run: Any, settings: PreflightSettings) -> Any:
+    docs = {n.name: _doctor(run, n) for n in run.inv.nodes}
+    facts = fleet_facts(run)
+    return {
+        "doctor": {name: d.as_data() for name, d in docs.items() if d is not None},
+        "fleet": {"facts": {name: dict(f.values) for name, f in facts.items()},
+                  "mismatched": fleet.fold(facts)[1] if facts else {}},
+    }
 
 
 def _nic_cell(run: Any, node: Node) -> str:
@@ -139,5 +233,6 @@ def _nic_cell(run: Any, node: Node) -> str:
 
 
 NAME = "preflight"
-STEP = Step(NAME, settings=lambda config, inv, cli: None, run=run_on, optional=False, check=check,
-            columns=(Column("nic", "NIC", 10, _nic_cell), Column("gpus", "GPUs", 60, _gpus_cell)))
+STEP = Step(NAME, settings=read, run=run_on, optional=False, check=check, check_cluster=check_doctor,
+            columns=(Column("nic", "NIC", 10, _nic_cell), Column("gpus", "GPUs", 60, _gpus_cell)),
+            report=_report, data=_data)

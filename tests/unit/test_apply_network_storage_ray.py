@@ -212,9 +212,14 @@ def test_ray_start_refuses_without_the_pinned_ray():
         ray.start_ray(remote, Inventory((node(),)), RAY)
 
 
-def test_preflight_check_counts_the_gpus_the_driver_lists():
-    assert preflight.check(FakeRemote([(r"nvidia-smi -L", "8\n", 0)]), None).value == "8"
-    assert preflight.check(FakeRemote([(r"nvidia-smi -L", "0\n", 1)]), None).value == "0"
+def test_preflight_check_runs_the_gpu_doctor_and_reads_the_fleet_facts():
+    from fabfile.ops import doctor
+    out = ("@@lspci\n18:00.0 3D controller [0302]: NVIDIA Corporation GH100 [H100 PCIe] [10de:2331] (rev a1)\n"
+           "@@smi\n@@smi-missing\n@@fm\ninactive\n")
+    remote = FakeRemote([(r"@@lspci", out, 0), (r"os-release", "os=Ubuntu 22.04\nkernel=5.15\n", 0)])
+    found = preflight.check(remote, preflight.PreflightSettings(doctor.DoctorSettings(), "10.0.0.1")).value
+    assert found.doctor.verdict() == "1 × GH100 [H100 PCIe]: 1 NVIDIA GPUs on the PCI bus but no driver (nvidia-smi not found)"
+    assert "os=Ubuntu 22.04" in found.facts
 
 
 def test_storage_defaults_to_auto_and_verify_reads_the_backend_from_the_workers_mounts():

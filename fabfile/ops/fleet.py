@@ -1,0 +1,177 @@
+"""`inv fleet`: every node's stack in one table, equal values folded, the odd node out marked.
+
+A cluster trains only when the pieces that talk to each other agree: Ray
+will not join across versions, NCCL across versions can hang, a node on
+another driver major can lack a CUDA feature the others use. Rows are facts,
+not nodes, folded the way `clush -b` folds output, so fifty equal nodes are
+one line and the one that differs stands out.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+
+from ..core.remote import Remote
+from ..core.report import fold_names
+from . import allreduce, infiniband
+from .doctor import DoctorSettings
+from .netenv import ENV_FILE
+
+#: The facts, in table order.
+FACTS = ("OS", "kernel", "driver", "CUDA", "NCCL", "GPUs", "NIC", "MTU", "InfiniBand", "Docker", "Python",
+         "torch", "ray")
+#: Facts whose values differ by design (each node names its own NIC): never starred.
+VARIES = ("NIC",)
+#: Facts that must be equal on every node (driver: its major version); `-` counts as a value.
+MUST_MATCH = ("driver major", "CUDA", "NCCL", "torch", "ray", "Python")
+
+#: One key=value per line. $1 head's private address, $2 Ray's venv python, $3 seconds for nvidia-smi.
+SCRIPT = r"""
+head=$1; raypy=$2; T=$3
+. /etc/os-release 2>/dev/null; echo "os=${PRETTY_NAME:-unknown}"
+echo "kernel=$(uname -r)"
+if command -v nvidia-smi >/dev/null 2>&1; then
+  echo "driver=$(timeout -k 2 "$T" nvidia-smi --query-gpu=driver_version --format=csv,noheader 2>/dev/null | head -n1)"
+  echo "cuda=$(timeout -k 2 "$T" nvidia-smi 2>/dev/null | sed -n 's/.*CUDA Version: *\([0-9.]*\).*/\1/p' | head -n1)"
+  timeout -k 2 "$T" nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | sed 's/^/gpu=/'
+fi
+nic=$(sed -n 's/^NCCL_SOCKET_IFNAME=//p' ENV_FILE 2>/dev/null)
+if [ -z "$nic" ] && [ -n "$head" ]; then
+  nic=$(ip -o route get "$head" 2>/dev/null | sed -n 's/.* dev \([^ ]*\).*/\1/p')
+  [ "$nic" = lo ] && nic=$(ip -o addr show to "$head" 2>/dev/null | awk '{print $2; exit}')
+fi
+if [ -n "$nic" ]; then
+  echo "nic=$nic"
+  echo "speed=$(cat /sys/class/net/$nic/speed 2>/dev/null)"
+  echo "mtu=$(cat /sys/class/net/$nic/mtu 2>/dev/null || ip -o link show "$nic" 2>/dev/null | sed -n 's/.* mtu \([0-9]*\).*/\1/p')"
+fi
+if command -v docker >/dev/null 2>&1; then echo "docker=$(docker --version 2>/dev/null | sed -n 's/^Docker version \([^,]*\).*/\1/p')"; fi
+if [ -x "$raypy" ]; then
+  echo "ray=$(timeout -k 2 60 "$raypy" -c 'from importlib.metadata import version; print(version("ray"))' 2>/dev/null)"
+fi
+IB_SCRIPT
+""".replace("ENV_FILE", ENV_FILE).replace("IB_SCRIPT", infiniband.SCRIPT)
+
+
+@dataclass(frozen=True)
+class NodeFacts:
+    values: Mapping[str, str]
+
+
+def parse(text: str, python: Optional[Mapping[str, object]]) -> NodeFacts:
+    """SCRIPT's output and the training python's view -> one value per fact (`-`: absent)."""
+    keys: Dict[str, str] = {}
+    gpus: List[str] = []
+    for line in text.splitlines():
+        key, sep, value = line.partition("=")
+        if not sep:
+            continue
+        if key == "gpu" and value.strip():
+            gpus.append(value.strip())
+        elif key not in keys:
+            keys[key] = value.strip()
+    ib = infiniband.parse_sysfs(text)
+    counted = OrderedDict((name, gpus.count(name)) for name in gpus)
+    nic = keys.get("nic", "")
+    speed = keys.get("speed", "")
+    nic_cell = f"{nic} ({int(speed) // 1000} Gb/s)" if nic and speed.isdigit() and int(speed) >= 1000 else \
+        f"{nic} ({speed} Mb/s)" if nic and speed.isdigit() and int(speed) > 0 else nic
+    py = python or {}
+    values = {
+        "OS": keys.get("os", ""),
+        "kernel": keys.get("kernel", ""),
+        "driver": keys.get("driver", ""),
+        "CUDA": keys.get("cuda", ""),
+        "NCCL": str(py.get("nccl_version") or ""),
+        "GPUs": ", ".join(f"{n} × {name}" for name, n in counted.items()) or "none",
+        "NIC": nic_cell,
+        "MTU": keys.get("mtu", ""),
+        "InfiniBand": infiniband.summary(ib),
+        "Docker": keys.get("docker", ""),
+        "Python": str(py.get("python") or ""),
+        "torch": str(py.get("torch") or ""),
+        "ray": keys.get("ray", ""),
+    }
+    return NodeFacts({k: v or "-" for k, v in values.items()})
+
+
+def read_facts(remote: Remote, head_private: str, s: DoctorSettings) -> str:
+    return remote.script(SCRIPT, head_private, f"{s.python.venv}/bin/python", "20", timeout=150, warn=True).stdout
+
+
+def python_view(found: Optional[allreduce.TrainPython]) -> Optional[Dict[str, object]]:
+    """What the all-reduce step already read of the training python, in the probe's terms."""
+    if found is None:
+        return None
+    return {"python": found.python, "torch": found.torch, "nccl_version": found.nccl_version}
+
+
+def read_node(remote: Remote, head_private: str, s: DoctorSettings) -> NodeFacts:
+    """Two round trips: the facts script, then the training python's torch."""
+    text = read_facts(remote, head_private, s)
+    pythons, _ = allreduce.candidates(remote.node, s.python)
+    probe = remote.script(allreduce.FIND_PYTHON_SCRIPT, allreduce.PROBE, *pythons, timeout=150, warn=True).stdout
+    found = allreduce.parse_probe(probe)
+    if found is None:
+        # No torch anywhere: the Python version of the first interpreter that answered still counts.
+        match = re.search(r'"python": "([^"]+)"', probe)
+        found = {"python": match.group(1)} if match else None
+    return NodeFacts(parse(text, found).values)
+
+
+# --------------------------------------------------------------------------- folding
+
+
+def driver_major(version: str) -> str:
+    return version.split(".", 1)[0] if version and version != "-" else "-"
+
+
+@dataclass(frozen=True)
+class FoldedRow:
+    fact: str
+    value: str
+    nodes: str
+    odd: bool  # held by fewer nodes than the most common value
+
+
+def fold(facts: Mapping[str, NodeFacts]) -> Tuple[List[FoldedRow], Dict[str, List[str]]]:
+    """Rows of (fact, value, nodes) and, per must-match fact that differs, the nodes out of step.
+
+    Ties go to the value seen first in inventory order (the head first), as ray.versions does.
+    """
+    rows: List[FoldedRow] = []
+    mismatched: Dict[str, List[str]] = {}
+    order = list(facts)
+    for fact in FACTS:
+        by_value: "OrderedDict[str, List[str]]" = OrderedDict()
+        for name in order:
+            by_value.setdefault(facts[name].values.get(fact, "-"), []).append(name)
+        common = max(by_value, key=lambda v: len(by_value[v]))
+        for value, names in by_value.items():
+            odd = len(by_value) > 1 and value != common and fact not in VARIES
+            label = "all" if len(by_value) == 1 and len(order) > 1 else fold_names(names)
+            rows.append(FoldedRow(fact, value, f"{label} ({len(names)})", odd))
+        checked = "driver major" if fact == "driver" else fact
+        if checked in MUST_MATCH:
+            values = {name: (driver_major(facts[name].values.get(fact, "-")) if fact == "driver"
+                             else facts[name].values.get(fact, "-")) for name in order}
+            groups: "OrderedDict[str, List[str]]" = OrderedDict()
+            for name, v in values.items():
+                groups.setdefault(v, []).append(name)
+            if len(groups) > 1:
+                top = max(groups, key=lambda v: len(groups[v]))
+                mismatched[checked] = [n for v, names in groups.items() if v != top for n in names]
+    return rows, mismatched
+
+
+def table_rows(rows: Sequence[FoldedRow]) -> List[Tuple[str, str, str]]:
+    """For host_table: the fact named once per group, an odd value starred."""
+    out = []
+    last = None
+    for r in rows:
+        out.append((r.fact if r.fact != last else "", f"*{r.value}*" if r.odd else r.value, r.nodes))
+        last = r.fact
+    return out

@@ -1,0 +1,249 @@
+"""The GPU doctor, InfiniBand detection and the fleet table, on real-layout outputs (tests/fixtures)."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from fabfile.ops import doctor, fleet, gpu, infiniband, limits, netenv
+
+FIX = Path(__file__).resolve().parent.parent / "fixtures"
+
+
+def text(name: str) -> str:
+    return (FIX / name).read_text()
+
+
+def node_output(smi: str = "gpu/h100-sxm-8.nvidia-smi-q.txt", lspci: str = "gpu/h100-sxm-8.lspci-nn.txt",
+                fm: str = "active", xid: str = "", docker: str = "runtimes=io.containerd.runc.v2 nvidia runc",
+                ib: str = "verbs=no", extra: str = "") -> str:
+    """ROOT_SCRIPT's output for one node, put together from the fixtures."""
+    smi_part = "@@smi-missing\n" if smi is None else text(smi) + "@@smi-rc 0\n"
+    return (f"@@lspci\n{text(lspci) if lspci else ''}@@smi\n{smi_part}@@fm\n{fm}\n@@xid\n{xid}\n"
+            f"@@docker\n{docker}\n@@ib\n{ib}\n{extra}")
+
+
+def diagnose(output: str, torch=None) -> doctor.Doctor:
+    return doctor.diagnose(doctor.sections(output), torch)
+
+
+# --------------------------------------------------------------------------- parsers
+
+
+def test_smi_q_of_a_healthy_h100_node_gives_eight_gpus_with_fabric_complete_and_no_errors():
+    report = doctor.parse_smi_q(text("gpu/h100-sxm-8.nvidia-smi-q.txt").splitlines())
+    assert (report.driver, report.cuda) == ("535.129.03", "12.2")
+    assert [g.bus for g in report.gpus] == ["18:00.0", "2a:00.0", "3a:00.0", "5d:00.0", "9a:00.0", "ab:00.0", "ba:00.0", "db:00.0"]
+    assert {g.name for g in report.gpus} == {"NVIDIA H100 80GB HBM3"}
+    assert {(g.fabric_state, g.fabric_status, g.persistence) for g in report.gpus} == {("Completed", "Success", "Enabled")}
+    assert {g.ecc_uncorrectable for g in report.gpus} == {0}
+    assert not any(g.remap_pending or g.remap_failed or g.retired_pending for g in report.gpus)
+
+
+def test_smi_q_of_an_old_driver_reads_double_bit_totals_and_a_pending_page_blacklist():
+    report = doctor.parse_smi_q(text("gpu/v100-470.nvidia-smi-q.txt").splitlines())
+    (g,) = report.gpus
+    assert (report.driver, report.cuda, g.name, g.bus) == ("470.103.01", "11.4", "Tesla V100-PCIE-32GB", "d8:00.0")
+    assert g.ecc_uncorrectable == 2  # volatile Double Bit Total only, not the aggregate
+    assert g.retired_pending and not g.remap_pending and g.fabric_state == "N/A"
+
+
+def test_lspci_finds_gpus_and_nvswitches_and_the_sysfs_fallback_reads_the_same():
+    devices = doctor.parse_pci(text("gpu/h100-sxm-8.lspci-nn.txt").splitlines())
+    assert [d.kind for d in devices].count("gpu") == 8 and [d.kind for d in devices].count("nvswitch") == 4
+    assert devices[2].bus == "18:00.0" and "H100 SXM5" in devices[2].name
+    sysfs = doctor.parse_pci(["pci=0000:18:00.0 0x030200 0x2330", "pci=0000:05:00.0 0x068000 0x22a3",
+                              "pci=0000:18:00.1 0x040300 0x22ba"])
+    assert [(d.bus, d.kind) for d in sysfs] == [("18:00.0", "gpu"), ("05:00.0", "nvswitch"), ("18:00.1", "other")]
+
+
+def test_xid_lines_are_read_with_their_gpu_and_code():
+    xids = doctor.parse_xids(text("gpu/dmesg-xid.txt").splitlines())
+    assert [(x.bus, x.code) for x in xids] == [("3a:00.0", 13), ("3a:00.0", 13), ("5d:00.0", 79)]
+
+
+def test_query_gpu_csv_still_parses_eight_rows():
+    gpus, problem = gpu.parse_gpus(text("gpu/query-gpu.csv"))
+    assert problem == "" and len(gpus) == 8 and gpus[7].memory_total == "81559"
+
+
+# --------------------------------------------------------------------------- verdicts
+
+
+def test_a_healthy_eight_gpu_node_is_ok_with_its_count_and_model():
+    found = diagnose(node_output(), torch={"torch": "2.4.1", "cuda": "12.1", "gpus": 8, "path": "/opt/v/bin/python"})
+    assert found.problems == [] and found.warnings == []
+    assert found.verdict() == "8 × NVIDIA H100 80GB HBM3 ok"
+    assert (found.pci_gpus, found.smi_gpus, found.nvswitches) == (8, 8, 4)
+
+
+def test_a_gpu_missing_from_nvidia_smi_is_named_by_its_bus_with_the_xid_that_explains_it():
+    found = diagnose(node_output(smi="gpu/h100-sxm-7-of-8.nvidia-smi-q.txt", xid=text("gpu/dmesg-xid.txt")))
+    assert found.verdict().startswith("7 × NVIDIA H100 80GB HBM3: 1 of 8 GPUs missing from nvidia-smi (5d:00.0)")
+    whats = [f.what for f in found.problems]
+    assert "XID 79 on GPU 5d:00.0 since boot: GPU has fallen off the bus" in whats
+    # XID 13 is the program's fault: a warning, not a broken node.
+    assert [f.what for f in found.warnings] == ["XID 13 on GPU 3a:00.0 since boot: graphics engine exception (usually the program)"] * 2
+
+
+def test_an_nvswitch_node_without_fabric_manager_is_a_problem_that_says_what_to_install():
+    found = diagnose(node_output(smi="gpu/h100-sxm-8-fabric-in-progress.nvidia-smi-q.txt", fm="inactive"))
+    first = found.problems[0]
+    assert first.what == "NVSwitch system (4 NVSwitches) but nvidia-fabricmanager is not running"
+    assert "nvidia-fabricmanager" in first.fix and "802" in first.fix
+    assert sum("NVLink fabric in progress" in f.what for f in found.problems) == 8
+    # With fabric manager running and the fabric complete, the same node is fine.
+    assert diagnose(node_output(fm="active")).problems == []
+
+
+def test_a_pcie_node_needs_no_fabric_manager():
+    found = diagnose(node_output(smi=None, lspci="gpu/h100-pcie-2.lspci-nn.txt", fm="inactive"))
+    assert [f.what for f in found.problems] == ["2 NVIDIA GPUs on the PCI bus but no driver (nvidia-smi not found)"]
+
+
+def test_pending_remap_and_uncorrectable_ecc_are_problems_and_persistence_off_a_warning():
+    found = diagnose(node_output(smi="gpu/h100-sxm-8-remap-pending.nvidia-smi-q.txt"))
+    assert [f.what for f in found.problems] == ["GPU 9a:00.0: 2 uncorrectable ECC errors since the driver loaded",
+                                                "GPU 9a:00.0: row remap pending"]
+    assert [f.what for f in found.warnings] == ["GPU 18:00.0: persistence mode off"]
+
+
+@pytest.mark.parametrize("output, what", [
+    ("Failed to initialize NVML: Driver/library version mismatch\n@@smi-rc 18", "the driver was upgraded"),
+    ("NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver.\n@@smi-rc 9", "driver is not loaded"),
+    ("@@smi-rc 124", "nvidia-smi hung"),
+])
+def test_nvidia_smi_failures_say_what_happened_and_what_to_do(output, what):
+    found = diagnose(f"@@lspci\n{text('gpu/h100-pcie-2.lspci-nn.txt')}@@smi\n{output}\n@@fm\ninactive\n")
+    assert what in found.problems[0].what and found.problems[0].fix
+
+
+def test_container_runtime_and_torch_views_are_checked_where_there_are_gpus():
+    no_runtime = diagnose(node_output(docker="runtimes=io.containerd.runc.v2 runc\nctk=yes"))
+    assert no_runtime.problems[0].what == "containers cannot see the GPUs (no NVIDIA container runtime)"
+    assert "nvidia-ctk runtime configure" in no_runtime.problems[0].fix
+    # The toolkit's hook is enough for --gpus, without the runtime in daemon.json.
+    assert diagnose(node_output(docker="runtimes=runc\nhook=yes")).problems == []
+    container = diagnose(node_output(extra="@@container\nGPU 0: NVIDIA H100 80GB HBM3 (UUID: GPU-x)\n@@container-rc 0\n"))
+    assert container.problems[0].what.startswith("a container sees 1 of 8 GPUs")
+    cpu_torch = diagnose(node_output(), torch={"torch": "2.4.1+cpu", "cuda": "", "gpus": 0, "path": "/usr/bin/python3"})
+    assert "CPU-only build" in cpu_torch.problems[0].what
+    blind = diagnose(node_output(), torch={"torch": "2.4.1", "cuda": "12.1", "gpus": 0, "path": "p"})
+    assert blind.problems[0].what == "torch sees 0 of 8 GPUs"
+
+
+def test_a_node_without_gpus_is_none_and_no_problem():
+    found = diagnose("@@lspci\n@@smi\n@@smi-missing\n@@fm\ninactive\n@@xid\n@@docker\nruntimes=runc\n@@ib\nverbs=no\n")
+    assert (found.verdict(), found.problems, found.has_gpus) == ("none", [], False)
+
+
+def test_dcgm_failure_in_deep_mode_is_a_problem():
+    out = node_output(extra="@@dcgm\n| Memory            | Fail - All                    |\n@@dcgm-rc 226\n")
+    assert diagnose(out).problems[0].what == "dcgmi diag -r 1 failed (Memory            | Fail - All)"
+
+
+# --------------------------------------------------------------------------- InfiniBand / RoCE
+
+
+def read_tree(name: str) -> infiniband.IbFacts:
+    """Run the real sysfs script against a fixture tree instead of /sys/class/infiniband."""
+    script = infiniband.SCRIPT.replace(infiniband.SYSFS, str(FIX / "ib" / name))
+    return infiniband.parse_sysfs(subprocess.run(["sh", "-c", script], capture_output=True, text=True, check=True).stdout)
+
+
+def test_an_ndr_node_lists_its_active_rails_and_ignores_the_down_ones():
+    facts = read_tree("ndr-8rail")
+    assert [p.name for p in facts.active] == ["mlx5_0:1", "mlx5_1:1", "mlx5_2:1", "mlx5_3:1", "mlx5_5:1", "mlx5_6:1", "mlx5_8:1"]
+    assert {p.gbps for p in facts.active} == {"400 Gb/s"} and not any(p.roce for p in facts.active)
+    settings = infiniband.nccl_settings(facts)
+    assert settings == {"NCCL_IB_DISABLE": "0",
+                        "NCCL_IB_HCA": "=mlx5_0:1,mlx5_1:1,mlx5_2:1,mlx5_3:1,mlx5_5:1,mlx5_6:1,mlx5_8:1"}
+    assert infiniband.summary(facts) == "7 × 400 Gb/s IB active"
+
+
+def test_a_roce_node_gets_the_gid_index_of_its_ipv4_roce_v2_entry():
+    facts = read_tree("roce-2")
+    assert [(p.name, p.gid_index, p.netdevs) for p in facts.ports] == [("mlx5_0:1", 3, ("ens1f0np0",)), ("mlx5_1:1", 3, ("ens1f1np1",))]
+    assert infiniband.nccl_settings(facts) == {"NCCL_IB_DISABLE": "0", "NCCL_IB_HCA": "=mlx5_0:1,mlx5_1:1",
+                                               "NCCL_IB_GID_INDEX": "3"}
+
+
+def test_ibv_devinfo_reads_the_same_ports_where_rdma_core_is_installed():
+    ib = infiniband.parse_ibv_devinfo(text("ib/ibv_devinfo-ib.txt"))
+    assert [(p.name, p.state, p.link_layer) for p in ib] == [("mlx5_0:1", "ACTIVE", "InfiniBand"), ("mlx5_1:1", "DOWN", "InfiniBand")]
+    roce = infiniband.parse_ibv_devinfo(text("ib/ibv_devinfo-roce.txt"))
+    assert [(p.name, p.active, p.roce) for p in roce] == [("mlx5_0:1", True, True)]
+
+
+def test_active_ports_without_libibverbs_are_a_doctor_problem():
+    ib = "ibport=mlx5_0 1|4: ACTIVE|InfiniBand|400 Gb/sec (4X NDR)|\nverbs=no"
+    assert "no libibverbs" in diagnose(node_output(ib=ib)).problems[0].what
+    assert diagnose(node_output(ib=ib.replace("verbs=no", "verbs=yes"))).problems == []
+
+
+def test_netenv_auto_writes_ib_settings_on_ib_nodes_and_ethernet_elsewhere():
+    ib_facts = netenv.parse_nic_facts("route=198.19.0.11 dev ens1f0np0 src 198.19.0.12\n"
+                                      "ibport=mlx5_0 1|4: ACTIVE|Ethernet|100 Gb/sec (4X EDR)|ens1f0np0\n"
+                                      "ibgid=mlx5_0 1 3|RoCE v2|0000:0000:0000:0000:0000:ffff:c613:000c\nverbs=yes")
+    ib, why = netenv.ib_choice("auto", ib_facts)
+    env = netenv.netenv_files("n", "ens1f0np0", "10.0.0.1", 29500, "auto", ib=ib, why=why)[0].content
+    lines = netenv.env_lines(env)
+    assert (lines["NCCL_IB_DISABLE"], lines["NCCL_IB_HCA"], lines["NCCL_IB_GID_INDEX"]) == ("0", "=mlx5_0:1", "3")
+    assert "NCCL_NET_GDR_LEVEL" not in lines and "active ports: mlx5_0:1 100 Gb/s RoCE" in env
+    plain = netenv.parse_nic_facts("route=198.19.0.11 dev eth1 src 198.19.0.12\nverbs=no")
+    ib, why = netenv.ib_choice("auto", plain)
+    lines = netenv.env_lines(netenv.netenv_files("n", "eth1", "10.0.0.1", 29500, "auto", ib=ib, why=why)[0].content)
+    assert lines["NCCL_IB_DISABLE"] == "1" and "NCCL_IB_HCA" not in lines
+    # The ethernet profile keeps IB off even where ports are active.
+    assert netenv.ib_choice("ethernet", ib_facts) == (None, "")
+
+
+def test_limits_raise_memlock_only_on_ib_nodes():
+    names = [f.path for f in limits.limit_files(65536)]
+    assert limits.MEMLOCK_FILE not in names
+    files = {f.path: f.content for f in limits.limit_files(65536, "unlimited")}
+    assert "*       hard    memlock unlimited" in files[limits.MEMLOCK_FILE]
+    assert "LimitMEMLOCK=infinity" in files[limits.DOCKER_FILE]
+    assert "DefaultLimitMEMLOCK=8192K" in {f.path: f.content for f in limits.limit_files(65536, "8192")}[limits.SYSTEMD_FILE]
+    with pytest.raises(Exception):
+        limits.check_memlock("lots")
+
+
+# --------------------------------------------------------------------------- the fleet
+
+
+def facts(driver="535.129.03", cuda="12.2", torch="2.4.1", nccl="2.20.5", ray="2.60.0", python="3.11.9", nic="ens14np0"):
+    out = (f"os=Ubuntu 22.04.4 LTS\nkernel=5.15.0-105-generic\ndriver={driver}\ncuda={cuda}\n"
+           + "gpu=NVIDIA H100 80GB HBM3\n" * 8 + f"nic={nic}\nspeed=100000\nmtu=9000\ndocker=26.1.3\nray={ray}\n"
+           + "ibport=mlx5_0 1|4: ACTIVE|InfiniBand|400 Gb/sec (4X NDR)|\nverbs=yes\n")
+    return fleet.parse(out, {"python": python, "torch": torch, "nccl_version": nccl})
+
+
+def test_fleet_folds_equal_values_and_marks_the_odd_node_out():
+    found = {"node1": facts(nic="enp27s0f0np0"), "node2": facts(), "node3": facts(driver="550.54.15", torch="2.3.0")}
+    rows, mismatched = fleet.fold(found)
+    by_fact = {}
+    for r in rows:
+        by_fact.setdefault(r.fact, []).append((r.value, r.nodes, r.odd))
+    assert by_fact["GPUs"] == [("8 × NVIDIA H100 80GB HBM3", "all (3)", False)]
+    assert by_fact["NIC"] == [("enp27s0f0np0 (100 Gb/s)", "node1 (1)", False), ("ens14np0 (100 Gb/s)", "node[2-3] (2)", False)]
+    assert by_fact["driver"] == [("535.129.03", "node[1-2] (2)", False), ("550.54.15", "node3 (1)", True)]
+    assert by_fact["InfiniBand"] == [("1 × 400 Gb/s IB active", "all (3)", False)]
+    assert mismatched == {"driver major": ["node3"], "torch": ["node3"]}
+    assert ("", "*550.54.15*", "node3 (1)") in fleet.table_rows(rows)
+
+
+def test_fleet_is_quiet_about_a_driver_minor_difference_and_loud_about_nccl():
+    _, mismatched = fleet.fold({"a1": facts(), "a2": facts(driver="535.161.08")})
+    assert mismatched == {}
+    _, mismatched = fleet.fold({"a1": facts(), "a2": facts(nccl="2.18.1"), "a3": facts()})
+    assert mismatched == {"NCCL": ["a2"]}
+
+
+def test_fleet_of_lab_like_nodes_without_gpus_matches():
+    plain = fleet.parse("os=Debian GNU/Linux 12 (bookworm)\nkernel=6.1\nnic=eth1\nmtu=1500\nverbs=no\n",
+                        {"python": "3.11.2", "torch": "1.13.0a0"})
+    assert plain.values["GPUs"] == "none" and plain.values["InfiniBand"] == "none" and plain.values["driver"] == "-"
+    assert fleet.fold({"n1": plain, "n2": plain})[1] == {}
