@@ -47,7 +47,8 @@ else
   done
 fi
 echo "@@smi"
-if command -v nvidia-smi >/dev/null 2>&1; then timeout -k 5 "$T" nvidia-smi -q 2>&1; echo "@@smi-rc $?"
+if command -v nvidia-smi >/dev/null 2>&1; then timeout -k 5 "$T" nvidia-smi -q 2>&1; rc=$?; echo "@@smi-rc $rc"
+  if [ "$rc" = 0 ]; then echo "@@topo"; timeout -k 2 "$T" nvidia-smi topo -m 2>/dev/null; fi
 else echo "@@smi-missing"; fi
 echo "@@fm"
 systemctl is-active nvidia-fabricmanager 2>/dev/null || true
@@ -227,6 +228,48 @@ def parse_smi_q(lines: Sequence[str]) -> SmiReport:
     return SmiReport(header.get(("Driver Version",), ""), header.get(("CUDA Version",), ""), tuple(gpus))
 
 
+# --------------------------------------------------------------------------- nvidia-smi topo -m
+
+
+@dataclass(frozen=True)
+class Topology:
+    #: (GPU i, GPU j) -> the link between them: NV18, PIX, NODE, SYS ...
+    links: Mapping[Tuple[int, int], str]
+    #: NIC0 -> mlx5_0 (the legend under the matrix).
+    nics: Mapping[str, str]
+
+    def without_nvlink(self) -> List[Tuple[int, int, str]]:
+        return sorted((i, j, link) for (i, j), link in self.links.items() if i < j and not link.startswith("NV"))
+
+    @property
+    def nvlinked(self) -> bool:
+        """Some GPU pair is joined by NVLink (an SXM board, not PCIe cards)."""
+        return any(link.startswith("NV") for link in self.links.values())
+
+
+def parse_topo(lines: Sequence[str]) -> Topology:
+    """The GPU-to-GPU part of `nvidia-smi topo -m` (tab-separated), and its NIC legend."""
+    header: List[str] = []
+    links: Dict[Tuple[int, int], str] = {}
+    nics: Dict[str, str] = {}
+    for line in lines:
+        cells = [c.strip() for c in line.split("\t")]
+        if not header and len(cells) > 1 and cells[0] == "" and cells[1].startswith("GPU"):
+            header = cells[1:]
+            continue
+        row = re.match(r"^GPU(\d+)$", cells[0]) if header else None
+        if row:
+            i = int(row.group(1))
+            for name, cell in zip(header, cells[1:]):
+                col = re.match(r"^GPU(\d+)$", name)
+                if col and int(col.group(1)) != i:
+                    links[(i, int(col.group(1)))] = cell
+        legend = re.match(r"^\s*(NIC\d+):\s*(\S+)\s*$", line)
+        if legend:
+            nics[legend.group(1)] = legend.group(2)
+    return Topology(links, nics)
+
+
 # --------------------------------------------------------------------------- XID
 
 
@@ -397,6 +440,14 @@ def diagnose(parts: Mapping[str, List[str]], torch: Optional[Mapping[str, Any]] 
         if g.persistence == "Disabled":
             warnings.append(Finding(WARNING, f"{tag}: persistence mode off",
                                     "enable nvidia-persistenced (or `nvidia-smi -pm 1`): each job then starts faster"))
+    topo = parse_topo(parts.get("topo", []))
+    if switches or topo.nvlinked:
+        broken = topo.without_nvlink()
+        if broken:
+            pairs = ", ".join(f"GPU{i}-GPU{j} {link}" for i, j, link in broken[:4]) + (" ..." if len(broken) > 4 else "")
+            problems.append(Finding(PROBLEM, f"{len(broken)} GPU pairs without NVLink ({pairs})",
+                                    "an NVLink is down: `nvidia-smi nvlink -s`, reset the GPUs or reboot; "
+                                    "if it stays, ask the provider"))
     for xid in parse_xids(parts.get("xid", [])):
         meaning = XID_MEANING.get(xid.code, xid.text)
         if xid.code in APP_XIDS:

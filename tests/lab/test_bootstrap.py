@@ -137,6 +137,17 @@ def test_second_bootstrap_reports_every_step_ok_and_changes_no_file(fresh):
     checks = " | ".join(report["checks"])
     assert "Ray: 3/3 nodes alive, 6 CPUs" in checks and "Docker: 3/3 nodes active" in checks
     assert "Versions: python 3.11.2, ray 2.60.0 on 3/3 nodes" in checks
+    # The GPU doctor's and the fleet's verdicts, read from the nodes in the verify phase.
+    assert "GPU doctor: no GPUs on 3/3 nodes" in checks
+    assert "Fleet: driver major, CUDA, NCCL, torch, ray, Python match on 3/3 nodes" in checks
+    assert {row["gpus"] for row in report["nodes"]} == {"none"}
+    preflight = report["results"]["preflight"]
+    assert {n: (d["gpus_pci"], d["problems"]) for n, d in preflight["doctor"].items()} == {n: (0, []) for n in NODES}
+    fleet = preflight["fleet"]["facts"]
+    assert {n: (f["Python"], f["ray"], f["GPUs"], f["NIC"]) for n, f in fleet.items()} == \
+        {n: ("3.11.2", "2.60.0", "none", LAB_NICS[n]) for n in NODES}, fleet
+    assert preflight["fleet"]["mismatched"] == {}
+    assert {f["torch"] for f in fleet.values()} != {"-"}
     assert any(w.startswith("auto: NFS unavailable (node1: this kernel") for w in report["warnings"])
     assert "ssh -N -L 8265:198.19.0.11:8265" in " ".join(report["access"])
     allreduce = report["results"]["allreduce"]
@@ -183,6 +194,8 @@ def test_bootstrap_as_the_sudo_user_twice_with_password_then_nopasswd_sudo(fresh
     # Ray's units run as that user, and the all-reduce ran as it too, from its own home.
     assert on_host("node2", "systemctl show -p User --value gpufab-ray-worker.service").stdout.strip() == "gpu"
     assert any(c.startswith("All-reduce: 3 nodes, gloo") for c in report["checks"]), report["checks"]
+    assert "GPU doctor: no GPUs on 3/3 nodes" in report["checks"], report["checks"]
+    assert "Fleet: driver major, CUDA, NCCL, torch, ray, Python match on 3/3 nodes" in report["checks"]
     assert on_host("node2", "stat -c %U /home/gpu/.cache/gpufab/allreduce-*.py").stdout.strip() == "gpu"
     # The shared cache is gpu's now (root's run made it first), written on one node and read on another.
     on_host("node2", "su - gpu -c 'echo by-gpu > \"$HF_HOME/gpufab-probe-gpu\"'")

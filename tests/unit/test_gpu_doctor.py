@@ -18,9 +18,9 @@ def text(name: str) -> str:
 
 def node_output(smi: str = "gpu/h100-sxm-8.nvidia-smi-q.txt", lspci: str = "gpu/h100-sxm-8.lspci-nn.txt",
                 fm: str = "active", xid: str = "", docker: str = "runtimes=io.containerd.runc.v2 nvidia runc",
-                ib: str = "verbs=no", extra: str = "") -> str:
+                ib: str = "verbs=no", extra: str = "", topo: str = "gpu/h100-sxm-8.topo-m.txt") -> str:
     """ROOT_SCRIPT's output for one node, put together from the fixtures."""
-    smi_part = "@@smi-missing\n" if smi is None else text(smi) + "@@smi-rc 0\n"
+    smi_part = "@@smi-missing\n" if smi is None else text(smi) + "@@smi-rc 0\n" + (f"@@topo\n{text(topo)}" if topo else "")
     return (f"@@lspci\n{text(lspci) if lspci else ''}@@smi\n{smi_part}@@fm\n{fm}\n@@xid\n{xid}\n"
             f"@@docker\n{docker}\n@@ib\n{ib}\n{extra}")
 
@@ -57,6 +57,19 @@ def test_lspci_finds_gpus_and_nvswitches_and_the_sysfs_fallback_reads_the_same()
     sysfs = doctor.parse_pci(["pci=0000:18:00.0 0x030200 0x2330", "pci=0000:05:00.0 0x068000 0x22a3",
                               "pci=0000:18:00.1 0x040300 0x22ba"])
     assert [(d.bus, d.kind) for d in sysfs] == [("18:00.0", "gpu"), ("05:00.0", "nvswitch"), ("18:00.1", "other")]
+
+
+def test_topo_reads_nvlink_between_every_gpu_pair_and_the_nic_legend():
+    topo = doctor.parse_topo(text("gpu/h100-sxm-8.topo-m.txt").splitlines())
+    assert len(topo.links) == 56 and set(topo.links.values()) == {"NV18"} and topo.without_nvlink() == []
+    assert topo.nics["NIC0"] == "mlx5_0" and topo.nics["NIC8"] == "mlx5_8"
+    down = doctor.parse_topo(text("gpu/h100-sxm-8-nvlink-down.topo-m.txt").splitlines())
+    assert down.without_nvlink() == [(2, 5, "SYS")]
+
+
+def test_a_gpu_pair_without_nvlink_on_an_nvswitch_node_is_a_problem():
+    found = diagnose(node_output(topo="gpu/h100-sxm-8-nvlink-down.topo-m.txt"))
+    assert [f.what for f in found.problems] == ["1 GPU pairs without NVLink (GPU2-GPU5 SYS)"]
 
 
 def test_xid_lines_are_read_with_their_gpu_and_code():
