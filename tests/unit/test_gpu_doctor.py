@@ -260,3 +260,15 @@ def test_fleet_of_lab_like_nodes_without_gpus_matches():
                         {"python": "3.11.2", "torch": "1.13.0a0"})
     assert plain.values["GPUs"] == "none" and plain.values["InfiniBand"] == "none" and plain.values["driver"] == "-"
     assert fleet.fold({"n1": plain, "n2": plain})[1] == {}
+
+
+def test_bad_doctor_and_limits_values_are_input_errors_naming_the_setting():
+    from fabfile.core.errors import InputError
+    from fabfile.core.inventory import Inventory, Node
+    inv = Inventory(nodes=(Node("n1", "198.18.0.11", "198.19.0.11"),), vars={"gpu_test_image": "x; rm -rf /"})
+    with pytest.raises(InputError, match="invalid image name"):
+        doctor.read(None, inv, {})
+    with pytest.raises(InputError, match="invalid memlock"):
+        limits.check_memlock("-1")
+    assert doctor.read(None, Inventory(nodes=inv.nodes), {"image": "nvcr.io/nvidia/cuda:12.4.1-base"}).image == \
+        "nvcr.io/nvidia/cuda:12.4.1-base"
