@@ -195,8 +195,9 @@ def candidates(node: Node, s: AllreduceSettings) -> Tuple[List[str], bool]:
     return [f"{s.venv}/bin/python", "python3"], False
 
 
-def parse_pythons(text: str) -> Tuple[Optional[TrainPython], List[str]]:
-    """FIND_PYTHON_SCRIPT's output -> (the first python with torch, every existing python tried)."""
+def read_probes(text: str) -> Tuple[Optional[Dict[str, Any]], List[str]]:
+    """FIND_PYTHON_SCRIPT's output -> (the first python with torch as plain data with its `path`,
+    every existing python tried)."""
     tried: List[str] = []
     current = ""
     for line in text.splitlines():
@@ -208,27 +209,24 @@ def parse_pythons(text: str) -> Tuple[Optional[TrainPython], List[str]]:
                 found = json.loads(line[len(PYTHON_MARK):])
             except ValueError:
                 continue
-            if "torch" in found:
-                return TrainPython(current, str(found["torch"]), bool(found.get("gloo")), bool(found.get("nccl")),
-                                   int(found.get("gpus") or 0), str(found.get("python") or ""),
-                                   str(found.get("nccl_version") or "")), tried
+            if isinstance(found, dict) and "torch" in found:
+                return {**found, "path": current}, tried
     return None, tried
 
 
+def parse_pythons(text: str) -> Tuple[Optional[TrainPython], List[str]]:
+    """FIND_PYTHON_SCRIPT's output -> (the first python with torch, every existing python tried)."""
+    found, tried = read_probes(text)
+    if found is None:
+        return None, tried
+    return TrainPython(found["path"], str(found["torch"]), bool(found.get("gloo")), bool(found.get("nccl")),
+                       int(found.get("gpus") or 0), str(found.get("python") or ""),
+                       str(found.get("nccl_version") or "")), tried
+
+
 def parse_probe(text: str) -> Optional[Dict[str, Any]]:
-    """FIND_PYTHON_SCRIPT's output -> the first python with torch, as plain data with its `path`."""
-    current = ""
-    for line in text.splitlines():
-        if line.startswith("python="):
-            current = line[len("python="):].strip()
-        elif line.startswith(PYTHON_MARK) and current:
-            try:
-                found = json.loads(line[len(PYTHON_MARK):])
-            except ValueError:
-                continue
-            if isinstance(found, dict) and "torch" in found:
-                return {**found, "path": current}
-    return None
+    """The first python with torch, as plain data (the doctor and the fleet read more of it)."""
+    return read_probes(text)[0]
 
 
 def no_torch(tried: Sequence[str], named: Sequence[str]) -> str:

@@ -18,6 +18,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ..core.cluster import setting
 from ..core.errors import HostError, InputError
+from ..core.facts import parse_facts
 from ..core.fanout import HostResult
 from ..core.inventory import Inventory
 from ..core.remote import Remote
@@ -457,7 +458,7 @@ def diagnose(parts: Mapping[str, List[str]], torch: Optional[Mapping[str, Any]] 
             problems.append(Finding(PROBLEM, f"XID {xid.code} on GPU {xid.bus} since boot: {meaning}",
                                     "drain the node and reboot; if it comes back, ask the provider"))
     gpus_seen = bool(smi_count) or bool(pci_gpus)
-    docker = _keys(parts.get("docker", []))
+    docker = parse_facts("\n".join(parts.get("docker", [])))
     if gpus_seen and "runtimes" in docker:
         runtimes = docker["runtimes"].split()
         if "nvidia" not in runtimes and docker.get("hook") != "yes":
@@ -494,15 +495,6 @@ def diagnose(parts: Mapping[str, List[str]], torch: Optional[Mapping[str, Any]] 
                   tuple(problems + warnings), ib, torch)
 
 
-def _keys(lines: Sequence[str]) -> Dict[str, str]:
-    out = {}
-    for line in lines:
-        key, sep, value = line.partition("=")
-        if sep:
-            out[key.strip()] = value.strip()
-    return out
-
-
 def _model(report: SmiReport, pci: Sequence[PciDevice]) -> str:
     names = sorted({g.name for g in report.gpus if g.name}) or sorted({d.name for d in pci})
     return " + ".join(names)
@@ -529,7 +521,7 @@ def check_image(value: Any) -> Optional[str]:
 
 def read(config: Any, inv: Inventory, cli: Mapping[str, Any]) -> DoctorSettings:
     """`--deep`; inventory var `gpu_test_image` (else the first of `docker: images:`); the training python."""
-    images = list(getattr(inv, "docker_images", []) or [])
+    images = list(inv.docker_images or [])
     return DoctorSettings(
         deep=bool(cli.get("deep")),
         image=check_image(setting(config, inv, "gpu_test_image", cli.get("image"), images[0] if images else None)),
@@ -550,18 +542,25 @@ def examine(remote: Remote, s: DoctorSettings, with_python: bool = True) -> Doct
     text = remote.script(ROOT_SCRIPT, str(COMMAND_TIMEOUT), "1" if s.deep else "0", s.image or "",
                          sudo=True, warn=True, timeout=root_command_timeout(s)).stdout
     parts = sections(text)
-    torch = None
-    first = diagnose(parts)
-    if with_python and first.has_gpus:
-        torch = train_python_view(remote, s)
-    return diagnose(parts, torch) if torch is not None else first
+    torch = train_python_view(remote, s) if with_python and sees_gpus(parts) else None
+    return diagnose(parts, torch)
+
+
+def sees_gpus(parts: Mapping[str, List[str]]) -> bool:
+    """NVIDIA GPUs on the PCI bus, or in nvidia-smi: the training python's view is worth reading."""
+    return any(d.kind == "gpu" for d in parse_pci(parts.get("lspci", []))) or \
+        any(_GPU_BLOCK.match(line) for line in parts.get("smi", []))
+
+
+def probe_pythons(remote: Remote, s: DoctorSettings) -> str:
+    """The all-reduce's probe of the node's candidate training pythons, as printed."""
+    pythons, _ = allreduce.candidates(remote.node, s.python)
+    return remote.script(allreduce.FIND_PYTHON_SCRIPT, allreduce.PROBE, *pythons, timeout=150, warn=True).stdout
 
 
 def train_python_view(remote: Remote, s: DoctorSettings) -> Optional[Dict[str, Any]]:
     """What the training python's torch sees (None: no torch there)."""
-    pythons, _ = allreduce.candidates(remote.node, s.python)
-    out = remote.script(allreduce.FIND_PYTHON_SCRIPT, allreduce.PROBE, *pythons, timeout=150, warn=True).stdout
-    return allreduce.parse_probe(out)
+    return allreduce.parse_probe(probe_pythons(remote, s))
 
 
 def findings_json(found: Mapping[str, Optional[Doctor]], reasons: Mapping[str, str]) -> str:

@@ -14,10 +14,11 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
+from ..core.facts import parse_facts
 from ..core.remote import Remote
 from ..core.report import fold_names
 from . import allreduce, infiniband
-from .doctor import DoctorSettings
+from .doctor import DoctorSettings, probe_pythons
 from .netenv import ENV_FILE
 
 #: The facts, in table order.
@@ -63,16 +64,8 @@ class NodeFacts:
 
 def parse(text: str, python: Optional[Mapping[str, object]]) -> NodeFacts:
     """SCRIPT's output and the training python's view -> one value per fact (`-`: absent)."""
-    keys: Dict[str, str] = {}
-    gpus: List[str] = []
-    for line in text.splitlines():
-        key, sep, value = line.partition("=")
-        if not sep:
-            continue
-        if key == "gpu" and value.strip():
-            gpus.append(value.strip())
-        elif key not in keys:
-            keys[key] = value.strip()
+    keys = parse_facts(text)
+    gpus = [line[4:].strip() for line in text.splitlines() if line.startswith("gpu=") and line[4:].strip()]
     ib = infiniband.parse_sysfs(text)
     counted = OrderedDict((name, gpus.count(name)) for name in gpus)
     nic = keys.get("nic", "")
@@ -112,8 +105,7 @@ def python_view(found: Optional[allreduce.TrainPython]) -> Optional[Dict[str, ob
 def read_node(remote: Remote, head_private: str, s: DoctorSettings) -> NodeFacts:
     """Two round trips: the facts script, then the training python's torch."""
     text = read_facts(remote, head_private, s)
-    pythons, _ = allreduce.candidates(remote.node, s.python)
-    probe = remote.script(allreduce.FIND_PYTHON_SCRIPT, allreduce.PROBE, *pythons, timeout=150, warn=True).stdout
+    probe = probe_pythons(remote, s)
     found = allreduce.parse_probe(probe)
     if found is None:
         # No torch anywhere: the Python version of the first interpreter that answered still counts.
@@ -146,25 +138,26 @@ def fold(facts: Mapping[str, NodeFacts]) -> Tuple[List[FoldedRow], Dict[str, Lis
     mismatched: Dict[str, List[str]] = {}
     order = list(facts)
     for fact in FACTS:
-        by_value: "OrderedDict[str, List[str]]" = OrderedDict()
-        for name in order:
-            by_value.setdefault(facts[name].values.get(fact, "-"), []).append(name)
-        common = max(by_value, key=lambda v: len(by_value[v]))
+        by_value, common = _group({name: facts[name].values.get(fact, "-") for name in order})
         for value, names in by_value.items():
             odd = len(by_value) > 1 and value != common and fact not in VARIES
             label = "all" if len(by_value) == 1 and len(order) > 1 else fold_names(names)
             rows.append(FoldedRow(fact, value, f"{label} ({len(names)})", odd))
         checked = "driver major" if fact == "driver" else fact
         if checked in MUST_MATCH:
-            values = {name: (driver_major(facts[name].values.get(fact, "-")) if fact == "driver"
-                             else facts[name].values.get(fact, "-")) for name in order}
-            groups: "OrderedDict[str, List[str]]" = OrderedDict()
-            for name, v in values.items():
-                groups.setdefault(v, []).append(name)
+            groups, top = _group({name: driver_major(facts[name].values.get(fact, "-")) if fact == "driver"
+                                  else facts[name].values.get(fact, "-") for name in order})
             if len(groups) > 1:
-                top = max(groups, key=lambda v: len(groups[v]))
                 mismatched[checked] = [n for v, names in groups.items() if v != top for n in names]
     return rows, mismatched
+
+
+def _group(values: Mapping[str, str]) -> Tuple["OrderedDict[str, List[str]]", str]:
+    """Nodes by value, in first-seen order, and the most common value (the first on a tie)."""
+    groups: "OrderedDict[str, List[str]]" = OrderedDict()
+    for name, value in values.items():
+        groups.setdefault(value, []).append(name)
+    return groups, max(groups, key=lambda v: len(groups[v]))
 
 
 def table_rows(rows: Sequence[FoldedRow]) -> List[Tuple[str, str, str]]:

@@ -164,7 +164,7 @@ def netenv_files(
     reads to find the other nodes.
     """
     if ib is None and profile == "infiniband":
-        ib = {"NCCL_IB_DISABLE": "0", **({"NCCL_IB_HCA": ",".join(hcas)} if hcas else {})}
+        ib = forced_ib(hcas)
     env = render(
         "netenv/netenv.env.j2",
         node=node,
@@ -284,6 +284,11 @@ def nic_facts(remote: Remote, head_private: str) -> Tuple[str, NicFacts]:
         raise HostError(str(exc)) from None
 
 
+def forced_ib(hcas: Sequence[str]) -> Dict[str, str]:
+    """Profile infiniband where sysfs shows no active port: IB on, the HCAs ibv_devices lists (or NCCL's choice)."""
+    return {"NCCL_IB_DISABLE": "0", **({"NCCL_IB_HCA": ",".join(hcas)} if hcas else {})}
+
+
 def ib_choice(profile: str, facts: NicFacts) -> Tuple[Optional[Dict[str, str]], str]:
     """(NCCL InfiniBand settings or None for ethernet, why): per node, from its own ports."""
     found = infiniband.nccl_settings(facts.ib)
@@ -295,9 +300,7 @@ def ib_choice(profile: str, facts: NicFacts) -> Tuple[Optional[Dict[str, str]], 
     if profile == "infiniband":
         if found:
             return found, f"active ports: {active}"
-        hcas = facts.hcas or []
-        return {"NCCL_IB_DISABLE": "0", **({"NCCL_IB_HCA": ",".join(hcas)} if hcas else {})}, \
-            "asked for; no active port in sysfs"
+        return forced_ib(facts.hcas or []), "asked for; no active port in sysfs"
     return None, ""
 
 
