@@ -28,10 +28,10 @@ import datetime
 import json
 import os
 import platform
+import re
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -245,21 +245,124 @@ def inv(*args: str, env: Optional[Dict[str, str]] = None) -> float:
     return seconds
 
 
-def bootstrap_on_lab(sizes: Sequence[int]) -> Dict[int, Tuple[float, float]]:
-    """(first run, no-op re-run) seconds for a fresh lab of each size."""
-    env = {"GPUFAB_INVENTORY": str(REPO / "inventory" / "lab.yaml")}
-    out = {}
+#: The code a first bootstrap is compared with: the commit before the step graph, uv and one download per cluster.
+BASELINE = "cc77122"
+PROXY_PID = Path("/var/lib/gpufab/lab/tinyproxy.pid")
+PROGRESS_RE = re.compile(r"^\[\s*([\d.]+)s\] (\S+)\s+(\S+)\s+(ok|changed|failed|skipped|unreachable)\s+([\d.]+)s", re.M)
+
+
+@dataclass
+class Boot:
+    """One first bootstrap on a fresh lab, and the same command again."""
+
+    first: float
+    again: float
+    #: Bytes the lab's proxy read: what the hosts fetched from outside the lab.
+    fetched: int
+    #: Per step: (seconds its slowest host took, seconds into the run it ended).
+    steps: Dict[str, Tuple[float, float]] = field(default_factory=dict)
+
+
+def proxy_read_bytes() -> int:
+    """All the proxy has read so far (upstream bodies and the hosts' small requests), from /proc."""
+    pid = PROXY_PID.read_text().strip()
+    for line in Path(f"/proc/{pid}/io").read_text().splitlines():
+        if line.startswith("rchar:"):
+            return int(line.split()[1])
+    raise SystemExit("bench: cannot read the lab proxy's I/O counters")
+
+
+def step_times(output: str) -> Dict[str, Tuple[float, float]]:
+    steps: Dict[str, Tuple[float, float]] = {}
+    for at, _node, step, _status, took in PROGRESS_RE.findall(output):
+        seen = steps.get(step, (0.0, 0.0))
+        steps[step] = (max(seen[0], float(took)), max(seen[1], float(at)))
+    return steps
+
+
+def checkout(rev: str) -> Path:
+    """The baseline's code in a temporary worktree (removed afterwards by `drop_checkout`)."""
+    path = Path(f"/tmp/gpufab-baseline-{rev}")
+    drop_checkout(path)
+    subprocess.run(["git", "worktree", "add", "--detach", "-q", str(path), rev], cwd=REPO, check=True)
+    return path
+
+
+def drop_checkout(path: Path) -> None:
+    subprocess.run(["git", "worktree", "remove", "--force", str(path)], cwd=REPO, capture_output=True)
+    subprocess.run(["git", "worktree", "prune"], cwd=REPO, capture_output=True)
+
+
+def bootstrap_in(tree: Path, n: int) -> Boot:
+    """A fresh lab of n hosts (this tree's lab tasks), then `inv bootstrap` twice with `tree`'s code."""
+    inv("lab.down")
+    inv("lab.up", "--nodes", str(n))
+    env = {**BASE_ENV, "GPUFAB_INVENTORY": str(REPO / "inventory" / "lab.yaml"), "PYTHONPATH": str(tree)}
+    before = proxy_read_bytes()
+    start = time.monotonic()
+    proc = subprocess.run([str(BIN / "inv"), "bootstrap"], cwd=tree, env=env, capture_output=True, text=True,
+                          stdin=subprocess.DEVNULL)
+    first = time.monotonic() - start
+    fetched = proxy_read_bytes() - before
+    if proc.returncode != 0:
+        sys.exit(f"bench: bootstrap with {tree} failed:\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}")
+    start = time.monotonic()
+    again = subprocess.run([str(BIN / "inv"), "bootstrap"], cwd=tree, env=env, capture_output=True, text=True,
+                           stdin=subprocess.DEVNULL)
+    seconds = time.monotonic() - start
+    if again.returncode != 0:
+        sys.exit(f"bench: the re-run with {tree} failed:\n{again.stdout[-3000:]}")
+    return Boot(first, seconds, fetched, step_times(proc.stdout))
+
+
+def bootstrap_on_lab(sizes: Sequence[int], baseline: Optional[str]) -> Dict[Tuple[str, int], Boot]:
+    """Per (code, hosts): a first bootstrap and its no-op re-run; the baseline and this tree take turns."""
+    out: Dict[Tuple[str, int], Boot] = {}
+    base = checkout(baseline) if baseline else None
+    trees = ([("baseline", base)] if base else []) + [("this tree", REPO)]
     try:
         for n in sizes:
-            inv("lab.down")
-            inv("lab.up", "--nodes", str(n))
-            first = inv("bootstrap", env=env)
-            again = inv("bootstrap", env=env)
-            out[n] = (first, again)
-            print(f"  bootstrap on {n} host(s): first {first:.1f} s, re-run {again:.1f} s", flush=True)
+            for label, tree in trees:
+                boot = bootstrap_in(tree, n)
+                out[(label, n)] = boot
+                print(f"  bootstrap ({label}) on {n} host(s): first {boot.first:.1f} s, re-run {boot.again:.1f} s,"
+                      f" {boot.fetched / 2**20:.0f} MiB through the proxy", flush=True)
     finally:
         inv("lab.down")
+        if base:
+            drop_checkout(base)
     return out
+
+
+def bootstrap_section(boot: Dict[Tuple[str, int], Boot], baseline: Optional[str], command: str) -> List[str]:
+    labels = list(dict.fromkeys(label for label, _ in boot))
+    sizes = sorted({n for _, n in boot})
+    head = f"this tree against {baseline}" if baseline else "this tree"
+    lines = [f"## `inv bootstrap` on the nspawn lab: {head} (fresh lab, then the same command again)", "",
+             f"Measured {datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z} by `{command}`; the baseline"
+             " (its code in a temporary git worktree) and this tree take turns on the same machine and network."
+             " Bytes: what the lab's proxy read (`/proc/PID/io` rchar of tinyproxy), i.e. what the hosts"
+             " fetched from outside the lab, with TLS and request overhead.", ""]
+    rows = [[label, str(n), f"{b.first:.1f}", f"{b.again:.1f}", f"{b.again / b.first:.0%}", f"{b.fetched / 2**20:.0f}"]
+            for (label, n), b in boot.items()]
+    lines += [fmt_table(["code", "hosts", "first run s", "no-op re-run s", "re-run / first", "MiB fetched"], rows), ""]
+    ratios = []
+    for label in labels:
+        one, three = boot.get((label, min(sizes))), boot.get((label, max(sizes)))
+        if one and three and one is not three:
+            ratios.append(f"{label}: {max(sizes)} hosts take {three.first / one.first:.2f}× the time of {min(sizes)}"
+                          f" and fetch {three.fetched / one.fetched:.2f}× its bytes")
+    if len(labels) == 2:
+        for n in sizes:
+            ratios.append(f"{n} host(s): this tree's first run takes {boot[(labels[1], n)].first / boot[(labels[0], n)].first:.2f}×"
+                          f" the baseline's")
+    lines += [f"- {r}" for r in ratios] + [""]
+    steps = list(dict.fromkeys(s for b in boot.values() for s in b.steps))
+    rows = [[step] + [f"{b.steps[step][0]:.1f} (ends {b.steps[step][1]:.1f})" if step in b.steps else "-"
+                      for b in boot.values()] for step in steps]
+    lines += ["Per step, first run: seconds its slowest host took (and seconds into the run it ended).", "",
+              fmt_table(["step"] + [f"{label}, {n} host{'s' if n > 1 else ''}" for label, n in boot], rows), ""]
+    return lines
 
 
 ALLREDUCE_SIZES = "1M,16M,64M,256M"
@@ -387,9 +490,10 @@ def fan_out_section(results: Sequence[FanOut], runs: int) -> List[str]:
 
 
 def write_results(path: Path, command: str, fan: Sequence[FanOut], big: Optional[FanOut],
-                  warm: Dict[Tuple[str, int], float], boot: Dict[int, Tuple[float, float]], runs: int,
+                  warm: Dict[Tuple[str, int], float], boot: Dict[Tuple[str, int], Boot], runs: int,
                   repeat: int, allreduce: Optional[List[dict]] = None,
-                  startup: Optional[Dict[str, float]] = None) -> None:
+                  startup: Optional[Dict[str, float]] = None, baseline: Optional[str] = None,
+                  keep: bool = False) -> None:
     lines = ["# gpufab benchmarks", "",
              f"- Date: {datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}",
              f"- Machine: {machine()}",
@@ -416,14 +520,38 @@ def write_results(path: Path, command: str, fan: Sequence[FanOut], big: Optional
                 for tool in ("warm-gpufab", "warm-fabric", "warm-asyncssh")]
         lines += [fmt_table(["tool"] + [f"N={n}" for n in sizes], rows), ""]
     if boot:
-        lines += ["## `inv bootstrap` on the nspawn lab (fresh lab, then the same command again)", ""]
-        rows = [[str(n), f"{first:.1f}", f"{again:.1f}", f"{again / first:.0%}"] for n, (first, again) in boot.items()]
-        lines += [fmt_table(["hosts", "first run s", "no-op re-run s", "re-run / first"], rows), ""]
+        lines += bootstrap_section(boot, baseline, command)
     if allreduce:
         lines += allreduce_section(len(allreduce[0]["nodes"]), allreduce)
     if startup:
         lines += startup_section(startup, runs)
-    path.write_text("\n".join(lines))
+    text = "\n".join(lines)
+    if keep and path.exists():
+        text = merge_sections(path.read_text(), text)
+    path.write_text(text)
+
+
+def merge_sections(old: str, new: str) -> str:
+    """A partial run (--skip) replaces only the sections it measured; the others, and the header, stay."""
+    def split(text: str) -> List[str]:
+        return re.split(r"(?m)^(?=## )", text)
+
+    def key(section: str) -> str:
+        return re.split(r"[:(]", section.splitlines()[0])[0] if section.startswith("## ") else ""
+
+    fresh = {key(s): s for s in split(new)[1:]}
+    out, used = [], set()
+    parts = split(old)
+    out.append(parts[0])
+    for section in parts[1:]:
+        k = key(section)
+        if k in fresh and k not in used:
+            out.append(fresh[k].rstrip("\n") + "\n\n")
+            used.add(k)
+        else:
+            out.append(section)
+    out += [s.rstrip("\n") + "\n\n" for k, s in fresh.items() if k not in used]
+    return "".join(out).rstrip("\n") + "\n"
 
 
 def main() -> int:
@@ -435,6 +563,9 @@ def main() -> int:
     p.add_argument("--skip", default="", help="comma-separated: fanout, warm, bootstrap, allreduce, startup")
     p.add_argument("--tools", default="", help="comma-separated: only the fan-out tools whose name contains one of these")
     p.add_argument("--out", default=str(REPO / "bench" / "RESULTS.md"))
+    p.add_argument("--baseline", default=BASELINE,
+                   help=f"commit whose first bootstrap this tree's is compared with (default {BASELINE}; '' for none)")
+    p.add_argument("--boot-sizes", default="1,3", help="lab host counts for the bootstrap benchmark")
     a = p.parse_args()
     if os.geteuid() != 0:
         sys.exit("bench: run as root (it adds addresses, a user and an sshd, and runs the lab)")
@@ -455,11 +586,13 @@ def main() -> int:
                 big = fan_out(t, a.big, BIG_TOOLS, max(3, a.runs // 2))
         if "warm" not in skip:
             warm = warm_commands(t, (1, 32), a.runs, a.repeat)
-    boot = bootstrap_on_lab((1, 3)) if "bootstrap" not in skip else {}
+    boot = bootstrap_on_lab([int(x) for x in a.boot_sizes.split(",")], a.baseline or None) \
+        if "bootstrap" not in skip else {}
     reduced = allreduce_on_lab(3, max(3, a.runs // 2)) if "allreduce" not in skip else []
     started = startup_on_lab(a.runs) if "startup" not in skip else {}
     command = " ".join(["bench/run.py", *sys.argv[1:]])
-    write_results(Path(a.out), command, fan, big, warm, boot, a.runs, a.repeat, reduced, started)
+    write_results(Path(a.out), command, fan, big, warm, boot, a.runs, a.repeat, reduced, started, a.baseline or None,
+                  keep=bool(skip))
     print(Path(a.out).read_text())
     return 0
 

@@ -44,7 +44,7 @@ def save(run: Run, chain: Sequence[Step], files: RunFiles) -> int:
 @task(
     auto_shortflags=False,
     help={
-        "skip": "steps to leave out, comma-separated (limits, docker, images, containers, netenv, mesh, storage, ray,"
+        "skip": "steps to leave out, comma-separated (fetch, wheels, limits, docker, images, containers, netenv, mesh, storage, ray,"
                 " tools, allreduce, verify, or one of the inventory's steps:)",
         "only": "run only these steps (preflight always runs)",
         "dry_run": "connect and gather facts; print what would change, with diffs; change nothing",
@@ -62,7 +62,7 @@ def save(run: Run, chain: Sequence[Step], files: RunFiles) -> int:
 @reported
 def bootstrap(c, skip=None, only=None, dry_run=False, retry_failed=False, hosts_from=None, nofile=None,
               secrets=False, env_file=".env", storage=None, timeout=None, workers=None):
-    """The whole setup: preflight, limits, docker, images, containers, netenv, mesh, storage, ray, your steps, verify; then the report."""
+    """The whole setup: preflight, fetch, wheels, limits, docker, images, containers, netenv, mesh, storage, ray, your steps, verify; then the report."""
     from .ops.chain import CHAIN
     from .ops.scripts import with_user_steps
     n_workers = number_option(workers, "--workers")

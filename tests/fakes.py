@@ -47,6 +47,8 @@ class FakeRemote:
         self.home_written: List[str] = []
         self.planned: List[FileChange] = []
         self._after: List[Tuple[str, Rule]] = []
+        #: The cluster's one download (core.packages.Peer), as the fetch step sets it.
+        self.peer = None
 
     # ------------------------------------------------------------------ setup
 

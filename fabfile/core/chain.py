@@ -11,13 +11,15 @@ needs the head once the head has failed.
 from __future__ import annotations
 
 import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Set, Tuple, Union
 
 from .connection import Session
 from .errors import InputError
-from .fanout import CHANGED, FAILED, OK, SKIPPED, HostResult, worst_exit_code
+from .fanout import CHANGED, FAILED, OK, SKIPPED, UNREACHABLE, HostResult, worst_exit_code
 from .inventory import Inventory, Node
+from .packages import Downloads
 from .progress import Progress
 from .remote import Remote
 from .report import summary_line
@@ -69,6 +71,13 @@ class Step:
     access: Optional[Callable[["Run", Any], List[str]]] = None
     #: Its findings for the JSON report, as plain data (numbers a script can read).
     data: Optional[Callable[["Run", Any], Any]] = None
+    #: The steps it needs, by name (those not in this run are taken as done);
+    #: None: every step before it in the chain (the user's own steps, verify).
+    needs: Optional[Tuple[str, ...]] = None
+    #: After the whole chain (a server the step started for the others, stopped).
+    finish: Optional[Callable[["Run", Any], None]] = None
+    #: What the step would download on a node (read before it runs, so the head fetches it once for all).
+    downloads: Optional[Callable[[Remote, Any], Downloads]] = None
 
 
 def listed(value: Union[None, str, Sequence[str]]) -> List[str]:
@@ -139,7 +148,6 @@ class Run:
         self.dry_run = dry_run
         self.workers = workers
         self.remotes: Dict[str, Remote] = {n.name: remote_for(session, n, dry_run) for n in inv.nodes}
-        self.alive: List[Node] = list(targets)
         self.results: Dict[str, List[HostResult]] = {}
         self.failures: Dict[str, Failure] = {}
         #: Per step, state of the whole cluster that its run keeps for its report (the backend chosen...).
@@ -152,8 +160,8 @@ class Run:
         self._printed: Set[Tuple[str, str]] = set()
         #: Host aliases of the user's ssh config, for the report's quick-access lines.
         self.aliases: List[str] = []
-        #: The step running now (what a Ctrl-C interrupts).
-        self.current = ""
+        #: The steps running now (what a Ctrl-C interrupts).
+        self.running: Set[str] = set()
 
     @property
     def names(self) -> List[str]:
@@ -161,29 +169,103 @@ class Run:
 
     # ------------------------------------------------------------------ driving
 
+    def needs(self, step: Step) -> List[str]:
+        """The steps of this run that `step` needs, directly or through others, in chain order."""
+        names = self.names
+        at = names.index(step.name)
+        found: Set[str] = set()
+        todo = [step]
+        while todo:
+            s = todo.pop()
+            direct = names[:names.index(s.name)] if s.needs is None else [n for n in s.needs if n in names]
+            for name in direct:
+                if name not in found:
+                    found.add(name)
+                    todo.append(self.steps[names.index(name)])
+        return [n for n in names[:at] if n in found]
+
+    def blocked(self, step: Step, node: Node) -> Optional[str]:
+        """The first step `step` needs that failed on `node` (or was skipped because of a failure);
+        or any step that found the host unreachable: nothing more can run there."""
+        gone = self.failures.get(node.name)
+        if gone is not None and self.status(gone.step, node) == UNREACHABLE:
+            return gone.step
+        for name in self.needs(step):
+            found = self.result(name, node)
+            if found is not None and (found.failed or found.data.get("blocked_by")):
+                return found.data.get("blocked_by") or name
+        return None
+
     def go(self) -> None:
+        """Every step, each as soon as the steps it needs have ended (one at a time in a dry run)."""
+        pending = list(self.steps)
+        ended: Set[str] = set()
+        running: Dict[Future, Step] = {}
+        pool = ThreadPoolExecutor(max_workers=len(pending) or 1, thread_name_prefix="gpufab-step")
+        try:
+            while pending or running:
+                for step in list(pending):
+                    if self.dry_run and (running or step is not pending[0]):
+                        break
+                    if not set(self.needs(step)) <= ended:
+                        continue
+                    pending.remove(step)
+                    nodes = self._start(step)
+                    if not nodes:
+                        ended.add(step.name)
+                        continue
+                    self.running.add(step.name)
+                    running[pool.submit(self._one, step, nodes)] = step
+                if not running:
+                    continue
+                done, _ = wait(list(running), return_when=FIRST_COMPLETED)
+                for future in done:
+                    step = running.pop(future)
+                    self.running.discard(step.name)
+                    self._record(step.name, future.result())
+                    ended.add(step.name)
+        except KeyboardInterrupt:
+            # Ctrl-C reaches this thread only: end the steps' commands on the nodes now.
+            self.session.interrupt()
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        pool.shutdown()
         for step in self.steps:
-            self.current = step.name
-            nodes = self.alive
-            if step.name == VERIFY_NAME:
-                nodes = [n for n in self.inv.nodes if n.name not in self.failures]
-            if step.needs_head:
-                nodes = self._without_orphans(step.name, nodes)
-            if not nodes:
-                continue
-            before = {n.name: len(self.remotes[n.name].planned) for n in nodes}
-            with self.progress.step(step.name, nodes):
-                results = step.run(self, nodes, self.settings.get(step.name))
-            for n in nodes:
-                self.marks[(step.name, n.name)] = (before[n.name], len(self.remotes[n.name].planned))
-            self._record(step.name, results)
+            if step.finish is not None and not self.dry_run:
+                step.finish(self, self.settings.get(step.name))
+
+    def _start(self, step: Step) -> List[Node]:
+        """The nodes `step` runs on; those a failure keeps out are recorded as skipped or failed."""
+        base = self.targets
+        if step.name == VERIFY_NAME:
+            base = [n for n in self.inv.nodes if n.name not in self.failures or n in self.targets]
+        nodes: List[Node] = []
+        for n in base:
+            why = self.blocked(step, n)
+            if why is None:
+                nodes.append(n)
+            elif n in self.targets:
+                reason = (f"needs {why}, which failed on this host" if why in self.needs(step)
+                          else f"unreachable since {why}")
+                self._record(step.name, [HostResult(n, SKIPPED, reason=reason, data={"blocked_by": why})])
+        if step.needs_head:
+            nodes = self._without_orphans(step, nodes)
+        return nodes
+
+    def _one(self, step: Step, nodes: List[Node]) -> List[HostResult]:
+        before = {n.name: len(self.remotes[n.name].planned) for n in nodes}
+        with self.progress.step(step.name, nodes):
+            results = step.run(self, nodes, self.settings.get(step.name))
+        for n in nodes:
+            self.marks[(step.name, n.name)] = (before[n.name], len(self.remotes[n.name].planned))
+        return results
 
     def interrupted(self) -> None:
-        """Ctrl-C: the hosts still going fail at the current step, so the report and
+        """Ctrl-C: the hosts in the steps still running fail there, so the report and
         the failed-hosts file name them and `--retry-failed` takes them up."""
-        if self.current:
-            self._record(self.current, [HostResult(n, FAILED, 130, reason="interrupted (Ctrl-C)")
-                                        for n in self.alive if self.result(self.current, n) is None])
+        for step in sorted(self.running, key=self.names.index):
+            self._record(step, [HostResult(n, FAILED, 130, reason="interrupted (Ctrl-C)")
+                                for n in self.targets if self.result(step, n) is None and n.name not in self.failures])
 
     def live(self, step: str) -> Callable[[HostResult], None]:
         """Progress callback for steps whose per-host results are final as they come."""
@@ -208,15 +290,18 @@ class Run:
                 self.progress.done(step, r)
             if r.failed and r.node.name not in self.failures:
                 self.failures[r.node.name] = Failure(r.node.name, r.node.public, step, r.reason)
-                self.alive = [n for n in self.alive if n.name != r.node.name]
 
-    def _without_orphans(self, step: str, nodes: Sequence[Node]) -> List[Node]:
-        head = self.failures.get(self.inv.head.name)
-        if head is None:
+    def _without_orphans(self, step: Step, nodes: Sequence[Node]) -> List[Node]:
+        """Workers cannot do a step that needs the head once the head cannot."""
+        head = self.inv.head
+        why = self.blocked(step, head)
+        if why is None:
             return list(nodes)
+        failure = self.failures.get(head.name)
+        at = failure.step if failure else why
         orphans = [n for n in nodes if not n.is_head]
-        self._record(step, [HostResult(n, FAILED, 1, reason=f"the head {head.node} failed at {head.step}")
-                            for n in orphans])
+        self._record(step.name, [HostResult(n, FAILED, 1, reason=f"the head {head.name} failed at {at}")
+                                 for n in orphans])
         return [n for n in nodes if n.is_head]
 
     # ------------------------------------------------------------------ what steps found
@@ -276,7 +361,10 @@ class Run:
             if not head_ok:
                 found = [HostResult(n, FAILED, 1, reason=f"{step.name}: the head failed") for n in nodes]
             else:
+                began = time.monotonic()
                 found = step.check_cluster(self, nodes, self.settings.get(step.name))
+                self.progress.line(f"{'...':<{self.progress.width}} {VERIFY_NAME:<9} {'checked':<11} "
+                                   f"{time.monotonic() - began:5.1f}s  {step.name} across the cluster")
             self._cluster_checked[step.name] = found
             phases.append(found)
         return merge_phases(nodes, phases)
@@ -286,13 +374,19 @@ class Run:
     def result_cell(self, node: Node) -> str:
         failure = self.failures.get(node.name)
         if failure:
-            return f"failed at {failure.step}: {failure.reason}"
+            blocked = self.blocked_steps(node)
+            after = f"; skipped because of it: {', '.join(blocked)}" if blocked else ""
+            return f"failed at {failure.step}: {failure.reason}{after}"
         if node.name not in {n.name for n in self.targets}:
             return "ok (verified only)" if self.status(VERIFY_NAME, node) == OK else "not in this run"
         statuses = [self.status(s, node) for s in self.names]
         result = CHANGED if CHANGED in statuses else OK
         skipped = [s for s in self.names if self.status(s, node) == SKIPPED]
         return f"{result}; skipped: {', '.join(skipped)}" if skipped else result
+
+    def blocked_steps(self, node: Node) -> List[str]:
+        """The steps skipped on `node` because a step they need failed there."""
+        return [s for s in self.names if (self.result(s, node) or HostResult(node, OK)).data.get("blocked_by")]
 
     def report(self, chain: Sequence[Step], inventory_label: str, aliases: Sequence[str],
                failed_file: Optional[str]) -> Report:

@@ -8,7 +8,8 @@ never asks a question.
 from __future__ import annotations
 
 import shlex
-from typing import Iterable, List, Set
+from dataclasses import dataclass, field
+from typing import Dict, Iterable, List, Optional, Set, Tuple
 
 APT_GET = (
     "DEBIAN_FRONTEND=noninteractive apt-get -q -y -o DPkg::Lock::Timeout=300"
@@ -71,3 +72,91 @@ def purge_command(packages: Iterable[str]) -> str:
 
 def missing(wanted: Iterable[str], installed: Set[str]) -> List[str]:
     return [p for p in wanted if p not in installed]
+
+
+@dataclass(frozen=True)
+class Downloads:
+    """What one step would download on one node: .debs by package name, Python pins (with uv to install them)."""
+
+    debs: Tuple[str, ...] = ()
+    wheels: Tuple[str, ...] = ()
+    uv: bool = False
+
+    def __or__(self, other: "Downloads") -> "Downloads":
+        return Downloads(tuple(dict.fromkeys(self.debs + other.debs)), tuple(dict.fromkeys(self.wheels + other.wheels)),
+                         self.uv or other.uv)
+
+    def __bool__(self) -> bool:
+        return bool(self.debs or self.wheels or self.uv)
+
+
+@dataclass(frozen=True)
+class Peer:
+    """Where a node gets what the cluster downloaded once: the head's packages over the private network.
+
+    `debs`: the URL of the head's apt archive (None on the head itself, whose
+    apt already holds them). `wheels`: the head's wheel directory (a URL, or
+    the local path on the head); `hashes`: each wheel's sha256 as read on the
+    head over SSH, so that a node trusts a wheel for its hash, not for the
+    network it came over.
+    """
+
+    debs: Optional[str]
+    wheels: str
+    hashes: Dict[str, str] = field(default_factory=dict)
+
+
+#: Run as root with python3: the .debs `apt-get install PKGS` would download, taken from the
+#: head's archive (argv[1]) into apt's own, each kept only with the size and SHA256 apt's signed
+#: lists give for it; whatever the head lacks, apt downloads itself.
+PEER_DEBS = r"""
+import hashlib, os, subprocess, sys, tempfile, urllib.parse, urllib.request
+base, pkgs = sys.argv[1].rstrip("/"), sys.argv[2:]
+archive = "/var/cache/apt/archives"
+uris = subprocess.run(["apt-get", "-qq", "-y", "--print-uris", "install", "--no-install-recommends", *pkgs],
+                      capture_output=True, text=True, timeout=120).stdout
+files = {}
+for line in uris.splitlines():
+    parts = line.split()
+    if len(parts) >= 3 and parts[1].endswith(".deb") and "/" not in parts[1] and not parts[1].startswith("."):
+        name, version = parts[1].split("_")[:2]
+        files[(name, urllib.parse.unquote(version))] = (parts[1], int(parts[2]))
+# --print-uris may give only MD5: the SHA256 comes from the same signed lists, by apt-cache.
+sha = {}
+if files:
+    shown = subprocess.run(["apt-cache", "show", "--no-all-versions", *[f"{n}={v}" for n, v in files]],
+                           capture_output=True, text=True, timeout=120).stdout
+    for stanza in shown.split("\n\n"):
+        fields = dict(l.split(": ", 1) for l in stanza.splitlines() if ": " in l and not l.startswith(" "))
+        if fields.get("SHA256"):
+            sha[(fields.get("Package"), fields.get("Version"))] = fields["SHA256"]
+# The head is on the private network: never through a proxy set up for the internet.
+direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+got = size = 0
+for key, (name, want_size) in files.items():
+    want = sha.get(key)
+    if not want or os.path.exists(os.path.join(archive, name)):
+        continue
+    fd, tmp = tempfile.mkstemp(dir=archive, prefix=".gpufab-")
+    try:
+        digest = hashlib.sha256()
+        with os.fdopen(fd, "wb") as out, direct.open(base + "/" + urllib.parse.quote(name), timeout=30) as r:
+            for chunk in iter(lambda: r.read(1 << 20), b""):
+                digest.update(chunk)
+                out.write(chunk)
+        if digest.hexdigest() == want and os.path.getsize(tmp) == want_size:
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, os.path.join(archive, name))
+            got, size = got + 1, size + want_size
+    except Exception:
+        pass
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+print(f"{got} {size}")
+"""
+
+
+def peer_debs_command(url: str, packages: Iterable[str]) -> str:
+    names = " ".join(shlex.quote(p) for p in packages)
+    return f"{UPDATE_IF_STALE} && python3 -c {shlex.quote(PEER_DEBS)} {shlex.quote(url)} {names}"

@@ -11,7 +11,7 @@ import sys
 import threading
 import time
 from contextlib import contextmanager
-from typing import Iterator, List, Optional, Sequence, TextIO
+from typing import Dict, Iterator, List, Optional, Sequence, TextIO
 
 from .fanout import SKIPPED, HostResult
 from .inventory import Node
@@ -27,8 +27,8 @@ class Progress:
         self.width = width
         self.start = time.monotonic()
         self._lock = threading.Lock()
-        self._pending: List[str] = []
-        self._step = ""
+        #: Per step running now, the hosts not done with it (steps run side by side).
+        self._pending: Dict[str, List[str]] = {}
 
     def line(self, text: str) -> None:
         out = self.out or sys.stdout
@@ -39,8 +39,9 @@ class Progress:
     def done(self, step: str, result: HostResult) -> None:
         """One host finished one step."""
         with self._lock:
-            if result.node.name in self._pending:
-                self._pending.remove(result.node.name)
+            pending = self._pending.get(step, [])
+            if result.node.name in pending:
+                pending.remove(result.node.name)
         text = f"{result.node.name:<{self.width}} {step:<9} {result.status:<11} {result.seconds:5.1f}s"
         if result.failed or result.status == SKIPPED:
             text += f"  {result.reason}"
@@ -50,14 +51,14 @@ class Progress:
     def step(self, name: str, nodes: Sequence[Node]) -> Iterator[None]:
         """While the block runs, say every `every` seconds which hosts are not done."""
         with self._lock:
-            self._step, self._pending = name, [n.name for n in nodes]
+            self._pending[name] = [n.name for n in nodes]
         stop = threading.Event()
         began = time.monotonic()
 
         def tick() -> None:
             while not stop.wait(self.every):
                 with self._lock:
-                    pending = list(self._pending)
+                    pending = list(self._pending.get(name, []))
                 if pending:
                     self.line(f"{'...':<{self.width}} {name:<9} {'running':<11} {time.monotonic() - began:5.1f}s"
                               f"  on {', '.join(pending)}")
@@ -69,3 +70,5 @@ class Progress:
         finally:
             stop.set()
             ticker.join()
+            with self._lock:
+                self._pending.pop(name, None)

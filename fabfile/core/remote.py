@@ -190,6 +190,8 @@ class Remote:
         #: Dry run: the file changes that were not applied (for their diffs).
         self.planned: List[FileChange] = []
         self._overlay: Dict[str, FileState] = {}
+        #: The cluster's one download, once a run has made it (apt and Python installs take from it).
+        self.peer: Optional[apt.Peer] = None
 
     @property
     def user(self) -> str:
@@ -354,11 +356,18 @@ def last_line(text: str) -> str:
 
 
 def ensure_packages(remote: Remote, packages: Sequence[str]) -> List[str]:
-    """Install the packages that are missing; returns what was installed."""
+    """Install the packages that are missing; returns what was installed.
+
+    With a peer (the cluster's one download, see ops.fetch), the .debs come from
+    the head first; apt checks each against its signed lists and fetches the rest.
+    """
     installed = apt.parse_installed(remote.run(apt.query_command(packages)).stdout)
     todo = apt.missing(packages, installed)
     if not todo:
         return []
+    peer = remote.peer.debs if remote.peer is not None else None
+    if peer and not remote.dry_run:
+        remote.run(apt.peer_debs_command(peer, todo), sudo=True, warn=True, timeout=max(remote.timeout or 0, 600))
     result = remote.change(apt.install_command(todo), warn=True, timeout=max(remote.timeout or 0, 900))
     if result.exited != 0:
         raise HostError(f"apt-get install {' '.join(todo)} failed: {last_line(result.stderr or result.stdout)}")

@@ -601,4 +601,5 @@ def _data(run: Any, s: AllreduceSettings) -> Any:
 
 
 NAME = "allreduce"
-STEP = Step(NAME, settings=read, run=_prepare_step, check_cluster=check_cluster, report=_report, data=_data)
+STEP = Step(NAME, settings=read, run=_prepare_step, check_cluster=check_cluster, report=_report, data=_data,
+            needs=("preflight", "netenv"))

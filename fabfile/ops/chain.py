@@ -1,12 +1,18 @@
-"""The bootstrap chain: every step, in the order it runs. A new step is one entry here."""
+"""The bootstrap chain: every step, in chain order. A new step is one entry here.
+
+Each step says which steps it needs (`needs=`); a step starts as soon as those
+have ended, so the order here is only the order of the report and of a dry run.
+"""
 
 from __future__ import annotations
 
 from ..core.chain import VERIFY
-from . import allreduce, containers, docker, images, limits, mesh, netenv, preflight, ray, storage, tools
+from . import allreduce, containers, docker, fetch, images, limits, mesh, netenv, preflight, ray, storage, tools, wheels
 
 CHAIN = (
     preflight.STEP,
+    fetch.STEP,
+    wheels.STEP,
     limits.STEP,
     docker.STEP,
     images.STEP,

@@ -321,6 +321,14 @@ class DockerStatus:
     version: str
 
 
+def downloads(remote: Remote, s: DockerSettings) -> apt.Downloads:
+    """Debian's packages where Docker is missing (Docker's own repository is set up by the step itself)."""
+    if s.source != "distro" or parse_facts(remote.run(INSTALL_FACTS).stdout).get("DOCKERD"):
+        return apt.Downloads()
+    return apt.Downloads(debs=tuple(apt.missing(DISTRO_PACKAGES, apt.parse_installed(
+        remote.run(apt.query_command(DISTRO_PACKAGES)).stdout))))
+
+
 def apply(remote: Remote, s: DockerSettings) -> Outcome:
     """Install (where missing), then merge daemon.json: the bootstrap step."""
     installed = install_docker(remote, s.source)
@@ -346,5 +354,7 @@ def _report(run: Any, s: DockerSettings) -> Tuple[List[str], List[str]]:
 
 
 NAME = "docker"
-STEP = Step(NAME, settings=read, run=every_node(NAME, apply),
+STEP = Step(NAME, settings=read, run=every_node(NAME, apply), downloads=downloads,
+            # limits writes docker.service's drop-ins: Docker starts after them.
+            needs=("preflight", "limits", "fetch"),
             check=check, columns=(Column("docker", "Docker", 20, _cell),), report=_report)

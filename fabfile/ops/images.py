@@ -254,5 +254,5 @@ def _report(run: Any, s: ImagesSettings) -> Tuple[List[str], List[str]]:
 
 
 NAME = "images"
-STEP = Step(NAME, settings=read, run=run_on, wanted=lambda s: bool(s.images),
+STEP = Step(NAME, settings=read, run=run_on, wanted=lambda s: bool(s.images), needs=("preflight", "docker"),
             columns=(Column("images", "Images", 25, _cell),), report=_report)

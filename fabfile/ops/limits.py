@@ -170,5 +170,5 @@ def _report(run: Any, s: LimitsSettings) -> Tuple[List[str], List[str]]:
 
 
 NAME = "limits"
-STEP = Step(NAME, settings=read, run=every_node(NAME, apply), check=check,
+STEP = Step(NAME, settings=read, run=every_node(NAME, apply), check=check, needs=("preflight",),
             columns=(Column("ulimit", "ulimit", 40, _cell),), report=_report)

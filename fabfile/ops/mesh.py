@@ -532,5 +532,6 @@ def _data(run: Any, s: MeshSettings) -> Dict[str, int]:
 
 NAME = "mesh"
 STEP = Step(NAME, settings=read, run=run_on, needs_head=True, wanted=lambda s: s.enabled, gather=read_facts,
+            needs=("preflight",),
             check_cluster=check_cluster, columns=(Column("mesh", "SSH mesh", 35, _cell),), report=_report,
             access=_access, data=_data)

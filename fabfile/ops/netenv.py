@@ -439,4 +439,5 @@ def _report(run: Any, s: NetenvSettings) -> Tuple[List[str], List[str]]:
 
 
 NAME = "netenv"
-STEP = Step(NAME, settings=read, run=every_node(NAME, apply), needs_head=True, check=check, report=_report)
+STEP = Step(NAME, settings=read, run=every_node(NAME, apply), needs_head=True, check=check, report=_report,
+            needs=("preflight",))

@@ -233,6 +233,6 @@ def _nic_cell(run: Any, node: Node) -> str:
 
 
 NAME = "preflight"
-STEP = Step(NAME, settings=read, run=run_on, optional=False, check=check, check_cluster=check_doctor,
+STEP = Step(NAME, settings=read, run=run_on, optional=False, needs=(), check=check, check_cluster=check_doctor,
             columns=(Column("nic", "NIC", 10, _nic_cell), Column("gpus", "GPUs", 60, _gpus_cell)),
             report=_report, data=_data)

@@ -11,9 +11,10 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ..core.chain import Column, Step
 from ..core.cluster import setting
@@ -25,6 +26,9 @@ from ..core.inventory import Inventory, Node
 from ..core.networks import Reach, check_bind_address, read_reach
 from ..core.remote import Remote, ensure_packages, last_line
 from ..core.steps import Outcome, merge_phases, remote_for, run_step
+from ..core.packages import Downloads
+from .fetch import UV_VERSION, check_uv_version
+from .wheels import direct, ensure_uv, uv_env, wheel_requirements
 from .netenv import ENV_FILE, SECRETS_FILE, check_port
 
 DEFAULT_VERSION = "2.60.0"
@@ -104,7 +108,7 @@ def missing_pins(installed: Mapping[str, Optional[str]], pins: Sequence[str]) ->
     return [p for p in pins if installed.get(pin_name(p)) != pin_version(p)]
 
 
-def install_command(venv: str, pins: Sequence[str], uv: bool, index_url: Optional[str] = None,
+def install_command(venv: str, pins: Sequence[str], uv: Optional[str], index_url: Optional[str] = None,
                     find_links: Optional[str] = None, proxy: Optional[str] = None) -> str:
     """pip (or uv pip) install of exactly these pins into the venv."""
     opts: List[str] = []
@@ -114,8 +118,7 @@ def install_command(venv: str, pins: Sequence[str], uv: bool, index_url: Optiona
         opts += ["--find-links", find_links]
     quoted = " ".join(shlex.quote(x) for x in [*opts, *pins])
     if uv:
-        env = f"HTTPS_PROXY={shlex.quote(proxy)} HTTP_PROXY={shlex.quote(proxy)} " if proxy else ""
-        return f"{env}uv pip install --python {shlex.quote(venv + '/bin/python')} {quoted}"
+        return f"{uv} pip install -q --python {shlex.quote(venv + '/bin/python')} {quoted}"
     proxy_opt = f"--proxy {shlex.quote(proxy)} " if proxy else ""
     return f"{shlex.quote(venv + '/bin/pip')} install -q --disable-pip-version-check {proxy_opt}{quoted}"
 
@@ -282,6 +285,7 @@ class RaySettings:
     find_links: Optional[str]
     proxy: Optional[str]
     systemd: bool = True
+    uv_version: str = UV_VERSION
     #: Seconds the cluster gets to show every node.
     wait: float = DEFAULT_WAIT
     #: Where the dashboard may listen: private ranges unless overridden.
@@ -317,6 +321,7 @@ def read(config: Any, inv: Inventory, cli: Mapping[str, Any]) -> RaySettings:
         find_links=get("pip_find_links"),
         proxy=get("pip_proxy"),
         systemd=not cli.get("no_systemd", False),
+        uv_version=check_uv_version(get("uv_version", UV_VERSION)),
         wait=number_option(cli.get("timeout"), "--timeout", float) or DEFAULT_WAIT,
     )
 
@@ -332,33 +337,62 @@ def installed_versions(remote: Remote, venv: str, packages: Sequence[str]) -> Op
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+def downloads(remote: Remote, s: RaySettings) -> Downloads:
+    """The pins this node lacks: then it wants the whole set (one closure for the cluster) and uv."""
+    versions = installed_versions(remote, s.venv, [pin_name(p) for p in s.pins])
+    if versions is not None and not missing_pins(versions, s.pins):
+        return Downloads()
+    return Downloads(wheels=tuple(s.pins), uv=True)
+
+
 def install_ray(remote: Remote, s: RaySettings) -> Outcome:
-    """A venv owned by the SSH user holding exactly the pinned packages."""
+    """A venv owned by the SSH user holding exactly the pinned packages, installed by uv where it can be."""
     names = [pin_name(p) for p in s.pins]
     versions = installed_versions(remote, s.venv, names)
     done: List[str] = []
-    uv = remote.check("command -v uv >/dev/null")
+    notes: List[str] = []
+    if versions is not None and not missing_pins(versions, s.pins):
+        return Outcome([], [f"ray {versions.get('ray')} in {s.venv}"])
     with keeping_changes(done):
+        uv, changed, notes = ensure_uv(remote, s.uv_version, s.index_url, s.proxy)
+        done += changed
         if versions is None:
             if not uv:
                 done += ensure_packages(remote, ("python3-venv",))
             venv = shlex.quote(s.venv)
             remote.change(f"mkdir -p {venv} && chown {shlex.quote(remote.user)}: {venv}")
-            make = f"uv venv {venv}" if uv else f"python3 -m venv {venv}"
+            make = f"UV_PYTHON_DOWNLOADS=never {uv} venv -q --python python3 {venv}" if uv else f"python3 -m venv {venv}"
             result = remote.change(make, sudo=False, warn=True)
             if result.exited != 0:
                 raise HostError(f"cannot create the venv {s.venv}: {last_line(result.stderr)}")
             done.append(f"created venv {s.venv} ({'uv' if uv else 'python3 -m venv'})")
             versions = {}
         todo = missing_pins(versions, s.pins)
-        if todo:
+        peer = remote.peer
+        result = None
+        if uv and peer is not None and peer.hashes:
+            # The cluster's one download: exactly the wheels the head fetched, each against its hash.
+            wanted = wheel_requirements(peer.hashes, skip=("uv",))
+            result = remote.change(
+                f"printf '%s\\n' {' '.join(shlex.quote(x) for x in wanted)} | {direct(peer)}UV_NO_PROGRESS=1 {uv} pip install -q "
+                f"--python {shlex.quote(s.venv + '/bin/python')} --no-index --find-links {shlex.quote(peer.wheels)} "
+                "--require-hashes -r /dev/stdin", sudo=False, warn=True, timeout=1800)
+            if result.exited == 0:
+                done.append(f"installed {' '.join(todo)} (uv, from the cluster's one download)")
+            else:
+                notes.append(f"the head's wheels did not install ({last_line(result.stderr or result.stdout)}): "
+                             "from the index instead")
+        if result is None or result.exited != 0:
             cmd = install_command(s.venv, todo, uv, s.index_url, s.find_links, s.proxy)
+            if uv:
+                cmd = uv_env(s.index_url, s.proxy) + cmd
             result = remote.change(cmd, sudo=False, warn=True, timeout=1800)
             if result.exited != 0:
-                raise HostError(f"pip install {' '.join(todo)} failed: {last_line(result.stderr or result.stdout)}")
-            done.append(f"installed {' '.join(todo)}")
-            versions = {"ray": s.version} if remote.dry_run else installed_versions(remote, s.venv, names) or {}
-    return Outcome(done, [f"ray {versions.get('ray')} in {s.venv}"])
+                raise HostError(f"{'uv ' if uv else ''}pip install {' '.join(todo)} failed: "
+                                f"{last_line(result.stderr or result.stdout)}")
+            done.append(f"installed {' '.join(todo)} ({'uv' if uv else 'pip'})")
+        versions = {"ray": s.version} if remote.dry_run else installed_versions(remote, s.venv, names) or {}
+    return Outcome(done, [f"ray {versions.get('ray')} in {s.venv}", *notes])
 
 
 def versions_step(remote: Remote, venv: str) -> Outcome:
@@ -538,33 +572,46 @@ def expected_gpus(inv: Inventory) -> Optional[int]:
 def setup_cluster(session: Session, inv: Inventory, s: RaySettings, timeout: float,
                   workers: Optional[int] = None, *, nodes: Optional[Sequence[Node]] = None,
                   remotes: Optional[Dict[str, Remote]] = None, wait: bool = True) -> List[HostResult]:
-    """Install everywhere, head first, workers together, then wait; one merged result per node.
+    """Every node installs at once; the head starts as soon as it has, each worker as soon as it has
+    and the head is up; then wait until every node is alive. One merged result per node.
 
     `nodes` narrows it to some nodes (a retry of failed workers leaves the
     running head alone); `wait=False` stops after starting (a dry run).
     """
     nodes = list(nodes if nodes is not None else inv.nodes)
     head = inv.head
-
-    def run(targets: Sequence[Node], fn: Callable[[Remote], Outcome]) -> List[HostResult]:
-        return run_step(session, targets, fn, workers=workers, remotes=remotes)
-
-    installed = run(nodes, lambda r: install_ray(r, s))
-    failed = {r.node.name for r in installed if r.failed}
     with_head = any(n.name == head.name for n in nodes)
-    head_started = run([head], lambda r: start_ray(r, inv, s)) if with_head and head.name not in failed else []
-    head_down = with_head and (head.name in failed or any(r.failed for r in head_started))
-    live_workers = [n for n in nodes if not n.is_head and n.name not in failed]
-    if head_down:
-        started = [HostResult(n, FAILED, 1, reason=f"the head {head.name} did not start") for n in live_workers]
-    else:
-        started = run(live_workers, lambda r: start_ray(r, inv, s))
-    failed |= {r.node.name for r in head_started + started if r.failed}
-    waiting = [n for n in nodes if n.name not in failed]
-    waited = []
+    head_up = threading.Event()
+    head_down: List[str] = []
+
+    def one(remote: Remote) -> Outcome:
+        is_head = remote.node.name == head.name
+        try:
+            installed = install_ray(remote, s)
+            with keeping_changes(installed.changes):
+                if not is_head and with_head:
+                    head_up.wait()
+                    if head_down:
+                        raise HostError(f"the head {head.name} did not start")
+                started = start_ray(remote, inv, s)
+        except BaseException:
+            if is_head:
+                head_down.append(head.name)
+            raise
+        finally:
+            if is_head:
+                head_up.set()
+        return Outcome(installed.changes + started.changes, installed.notes + started.notes)
+
+    # The head first in the pool, so that workers waiting for it never hold every slot.
+    ordered = sorted(nodes, key=lambda n: n.name != head.name)
+    results = {r.node.name: r for r in run_step(session, ordered, one, workers=workers, remotes=remotes)}
+    done = [results[n.name] for n in nodes]
+    waiting = [r.node for r in done if not r.failed]
+    waited: List[HostResult] = []
     if wait and waiting and not head_down:
         waited = wait_for_nodes(session, waiting, s, timeout, expected_gpus(inv))
-    return merge_phases(nodes, [installed, head_started, started, waited])
+    return merge_phases(nodes, [done, waited])
 
 
 def run_on(run: Any, nodes: Sequence[Node], s: RaySettings) -> List[HostResult]:
@@ -639,4 +686,5 @@ def _access(run: Any, s: RaySettings) -> List[str]:
 
 NAME = "ray"
 STEP = Step(NAME, settings=read, run=run_on, needs_head=True, check=check, check_cluster=members,
+            needs=("preflight", "fetch", "wheels", "limits", "netenv"), downloads=downloads,
             columns=(Column("ray", "Ray", 50, _cell),), report=_report, access=_access)

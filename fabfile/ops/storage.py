@@ -21,6 +21,7 @@ from ..core.connection import Session
 from ..core.errors import HostError, InputError
 from ..core.fanout import FAILED, SKIPPED, HostResult
 from ..core.inventory import Inventory, Node
+from ..core.packages import Downloads, missing, parse_installed, query_command
 from ..core.remote import Remote, last_line
 from ..core.steps import Outcome, merge_phases, run_step
 from . import nfs, sshfs
@@ -279,6 +280,13 @@ class StorageSettings:
     cache: Optional[str] = None
 
 
+def downloads(remote: Remote, s: StorageSettings) -> Downloads:
+    """sshfs where a worker lacks it (NFS packages are not fetched: a kernel that can serve NFS is rare here)."""
+    if remote.node.is_head or s.backend == "nfs":
+        return Downloads()
+    return Downloads(debs=tuple(missing(["sshfs"], parse_installed(remote.run(query_command(["sshfs"])).stdout))))
+
+
 def read(config: Any, inv: Inventory, cli: Mapping[str, Any]) -> StorageSettings:
     """CLI `--backend`/`--storage` > inventory var `storage` > config > nfs; the share's paths from nfs."""
     wanted = cli.get("backend") or cli.get("storage")
@@ -400,4 +408,6 @@ def _cache_report(run: Any, s: StorageSettings) -> Tuple[List[str], List[str]]:
 
 NAME = "storage"
 STEP = Step(NAME, settings=read, run=run_step_on, needs_head=True, aliases=("nfs",), gather=storage_facts,
+            # The mesh edits the same authorized_keys and known_hosts files: one after the other.
+            needs=("preflight", "fetch", "mesh"), downloads=downloads,
             check=check_cache, check_cluster=check_share, columns=(Column("nfs", "Storage", 30, _cell),), report=_report)

@@ -14,6 +14,7 @@ from ..core.chain import Step, every_node
 from ..core.cluster import setting
 from ..core.errors import InputError
 from ..core.inventory import Inventory
+from ..core.packages import Downloads, missing, parse_installed, query_command
 from ..core.remote import Remote, ensure_packages
 from ..core.steps import Outcome
 
@@ -42,6 +43,10 @@ def read(config: Any, inv: Inventory, cli: Mapping[str, Any]) -> ToolsSettings:
     return ToolsSettings(check_packages(setting(config, inv, "packages", cli.get("packages"))))
 
 
+def downloads(remote: Remote, s: ToolsSettings) -> Downloads:
+    return Downloads(debs=tuple(missing(s.packages, parse_installed(remote.run(query_command(s.packages)).stdout))))
+
+
 def apply(remote: Remote, s: ToolsSettings) -> Outcome:
     done = ensure_packages(remote, s.packages)
     return Outcome(done, [] if done else [f"{', '.join(s.packages)} installed"], s.packages)
@@ -53,4 +58,5 @@ def _report(run: Any, s: ToolsSettings) -> Tuple[List[str], List[str]]:
 
 
 NAME = "tools"
-STEP = Step(NAME, settings=read, run=every_node(NAME, apply), wanted=lambda s: bool(s.packages), report=_report)
+STEP = Step(NAME, settings=read, run=every_node(NAME, apply), wanted=lambda s: bool(s.packages), report=_report,
+            needs=("preflight", "fetch"), downloads=downloads)

@@ -177,15 +177,47 @@ RAY = ray.RaySettings(version="2.60.0", venv="/opt/gpufab/venv", extra=[], port=
 
 
 def test_ray_install_creates_the_venv_and_pins_then_leaves_it():
-    remote = FakeRemote([(r"command -v uv", "", 1), (r"dpkg-query", "python3-venv installed\n", 0),
+    # No uv, and none can be installed: pip, with a note saying so.
+    remote = FakeRemote([(r"command -v uv", "", 1), (r"^\[ -x /opt/gpufab/uv/bin/uv \]", "", 1),
+                         (r"index https://pypi.org/simple 0.13.9 /opt/gpufab/uv/bin", "", 1),
+                         (r"dpkg-query", "python3-venv installed\n", 0),
                          (r"importlib.metadata", "", 1)], user="gpu")
     # After the install, the venv answers with the pinned version.
     remote.after(r"pip.* install", r"importlib.metadata", json.dumps({"python": "3.11.2", "ray": "2.60.0"}))
     out = ray.install_ray(remote, RAY)
     calls = remote.sent(r"pip.* install")
     assert "created venv /opt/gpufab/venv (python3 -m venv)" in out.changes
-    assert any("ray[default]==2.60.0" in c for c in calls) and out.notes == ["ray 2.60.0 in /opt/gpufab/venv"]
+    assert any("ray[default]==2.60.0" in c for c in calls)
+    assert out.notes == ["ray 2.60.0 in /opt/gpufab/venv", "uv could not be installed (fake: failed): pip used"]
     assert ray.install_ray(remote, RAY).changes == []
+
+
+def test_ray_install_with_uv_takes_exactly_the_heads_wheels_against_their_hashes():
+    from fabfile.core.packages import Peer
+    hashes = {"ray-2.60.0-cp311-cp311-manylinux2014_x86_64.whl": "a" * 64,
+              "aiohttp-3.10.0-cp311-cp311-manylinux_2_17_x86_64.whl": "b" * 64,
+              "uv-0.13.9-py3-none-manylinux_2_17_x86_64.whl": "c" * 64}
+    remote = FakeRemote([(r"command -v uv", "", 1), (r"^\[ -x /opt/gpufab/uv/bin/uv \]", "", 1),
+                         (r"importlib.metadata", "", 1)], user="gpu", the_node=worker())
+    remote.peer = Peer(debs="http://10.0.0.1:8741/debs", wheels="http://10.0.0.1:8741/wheels/k/", hashes=hashes)
+    remote.after(r"uv pip install", r"importlib.metadata", json.dumps({"python": "3.11.2", "ray": "2.60.0"}))
+    out = ray.install_ray(remote, RAY)
+    # uv's binary out of the head's uv wheel, checked against the hash read on the head.
+    uv = next(c for c in remote.changes if "uv-0.13.9-py3" in c)
+    assert (f"wheel http://10.0.0.1:8741/wheels/k/uv-0.13.9-py3-none-manylinux_2_17_x86_64.whl {'c' * 64} "
+            "/opt/gpufab/uv/bin") in uv and uv.startswith("NO_PROXY=10.0.0.1 ")
+    install = next(c for c in remote.changes if "uv pip install" in c)
+    assert f"'ray==2.60.0 --hash=sha256:{'a' * 64}'" in install and "aiohttp==3.10.0" in install
+    assert "uv==" not in install and "--no-index" in install and "--require-hashes" in install
+    assert "created venv /opt/gpufab/venv (uv)" in out.changes and "installed uv 0.13.9" in out.changes
+    assert "installed ray[default]==2.60.0 (uv, from the cluster's one download)" in out.changes
+    # Without the head's wheels, uv installs from the index with pip's own proxy and index settings.
+    remote = FakeRemote([(r"importlib.metadata", "", 1)], user="gpu")
+    remote.after(r"uv pip install", r"importlib.metadata", json.dumps({"python": "3.11.2", "ray": "2.60.0"}))
+    out = ray.install_ray(remote, RAY)
+    install = next(c for c in remote.changes if "uv pip install" in c)
+    assert "UV_NATIVE_TLS=1" in install and "p=$(cfg proxy)" in install and "--no-index" not in install
+    assert "installed ray[default]==2.60.0 (uv)" in out.changes
 
 
 def test_ray_start_writes_the_unit_starts_it_once_and_restarts_only_on_change():

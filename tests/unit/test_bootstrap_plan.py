@@ -24,7 +24,7 @@ nodes:
 )
 
 
-STEPS = ["preflight", "limits", "docker", "images", "containers", "netenv", "mesh", "storage", "ray", "tools", "allreduce", "verify"]
+STEPS = ["preflight", "fetch", "wheels", "limits", "docker", "images", "containers", "netenv", "mesh", "storage", "ray", "tools", "allreduce", "verify"]
 
 
 def select_steps(skip, only, disabled):
@@ -37,11 +37,11 @@ def test_all_steps_in_chain_order_by_default():
 
 def test_skip_only_and_inventory_disable():
     # `nfs` is the storage step's older name.
-    assert select_steps("nfs,docker", None, None) == ["preflight", "limits", "images", "containers", "netenv", "mesh", "ray", "tools", "allreduce", "verify"]
+    assert select_steps("nfs,docker", None, None) == ["preflight", "fetch", "wheels", "limits", "images", "containers", "netenv", "mesh", "ray", "tools", "allreduce", "verify"]
     # --only keeps chain order whatever order it was given in, and preflight.
     assert select_steps(None, "ray,limits", None) == ["preflight", "limits", "ray"]
-    assert select_steps(None, None, ["nfs"]) == ["preflight", "limits", "docker", "images", "containers", "netenv", "mesh", "ray", "tools", "allreduce", "verify"]
-    assert select_steps(None, None, "storage,ray") == ["preflight", "limits", "docker", "images", "containers", "netenv", "mesh", "tools", "allreduce", "verify"]
+    assert select_steps(None, None, ["nfs"]) == ["preflight", "fetch", "wheels", "limits", "docker", "images", "containers", "netenv", "mesh", "ray", "tools", "allreduce", "verify"]
+    assert select_steps(None, None, "storage,ray") == ["preflight", "fetch", "wheels", "limits", "docker", "images", "containers", "netenv", "mesh", "tools", "allreduce", "verify"]
     # An explicit --only beats the inventory's bootstrap_skip.
     assert select_steps(None, "storage", ["nfs"]) == ["preflight", "storage"]
 

@@ -33,8 +33,11 @@ def test_missing_pins_compare_installed_versions():
 def test_install_commands_pip_and_uv():
     pip = ray.install_command("/opt/v", ["ray[default]==2.60.0"], uv=False, find_links="/wheels", proxy="http://p:3128")
     assert pip == "/opt/v/bin/pip install -q --disable-pip-version-check --proxy http://p:3128 --find-links /wheels 'ray[default]==2.60.0'"
-    uv = ray.install_command("/opt/v", ["ray[default]==2.60.0"], uv=True, index_url="https://idx/simple")
-    assert uv == "uv pip install --python /opt/v/bin/python --index-url https://idx/simple 'ray[default]==2.60.0'"
+    pip = ray.install_command("/opt/v", ["ray[default]==2.60.0"], uv=None)
+    assert pip.startswith("/opt/v/bin/pip install")
+    uv = ray.install_command("/opt/v", ["ray[default]==2.60.0"], uv="/opt/gpufab/uv/bin/uv", index_url="https://idx/simple")
+    assert uv == ("/opt/gpufab/uv/bin/uv pip install -q --python /opt/v/bin/python --index-url https://idx/simple "
+                  "'ray[default]==2.60.0'")
 
 
 def test_mismatches_flag_the_odd_node_out():

@@ -52,7 +52,7 @@ def test_steps_join_the_chain_after_their_step_in_inventory_order(tmp_path):
         - {name: last, command: "true"}
         """, tmp_path)
     chain = plan.with_user_steps(CHAIN, inv)
-    assert names(chain) == ["preflight", "limits", "docker", "images", "containers", "netenv", "mesh", "storage", "prep", "sync", "ray", "tools",
+    assert names(chain) == ["preflight", "fetch", "wheels", "limits", "docker", "images", "containers", "netenv", "mesh", "storage", "prep", "sync", "ray", "tools",
                             "allreduce", "last", "verify"]
     prep, sync = (next(s for s in chain if s.name == n) for n in ("prep", "sync"))
     # A workers' step needs the head alive; the head's own step does not.

@@ -1,0 +1,207 @@
+"""`fetch`: one download per cluster, made by the head and served to the others over the private network.
+
+Every node of a fresh cluster wants the same .debs (Docker) and the same
+wheels (Ray's venv), and rented nodes often pay for their public link. So the
+steps say what each node would download; the head downloads the union once,
+its apt archive and wheel directory are served on its private address only,
+and the other nodes install from there. Nothing is trusted for coming from
+the head: apt checks every .deb against its own signed lists, and each wheel
+is installed against the sha256 read on the head over SSH (`--require-hashes`).
+What the head could not get, a node downloads itself. Inventory var
+`shared_downloads: false` turns it off (a cluster with a fast local mirror).
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import threading
+from dataclasses import dataclass, replace
+from typing import Any, List, Mapping, Optional, Sequence, Tuple
+
+from ..core.chain import Step
+from ..core.cluster import setting, switch
+from ..core.errors import HostError, InputError
+from ..core.fanout import SKIPPED, HostResult
+from ..core.inventory import Inventory, Node
+from ..core.packages import APT_GET, UPDATE_IF_STALE, Downloads, Peer
+from ..core.remote import Remote, last_line
+from ..core.steps import Outcome, merge_phases, run_step
+from .netenv import check_port
+
+NAME = "fetch"
+CACHE = "/var/cache/gpufab/fetch"
+#: The uv every node gets (ops.wheels); pinned, like everything the cluster installs.
+UV_VERSION = "0.13.9"
+DEFAULT_PORT = 8741
+#: The head's transient web server for the others (systemd-run; it ends by itself after an hour at most).
+UNIT = "gpufab-fetch"
+SERVE_SECONDS = 3600
+
+
+@dataclass(frozen=True)
+class FetchSettings:
+    enabled: bool = True
+    port: int = DEFAULT_PORT
+    uv_version: str = UV_VERSION
+    index_url: Optional[str] = None
+    proxy: Optional[str] = None
+
+
+def check_uv_version(value: Any) -> str:
+    if not re.match(r"^[0-9][0-9A-Za-z.+]*$", str(value)):
+        raise InputError(f"invalid uv version {value!r}", path="uv_version")
+    return str(value)
+
+
+def read(config: Any, inv: Inventory, cli: Mapping[str, Any]) -> FetchSettings:
+    """Inventory vars `shared_downloads` (default true), `fetch_port`, `uv_version`; pip's index and proxy."""
+
+    def get(key: str, default: Any = None) -> Any:
+        return setting(config, inv, key, cli.get(key), default)
+
+    version = check_uv_version(get("uv_version", UV_VERSION))
+    return FetchSettings(enabled=switch(get("shared_downloads", True)),
+                         port=check_port(get("fetch_port", DEFAULT_PORT), "fetch port", "fetch_port"),
+                         uv_version=version, index_url=get("pip_index_url"), proxy=get("pip_proxy"))
+
+
+def apt_command(here: Sequence[str], others: Sequence[str]) -> str:
+    """The head's .debs for the cluster, into its own apt archive (which is what it serves).
+
+    `here`: packages the head lacks (downloaded with what they need); `others`: packages the
+    head has but other nodes lack (the package files themselves).
+    """
+    q = shlex.quote
+    apt = [f"install -d -m 0755 /var/cache/gpufab {CACHE}", f"ln -sfn /var/cache/apt/archives {CACHE}/debs",
+           UPDATE_IF_STALE]
+    if here:
+        apt.append(f"{APT_GET} -d install --no-install-recommends {' '.join(q(p) for p in here)}")
+    if others:
+        apt.append(f"{APT_GET} -d install --reinstall --no-install-recommends {' '.join(q(p) for p in others)}")
+    return " && ".join(apt)
+
+
+def serve_command(address: str, port: int) -> str:
+    """The head's archive and wheels on its private address, as a throwaway user, read-only, bounded in time."""
+    return (f"install -d -m 0755 /var/cache/gpufab {CACHE} && "
+            f"{{ systemctl is-active --quiet {UNIT} || systemd-run --quiet --unit={UNIT} --collect"
+            f" -p DynamicUser=yes -p ProtectSystem=strict -p ProtectHome=yes -p RuntimeMaxSec={SERVE_SECONDS}"
+            f" /usr/bin/python3 -m http.server {port} --bind {shlex.quote(address)} --directory {CACHE}; }};"
+            f" for i in $(seq 50); do python3 -c 'import socket,sys; socket.create_connection((sys.argv[1], int(sys.argv[2])), 1)'"
+            f" {shlex.quote(address)} {port} 2>/dev/null && exit 0; sleep 0.1; done; exit 1")
+
+
+#: The fetch and wheels steps run side by side: one of them starts the server, and each sets its half of a peer.
+_LOCK = threading.Lock()
+
+
+def serve(run: Any, s: FetchSettings) -> str:
+    """Start the head's server (once per run; a no-op when it already runs); its URL. A HostError when it cannot."""
+    head = run.inv.head
+    url = f"http://{head.private}:{s.port}"
+    with _LOCK:
+        if run.state.get(NAME) == url or len(run.inv.nodes) < 2:
+            return url
+        result = run.remotes[head.name].run(serve_command(head.private or "", s.port), sudo=True, warn=True, timeout=30)
+        if result.exited != 0:
+            raise HostError(f"cannot serve the downloads on {head.private}:{s.port}: "
+                            f"{last_line(result.stderr) or 'nothing listens'}")
+        run.state[NAME] = url
+    return url
+
+
+def set_peer(remote: Remote, **half: Any) -> None:
+    with _LOCK:
+        remote.peer = replace(remote.peer or Peer(debs=None, wheels=""), **half)
+
+
+def read_needs(run: Any, nodes: Sequence[Node]) -> List[HostResult]:
+    """Each node's Downloads: what the steps of this run would download there."""
+    return run_step(run.session, nodes, lambda r: node_downloads(run, r), workers=run.workers, remotes=run.remotes)
+
+
+def with_note(results: Sequence[HostResult], note: str) -> List[HostResult]:
+    return [HostResult(r.node, r.status, r.exit_code, reason=r.reason, data={"notes": [note]}) for r in results]
+
+
+# --------------------------------------------------------------------------- the step
+
+
+def node_downloads(run: Any, remote: Remote) -> Outcome:
+    need = Downloads()
+    for step in run.steps:
+        if step.downloads is not None and step.name != NAME:
+            need = need | step.downloads(remote, run.settings.get(step.name))
+    return Outcome(value=need)
+
+
+def fetch_on_head(remote: Remote, here: Sequence[str], others: Sequence[str], count: int) -> Outcome:
+    change = f"downloaded once for {count} node{'s' if count != 1 else ''}: {', '.join([*here, *others])}"
+    if remote.dry_run:
+        return Outcome([change])
+    out = remote.run(apt_command(here, others), sudo=True, warn=True, timeout=max(remote.timeout or 0, 900))
+    if out.exited != 0:
+        raise HostError(f"apt-get -d failed: {last_line(out.stderr or out.stdout)}")
+    return Outcome([change])
+
+
+def run_on(run: Any, nodes: Sequence[Node], s: FetchSettings) -> List[HostResult]:
+    """The .debs: what any node lacks, downloaded by the head; then the head serves them."""
+    head = run.inv.head
+    facts = read_needs(run, nodes)
+    if head.name in run.failures:
+        return with_note(facts, f"the head {head.name} failed: every node downloads for itself")
+    needs = {r.node.name: r.value.debs for r in facts if not r.failed and r.value and r.value.debs}
+    if not needs:
+        return with_note(facts, "no .deb to download")
+    here = list(needs.get(head.name, ()))
+    others = [p for p in dict.fromkeys(x for debs in needs.values() for x in debs) if p not in here]
+    kw = dict(workers=run.workers, remotes=run.remotes)
+
+    def on_head(remote: Remote) -> Outcome:
+        done = fetch_on_head(remote, here, others, len(needs))
+        if not run.dry_run:
+            url = serve(run, s)
+            done.notes.append(f"serving them on {url[len('http://'):]} (private network) during the run")
+        return done
+
+    got = run_step(run.session, [head], on_head, **kw)[0]
+    if got.failed:
+        skipped = HostResult(head, SKIPPED, reason=f"{got.reason}; every node downloads for itself")
+        return [skipped if r.node.name == head.name else r for r in facts]
+    if not run.dry_run:
+        url = run.state.get(NAME)
+        for node in run.inv.nodes:
+            if node.name != head.name and url:
+                set_peer(run.remotes[node.name], debs=f"{url}/debs")
+    mine = [r for r in facts if r.node.name == head.name]
+    rest = with_note([r for r in facts if r.node.name != head.name and not r.failed],
+                     f"installs from {head.name} over the private network")
+    return merge_phases(nodes, [mine, [got] if head in nodes else [], rest,
+                                [r for r in facts if r.failed and r.node.name != head.name]])
+
+
+def finish(run: Any, s: FetchSettings) -> None:
+    """The others have installed: the head stops serving."""
+    if run.state.pop(NAME, None):
+        try:
+            run.remotes[run.inv.head.name].run(f"systemctl stop {UNIT}", sudo=True, warn=True, timeout=30)
+        except Exception:  # noqa: BLE001 - the server ends by itself within the hour
+            pass
+
+
+def _report(run: Any, s: FetchSettings) -> Tuple[List[str], List[str]]:
+    head = run.result(NAME, run.inv.head)
+    if head is None:
+        return [], []
+    if head.status == SKIPPED:
+        return [], [f"Downloads: {head.reason}"]
+    changes = head.data.get("changes") or []
+    if not changes:
+        return [], []
+    return [f"Downloads (.deb): {changes[-1]}; the others installed from {run.inv.head.name}"], []
+
+
+STEP = Step(NAME, settings=read, run=run_on, wanted=lambda s: s.enabled, needs=("preflight",), finish=finish,
+            report=_report)

@@ -1,0 +1,303 @@
+"""`wheels`: the cluster's Python packages, resolved and downloaded once by the head with uv.
+
+pip downloads one file after another; uv resolves the pins in a second or two
+and writes a lock (`pylock.toml`, PEP 751) naming every wheel with its sha256.
+The head downloads the wheels for its own interpreter from that lock, several
+at a time, checking each hash, into a directory per set of pins; the fetch
+step's server hands them to the other nodes, which install them with
+`uv pip install --no-index --require-hashes` against hashes read on the head
+over SSH. uv itself reaches every node the same way (pip, from the head's
+wheel), and where it cannot be installed a node falls back to pip, with a note.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import shlex
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from urllib.parse import urlsplit
+
+from ..core.chain import Step
+from ..core.errors import HostError
+from ..core.facts import human_bytes
+from ..core.fanout import SKIPPED, HostResult
+from ..core.inventory import Node
+from ..core.packages import Peer
+from ..core.remote import Remote, last_line
+from ..core.steps import Outcome, merge_phases, run_step
+from .fetch import CACHE, FetchSettings, finish, read, read_needs, serve, set_peer, with_note
+from .fetch import NAME as FETCH
+
+NAME = "wheels"
+
+#: Where every node keeps uv: root's directory, the binary run by the SSH user.
+UV_DIR = "/opt/gpufab/uv/bin"
+UV = f"{UV_DIR}/uv"
+
+#: Run as root by python3 (stdlib only): uv from its wheel, without pip or a venv. argv: `index URL VERSION`
+#: (the wheel for this machine from a package index's simple page, sha256 from the page) or
+#: `wheel URL-OR-PATH SHA256` (the head's). The wheel's hash is checked before anything is unpacked;
+#: only `uv-*.data/scripts/uv` is taken out of it, and renamed into place.
+UV_INSTALL = r"""
+import hashlib, html.parser, io, os, platform, re, sys, tempfile, urllib.parse, urllib.request, zipfile
+mode, where, arg = sys.argv[1:4]
+dest = sys.argv[4]
+if mode == "index":
+    page = urllib.parse.urljoin(where.rstrip("/") + "/", "uv/")
+    class Links(html.parser.HTMLParser):
+        links = []
+        def handle_starttag(self, tag, attrs):
+            if tag == "a":
+                self.links.append(dict(attrs).get("href", ""))
+    req = urllib.request.Request(page, headers={"Accept": "text/html"})
+    found = Links()
+    found.feed(urllib.request.urlopen(req, timeout=60).read().decode())
+    libc = "manylinux" if platform.libc_ver()[0] == "glibc" else "musllinux"
+    pick = None
+    for href in found.links:
+        url, _, frag = href.partition("#")
+        name = urllib.parse.unquote(url.rsplit("/", 1)[-1])
+        if (name.startswith(f"uv-{arg}-py3-none-") and name.endswith(".whl") and libc in name
+                and platform.machine() in name and frag.startswith("sha256=")):
+            pick = (urllib.parse.urljoin(page, url), frag[len("sha256="):])
+            break
+    if pick is None:
+        sys.exit(f"no uv {arg} wheel for {platform.machine()} ({libc}) on {page}")
+    source, want = pick
+else:
+    source, want = where, arg
+if "://" in source:
+    proxies = None if mode == "index" else {}
+    data = urllib.request.build_opener(urllib.request.ProxyHandler(proxies)).open(source, timeout=120).read()
+else:
+    data = open(source, "rb").read()
+if hashlib.sha256(data).hexdigest() != want:
+    sys.exit(f"uv wheel from {source}: sha256 differs")
+member = next(n for n in zipfile.ZipFile(io.BytesIO(data)).namelist() if re.fullmatch(r"uv-[^/]+\.data/scripts/uv", n))
+os.makedirs(dest, mode=0o755, exist_ok=True)
+fd, tmp = tempfile.mkstemp(dir=dest, prefix=".uv-")
+with os.fdopen(fd, "wb") as out:
+    out.write(zipfile.ZipFile(io.BytesIO(data)).read(member))
+os.chmod(tmp, 0o755)
+os.replace(tmp, os.path.join(dest, "uv"))
+"""
+
+#: Run by python3 on the head: from the pylock.toml uv wrote for this interpreter (so every wheel
+#: in it fits), one wheel per package (a binary one before a pure one), downloaded 8 at a time,
+#: each kept only with the lock's sha256. Prints `sha256  file` lines and the bytes it fetched.
+DOWNLOAD = r"""
+import concurrent.futures, hashlib, os, re, sys, tempfile, urllib.parse, urllib.request
+lock, dest = sys.argv[1], sys.argv[2]
+text = open(lock, encoding="utf-8").read()
+try:
+    import tomllib
+    packages = [[(w["url"], w["hashes"]["sha256"]) for w in p.get("wheels", [])]
+                for p in tomllib.loads(text)["packages"]]
+except ImportError:  # Python < 3.11: the lock's wheel entries are one line each
+    packages = [re.findall(r'url = "([^"]+\.whl)".*?sha256 = "([0-9a-f]{64})"', block)
+                for block in text.split("[[packages]]")[1:]]
+chosen = []
+for wheels in packages:
+    if not wheels:
+        sys.exit("a package of the lock has no wheel")
+    url, want = sorted(wheels, key=lambda w: w[0].endswith("-none-any.whl"))[0]
+    chosen.append((urllib.parse.unquote(url.rsplit("/", 1)[1]), url, want))
+
+def digest(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+def get(item):
+    name, url, want = item
+    path = os.path.join(dest, name)
+    if "/" in name or name.startswith("."):
+        raise SystemExit(f"odd wheel name {name!r}")
+    if os.path.exists(path) and digest(path) == want:
+        return name, want, 0
+    fd, tmp = tempfile.mkstemp(dir=dest, prefix=".part-")
+    try:
+        h, size = hashlib.sha256(), 0
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=120) as r:
+            for chunk in iter(lambda: r.read(1 << 20), b""):
+                h.update(chunk)
+                out.write(chunk)
+                size += len(chunk)
+        if h.hexdigest() != want:
+            raise SystemExit(f"{name}: sha256 differs from the lock")
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+        return name, want, size
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+total = 0
+with concurrent.futures.ThreadPoolExecutor(8) as pool:
+    for name, want, size in pool.map(get, chosen):
+        print(f"{want}  {name}")
+        total += size
+print(f"@@bytes {total}")
+"""
+
+
+def wheel_dir(pins: Sequence[str], uv_version: str) -> str:
+    """One directory per set of pins: it holds exactly their closure, whatever was fetched before."""
+    key = hashlib.sha256("\n".join(sorted([*pins, f"uv=={uv_version}"])).encode()).hexdigest()[:16]
+    return f"{CACHE}/wheels/{key}"
+
+
+def parse_sha256sum(text: str) -> Dict[str, str]:
+    found = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and re.fullmatch(r"[0-9a-f]{64}", parts[0]) and parts[1].endswith(".whl") \
+                and "/" not in parts[1] and not parts[1].startswith("."):
+            found[parts[1]] = parts[0]
+    return found
+
+
+def wheel_requirements(hashes: Mapping[str, str], skip: Sequence[str] = ()) -> List[str]:
+    """`name==version --hash=sha256:...` for each wheel file: a requirements file that installs exactly them."""
+    lines = []
+    for filename, digest in sorted(hashes.items()):
+        name, version = filename.split("-")[:2]
+        if name.lower().replace("_", "-") in skip:
+            continue
+        lines.append(f"{name}=={version} --hash=sha256:{digest}")
+    return lines
+
+
+#: Prints one `global` setting of pip's configuration files, in pip's order (a later file wins).
+PIP_CONFIG = ("import configparser, os, sys; c = configparser.ConfigParser(); "
+              "c.read(['/etc/xdg/pip/pip.conf', '/etc/pip.conf', os.path.expanduser('~/.pip/pip.conf'), "
+              "os.path.expanduser('~/.config/pip/pip.conf'), os.environ.get('PIP_CONFIG_FILE', '')]); "
+              "print(c.get('global', sys.argv[1], fallback=''))")
+
+
+def uv_env(index_url: Optional[str], proxy: Optional[str]) -> str:
+    """uv (and urllib) read no pip.conf: the proxy, index and CA file pip is set up with, and the system's CA store."""
+    cfg = f"cfg() {{ python3 -c {shlex.quote(PIP_CONFIG)} \"$1\" 2>/dev/null; }}; "
+    via = (f"export HTTPS_PROXY={shlex.quote(proxy)} HTTP_PROXY={shlex.quote(proxy)}; " if proxy else
+           "p=$(cfg proxy); [ -z \"$p\" ] || export HTTPS_PROXY=\"${HTTPS_PROXY:-$p}\"; ")
+    index = (f"export UV_INDEX_URL={shlex.quote(index_url)}; " if index_url else
+             "i=$(cfg index-url); [ -z \"$i\" ] || export UV_INDEX_URL=\"$i\"; ")
+    return (f"export UV_NATIVE_TLS=1 UV_PYTHON_DOWNLOADS=never UV_NO_PROGRESS=1; {cfg}{via}{index}"
+            "c=$(cfg cert); [ -z \"$c\" ] || export SSL_CERT_FILE=\"$c\"; ")
+
+
+def direct(peer: Peer) -> str:
+    """Environment for a command that reaches the head: no proxy for it."""
+    host = urlsplit(peer.wheels).hostname
+    return f"NO_PROXY={shlex.quote(host)} no_proxy={shlex.quote(host)} " if host else ""
+
+
+def uv_wheel(peer: Optional[Peer]) -> Optional[Tuple[str, str]]:
+    """(where, sha256) of the uv wheel the head fetched, if it did."""
+    if peer is None:
+        return None
+    found = [(name, digest) for name, digest in peer.hashes.items() if name.startswith("uv-")]
+    if not found:
+        return None
+    name, digest = found[0]
+    return (f"{peer.wheels.rstrip('/')}/{name}", digest)
+
+
+def ensure_uv(remote: Remote, version: str, index_url: Optional[str] = None,
+              proxy: Optional[str] = None) -> Tuple[Optional[str], List[str], List[str]]:
+    """(uv to use or None, changes, notes): uv's binary out of its wheel, the head's or the index's, hash-checked."""
+    if remote.check(f"[ -x {UV} ]"):
+        return UV, [], []
+    if remote.check("command -v uv >/dev/null"):
+        return "uv", [], []
+    q = shlex.quote
+    wheel = uv_wheel(remote.peer)
+    if wheel is not None:
+        args = f"wheel {q(wheel[0])} {q(wheel[1])}"
+        env = direct(remote.peer) if "://" in wheel[0] else ""
+    else:
+        args = f"index {q(index_url or 'https://pypi.org/simple')} {q(version)}"
+        env = uv_env(index_url, proxy)
+    result = remote.change(f"{env}python3 -c {q(UV_INSTALL)} {args} {UV_DIR}", warn=True, timeout=300)
+    if result.exited != 0 and not remote.dry_run:
+        return None, [], [f"uv could not be installed ({last_line(result.stderr or result.stdout)}): pip used"]
+    return UV, [f"installed uv {version}"], []
+
+
+def fetch_wheels(remote: Remote, pins: Sequence[str], s: FetchSettings, count: int) -> Outcome:
+    """On the head: uv, a lock of the pins (with uv itself), its wheels; value: each wheel's sha256."""
+    what = [*pins, f"uv=={s.uv_version}"]
+    change = f"downloaded once for {count} node{'s' if count != 1 else ''}: {', '.join(what)}"
+    uv, done, notes = ensure_uv(remote, s.uv_version, s.index_url, s.proxy)
+    if remote.dry_run:
+        return Outcome(done + [change])
+    if uv is None:
+        raise HostError(notes[0])
+    target = wheel_dir(pins, s.uv_version)
+    q = shlex.quote
+    reqs = " ".join(q(x) for x in what)
+    out = remote.run(
+        f"{uv_env(s.index_url, s.proxy)}install -d -m 0755 {CACHE}/wheels {q(target)} && "
+        f"printf '%s\\n' {reqs} | {uv} pip compile -q --python python3 --format pylock.toml -o {q(target)}/pylock.toml - "
+        f"&& python3 -c {q(DOWNLOAD)} {q(target)}/pylock.toml {q(target)}",
+        sudo=True, warn=True, timeout=max(remote.timeout or 0, 1800))
+    hashes = parse_sha256sum(out.stdout)
+    if out.exited != 0 or not hashes:
+        raise HostError(f"cannot download the wheels: {last_line(out.stderr or out.stdout) or 'no wheels'}")
+    size = next((int(line.split()[1]) for line in out.stdout.splitlines() if line.startswith("@@bytes ")), 0)
+    return Outcome(done + [f"{change} ({len(hashes)} wheels, {human_bytes(size)})"], notes, hashes)
+
+
+def run_on(run: Any, nodes: Sequence[Node], s: FetchSettings) -> List[HostResult]:
+    head = run.inv.head
+    facts = read_needs(run, nodes)
+    if head.name in run.failures:
+        return with_note(facts, f"the head {head.name} failed: every node downloads for itself")
+    needs = {r.node.name: r.value.wheels for r in facts if not r.failed and r.value and r.value.wheels}
+    if not needs:
+        return with_note(facts, "nothing to download")
+    pins = list(dict.fromkeys(p for wheels in needs.values() for p in wheels))
+    kw = dict(workers=run.workers, remotes=run.remotes)
+
+    def on_head(remote: Remote) -> Outcome:
+        done = fetch_wheels(remote, pins, s, len(needs))
+        if not run.dry_run:
+            serve(run, s)
+        return done
+
+    got = run_step(run.session, [head], on_head, **kw)[0]
+    if got.failed:
+        skipped = HostResult(head, SKIPPED, reason=f"{got.reason}; every node downloads for itself")
+        return [skipped if r.node.name == head.name else r for r in facts]
+    if not run.dry_run:
+        url = run.state.get(FETCH)
+        where = wheel_dir(pins, s.uv_version)
+        for node in run.inv.nodes:
+            mine = node.name == head.name
+            if not mine and not url:
+                continue
+            set_peer(run.remotes[node.name], wheels=where if mine else f"{url}{where[len(CACHE):]}/", hashes=got.value)
+    mine = [r for r in facts if r.node.name == head.name]
+    rest = with_note([r for r in facts if r.node.name != head.name and not r.failed],
+                     f"installs from {head.name} over the private network")
+    return merge_phases(nodes, [mine, [got] if head in nodes else [], rest,
+                                [r for r in facts if r.failed and r.node.name != head.name]])
+
+
+def _report(run: Any, s: FetchSettings) -> Tuple[List[str], List[str]]:
+    head = run.result(NAME, run.inv.head)
+    if head is None:
+        return [], []
+    if head.status == SKIPPED:
+        return [], [f"Wheels: {head.reason}"]
+    changes = [c for c in head.data.get("changes") or [] if c.startswith("downloaded")]
+    if not changes:
+        return [], []
+    return [f"Downloads (wheels): {changes[-1]}; the others installed from {run.inv.head.name}"], []
+
+
+STEP = Step(NAME, settings=read, run=run_on, wanted=lambda s: s.enabled, needs=("preflight",), finish=finish,
+            report=_report)
