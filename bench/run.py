@@ -248,7 +248,7 @@ def inv(*args: str, env: Optional[Dict[str, str]] = None) -> float:
 #: The code a first bootstrap is compared with: the commit before the step graph, uv and one download per cluster.
 BASELINE = "cc77122"
 PROXY_PID = Path("/var/lib/gpufab/lab/tinyproxy.pid")
-PROGRESS_RE = re.compile(r"^\[\s*([\d.]+)s\] (\S+)\s+(\S+)\s+(ok|changed|failed|skipped|unreachable)\s+([\d.]+)s", re.M)
+PROGRESS_RE = re.compile(r"^\[\s*([\d.]+)s\] (\S+)\s+(\S+)\s+(ok|changed|failed|skipped|unreachable|checked)\s+([\d.]+)s", re.M)
 
 
 @dataclass
@@ -261,6 +261,15 @@ class Boot:
     fetched: int
     #: Per step: (seconds its slowest host took, seconds into the run it ended).
     steps: Dict[str, Tuple[float, float]] = field(default_factory=dict)
+    #: Share of the machine's CPU time busy during the first run (the lab's hosts share its cores).
+    cpu_busy: float = 0.0
+
+
+def cpu_times() -> Tuple[int, int]:
+    """(busy, total) jiffies of the whole machine, from /proc/stat."""
+    values = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = values[3] + values[4]
+    return sum(values) - idle, sum(values)
 
 
 def proxy_read_bytes() -> int:
@@ -299,11 +308,14 @@ def bootstrap_in(tree: Path, n: int) -> Boot:
     inv("lab.up", "--nodes", str(n))
     env = {**BASE_ENV, "GPUFAB_INVENTORY": str(REPO / "inventory" / "lab.yaml"), "PYTHONPATH": str(tree)}
     before = proxy_read_bytes()
+    cpu_before = cpu_times()
     start = time.monotonic()
     proc = subprocess.run([str(BIN / "inv"), "bootstrap"], cwd=tree, env=env, capture_output=True, text=True,
                           stdin=subprocess.DEVNULL)
     first = time.monotonic() - start
     fetched = proxy_read_bytes() - before
+    cpu_after = cpu_times()
+    busy = (cpu_after[0] - cpu_before[0]) / max(1, cpu_after[1] - cpu_before[1])
     if proc.returncode != 0:
         sys.exit(f"bench: bootstrap with {tree} failed:\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}")
     start = time.monotonic()
@@ -312,7 +324,7 @@ def bootstrap_in(tree: Path, n: int) -> Boot:
     seconds = time.monotonic() - start
     if again.returncode != 0:
         sys.exit(f"bench: the re-run with {tree} failed:\n{again.stdout[-3000:]}")
-    return Boot(first, seconds, fetched, step_times(proc.stdout))
+    return Boot(first, seconds, fetched, step_times(proc.stdout), busy)
 
 
 def bootstrap_on_lab(sizes: Sequence[int], baseline: Optional[str]) -> Dict[Tuple[str, int], Boot]:
@@ -343,15 +355,17 @@ def bootstrap_section(boot: Dict[Tuple[str, int], Boot], baseline: Optional[str]
              " (its code in a temporary git worktree) and this tree take turns on the same machine and network."
              " Bytes: what the lab's proxy read (`/proc/PID/io` rchar of tinyproxy), i.e. what the hosts"
              " fetched from outside the lab, with TLS and request overhead.", ""]
-    rows = [[label, str(n), f"{b.first:.1f}", f"{b.again:.1f}", f"{b.again / b.first:.0%}", f"{b.fetched / 2**20:.0f}"]
-            for (label, n), b in boot.items()]
-    lines += [fmt_table(["code", "hosts", "first run s", "no-op re-run s", "re-run / first", "MiB fetched"], rows), ""]
+    rows = [[label, str(n), f"{b.first:.1f}", f"{b.again:.1f}", f"{b.again / b.first:.0%}", f"{b.fetched / 2**20:.0f}",
+             f"{b.cpu_busy:.0%}"] for (label, n), b in boot.items()]
+    lines += [fmt_table(["code", "hosts", "first run s", "no-op re-run s", "re-run / first", "MiB fetched",
+                         "machine CPU busy"], rows), ""]
     ratios = []
     for label in labels:
         one, three = boot.get((label, min(sizes))), boot.get((label, max(sizes)))
         if one and three and one is not three:
             ratios.append(f"{label}: {max(sizes)} hosts take {three.first / one.first:.2f}× the time of {min(sizes)}"
-                          f" and fetch {three.fetched / one.fetched:.2f}× its bytes")
+                          f" and fetch {three.fetched / one.fetched:.2f}× its bytes; the re-run is"
+                          f" {three.again / one.again:.2f}× as long")
     if len(labels) == 2:
         for n in sizes:
             ratios.append(f"{n} host(s): this tree's first run takes {boot[(labels[1], n)].first / boot[(labels[0], n)].first:.2f}×"
@@ -537,7 +551,7 @@ def merge_sections(old: str, new: str) -> str:
         return re.split(r"(?m)^(?=## )", text)
 
     def key(section: str) -> str:
-        return re.split(r"[:(]", section.splitlines()[0])[0] if section.startswith("## ") else ""
+        return re.split(r"[:(]", section.splitlines()[0])[0].strip() if section.startswith("## ") else ""
 
     fresh = {key(s): s for s in split(new)[1:]}
     out, used = [], set()

@@ -10,8 +10,9 @@ needs the head once the head has failed.
 
 from __future__ import annotations
 
+import queue
+import threading
 import time
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Set, Tuple, Union
 
@@ -200,12 +201,18 @@ class Run:
         """Every step, each as soon as the steps it needs have ended (one at a time in a dry run)."""
         pending = list(self.steps)
         ended: Set[str] = set()
-        running: Dict[Future, Step] = {}
-        pool = ThreadPoolExecutor(max_workers=len(pending) or 1, thread_name_prefix="gpufab-step")
+        finished: "queue.Queue[Tuple[Step, Optional[List[HostResult]], Optional[BaseException]]]" = queue.Queue()
+
+        def work(step: Step, nodes: List[Node]) -> None:
+            try:
+                finished.put((step, self._one(step, nodes), None))
+            except BaseException as exc:  # noqa: BLE001 - handed to the driving thread
+                finished.put((step, None, exc))
+
         try:
-            while pending or running:
+            while pending or self.running:
                 for step in list(pending):
-                    if self.dry_run and (running or step is not pending[0]):
+                    if self.dry_run and (self.running or step is not pending[0]):
                         break
                     if not set(self.needs(step)) <= ended:
                         continue
@@ -215,21 +222,21 @@ class Run:
                         ended.add(step.name)
                         continue
                     self.running.add(step.name)
-                    running[pool.submit(self._one, step, nodes)] = step
-                if not running:
+                    # Daemon threads: after Ctrl-C the process ends, whatever a step is still waiting on.
+                    threading.Thread(target=work, args=(step, nodes), daemon=True,
+                                     name=f"gpufab-step-{step.name}").start()
+                if not self.running:
                     continue
-                done, _ = wait(list(running), return_when=FIRST_COMPLETED)
-                for future in done:
-                    step = running.pop(future)
-                    self.running.discard(step.name)
-                    self._record(step.name, future.result())
-                    ended.add(step.name)
+                step, results, exc = finished.get()
+                self.running.discard(step.name)
+                if exc is not None:
+                    raise exc
+                self._record(step.name, results or [])
+                ended.add(step.name)
         except KeyboardInterrupt:
             # Ctrl-C reaches this thread only: end the steps' commands on the nodes now.
             self.session.interrupt()
-            pool.shutdown(wait=False, cancel_futures=True)
             raise
-        pool.shutdown()
         for step in self.steps:
             if step.finish is not None and not self.dry_run:
                 step.finish(self, self.settings.get(step.name))

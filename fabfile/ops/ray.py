@@ -19,7 +19,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 from ..core.chain import Column, Step
 from ..core.cluster import setting
 from ..core.connection import Session
-from ..core.errors import HostError, InputError, keeping_changes, number_option
+from ..core.errors import HostError, InputError, Interrupted, keeping_changes, number_option
 from ..core.fanout import FAILED, HostResult, classify
 from ..core.files import FileState, ManagedFile, plan_files, render, sha256
 from ..core.inventory import Inventory, Node
@@ -532,7 +532,11 @@ def wait_for_nodes(session: Session, nodes: Sequence[Node], s: RaySettings, time
         try:
             alive = alive_by_ip(cluster_nodes(head, s))
             error = ""
+        except Interrupted:
+            raise
         except Exception as exc:  # noqa: BLE001 - head down or Ray not up yet: keep polling
+            if session.stopping.is_set():
+                raise Interrupted() from None
             error = getattr(exc, "reason", None) or str(exc) or type(exc).__name__
         joined = all(n.private in alive for n in nodes)
         enough_gpus = gpus is None or sum(n.gpus for n in alive.values()) >= gpus

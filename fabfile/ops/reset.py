@@ -27,7 +27,7 @@ from ..core.inventory import USER_RE, Inventory, Node
 from ..core import packages as apt
 from ..core.remote import Remote, last_line
 from ..core.steps import Outcome, merge_phases, run_step
-from . import containers, docker, images, limits, mesh, netenv, nfs, ray, sshfs
+from . import containers, docker, fetch, images, limits, mesh, netenv, nfs, ray, sshfs
 from .allreduce import SCRIPT_PATH
 from .scripts import STATE_DIR
 from .share import cache_on_head, dirs_below, read_cache
@@ -40,8 +40,11 @@ WHOLE_FILES: Tuple[str, ...] = (
     nfs.EXPORTS_FILE, apt.INSTALLED_RECORD, docker.GROUP_RECORD, images.LOGIN_FILE,
 )
 UNITS: Tuple[str, ...] = (ray.HEAD_UNIT, ray.WORKER_UNIT)
-#: gpufab's own trees: nothing but gpufab's in them (the default Ray venv lives in /opt/gpufab).
-OWN_DIRS: Tuple[str, ...] = ("/opt/gpufab", BACKUP_DIR)
+#: The head's transient server for the cluster's one download (no unit file: stopped, not disabled).
+TRANSIENT_UNITS: Tuple[str, ...] = (f"{fetch.UNIT}.service",)
+#: gpufab's own trees: nothing but gpufab's in them (the default Ray venv and uv live in /opt/gpufab,
+#: the cluster's one download in /var/cache/gpufab).
+OWN_DIRS: Tuple[str, ...] = ("/opt/gpufab", BACKUP_DIR, "/var/cache/gpufab")
 #: Directories gpufab may have created for its files: removed only when that leaves them empty.
 PARENT_DIRS: Tuple[str, ...] = ("/etc/gpufab", "/var/lib/gpufab", "/etc/systemd/system/docker.service.d",
                                 "/etc/systemd/system.conf.d", "/etc/exports.d")
@@ -107,7 +110,7 @@ def parse_facts(text: str) -> ResetFacts:
 
 
 def read_facts(remote: Remote) -> ResetFacts:
-    args = [BEFORE_DIR, BACKUP_DIR, MARKER, *(f"unit:{u}" for u in UNITS), *WHOLE_FILES,
+    args = [BEFORE_DIR, BACKUP_DIR, MARKER, *(f"unit:{u}" for u in (*UNITS, *TRANSIENT_UNITS)), *WHOLE_FILES,
             *(f"own:{d}" for d in OWN_DIRS), *(f"parent:{d}" for d in PARENT_DIRS)]
     return parse_facts(remote.script(FACTS_SCRIPT, *args, sudo=True).stdout)
 
@@ -119,6 +122,9 @@ def plan(facts: ResetFacts) -> List[Tuple[str, str]]:
     if facts.systemd:
         for unit in units:
             steps.append((f"stopped and disabled {unit}", f"systemctl disable --now {shlex.quote(unit)} 2>/dev/null; true"))
+        for unit in TRANSIENT_UNITS:
+            if unit in facts.active_units:
+                steps.append((f"stopped {unit}", f"systemctl stop {shlex.quote(unit)} 2>/dev/null; true"))
     removed: List[str] = []
     for path in WHOLE_FILES:
         q = shlex.quote(path)

@@ -20,7 +20,7 @@ REPORT_JSON = REPO / "inventory" / "lab.report.json"
 REPORT_MD = REPO / "inventory" / "lab.report.md"
 FAILED_FILE = REPO / "inventory" / "lab.failed"
 HF_HOME = "/mnt/shared/.cache/huggingface"
-STEPS = ("preflight", "limits", "docker", "netenv", "mesh", "storage", "ray", "allreduce", "verify")
+STEPS = ("preflight", "fetch", "wheels", "limits", "docker", "netenv", "mesh", "storage", "ray", "allreduce", "verify")
 
 #: Everything a step could touch: config, installed software, units, backups.
 TREE_DIGEST = (
@@ -238,7 +238,7 @@ def test_inventory_can_turn_steps_off_and_fab_hosts_spelling_works(fresh, tmp_pa
     inventory.write_text(LAB_INVENTORY.read_text().replace("vars:\n", "vars:\n  bootstrap_skip: [docker, nfs, ray]\n"))
     proc = cli("inv", "bootstrap", env={**fresh, "GPUFAB_INVENTORY": str(inventory)})
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "steps: preflight, limits, netenv, mesh, allreduce, verify" in proc.stdout
+    assert "steps: preflight, fetch, wheels, limits, netenv, mesh, allreduce, verify" in proc.stdout
     assert "skipped" in proc.stdout and (tmp_path / "lab.report.json").exists()
 
     hosts = "198.18.0.11,198.18.0.12,198.18.0.13"
@@ -266,6 +266,34 @@ def test_hosts_from_a_file_runs_only_those_hosts(fresh, tmp_path):
         cli("inv", "bootstrap", "--hosts-from", str(listed), env=fresh))
 
 
+def test_a_host_whose_docker_install_fails_still_gets_every_step_that_does_not_need_docker(fresh):
+    reset_lab()  # hosts as rented: every step has real work on node2
+    # apt cannot install docker.io on node2 (no candidate): a real failure of the Docker step there.
+    on_host("node2", "printf 'Package: docker.io\\nPin: release *\\nPin-Priority: -1\\n' > /etc/apt/preferences.d/no-docker")
+    try:
+        proc = cli("inv", "bootstrap", env=fresh, timeout=900)
+    finally:
+        on_host("node2", "rm -f /etc/apt/preferences.d/no-docker")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    steps = progress(proc.stdout)
+    assert steps[("node2", "docker")] == "failed", steps
+    # What does not need Docker was done on node2 too, for real, and the others finished everything.
+    assert all(steps[("node2", s)] == "changed" for s in ("limits", "netenv", "mesh", "storage", "ray", "allreduce")), steps
+    assert all(steps[(n, s)] in ("ok", "changed") for n in ("node1", "node3") for s in STEPS), steps
+    assert on_host("node2", "systemctl is-active gpufab-ray-worker").stdout.strip() == "active"
+    assert on_host("node2", "findmnt -rn -o FSTYPE /mnt/shared").stdout.strip() == "fuse.sshfs"
+    assert re.search(r"^\[.*\] node2\s+verify\s+skipped\s+[\d.]+s  needs docker, which failed on this host$",
+                     proc.stdout, re.M), proc.stdout
+    report = json.loads(REPORT_JSON.read_text())
+    row = next(r for r in report["nodes"] if r["node"] == "node2")
+    assert re.fullmatch(r"failed at docker: apt-get install docker\.io failed: .*; skipped because of it: verify",
+                        row["result"]), row
+    assert report["step_status"]["node2"]["ray"] == "changed" and report["step_status"]["node2"]["verify"] == "skipped"
+    assert "Ray: 3/3 nodes alive" in " ".join(report["checks"])
+    assert FAILED_FILE.read_text().splitlines()[1].startswith("node2 198.18.0.12 docker: apt-get install docker.io")
+    assert "bootstrap: 3 hosts: 2 changed, 0 ok, 1 failed" in proc.stdout
+
+
 def test_a_host_powered_off_mid_run_fails_alone_and_is_named(fresh):
     reset_lab()  # hosts as rented again, so that node3 is mid-install when it dies
     env = {**{k: v for k, v in os.environ.items() if k != "GPUFAB_INVENTORY"}, **fresh}
@@ -275,7 +303,7 @@ def test_a_host_powered_off_mid_run_fails_alone_and_is_named(fresh):
     powered_off = False
     for line in proc.stdout:
         out.append(line)
-        if not powered_off and re.match(r"^\[.*\] node3\s+limits\s+changed", line):
+        if not powered_off and re.match(r"^\[.*\] node3\s+fetch\s+ok", line):
             time.sleep(2)  # node3 is now installing Docker
             off = cli("inv", "lab.poweroff", "node3")
             assert off.returncode == 0, off.stderr
@@ -287,14 +315,18 @@ def test_a_host_powered_off_mid_run_fails_alone_and_is_named(fresh):
     steps = progress(stdout)
     assert steps[("node3", "docker")] == "unreachable"
     assert all(steps[(n, s)] in ("ok", "changed") for n in ("node1", "node2") for s in STEPS), steps
-    assert not any(n == "node3" for n, s in steps if s in ("netenv", "nfs", "ray")), "node3 must leave the chain"
+    # Steps that ran beside Docker lost node3 too; none started there after it was found gone.
+    gone = [s for (n, s), status in steps.items() if n == "node3" and status == "unreachable"]
+    assert ("node3", "verify") not in steps and steps.get(("node3", "ray"), "unreachable") == "unreachable", steps
     report = json.loads(REPORT_JSON.read_text())
     row = next(r for r in report["nodes"] if r["node"] == "node3")
-    assert row["result"].startswith("failed at docker: connection lost"), row
+    first = re.match(r"failed at (\w+): connection lost", row["result"])
+    assert first and first.group(1) in gone, row
+    assert row["result"].endswith("verify"), row  # named among the steps skipped because of it
     assert "Ray: 2/3 nodes alive" in " ".join(report["checks"])
     assert report["exit_code"] == 255
-    assert FAILED_FILE.read_text().splitlines()[1].startswith("node3 198.18.0.13 docker: connection lost")
-    assert "node3 failed at docker" in REPORT_MD.read_text()
+    assert FAILED_FILE.read_text().splitlines()[1].startswith(f"node3 198.18.0.13 {first.group(1)}: connection lost")
+    assert f"node3 failed at {first.group(1)}" in REPORT_MD.read_text()
 
 
 def test_retry_failed_completes_the_dead_host_once_it_is_back(fresh):
@@ -354,7 +386,8 @@ def test_ctrl_c_during_the_docker_step_ends_apt_on_every_node_and_the_next_boots
     assert proc.returncode == 130 and took < 10, (took, out, err)
     assert "Traceback" not in out + err and err.startswith("gpufab: interrupted (Ctrl-C)"), err
     assert all(progress(out)[(n, "docker")] == "failed" for n in NODES), out
-    assert "failed at docker: interrupted (Ctrl-C)" in out
+    # The steps running beside Docker (the head's wheel download, storage's apt) stop there too.
+    assert re.search(r"failed at \w+: interrupted \(Ctrl-C\)", out), out
     # gpufab ended its commands on the nodes: closing the connections alone would not have.
     for node in NODES:
         assert on_host(node, "pgrep -a 'apt|dpkg'", check=False).stdout == "", node

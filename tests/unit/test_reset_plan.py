@@ -204,3 +204,11 @@ def test_leave_docker_group_takes_out_only_whom_gpufab_added():
 def test_leave_docker_group_without_a_record_changes_nothing():
     remote = FakeRemote([(r"getent group docker", "docker:x:999:ubuntu,gpu\n", 0)])
     assert leave_docker_group(remote).changes == [] and remote.changes == []
+
+
+def test_the_heads_download_server_is_stopped_and_the_download_removed():
+    facts = parse_facts("systemd\nactive gpufab-fetch.service\nown /var/cache/gpufab\nown /opt/gpufab\n")
+    cmds = [c for _, c in plan(facts)]
+    assert "systemctl stop gpufab-fetch.service 2>/dev/null; true" in cmds
+    assert "rm -rf -- /var/cache/gpufab" in cmds and "rm -rf -- /opt/gpufab" in cmds
+    assert cmds.index("systemctl stop gpufab-fetch.service 2>/dev/null; true") < cmds.index("rm -rf -- /var/cache/gpufab")
