@@ -17,7 +17,7 @@ import re
 import shlex
 import threading
 from dataclasses import dataclass, replace
-from typing import Any, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ..core.chain import Step
 from ..core.cluster import setting, switch
@@ -96,12 +96,15 @@ def serve_command(address: str, port: int) -> str:
 _LOCK = threading.Lock()
 
 
-def serve(run: Any, s: FetchSettings) -> str:
-    """Start the head's server (once per run; a no-op when it already runs); its URL. A HostError when it cannot."""
+def serve(run: Any, s: FetchSettings) -> Optional[str]:
+    """Start the head's server (once per run; a no-op when it already runs); its URL (None: no other node
+    to serve). A HostError when it cannot."""
     head = run.inv.head
     url = f"http://{head.private}:{s.port}"
     with _LOCK:
-        if run.state.get(NAME) == url or len(run.inv.nodes) < 2:
+        if len(run.inv.nodes) < 2:
+            return None
+        if run.state.get(NAME) == url:
             return url
         result = run.remotes[head.name].run(serve_command(head.private or "", s.port), sudo=True, warn=True, timeout=30)
         if result.exited != 0:
@@ -146,40 +149,55 @@ def fetch_on_head(remote: Remote, here: Sequence[str], others: Sequence[str], co
     return Outcome([change])
 
 
-def run_on(run: Any, nodes: Sequence[Node], s: FetchSettings) -> List[HostResult]:
-    """The .debs: what any node lacks, downloaded by the head; then the head serves them."""
+def for_the_cluster(run: Any, nodes: Sequence[Node], s: FetchSettings, wanted: Callable[[Downloads], Sequence[str]],
+                    on_head: Callable[[Remote, Dict[str, Sequence[str]]], Outcome],
+                    share: Callable[[HostResult], None], nothing: str) -> List[HostResult]:
+    """What fetch and wheels share: each node's needs (`wanted` of its Downloads), the head's one download
+    of them (`on_head`) and its server; then each node is told where to find it (`share`)."""
     head = run.inv.head
     facts = read_needs(run, nodes)
     if head.name in run.failures:
         return with_note(facts, f"the head {head.name} failed: every node downloads for itself")
-    needs = {r.node.name: r.value.debs for r in facts if not r.failed and r.value and r.value.debs}
+    needs = {r.node.name: wanted(r.value) for r in facts if not r.failed and r.value and wanted(r.value)}
     if not needs:
-        return with_note(facts, "no .deb to download")
-    here = list(needs.get(head.name, ()))
-    others = [p for p in dict.fromkeys(x for debs in needs.values() for x in debs) if p not in here]
-    kw = dict(workers=run.workers, remotes=run.remotes)
+        return with_note(facts, nothing)
 
-    def on_head(remote: Remote) -> Outcome:
-        done = fetch_on_head(remote, here, others, len(needs))
-        if not run.dry_run:
-            url = serve(run, s)
-            done.notes.append(f"serving them on {url[len('http://'):]} (private network) during the run")
+    def download(remote: Remote) -> Outcome:
+        done = on_head(remote, needs)
+        url = None if run.dry_run else serve(run, s)
+        if url:
+            done.notes.append(f"served on {url[len('http://'):]} (private network) during the run")
         return done
 
-    got = run_step(run.session, [head], on_head, **kw)[0]
+    got = run_step(run.session, [head], download, workers=run.workers, remotes=run.remotes)[0]
     if got.failed:
         skipped = HostResult(head, SKIPPED, reason=f"{got.reason}; every node downloads for itself")
         return [skipped if r.node.name == head.name else r for r in facts]
     if not run.dry_run:
-        url = run.state.get(NAME)
-        for node in run.inv.nodes:
-            if node.name != head.name and url:
-                set_peer(run.remotes[node.name], debs=f"{url}/debs")
+        share(got)
     mine = [r for r in facts if r.node.name == head.name]
     rest = with_note([r for r in facts if r.node.name != head.name and not r.failed],
                      f"installs from {head.name} over the private network")
     return merge_phases(nodes, [mine, [got] if head in nodes else [], rest,
                                 [r for r in facts if r.failed and r.node.name != head.name]])
+
+
+def run_on(run: Any, nodes: Sequence[Node], s: FetchSettings) -> List[HostResult]:
+    """The .debs: what any node lacks, downloaded by the head; then the head serves them."""
+    head = run.inv.head
+
+    def on_head(remote: Remote, needs: Dict[str, Sequence[str]]) -> Outcome:
+        here = list(needs.get(head.name, ()))
+        others = [p for p in dict.fromkeys(x for debs in needs.values() for x in debs) if p not in here]
+        return fetch_on_head(remote, here, others, len(needs))
+
+    def share(got: HostResult) -> None:
+        url = run.state.get(NAME)
+        for node in run.inv.nodes:
+            if node.name != head.name and url:
+                set_peer(run.remotes[node.name], debs=f"{url}/debs")
+
+    return for_the_cluster(run, nodes, s, lambda d: d.debs, on_head, share, "no .deb to download")
 
 
 def finish(run: Any, s: FetchSettings) -> None:
@@ -191,17 +209,19 @@ def finish(run: Any, s: FetchSettings) -> None:
             pass
 
 
-def _report(run: Any, s: FetchSettings) -> Tuple[List[str], List[str]]:
-    head = run.result(NAME, run.inv.head)
+def downloads_report(run: Any, step: str, what: str) -> Tuple[List[str], List[str]]:
+    """`Downloads (what): downloaded once for N nodes: ...`, or why every node downloaded for itself."""
+    head = run.result(step, run.inv.head)
     if head is None:
         return [], []
     if head.status == SKIPPED:
-        return [], [f"Downloads: {head.reason}"]
-    changes = head.data.get("changes") or []
+        return [], [f"Downloads ({what}): {head.reason}"]
+    changes = [c for c in head.data.get("changes") or [] if c.startswith("downloaded")]
     if not changes:
         return [], []
-    return [f"Downloads (.deb): {changes[-1]}; the others installed from {run.inv.head.name}"], []
+    others = f"; the others installed from {run.inv.head.name}" if len(run.inv.nodes) > 1 else ""
+    return [f"Downloads ({what}): {changes[-1]}{others}"], []
 
 
 STEP = Step(NAME, settings=read, run=run_on, wanted=lambda s: s.enabled, needs=("preflight",), finish=finish,
-            report=_report)
+            report=lambda run, s: downloads_report(run, NAME, ".deb"))

@@ -21,12 +21,12 @@ from urllib.parse import urlsplit
 from ..core.chain import Step
 from ..core.errors import HostError
 from ..core.facts import human_bytes
-from ..core.fanout import SKIPPED, HostResult
+from ..core.fanout import HostResult
 from ..core.inventory import Node
 from ..core.packages import Peer
 from ..core.remote import Remote, last_line
-from ..core.steps import Outcome, merge_phases, run_step
-from .fetch import CACHE, FetchSettings, finish, read, read_needs, serve, set_peer, with_note
+from ..core.steps import Outcome
+from .fetch import CACHE, FetchSettings, downloads_report, finish, for_the_cluster, read, set_peer
 from .fetch import NAME as FETCH
 
 NAME = "wheels"
@@ -252,52 +252,25 @@ def fetch_wheels(remote: Remote, pins: Sequence[str], s: FetchSettings, count: i
 
 
 def run_on(run: Any, nodes: Sequence[Node], s: FetchSettings) -> List[HostResult]:
+    """The wheels: every pin any node lacks, locked and downloaded by the head; then the head serves them."""
     head = run.inv.head
-    facts = read_needs(run, nodes)
-    if head.name in run.failures:
-        return with_note(facts, f"the head {head.name} failed: every node downloads for itself")
-    needs = {r.node.name: r.value.wheels for r in facts if not r.failed and r.value and r.value.wheels}
-    if not needs:
-        return with_note(facts, "nothing to download")
-    pins = list(dict.fromkeys(p for wheels in needs.values() for p in wheels))
-    kw = dict(workers=run.workers, remotes=run.remotes)
+    pins: List[str] = []
 
-    def on_head(remote: Remote) -> Outcome:
-        done = fetch_wheels(remote, pins, s, len(needs))
-        if not run.dry_run:
-            serve(run, s)
-        return done
+    def on_head(remote: Remote, needs: Dict[str, Sequence[str]]) -> Outcome:
+        pins.extend(dict.fromkeys(p for wheels in needs.values() for p in wheels))
+        return fetch_wheels(remote, pins, s, len(needs))
 
-    got = run_step(run.session, [head], on_head, **kw)[0]
-    if got.failed:
-        skipped = HostResult(head, SKIPPED, reason=f"{got.reason}; every node downloads for itself")
-        return [skipped if r.node.name == head.name else r for r in facts]
-    if not run.dry_run:
+    def share(got: HostResult) -> None:
         url = run.state.get(FETCH)
         where = wheel_dir(pins, s.uv_version)
         for node in run.inv.nodes:
             mine = node.name == head.name
-            if not mine and not url:
-                continue
-            set_peer(run.remotes[node.name], wheels=where if mine else f"{url}{where[len(CACHE):]}/", hashes=got.value)
-    mine = [r for r in facts if r.node.name == head.name]
-    rest = with_note([r for r in facts if r.node.name != head.name and not r.failed],
-                     f"installs from {head.name} over the private network")
-    return merge_phases(nodes, [mine, [got] if head in nodes else [], rest,
-                                [r for r in facts if r.failed and r.node.name != head.name]])
+            if mine or url:
+                set_peer(run.remotes[node.name], wheels=where if mine else f"{url}{where[len(CACHE):]}/",
+                         hashes=got.value)
 
-
-def _report(run: Any, s: FetchSettings) -> Tuple[List[str], List[str]]:
-    head = run.result(NAME, run.inv.head)
-    if head is None:
-        return [], []
-    if head.status == SKIPPED:
-        return [], [f"Wheels: {head.reason}"]
-    changes = [c for c in head.data.get("changes") or [] if c.startswith("downloaded")]
-    if not changes:
-        return [], []
-    return [f"Downloads (wheels): {changes[-1]}; the others installed from {run.inv.head.name}"], []
+    return for_the_cluster(run, nodes, s, lambda d: d.wheels, on_head, share, "no wheel to download")
 
 
 STEP = Step(NAME, settings=read, run=run_on, wanted=lambda s: s.enabled, needs=("preflight",), finish=finish,
-            report=_report)
+            report=lambda run, s: downloads_report(run, NAME, "wheels"))
