@@ -263,6 +263,8 @@ class Boot:
     steps: Dict[str, Tuple[float, float]] = field(default_factory=dict)
     #: Share of the machine's CPU time busy during the first run (the lab's hosts share its cores).
     cpu_busy: float = 0.0
+    #: CPU seconds the whole machine spent during the first run (all hosts, the client, the proxy).
+    cpu_seconds: float = 0.0
 
 
 def cpu_times() -> Tuple[int, int]:
@@ -316,6 +318,7 @@ def bootstrap_in(tree: Path, n: int) -> Boot:
     fetched = proxy_read_bytes() - before
     cpu_after = cpu_times()
     busy = (cpu_after[0] - cpu_before[0]) / max(1, cpu_after[1] - cpu_before[1])
+    cpu_seconds = (cpu_after[0] - cpu_before[0]) / os.sysconf("SC_CLK_TCK")
     if proc.returncode != 0:
         sys.exit(f"bench: bootstrap with {tree} failed:\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}")
     start = time.monotonic()
@@ -324,7 +327,7 @@ def bootstrap_in(tree: Path, n: int) -> Boot:
     seconds = time.monotonic() - start
     if again.returncode != 0:
         sys.exit(f"bench: the re-run with {tree} failed:\n{again.stdout[-3000:]}")
-    return Boot(first, seconds, fetched, step_times(proc.stdout), busy)
+    return Boot(first, seconds, fetched, step_times(proc.stdout), busy, cpu_seconds)
 
 
 def bootstrap_on_lab(sizes: Sequence[int], baseline: Optional[str]) -> Dict[Tuple[str, int], Boot]:
@@ -356,9 +359,9 @@ def bootstrap_section(boot: Dict[Tuple[str, int], Boot], baseline: Optional[str]
              " Bytes: what the lab's proxy read (`/proc/PID/io` rchar of tinyproxy), i.e. what the hosts"
              " fetched from outside the lab, with TLS and request overhead.", ""]
     rows = [[label, str(n), f"{b.first:.1f}", f"{b.again:.1f}", f"{b.again / b.first:.0%}", f"{b.fetched / 2**20:.0f}",
-             f"{b.cpu_busy:.0%}"] for (label, n), b in boot.items()]
+             f"{b.cpu_seconds:.0f} ({b.cpu_busy:.0%})"] for (label, n), b in boot.items()]
     lines += [fmt_table(["code", "hosts", "first run s", "no-op re-run s", "re-run / first", "MiB fetched",
-                         "machine CPU busy"], rows), ""]
+                         f"CPU s of the machine's {os.cpu_count()} cores (busy)"], rows), ""]
     ratios = []
     for label in labels:
         one, three = boot.get((label, min(sizes))), boot.get((label, max(sizes)))

@@ -383,7 +383,8 @@ def install_ray(remote: Remote, s: RaySettings) -> Outcome:
                 notes.append(f"the head's wheels did not install ({last_line(result.stderr or result.stdout)}): "
                              "from the index instead")
         if result is None or result.exited != 0:
-            cmd = install_command(s.venv, todo, uv, s.index_url, s.find_links, s.proxy)
+            # A venv uv made has no pip of its own: it gets one, as `python3 -m venv` would have.
+            cmd = install_command(s.venv, [*todo, "pip"] if uv else todo, uv, s.index_url, s.find_links, s.proxy)
             if uv:
                 cmd = uv_env(s.index_url, s.proxy) + cmd
             result = remote.change(cmd, sudo=False, warn=True, timeout=1800)

@@ -229,8 +229,9 @@ def ensure_uv(remote: Remote, version: str, index_url: Optional[str] = None,
 
 def fetch_wheels(remote: Remote, pins: Sequence[str], s: FetchSettings, count: int) -> Outcome:
     """On the head: uv, a lock of the pins (with uv itself), its wheels; value: each wheel's sha256."""
-    what = [*pins, f"uv=={s.uv_version}"]
-    change = f"downloaded once for {count} node{'s' if count != 1 else ''}: {', '.join(what)}"
+    # pip too: a venv uv makes has none, and operators expect `venv/bin/pip`.
+    what = [*pins, "pip", f"uv=={s.uv_version}"]
+    change = f"downloaded once for {count} node{'s' if count != 1 else ''}: {', '.join([*pins, f'uv=={s.uv_version}'])}"
     uv, done, notes = ensure_uv(remote, s.uv_version, s.index_url, s.proxy)
     if remote.dry_run:
         return Outcome(done + [change])

@@ -181,3 +181,17 @@ def test_a_host_found_unreachable_is_left_out_of_every_later_step():
     assert "node3" not in log.nodes["netenv"] and "node3" not in log.nodes["ray"]
     assert run.result("netenv", NODES[2]).reason == "unreachable since limits"
     assert run.result("ray", NODES[2]).reason == "needs limits, which failed on this host"
+
+
+def test_the_head_locks_the_pins_with_pip_and_uv_then_downloads_the_lock():
+    from fabfile.ops import fetch, wheels
+    from fakes import FakeRemote
+    digest = "d" * 64
+    remote = FakeRemote([(r"pip compile", f"{digest}  ray-2.60.0-cp311-cp311-manylinux2014_x86_64.whl\n@@bytes 68000000\n", 0)])
+    out = wheels.fetch_wheels(remote, ["ray[default]==2.60.0"], fetch.FetchSettings(), 3)
+    cmd = next(c for c in remote.commands if "pip compile" in c)
+    # pip too (a venv uv makes has none), and uv itself for the other nodes.
+    assert "'ray[default]==2.60.0' pip uv==0.13.9 | /opt/gpufab/uv/bin/uv pip compile" in cmd
+    assert "--format pylock.toml" in cmd and "UV_NATIVE_TLS=1" in cmd
+    assert out.value == {"ray-2.60.0-cp311-cp311-manylinux2014_x86_64.whl": digest}
+    assert out.changes[-1] == "downloaded once for 3 nodes: ray[default]==2.60.0, uv==0.13.9 (1 wheels, 64.8 MiB)"
