@@ -10,6 +10,7 @@ files), and records every command, every changing command and every write.
 from __future__ import annotations
 
 import re
+import threading
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from invoke.exceptions import UnexpectedExit
@@ -49,6 +50,7 @@ class FakeRemote:
         self._after: List[Tuple[str, Rule]] = []
         #: The cluster's one download (core.packages.Peer), as the fetch step sets it.
         self.peer = None
+        self.apt_lock = threading.RLock()
 
     # ------------------------------------------------------------------ setup
 

@@ -159,4 +159,5 @@ print(f"{got} {size}")
 
 def peer_debs_command(url: str, packages: Iterable[str]) -> str:
     names = " ".join(shlex.quote(p) for p in packages)
-    return f"{UPDATE_IF_STALE} && python3 -c {shlex.quote(PEER_DEBS)} {shlex.quote(url)} {names}"
+    # Fresh lists or not, the .debs the head has are tried: apt checks each against the lists it has.
+    return f"{UPDATE_IF_STALE}; python3 -c {shlex.quote(PEER_DEBS)} {shlex.quote(url)} {names}"

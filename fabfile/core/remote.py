@@ -17,6 +17,7 @@ import base64
 import secrets
 import shlex
 import socket
+import threading
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from invoke.exceptions import UnexpectedExit
@@ -192,6 +193,9 @@ class Remote:
         self._overlay: Dict[str, FileState] = {}
         #: The cluster's one download, once a run has made it (apt and Python installs take from it).
         self.peer: Optional[apt.Peer] = None
+        #: Steps run side by side: one apt run at a time on this node (two `apt-get update`s at once
+        #: fail on the lists lock, where dpkg's own lock would have made them wait).
+        self.apt_lock = threading.RLock()
 
     @property
     def user(self) -> str:
@@ -361,17 +365,18 @@ def ensure_packages(remote: Remote, packages: Sequence[str]) -> List[str]:
     With a peer (the cluster's one download, see ops.fetch), the .debs come from
     the head first; apt checks each against its signed lists and fetches the rest.
     """
-    installed = apt.parse_installed(remote.run(apt.query_command(packages)).stdout)
-    todo = apt.missing(packages, installed)
-    if not todo:
-        return []
-    peer = remote.peer.debs if remote.peer is not None else None
-    if peer and not remote.dry_run:
-        remote.run(apt.peer_debs_command(peer, todo), sudo=True, warn=True, timeout=max(remote.timeout or 0, 600))
-    result = remote.change(apt.install_command(todo), warn=True, timeout=max(remote.timeout or 0, 900))
-    if result.exited != 0:
-        raise HostError(f"apt-get install {' '.join(todo)} failed: {last_line(result.stderr or result.stdout)}")
-    remote.change(apt.record_command(todo))
+    with remote.apt_lock:
+        installed = apt.parse_installed(remote.run(apt.query_command(packages)).stdout)
+        todo = apt.missing(packages, installed)
+        if not todo:
+            return []
+        peer = remote.peer.debs if remote.peer is not None else None
+        if peer and not remote.dry_run:
+            remote.run(apt.peer_debs_command(peer, todo), sudo=True, warn=True, timeout=max(remote.timeout or 0, 600))
+        result = remote.change(apt.install_command(todo), warn=True, timeout=max(remote.timeout or 0, 900))
+        if result.exited != 0:
+            raise HostError(f"apt-get install {' '.join(todo)} failed: {last_line(result.stderr or result.stdout)}")
+        remote.change(apt.record_command(todo))
     return [f"installed {' '.join(todo)}"]
 
 

@@ -152,7 +152,8 @@ def install_docker(remote: Remote, source: str) -> Outcome:
     elif source == "distro":
         done += ensure_packages(remote, DISTRO_PACKAGES)
     else:
-        done += _install_official(remote, facts)
+        with remote.apt_lock:  # its own `apt-get update` too, one apt run at a time
+            done += _install_official(remote, facts)
     with keeping_changes(done):
         if not remote.check("systemctl is-active --quiet docker"):
             result = remote.change("systemctl enable --now docker", warn=True)

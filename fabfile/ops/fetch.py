@@ -143,7 +143,8 @@ def fetch_on_head(remote: Remote, here: Sequence[str], others: Sequence[str], co
     change = f"downloaded once for {count} node{'s' if count != 1 else ''}: {', '.join([*here, *others])}"
     if remote.dry_run:
         return Outcome([change])
-    out = remote.run(apt_command(here, others), sudo=True, warn=True, timeout=max(remote.timeout or 0, 900))
+    with remote.apt_lock:
+        out = remote.run(apt_command(here, others), sudo=True, warn=True, timeout=max(remote.timeout or 0, 900))
     if out.exited != 0:
         raise HostError(f"apt-get -d failed: {last_line(out.stderr or out.stdout)}")
     return Outcome([change])
