@@ -119,9 +119,19 @@ def set_peer(remote: Remote, **half: Any) -> None:
         remote.peer = replace(remote.peer or Peer(debs=None, wheels=""), **half)
 
 
+#: fetch and wheels start together and want the same facts: read once a run (the second waits for the first).
+_NEEDS_LOCK = threading.Lock()
+
+
 def read_needs(run: Any, nodes: Sequence[Node]) -> List[HostResult]:
     """Each node's Downloads: what the steps of this run would download there."""
-    return run_step(run.session, nodes, lambda r: node_downloads(run, r), workers=run.workers, remotes=run.remotes)
+    with _NEEDS_LOCK:
+        known = run.state.setdefault("downloads", {})
+        todo = [n for n in nodes if n.name not in known]
+        for r in run_step(run.session, todo, lambda r: node_downloads(run, r), workers=run.workers,
+                          remotes=run.remotes):
+            known[r.node.name] = r
+        return [known[n.name] for n in nodes]
 
 
 def with_note(results: Sequence[HostResult], note: str) -> List[HostResult]:
