@@ -353,8 +353,11 @@ def bootstrap_section(boot: Dict[Tuple[str, int], Boot], baseline: Optional[str]
     labels = list(dict.fromkeys(label for label, _ in boot))
     sizes = sorted({n for _, n in boot})
     head = f"this tree against {baseline}" if baseline else "this tree"
+    tree = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=REPO, capture_output=True,
+                          text=True).stdout.strip()
     lines = [f"## `inv bootstrap` on the nspawn lab: {head} (fresh lab, then the same command again)", "",
-             f"Measured {datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z} by `{command}`; the baseline"
+             f"Measured {datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z} by `{command}`, this tree at"
+             f" {tree}; the baseline"
              " (its code in a temporary git worktree) and this tree take turns on the same machine and network."
              " Bytes: what the lab's proxy read (`/proc/PID/io` rchar of tinyproxy), i.e. what the hosts"
              " fetched from outside the lab, with TLS and request overhead.", ""]
