@@ -97,6 +97,23 @@ def known_hosts_file(server: str, host_keys: str, port: int) -> ManagedFile:
     return ManagedFile(KNOWN_HOSTS, "\n".join(lines) + "\n")
 
 
+#: Exits 0 once an SSH server answers with its banner at argv[1]:argv[2] (15 s at most): a unit of
+#: Type=simple is "active" as soon as sshd is forked, before it listens.
+SSH_READY = r"""
+import socket, sys, time
+end = time.time() + 15
+while time.time() < end:
+    try:
+        with socket.create_connection((sys.argv[1], int(sys.argv[2])), 2) as s:
+            if s.recv(4) == b"SSH-":
+                sys.exit(0)
+    except OSError:
+        pass
+    time.sleep(0.1)
+sys.exit(1)
+"""
+
+
 def listen_address(server: str, port: int) -> str:
     return f"[{server}]:{port}" if ":" in server else f"{server}:{port}"
 
@@ -187,6 +204,11 @@ def serve_share(remote: Remote, keys: Dict[str, str], p: NfsPlan) -> Outcome:
                                  warn=True).stdout.strip()
                 raise HostError(f"{SFTP_UNIT} does not run: {why or last_line(result.stderr) or 'see journalctl'}")
             done.append(f"{'restarted' if active else 'started'} {SFTP_UNIT}")
+            # The workers mount right after this: only once it answers (a busy head is slow to start sshd).
+            ready = remote.run(f"python3 -c {shlex.quote(SSH_READY)} {shlex.quote(p.server)} {p.sftp_port}",
+                               warn=True, timeout=30)
+            if not remote.dry_run and ready.exited != 0:
+                raise HostError(f"{SFTP_UNIT} is active but does not answer on {listen_address(p.server, p.sftp_port)}")
         done += _drop_login_keys(remote)
     return Outcome(done, [f"{len(lines)} worker keys, SFTP into {p.export} only "
                           f"({SFTP_UNIT} on {listen_address(p.server, p.sftp_port)})"])
