@@ -163,6 +163,8 @@ class Run:
         self.aliases: List[str] = []
         #: The steps running now (what a Ctrl-C interrupts).
         self.running: Set[str] = set()
+        #: Per step, what it needs in this run (the steps are fixed once the run starts).
+        self._needs: Dict[str, List[str]] = {}
 
     @property
     def names(self) -> List[str]:
@@ -172,6 +174,11 @@ class Run:
 
     def needs(self, step: Step) -> List[str]:
         """The steps of this run that `step` needs, directly or through others, in chain order."""
+        if step.name not in self._needs:
+            self._needs[step.name] = self._find_needs(step)
+        return self._needs[step.name]
+
+    def _find_needs(self, step: Step) -> List[str]:
         names = self.names
         at = names.index(step.name)
         found: Set[str] = set()
