@@ -27,6 +27,7 @@ from paramiko.ssh_exception import (
 
 from .connection import NodeConnection, Session
 from .errors import EXIT_INTERRUPTED, ConnectionLost, HostError, Interrupted
+from .files import UnsafeValue
 from .inventory import Node
 
 OK = "ok"
@@ -67,6 +68,8 @@ def classify(exc: BaseException, connect_timeout: Optional[float] = None,
     """(status, exit code, one-line reason) for an exception raised on a host."""
     if isinstance(exc, HostError):
         return FAILED, 1, exc.reason
+    if isinstance(exc, UnsafeValue):
+        return FAILED, 1, str(exc)
     if isinstance(exc, Interrupted):
         return FAILED, EXIT_INTERRUPTED, str(exc)
     if isinstance(exc, ConnectionLost):

@@ -10,6 +10,8 @@ from __future__ import annotations
 import difflib
 import functools
 import hashlib
+import re
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -30,12 +32,44 @@ ABSENT_SUFFIX = ".gpufab-absent"
 MANAGED_BEGIN = "# BEGIN gpufab managed block"
 MANAGED_END = "# END gpufab managed block"
 
+#: What a value may hold where its file has no quoting of its own (sshd_config, fstab, exports,
+#: nccl.conf, a unit's ExecStart word): no space, quote, newline, `%`, `#`, `*` or shell character.
+WORD_RE = re.compile(r"^[A-Za-z0-9_.:/@+=^,~-]+$")
+
+
+class UnsafeValue(ValueError):
+    """A value that reached a file it could change the meaning of: the parser should have refused it."""
+
+
+def word_filter(value: Any) -> str:
+    """`{{ x | word }}`: the value as it is, if it is one harmless word there; otherwise rendering stops."""
+    text = str(value)
+    if not WORD_RE.match(text):
+        raise UnsafeValue(f"refusing to write {text!r} into a config file: not a plain word")
+    return text
+
+
+def ip_filter(value: Any) -> str:
+    """`{{ x | ip }}`: one IP address, canonical, no scope id; otherwise rendering stops."""
+    from .networks import strict_ip
+
+    try:
+        return str(strict_ip(value))
+    except ValueError:
+        raise UnsafeValue(f"refusing to write {value!r} where an IP address belongs") from None
+
+
+def sh_filter(value: Any) -> str:
+    """`{{ x | sh }}`: quoted for a POSIX shell (and for systemd's EnvironmentFile=, which reads the same quotes)."""
+    return shlex.quote(str(value))
+
+
 @functools.lru_cache(maxsize=None)
 def _templates() -> Any:
     # Imported on first use: every `inv` run loads this module, few render.
     from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
-    return Environment(
+    env = Environment(
         loader=FileSystemLoader(str(TEMPLATES)),
         undefined=StrictUndefined,
         keep_trailing_newline=True,
@@ -43,6 +77,9 @@ def _templates() -> Any:
         lstrip_blocks=True,
         autoescape=False,
     )
+    # The second line of defence: values were checked where they were read; these are the sinks.
+    env.filters.update(sh=sh_filter, ip=ip_filter, word=word_filter)
+    return env
 
 
 def render(template: str, **values: Any) -> str:

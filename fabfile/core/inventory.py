@@ -9,7 +9,6 @@ character set here rather than trusted later.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import re
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 import yaml
 
 from .errors import InputError
+from .networks import strict_ip
 
 ROLES = ("head", "worker")
 DEFAULT_USER = "root"
@@ -202,10 +202,8 @@ def _plain(value: Any) -> Any:
 
 def check_ip(value: Any, what: str, path: Optional[str], line: Optional[int]) -> str:
     """Return the canonical text of an IP address or raise naming the bad value."""
-    if isinstance(value, bool):
-        raise InputError(f"invalid IP address {value!r} for {what}", path=path, line=line)
     try:
-        return str(ipaddress.ip_address(str(value).strip()))
+        return str(strict_ip(value.strip() if isinstance(value, str) else value))
     except ValueError:
         raise InputError(f"invalid IP address {value!r} for {what}", path=path, line=line) from None
 

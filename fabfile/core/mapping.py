@@ -30,6 +30,8 @@ ADDRESS_LIKE = re.compile(r"^[0-9A-Fa-f:.]*[.:][0-9A-Fa-f:.]*(/\d+)?$")
 
 def _address(text: str) -> Optional[str]:
     """The address of `10.0.0.5` or of `10.0.0.5/24` (consoles show either); None if neither."""
+    if "%" in text:  # an IPv6 scope id may hold any character but / and %
+        return None
     try:
         return str(ipaddress.ip_interface(text).ip)
     except ValueError:

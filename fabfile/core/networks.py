@@ -39,6 +39,30 @@ class Reach:
         return _within(net, self.ranges)
 
 
+Address = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
+
+
+def strict_ip(value: Any) -> Address:
+    """One IP address, as gpufab takes it from any input; ValueError otherwise.
+
+    `ipaddress` accepts an IPv6 scope id (`fd00::1%<anything>`) holding any
+    character but `/` and `%`: shell metacharacters, commas, a newline. A
+    cluster's addresses are never link-local, so no scope id is taken at all.
+    """
+    text = str(value)
+    if isinstance(value, bool) or "%" in text or text != text.strip() or not text:
+        raise ValueError(f"not an IP address without a scope id: {value!r}")
+    return ipaddress.ip_address(text)
+
+
+def strict_network(value: Any) -> Network:
+    """One CIDR (host bits allowed), as `strict_ip` takes an address: no scope id, nothing around it."""
+    text = str(value).strip()
+    if isinstance(value, bool) or "%" in text or not text or any(c.isspace() for c in text):
+        raise ValueError(f"not a CIDR without a scope id: {value!r}")
+    return ipaddress.ip_network(text, strict=False)
+
+
 def _within(net: Network, ranges: Tuple[Network, ...]) -> bool:
     return any(net.version == r.version and net.subnet_of(r) for r in ranges)  # type: ignore[arg-type]
 
@@ -51,9 +75,12 @@ def read_reach(extra: Any, allow_public: Any) -> Reach:
     nets = []
     for item in items:
         try:
-            nets.append(ipaddress.ip_network(str(item).strip(), strict=False))
+            net = strict_network(item)
         except ValueError:
             raise InputError(f"invalid CIDR {item!r}", path="private_ranges") from None
+        if net.prefixlen == 0:
+            raise InputError(f"{net} is every address, not a private range", path="private_ranges")
+        nets.append(net)
     if not isinstance(allow_public, (bool, type(None))) and str(allow_public).lower() not in ("true", "false"):
         raise InputError(f"expected true or false, not {allow_public!r}", path="allow_public_networks")
     return Reach(tuple(nets), allow_public is True or str(allow_public).lower() == "true")
@@ -62,7 +89,7 @@ def read_reach(extra: Any, allow_public: Any) -> Reach:
 def check_network(value: Any, what: str, reach: Reach) -> Tuple[str, Optional[str]]:
     """A CIDR the cluster may open `what` to, and the warning when only the override allows it."""
     try:
-        net = ipaddress.ip_network(str(value).strip(), strict=False)
+        net = strict_network(value)
     except ValueError:
         raise InputError(f"invalid CIDR {value!r} for {what}", path="private_subnet") from None
     if net.prefixlen == 0:
@@ -73,7 +100,7 @@ def check_network(value: Any, what: str, reach: Reach) -> Tuple[str, Optional[st
 def check_bind_address(value: Any, what: str, reach: Reach, option: str) -> Tuple[str, Optional[str]]:
     """An address to listen on: one IP (no names, spaces or newlines), loopback or private."""
     try:
-        ip = ipaddress.ip_address(str(value).strip())
+        ip = strict_ip(str(value).strip())
     except ValueError:
         raise InputError(f"invalid address {value!r} for {what}: give one IP address", path=option) from None
     net = ipaddress.ip_network(ip)

@@ -66,7 +66,8 @@ def placements(nodes: Sequence[Node], master_port: int, gpus: Dict[str, int]) ->
 
 
 def substitute(command: str, values: Dict[str, str]) -> str:
-    return _PLACEHOLDER.sub(lambda m: values[m.group(1)], command)
+    """`{MASTER_ADDR}` and the like filled in, each quoted for the shell (plain values stay as they are)."""
+    return _PLACEHOLDER.sub(lambda m: shlex.quote(values[m.group(1)]), command)
 
 
 def node_command(command: str, values: Dict[str, str]) -> str:

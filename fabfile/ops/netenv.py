@@ -10,6 +10,7 @@ shown: the report names keys, not values.
 from __future__ import annotations
 
 import io
+import shlex
 import re
 from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
@@ -139,7 +140,13 @@ def env_lines(text: str) -> Dict[str, str]:
         line = line.strip()
         if line and not line.startswith("#") and "=" in line:
             key, _, value = line.partition("=")
-            values[key.strip()] = value.strip()
+            value = value.strip()
+            if value.startswith("'"):  # written through the template's `sh` filter
+                try:
+                    value = "".join(shlex.split(value))
+                except ValueError:
+                    pass
+            values[key.strip()] = value
     return values
 
 
@@ -227,7 +234,7 @@ PROBE_SCRIPT = r"""
 ports=$1; shift
 for ip in "$@"; do
   for port in $ports; do
-    err=$(timeout 3 bash -c "exec 3<>/dev/tcp/$ip/$port" 2>&1); rc=$?
+    err=$(timeout 3 bash -c 'exec 3<>"/dev/tcp/$1/$2"' sh "$ip" "$port" 2>&1); rc=$?
     if [ $rc = 0 ]; then state=open
     elif [ $rc = 124 ]; then state=timeout
     else case "$err" in

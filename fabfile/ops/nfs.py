@@ -206,7 +206,7 @@ def setup_client(remote: Remote, p: NfsPlan, server_error: Optional[str]) -> Out
 
 
 def _wait_for_server(remote: Remote, p: NfsPlan) -> None:
-    probe = f"timeout 3 bash -c 'exec 3<>/dev/tcp/{p.server}/{NFS_PORT}' 2>/dev/null"
+    probe = f"timeout 3 bash -c 'exec 3<>/dev/tcp/\"$1\"/{NFS_PORT}' sh {shlex.quote(p.server)} 2>/dev/null"
     deadline = time.monotonic() + SERVER_WAIT
     while not remote.check(probe):
         if time.monotonic() > deadline:

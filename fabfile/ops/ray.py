@@ -173,12 +173,12 @@ def unit_file(p: UnitPlan) -> ManagedFile:
 
 def start_command(p: UnitPlan) -> str:
     """`ray start` without systemd: the same arguments, netenv loaded first."""
-    ray = shlex.quote(f"{p.venv}/bin/ray")
+    ray, q = shlex.quote(f"{p.venv}/bin/ray"), shlex.quote
     if p.role == "head":
-        args = (f"--head --node-ip-address={p.address} --port={p.port}"
-                f" --dashboard-host={p.dashboard_host or p.address} --dashboard-port={p.dashboard_port}")
+        args = (f"--head --node-ip-address={q(p.address)} --port={p.port}"
+                f" --dashboard-host={q(p.dashboard_host or p.address)} --dashboard-port={p.dashboard_port}")
     else:
-        args = f"--address={p.head}:{p.port} --node-ip-address={p.address}"
+        args = f"--address={q(p.head)}:{p.port} --node-ip-address={q(p.address)}"
     if p.num_gpus is not None:
         args += f" --num-gpus={p.num_gpus}"
     load = ("set -a; [ -r /etc/gpufab/netenv.env ] && . /etc/gpufab/netenv.env;"

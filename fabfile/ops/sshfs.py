@@ -21,6 +21,7 @@ from ..core.errors import HostError, keeping_changes
 from ..core.fanout import FAILED, HostResult
 from ..core.files import ManagedFile, outside_managed_block, plan_files, render, replace_block
 from ..core.inventory import Inventory, Node
+from ..core.networks import strict_ip
 from ..core.remote import Remote, ensure_dir, ensure_packages, last_line
 from ..core.steps import Outcome, merge_phases, remote_for, run_step
 from . import nfs
@@ -53,7 +54,7 @@ def key_line(node: str, private_ip: str, public_key: str) -> str:
     key = public_key.strip()
     if not _KEY_RE.match(key) or not key.endswith(KEY_COMMENT + node):
         raise ValueError(f"unexpected public key from {node}: {key[:40]!r}")
-    return f'restrict,from="{private_ip}",command="internal-sftp" {key}'
+    return f'restrict,from="{strict_ip(private_ip)}",command="internal-sftp" {key}'
 
 
 def keys_block(lines_by_node: Mapping[str, str]) -> str:
@@ -81,7 +82,7 @@ def keys_in_block(text: str) -> Dict[str, str]:
 
 def source(user: str, server: str) -> str:
     """What a worker mounts: the share as the SFTP service's chroot shows it."""
-    return f"{user}@{server}:{SHARE_IN_CHROOT}"
+    return f"{user}@{strict_ip(server)}:{SHARE_IN_CHROOT}"
 
 
 def fstab_block(user: str, server: str, mount: str, port: int) -> str:
@@ -115,7 +116,8 @@ sys.exit(1)
 
 
 def listen_address(server: str, port: int) -> str:
-    return f"[{server}]:{port}" if ":" in server else f"{server}:{port}"
+    ip = strict_ip(server)
+    return f"[{ip}]:{port}" if ip.version == 6 else f"{ip}:{port}"
 
 
 def sftp_files(p: NfsPlan, user: str, host_key_files: Sequence[str], keys_text: str) -> List[ManagedFile]:
