@@ -19,6 +19,7 @@ changed that matter for a cluster tool:
 
 from __future__ import annotations
 
+import fnmatch
 import getpass
 import logging
 import os
@@ -27,11 +28,13 @@ import stat
 import sys
 import threading
 import time
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from fabric import Config, Connection
 from fabric.runners import Remote as FabricRemote
 from paramiko import HostKeys, MissingHostKeyPolicy
+from paramiko.hostkeys import HostKeyEntry, InvalidHostKey
+from paramiko.ssh_exception import SSHException
 
 from .cancel import Tags, end_command, tagged
 from .errors import InputError, Interrupted
@@ -59,17 +62,96 @@ _KNOWN_HOSTS_LOCK = threading.Lock()
 logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 
+class KnownHosts(HostKeys):
+    """known_hosts as OpenSSH reads it: plain keys, `@revoked` keys, `@cert-authority` patterns.
+
+    Paramiko's own `load` raises on the first line it cannot parse (a valid
+    `@cert-authority` or `@revoked` line, bad base64) after the keys before it
+    were taken: a caller that kept the half-filled object then accepted any
+    key for every host listed after that line. Here the file is read whole
+    or refused, naming the line.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        #: Key blobs OpenSSH would refuse whatever host shows them.
+        self.revoked: set = set()
+        #: (line, host patterns) of `@cert-authority` lines: hosts whose keys only a CA vouches for.
+        self.authorities: List[Tuple[int, List[str]]] = []
+
+    @classmethod
+    def read(cls, path: str) -> "KnownHosts":
+        found = cls()
+        try:
+            with open(path, "rb") as fh:
+                data = fh.read()
+        except OSError as exc:
+            raise InputError(f"cannot read known_hosts: {exc.strerror}", path=path) from None
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise InputError("known_hosts is not text (UTF-8)", path=path) from None
+        for lineno, raw in enumerate(text.splitlines(), 1):
+            found._take(raw.strip(), lineno, path)
+        found._entries = [e for e in found._entries if e.key.asbytes() not in found.revoked]
+        return found
+
+    def _take(self, line: str, lineno: int, path: str) -> None:
+        if not line or line.startswith("#"):
+            return
+        marker = None
+        if line.startswith("@"):
+            marker, _, line = line.partition(" ")
+            if marker not in ("@revoked", "@cert-authority"):
+                raise InputError(f"unknown marker {marker!r} (OpenSSH knows @revoked and @cert-authority)",
+                                 path=path, line=lineno)
+            line = line.strip()
+        try:
+            entry = HostKeyEntry.from_line(line, lineno)
+        except (SSHException, InvalidHostKey, ValueError, TypeError):
+            raise InputError("a host key line paramiko cannot read (bad base64 or key data); fix or remove it",
+                             path=path, line=lineno) from None
+        if marker == "@cert-authority":
+            self.authorities.append((lineno, line.split()[0].split(",")))
+        elif entry is None:  # a key type paramiko does not know, or too few fields: OpenSSH skips it too
+            return
+        elif marker == "@revoked":
+            self.revoked.add(entry.key.asbytes())
+        else:
+            self._entries.append(entry)
+
+    def vouched_by_authority(self, hostname: str) -> Optional[int]:
+        """The line of an `@cert-authority` entry whose patterns take `hostname` (gpufab checks no certificates)."""
+        for lineno, patterns in self.authorities:
+            if any(p.startswith("!") and fnmatch.fnmatch(hostname, p[1:]) for p in patterns):
+                continue
+            if any(not p.startswith("!") and fnmatch.fnmatch(hostname, p) for p in patterns):
+                return lineno
+        return None
+
+
 class AcceptNewPolicy(MissingHostKeyPolicy):
     """Record a host key seen for the first time; a changed key still fails.
 
     Paramiko itself raises BadHostKeyException when a known host offers a
-    different key; this policy is only asked about hosts not in the file.
+    different key; this policy is only asked about hosts not in the file. A
+    revoked key is never recorded, nor a first key for a host that
+    known_hosts trusts through a certificate authority (its CA is the pin,
+    and gpufab does not check certificates).
     """
 
     def __init__(self, known_hosts: str):
         self.known_hosts = known_hosts
 
     def missing_host_key(self, client: Any, hostname: str, key: Any) -> None:
+        known = client.get_host_keys()
+        if isinstance(known, KnownHosts):
+            if key.asbytes() in known.revoked:
+                raise SSHException(f"{hostname} shows a host key marked @revoked in {self.known_hosts}")
+            line = known.vouched_by_authority(hostname)
+            if line is not None:
+                raise SSHException(f"{self.known_hosts}:{line} trusts {hostname} through a @cert-authority line, "
+                                   "which gpufab cannot check: add the host's own key to known_hosts")
         line = f"{hostname} {key.get_name()} {key.get_base64()}\n"
         with _KNOWN_HOSTS_LOCK:
             client.get_host_keys().add(hostname, key.get_name(), key)
@@ -350,6 +432,7 @@ class Session:
         check_ssh_configs(config)
         check_local_files(self._key_files(inventory), self.known_hosts)
         self._host_keys: Optional[HostKeys] = None
+        self.host_keys()  # a known_hosts that cannot be read whole stops the run here, before any host
         self._connections: Dict[str, NodeConnection] = {}
         self._lock = threading.Lock()
         self._sudo_lock = threading.Lock()
@@ -389,12 +472,11 @@ class Session:
         return self._make(node)
 
     def host_keys(self) -> HostKeys:
-        """known_hosts, parsed once for the whole run."""
+        """known_hosts, parsed once for the whole run (whole, or the run does not start)."""
         with _KNOWN_HOSTS_LOCK:
             if self._host_keys is None:
-                self._host_keys = HostKeys()
-                if os.path.exists(self.known_hosts):
-                    self._host_keys.load(self.known_hosts)
+                self._host_keys = KnownHosts.read(self.known_hosts) if os.path.exists(self.known_hosts) \
+                    else KnownHosts()
             return self._host_keys
 
     def _keys_for(self, node: Optional[Node] = None) -> List[str]:
