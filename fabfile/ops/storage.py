@@ -122,14 +122,22 @@ def _mount_problem(remote: Remote, p: NfsPlan, backend: str, head_user: str) -> 
 
 def write_token(remote: Remote, export: str, token: str) -> Outcome:
     """The head's side of the check: a fresh token, and a 64 MiB file for workers to read."""
-    q = shlex.quote(export)
-    # Every node can write the share (NFS maps their root to this one): a name there may be a symlink
-    # planted to make root overwrite /etc/something. Files are removed, then created with O_EXCL
-    # (`set -C`, `conv=excl`), which never follows a symlink: a re-planted one fails the check instead.
-    remote.run(f"rm -f {q}/.gpufab-verify {q}/.gpufab-bench-head && (set -C; printf %s {shlex.quote(token)} > "
-               f"{q}/.gpufab-verify) && dd if=/dev/zero of={q}/.gpufab-bench-head bs=1M count={BENCH_MIB} "
-               "conv=excl oflag=nofollow 2>/dev/null", sudo=True, timeout=600)
+    remote.run(token_command(export, token), sudo=True, timeout=600)
     return Outcome([], [f"wrote the token into {export}"], remote.user)
+
+
+def token_command(export: str, token: str) -> str:
+    """Root's writes into the share: the old files removed, then new ones made with O_CREAT|O_EXCL|O_NOFOLLOW.
+
+    Other nodes write the share too: a name there may be a symlink, a FIFO or
+    a device planted between the removal and the write. `dd conv=excl
+    oflag=nofollow` refuses every one of them (the shell's noclobber lets a
+    write through to a FIFO or a device), so the check fails instead.
+    """
+    q = shlex.quote(export)
+    return (f"rm -f {q}/.gpufab-verify {q}/.gpufab-bench-head && printf %s {shlex.quote(token)} | "
+            f"dd of={q}/.gpufab-verify conv=excl oflag=nofollow status=none && "
+            f"dd if=/dev/zero of={q}/.gpufab-bench-head bs=1M count={BENCH_MIB} conv=excl oflag=nofollow 2>/dev/null")
 
 
 def remove_bench_file(remote: Remote, export: str) -> Outcome:
