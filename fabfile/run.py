@@ -23,9 +23,10 @@ def detached(c, command, log=None, nodes=None, workers=None):
     """Start CMD on every node so that it outlives the SSH session (systemd-run, or nohup)."""
     from .ops import detached as plan
     name = plan.job_name(command, time.strftime("%Y%m%d-%H%M%S"))
+    log = plan.check_log(log) if log is not None else f"{name}.log"
     with open_session(c.config) as session:
         targets = select_nodes(session.inventory, nodes)
-        results = run_step(session, targets, lambda r: plan.start_detached(r, name, log or f"{name}.log", command),
+        results = run_step(session, targets, lambda r: plan.start_detached(r, name, log, command),
                            workers=number_option(workers, "--workers"))
     rows = [(r.node.name, r.reason if r.failed else r.data["changes"][0], r.value or "-") for r in results]
     print(host_table(["Node", "Started", "Log"], rows))

@@ -43,6 +43,8 @@ class FakeRemote:
         self.commands: List[str] = []
         #: The commands that change the node (sent through `change`).
         self.changes: List[str] = []
+        #: The commands sent as root (sudo=True, or every command of a root login).
+        self.as_root: List[str] = []
         self.written: List[FileChange] = []
         self.restored: List[str] = []
         self.home_written: List[str] = []
@@ -77,6 +79,8 @@ class FakeRemote:
             **fabric_kw: object) -> Result:
         """Also takes a Fabric connection's keywords (hide, in_stream...), so it can stand in for one."""
         self.commands.append(command)
+        if sudo or self.user == "root":
+            self.as_root.append(command)
         stdout, code = "", 0
         for pattern, out, exit in self.rules:
             if re.search(pattern, command):

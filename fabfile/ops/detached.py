@@ -22,23 +22,25 @@ from ..core.steps import Outcome
 UNIT_PREFIX = "gpufab-run-"
 
 #: Root runs it; $1 name, $2 log, $3 user, $4 command. Prints how=... and log=...
+#: Root never opens the log: it is made and opened by the job itself, as the user (a link the user
+#: planted at ~/train.log -> /etc/shadow then gets the user's own permissions, not root's). systemd
+#: would open StandardOutput= files as root, so the job's shell redirects its own output instead.
 START_SCRIPT = r"""
 name=$1 log=$2 user=$3 cmd=$4
 home=$(getent passwd "$user" | cut -d: -f6)
 case "$log" in /*) ;; *) log="$home/$log" ;; esac
-mkdir -p "$(dirname "$log")" && touch "$log" && chown "$user": "$log"
-job="if [ -r /etc/gpufab/netenv.env ]; then set -a; . /etc/gpufab/netenv.env; set +a; fi; $cmd"
+as_user() { if [ "$user" = root ]; then "$@"; else runuser -u "$user" -- "$@"; fi; }
+if ! as_user sh -c 'mkdir -p "$(dirname "$1")" && : >>"$1"' sh "$log"; then
+  echo "cannot open $log as $user" >&2; exit 1
+fi
+job="exec >>\"\$GPUFAB_LOG\" 2>&1 </dev/null; if [ -r /etc/gpufab/netenv.env ]; then set -a; . /etc/gpufab/netenv.env; set +a; fi; $cmd"
 if [ -d /run/systemd/system ] && command -v systemd-run >/dev/null 2>&1; then
-  systemd-run --quiet --collect --unit="$name" --uid="$user" -p WorkingDirectory="$home" \
-    -p StandardOutput=append:"$log" -p StandardError=append:"$log" /bin/sh -c "$job" || exit 1
+  systemd-run --quiet --collect --unit="$name" --uid="$user" -p WorkingDirectory="$home" -E GPUFAB_LOG="$log" \
+    /bin/sh -c "$job" || exit 1
   echo "how=systemd unit $name.service"
 else
-  cd "$home" || exit 1
-  if [ "$user" = root ]; then
-    nohup setsid /bin/sh -c "$job" >>"$log" 2>&1 </dev/null &
-  else
-    nohup setsid runuser -u "$user" -- /bin/sh -c "$job" >>"$log" 2>&1 </dev/null &
-  fi
+  cd "$home" 2>/dev/null || cd /
+  GPUFAB_LOG=$log nohup setsid runuser -u "$user" -- /bin/sh -c "$job" >/dev/null 2>&1 </dev/null &
   echo "how=nohup, pid $!"
 fi
 echo "log=$log"
@@ -101,6 +103,15 @@ def check_signal(value: str) -> str:
     if name not in SIGNALS:
         raise InputError(f"unknown signal {value!r} (one of {', '.join(SIGNALS)})", path="--signal")
     return name
+
+
+def check_log(value: str) -> str:
+    """`--log FILE`: a path (relative to the user's home, or absolute) without `..` or control characters."""
+    if not value.strip() or any(ord(c) < 32 for c in value):
+        raise InputError(f"invalid log path {value!r}", path="--log")
+    if ".." in value.split("/"):
+        raise InputError(f"a log path may not climb with '..': {value!r}", path="--log")
+    return value
 
 
 def check_pattern(pattern: str) -> str:

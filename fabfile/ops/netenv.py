@@ -21,7 +21,7 @@ from ..core.chain import SKIP_VAR, Step, every_node, listed
 from ..core.cluster import VIRTUAL_PREFIXES, setting, switch
 from ..core.errors import HostError, InputError
 from ..core.files import ManagedFile, plan_files, render
-from ..core.inventory import VAR_KEY_RE, Inventory
+from ..core.inventory import USER_RE, VAR_KEY_RE, Inventory
 from ..core.localfs import read_text
 from ..core.remote import Remote
 from ..core.steps import Outcome
@@ -51,6 +51,7 @@ PROFILE_SNIPPET = "/etc/profile.d/gpufab-netenv.sh"
 FACTS_SCRIPT = r"""
 echo "route=$(ip -o route get "$1" 2>&1 | head -n1)"
 echo "owner=$(ip -o -4 addr show to "$1" 2>/dev/null | awk '{print $2; exit}')"
+echo "group=$(id -gn)"
 ip -o -4 addr show | awk '{print "addr=" $2 " " $4}'
 ip -o link show | awk -F': ' '{split($2, n, "@"); m = $0; sub(/.* mtu /, "", m); split(m, v, " "); print "link=" n[1] " " v[1]}'
 if command -v ibv_devices >/dev/null 2>&1; then
@@ -70,6 +71,8 @@ class NicFacts:
     hcas: Optional[List[str]]
     #: InfiniBand/RoCE ports from sysfs.
     ib: infiniband.IbFacts = infiniband.IbFacts((), False)
+    #: The SSH user's group (secrets.env is readable by it).
+    group: Optional[str] = None
 
 
 def parse_route_dev(text: str) -> Optional[str]:
@@ -83,6 +86,7 @@ def parse_nic_facts(text: str) -> NicFacts:
     addresses: Dict[str, List[str]] = {}
     mtus: Dict[str, int] = {}
     hcas: Optional[List[str]] = None
+    group = None
     for line in text.splitlines():
         key, _, value = line.partition("=")
         if key == "route":
@@ -98,7 +102,9 @@ def parse_nic_facts(text: str) -> NicFacts:
                 mtus[name] = int(mtu)
         elif key == "hcas":
             hcas = value.split()
-    return NicFacts(route, owner, addresses, mtus, hcas, infiniband.parse_sysfs(text))
+        elif key == "group" and USER_RE.match(value.strip()):
+            group = value.strip()
+    return NicFacts(route, owner, addresses, mtus, hcas, infiniband.parse_sysfs(text), group)
 
 
 def choose_nic(facts: NicFacts, override: Optional[str] = None) -> str:
@@ -213,14 +219,15 @@ def load_secrets(path: str) -> Dict[str, str]:
     return secrets
 
 
-def secrets_file(secrets: Mapping[str, str], owner: str) -> ManagedFile:
-    """Readable by the SSH user (who runs jobs) and root only."""
+def secrets_file(secrets: Mapping[str, str], group: str) -> ManagedFile:
+    """Root's, readable by the SSH user's group (who runs jobs): root's login shells and Ray's units source it,
+    so the SSH user (and anything running as them, a Ray task) must not be able to write it."""
     return ManagedFile(
         SECRETS_FILE,
         render("netenv/secrets.env.j2", secrets=dict(secrets)),
-        mode=0o600,
-        owner=owner,
-        group="root" if owner == "root" else owner,
+        mode=0o600 if group == "root" else 0o640,
+        owner="root",
+        group=group,
         secret=True,
     )
 
@@ -326,7 +333,7 @@ def setup_netenv(
     files = netenv_files(remote.node.name, nic, head_private, master_port, profile, mesh=mesh, hf_home=hf_home,
                          ib=ib, why=why)
     if secrets is not None:
-        files.append(secrets_file(secrets, remote.user))
+        files.append(secrets_file(secrets, "root" if remote.is_root else facts.group or remote.user))
     done = remote.write_files(plan_files(files, remote.read_state(files)))
     address = ", ".join(facts.addresses.get(nic, [])) or "no IPv4"
     notes = [f"NIC {nic} ({address}, MTU {facts.mtus.get(nic, '?')})"]

@@ -29,7 +29,7 @@ from ..core.remote import Remote, last_line
 from ..core.steps import Outcome, merge_phases, run_step
 from . import containers, docker, fetch, images, limits, mesh, netenv, nfs, ray, sshfs
 from .allreduce import SCRIPT_PATH
-from .scripts import STATE_DIR
+from .scripts import ROOT_STATE_DIR, STATE_DIR
 from .share import cache_on_head, dirs_below, read_cache
 
 #: Every file gpufab writes whole (rendered from a template), whatever the step.
@@ -43,8 +43,8 @@ UNITS: Tuple[str, ...] = (ray.HEAD_UNIT, ray.WORKER_UNIT)
 #: The head's transient server for the cluster's one download (no unit file: stopped, not disabled).
 TRANSIENT_UNITS: Tuple[str, ...] = (f"{fetch.UNIT}.service",)
 #: gpufab's own trees: nothing but gpufab's in them (the default Ray venv and uv live in /opt/gpufab,
-#: the cluster's one download in /var/cache/gpufab).
-OWN_DIRS: Tuple[str, ...] = ("/opt/gpufab", BACKUP_DIR, "/var/cache/gpufab")
+#: the cluster's one download in /var/cache/gpufab, `sudo: true` steps in /var/lib/gpufab/steps).
+OWN_DIRS: Tuple[str, ...] = ("/opt/gpufab", BACKUP_DIR, "/var/cache/gpufab", ROOT_STATE_DIR)
 #: Directories gpufab may have created for its files: removed only when that leaves them empty.
 PARENT_DIRS: Tuple[str, ...] = ("/etc/gpufab", "/var/lib/gpufab", "/etc/systemd/system/docker.service.d",
                                 "/etc/systemd/system.conf.d", "/etc/exports.d")

@@ -32,7 +32,7 @@ from ..core.cluster import setting
 from ..core.errors import HostError, InputError, keeping_changes
 from ..core.facts import parse_facts
 from ..core.fanout import HostResult
-from ..core.files import render, sha256, shipped
+from ..core.files import ManagedFile, plan_files, render, sha256, shipped
 from ..core.inventory import VAR_KEY_RE, Entry, Inventory, Node
 from ..core.remote import Remote
 from ..core.steps import Outcome
@@ -47,6 +47,9 @@ WHERE = ("all", "head", "workers")
 DEFAULT_TIMEOUT = 3600
 #: Under the SSH user's home.
 STATE_DIR = ".local/state/gpufab/steps"
+#: A `sudo: true` step's files: root's, outside every home. Root never runs or writes what the SSH
+#: user (or anything running as them, a Ray task) could have put in place.
+ROOT_STATE_DIR = "/var/lib/gpufab/steps"
 RUNNER = shipped("steps/run.sh")
 #: Lines of a failed step's log kept for the report.
 TAIL = 15
@@ -82,7 +85,15 @@ class UserStep:
 
     @property
     def directory(self) -> str:
-        return f"{STATE_DIR}/{self.name}"
+        """Its directory on a node: under the SSH user's home, or root's own for a `sudo: true` step."""
+        return f"{ROOT_STATE_DIR}/{self.name}" if self.sudo else f"{STATE_DIR}/{self.name}"
+
+    def path(self, home: str) -> str:
+        return self.directory if self.sudo else f"{home}/{self.directory}"
+
+    def shown(self, name: str) -> str:
+        """A file of it as the report names it (`~/...` is the node's home, not the controller's)."""
+        return f"{self.directory}/{name}" if self.sudo else f"~/{self.directory}/{name}"
 
     def runs_on(self, node: Node) -> bool:
         if self.where == "all":
@@ -301,11 +312,12 @@ def wanted_files(step: UserStep, env_text: str) -> Dict[str, Tuple[str, int]]:
     return {"run": (RUNNER, 0o700), "script": (step.body, 0o700), "env": (env_text, 0o600)}
 
 
-#: $1 the step's directory under $HOME. Prints home=, gpus= (with nvidia-smi), a digest per file, and
-#: running=yes while a run is going.
+#: $1 the step's directory (absolute, or under the SSH user's home), $2 the SSH user. Prints home=,
+#: gpus= (with nvidia-smi), a digest per file, and running=yes while a run is going.
 FACTS_SCRIPT = r"""
-d="$HOME/$1"
-echo "home=$HOME"
+home=$(getent passwd "$2" | cut -d: -f6)
+case "$1" in /*) d=$1 ;; *) d="$home/$1" ;; esac
+echo "home=$home"
 echo "gpus=$(GPU_COUNT)"
 for f in run script env; do
   if [ -f "$d/$f" ]; then echo "$f=$(sha256sum < "$d/$f" | cut -d' ' -f1)"; fi
@@ -332,9 +344,11 @@ true
 """
 
 #: Root runs it. $1 unit, $2 user, $3 home, $4 runner. A transient unit where systemd runs, else nohup.
+#: The last run's exit file goes first, as the user whose directory it is: root follows no link there.
 START_SCRIPT = r"""
 unit=$1 user=$2 home=$3 runner=$4
-rm -f "$(dirname "$runner")/exit"
+if [ "$user" = root ]; then rm -f "$(dirname "$runner")/exit"
+else runuser -u "$user" -- sh -c 'rm -f "$(dirname "$1")/exit"' sh "$runner"; fi
 if [ -d /run/systemd/system ] && command -v systemd-run >/dev/null 2>&1; then
   systemd-run --quiet --collect --unit="$unit" --uid="$user" -p WorkingDirectory="$home" /bin/sh "$runner"
 elif [ "$user" = root ]; then
@@ -368,7 +382,8 @@ def wait_for(remote: Remote, step: UserStep, directory: str, log: str, say: Say,
     deadline = began + step.timeout + GRACE
     last, said, gone = "", 0.0, 0
     while True:
-        code, running, tail = parse_status(remote.script(STATUS_SCRIPT, directory, str(TAIL), timeout=30).stdout)
+        status = remote.script(STATUS_SCRIPT, directory, str(TAIL), sudo=step.sudo, timeout=30).stdout
+        code, running, tail = parse_status(status)
         if code is not None:
             return code, tail
         now = time.monotonic()
@@ -388,10 +403,10 @@ def wait_for(remote: Remote, step: UserStep, directory: str, log: str, say: Say,
 def apply(remote: Remote, s: ScriptSettings, inv: Inventory, say: Say, stamp: str = "") -> Outcome:
     """Bring the step's files up to date, then run it unless its guard says it is done."""
     step = s.step
-    facts = parse_facts(remote.script(FACTS_SCRIPT, step.directory, timeout=30).stdout)
+    facts = parse_facts(remote.script(FACTS_SCRIPT, step.directory, remote.user, sudo=step.sudo, timeout=30).stdout)
     home = facts.get("home") or "~"
-    directory = f"{home}/{step.directory}"
-    log = f"~/{step.directory}/log"
+    directory = step.path(home)
+    log = step.shown("log")
     gpus = facts.get("gpus", "")
     values = node_values(step, inv, remote.node, s.master_port, home,
                          {remote.node.name: int(gpus)} if gpus.isdigit() else {})
@@ -407,9 +422,9 @@ def apply(remote: Remote, s: ScriptSettings, inv: Inventory, say: Say, stamp: st
         code, tail = wait_for(remote, step, directory, log, say, began)
         return finish(step, code, tail, time.monotonic() - began, log, ["waited for the run an earlier gpufab started"])
     if stale:
-        remote.write_home_files(step.directory, stale)
-        done.append(f"installed {step.source} as ~/{step.directory}/script" if "script" in stale else
-                    f"updated {', '.join(sorted(stale))} in ~/{step.directory}")
+        write_step_files(remote, step, stale)
+        done.append(f"installed {step.source} as {step.shown('script')}" if "script" in stale else
+                    f"updated {', '.join(sorted(stale))} in {step.shown('')[:-1]}")
     runner = shlex.quote(f"{directory}/run")
     if remote.dry_run:
         if stale:
@@ -439,12 +454,23 @@ def apply(remote: Remote, s: ScriptSettings, inv: Inventory, say: Say, stamp: st
     skip = parse_facts(result.stdout).get("skip")
     if skip:
         return Outcome(done, [skipped_note(step, skip, values)], StepRun("skipped", why=skip, log=log))
-    code, _, tail = parse_status(remote.script(STATUS_SCRIPT, directory, str(TAIL), timeout=30).stdout)
+    code, _, tail = parse_status(remote.script(STATUS_SCRIPT, directory, str(TAIL), sudo=step.sudo, timeout=30).stdout)
     if code is None:
         said = (result.stderr or result.stdout).strip()[-200:] or "no exit status"
         raise HostError(f"{step.source} did not finish: {said}", changes=done,
                         value=StepRun("failed", None, time.monotonic() - began, log, tail))
     return finish(step, code, tail, time.monotonic() - began, log, done)
+
+
+def write_step_files(remote: Remote, step: UserStep, files: Mapping[str, Tuple[str, int]]) -> None:
+    """The SSH user's own step: written as that user. A `sudo: true` step: root's files, in root's directory."""
+    if not step.sudo:
+        remote.write_home_files(step.directory, files)
+        return
+    remote.change(f"install -d -m 0700 -o root -g root {shlex.quote(ROOT_STATE_DIR)} {shlex.quote(step.directory)}")
+    wanted = [ManagedFile(f"{step.directory}/{name}", content, mode=mode, secret=name == "env")
+              for name, (content, mode) in files.items()]
+    remote.write_files(plan_files(wanted, remote.read_state(wanted)))
 
 
 def guard_says(remote: Remote, step: UserStep, runner: str) -> Optional[str]:
@@ -530,7 +556,9 @@ def _access(run: Any, s: ScriptSettings) -> List[str]:
     if shown is None:
         return []
     # Quoted: the node's ~, not the controller's.
-    return [f"{run.ssh(shown, run.aliases)} 'tail -n 50 ~/{s.step.directory}/log'"]
+    tail = f"sudo tail -n 50 {s.step.shown('log')}" if s.step.sudo and shown.user != "root" else \
+        f"tail -n 50 {s.step.shown('log')}"
+    return [f"{run.ssh(shown, run.aliases)} '{tail}'"]
 
 
 def _data(run: Any, s: ScriptSettings) -> Any:

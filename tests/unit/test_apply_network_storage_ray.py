@@ -41,11 +41,11 @@ def test_netenv_an_unknown_nic_override_fails_naming_the_nics_there():
     assert remote.written == []
 
 
-def test_netenv_secrets_land_0600_for_the_ssh_user_and_never_in_the_report():
-    remote = FakeRemote([(r"route get", nic_facts(), 0)], the_node=worker(), user="gpu")
+def test_netenv_secrets_are_root_s_readable_by_the_ssh_user_s_group_and_never_in_the_report():
+    remote = FakeRemote([(r"route get", nic_facts() + "group=gpuusers\n", 0)], the_node=worker(), user="gpu")
     out = netenv.apply(remote, netenv.NetenvSettings(HEAD, 29500, "ethernet", {"HF_TOKEN": "hf_s3cret"}))
     state = remote.files[netenv.SECRETS_FILE]
-    assert (state.mode, state.owner) == (0o600, "gpu") and "hf_s3cret" in state.content
+    assert (state.mode, state.owner, state.group) == (0o640, "root", "gpuusers") and "hf_s3cret" in state.content
     assert "hf_s3cret" not in " ".join(out.changes + out.notes) and "HF_TOKEN" in " ".join(out.notes)
 
 

@@ -221,7 +221,7 @@ def test_secrets_from_dotenv_go_to_a_0600_secret_file(tmp_path):
     values = netenv.load_secrets(str(path))
     assert values == {"HF_TOKEN": "hf_abc", "WANDB_API_KEY": "w-123"}
     f = netenv.secrets_file(values, "gpu")
-    assert f.mode == 0o600 and f.owner == "gpu" and f.secret
+    assert (f.mode, f.owner, f.group) == (0o640, "root", "gpu") and f.secret
     assert "HF_TOKEN='hf_abc'" in f.content
 
 

@@ -210,7 +210,7 @@ RUNNER = f"{HOME}/{plan.STATE_DIR}/prep/run"
 
 
 def remote(**kw):
-    r = FakeRemote([(r'echo "home=\$HOME"', f"home={HOME}\n", 0), (r"==log", "exit=0\n==log\nhi\n", 0),
+    r = FakeRemote([(r'echo "home=\$home"', f"home={HOME}\n", 0), (r"==log", "exit=0\n==log\nhi\n", 0),
                     (f"^'?{RUNNER}'?$", "ran\n", 0)], user="gpu", the_node=INV.by_name("node2"), **kw)
     return r
 
@@ -235,7 +235,7 @@ def test_first_run_installs_the_files_as_the_user_and_runs_it_then_a_guard_skips
     # The node now has the files (their digests in the facts) and the runner says the guard holds.
     digests = "".join(f"{n}={plan.sha256(r.files[f'~/{plan.STATE_DIR}/prep/{n}'].content)}\n"
                       for n in ("run", "script", "env"))
-    r.answer(r'echo "home=\$HOME"', f"home={HOME}\n{digests}").answer(f"^'?{RUNNER}'?$", "skip=creates\n")
+    r.answer(r'echo "home=\$home"', f"home={HOME}\n{digests}").answer(f"^'?{RUNNER}'?$", "skip=creates\n")
     again = plan.apply(r, settings(creates="/mnt/shared/x"), INV, say)
     assert again.changes == [] and again.notes == ["prep: skipped, /mnt/shared/x exists (creates)"]
     assert len(r.home_written) == 3 and lines == []
@@ -290,7 +290,7 @@ def test_detached_that_dies_without_status_or_never_ends_fails_in_bounded_time(m
 
 def test_a_run_still_going_from_an_earlier_bootstrap_is_waited_for_not_started_again(monkeypatch):
     monkeypatch.setattr(plan, "POLL", 0)
-    r = remote().answer(r'echo "home=\$HOME"', f"home={HOME}\nrunning=yes\n")
+    r = remote().answer(r'echo "home=\$home"', f"home={HOME}\nrunning=yes\n")
     lines, say = said()
     out = plan.apply(r, settings(detached=True), INV, say)
     assert not r.sent("systemd-run") and r.home_written == []
@@ -299,12 +299,43 @@ def test_a_run_still_going_from_an_earlier_bootstrap_is_waited_for_not_started_a
 
 
 def test_the_nodes_own_gpu_count_is_nproc_per_node_unless_the_inventory_says():
-    r = remote().answer(r'echo "home=\$HOME"', f"home={HOME}\ngpus=8\n")
+    r = remote().answer(r'echo "home=\$home"', f"home={HOME}\ngpus=8\n")
     plan.apply(r, settings(), INV, said()[1])
     assert "NPROC_PER_NODE=8" in r.files[f"~/{plan.STATE_DIR}/prep/env"].content
 
 
 def test_a_dry_run_does_not_wait_for_a_run_still_going():
-    r = remote(dry_run=True).answer(r'echo "home=\$HOME"', f"home={HOME}\nrunning=yes\n")
+    r = remote(dry_run=True).answer(r'echo "home=\$home"', f"home={HOME}\nrunning=yes\n")
     out = plan.apply(r, settings(detached=True), INV, said()[1])
     assert out.notes == ["prep: still running from an earlier run"] and not r.sent("==log")
+
+
+def test_a_sudo_step_runs_only_root_s_own_files_never_what_the_user_can_write():
+    """Issue 32, item 4: root ran ~/.local/state/gpufab/steps/*/run, which the SSH user (a Ray task) can replace."""
+    root_dir = f"{plan.ROOT_STATE_DIR}/prep"
+    r = remote().answer(rf"^'?{root_dir}/run'?$", "ran\n")
+    out = plan.apply(r, settings(sudo=True), INV, said()[1])
+    assert out.changes[0] == f"installed prep.sh as {root_dir}/script"
+    assert r.home_written == []
+    written = {c.file.path: c.file for c in r.written}
+    assert sorted(written) == [f"{root_dir}/env", f"{root_dir}/run", f"{root_dir}/script"]
+    assert all(f.owner == "root" and f.group == "root" for f in written.values())
+    assert written[f"{root_dir}/run"].mode == 0o700 and written[f"{root_dir}/env"].secret
+    assert any(c.startswith(f"install -d -m 0700 -o root -g root") for c in r.changes)
+    assert r.sent(rf"^'?{root_dir}/run'?$") and not r.sent(f"^'?{RUNNER}'?$")
+    # Whatever root runs or reads for this step is root's, never in the user's home.
+    assert not [c for c in r.as_root if HOME in c and "getent" not in c and "GPUFAB" not in c]
+    assert out.notes == [f"log {root_dir}/log"]
+
+
+def test_a_detached_step_removes_its_last_exit_file_as_its_own_user(tmp_path):
+    planted = tmp_path / "victim"
+    planted.mkdir()
+    (planted / "exit").write_text("keep")
+    (tmp_path / "d").symlink_to(planted)
+    # The user's step directory is a link to somewhere only root may write: the user's rm cannot go there.
+    planted.chmod(0o755)
+    done = subprocess.run(["sh", "-c", plan.START_SCRIPT.replace("if [ -d /run/systemd/system ]", "if false")
+                           .replace("nohup setsid", "true"), "gpufab", "u", "nobody", "/", str(tmp_path / "d/run")],
+                          capture_output=True, text=True, timeout=30)
+    assert (planted / "exit").read_text() == "keep", done.stderr
