@@ -21,6 +21,9 @@ from fabfile.core.inventory import Node
 
 Rule = Tuple[str, str, int]
 
+#: What every fake node answers unless a test says otherwise: the share owner's ids (ops.share).
+DEFAULT_RULES: List[Rule] = [(r'echo "ids ', "ids 999 999\n", 0)]
+
 
 def node(name: str = "node1", private: str = "10.0.0.1", role: str = "head", **vars: object) -> Node:
     return Node(name=name, public="203.0.113.1", private=private, nid=0 if role == "head" else 1, role=role,
@@ -30,7 +33,7 @@ def node(name: str = "node1", private: str = "10.0.0.1", role: str = "head", **v
 class FakeRemote:
     def __init__(self, rules: Iterable[Rule] = (), *, files: Optional[Dict[str, str]] = None, user: str = "root",
                  the_node: Optional[Node] = None, dry_run: bool = False, new_login: str = "65536 65536"):
-        self.rules: List[Rule] = list(rules)
+        self.rules: List[Rule] = [*rules, *DEFAULT_RULES]
         self.node = the_node or node()
         self.user = user
         self.dry_run = dry_run

@@ -25,12 +25,15 @@ from ..core.networks import Reach, check_network, read_reach
 from ..core.remote import Remote, ensure_dir, ensure_packages, last_line
 from ..core.steps import Outcome, run_step
 from .netenv import nic_facts
-from .share import share_paths
+from .share import SHARE_ACCOUNT, share_ids, share_paths
 
 #: sshfs backend: the port of the head's SFTP-only sshd (var sshfs_port).
 DEFAULT_SFTP_PORT = 2222
-DEFAULT_EXPORT_OPTIONS = "rw,sync,no_subtree_check,no_root_squash"
-DEFAULT_MOUNT_OPTIONS = "rw,hard,_netdev,nofail,x-systemd.mount-timeout=30"
+#: A worker's root is nobody in the share (root_squash): it can neither write as root nor plant a
+#: root-owned setuid file; with a root login every worker acts as the share's own account (see
+#: export_options). Mounts are nosuid,nodev: nothing in the share runs setuid or opens a device.
+DEFAULT_EXPORT_OPTIONS = "rw,sync,no_subtree_check,root_squash"
+DEFAULT_MOUNT_OPTIONS = "rw,hard,nosuid,nodev,_netdev,nofail,x-systemd.mount-timeout=30"
 EXPORTS_FILE = "/etc/exports.d/gpufab.exports"
 FSTAB = "/etc/fstab"
 NFS_PORT = 2049
@@ -52,6 +55,13 @@ echo "kernel $(uname -r)"
 def private_subnet(cidr: str) -> str:
     """`198.19.0.11/24` -> `198.19.0.0/24`: the network a head address sits in."""
     return str(ipaddress.ip_interface(cidr).network)
+
+
+def export_options(owner: str, uid: int, gid: int) -> str:
+    """root_squash for a share the SSH user owns; every user squashed to the share's account for a root login."""
+    if owner == SHARE_ACCOUNT:
+        return f"rw,sync,no_subtree_check,all_squash,anonuid={uid},anongid={gid}"
+    return DEFAULT_EXPORT_OPTIONS
 
 
 def exports_file(path: str, subnet: str, options: str = DEFAULT_EXPORT_OPTIONS) -> ManagedFile:
@@ -142,7 +152,10 @@ def setup_server(remote: Remote, p: NfsPlan) -> Outcome:
     """Package, export directory, the one export line; then exportfs and the service."""
     done = ensure_packages(remote, ("nfs-kernel-server",))
     with keeping_changes(done):
-        done += ensure_dir(remote, p.export, remote.user)
+        owner, uid, gid, created = share_ids(remote)
+        if created:
+            done.append(f"created the account {owner} (the share's owner: workers never act as root in it)")
+        done += ensure_dir(remote, p.export, owner)
         subnet = p.subnet
         if not subnet:
             nic, facts = nic_facts(remote, p.server)
@@ -154,7 +167,7 @@ def setup_server(remote: Remote, p: NfsPlan) -> Outcome:
             subnet, warning = check_network(subnet, f"the NFS export {p.export}", p.reach)
         except InputError as exc:
             raise HostError(str(exc)) from None
-        exports = exports_file(p.export, subnet)
+        exports = exports_file(p.export, subnet, export_options(owner, uid, gid))
         changes = plan_files([exports], remote.read_state([exports]))
         done += remote.write_files(changes)
         lacking = kernel_lacks(_kernel(remote), "nfsd")

@@ -26,6 +26,7 @@ from ..core.remote import Remote, ensure_dir, ensure_packages, last_line
 from ..core.steps import Outcome, merge_phases, remote_for, run_step
 from . import nfs
 from .nfs import FINDMNT, NfsPlan
+from .share import share_ids, share_owner
 
 #: The head's SFTP-only sshd: its config, the workers' keys, its chroot (root's, holding only the share).
 SFTP_DIR = "/etc/gpufab/sftp"
@@ -44,8 +45,10 @@ KEYS_BEGIN = "# BEGIN gpufab managed block (sshfs keys)"
 KEYS_END = "# END gpufab managed block (sshfs keys)"
 FSTAB_BEGIN = "# BEGIN gpufab managed block (storage sshfs)"
 FSTAB_END = "# END gpufab managed block (storage sshfs)"
-SSHFS_OPTIONS = ("_netdev,allow_other,reconnect,ServerAliveInterval=15,ServerAliveCountMax=3,"
-                 "x-systemd.mount-timeout=30,StrictHostKeyChecking=yes")
+#: allow_other (the worker's jobs, not only root, see the share) with default_permissions (the kernel
+#: checks each local user against the modes, as on a disk); nosuid,nodev: nothing in it runs setuid.
+SSHFS_OPTIONS = ("_netdev,allow_other,default_permissions,nosuid,nodev,reconnect,ServerAliveInterval=15,"
+                 "ServerAliveCountMax=3,x-systemd.mount-timeout=30,StrictHostKeyChecking=yes")
 _KEY_RE = re.compile(r"^ssh-ed25519 [A-Za-z0-9+/=]+ " + re.escape(KEY_COMMENT) + r"[A-Za-z0-9._-]+$")
 
 
@@ -85,9 +88,12 @@ def source(user: str, server: str) -> str:
     return f"{user}@{strict_ip(server)}:{SHARE_IN_CHROOT}"
 
 
-def fstab_block(user: str, server: str, mount: str, port: int) -> str:
+def fstab_block(user: str, server: str, mount: str, port: int, ids: "tuple[int, int]" = (0, 0)) -> str:
+    """`user` is who the head's SFTP service logs the worker in as (the share's owner); `ids` the worker's
+    SSH user, shown as the owner of the share's files (so that its jobs, and root, may write them)."""
     return render("storage/sshfs-fstab.j2", source=source(user, server), mount=mount, port=port,
-                  options=f"{SSHFS_OPTIONS},Port={port},IdentityFile={KEY_FILE},UserKnownHostsFile={KNOWN_HOSTS}")
+                  options=f"{SSHFS_OPTIONS},uid={ids[0]},gid={ids[1]},Port={port},IdentityFile={KEY_FILE},"
+                          f"UserKnownHostsFile={KNOWN_HOSTS}")
 
 
 def known_hosts_file(server: str, host_keys: str, port: int) -> ManagedFile:
@@ -172,7 +178,9 @@ def prepare_worker(remote: Remote, p: NfsPlan, head_user: str, host_keys: str) -
         known = known_hosts_file(p.server, host_keys, p.sftp_port)
         done += remote.write_files(plan_files([known], remote.read_state([known])))
         done += ensure_dir(remote, p.mount)
-        done += _fstab(remote, p, fstab_block(head_user, p.server, p.mount, p.sftp_port))
+        ids = [int(x) for x in remote.run("id -u; id -g").stdout.split() if x.isdigit()][:2]
+        done += _fstab(remote, p, fstab_block(head_user, p.server, p.mount, p.sftp_port,
+                                              (ids[0], ids[1]) if len(ids) == 2 else (0, 0)))
     return Outcome(done, [], public)
 
 
@@ -182,13 +190,16 @@ def serve_share(remote: Remote, keys: Dict[str, str], p: NfsPlan) -> Outcome:
         raise HostError("the sshfs backend needs systemd on the head (its SFTP service is a unit)")
     done = ensure_packages(remote, ("openssh-server",))
     with keeping_changes(done):
-        done += ensure_dir(remote, p.export, remote.user)
+        owner, _, _, created = share_ids(remote)
+        if created:
+            done.append(f"created the account {owner} (the share's owner: workers never act as root in it)")
+        done += ensure_dir(remote, p.export, owner)
         # The chroot and everything above it must be root's and writable by no one else (sshd checks).
         remote.change(f"install -d -m 0755 -o root -g root {SFTP_DIR} {SFTP_CHROOT} {SFTP_CHROOT}{SHARE_IN_CHROOT}")
         state = remote.read_paths([SFTP_KEYS])[SFTP_KEYS]
         lines = {**keys_in_block(state.content or ""), **keys}
         host_key_files = remote.run(HOST_KEYS_CMD).stdout.split()
-        files = sftp_files(p, remote.user, host_key_files, keys_block(lines))
+        files = sftp_files(p, owner, host_key_files, keys_block(lines))
         changed = remote.write_files(plan_files(files, remote.read_state(files)))
         done += changed
         unit_changed = any(SFTP_UNIT_FILE in c for c in changed)
@@ -256,7 +267,7 @@ def setup_sshfs(session: Session, inv: Inventory, nodes: Sequence[Node], p: NfsP
     head = inv.head
     head_remote = (step_kw.get("remotes") or {}).get(head.name) or remote_for(session, head)
     host_keys = head_remote.run("cat /etc/ssh/ssh_host_*_key.pub", warn=True).stdout
-    head_user = head_remote.user
+    head_user = share_owner(head_remote.user)  # whom the workers' SFTP logins act as: never root
     targets = [n for n in nodes if not n.is_head]
     prepared = run_step(session, targets, lambda r: prepare_worker(r, p, head_user, host_keys), workers=workers, **step_kw)
     keys = {}

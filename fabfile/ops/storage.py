@@ -26,7 +26,7 @@ from ..core.remote import Remote, last_line
 from ..core.steps import Outcome, merge_phases, run_step
 from . import nfs, sshfs
 from .nfs import FINDMNT, KERNEL_SCRIPT, NfsPlan, kernel_lacks
-from .share import cache_on_head, dirs_below, read_cache
+from .share import cache_on_head, dirs_below, read_cache, share_owner
 
 BACKENDS = ("auto", "nfs", "sshfs")
 DEFAULT_BACKEND = "auto"
@@ -123,7 +123,7 @@ def _mount_problem(remote: Remote, p: NfsPlan, backend: str, head_user: str) -> 
 def write_token(remote: Remote, export: str, token: str) -> Outcome:
     """The head's side of the check: a fresh token, and a 64 MiB file for workers to read."""
     remote.run(token_command(export, token), sudo=True, timeout=600)
-    return Outcome([], [f"wrote the token into {export}"], remote.user)
+    return Outcome([], [f"wrote the token into {export}"], share_owner(remote.user))
 
 
 def token_command(export: str, token: str) -> str:
@@ -253,27 +253,32 @@ def setup(session: Session, inv: Inventory, nodes: Sequence[Node], share: NfsPla
 
 
 def make_cache(remote: Remote, share: NfsPlan, cache: str) -> Outcome:
-    """Made by the SSH user in the share it owns, so that its jobs can fill it.
+    """Made in the share and owned by the share's owner (the SSH user, or gpufab's account for a root
+    login), so that every node's jobs can fill it.
 
     Directories of it that another login made (an earlier run as root) are
-    given to the SSH user, as the share itself is: `find -P` and `chown -h`,
+    given to the owner, as the share itself is: `find -P` and `chown -h`,
     which never follow a link someone planted in the share.
     """
+    owner = share_owner(remote.user)
     path = cache_on_head(share.export, share.mount, cache)
     q = shlex.quote(path)
     writable = f"test -d {q} -a -w {q}"
-    if remote.check(writable):
+    dirs = " ".join(shlex.quote(d) for d in reversed(dirs_below(path, share.export)))
+    foreign = f"find -P {dirs} -maxdepth 0 -type d ! -user {shlex.quote(owner)} 2>/dev/null; true"
+    give = f"find -P {dirs} -maxdepth 0 -type d ! -user {shlex.quote(owner)} -exec chown -h {shlex.quote(owner)}: {{}} +"
+    theirs = remote.run(foreign, sudo=True).stdout.split()
+    if not theirs and remote.check(writable):
         return Outcome([], [f"HF_HOME={cache}"])
     done = []
-    dirs = " ".join(shlex.quote(d) for d in reversed(dirs_below(path, share.export)))
-    user = shlex.quote(remote.user)
-    theirs = remote.run(f"find -P {dirs} -maxdepth 0 -type d ! -user {user} 2>/dev/null; true", sudo=True).stdout.split()
     if theirs:
-        remote.change(f"find -P {dirs} -maxdepth 0 -type d ! -user {user} -exec chown -h {user}: {{}} + 2>/dev/null; true")
-        done.append(f"gave {', '.join(theirs)} to {remote.user}")
+        remote.change(f"{give} 2>/dev/null; true")
+        done.append(f"gave {', '.join(theirs)} to {owner}")
     made = remote.run(f"mkdir -p -- {q}", warn=True, timeout=60)
     if remote.dry_run:
         return Outcome(done + [f"created the shared cache {path} (HF_HOME={cache})"], [])
+    if owner != remote.user:  # a root login made them: the workers act as the share's account
+        remote.change(f"{give} 2>/dev/null; true")
     if made.exited != 0 or not remote.check(writable):
         raise HostError(f"cannot create the shared cache {path} as {remote.user}: "
                         f"{last_line(made.stderr) or 'not writable'}", changes=done)

@@ -259,7 +259,7 @@ def test_proc_filesystems_decides_nfs_support():
 def test_export_line_is_for_the_private_subnet_only():
     f = nfs.exports_file("/mnt/shared", nfs.private_subnet("198.19.0.11/24"))
     lines = [l for l in f.content.splitlines() if l and not l.startswith("#")]
-    assert lines == ["/mnt/shared 198.19.0.0/24(rw,sync,no_subtree_check,no_root_squash)"]
+    assert lines == ["/mnt/shared 198.19.0.0/24(rw,sync,no_subtree_check,root_squash)"]
     with pytest.raises(InputError, match="every address"):
         nfs.exports_file("/mnt/shared", "0.0.0.0/0")
 
