@@ -16,6 +16,7 @@ from .connection import Session, gpufab_setting
 from .errors import InputError
 from .fanout import OK, HostResult, fan_out
 from .inventory import Inventory, Node, load_inventory, nodes_from_hosts, with_private
+from .networks import Reach, read_reach
 from .remote import run_parsed
 
 #: Interfaces that are never a node's private NIC (bridges, tunnels, container links).
@@ -187,6 +188,11 @@ def setting(config: Any, inventory: Inventory, key: str, cli: Any = None, defaul
     if inventory.vars.get(key) is not None:
         return inventory.vars[key]
     return gpufab_setting(config, key, default)
+
+
+def reach_of(config: Any, inventory: Inventory) -> Reach:
+    """The cluster's idea of private (vars `private_ranges`, `allow_public_networks`), read the same for every step."""
+    return read_reach(setting(config, inventory, "private_ranges"), setting(config, inventory, "allow_public_networks"))
 
 
 def cluster_inventory(session: Session) -> Inventory:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
-from typing import Any, Optional, Tuple, Union
+from typing import Any, List, Optional, Tuple, Union
 
 from .errors import InputError
 
@@ -37,6 +37,18 @@ class Reach:
 
     def is_private(self, net: Network) -> bool:
         return _within(net, self.ranges)
+
+    def warnings(self) -> List[str]:
+        """The report's word on `private_ranges` entries that hold internet addresses: said every run."""
+        return [f"private_ranges declares {net} private, though it holds public (internet) addresses: gpufab's "
+                f"listeners accept it as the cluster's private network" for net in self.extra if _holds_global(net)]
+
+
+def _holds_global(net: Network) -> bool:
+    """Whether any address of `net` is routable on the internet (not a reserved or private block)."""
+    if net.is_private or net.is_reserved or net.is_loopback or net.is_link_local or net.is_multicast:
+        return False
+    return net.is_global or any(a.is_global for a in (net.network_address, net.broadcast_address))
 
 
 Address = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]

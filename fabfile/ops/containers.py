@@ -18,6 +18,8 @@ from dataclasses import asdict, dataclass
 from typing import Any, List, Mapping, Optional, Tuple
 
 from ..core.chain import Column, Step, every_node
+from ..core.cluster import reach_of
+from ..core.networks import Reach, check_bind_address
 from ..core.errors import HostError, InputError, keeping_changes
 from ..core.inventory import Entry, Inventory
 from ..core.remote import Remote, last_line
@@ -61,7 +63,7 @@ def _fail(where: str, message: str, path: Optional[str], entry: Entry, key: str)
     return InputError(f"{where}: {message}", path=path, line=entry.line_of(key))
 
 
-def parse_container(entry: Entry, index: int, path: Optional[str]) -> Container:
+def parse_container(entry: Entry, index: int, path: Optional[str], reach: Reach = Reach()) -> Container:
     """One `docker: containers:` entry, every value checked before anything runs."""
     data = entry.data
     where = f"docker.containers #{index + 1}"
@@ -105,6 +107,11 @@ def parse_container(entry: Entry, index: int, path: Optional[str]) -> Container:
         if not m or not all(0 < int(m.group(g)) < 65536 for g in ("host", "inner")):
             raise _fail(where, f"invalid port mapping {port!r} (HOST:CONTAINER, or IP:HOST:CONTAINER)", path, entry,
                         "ports")
+        if m.group("ip"):  # an address given: held to the private rule like every listener
+            try:
+                check_bind_address(m.group("ip"), f"{where}'s port {port}", reach, "ports")
+            except InputError as exc:
+                raise _fail(where, str(exc).removeprefix("ports: "), path, entry, "ports") from None
     placed = str(data.get("where", "all"))
     if placed not in WHERE:
         raise _fail(where, f"where must be one of {', '.join(WHERE)}, not {placed!r}", path, entry, "where")
@@ -192,7 +199,8 @@ class ContainersSettings:
 
 
 def read(config: Any, inv: Inventory, cli: Mapping[str, Any]) -> ContainersSettings:
-    parsed = tuple(parse_container(e, i, inv.path) for i, e in enumerate(inv.docker_containers))
+    reach = reach_of(config, inv)
+    parsed = tuple(parse_container(e, i, inv.path, reach) for i, e in enumerate(inv.docker_containers))
     names = [c.name for c in parsed]
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:

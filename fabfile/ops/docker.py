@@ -16,11 +16,12 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from ..core import packages as apt
 from ..core.chain import Column, Step, every_node
-from ..core.cluster import setting
+from ..core.cluster import reach_of, setting
 from ..core.errors import HostError, InputError, keeping_changes
 from ..core.facts import parse_facts
 from ..core.files import ManagedFile, plan_files, render
 from ..core.inventory import Inventory
+from ..core.networks import Reach, check_bind_address
 from ..core.remote import Remote, ensure_packages, last_line
 from ..core.steps import Outcome
 from . import infiniband
@@ -305,13 +306,34 @@ class DockerSettings:
     force: bool = False
     #: `docker.verify --container NAME`: also want it running.
     container: Optional[str] = None
+    #: What allow_public_networks let through (a TCP API socket on a public address): said every run.
+    warnings: Tuple[str, ...] = ()
+
+
+def check_daemon_hosts(daemon: Mapping[str, Any], reach: Reach) -> List[str]:
+    """`docker: daemon: hosts:` held to the private rule: a TCP socket is root on the node for whoever reaches it.
+
+    Returns the warnings for addresses only `allow_public_networks` lets through."""
+    hosts = daemon.get("hosts", [])
+    if not isinstance(hosts, list) or not all(isinstance(h, str) for h in hosts):
+        raise InputError("docker.daemon.hosts must be a list of sockets (unix://..., tcp://IP:PORT)", path="docker.daemon")
+    warnings = []
+    for host in hosts:
+        if not host.startswith("tcp://"):
+            continue
+        where = host[len("tcp://"):].rsplit(":", 1)[0].strip("[]") or "0.0.0.0"
+        warning = check_bind_address(where, f"the Docker API {host}", reach, "docker.daemon.hosts")[1]
+        warnings += [warning] if warning else []
+    return warnings
 
 
 def read(config: Any, inv: Inventory, cli: Mapping[str, Any]) -> DockerSettings:
     """CLI `--source` > inventory var `docker_source` > config > official; daemon keys from the inventory."""
+    warnings = check_daemon_hosts(inv.docker_daemon, reach_of(config, inv))
     return DockerSettings(
         source=check_source(setting(config, inv, "docker_source", cli.get("source"), "official")),
         daemon=dict(inv.docker_daemon),
+        warnings=tuple(warnings),
         force=bool(cli.get("force", False)),
         container=cli.get("container"),
     )
@@ -351,7 +373,7 @@ def _report(run: Any, s: DockerSettings) -> Tuple[List[str], List[str]]:
     verified = run.verified()
     versions = sorted({run.checked(NAME, n).version for n in verified if run.checked(NAME, n)})
     return [f"Docker: {len(verified)}/{len(run.inv.nodes)} nodes active ({', '.join(versions) or '-'}), "
-            "address pools as configured"], []
+            "address pools as configured"], list(s.warnings)
 
 
 NAME = "docker"

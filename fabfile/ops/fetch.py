@@ -20,10 +20,11 @@ from dataclasses import dataclass, replace
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ..core.chain import Step
-from ..core.cluster import setting, switch
+from ..core.cluster import reach_of, setting, switch
 from ..core.errors import HostError, InputError
 from ..core.fanout import SKIPPED, HostResult
 from ..core.inventory import Inventory, Node
+from ..core.networks import Reach, check_bind_address
 from ..core.packages import APT_GET, UPDATE_IF_STALE, Downloads, Peer
 from ..core.remote import Remote, last_line
 from ..core.steps import Outcome, merge_phases, run_step
@@ -46,6 +47,8 @@ class FetchSettings:
     uv_version: str = UV_VERSION
     index_url: Optional[str] = None
     proxy: Optional[str] = None
+    #: Where the head's server may listen: private ranges unless overridden.
+    reach: Reach = Reach()
 
 
 def check_uv_version(value: Any) -> str:
@@ -63,7 +66,8 @@ def read(config: Any, inv: Inventory, cli: Mapping[str, Any]) -> FetchSettings:
     version = check_uv_version(get("uv_version", UV_VERSION))
     return FetchSettings(enabled=switch(get("shared_downloads", True)),
                          port=check_port(get("fetch_port", DEFAULT_PORT), "fetch port", "fetch_port"),
-                         uv_version=version, index_url=get("pip_index_url"), proxy=get("pip_proxy"))
+                         uv_version=version, index_url=get("pip_index_url"), proxy=get("pip_proxy"),
+                         reach=reach_of(config, inv))
 
 
 def apt_command(here: Sequence[str], others: Sequence[str]) -> str:
@@ -172,6 +176,11 @@ def for_the_cluster(run: Any, nodes: Sequence[Node], s: FetchSettings, wanted: C
     needs = {r.node.name: wanted(r.value) for r in facts if not r.failed and r.value and wanted(r.value)}
     if not needs:
         return with_note(facts, nothing)
+    if len(run.inv.nodes) > 1:
+        try:  # the server is a listener like any other: on a private address only
+            check_bind_address(head.private or "", "the head's download server", s.reach, "private_ranges")
+        except InputError as exc:
+            return with_note(facts, f"{str(exc).removeprefix('private_ranges: ')}: every node downloads for itself")
 
     def download(remote: Remote) -> Outcome:
         done = on_head(remote, needs)

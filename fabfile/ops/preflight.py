@@ -19,6 +19,8 @@ from invoke.exceptions import AuthFailure
 from paramiko.ssh_exception import AuthenticationException
 
 from ..core.chain import Column, Step
+from ..core.cluster import reach_of
+from ..core.networks import Reach
 from ..core.connection import NodeConnection, Session
 from ..core.facts import parse_facts
 from ..core.fanout import FAILED, OK, HostResult, fan_out
@@ -123,10 +125,12 @@ def run_on(run: Any, nodes: Sequence[Node], settings: Any) -> List[HostResult]:
 class PreflightSettings:
     doctor: doctor.DoctorSettings
     head: str  # the head's private address (the fleet's NIC is the one toward it)
+    #: The cluster's idea of private: its warnings (a public range declared private) are said every run.
+    reach: Reach = Reach()
 
 
 def read(config: Any, inv: Any, cli: Any) -> PreflightSettings:
-    return PreflightSettings(doctor.read(config, inv, cli), inv.head.private or "")
+    return PreflightSettings(doctor.read(config, inv, cli), inv.head.private or "", reach_of(config, inv))
 
 
 @dataclass(frozen=True)
@@ -194,7 +198,7 @@ def _report(run: Any, settings: PreflightSettings) -> Tuple[List[str], List[str]
     with_gpus = [name for name, d in docs.items() if d is not None and d.has_gpus]
     bad = {name: d for name, d in docs.items() if d is not None and d.problems}
     if not docs:
-        return [], []
+        return [], settings.reach.warnings()
     if not with_gpus and not bad:
         lines = [f"GPU doctor: no GPUs on {len(docs)}/{len(run.inv.nodes)} nodes"]
     else:
@@ -210,7 +214,7 @@ def _report(run: Any, settings: PreflightSettings) -> Tuple[List[str], List[str]
             warnings += [f"fleet: {k} differs on {', '.join(v)}" for k, v in mismatched.items()]
         else:
             lines.append(f"Fleet: {', '.join(fleet.MUST_MATCH)} match on {len(facts)}/{len(verified)} nodes")
-    return lines, warnings
+    return lines, warnings + settings.reach.warnings()
 
 
 def _data(run: Any, settings: PreflightSettings) -> Any:

@@ -17,11 +17,11 @@ import shlex
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ..core.connection import Session
-from ..core.errors import HostError, keeping_changes
+from ..core.errors import HostError, InputError, keeping_changes
 from ..core.fanout import FAILED, HostResult
 from ..core.files import ManagedFile, outside_managed_block, plan_files, render, replace_block
 from ..core.inventory import Inventory, Node
-from ..core.networks import strict_ip
+from ..core.networks import check_bind_address, strict_ip
 from ..core.remote import Remote, ensure_dir, ensure_packages, last_line
 from ..core.steps import Outcome, merge_phases, remote_for, run_step
 from . import nfs
@@ -186,6 +186,10 @@ def prepare_worker(remote: Remote, p: NfsPlan, head_user: str, host_keys: str) -
 
 def serve_share(remote: Remote, keys: Dict[str, str], p: NfsPlan) -> Outcome:
     """The head: the share directory, and the SFTP-only sshd that serves it to the workers' keys."""
+    try:  # the SFTP service is a listener like any other: on a private address only
+        check_bind_address(p.server, "the share's SFTP service", p.reach, "private_ranges")
+    except InputError as exc:
+        raise HostError(str(exc).removeprefix("private_ranges: ")) from None
     if not remote.check("test -d /run/systemd/system"):
         raise HostError("the sshfs backend needs systemd on the head (its SFTP service is a unit)")
     done = ensure_packages(remote, ("openssh-server",))
