@@ -216,7 +216,7 @@ def smoke(c, venv=None):
     with session:
         head = remote_for(session, inv.head)
         python = shlex.quote(f"{s.venv}/bin/python")
-        result = head.run(f"{python} -c {shlex.quote(ray.SMOKE_CODE)}", warn=True, timeout=300)
+        result = head.run(f"{s.client_env}{python} -c {shlex.quote(ray.SMOKE_CODE)}", warn=True, timeout=300)
     if result.exited != 0:
         raise Exit(f"ray.smoke: the job failed on {inv.head.name}: {last_line(result.stderr)}", code=1)
     ran = json.loads(result.stdout.strip().splitlines()[-1])

@@ -38,6 +38,8 @@ DEFAULT_MASTER_PORT = 29500
 DEFAULT_TIMEOUT_MS = 60000
 #: Ports netenv.check probes on every other node: rendezvous and Ray's GCS.
 RAY_GCS_PORT = 6379
+#: The Ray gpufab pins unless var `ray_version` says otherwise (ops/ray.py's default, named here).
+RAY_DEFAULT_VERSION = "2.60.0"
 
 ENV_FILE = "/etc/gpufab/netenv.env"
 SECRETS_FILE = "/etc/gpufab/secrets.env"
@@ -168,6 +170,7 @@ def netenv_files(
     hf_home: Optional[str] = None,
     ib: Optional[Mapping[str, str]] = None,
     why: str = "",
+    ray_auth: bool = False,
 ) -> List[ManagedFile]:
     """netenv.env (the source of truth), nccl.conf (its NCCL_ part), the profile snippet.
 
@@ -190,6 +193,7 @@ def netenv_files(
         timeout_ms=timeout_ms,
         hostfiles={"GPUFAB_HOSTFILE": MESH_HOSTFILE, "GPUFAB_HOSTS": MESH_HOSTS} if mesh else {},
         hf_home=hf_home,
+        ray_auth=ray_auth,
     )
     return [
         ManagedFile(ENV_FILE, env),
@@ -255,9 +259,10 @@ done
 
 #: Firewall rules that can drop incoming traffic: nft input-hook chains when
 #: nft exists (it also shows iptables-nft rules), else iptables-save's INPUT.
+#: gpufab's own table for Ray (ops/ray.py) drops only what comes from outside the cluster: left out.
 FIREWALL_SCRIPT = r"""
 if command -v nft >/dev/null 2>&1; then
-  nft list ruleset 2>/dev/null | awk '/^\s*chain /{c=$2; hook=0} /hook input/{hook=1} hook && /(drop|reject)/ {sub(/^\s+/, ""); print "nft " c ": " $0}'
+  nft list ruleset 2>/dev/null | awk '/^table /{t=$3} /^[ \t]*chain /{c=$2; hook=0} /hook input/{hook=1} t != "gpufab_ray" && hook && /(drop|reject)/ {sub(/^[ \t]+/, ""); print "nft " c ": " $0}'
 elif command -v iptables-save >/dev/null 2>&1; then
   iptables-save 2>/dev/null | grep -E '^(-A INPUT .*-j (DROP|REJECT)|:INPUT (DROP|REJECT))' | sed 's/^/iptables /'
 fi
@@ -326,12 +331,13 @@ def setup_netenv(
     secrets: Optional[Mapping[str, str]],
     mesh: bool = False,
     hf_home: Optional[str] = None,
+    ray_auth: bool = False,
 ) -> Outcome:
     """Render netenv.env, nccl.conf and the profile snippet (and secrets.env when asked)."""
     nic, facts = nic_facts(remote, head_private)
     ib, why = ib_choice(profile, facts)
     files = netenv_files(remote.node.name, nic, head_private, master_port, profile, mesh=mesh, hf_home=hf_home,
-                         ib=ib, why=why)
+                         ib=ib, why=why, ray_auth=ray_auth)
     if secrets is not None:
         files.append(secrets_file(secrets, "root" if remote.is_root else facts.group or remote.user))
     done = remote.write_files(plan_files(files, remote.read_state(files)))
@@ -389,6 +395,8 @@ class NetenvSettings:
     mesh: bool = False
     #: Shared storage is on and its cache not turned off: Hugging Face's cache in the share.
     hf_home: Optional[str] = None
+    #: Ray runs with token authentication: its clients need RAY_AUTH_MODE=token.
+    ray_auth: bool = False
 
 
 def read(config: Any, inv: Inventory, cli: Mapping[str, Any]) -> NetenvSettings:
@@ -400,6 +408,7 @@ def read(config: Any, inv: Inventory, cli: Mapping[str, Any]) -> NetenvSettings:
         secrets=load_secrets(cli.get("env_file") or ".env") if cli.get("secrets") else None,
         mesh=mesh_wanted(config, inv),
         hf_home=hf_home_of(config, inv),
+        ray_auth=ray_auth_on(config, inv) and ray_auth_supported(config, inv),
     )
 
 
@@ -411,6 +420,14 @@ def skipped_by_inventory(inv: Inventory) -> set:
 def mesh_on(config: Any, inv: Inventory) -> bool:
     """Inventory var `mesh` (default on): read here for the env file and by the mesh step itself."""
     return switch(setting(config, inv, "mesh", None, True))
+
+
+def ray_auth_on(config: Any, inv: Inventory) -> bool:
+    """Inventory var `ray_auth` (default on) where the cluster keeps Ray: its clients need RAY_AUTH_MODE=token.
+
+    Read here for the env file (every login, launch and step sees it) and by the ray step itself,
+    which also checks that the pinned Ray has token authentication."""
+    return switch(setting(config, inv, "ray_auth", None, True)) and "ray" not in skipped_by_inventory(inv)
 
 
 def mesh_wanted(config: Any, inv: Inventory) -> bool:
@@ -433,8 +450,19 @@ class NetenvState:
     firewall: Tuple[str, ...] = ()
 
 
+def ray_has_auth(version: str) -> bool:
+    """Ray's token authentication (RAY_AUTH_MODE=token) exists in this version: 2.52 and later."""
+    parts = re.findall(r"\d+", version)[:2]
+    return len(parts) == 2 and (int(parts[0]), int(parts[1])) >= (2, 52)
+
+
+def ray_auth_supported(config: Any, inv: Inventory) -> bool:
+    """The pinned Ray (var `ray_version`) has token authentication."""
+    return ray_has_auth(str(setting(config, inv, "ray_version", None, RAY_DEFAULT_VERSION)))
+
+
 def apply(remote: Remote, s: NetenvSettings) -> Outcome:
-    return setup_netenv(remote, s.head, s.master_port, s.profile, s.secrets, s.mesh, s.hf_home)
+    return setup_netenv(remote, s.head, s.master_port, s.profile, s.secrets, s.mesh, s.hf_home, s.ray_auth)
 
 
 def check(remote: Remote, s: NetenvSettings) -> Outcome:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import secrets
 import shlex
 import threading
 import time
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ..core.chain import Column, Step
-from ..core.cluster import setting
+from ..core.cluster import setting, switch
 from ..core.connection import Session
 from ..core.errors import HostError, InputError, Interrupted, keeping_changes, number_option
 from ..core.fanout import FAILED, HostResult, classify
@@ -26,12 +27,13 @@ from ..core.inventory import Inventory, Node
 from ..core.networks import Reach, check_bind_address, read_reach
 from ..core.remote import Remote, ensure_packages, last_line
 from ..core.steps import Outcome, merge_phases, remote_for, run_step
+from ..core import packages as apt
 from ..core.packages import Downloads
 from .fetch import UV_VERSION, check_uv_version
 from .wheels import direct, ensure_uv, uv_env, wheel_requirements
-from .netenv import ENV_FILE, SECRETS_FILE, check_port
+from .netenv import ENV_FILE, RAY_DEFAULT_VERSION, SECRETS_FILE, check_port, ray_auth_on, ray_has_auth
 
-DEFAULT_VERSION = "2.60.0"
+DEFAULT_VERSION = RAY_DEFAULT_VERSION
 DEFAULT_VENV = "/opt/gpufab/venv"
 DEFAULT_PORT = 6379
 DASHBOARD_PORT = 8265
@@ -40,6 +42,17 @@ WORKER_UNIT = "gpufab-ray-worker.service"
 UNIT_DIR = "/etc/systemd/system"
 #: The digest of the secrets Ray runs with (root-only): a change restarts Ray.
 SECRETS_APPLIED = "/etc/gpufab/ray-secrets.applied"
+#: Ray's servers listen on every interface: nftables rules let only the cluster's nodes reach them.
+FIREWALL_FILE = "/etc/gpufab/ray-firewall.nft"
+FIREWALL_TABLE = "inet gpufab_ray"
+PORT_RANGE_FILE = "/proc/sys/net/ipv4/ip_local_port_range"
+FIREWALL_PACKAGES = ("nftables",)
+#: Ray's fixed ports besides the GCS and the dashboard: client server, default worker ports, dashboard agent.
+RAY_FIXED_PORTS = ("10001-19999", "52365")
+#: The SSH user's Ray token, under their home (Ray's own default place: every Ray process and
+#: client of that user finds it); with RAY_AUTH_MODE=token the GCS refuses any other.
+TOKEN_DIR = ".ray"
+TOKEN_NAME = "auth_token"
 #: Packages whose versions `ray.versions` shows; ray and Python must agree.
 VERSION_PACKAGES = ("ray", "torch", "vllm", "transformers")
 MUST_MATCH = ("python", "ray")
@@ -152,6 +165,10 @@ class UnitPlan:
     dashboard_port: int = DASHBOARD_PORT
     num_gpus: Optional[int] = None
     env_digest: str = "none"
+    #: RAY_AUTH_MODE=token in the unit.
+    auth: bool = False
+    #: The nftables file the unit loads before Ray starts (None: no firewall).
+    firewall: Optional[str] = None
 
     @property
     def unit(self) -> str:
@@ -166,9 +183,23 @@ def unit_file(p: UnitPlan) -> ManagedFile:
     values = dict(
         user=p.user, venv=p.venv, address=p.address, head=p.head, port=p.port,
         dashboard_host=p.dashboard_host or p.address, dashboard_port=p.dashboard_port,
-        num_gpus=p.num_gpus, env_digest=p.env_digest,
+        num_gpus=p.num_gpus, env_digest=p.env_digest, auth=p.auth, firewall=p.firewall,
     )
     return ManagedFile(f"{UNIT_DIR}/{p.unit}", render(f"ray/{p.unit}.j2", **values))
+
+
+def firewall_file(inv: Inventory, s: "RaySettings", port_range: str) -> ManagedFile:
+    """The rules for one node: the cluster's private addresses may reach Ray's ports, nobody else.
+
+    `port_range` is the node's `ip_local_port_range` (where Ray's unnamed servers bind)."""
+    low, _, high = port_range.partition("\t") if "\t" in port_range else port_range.partition(" ")
+    ephemeral = [f"{int(low)}-{int(high)}"] if low.strip().isdigit() and high.strip().isdigit() else ["32768-60999"]
+    addresses = sorted({n.private for n in inv.nodes if n.private})
+    v4 = [a for a in addresses if ":" not in a]
+    v6 = [a for a in addresses if ":" in a]
+    ports = [str(s.port), str(DASHBOARD_PORT), *RAY_FIXED_PORTS, *ephemeral]
+    return ManagedFile(FIREWALL_FILE, render("ray/ray-firewall.nft.j2", v4=v4, v6=v6, ports=ports))
+
 
 
 def start_command(p: UnitPlan) -> str:
@@ -290,10 +321,19 @@ class RaySettings:
     wait: float = DEFAULT_WAIT
     #: Where the dashboard may listen: private ranges unless overridden.
     reach: Reach = Reach()
+    #: Token authentication (var `ray_auth`, on where the pinned Ray has it).
+    auth: bool = False
+    #: Only the cluster's nodes reach Ray's ports (var `ray_firewall`, default on).
+    firewall: bool = True
 
     @property
     def pins(self) -> List[str]:
         return requirements(self.version, self.extra)
+
+    @property
+    def client_env(self) -> str:
+        """What a Ray client on a node needs in its environment (the token itself is in ~/.ray)."""
+        return "RAY_AUTH_MODE=token " if self.auth else ""
 
 
 def _dashboard_host(value: Any, reach: Reach) -> Optional[str]:
@@ -310,9 +350,12 @@ def read(config: Any, inv: Inventory, cli: Mapping[str, Any]) -> RaySettings:
         return setting(config, inv, key, cli.get(key), default)
 
     reach = read_reach(get("private_ranges"), get("allow_public_networks"))
+    version = check_version(get("ray_version", DEFAULT_VERSION))
     return RaySettings(
         reach=reach,
-        version=check_version(get("ray_version", DEFAULT_VERSION)),
+        auth=ray_auth_on(config, inv) and ray_has_auth(version),
+        firewall=switch(get("ray_firewall", True)),
+        version=version,
         venv=check_venv(get("ray_venv", DEFAULT_VENV)),
         extra=check_pins(get("ray_extra_packages")),
         port=check_port(get("ray_port", DEFAULT_PORT), "Ray port", "ray_port"),
@@ -338,21 +381,24 @@ def installed_versions(remote: Remote, venv: str, packages: Sequence[str]) -> Op
 
 
 def downloads(remote: Remote, s: RaySettings) -> Downloads:
-    """The pins this node lacks: then it wants the whole set (one closure for the cluster) and uv."""
+    """The pins this node lacks: then it wants the whole set (one closure for the cluster) and uv; nft where missing."""
+    debs = tuple(apt.missing(FIREWALL_PACKAGES, apt.parse_installed(remote.run(apt.query_command(
+        FIREWALL_PACKAGES)).stdout))) if s.firewall else ()
     versions = installed_versions(remote, s.venv, [pin_name(p) for p in s.pins])
     if versions is not None and not missing_pins(versions, s.pins):
-        return Downloads()
-    return Downloads(wheels=tuple(s.pins), uv=True)
+        return Downloads(debs=debs)
+    return Downloads(debs=debs, wheels=tuple(s.pins), uv=True)
 
 
 def install_ray(remote: Remote, s: RaySettings) -> Outcome:
     """A venv owned by the SSH user holding exactly the pinned packages, installed by uv where it can be."""
     names = [pin_name(p) for p in s.pins]
+    # nft for the firewall: Ray's servers listen on every interface.
+    done: List[str] = ensure_packages(remote, FIREWALL_PACKAGES) if s.firewall else []
     versions = installed_versions(remote, s.venv, names)
-    done: List[str] = []
     notes: List[str] = []
     if versions is not None and not missing_pins(versions, s.pins):
-        return Outcome([], [f"ray {versions.get('ray')} in {s.venv}"])
+        return Outcome(done, [f"ray {versions.get('ray')} in {s.venv}"])
     with keeping_changes(done):
         uv, changed, notes = ensure_uv(remote, s.uv_version, s.index_url, s.proxy)
         done += changed
@@ -419,6 +465,7 @@ def secrets_marker(state: Dict[str, FileState]) -> ManagedFile:
 
 
 def unit_plan(remote: Remote, inv: Inventory, s: RaySettings, digest: str) -> UnitPlan:
+    """What this node's unit says (role, addresses, auth, firewall)."""
     node = remote.node
     if not node.private or not inv.head.private:
         raise HostError("no private address known for this node or the head")
@@ -433,11 +480,14 @@ def unit_plan(remote: Remote, inv: Inventory, s: RaySettings, digest: str) -> Un
         dashboard_host=s.dashboard_host or "",
         num_gpus=int(gpus) if gpus is not None else None,
         env_digest=digest,
+        auth=s.auth,
+        firewall=FIREWALL_FILE if s.firewall else None,
     )
 
 
-def start_ray(remote: Remote, inv: Inventory, s: RaySettings) -> Outcome:
-    """Install/refresh the node's unit; restart only when it changed, start if down."""
+def start_ray(remote: Remote, inv: Inventory, s: RaySettings, token_changed: bool = False) -> Outcome:
+    """Install/refresh the node's unit and its firewall; restart only when the unit (or the token) changed,
+    start if down."""
     if remote.node.is_head:
         try:  # the default, the head's private address, is held to the same rule as an explicit value
             check_bind_address(s.dashboard_host or inv.head.private, "Ray's dashboard", s.reach, "ray_dashboard_host")
@@ -449,11 +499,13 @@ def start_ray(remote: Remote, inv: Inventory, s: RaySettings) -> Outcome:
         raise HostError(f"ray {s.version} is not installed in {s.venv} (found {seen or 'none'}; run ray.install)")
     # One read: the env the unit depends on, this role's unit and the other role's.
     units = [f"{UNIT_DIR}/{u}" for u in (HEAD_UNIT, WORKER_UNIT)]
-    state = remote.read_paths([ENV_FILE, "-d", SECRETS_FILE, "-d", SECRETS_APPLIED, *units])
+    state = remote.read_paths([ENV_FILE, "-d", SECRETS_FILE, "-d", SECRETS_APPLIED, *units, FIREWALL_FILE,
+                               PORT_RANGE_FILE])
     p = unit_plan(remote, inv, s, env_digest(state))
+    done = apply_firewall(remote, inv, s, state)
     if not s.systemd:
-        return _start_plain(remote, p)
-    done: List[str] = []
+        out = _start_plain(remote, p)
+        return Outcome(done + out.changes, out.notes)
     other = f"{UNIT_DIR}/{p.other_unit}"
     if state[other].exists:
         remote.change(f"systemctl disable --now {p.other_unit}; rm -f {other}", warn=True)
@@ -461,17 +513,70 @@ def start_ray(remote: Remote, inv: Inventory, s: RaySettings) -> Outcome:
     unit = unit_file(p)
     changes = plan_files([unit, secrets_marker(state)], state)
     done += remote.write_files(changes)
-    if changes or done:
+    if changes or any("role changed" in d for d in done):
         remote.change("systemctl daemon-reload")
     if not remote.check(f"systemctl is-enabled --quiet {p.unit}"):
         remote.change(f"systemctl enable {p.unit}")
         done.append(f"enabled {p.unit}")
     active = remote.check(f"systemctl is-active --quiet {p.unit}")
-    if changes or not active:
+    if changes or token_changed or not active:
         verb = "restarted" if active else "started"
         remote.change(f"systemctl restart {p.unit}")
         done.append(f"{verb} {p.unit}")
     return Outcome(done, [f"{p.role} on {p.address}" + (f" -> {p.head}:{p.port}" if p.role == "worker" else f":{p.port}")])
+
+
+def apply_firewall(remote: Remote, inv: Inventory, s: RaySettings, state: Dict[str, FileState]) -> List[str]:
+    """The node's Ray firewall file, loaded now when it changed (the unit loads it at every start); or,
+    with `ray_firewall: false`, taken away."""
+    if not s.firewall:
+        if not state[FIREWALL_FILE].exists:
+            return []
+        remote.change(f"nft delete table {FIREWALL_TABLE} 2>/dev/null; rm -f {FIREWALL_FILE}", warn=True)
+        return [f"removed Ray's firewall ({FIREWALL_FILE}, ray_firewall: false)"]
+    wanted = firewall_file(inv, s, state[PORT_RANGE_FILE].content or "")
+    changes = plan_files([wanted], state)
+    done = remote.write_files(changes)
+    if changes:
+        loaded = remote.change(f"nft -f {FIREWALL_FILE}", warn=True, timeout=30)
+        if loaded.exited != 0:
+            raise HostError(f"cannot load Ray's firewall ({FIREWALL_FILE}): "
+                            f"{last_line(loaded.stderr or loaded.stdout) or 'nft failed'}; set ray_firewall: false "
+                            "to run Ray without it", changes=done)
+        done.append(f"loaded {FIREWALL_FILE} (only the cluster's nodes reach Ray's ports)")
+    return done
+
+
+class ClusterToken:
+    """The cluster's Ray token: the head's own (made there once), the same on every node; never shown."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._value: Optional[str] = None
+
+    def of_head(self, head: Remote) -> Tuple[str, bool]:
+        """(token, whether it was made now): read once a run from the head's ~/.ray, made there when missing."""
+        with self._lock:
+            if self._value is not None:
+                return self._value, False
+            found = head.run(f'cat "$HOME"/{TOKEN_DIR}/{TOKEN_NAME} 2>/dev/null; true').stdout.strip()
+            made = not TOKEN_RE.match(found)
+            self._value = secrets.token_hex(32) if made else found
+            if made:
+                head.write_home_files(TOKEN_DIR, {TOKEN_NAME: (self._value, 0o600)})
+            return self._value, made
+
+
+TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{32,256}$")
+
+
+def ensure_token(remote: Remote, token: str) -> bool:
+    """This node's copy of the cluster's token (written as the SSH user, 0600); True when it was written."""
+    have = remote.run(f'sha256sum < "$HOME"/{TOKEN_DIR}/{TOKEN_NAME} 2>/dev/null; true').stdout.split()
+    if have[:1] == [sha256(token)]:
+        return False
+    remote.write_home_files(TOKEN_DIR, {TOKEN_NAME: (token, 0o600)})
+    return True
 
 
 def _start_plain(remote: Remote, p: UnitPlan) -> Outcome:
@@ -505,7 +610,8 @@ def stop_ray(remote: Remote, venv: str, force: bool) -> Outcome:
 def cluster_nodes(head: Remote, s: RaySettings) -> List[RayNode]:
     python = shlex.quote(f"{s.venv}/bin/python")
     address = f"{head.node.private}:{s.port}"
-    result = head.run(f"{python} -c {shlex.quote(NODES_CODE)} {shlex.quote(address)}", warn=True, timeout=60)
+    result = head.run(f"{s.client_env}{python} -c {shlex.quote(NODES_CODE)} {shlex.quote(address)}", warn=True,
+                      timeout=60)
     if result.exited != 0:
         raise HostError(f"cannot list Ray nodes on the head: {last_line(result.stderr) or 'no output'}")
     return parse_nodes(result.stdout)
@@ -588,6 +694,8 @@ def setup_cluster(session: Session, inv: Inventory, s: RaySettings, timeout: flo
     with_head = any(n.name == head.name for n in nodes)
     head_up = threading.Event()
     head_down: List[str] = []
+    token = ClusterToken()
+    head_remote = (remotes or {}).get(head.name) or remote_for(session, head)
 
     def one(remote: Remote) -> Outcome:
         is_head = remote.node.name == head.name
@@ -598,7 +706,14 @@ def setup_cluster(session: Session, inv: Inventory, s: RaySettings, timeout: flo
                     head_up.wait()
                     if head_down:
                         raise HostError(f"the head {head.name} did not start")
-                started = start_ray(remote, inv, s)
+                written = False
+                if s.auth:
+                    value, made = token.of_head(head_remote)
+                    written = made if is_head else ensure_token(remote, value)
+                    if written:
+                        installed.changes.append(f"{'made' if is_head else 'copied'} the cluster's Ray token "
+                                                 f"(~/{TOKEN_DIR}/{TOKEN_NAME}, 0600; not shown)")
+                started = start_ray(remote, inv, s, token_changed=written)
         except BaseException:
             if is_head:
                 head_down.append(head.name)
@@ -625,8 +740,11 @@ def run_on(run: Any, nodes: Sequence[Node], s: RaySettings) -> List[HostResult]:
 
 
 def check(remote: Remote, s: RaySettings) -> Outcome:
-    """The verify phase: Python and package versions in the node's venv."""
-    return versions_step(remote, s.venv)
+    """The verify phase: Python and package versions in the node's venv; Ray's firewall loaded (read from nft)."""
+    found = versions_step(remote, s.venv)
+    if s.firewall and not remote.check(f"nft list table {FIREWALL_TABLE} >/dev/null 2>&1", sudo=True):
+        raise HostError(f"Ray's firewall is not loaded (no nft table {FIREWALL_TABLE}): run ray.start", value=found.value)
+    return found
 
 
 def members(run: Any, nodes: Sequence[Node], s: RaySettings) -> List[HostResult]:
@@ -678,13 +796,23 @@ def _report(run: Any, s: RaySettings) -> Tuple[List[str], List[str]]:
     elif found:
         sample = next(iter(found.values()))
         checks.append(f"Versions: python {sample.get('python')}, ray {sample.get('ray')} on {len(found)}/{total} nodes")
+    if found:
+        guards = ([f"token authentication (RAY_AUTH_MODE=token; the head's ~/{TOKEN_DIR}/{TOKEN_NAME})"] if s.auth
+                  else []) + ([f"only the cluster's nodes reach its ports (nft table {FIREWALL_TABLE} loaded on "
+                              f"{len(found)}/{total} nodes)"] if s.firewall else [])
+        checks.append("Ray security: " + ("; ".join(guards) if guards else "none (ray_auth and ray_firewall are off)"))
+    if not s.auth:
+        warnings.append("Ray runs without token authentication: anyone who reaches its ports can run code as "
+                        f"the SSH user ({'ray_auth is off' if s.version and ray_has_auth(s.version) else 'ray ' + s.version + ' has none'})")
     return checks, warnings
 
 
 def _access(run: Any, s: RaySettings) -> List[str]:
     head = run.inv.head
     target = run.ssh(head, run.aliases)[len("ssh "):]
-    return [f"ssh -N -L {DASHBOARD_PORT}:{head.private}:{DASHBOARD_PORT} {target}   # then open http://localhost:{DASHBOARD_PORT}",
+    token = ([f"{run.ssh(head, run.aliases)} {s.venv}/bin/ray get-auth-token   # the token the dashboard asks for"]
+             if s.auth else [])
+    return token + [f"ssh -N -L {DASHBOARD_PORT}:{head.private}:{DASHBOARD_PORT} {target}   # then open http://localhost:{DASHBOARD_PORT}",
             "inv logs.tail /tmp/ray/session_latest/logs/raylet.out -n 50",
             f"{run.ssh(head, run.aliases)} journalctl -u {HEAD_UNIT} -f"]
 

@@ -36,7 +36,7 @@ from .share import cache_on_head, dirs_below, read_cache
 WHOLE_FILES: Tuple[str, ...] = (
     limits.LIMITS_FILE, limits.SYSTEMD_FILE, limits.DOCKER_FILE,
     netenv.ENV_FILE, netenv.SECRETS_FILE, netenv.NCCL_CONF, netenv.PROFILE_SNIPPET,
-    ray.SECRETS_APPLIED, f"{ray.UNIT_DIR}/{ray.HEAD_UNIT}", f"{ray.UNIT_DIR}/{ray.WORKER_UNIT}",
+    ray.SECRETS_APPLIED, f"{ray.UNIT_DIR}/{ray.HEAD_UNIT}", f"{ray.UNIT_DIR}/{ray.WORKER_UNIT}", ray.FIREWALL_FILE,
     nfs.EXPORTS_FILE, apt.INSTALLED_RECORD, docker.GROUP_RECORD, images.LOGIN_FILE,
 )
 UNITS: Tuple[str, ...] = (ray.HEAD_UNIT, ray.WORKER_UNIT)
@@ -48,8 +48,9 @@ OWN_DIRS: Tuple[str, ...] = ("/opt/gpufab", BACKUP_DIR, "/var/cache/gpufab", ROO
 #: Directories gpufab may have created for its files: removed only when that leaves them empty.
 PARENT_DIRS: Tuple[str, ...] = ("/etc/gpufab", "/var/lib/gpufab", "/etc/systemd/system/docker.service.d",
                                 "/etc/systemd/system.conf.d", "/etc/exports.d")
-#: In the SSH user's home: the all-reduce script's cache and the user steps' state.
-USER_DIRS: Tuple[str, ...] = (SCRIPT_PATH.rsplit("/", 1)[0], STATE_DIR.rsplit("/", 1)[0])
+#: In the SSH user's home: the all-reduce script's cache, the user steps' state, the cluster's Ray token.
+USER_DIRS: Tuple[str, ...] = (SCRIPT_PATH.rsplit("/", 1)[0], STATE_DIR.rsplit("/", 1)[0],
+                              f"{ray.TOKEN_DIR}/{ray.TOKEN_NAME}")
 MARKER = "Managed by gpufab"
 
 #: Root reads, never follows a link it finds (`-f` and `! -L` on each).
@@ -138,6 +139,8 @@ def plan(facts: ResetFacts) -> List[Tuple[str, str]]:
             removed.append(path)
     if nfs.EXPORTS_FILE in facts.files and facts.exportfs:
         steps.append(("withdrew the NFS export", "exportfs -ra"))
+    if ray.FIREWALL_FILE in facts.files:
+        steps.append(("removed Ray's firewall rules", f"nft delete table {ray.FIREWALL_TABLE} 2>/dev/null; true"))
     for path in OWN_DIRS:
         if path in facts.own_dirs:
             steps.append((f"removed {path}", f"rm -rf -- {shlex.quote(path)}"))

@@ -180,7 +180,7 @@ def test_ray_install_creates_the_venv_and_pins_then_leaves_it():
     # No uv, and none can be installed: pip, with a note saying so.
     remote = FakeRemote([(r"command -v uv", "", 1), (r"^\[ -x /opt/gpufab/uv/bin/uv \]", "", 1),
                          (r"index https://pypi.org/simple 0.13.9 /opt/gpufab/uv/bin", "", 1),
-                         (r"dpkg-query", "python3-venv installed\n", 0),
+                         (r"dpkg-query", "python3-venv installed\nnftables installed\n", 0),
                          (r"importlib.metadata", "", 1)], user="gpu")
     # After the install, the venv answers with the pinned version.
     remote.after(r"pip.* install", r"importlib.metadata", json.dumps({"python": "3.11.2", "ray": "2.60.0"}))
