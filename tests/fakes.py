@@ -48,6 +48,8 @@ class FakeRemote:
         self.changes: List[str] = []
         #: The commands sent as root (sudo=True, or every command of a root login).
         self.as_root: List[str] = []
+        #: What reached commands through a secret env file (never their command line).
+        self.secret_envs: List[Dict[str, str]] = []
         self.written: List[FileChange] = []
         self.restored: List[str] = []
         self.home_written: List[str] = []
@@ -81,6 +83,9 @@ class FakeRemote:
     def run(self, command: str, *, sudo: bool = False, warn: bool = False, timeout: Optional[float] = None,
             **fabric_kw: object) -> Result:
         """Also takes a Fabric connection's keywords (hide, in_stream...), so it can stand in for one."""
+        secret_env = fabric_kw.pop("secret_env", None)
+        if secret_env:
+            self.secret_envs.append(dict(secret_env))
         self.commands.append(command)
         if sudo or self.user == "root":
             self.as_root.append(command)
@@ -98,8 +103,11 @@ class FakeRemote:
             raise UnexpectedExit(result)
         return result
 
-    def change(self, command: str, *, sudo: bool = True, warn: bool = False, timeout: Optional[float] = None) -> Result:
+    def change(self, command: str, *, sudo: bool = True, warn: bool = False, timeout: Optional[float] = None,
+               secret_env: Optional[Dict[str, str]] = None) -> Result:
         self.changes.append(command)
+        if secret_env:
+            self.secret_envs.append(dict(secret_env))
         if self.dry_run:
             return Result(command=command, exited=0, hide=("stdout", "stderr"))
         return self.run(command, sudo=sudo, warn=warn, timeout=timeout)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import re
 import sys
 from typing import Any, Callable, Iterator, List, Optional, TypeVar
 
@@ -74,14 +75,25 @@ def number_option(value: Any, option: str, kind: Callable[[str], Any] = int) -> 
     return number
 
 
+#: `scheme://user:password@` in a URL a tool echoed (pip, uv, apt name the index they failed on).
+_URL_CREDENTIALS = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)[^/\s:@]+:[^/\s@]+@")
+
+
+def redact(text: str) -> str:
+    """`https://u:TOKEN@host/...` -> `https://***@host/...`: what a report or a log may say of a URL."""
+    return _URL_CREDENTIALS.sub(r"\g<scheme>***@", text)
+
+
 class HostError(Exception):
     """One host cannot go on with a step; `reason` is its line in the report.
 
     `changes` lists what the step had already done on that host, so the
-    report never hides a change made before the failure.
+    report never hides a change made before the failure. Credentials in a URL
+    the reason quotes (a tool's own error line) are blanked out.
     """
 
     def __init__(self, reason: str, changes: Optional[List[str]] = None, value: Any = None):
+        reason = redact(reason)
         super().__init__(reason)
         self.reason = reason
         self.changes = list(changes or [])

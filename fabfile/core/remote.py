@@ -14,6 +14,7 @@ secrets do not show up in `ps` on the node.
 from __future__ import annotations
 
 import base64
+import hashlib
 import secrets
 import shlex
 import socket
@@ -116,6 +117,15 @@ done
 """.replace("BACKUP", BACKUP_DIR)
 
 
+def secret_env_prefix(path: str, digest: str) -> str:
+    """Shell that loads an uploaded env file: a private copy made, checked against `digest`, loaded; both removed."""
+    q = shlex.quote(path)
+    return (f'e=$(mktemp) && head -c 65536 {q} > "$e"; rm -f {q}; '
+            f'[ "$(sha256sum < "$e" | cut -d" " -f1)" = {digest} ] || '
+            '{ rm -f "$e"; echo "gpufab: the environment file changed before it was read" >&2; exit 3; }; '
+            '. "$e"; rm -f "$e"; ')
+
+
 #: Printed before every command gpufab parses: what a chatty login rc prints comes before it.
 MARKER = "==gpufab-output=="
 
@@ -212,8 +222,16 @@ class Remote:
         sudo: bool = False,
         warn: bool = False,
         timeout: Optional[float] = None,
+        secret_env: Optional[Mapping[str, str]] = None,
     ) -> Result:
-        """Run `command` (as root when `sudo`); hidden, no local stdin."""
+        """Run `command` (as root when `sudo`); hidden, no local stdin.
+
+        `secret_env`: variables whose values must not be on a command line (an
+        index URL with a token, a proxy with a password): they reach the
+        command in a 0600 file, never in `ps` or sudo's log.
+        """
+        if secret_env:
+            command = self._with_secret_env(secret_env) + command
         opts = dict(hide=True, warn=True, in_stream=False, timeout=timeout or self.timeout)
         if sudo and not self.is_root:
             result = self.conn.sudo(f"sh -c {shlex.quote(marked(command))}", password=self._password(), **opts)
@@ -231,11 +249,25 @@ class Remote:
             raise UnexpectedExit(result)
         return result
 
-    def change(self, command: str, *, sudo: bool = True, warn: bool = False, timeout: Optional[float] = None) -> Result:
+    def change(self, command: str, *, sudo: bool = True, warn: bool = False, timeout: Optional[float] = None,
+               secret_env: Optional[Mapping[str, str]] = None) -> Result:
         """Run a command that changes the node; in a dry run, only note it."""
         if self.dry_run:
             return Result(command=command, exited=0, hide=("stdout", "stderr"))
-        return self.run(command, sudo=sudo, warn=warn, timeout=timeout)
+        return self.run(command, sudo=sudo, warn=warn, timeout=timeout, secret_env=secret_env)
+
+    def _with_secret_env(self, values: Mapping[str, str]) -> str:
+        """A prefix that loads `values` from a file uploaded for this one command, then deletes it.
+
+        The file is the SSH user's (0600, a new name): a process of that user
+        could swap it before a root shell reads it, so the shell reads a copy
+        of its own and loads it only when its digest is the one sent here.
+        """
+        body = "".join(f"export {k}={shlex.quote(v)}\n" for k, v in values.items())
+        path = f"/tmp/.gpufab-env-{secrets.token_hex(8)}"
+        self._upload(path, body)
+        digest = hashlib.sha256(body.encode("utf-8")).hexdigest()
+        return secret_env_prefix(path, digest)
 
     def script(self, body: str, *args: str, sudo: bool = False, warn: bool = False, timeout: Optional[float] = None) -> Result:
         """Run a shell script with positional arguments, each quoted."""

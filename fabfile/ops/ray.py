@@ -30,7 +30,7 @@ from ..core.steps import Outcome, merge_phases, remote_for, run_step
 from ..core import packages as apt
 from ..core.packages import Downloads
 from .fetch import UV_VERSION, check_uv_version
-from .wheels import direct, ensure_uv, uv_env, wheel_requirements
+from .wheels import direct, ensure_uv, index_env, uv_env, wheel_requirements
 from .netenv import ENV_FILE, RAY_DEFAULT_VERSION, SECRETS_FILE, check_port, ray_auth_on, ray_has_auth
 
 DEFAULT_VERSION = RAY_DEFAULT_VERSION
@@ -121,19 +121,13 @@ def missing_pins(installed: Mapping[str, Optional[str]], pins: Sequence[str]) ->
     return [p for p in pins if installed.get(pin_name(p)) != pin_version(p)]
 
 
-def install_command(venv: str, pins: Sequence[str], uv: Optional[str], index_url: Optional[str] = None,
-                    find_links: Optional[str] = None, proxy: Optional[str] = None) -> str:
-    """pip (or uv pip) install of exactly these pins into the venv."""
-    opts: List[str] = []
-    if index_url:
-        opts += ["--index-url", index_url]
-    if find_links:
-        opts += ["--find-links", find_links]
-    quoted = " ".join(shlex.quote(x) for x in [*opts, *pins])
+def install_command(venv: str, pins: Sequence[str], uv: Optional[str]) -> str:
+    """pip (or uv pip) install of exactly these pins into the venv; the index, find-links and proxy come
+    from the environment (wheels.index_env), never the command line."""
+    quoted = " ".join(shlex.quote(x) for x in pins)
     if uv:
         return f"{uv} pip install -q --python {shlex.quote(venv + '/bin/python')} {quoted}"
-    proxy_opt = f"--proxy {shlex.quote(proxy)} " if proxy else ""
-    return f"{shlex.quote(venv + '/bin/pip')} install -q --disable-pip-version-check {proxy_opt}{quoted}"
+    return f"{shlex.quote(venv + '/bin/pip')} install -q --disable-pip-version-check {quoted}"
 
 
 def mismatches(versions: Mapping[str, Mapping[str, Optional[str]]]) -> Dict[str, List[str]]:
@@ -430,10 +424,11 @@ def install_ray(remote: Remote, s: RaySettings) -> Outcome:
                              "from the index instead")
         if result is None or result.exited != 0:
             # A venv uv made has no pip of its own: it gets one, as `python3 -m venv` would have.
-            cmd = install_command(s.venv, [*todo, "pip"] if uv else todo, uv, s.index_url, s.find_links, s.proxy)
+            cmd = install_command(s.venv, [*todo, "pip"] if uv else todo, uv)
             if uv:
-                cmd = uv_env(s.index_url, s.proxy) + cmd
-            result = remote.change(cmd, sudo=False, warn=True, timeout=1800)
+                cmd = uv_env() + cmd
+            result = remote.change(cmd, sudo=False, warn=True, timeout=1800,
+                                   secret_env=index_env(s.index_url, s.proxy, s.find_links))
             if result.exited != 0:
                 raise HostError(f"{'uv ' if uv else ''}pip install {' '.join(todo)} failed: "
                                 f"{last_line(result.stderr or result.stdout)}")

@@ -35,8 +35,8 @@ NAME = "wheels"
 UV_DIR = "/opt/gpufab/uv/bin"
 UV = f"{UV_DIR}/uv"
 
-#: Run as root by python3 (stdlib only): uv from its wheel, without pip or a venv. argv: `index URL VERSION`
-#: (the wheel for this machine from a package index's simple page, sha256 from the page) or
+#: Run as root by python3 (stdlib only): uv from its wheel, without pip or a venv. argv: `index - VERSION`
+#: (the wheel for this machine from the simple page of $UV_INDEX_URL, else PyPI, sha256 from the page) or
 #: `wheel URL-OR-PATH SHA256` (the head's). The wheel's hash is checked before anything is unpacked;
 #: only `uv-*.data/scripts/uv` is taken out of it, and renamed into place.
 UV_INSTALL = r"""
@@ -44,6 +44,7 @@ import hashlib, html.parser, io, os, platform, re, sys, tempfile, urllib.parse, 
 mode, where, arg = sys.argv[1:4]
 dest = sys.argv[4]
 if mode == "index":
+    where = os.environ.get("UV_INDEX_URL") or "https://pypi.org/simple"
     page = urllib.parse.urljoin(where.rstrip("/") + "/", "uv/")
     class Links(html.parser.HTMLParser):
         links = []
@@ -178,15 +179,28 @@ PIP_CONFIG = ("import configparser, os, sys; c = configparser.ConfigParser(); "
               "print(c.get('global', sys.argv[1], fallback=''))")
 
 
-def uv_env(index_url: Optional[str], proxy: Optional[str]) -> str:
-    """uv (and urllib) read no pip.conf: the proxy, index and CA file pip is set up with, and the system's CA store."""
+def uv_env() -> str:
+    """uv (and urllib) read no pip.conf: the proxy, index and CA file pip is set up with, and the system's CA store.
+
+    What the inventory sets (`pip_index_url`, `pip_proxy`) comes first, through `index_env` (a file, never
+    the command line: such URLs carry tokens); pip.conf fills in what it does not set."""
     cfg = f"cfg() {{ python3 -c {shlex.quote(PIP_CONFIG)} \"$1\" 2>/dev/null; }}; "
-    via = (f"export HTTPS_PROXY={shlex.quote(proxy)} HTTP_PROXY={shlex.quote(proxy)}; " if proxy else
-           "p=$(cfg proxy); [ -z \"$p\" ] || export HTTPS_PROXY=\"${HTTPS_PROXY:-$p}\"; ")
-    index = (f"export UV_INDEX_URL={shlex.quote(index_url)}; " if index_url else
-             "i=$(cfg index-url); [ -z \"$i\" ] || export UV_INDEX_URL=\"$i\"; ")
+    via = "p=$(cfg proxy); [ -z \"$p\" ] || export HTTPS_PROXY=\"${HTTPS_PROXY:-$p}\"; "
+    index = "i=$(cfg index-url); [ -z \"$i\" ] || export UV_INDEX_URL=\"${UV_INDEX_URL:-$i}\"; "
     return (f"export UV_NATIVE_TLS=1 UV_PYTHON_DOWNLOADS=never UV_NO_PROGRESS=1; {cfg}{via}{index}"
             "c=$(cfg cert); [ -z \"$c\" ] || export SSL_CERT_FILE=\"$c\"; ")
+
+
+def index_env(index_url: Optional[str], proxy: Optional[str], find_links: Optional[str] = None) -> Dict[str, str]:
+    """The inventory's index, proxy and find-links for pip and uv, as variables (`Remote.run(secret_env=...)`)."""
+    env: Dict[str, str] = {}
+    if index_url:
+        env.update(PIP_INDEX_URL=index_url, UV_INDEX_URL=index_url)
+    if find_links:
+        env.update(PIP_FIND_LINKS=find_links, UV_FIND_LINKS=find_links)
+    if proxy:
+        env.update(PIP_PROXY=proxy, HTTPS_PROXY=proxy, HTTP_PROXY=proxy)
+    return env
 
 
 def direct(peer: Peer) -> str:
@@ -218,10 +232,11 @@ def ensure_uv(remote: Remote, version: str, index_url: Optional[str] = None,
     if wheel is not None:
         args = f"wheel {q(wheel[0])} {q(wheel[1])}"
         env = direct(remote.peer) if "://" in wheel[0] else ""
-    else:
-        args = f"index {q(index_url or 'https://pypi.org/simple')} {q(version)}"
-        env = uv_env(index_url, proxy)
-    result = remote.change(f"{env}python3 -c {q(UV_INSTALL)} {args} {UV_DIR}", warn=True, timeout=300)
+    else:  # the index comes from UV_INDEX_URL (the inventory's, else pip.conf's), PyPI without either
+        args = f"index - {q(version)}"
+        env = uv_env()
+    result = remote.change(f"{env}python3 -c {q(UV_INSTALL)} {args} {UV_DIR}", warn=True, timeout=300,
+                           secret_env=index_env(index_url, proxy) if wheel is None else None)
     if result.exited != 0 and not remote.dry_run:
         return None, [], [f"uv could not be installed ({last_line(result.stderr or result.stdout)}): pip used"]
     return UV, [f"installed uv {version}"], []
@@ -241,10 +256,10 @@ def fetch_wheels(remote: Remote, pins: Sequence[str], s: FetchSettings, count: i
     q = shlex.quote
     reqs = " ".join(q(x) for x in what)
     out = remote.run(
-        f"{uv_env(s.index_url, s.proxy)}install -d -m 0755 {CACHE}/wheels {q(target)} && "
+        f"{uv_env()}install -d -m 0755 {CACHE}/wheels {q(target)} && "
         f"printf '%s\\n' {reqs} | {uv} pip compile -q --python python3 --format pylock.toml -o {q(target)}/pylock.toml - "
         f"&& python3 -c {q(DOWNLOAD)} {q(target)}/pylock.toml {q(target)}",
-        sudo=True, warn=True, timeout=max(remote.timeout or 0, 1800))
+        sudo=True, warn=True, timeout=max(remote.timeout or 0, 1800), secret_env=index_env(s.index_url, s.proxy))
     hashes = parse_sha256sum(out.stdout)
     if out.exited != 0 or not hashes:
         raise HostError(f"cannot download the wheels: {last_line(out.stderr or out.stdout) or 'no wheels'}")

@@ -179,7 +179,7 @@ RAY = ray.RaySettings(version="2.60.0", venv="/opt/gpufab/venv", extra=[], port=
 def test_ray_install_creates_the_venv_and_pins_then_leaves_it():
     # No uv, and none can be installed: pip, with a note saying so.
     remote = FakeRemote([(r"command -v uv", "", 1), (r"^\[ -x /opt/gpufab/uv/bin/uv \]", "", 1),
-                         (r"index https://pypi.org/simple 0.13.9 /opt/gpufab/uv/bin", "", 1),
+                         (r"index - 0.13.9 /opt/gpufab/uv/bin", "", 1),
                          (r"dpkg-query", "python3-venv installed\nnftables installed\n", 0),
                          (r"importlib.metadata", "", 1)], user="gpu")
     # After the install, the venv answers with the pinned version.
@@ -282,3 +282,20 @@ def test_a_storage_step_no_backend_can_do_is_skipped_with_its_reason_never_ok():
     assert {r.status for r in results} == {SKIPPED}
     assert all(r.reason.startswith("no shared storage: NFS unavailable (node1: ") and not r.failed for r in results)
     assert summary_line("storage", results, changed=True).startswith("storage: 2 hosts: 0 changed, 0 ok, 2 skipped, 0 failed")
+
+
+def test_an_index_url_or_proxy_with_a_token_never_reaches_a_command_line():
+    """Issue 32, item 8: `ps` and sudo's log see every command line; the inventory's URLs reach pip and uv
+    through a file instead (Remote.run's secret_env)."""
+    import dataclasses
+    s = dataclasses.replace(RAY, index_url="https://u:T0K3N@idx/simple", proxy="http://p:S3CR3T@proxy:3128",
+                            find_links="https://u:T0K3N@idx/links")
+    remote = FakeRemote([(r"command -v uv", "", 1), (r"^\[ -x /opt/gpufab/uv/bin/uv \]", "", 1),
+                         (r"index - 0.13.9 /opt/gpufab/uv/bin", "", 0),
+                         (r"dpkg-query", "python3-venv installed\nnftables installed\n", 0),
+                         (r"importlib.metadata", "", 1)], user="gpu")
+    remote.after(r"pip.* install", r"importlib.metadata", json.dumps({"python": "3.11.2", "ray": "2.60.0"}))
+    ray.install_ray(remote, s)
+    assert not [c for c in remote.commands if "T0K3N" in c or "S3CR3T" in c]
+    assert remote.secret_envs and all(e["UV_INDEX_URL"] == "https://u:T0K3N@idx/simple" for e in remote.secret_envs)
+    assert any(e.get("PIP_FIND_LINKS") == "https://u:T0K3N@idx/links" for e in remote.secret_envs)

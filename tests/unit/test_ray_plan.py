@@ -30,14 +30,17 @@ def test_missing_pins_compare_installed_versions():
     assert ray.missing_pins({"ray": "2.59.0", "torch": None}, pins) == pins
 
 
-def test_install_commands_pip_and_uv():
-    pip = ray.install_command("/opt/v", ["ray[default]==2.60.0"], uv=False, find_links="/wheels", proxy="http://p:3128")
-    assert pip == "/opt/v/bin/pip install -q --disable-pip-version-check --proxy http://p:3128 --find-links /wheels 'ray[default]==2.60.0'"
+def test_install_commands_pip_and_uv_carry_no_index_or_proxy():
+    """Issue 32, item 8: an index URL or a proxy holds a token; it reaches pip and uv in their environment."""
     pip = ray.install_command("/opt/v", ["ray[default]==2.60.0"], uv=None)
-    assert pip.startswith("/opt/v/bin/pip install")
-    uv = ray.install_command("/opt/v", ["ray[default]==2.60.0"], uv="/opt/gpufab/uv/bin/uv", index_url="https://idx/simple")
-    assert uv == ("/opt/gpufab/uv/bin/uv pip install -q --python /opt/v/bin/python --index-url https://idx/simple "
-                  "'ray[default]==2.60.0'")
+    assert pip == "/opt/v/bin/pip install -q --disable-pip-version-check 'ray[default]==2.60.0'"
+    uv = ray.install_command("/opt/v", ["ray[default]==2.60.0"], uv="/opt/gpufab/uv/bin/uv")
+    assert uv == "/opt/gpufab/uv/bin/uv pip install -q --python /opt/v/bin/python 'ray[default]==2.60.0'"
+    from fabfile.ops.wheels import index_env
+    assert index_env("https://u:T0K3N@idx/simple", "http://p:pw@proxy:3128", "/wheels") == {
+        "PIP_INDEX_URL": "https://u:T0K3N@idx/simple", "UV_INDEX_URL": "https://u:T0K3N@idx/simple",
+        "PIP_FIND_LINKS": "/wheels", "UV_FIND_LINKS": "/wheels",
+        "PIP_PROXY": "http://p:pw@proxy:3128", "HTTPS_PROXY": "http://p:pw@proxy:3128", "HTTP_PROXY": "http://p:pw@proxy:3128"}
 
 
 def test_mismatches_flag_the_odd_node_out():

@@ -44,9 +44,10 @@ def uv_wheel() -> bytes:
     return buf.getvalue()
 
 
-def run(script: str, *args: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
-    return subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, timeout=60, env=env)
+def run(script: str, *args: str, **extra: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower() and k != "UV_INDEX_URL"}
+    return subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, timeout=60,
+                          env={**env, **extra})
 
 
 def test_uv_comes_out_of_its_wheel_only_with_the_right_hash(served, tmp_path):
@@ -61,7 +62,8 @@ def test_uv_comes_out_of_its_wheel_only_with_the_right_hash(served, tmp_path):
         f'<a href="../../files/uv-0.13.9-py3-none-musllinux_1_1_{platform.machine()}.whl#sha256={"0" * 64}">x</a>\n'
         f'<a href="../../files/{name}#sha256={digest}">{name}</a>\n')
     dest = tmp_path / "bin"
-    proc = run(wheels.UV_INSTALL, "index", f"{url}/simple", "0.13.9", str(dest))
+    # The index from the environment (the inventory's pip_index_url, which may hold a token), never argv.
+    proc = run(wheels.UV_INSTALL, "index", "-", "0.13.9", str(dest), UV_INDEX_URL=f"{url}/simple")
     assert proc.returncode == 0, proc.stderr
     uv = dest / "uv"
     assert uv.read_text() == "#!/bin/sh\necho fake uv\n" and uv.stat().st_mode & 0o777 == 0o755
