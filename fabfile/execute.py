@@ -32,12 +32,12 @@ def exec_(c, command, sudo=False, quiet=False, nodes=None, workers=None, timeout
     with open_session(c.config, command_timeout=number_option(timeout, "--timeout", float)) as session:
         targets = select_nodes(session.inventory, nodes)
         width = max(len(n.name) for n in targets)
-        password = session.sudo_password() if sudo else None
 
         def one(conn: NodeConnection, node: Node) -> HostResult:
             try:
                 return run_command(conn, node, command, sudo=sudo, live=not quiet, width=width,
-                                   timeout=session.command_timeout, password=password)
+                                   timeout=session.command_timeout,
+                                   password=session.sudo_password(node) if sudo else None)
             finally:
                 session.release(node)  # one command per host: threads stay bounded by --workers
 

@@ -41,11 +41,12 @@ def launch(c, command, role=None, master_port=None, sudo=False, timeout=None):
                                 if not r.failed and r.stdout.strip().isdigit()}
         by_name = {p.node.name: p for p in plan.placements(nodes, port, gpus)}
         width = max(len(n.name) for n in nodes)
-        password = session.sudo_password() if sudo else None
+        # Asked before any rank starts (each node's own, else the run's one).
+        passwords = {n.name: session.sudo_password(n) for n in nodes} if sudo else {}
         # Every rank must be up at once for the rendezvous: no worker limit here.
         results = fan_out(session, nodes, lambda conn, node: run_command(
             conn, node, plan.node_command(command, by_name[node.name].values), sudo=sudo, width=width,
-            timeout=session.command_timeout, password=password), workers=len(nodes))
+            timeout=session.command_timeout, password=passwords.get(node.name)), workers=len(nodes))
     unreachable = {r.node.name: r for r in counted if r.failed}
     results = [unreachable.get(r.node.name, r) for r in results]
     rows = [(r.node.name, by_name[r.node.name].values["NODE_RANK"], by_name[r.node.name].values["NPROC_PER_NODE"],

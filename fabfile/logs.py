@@ -28,11 +28,11 @@ def tail(c, path, n=None, nodes=None, workers=None):
     with open_session(c.config) as session:
         targets = select_nodes(session.inventory, nodes)
         sudo = any(n.user != "root" for n in targets)
-        password = session.sudo_password() if sudo else None
+        passwords = {n.name: session.sudo_password(n) for n in targets if n.user != "root"} if sudo else {}
         # Read in parallel, printed node by node so each node's lines stay together.
         results = fan_out(session, targets, lambda conn, node: run_command(
             conn, node, command, sudo=conn.user != "root", live=False, timeout=session.command_timeout,
-            password=password), workers=number_option(workers, "--workers"))
+            password=passwords.get(node.name)), workers=number_option(workers, "--workers"))
     width = max(len(n.name) for n in targets)
     for r in results:
         label = r.node.name.ljust(width)

@@ -376,6 +376,52 @@ def check_local_files(keys: Sequence[str], known_hosts: str) -> None:
             raise InputError(f"cannot read known_hosts: {exc.strerror}", path=known_hosts) from None
 
 
+#: Node (or inventory) var naming a local file that holds that node's own sudo password.
+PASSWORD_FILE_VAR = "sudo_password_file"
+
+
+def read_node_passwords(inventory: Inventory) -> Dict[str, str]:
+    """node -> its sudo password, from the local file its var `sudo_password_file` names (first line).
+
+    Held to what ssh asks of a private key: a regular file that no one else
+    can read. Read once, before any host is tried; never shown."""
+    found: Dict[str, str] = {}
+    cache: Dict[str, str] = {}
+    for node in inventory.nodes:
+        raw = node.vars.get(PASSWORD_FILE_VAR) or inventory.vars.get(PASSWORD_FILE_VAR)
+        if not raw:
+            continue
+        path = os.path.expanduser(str(raw))
+        if path not in cache:
+            cache[path] = _read_password_file(path)
+        found[node.name] = cache[path]
+    return found
+
+
+def _read_password_file(path: str) -> str:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except FileNotFoundError:
+        raise InputError("sudo password file not found", path=path) from None
+    except OSError as exc:
+        raise InputError(f"cannot read the sudo password file: {exc.strerror}", path=path) from None
+    with os.fdopen(fd, "rb") as fh:
+        st = os.fstat(fh.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise InputError("the sudo password file is not a regular file", path=path)
+        if st.st_mode & 0o077:
+            raise InputError(f"the sudo password file can be read by others (mode {stat.S_IMODE(st.st_mode):04o}): "
+                             f"chmod 600 {path}", path=path)
+        data = fh.read(4096)
+    try:
+        line = data.decode("utf-8").splitlines()[0] if data.strip() else ""
+    except UnicodeDecodeError:
+        raise InputError("the sudo password file is not text", path=path) from None
+    if not line:
+        raise InputError("the sudo password file is empty", path=path)
+    return line
+
+
 def gpufab_setting(config: Any, key: str, default: Any = None) -> Any:
     """Read `gpufab.<key>` from an Invoke/Fabric config, tolerating its absence."""
     section = config.get("gpufab") if hasattr(config, "get") else None
@@ -431,6 +477,8 @@ class Session:
         )
         check_ssh_configs(config)
         check_local_files(self._key_files(inventory), self.known_hosts)
+        #: Per node, its own sudo password (var `sudo_password_file`), read before any host is tried.
+        self._node_passwords: Dict[str, str] = read_node_passwords(inventory)
         self._host_keys: Optional[HostKeys] = None
         self.host_keys()  # a known_hosts that cannot be read whole stops the run here, before any host
         self._connections: Dict[str, NodeConnection] = {}
@@ -507,7 +555,7 @@ class Session:
             host_keys=self.host_keys(),
             stopping=self.stopping,
             tags=self.tags,
-            known_password=lambda: self._sudo_password,
+            known_password=lambda: self.known_password(node),
         )
 
     def release(self, node: Node) -> None:
@@ -521,12 +569,23 @@ class Session:
         if conn is not None:
             conn.close()
 
-    def sudo_password(self) -> Optional[str]:
-        """The sudo password: from `--prompt-for-sudo-password`, else asked once.
+    def known_password(self, node: Optional[Node] = None) -> Optional[str]:
+        """The password already at hand for `node` (its own file's, or the one typed): never asks."""
+        if node is not None and node.name in self._node_passwords:
+            return self._node_passwords[node.name]
+        return self._sudo_password
 
-        Asked only when a host turns out to need one, only on a terminal, and
-        only once for the whole run whatever the number of hosts.
+    def sudo_password(self, node: Optional[Node] = None) -> Optional[str]:
+        """The sudo password for `node`: its own (var `sudo_password_file`), else the run's one, from
+        `--prompt-for-sudo-password` or asked once.
+
+        The run's one is sent to every host that asks for one (on sudo's stdin over that host's
+        checked connection, never on a command line); a node with a password of its own gets only
+        that. Asked only when a host turns out to need one, only on a terminal, and only once for
+        the whole run whatever the number of hosts.
         """
+        if node is not None and node.name in self._node_passwords:
+            return self._node_passwords[node.name]
         with self._sudo_lock:
             if self._sudo_password is None and not self._sudo_asked and sys.stdin.isatty():
                 self._sudo_asked = True
@@ -544,7 +603,7 @@ class Session:
         self.stopping.set()
         with self._lock:
             conns = [c for c in self._connections.values() if c.is_connected]
-        enders = [threading.Thread(target=_end_run, args=(c, self.tags.prefix, self._sudo_password, within),
+        enders = [threading.Thread(target=_end_run, args=(c, self.tags.prefix, self.known_password(c.node), within),
                                    daemon=True, name="gpufab-stop") for c in conns]
         for t in enders:
             t.start()

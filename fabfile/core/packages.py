@@ -51,6 +51,9 @@ def install_command(packages: Iterable[str], update: bool = True) -> str:
     return f"{UPDATE_IF_STALE} && {install}" if update else install
 
 
+#: Where apt keeps the .debs it downloaded (and installs from).
+APT_ARCHIVE = "/var/cache/apt/archives"
+
 #: What gpufab's apt installs added (one name a line): what `reset --packages` may purge.
 INSTALLED_RECORD = "/var/lib/gpufab/installed-packages"
 #: Installed by gpufab where missing, never purged by it: the way in (sshd) and what other software needs.
@@ -107,12 +110,11 @@ class Peer:
 
 
 #: Run as root with python3: the .debs `apt-get install PKGS` would download, taken from the
-#: head's archive (argv[1]) into apt's own, each kept only with the size and SHA256 apt's signed
-#: lists give for it; whatever the head lacks, apt downloads itself.
+#: head's archive (argv[1]) into apt's own (argv[2]), each kept only with the size and SHA256 apt's
+#: signed lists give for it; whatever the head lacks, apt downloads itself.
 PEER_DEBS = r"""
 import hashlib, os, subprocess, sys, tempfile, urllib.parse, urllib.request
-base, pkgs = sys.argv[1].rstrip("/"), sys.argv[2:]
-archive = "/var/cache/apt/archives"
+base, archive, pkgs = sys.argv[1].rstrip("/"), sys.argv[2], sys.argv[3:]
 uris = subprocess.run(["apt-get", "-qq", "-y", "--print-uris", "install", "--no-install-recommends", *pkgs],
                       capture_output=True, text=True, timeout=120).stdout
 files = {}
@@ -139,9 +141,13 @@ for key, (name, want_size) in files.items():
         continue
     fd, tmp = tempfile.mkstemp(dir=archive, prefix=".gpufab-")
     try:
-        digest = hashlib.sha256()
+        digest, got_size = hashlib.sha256(), 0
         with os.fdopen(fd, "wb") as out, direct.open(base + "/" + urllib.parse.quote(name), timeout=30) as r:
-            for chunk in iter(lambda: r.read(1 << 20), b""):
+            # No more than the signed lists say it weighs: a peer cannot fill this disk.
+            for chunk in iter(lambda: r.read(min(1 << 20, want_size + 1 - got_size)), b""):
+                got_size += len(chunk)
+                if got_size > want_size:
+                    raise ValueError(f"{name} is larger than its lists say")
                 digest.update(chunk)
                 out.write(chunk)
         if digest.hexdigest() == want and os.path.getsize(tmp) == want_size:
@@ -160,4 +166,4 @@ print(f"{got} {size}")
 def peer_debs_command(url: str, packages: Iterable[str]) -> str:
     names = " ".join(shlex.quote(p) for p in packages)
     # Fresh lists or not, the .debs the head has are tried: apt checks each against the lists it has.
-    return f"{UPDATE_IF_STALE}; python3 -c {shlex.quote(PEER_DEBS)} {shlex.quote(url)} {names}"
+    return f"{UPDATE_IF_STALE}; python3 -c {shlex.quote(PEER_DEBS)} {shlex.quote(url)} {APT_ARCHIVE} {names}"

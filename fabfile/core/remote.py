@@ -35,7 +35,9 @@ from .inventory import Node
 #: file base64-encoded on one line, or `==gpufab-digest ...` then its sha256
 #: (for paths given after `-d`), `==gpufab-link <path>` for a symlink (never
 #: followed: root would read what someone else pointed it at), or
-#: `==gpufab-missing <path>`.
+#: `==gpufab-missing <path>`. The read itself opens with O_NOFOLLOW|O_NONBLOCK
+#: (`dd iflag=`): a file swapped for a link (or a FIFO) after the test is not
+#: read through, nor waited on.
 READ_SCRIPT = r"""
 digest=0
 for p in "$@"; do
@@ -44,10 +46,10 @@ for p in "$@"; do
     echo "==gpufab-link $p"
   elif [ -f "$p" ] && [ $digest = 1 ]; then
     echo "==gpufab-digest $(stat -c '%a %U %G' "$p") $p"
-    sha256sum < "$p" | cut -d' ' -f1
+    dd if="$p" iflag=nofollow,nonblock status=none | sha256sum | cut -d' ' -f1
   elif [ -f "$p" ]; then
     echo "==gpufab-file $(stat -c '%a %U %G' "$p") $p"
-    base64 -w0 < "$p"; echo
+    dd if="$p" iflag=nofollow,nonblock status=none | base64 -w0; echo
   else
     echo "==gpufab-missing $p"
   fi

@@ -37,7 +37,8 @@ StepFn = Callable[[Remote], Outcome]
 
 
 def remote_for(session: Session, node: Node, dry_run: bool = False) -> Remote:
-    return Remote(session.connection(node), node, password=session.sudo_password, timeout=session.step_timeout,
+    return Remote(session.connection(node), node, password=lambda: session.sudo_password(node),
+                  timeout=session.step_timeout,
                   session=session, dry_run=dry_run)
 
 

@@ -80,7 +80,7 @@ def probe(session: Session, conn: NodeConnection, node: Node, head_private: Opti
                       nic=facts.get("nic", ""), disk_free_kb=facts.get("disk_free_kb", ""))
     problems = []
     if found.sudo == "password":
-        password = session.sudo_password()
+        password = session.sudo_password(node)
         if password is None:
             found.sudo = "needs password"
             problems.append("sudo needs a password (use --prompt-for-sudo-password)")

@@ -68,11 +68,15 @@ if mode == "index":
     source, want = pick
 else:
     source, want = where, arg
+# uv's wheel is some 20 MB: more than this is not uv, and is not read into memory.
+CAP = 256 << 20
 if "://" in source:
     proxies = None if mode == "index" else {}
-    data = urllib.request.build_opener(urllib.request.ProxyHandler(proxies)).open(source, timeout=120).read()
+    data = urllib.request.build_opener(urllib.request.ProxyHandler(proxies)).open(source, timeout=120).read(CAP + 1)
 else:
-    data = open(source, "rb").read()
+    data = open(source, "rb").read(CAP + 1)
+if len(data) > CAP:
+    sys.exit(f"uv wheel from {source}: larger than {CAP >> 20} MiB")
 if hashlib.sha256(data).hexdigest() != want:
     sys.exit(f"uv wheel from {source}: sha256 differs")
 member = next(n for n in zipfile.ZipFile(io.BytesIO(data)).namelist() if re.fullmatch(r"uv-[^/]+\.data/scripts/uv", n))
