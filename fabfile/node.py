@@ -22,8 +22,9 @@ from .core.steps import merge_phases, report_step, run_step
 @task(help={"name": "the worker to remove (its inventory name)"})
 @reported
 def remove(c, name):
-    """Take a worker out: its Ray and share stopped, gpufab's files gone from it, its key off the head, its entry off the inventory."""
-    from .ops import mesh, sshfs
+    """Take a worker out: its Ray and share stopped, gpufab's files gone from it, its keys off the others, the others'
+    Ray firewall closed to it, its entry off the inventory."""
+    from .ops import mesh, ray, sshfs
     from .ops import reset as reset_ops
     with open_session(c.config) as session:
         inv = cluster_inventory(session)
@@ -39,7 +40,9 @@ def remove(c, name):
         others = replace(inv, nodes=tuple(n for n in inv.nodes if n.name != name))
         # The others' hostfiles, /etc/hosts and known hosts stop naming it (where they have a mesh).
         renamed = mesh.refresh(session, others, mesh.read(c.config, others, {}))
-        results = merge_phases([*others.nodes, node], [head, gone, renamed])
+        # And their Ray ports stop accepting it: a node that was off now comes back without rejoining.
+        fenced = ray.refresh_firewall(session, others, ray.read(c.config, others, {}))
+        results = merge_phases([*others.nodes, node], [head, gone, renamed, fenced])
     if head[0].failed:
         print(f"node.remove: {name} stays in the inventory: the head could not drop its key")
     elif rest is not None and write_if_changed(inv.path, rest, backup=f"{inv.path}.bak"):

@@ -542,6 +542,20 @@ def apply_firewall(remote: Remote, inv: Inventory, s: RaySettings, state: Dict[s
     return done
 
 
+def refresh_firewall(session: Session, inv: Inventory, s: RaySettings, workers: Optional[int] = None
+                     ) -> List[HostResult]:
+    """Ray's firewall again on the nodes that have one, for a changed inventory: a node taken out can no
+    longer reach the others' Ray ports, so it cannot rejoin by itself when it comes back (its unit is still
+    enabled if it was off when it was removed)."""
+    def one(remote: Remote) -> Outcome:
+        state = remote.read_paths([FIREWALL_FILE, PORT_RANGE_FILE])
+        if not state[FIREWALL_FILE].exists or not s.firewall:
+            return Outcome()
+        return Outcome(apply_firewall(remote, inv, s, state), [])
+
+    return run_step(session, inv.nodes, one, workers=workers)
+
+
 class ClusterToken:
     """The cluster's Ray token: the head's own (made there once), the same on every node; never shown."""
 

@@ -77,7 +77,7 @@ def test_dry_run_on_a_fresh_lab_prints_diffs_and_changes_nothing(fresh):
     assert "+++ /etc/systemd/system/gpufab-ray-worker.service" in node2
     # Storage defaults to auto: this kernel has no NFS, so sshfs, planned like any step.
     assert out.count("  storage: would change:") == 3 and "+++ /etc/gpufab/sftp/sshd_config" in out
-    # The mesh too: the hostfile, and the cluster key shown as a secret (never its value).
+    # The mesh too: the hostfile; no private key is ever part of the plan (each node makes its own).
     assert out.count("  mesh: would change:") == 3 and "+node2 slots=1" in out and "PRIVATE KEY" not in out
     assert "nothing was changed" in out
     assert tree_digests() == before
@@ -99,12 +99,12 @@ def test_the_readme_demo_bootstraps_every_node_of_a_fresh_lab(fresh):
         in proc.stdout and "Ray: 3/3 nodes alive" in proc.stdout
     for node in ("node2", "node3"):  # a shared directory on both workers, not just a line in a report
         assert on_host(node, "findmnt -rn -o SOURCE,FSTYPE /mnt/shared").stdout.strip() == \
-            "root@198.19.0.11:/share fuse.sshfs"
+            "gpufab-share@198.19.0.11:/share fuse.sshfs"
     # The cluster is proven by a collective across it, on each node's own NIC.
     assert re.search(r"^  All-reduce: 3 nodes, gloo over the netenv NICs, busbw [\d.]+ GB/s at 64 MiB "
                      r"\(link [\d.]+ GB/s, slowest node\d\u2192node1\); sums right$", proc.stdout, re.M), proc.stdout
     assert REPORT_MD.exists() and not FAILED_FILE.exists()
-    # As root too: the head reaches a worker by name, with the cluster key and a known host key.
+    # As root too: the head reaches a worker by name, with its own mesh key and a known host key.
     assert "SSH mesh: 6/6 node pairs reach each other by name" in proc.stdout
     assert on_host("node1", "ssh -o BatchMode=yes node3 hostname").stdout.strip() == "node3"
     # One Hugging Face cache for the cluster: the same HF_HOME in every login, in the share.

@@ -113,3 +113,12 @@ def test_a_dead_worker_is_still_taken_off_the_head_and_the_inventory_and_named(p
         assert "also alive, not in the inventory: 198.19.0.13" in status.stdout, status.stdout
         time.sleep(5)
     assert "not in the inventory" not in status.stdout, status.stdout
+    # node3 is back with its Ray unit still enabled (it was off when it was removed): it tries, and the
+    # others' Ray firewall, closed to it by node.remove, keeps it out. It stays out.
+    assert "198.19.0.13" not in on_host("node1", "nft list table inet gpufab_ray").stdout
+    assert on_host("node3", "systemctl is-enabled gpufab-ray-worker.service").stdout.strip() == "enabled"
+    for _ in range(6):
+        time.sleep(10)
+        status = cli("inv", "ray.status", env=pair["three"], timeout=120)
+        assert status.returncode == 0 and "ray: 2/2 inventory nodes alive" in status.stdout, status.stdout
+        assert "not in the inventory" not in status.stdout, status.stdout

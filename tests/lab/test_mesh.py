@@ -13,7 +13,7 @@ from .test_bootstrap import progress
 
 #: What the mesh shares with the system and the user: byte-identical before setup and after remove.
 SHARED = ("/etc/hosts", "/home/gpu/.ssh/authorized_keys", "/home/gpu/.ssh/known_hosts", "/home/gpu/.ssh/config")
-MESH_FILES = (*SHARED, "/etc/gpufab/hostfile", "/etc/gpufab/hosts", "/home/gpu/.ssh/gpufab_cluster_ed25519")
+MESH_FILES = (*SHARED, "/etc/gpufab/hostfile", "/etc/gpufab/hosts", "/home/gpu/.ssh/gpufab_mesh_ed25519")
 MPIRUN = "mpirun --hostfile /etc/gpufab/hostfile --mca btl_tcp_if_include 198.19.0.0/24 hostname"
 
 
@@ -59,8 +59,18 @@ def test_bootstrap_meshes_the_nodes_so_that_ssh_by_name_and_mpirun_work_as_the_u
     assert sorted(ran.stdout.split()) == list(NODES)
     for node in NODES:
         assert on_host(node, "cat /etc/gpufab/hostfile").stdout == "node1 slots=1\nnode2 slots=1\nnode3 slots=1\n"
-        key = on_host(node, "stat -c '%a %U' /home/gpu/.ssh/gpufab_cluster_ed25519").stdout.strip()
+        key = on_host(node, "stat -c '%a %U' /home/gpu/.ssh/gpufab_mesh_ed25519").stdout.strip()
         assert key == "600 gpu"
+    # Each node's key is its own (no private key travelled), and works from its own address only:
+    # node3's key, copied to node2, does not log node2 in to node1; node2's own key does.
+    assert len({on_host(n, "sha256sum < /home/gpu/.ssh/gpufab_mesh_ed25519").stdout for n in NODES}) == 3
+    key3 = on_host("node3", "cat /home/gpu/.ssh/gpufab_mesh_ed25519").stdout
+    on_host("node2", f"umask 077; printf '%s' '{key3}' > /tmp/stolen && chown gpu /tmp/stolen")
+    used = as_gpu("node2", "ssh -F /dev/null -o BatchMode=yes -o IdentitiesOnly=yes -o StrictHostKeyChecking=yes "
+                           "-i /tmp/stolen 198.19.0.11 true")
+    on_host("node2", "rm -f /tmp/stolen")
+    assert used.returncode != 0 and "Permission denied" in used.stderr, used.stdout + used.stderr
+    assert as_gpu("node2", "ssh -o BatchMode=yes node1 true").returncode == 0
 
 
 def test_a_second_run_changes_nothing(gpu_env):
@@ -72,8 +82,8 @@ def test_a_second_run_changes_nothing(gpu_env):
 
 
 def test_verify_names_the_pair_that_fails_and_setup_repairs_it(gpu_env):
-    # node3 forgets the cluster key: nobody gets in there any more.
-    on_host("node3", "sed -i '/gpufab-cluster$/d' /home/gpu/.ssh/authorized_keys")
+    # node3 forgets its peers' keys: nobody gets in there any more.
+    on_host("node3", "sed -i '/gpufab-mesh@/d' /home/gpu/.ssh/authorized_keys")
     broken = cli("inv", "mesh.verify", env=gpu_env["env"], timeout=300)
     assert broken.returncode != 0, broken.stdout + broken.stderr
     assert "2 failed" in broken.stdout and "ssh node3: " in broken.stdout and "Permission denied" in broken.stdout
@@ -90,7 +100,7 @@ def test_remove_leaves_the_shared_files_byte_identical(gpu_env):
     assert proc.returncode == 0 and "3 changed" in proc.stdout, proc.stdout + proc.stderr
     assert snapshot(SHARED) == gpu_env["before"]
     for node in NODES:
-        left = on_host(node, "ls /etc/gpufab/hostfile /home/gpu/.ssh/gpufab_cluster_ed25519 2>/dev/null; true")
+        left = on_host(node, "ls /etc/gpufab/hostfile /home/gpu/.ssh/gpufab_mesh_ed25519 2>/dev/null; true")
         assert left.stdout == ""
     assert as_gpu("node1", "ssh -o BatchMode=yes node3 true").returncode != 0
     again = cli("inv", "mesh.remove", env=gpu_env["env"], timeout=300)

@@ -250,8 +250,10 @@ def test_nfs_setup_goes_to_the_kernel_boundary_and_says_so(lab):
     assert NO_NFSD in second.stdout and second.stdout.count(NO_NFS) >= 2
     assert snapshot(NFS_FILES) == before
     exports = on_host("node1", "grep -v '^#' /etc/exports.d/gpufab.exports").stdout
-    assert exports == "/mnt/shared 198.19.0.0/24(rw,sync,no_subtree_check,no_root_squash)\n"
-    assert on_host("node1", "stat -c %U /mnt/shared").stdout.strip() == "root"
+    assert exports == "/mnt/shared 198.19.0.0/24(rw,sync,no_subtree_check,all_squash,anonuid=" + \
+        on_host("node1", "echo $(id -u gpufab-share),anongid=$(id -g gpufab-share)").stdout.strip() + ")\n"
+    # A root login: the share is the account's that every worker is squashed to, never root's.
+    assert on_host("node1", "stat -c %U /mnt/shared").stdout.strip() == "gpufab-share"
     for node in ("node2", "node3"):
         fstab = on_host(node, "cat /etc/fstab").stdout
         assert fstab.count("198.19.0.11:/mnt/shared /mnt/shared nfs ") == 1
@@ -304,5 +306,6 @@ def test_steps_work_through_sudo_and_a_wrong_password_changes_nothing(as_gpu_use
     proc = cli("inv", "netenv.setup", "--secrets", "--env-file", str(dotenv), "--nodes", "node2", env=as_gpu_user)
     assert proc.returncode == 0, proc.stdout
     assert "updated /etc/gpufab/secrets.env" in proc.stdout and SECRET not in proc.stdout
-    assert on_host("node2", "stat -c '%a %U' /etc/gpufab/secrets.env").stdout.strip() == "600 gpu"
+    # Root's, readable by gpu's group: root's login shells source it, so gpu must not be able to write it.
+    assert on_host("node2", "stat -c '%a %U %G' /etc/gpufab/secrets.env").stdout.strip() == "640 root gpu"
     assert on_host("node2", "ls /tmp | grep -c gpufab-upload", check=False).stdout.strip() == "0"

@@ -49,7 +49,7 @@ def test_bootstrap_with_auto_picks_sshfs_and_mounts_the_head_share(auto):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "auto: NFS unavailable (node1: this kernel" in proc.stdout and "every worker has FUSE" in proc.stdout
     for node in WORKERS:
-        assert mounted(node) == "root@198.19.0.11:/share fuse.sshfs"
+        assert mounted(node) == "gpufab-share@198.19.0.11:/share fuse.sshfs"
         assert on_host(node, "grep -c fuse.sshfs /etc/fstab").stdout.strip() == "1"
     report = json.loads((auto["dir"] / REPORT).read_text())
     check = next(c for c in report["checks"] if c.startswith("Storage"))
@@ -92,17 +92,17 @@ def test_a_workers_key_reaches_the_share_and_no_other_file_on_the_head(auto):
     on_host("node1", "ln -sfn /etc/hostname /mnt/shared/planted && echo shared > /mnt/shared/mine")
     try:
         # Through the SFTP service: chrooted to a directory holding only the share.
-        by_path = on_host("node2", f"echo 'get /etc/hostname /tmp/got' | sftp -P 2222 {SFTP_AS_NODE2} root@198.19.0.11; "
+        by_path = on_host("node2", f"echo 'get /etc/hostname /tmp/got' | sftp -P 2222 {SFTP_AS_NODE2} gpufab-share@198.19.0.11; "
                                    "cat /tmp/got", check=False)
         assert 'File "/etc/hostname" not found' in by_path.stdout + by_path.stderr and "node1" not in by_path.stdout
-        tree = on_host("node2", f"echo 'ls -a /' | sftp -P 2222 {SFTP_AS_NODE2} root@198.19.0.11", check=False).stdout
+        tree = on_host("node2", f"echo 'ls -a /' | sftp -P 2222 {SFTP_AS_NODE2} gpufab-share@198.19.0.11", check=False).stdout
         assert tree.split()[-3:] == ["/.", "/..", "/share"], tree
         by_link = on_host("node2", f"echo 'get /share/planted /tmp/got' | sftp -P 2222 {SFTP_AS_NODE2} "
-                                   "root@198.19.0.11; cat /tmp/got /mnt/shared/planted", check=False)
+                                   "gpufab-share@198.19.0.11; cat /tmp/got /mnt/shared/planted", check=False)
         assert "node1" not in by_link.stdout, by_link.stdout
         assert on_host("node2", "cat /mnt/shared/mine").stdout == "shared\n"  # the share itself: yes
         # No shell, no command, on the service.
-        shell = on_host("node2", f"ssh -p 2222 {SFTP_AS_NODE2} root@198.19.0.11 cat /etc/hostname", check=False)
+        shell = on_host("node2", f"ssh -p 2222 {SFTP_AS_NODE2} gpufab-share@198.19.0.11 cat /etc/hostname", check=False)
         assert shell.returncode != 0 and "node1" not in shell.stdout
         assert "This service allows sftp connections only." in shell.stdout + shell.stderr
         # The head's login sshd does not take the key at all.
@@ -114,7 +114,7 @@ def test_a_workers_key_reaches_the_share_and_no_other_file_on_the_head(auto):
         key3 = on_host("node3", "cat /etc/gpufab/sshfs/id_ed25519").stdout
         on_host("node2", f"umask 077; printf '%s' '{key3}' > /tmp/k3")
         stolen = on_host("node2", "sftp -P 2222 -i /tmp/k3 -o UserKnownHostsFile=/etc/gpufab/sshfs/known_hosts "
-                                  "-o BatchMode=yes -b /dev/null root@198.19.0.11; rc=$?; rm -f /tmp/k3; exit $rc",
+                                  "-o BatchMode=yes -b /dev/null gpufab-share@198.19.0.11; rc=$?; rm -f /tmp/k3; exit $rc",
                          check=False)
         assert stolen.returncode != 0 and "Permission denied" in stolen.stderr
     finally:
@@ -151,9 +151,9 @@ def test_rebooted_worker_mounts_the_share_again_from_fstab(auto):
         proc = cli("inv", step, "node2")
         assert proc.returncode == 0, proc.stderr
     deadline = time.monotonic() + 60
-    while mounted("node2") != "root@198.19.0.11:/share fuse.sshfs" and time.monotonic() < deadline:
+    while mounted("node2") != "gpufab-share@198.19.0.11:/share fuse.sshfs" and time.monotonic() < deadline:
         time.sleep(1)
-    assert mounted("node2") == "root@198.19.0.11:/share fuse.sshfs"
+    assert mounted("node2") == "gpufab-share@198.19.0.11:/share fuse.sshfs"
     assert on_host("node2", "cat /mnt/shared/hello").stdout == "from-the-head\n"
 
 
@@ -166,7 +166,7 @@ def test_as_the_sudo_user_the_share_is_that_users_on_every_node(auto, tmp_path):
         proc = cli("inv", "storage.setup", env=env, timeout=600)
         assert proc.returncode == 0, proc.stdout + proc.stderr
         for node in WORKERS:
-            assert mounted(node) == "gpu@198.19.0.11:/share fuse.sshfs", node  # the root@ mount was replaced
+            assert mounted(node) == "gpu@198.19.0.11:/share fuse.sshfs", node  # the gpufab-share@ mount was replaced
         assert "AllowUsers gpu" in on_host("node1", "cat /etc/gpufab/sftp/sshd_config").stdout.splitlines()
         on_host("node3", "su gpu -c 'echo from-node3 > /mnt/shared/by-gpu'")
         assert on_host("node1", "stat -c '%U %a' /mnt/shared /mnt/shared/by-gpu").stdout.split("\n")[:2] == \
@@ -174,14 +174,14 @@ def test_as_the_sudo_user_the_share_is_that_users_on_every_node(auto, tmp_path):
         verify = cli("inv", "storage.verify", env=env, timeout=600)
         assert verify.returncode == 0 and "storage.verify (sshfs): 3 hosts: 0 changed, 3 ok" in verify.stdout, \
             verify.stdout + verify.stderr
-        # root's key as before: the earlier login is not let in any more.
+        # The workers' keys as before: the share's account of the root login is not let in any more.
         old = on_host("node2", f"sftp -P 2222 {SFTP_AS_NODE2} -b /dev/null root@198.19.0.11", check=False)
         assert old.returncode != 0
     finally:
         on_host("node1", "rm -f /mnt/shared/by-gpu")
         back = cli("inv", "storage.setup", env=auto["env"], timeout=600)
         assert back.returncode == 0, back.stdout + back.stderr
-    assert mounted("node2") == "root@198.19.0.11:/share fuse.sshfs"
+    assert mounted("node2") == "gpufab-share@198.19.0.11:/share fuse.sshfs"
 
 
 def test_unmount_leaves_no_trace(auto):
