@@ -109,25 +109,54 @@ class Inventory:
 # Loading YAML with line numbers
 
 
-class _KeyNotName(yaml.constructor.ConstructorError):
-    """Valid YAML, but a mapping key that is not a string."""
-
-
-class _LineLoader(yaml.SafeLoader):
-    """SafeLoader that remembers the line of every mapping as key `__line__`."""
-
-    def get_single_node(self) -> Optional[yaml.Node]:
-        node = super().get_single_node()
-        if node is not None and _expanded_size(node) > MAX_VALUES:
-            raise _KeyNotName(None, None, f"document expands to more than {MAX_VALUES} values through "
-                              "aliases (&name / *name): write the values out", node.start_mark)
-        return node
+class _Refused(yaml.constructor.ConstructorError):
+    """Valid YAML, but refused: a key that is not a name, a duplicate key, a document built to exhaust us."""
 
 
 #: More values than any inventory needs: a document that expands past it through aliases
 #: (`&a [*b, *b, ...]` nested) is refused before it is built, not after it fills memory.
 MAX_VALUES = 100_000
+#: Deeper than any inventory or settings file nests: PyYAML composes (and we check) recursively,
+#: so 3,000 `[` or a few hundred nested mappings would end in a RecursionError instead.
+MAX_DEPTH = 50
 MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+class BoundedLoader(yaml.SafeLoader):
+    """SafeLoader that refuses, with the line, what only a hostile or broken file holds: deep nesting, alias bombs."""
+
+    _depth = 0
+
+    def compose_node(self, parent: Optional[yaml.Node], index: Any) -> yaml.Node:
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise _Refused(None, None, f"nested more than {MAX_DEPTH} levels deep", self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def get_single_node(self) -> Optional[yaml.Node]:
+        node = super().get_single_node()
+        if node is not None and _expanded_size(node) > MAX_VALUES:
+            raise _Refused(None, None, f"document expands to more than {MAX_VALUES} values through "
+                           "aliases (&name / *name): write the values out", node.start_mark)
+        return node
+
+
+class _LineLoader(BoundedLoader):
+    """BoundedLoader that remembers the line of every mapping as key `__line__`."""
+
+
+def load_yaml(text: str, path: Optional[str], loader: type = BoundedLoader) -> Any:
+    """The document in `text`; anything wrong with it is one InputError naming the file and line."""
+    try:
+        return yaml.load(text, Loader=loader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        what = problem if isinstance(exc, _Refused) else f"not valid YAML: {problem}"
+        raise InputError(what, path=path, line=mark.line + 1 if mark else None) from None
 
 
 def _expanded_size(root: yaml.Node) -> int:
@@ -156,14 +185,14 @@ def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> Dict[str,
         if key.tag == MERGE_TAG:  # `<<: *defaults` may be overridden by the keys written beside it
             continue
         if isinstance(key, yaml.ScalarNode) and key.value in seen:
-            raise _KeyNotName(None, None, f"duplicate key {key.value!r} (first on line {seen[key.value]})",
-                              key.start_mark)
+            raise _Refused(None, None, f"duplicate key {key.value!r} (first on line {seen[key.value]})",
+                           key.start_mark)
         seen[key.value] = key.start_mark.line + 1
     loader.flatten_mapping(node)
     for key, _ in node.value:
         # `1: x` or `yes: x` would reach code that expects names; said once, here, for every mapping.
         if not (isinstance(key, yaml.ScalarNode) and isinstance(loader.construct_object(key), str)):
-            raise _KeyNotName(None, None, f"key {key.value!r} is not a name (quote it)", key.start_mark)
+            raise _Refused(None, None, f"key {key.value!r} is not a name (quote it)", key.start_mark)
     mapping = loader.construct_mapping(node, deep=True)
     mapping["__line__"] = node.start_mark.line + 1
     mapping["__keylines__"] = {
@@ -423,13 +452,7 @@ def check_unique(nodes: Sequence[Node], lines: Sequence[Lines], path: Optional[s
 
 def parse_inventory(text: str, path: Optional[str] = None) -> Inventory:
     """Parse and validate inventory YAML text."""
-    try:
-        data = yaml.load(text, Loader=_LineLoader)  # noqa: S506 - SafeLoader subclass
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        what = problem if isinstance(exc, _KeyNotName) else f"not valid YAML: {problem}"
-        raise InputError(what, path=path, line=mark.line + 1 if mark else None) from None
+    data = load_yaml(text, path, _LineLoader)
     if data is None:
         raise InputError("inventory is empty", path=path)
     if not isinstance(data, dict):
