@@ -6,10 +6,11 @@
 import os
 import sys
 
-from invoke import Collection
+from invoke import Collection, Config
 
 from .core.connection import check_ssh_config_paths, fab_ssh_config_paths
 from .core.errors import BAD_INPUT, InputError
+from .core.settings import check_config_files
 
 from . import docker, gpu, inventory, lab, limits, logs, mesh, netenv, nfs, node, ray, run, script, slurm, storage
 from .bootstrap import bootstrap, report
@@ -18,6 +19,9 @@ from .allreduce import allreduce
 from .execute import exec_
 from .fleet import fleet
 from .reset import reset
+
+# `inv` and `fab` read the project's invoke.yaml / fabric.yaml (and -f's) after this import, gpufab every file.
+check_config_files(Config)
 
 ns = Collection()
 ns.add_task(exec_, name="exec")

@@ -16,19 +16,14 @@ import os
 import sys
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any, Callable, Dict
+from typing import Any
 
 from fabric import Config
 from invoke import Collection
 from fabric.main import Fab
 
-from .core.errors import BAD_INPUT, GpufabError, InputError
-
-#: gpufab's own settings that a `GPUFAB_<KEY>` variable may set, and how each is read.
-ENV_SETTINGS: Dict[str, Callable[[str], Any]] = {
-    "workers": int, "connect_timeout": float, "command_timeout": float, "dead_after": float,
-    "known_hosts": str,
-}
+from .core.errors import BAD_INPUT, GpufabError
+from .core.settings import SETTINGS, check_setting
 
 
 class GpufabConfig(Config):
@@ -37,18 +32,11 @@ class GpufabConfig(Config):
     def load_shell_env(self) -> None:
         super().load_shell_env()
         section = {}
-        for key, kind in ENV_SETTINGS.items():
+        for key in SETTINGS:
             name = f"GPUFAB_{key.upper()}"
             raw = os.environ.get(name)
-            if raw is None:
-                continue
-            try:
-                value = kind(raw)
-            except ValueError:
-                raise InputError(f"not a {'whole ' if kind is int else ''}number: {raw!r}", path=name) from None
-            if kind is not str and value <= 0:
-                raise InputError(f"must be positive: {raw!r}", path=name)
-            section[key] = value
+            if raw is not None and key != "inventory":  # GPUFAB_INVENTORY is read before any config
+                section[key] = check_setting(key, raw, name)
         if section:
             merged = dict(self._env.get("gpufab") or {})
             merged.update(section)

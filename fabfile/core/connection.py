@@ -36,6 +36,7 @@ from paramiko import HostKeys, MissingHostKeyPolicy
 from .cancel import Tags, end_command, tagged
 from .errors import InputError, Interrupted
 from .inventory import Inventory, Node
+from .settings import gpufab_setting
 
 DEFAULT_CONNECT_TIMEOUT = 10
 #: Hosts worked on at once (ThreadingGroup has no bound; this does).
@@ -292,15 +293,6 @@ def check_local_files(keys: Sequence[str], known_hosts: str) -> None:
                 pass
         except OSError as exc:
             raise InputError(f"cannot read known_hosts: {exc.strerror}", path=known_hosts) from None
-
-
-def gpufab_setting(config: Any, key: str, default: Any = None) -> Any:
-    """Read `gpufab.<key>` from an Invoke/Fabric config, tolerating its absence."""
-    section = config.get("gpufab") if hasattr(config, "get") else None
-    if section is None:
-        return default
-    value = section.get(key) if hasattr(section, "get") else None
-    return default if value is None else value
 
 
 class Session:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 import os
 import sys
 from typing import Any, Callable, Iterator, List, Optional, TypeVar
@@ -61,6 +62,7 @@ def number_option(value: Any, option: str, kind: Callable[[str], Any] = int) -> 
     """A positive number given on the command line (`--workers 8`, `--timeout 2.5`); None when not given.
 
     Invoke hands such values over as strings; a bad one is bad input, named, never a traceback.
+    `--timeout inf` is one too: no timer takes it.
     """
     if value is None or value == "":
         return None
@@ -68,7 +70,7 @@ def number_option(value: Any, option: str, kind: Callable[[str], Any] = int) -> 
         number = kind(str(value))
     except ValueError:
         number = None
-    if number is None or not number > 0:
+    if number is None or not number > 0 or (isinstance(number, float) and not math.isfinite(number)):
         raise InputError(f"invalid value {value!r}: give a positive {'whole ' if kind is int else ''}number",
                          path=option)
     return number
