@@ -40,15 +40,15 @@ pyenv.add_task(ray.versions, name="check")
 ns.add_collection(pyenv)
 
 
-def _name_an_unreadable_ssh_config_for_fab() -> None:
-    """Under `fab` and `gpufab`, an unreadable ssh config is one error line, not Fabric's traceback after this import."""
+def _name_a_bad_ssh_config_for_fab() -> None:
+    """Under `fab` and `gpufab`, a bad ssh config is one error line, not Fabric's traceback after this import."""
     if os.path.basename(sys.argv[0]) not in ("fab", "gpufab"):
         return
     try:
-        check_ssh_config_paths(fab_ssh_config_paths(sys.argv[1:]))
+        check_ssh_config_paths(*fab_ssh_config_paths(sys.argv[1:]))
     except InputError as exc:
         print(f"gpufab: error: {exc}", file=sys.stderr)
         sys.exit(BAD_INPUT)
 
 
-_name_an_unreadable_ssh_config_for_fab()
+_name_a_bad_ssh_config_for_fab()

@@ -15,19 +15,20 @@ from typing import Iterable, Optional
 from .errors import InputError
 
 
-def read_text(path: str) -> Optional[str]:
-    """The file's text; None when it does not exist; anything else unusable is named."""
+def read_text(path: str, what: str = "") -> Optional[str]:
+    """The file's text; None when it does not exist; anything else unusable is named (as `what`, if given)."""
+    subject = f"{what} " if what else ""
     try:
         with open(path, encoding="utf-8") as fh:
             return fh.read()
     except FileNotFoundError:
         return None
     except IsADirectoryError:
-        raise InputError("is a directory, not a file", path=path) from None
+        raise InputError(f"{subject}is a directory, not a file", path=path) from None
     except UnicodeDecodeError:
-        raise InputError("is not UTF-8 text (binary file?)", path=path) from None
+        raise InputError(f"{subject}is not UTF-8 text (binary file?)", path=path) from None
     except OSError as exc:
-        raise InputError(f"cannot read: {exc.strerror}", path=path) from None
+        raise InputError(f"cannot read {subject}".rstrip() + f": {exc.strerror}", path=path) from None
 
 
 def target_of(path: str) -> str:

@@ -7,10 +7,13 @@ always with a throwaway HOME and no address outside 198.18.0.0/15 and loopback.
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from fabric import Config
 
 from fabfile.cli import GpufabConfig
+from fabfile.core.connection import check_ssh_config_paths, fab_ssh_config_paths
 from fabfile.core.errors import InputError, number_option
 from fabfile.core.inventory import parse_inventory
 from fabfile.core.settings import gpufab_setting, read_config_file
@@ -117,3 +120,75 @@ def test_gpufab_names_a_setting_of_the_wrong_type_in_its_gpufab_yaml(tmp_path):
     line = one_error_line(cli("gpufab", "-H", "127.0.0.1:1", "exec", "true", cwd=tmp_path, timeout=60,
                               env={"HOME": str(tmp_path)}))
     assert line == f"gpufab: error: {tmp_path / 'gpufab.yaml'}: gpufab.dead_after: not a number: 'soon'"
+
+
+# --------------------------------------------------------------------------- ssh config
+
+
+@pytest.mark.parametrize("content,message", [
+    (b"Host mine\n  User me\n\x00\xff\xfe\n", "ssh config is not UTF-8 text (binary file?)"),
+    (b"Host mine\n  User me\nHost\n", ":3: not a valid ssh config line: Unparsable line Host"),
+    (b"Host mine\r  HostName 198.18.0.11\rUser\r", ":3: not a valid ssh config line: Unparsable line User"),
+    (b'Match exec "unclosed\n', ":1: not a valid ssh config line: No closing quotation"),
+    (b"Match all host x\n", ":1: not a valid ssh config line: Match does not allow 'all' mixed"),
+])
+def test_an_ssh_config_paramiko_cannot_parse_is_named_with_its_line(tmp_path, content, message):
+    config = tmp_path / "config"
+    config.write_bytes(content)
+    with pytest.raises(InputError) as raised:
+        check_ssh_config_paths([str(config)])
+    assert str(raised.value).startswith(str(config)) and message in str(raised.value)
+
+
+def test_an_ssh_config_asked_for_must_be_there_and_a_regular_file(tmp_path):
+    with pytest.raises(InputError, match=f"{tmp_path / 'absent'}: ssh config not found"):
+        check_ssh_config_paths([str(tmp_path / "absent")], given=True)
+    check_ssh_config_paths([str(tmp_path / "absent")])  # ~/.ssh/config need not exist
+    os.mkfifo(tmp_path / "fifo")
+    with pytest.raises(InputError, match="fifo: ssh config is not a regular file"):
+        check_ssh_config_paths([str(tmp_path / "fifo")])  # never opened: that would wait for a writer
+
+
+def test_an_include_loop_is_named_where_it_closes(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    ssh = tmp_path / ".ssh"
+    (ssh / "conf.d").mkdir(parents=True)
+    (ssh / "config").write_text("Include conf.d/*.conf\nHost mine\n")
+    (ssh / "conf.d" / "a.conf").write_text("Host a\n")
+    (ssh / "conf.d" / "b.conf").write_text("# back to the top\nInclude ~/.ssh/config\n")
+    with pytest.raises(InputError) as raised:
+        check_ssh_config_paths([str(ssh / "config")])
+    assert str(raised.value) == (f"{ssh / 'conf.d' / 'b.conf'}:2: Include loop: {ssh / 'config'} includes "
+                                 f"{ssh / 'conf.d' / 'b.conf'} includes {ssh / 'config'}")
+    (ssh / "conf.d" / "b.conf").write_text("Include ../conf.d/a.conf\n")
+    check_ssh_config_paths([str(ssh / "config")])  # included twice is no loop
+
+
+def test_an_include_of_itself_is_a_loop(tmp_path):
+    (tmp_path / "config").write_text(f"Include {tmp_path / 'config'}\n")
+    with pytest.raises(InputError, match="config:1: Include loop"):
+        check_ssh_config_paths([str(tmp_path / "config")])
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["-F", "/nonexistent", "-H", "h", "exec", "true"], "-F: '/nonexistent' is not a list format (flat, nested, json)"),
+    (["-F/x/cfg", "exec"], "-F: '/x/cfg' is not a list format"),
+])
+def test_fab_minus_f_is_no_ssh_config_and_is_named_instead_of_ignored(argv, message):
+    with pytest.raises(InputError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        fab_ssh_config_paths(argv)
+
+
+@pytest.mark.parametrize("tool,content,flags,message", [
+    ("inv", b"\x00\xff\xfeHost x\n", (), "/.ssh/config: ssh config is not UTF-8 text"),
+    ("fab", b"Host\n", (), "/.ssh/config:1: not a valid ssh config line: Unparsable line Host"),
+    ("gpufab", b"Host x\n", ("-S", "/nonexistent"), "/nonexistent: ssh config not found"),
+])
+def test_each_command_names_a_bad_ssh_config_in_one_line(tmp_path, tool, content, flags, message):
+    (tmp_path / ".ssh").mkdir()
+    (tmp_path / ".ssh" / "config").write_bytes(content)
+    (tmp_path / "hosts.yaml").write_text(NODE.replace("198.18.0.11", "127.0.0.1"))
+    args = ("exec", "true") if tool == "inv" else (*flags, "-H", "127.0.0.1:1", "exec", "true")
+    line = one_error_line(cli(tool, *args, timeout=60,
+                              env={"HOME": str(tmp_path), "GPUFAB_INVENTORY": str(tmp_path / "hosts.yaml")}))
+    assert message in line
