@@ -42,10 +42,10 @@ def import_(c, mapping, output=None, prefix="rental", user="root", port=None, ke
     inv_text = render_inventory(pairs, prefix, user, port, key, source=os.path.basename(mapping))
     # Every check above passed: only now is anything written.
     cfg_path = os.path.expanduser(ssh_config)
+    check_writable([output, output + ".bak", cfg_path, cfg_path + ".gpufab.bak"])  # before reading any of them
     block = render_ssh_block(pairs, prefix, user, port, key, output)
     old_cfg = read_text(cfg_path) or ""
     new_cfg = replace_block(old_cfg, block, cfg_path)
-    check_writable([output, output + ".bak", cfg_path, cfg_path + ".gpufab.bak"])
     inv_changed = write_if_changed(output, inv_text, 0o644, backup=output + ".bak")
     os.makedirs(os.path.dirname(cfg_path) or ".", mode=0o700, exist_ok=True)
     cfg_changed = write_if_changed(cfg_path, new_cfg, 0o600, backup=cfg_path + ".gpufab.bak")

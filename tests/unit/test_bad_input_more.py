@@ -8,6 +8,7 @@ always with a throwaway HOME and no address outside 198.18.0.0/15 and loopback.
 from __future__ import annotations
 
 import os
+import threading
 
 import pytest
 from fabric import Config
@@ -16,6 +17,7 @@ from fabfile.cli import GpufabConfig
 from fabfile.core.connection import check_ssh_config_paths, fab_ssh_config_paths
 from fabfile.core.errors import InputError, number_option
 from fabfile.core.inventory import parse_inventory
+from fabfile.core.localfs import check_writable, write_if_changed
 from fabfile.core.settings import gpufab_setting, read_config_file
 
 from helpers import cli, one_error_line
@@ -192,3 +194,36 @@ def test_each_command_names_a_bad_ssh_config_in_one_line(tmp_path, tool, content
     line = one_error_line(cli(tool, *args, timeout=60,
                               env={"HOME": str(tmp_path), "GPUFAB_INVENTORY": str(tmp_path / "hosts.yaml")}))
     assert message in line
+
+
+# --------------------------------------------------------------------------- files gpufab writes
+
+
+def finishes(fn, *args):
+    """`fn(*args)` returns or raises within 10 s (a FIFO opened for reading would block forever); its outcome."""
+    outcome = {}
+
+    def call():
+        try:
+            outcome["value"] = fn(*args)
+        except Exception as exc:  # noqa: BLE001 - handed to the test
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=call, daemon=True)
+    thread.start()
+    thread.join(10)
+    assert not thread.is_alive(), f"{fn.__name__} hung"
+    return outcome
+
+
+@pytest.mark.parametrize("writer", ["write_if_changed", "check_writable"])
+def test_a_pipe_or_a_device_as_output_is_refused_without_opening_it(tmp_path, writer):
+    """slurm.script writes with write_if_changed, inventory.import checks with check_writable first."""
+    os.mkfifo(tmp_path / "fifo")
+    for path in (str(tmp_path / "fifo"), "/dev/null"):
+        if writer == "write_if_changed":
+            outcome = finishes(write_if_changed, path, "text\n")
+        else:
+            outcome = finishes(check_writable, [str(tmp_path / "new.yaml"), path])
+        assert isinstance(outcome.get("error"), InputError), outcome
+        assert str(outcome["error"]) == f"{path}: is not a regular file (a device or a pipe): give the path of a file"
