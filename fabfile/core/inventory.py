@@ -360,20 +360,20 @@ def _check_keys(mapping: Mapping[str, Any], allowed: set, where: str, path: Opti
             )
 
 
-def _check_port(value: Any, path: Optional[str], line: Optional[int]) -> int:
+def check_ssh_port(value: Any, path: Optional[str], line: Optional[int]) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 65536:
         raise InputError(f"invalid SSH port {value!r}", path=path, line=line)
     return value
 
 
-def _check_path(value: Any, what: str, path: Optional[str], line: Optional[int]) -> str:
+def check_file_path(value: Any, what: str, path: Optional[str], line: Optional[int]) -> str:
     text = str(value)
     if not PATH_RE.match(text):
         raise InputError(f"invalid {what} path {value!r}", path=path, line=line)
     return text
 
 
-def _check_user(value: Any, path: Optional[str], line: Optional[int]) -> str:
+def check_user(value: Any, path: Optional[str], line: Optional[int]) -> str:
     text = str(value)
     if not USER_RE.match(text):
         raise InputError(f"invalid SSH user {value!r}", path=path, line=line)
@@ -463,14 +463,14 @@ def parse_inventory(text: str, path: Optional[str] = None) -> Inventory:
     if not isinstance(ssh, dict):
         raise InputError("'ssh' must be a mapping", path=path, line=_line(data, "ssh"))
     _check_keys(ssh, SSH_KEYS, "ssh", path)
-    default_user = _check_user(ssh.get("user", DEFAULT_USER), path, _line(ssh, "user"))
-    default_port = _check_port(ssh.get("port", DEFAULT_PORT), path, _line(ssh, "port"))
+    default_user = check_user(ssh.get("user", DEFAULT_USER), path, _line(ssh, "user"))
+    default_port = check_ssh_port(ssh.get("port", DEFAULT_PORT), path, _line(ssh, "port"))
     default_key = ssh.get("key")
     if default_key is not None:
-        default_key = _check_path(default_key, "SSH key", path, _line(ssh, "key"))
+        default_key = check_file_path(default_key, "SSH key", path, _line(ssh, "key"))
     known_hosts = ssh.get("known_hosts")
     if known_hosts is not None:
-        known_hosts = _check_path(known_hosts, "known_hosts", path, _line(ssh, "known_hosts"))
+        known_hosts = check_file_path(known_hosts, "known_hosts", path, _line(ssh, "known_hosts"))
 
     raw_nodes = data.get("nodes")
     if not raw_nodes:
@@ -504,9 +504,9 @@ def parse_inventory(text: str, path: Optional[str] = None) -> Inventory:
                 public=check_address(raw["public"], f"node {name!r} public", path, _line(raw, "public")),
                 private=None if private in (None, "") else check_ip(private, f"node {name!r} private", path, _line(raw, "private")),
                 role=role or "worker",
-                user=_check_user(raw.get("user", default_user), path, _line(raw, "user")),
-                port=_check_port(raw.get("port", default_port), path, _line(raw, "port")),
-                key=None if key is None else _check_path(key, "SSH key", path, _line(raw, "key")),
+                user=check_user(raw.get("user", default_user), path, _line(raw, "user")),
+                port=check_ssh_port(raw.get("port", default_port), path, _line(raw, "port")),
+                key=None if key is None else check_file_path(key, "SSH key", path, _line(raw, "key")),
                 vars=check_vars(raw.get("vars"), path, _line(raw, "vars")),
                 roles=check_roles(raw.get("roles"), name, path, _line(raw, "roles")),
             )
@@ -573,8 +573,8 @@ def nodes_from_hosts(hosts: Sequence[str], user: Optional[str] = None, port: Opt
                 name=host if ":" in host else check_name(host, "host", "--hosts", None),
                 public=check_address(host, f"host {raw!r}", "--hosts", None),
                 private=None,
-                user=_check_user(h_user, "--hosts", None) if h_user else None,
-                port=_check_port(h_port, "--hosts", None) if h_port is not None else None,
+                user=check_user(h_user, "--hosts", None) if h_user else None,
+                port=check_ssh_port(h_port, "--hosts", None) if h_port is not None else None,
                 key=None,
                 vars={},
                 role="worker",

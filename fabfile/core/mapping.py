@@ -17,7 +17,8 @@ from .errors import InputError
 from .files import MANAGED_BEGIN as BLOCK_BEGIN
 from .files import MANAGED_END as BLOCK_END
 from .files import replace_block
-from .inventory import DEFAULT_PORT, DEFAULT_USER, NAME_RE, parse_inventory
+from .inventory import (DEFAULT_PORT, DEFAULT_USER, NAME_RE, check_file_path, check_ssh_port, check_user,
+                        parse_inventory)
 
 __all__ = ["BLOCK_BEGIN", "BLOCK_END", "parse_mapping", "render_inventory", "render_ssh_block", "replace_block", "check_prefix"]
 
@@ -75,7 +76,14 @@ def render_inventory(
     key: Optional[str] = None,
     source: str = "",
 ) -> str:
-    """Inventory YAML for the pairs: nodes `<prefix>0..`, the first one head."""
+    """Inventory YAML for the pairs: nodes `<prefix>0..`, the first one head.
+
+    The options are checked here, by name: once in the YAML, a bad one was blamed on `<generated>:3`.
+    """
+    check_user(user, "--user", None)
+    check_ssh_port(port, "--port", None)
+    if key:
+        check_file_path(key, "SSH key", "--key", None)
     ssh: Dict[str, object] = {"user": user, "port": port}
     if key:
         ssh["key"] = key

@@ -18,7 +18,9 @@ from fabfile.core.connection import check_ssh_config_paths, fab_ssh_config_paths
 from fabfile.core.errors import InputError, number_option
 from fabfile.core.inventory import parse_inventory
 from fabfile.core.localfs import check_writable, write_if_changed
+from fabfile.core.mapping import render_inventory
 from fabfile.core.settings import gpufab_setting, read_config_file
+from fabfile.inventory import check_replaceable, check_two_files
 
 from helpers import cli, one_error_line
 
@@ -227,3 +229,39 @@ def test_a_pipe_or_a_device_as_output_is_refused_without_opening_it(tmp_path, wr
             outcome = finishes(check_writable, [str(tmp_path / "new.yaml"), path])
         assert isinstance(outcome.get("error"), InputError), outcome
         assert str(outcome["error"]) == f"{path}: is not a regular file (a device or a pipe): give the path of a file"
+
+
+def test_import_refuses_its_ssh_config_or_any_other_file_as_the_inventory(tmp_path):
+    config = tmp_path / ".ssh" / "config"
+    config.parent.mkdir()
+    config.write_text("Host mine\n  User me\n")
+    (tmp_path / "link.yaml").symlink_to(config)
+    with pytest.raises(InputError, match=r"--output: is the ssh config file too"):
+        check_two_files(str(tmp_path / "link.yaml"), str(config))
+    with pytest.raises(InputError, match=f"{config}: exists and is not an inventory"):
+        check_replaceable(str(config))
+    (tmp_path / "hosts.yaml").write_text(NODE)
+    check_replaceable(str(tmp_path / "hosts.yaml"))  # a re-import replaces an inventory
+    check_replaceable(str(tmp_path / "new.yaml"))
+
+
+def test_import_onto_the_ssh_config_writes_nothing(tmp_path):
+    (tmp_path / "m.txt").write_text("198.18.0.11 198.19.0.11\n")
+    (tmp_path / ".ssh").mkdir()
+    config = tmp_path / ".ssh" / "config"
+    config.write_text("Host mine\n  User me\n")
+    line = one_error_line(cli("inv", "inventory.import", str(tmp_path / "m.txt"), "-o", str(config),
+                              env={"HOME": str(tmp_path)}, timeout=60))
+    assert line == f"gpufab: error: --output: is the ssh config file too ({config}): give the inventory a file of its own"
+    assert config.read_text() == "Host mine\n  User me\n" and sorted(p.name for p in config.parent.iterdir()) == ["config"]
+
+
+@pytest.mark.parametrize("option,kw,message", [
+    ("--user", {"user": "root;id"}, "--user: invalid SSH user 'root;id'"),
+    ("--port", {"port": 70000}, "--port: invalid SSH port 70000"),
+    ("--key", {"key": "~/my key"}, "--key: invalid SSH key path '~/my key'"),
+])
+def test_import_options_are_named_not_the_generated_yaml(option, kw, message):
+    with pytest.raises(InputError) as raised:
+        render_inventory([("198.18.0.11", "198.19.0.11")], **kw)
+    assert str(raised.value) == message
