@@ -21,6 +21,7 @@ from fabfile.core.localfs import check_writable, write_if_changed
 from fabfile.core.mapping import render_inventory
 from fabfile.core.settings import gpufab_setting, read_config_file
 from fabfile.inventory import check_replaceable, check_two_files
+from fabfile.ops import share
 
 from helpers import cli, one_error_line
 
@@ -265,3 +266,31 @@ def test_import_options_are_named_not_the_generated_yaml(option, kw, message):
     with pytest.raises(InputError) as raised:
         render_inventory([("198.18.0.11", "198.19.0.11")], **kw)
     assert str(raised.value) == message
+
+
+# --------------------------------------------------------------------------- the shared directory
+
+
+@pytest.mark.parametrize("variables,cli_paths,message", [
+    ("    nfs_export: /etc\n", {}, "nfs_export: refusing NFS path /etc: a system directory"),
+    ("    nfs_export: /mnt/../etc\n", {}, "nfs_export: invalid NFS path '/mnt/../etc': write it without '.', '..' or '//'"),
+    ("", {"mount": "/dev"}, "--mount: refusing NFS path /dev: a system directory"),
+    ("", {"path": "/var/lib/x"}, "--path: refusing NFS path /var/lib/x: inside the system directory /var"),
+    ("", {"path": "/lib64"}, "--path: refusing NFS path /lib64: a system directory"),
+    ("", {"path": "/root/share"}, "--path: refusing NFS path /root/share: inside the system directory /root"),
+    ("", {"path": "/home/gpu"}, "--path: refusing NFS path /home/gpu: a home directory"),
+    ("", {"path": "/mnt"}, "--path: refusing NFS path /mnt: /mnt holds other directories"),
+    ("", {"path": "/"}, "--path: refusing NFS path /: the whole file system"),
+    ("    nfs_mount: shared\n", {}, "nfs_mount: invalid NFS path 'shared': an absolute path"),
+    ("", {"path": "/mnt//shared"}, "--path: invalid NFS path '/mnt//shared'"),
+])
+def test_a_share_on_a_system_directory_or_an_unnormalised_path_is_refused(variables, cli_paths, message):
+    inv = parse_inventory(NODE + ("vars:\n" + variables if variables else ""), "hosts.yaml")
+    with pytest.raises(InputError) as raised:
+        share.share_paths(None, inv, cli_paths)
+    assert str(raised.value).startswith(message)
+
+
+@pytest.mark.parametrize("path", ["/mnt/shared", "/data/x", "/srv/x", "/home/gpu/shared", "/data", "/mnt/shared/"])
+def test_a_share_of_its_own_is_accepted(path):
+    assert share.share_paths(None, parse_inventory(NODE, "h"), {"path": path}) == (path.rstrip("/"), path.rstrip("/"))
