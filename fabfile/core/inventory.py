@@ -291,6 +291,22 @@ def check_roles(raw: Any, node: str, path: Optional[str], line: Optional[int]) -
     return tuple(check_name(str(r).strip(), f"role of node {node!r}", path, line) for r in items)
 
 
+#: Variables that count something (`gpus: 8`): every reader (slurm, ray, launch) takes them as whole numbers.
+COUNT_VARS = ("gpus",)
+
+
+def check_count(key: str, value: Any, path: Optional[str], line: Optional[int]) -> Optional[int]:
+    """A count variable: a whole number of 0 or more (`8` or `"8"`); `-2`, `1.5` and `abc` are refused here."""
+    if value is None:
+        return None
+    text = value.strip() if isinstance(value, str) else value
+    if isinstance(text, str) and text.isascii() and text.isdigit():
+        return int(text)
+    if isinstance(text, bool) or not isinstance(text, int) or text < 0:
+        raise InputError(f"variable {key!r} must be a whole number of 0 or more, not {value!r}", path=path, line=line)
+    return text
+
+
 def check_vars(raw: Any, path: Optional[str], line: Optional[int]) -> Dict[str, Any]:
     if raw is None:
         return {}
@@ -301,7 +317,7 @@ def check_vars(raw: Any, path: Optional[str], line: Optional[int]) -> Dict[str, 
         kline = _line(raw, key)
         if not isinstance(key, str) or not VAR_KEY_RE.match(key):
             raise InputError(f"invalid variable name {key!r}", path=path, line=kline)
-        out[key] = check_value(key, value, path, kline)
+        out[key] = check_count(key, value, path, kline) if key in COUNT_VARS else check_value(key, value, path, kline)
     return out
 
 

@@ -22,6 +22,7 @@ from fabfile.core.mapping import render_inventory
 from fabfile.core.settings import gpufab_setting, read_config_file
 from fabfile.inventory import check_replaceable, check_two_files
 from fabfile.ops import share
+from fabfile.ops import slurm as slurm_plan
 
 from helpers import cli, one_error_line
 
@@ -294,3 +295,20 @@ def test_a_share_on_a_system_directory_or_an_unnormalised_path_is_refused(variab
 @pytest.mark.parametrize("path", ["/mnt/shared", "/data/x", "/srv/x", "/home/gpu/shared", "/data", "/mnt/shared/"])
 def test_a_share_of_its_own_is_accepted(path):
     assert share.share_paths(None, parse_inventory(NODE, "h"), {"path": path}) == (path.rstrip("/"), path.rstrip("/"))
+
+
+# --------------------------------------------------------------------------- counted variables
+
+
+@pytest.mark.parametrize("where,value", [("node", "-2"), ("node", "1.5"), ("node", "abc"), ("node", "yes"),
+                                         ("global", "abc"), ("global", "-2"), ("global", "[8]")])
+def test_a_gpus_count_that_is_no_whole_number_is_refused_with_its_line(where, value):
+    text = NODE + (f"    vars:\n      gpus: {value}\n" if where == "node" else f"vars:\n  gpus: {value}\n")
+    with pytest.raises(InputError, match=r"hosts.yaml:6: variable 'gpus' must be a whole number of 0 or more"):
+        parse_inventory(text, "hosts.yaml")
+
+
+def test_a_gpus_count_reads_as_a_number_wherever_it_is_given():
+    inv = parse_inventory(NODE + "    vars:\n      gpus: '8'\nvars:\n  gpus: 0\n", "hosts.yaml")
+    assert inv.nodes[0].vars["gpus"] == 8 and inv.vars["gpus"] == 0
+    assert slurm_plan.gpus_per_node(inv) == 8
