@@ -76,6 +76,13 @@ def number_option(value: Any, option: str, kind: Callable[[str], Any] = int) -> 
     return number
 
 
+def not_blank(value: Any, where: str, message: str) -> str:
+    """A positional argument that must say something (`launch ""`, `logs.tail ""`): blank runs nothing useful."""
+    if not isinstance(value, str) or not value.strip():
+        raise InputError(message, path=where)
+    return value
+
+
 class HostError(Exception):
     """One host cannot go on with a step; `reason` is its line in the report.
 

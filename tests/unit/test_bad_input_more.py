@@ -12,7 +12,11 @@ import threading
 
 import pytest
 from fabric import Config
+from invoke import Context
+from invoke.exceptions import Exit
 
+from fabfile import logs as logs_tasks
+from fabfile import run as run_tasks
 from fabfile.cli import GpufabConfig
 from fabfile.core.connection import check_ssh_config_paths, fab_ssh_config_paths
 from fabfile.core.errors import InputError, number_option
@@ -21,6 +25,7 @@ from fabfile.core.localfs import check_writable, write_if_changed
 from fabfile.core.mapping import render_inventory
 from fabfile.core.settings import gpufab_setting, read_config_file
 from fabfile.inventory import check_replaceable, check_two_files
+from fabfile.launch import launch as launch_task
 from fabfile.ops import share
 from fabfile.ops import slurm as slurm_plan
 
@@ -312,3 +317,18 @@ def test_a_gpus_count_reads_as_a_number_wherever_it_is_given():
     inv = parse_inventory(NODE + "    vars:\n      gpus: '8'\nvars:\n  gpus: 0\n", "hosts.yaml")
     assert inv.nodes[0].vars["gpus"] == 8 and inv.vars["gpus"] == 0
     assert slurm_plan.gpus_per_node(inv) == 8
+
+
+# --------------------------------------------------------------------------- empty arguments
+
+
+@pytest.mark.parametrize("task,where", [(run_tasks.detached, "COMMAND"), (launch_task, "COMMAND"), (logs_tasks.tail, "PATH")])
+@pytest.mark.parametrize("value", ["", "  "])
+def test_an_empty_command_or_log_path_is_refused_before_any_host(tmp_path, monkeypatch, task, where, value):
+    inventory = tmp_path / "hosts.yaml"
+    inventory.write_text(NODE.replace("198.18.0.11", "127.0.0.1") + "    port: 1\n")  # nothing answers there
+    monkeypatch.setenv("GPUFAB_INVENTORY", str(inventory))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    with pytest.raises(Exit) as raised:
+        task.body(Context(Config()), value)
+    assert raised.value.code == 2 and raised.value.message.startswith(f"gpufab: error: {where}: an empty ")
