@@ -16,10 +16,13 @@ from invoke import Context
 from invoke.exceptions import Exit
 
 from fabfile import logs as logs_tasks
+from fabfile import ray as ray_tasks
 from fabfile import run as run_tasks
+from fabfile import storage as storage_tasks
 from fabfile.cli import GpufabConfig
 from fabfile.core.connection import check_ssh_config_paths, fab_ssh_config_paths
 from fabfile.core.errors import InputError, number_option
+from fabfile.core.fanout import OK, HostResult
 from fabfile.core.inventory import parse_inventory
 from fabfile.core.localfs import check_writable, write_if_changed
 from fabfile.core.mapping import render_inventory
@@ -332,3 +335,43 @@ def test_an_empty_command_or_log_path_is_refused_before_any_host(tmp_path, monke
     with pytest.raises(Exit) as raised:
         task.body(Context(Config()), value)
     assert raised.value.code == 2 and raised.value.message.startswith(f"gpufab: error: {where}: an empty ")
+
+
+# --------------------------------------------------------------------------- a head that does not answer
+
+
+@pytest.mark.parametrize("task,title", [(storage_tasks.setup, "storage.setup"), (ray_tasks.smoke, "ray.smoke")])
+def test_a_head_that_does_not_answer_ends_the_task_in_one_line(tmp_path, monkeypatch, task, title):
+    """Its facts (storage) or its job (ray) were read outside fan_out: paramiko's exception was a traceback."""
+    inventory = tmp_path / "hosts.yaml"
+    inventory.write_text("nodes:\n  - {name: head0, public: 127.0.0.1, port: 1, private: 198.19.0.11}\n"
+                         "  - {name: w1, public: 127.0.0.2, port: 1, private: 198.19.0.12}\n")  # nothing listens
+    monkeypatch.setenv("GPUFAB_INVENTORY", str(inventory))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    with pytest.raises(Exit) as raised:
+        task.body(Context(Config()))
+    assert (raised.value.code, raised.value.message) == (255, f"{title}: cannot go on without head0: connection refused")
+
+
+def test_a_worker_that_does_not_answer_is_its_own_failure_and_the_others_go_on(tmp_path, monkeypatch, capsys):
+    from fabfile.ops import storage as storage_plan
+
+    inventory = tmp_path / "hosts.yaml"
+    inventory.write_text("nodes:\n" + "".join(f"  - {{name: {n}, public: 127.0.0.{i + 1}, port: 1, private: 198.19.0.{i + 11}}}\n"
+                                              for i, n in enumerate(("head0", "w1", "w2"))))
+    monkeypatch.setenv("GPUFAB_INVENTORY", str(inventory))
+    monkeypatch.setenv("HOME", str(tmp_path))
+
+    def facts(remote):
+        if remote.node.name == "w1":
+            raise ConnectionRefusedError()
+        return "nodev\tnfsd\nnodev\tnfs\n"
+
+    set_up = []
+    monkeypatch.setattr(storage_plan, "storage_facts", facts)
+    monkeypatch.setattr(storage_plan, "setup", lambda session, inv, nodes, *a, **kw: set_up.extend(nodes) or [
+        HostResult(n, OK) for n in nodes])
+    with pytest.raises(Exit) as raised:
+        storage_tasks.setup.body(Context(Config()), backend="nfs")
+    assert raised.value.code == 255 and [n.name for n in set_up] == ["head0", "w2"]
+    assert "w1: connection refused" in capsys.readouterr().out
