@@ -28,6 +28,9 @@ USER_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,31}$")
 HOSTNAME_RE = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
 PATH_RE = re.compile(r"^[A-Za-z0-9_./~+-]+$")
 VAR_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+#: A Docker image reference (registry[:port]/path[:tag][@sha256:digest]): nothing a shell would read.
+IMAGE_REF_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]*(:[0-9]+)?(/[A-Za-z0-9._-]+)*(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?"
+                          r"(@sha256:[a-f0-9]{64})?$")
 #: Characters a shell gives meaning to; no inventory value may hold one.
 SHELL_META = set(";&|$`<>(){}[]\\'\"*?!\n\r\t")
 
@@ -342,13 +345,23 @@ def check_docker(raw: Any, path: Optional[str], line: Optional[int]) -> Dict[str
     return plain
 
 
+def is_image_ref(text: str) -> bool:
+    return len(text) <= 255 and bool(IMAGE_REF_RE.match(text)) and ".." not in text
+
+
 def check_docker_images(raw: Any, path: Optional[str]) -> Tuple[str, ...]:
-    """`docker: {images: [name, ...]}`: a list of strings (what a name may hold is the images step's to say)."""
+    """`docker: {images: [name, ...]}`: image references, checked here where the file and line are known.
+
+    Left to the steps, the first to read one named its own setting: `gpu_test_image` (its default).
+    """
     images = raw.get("images") if isinstance(raw, dict) else None
     if images is None:
         return ()
     if not isinstance(images, list) or not all(isinstance(x, str) and x.strip() for x in images):
         raise InputError("'docker.images' must be a list of image names", path=path, line=_line(raw, "images"))
+    bad = next((x for x in images if not is_image_ref(x.strip())), None)
+    if bad is not None:
+        raise InputError(f"invalid image name {bad!r} in docker.images", path=path, line=_line(raw, "images"))
     return tuple(x.strip() for x in images)
 
 

@@ -375,3 +375,12 @@ def test_a_worker_that_does_not_answer_is_its_own_failure_and_the_others_go_on(t
         storage_tasks.setup.body(Context(Config()), backend="nfs")
     assert raised.value.code == 255 and [n.name for n in set_up] == ["head0", "w2"]
     assert "w1: connection refused" in capsys.readouterr().out
+
+
+# --------------------------------------------------------------------------- messages that name the right thing
+
+
+def test_a_bad_docker_image_is_named_in_docker_images_not_gpu_test_image():
+    with pytest.raises(InputError) as raised:
+        parse_inventory(NODE + "docker:\n  images: [ubuntu, 'a b']\n", "hosts.yaml")
+    assert str(raised.value) == "hosts.yaml:6: invalid image name 'a b' in docker.images"
