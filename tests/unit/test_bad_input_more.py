@@ -19,13 +19,15 @@ from fabfile import logs as logs_tasks
 from fabfile import ray as ray_tasks
 from fabfile import run as run_tasks
 from fabfile import storage as storage_tasks
+from fabfile.bootstrap import report as report_task
 from fabfile.cli import GpufabConfig
+from fabfile.core.chain import select_steps
 from fabfile.core.connection import check_ssh_config_paths, fab_ssh_config_paths
 from fabfile.core.errors import InputError, number_option
 from fabfile.core.fanout import OK, HostResult
 from fabfile.core.inventory import parse_inventory
 from fabfile.core.localfs import check_writable, write_if_changed
-from fabfile.core.mapping import render_inventory
+from fabfile.core.mapping import parse_mapping, render_inventory
 from fabfile.core.settings import gpufab_setting, read_config_file
 from fabfile.inventory import check_replaceable, check_two_files
 from fabfile.launch import launch as launch_task
@@ -384,3 +386,30 @@ def test_a_bad_docker_image_is_named_in_docker_images_not_gpu_test_image():
     with pytest.raises(InputError) as raised:
         parse_inventory(NODE + "docker:\n  images: [ubuntu, 'a b']\n", "hosts.yaml")
     assert str(raised.value) == "hosts.yaml:6: invalid image name 'a b' in docker.images"
+
+
+@pytest.mark.parametrize("text,message", [
+    ("a,b\n", "m.txt:1: no 'Public IP  Private IP' rows: 'a,b' is not one (a row is two IP addresses, public then "
+              "private, separated by spaces or tabs; commas do not separate columns)"),
+    ("# from the console\n198.18.0.11,198.19.0.11\n", "m.txt:2: no 'Public IP  Private IP' rows: '198.18.0.11,"),
+    ("Public IP   Private IP\n", "m.txt:1: no 'Public IP  Private IP' rows: 'Public IP   Private IP' is not one"),
+])
+def test_a_mapping_whose_one_line_is_no_row_says_what_is_wrong_with_it(text, message):
+    with pytest.raises(InputError) as raised:
+        parse_mapping(text, "m.txt")
+    assert str(raised.value).startswith(message) and "empty file" not in str(raised.value)
+
+
+def test_only_preflight_says_it_always_runs_not_that_it_cannot_be_skipped():
+    from fabfile.ops.chain import CHAIN
+    with pytest.raises(InputError) as raised:
+        select_steps(CHAIN, None, "preflight", None)
+    message = str(raised.value)
+    assert message.startswith("--only: preflight always runs") and "skip" not in message and "ray" in message
+
+
+def test_report_names_an_unknown_format_before_looking_for_a_report(tmp_path, monkeypatch):
+    monkeypatch.setenv("GPUFAB_INVENTORY", str(tmp_path / "hosts.yaml"))  # no report next to it
+    with pytest.raises(Exit) as raised:
+        report_task.body(Context(Config()), format="pdf")
+    assert raised.value.message == "gpufab: error: --format: unknown format 'pdf' (one of: text, markdown, json)"
