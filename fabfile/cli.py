@@ -20,17 +20,21 @@ from typing import Any
 
 from fabric import Config
 from invoke import Collection
+from invoke.exceptions import AmbiguousEnvVar, UncastableEnvVar
 from fabric.main import Fab
 
 from .core.errors import BAD_INPUT, GpufabError
-from .core.settings import SETTINGS, check_setting
+from .core.settings import SETTINGS, bad_variable, check_setting
 
 
 class GpufabConfig(Config):
     prefix = "gpufab"
 
     def load_shell_env(self) -> None:
-        super().load_shell_env()
+        try:
+            super().load_shell_env()
+        except (ValueError, AmbiguousEnvVar, UncastableEnvVar) as exc:  # Invoke's cast of its own GPUFAB_* keys
+            raise bad_variable(self._config, self._env_prefix, exc) from None
         section = {}
         for key in SETTINGS:
             name = f"GPUFAB_{key.upper()}"

@@ -41,7 +41,7 @@ from .cancel import Tags, end_command, tagged
 from .errors import InputError, Interrupted
 from .inventory import Inventory, Node
 from .localfs import read_text
-from .settings import gpufab_setting
+from .settings import fabric_timeout, gpufab_setting
 
 DEFAULT_CONNECT_TIMEOUT = 10
 #: Hosts worked on at once (ThreadingGroup has no bound; this does).
@@ -414,13 +414,11 @@ class Session:
         config.runners.remote = TimedRemote
         self.config = config
         # `fab -t N` lands in connect_kwargs.timeout, `timeouts.connect` in config.
-        fabric_connect = (config.get("connect_kwargs") or {}).get("timeout") or (
-            config.get("timeouts") or {}
-        ).get("connect")
+        fabric_connect = fabric_timeout(config, "connect_kwargs", "timeout") or fabric_timeout(config, "timeouts", "connect")
         self.connect_timeout = connect_timeout or fabric_connect or gpufab_setting(
             config, "connect_timeout", DEFAULT_CONNECT_TIMEOUT
         )
-        fabric_command = (config.get("timeouts") or {}).get("command")
+        fabric_command = fabric_timeout(config, "timeouts", "command")
         self.command_timeout = command_timeout or fabric_command or gpufab_setting(config, "command_timeout")
         self.dead_after = float(gpufab_setting(config, "dead_after", DEFAULT_DEAD_AFTER))
         #: Hosts worked on at once by fan_out, unless a task says otherwise.

@@ -14,6 +14,9 @@ import math
 import os
 from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
+from invoke.env import Environment
+from invoke.exceptions import AmbiguousEnvVar, UncastableEnvVar
+
 from .errors import InputError, reported
 from .inventory import load_yaml
 from .localfs import read_text
@@ -30,15 +33,20 @@ _LEVELS = ("runtime", "env", "project", "user", "system")
 
 
 def check_setting(key: str, value: Any, where: str, label: str = "") -> Any:
-    """`value` as setting `key` takes it: a positive finite number, or a file path; else named.
-
-    nan and inf are refused: `dead_after: nan` was accepted, then every host failed.
-    """
+    """`value` as setting `key` takes it: a positive finite number, or a file path; else named."""
     kind = SETTINGS[key]
     if kind is str:
         if not isinstance(value, str) or not value.strip() or "\0" in value:
             raise InputError(f"{label}not a file path: {value!r}", path=where)
         return value
+    return check_number(value, where, kind, label)
+
+
+def check_number(value: Any, where: str, kind: Callable[[str], Any] = float, label: str = "") -> Any:
+    """A positive finite number of `kind` (int: a whole one), from a file or a variable; else named.
+
+    nan and inf are refused: `dead_after: nan` was accepted, then every host failed.
+    """
     try:
         number = None if isinstance(value, bool) else kind(str(value))
     except ValueError:
@@ -63,6 +71,15 @@ def gpufab_setting(config: Any, key: str, default: Any = None) -> Any:
     return check_setting(key, value, *setting_source(config, key)) if key in SETTINGS else value
 
 
+def fabric_timeout(config: Any, section: str, key: str) -> Optional[float]:
+    """One of Fabric's own timeouts (`timeouts.connect`, `connect_kwargs.timeout`: `fab -t`, GPUFAB_TIMEOUTS_*), checked.
+
+    Invoke takes `GPUFAB_TIMEOUTS_CONNECT=abc` as text: every host then failed on it.
+    """
+    value = ((config.get(section) if hasattr(config, "get") else None) or {}).get(key)
+    return None if value is None else check_number(value, f"{section}.{key}")
+
+
 def setting_source(config: Any, key: str) -> Tuple[str, str]:
     """(where, label) of a setting's value for an error: the config file that set it, or its variable."""
     for level in _LEVELS:
@@ -73,6 +90,26 @@ def setting_source(config: Any, key: str) -> Tuple[str, str]:
                 return f"GPUFAB_{key.upper()}", ""
             return str(getattr(config, f"_{level}_path", None) or f"{level} config"), f"gpufab.{key}: "
     return f"gpufab.{key}", ""
+
+
+def bad_variable(config: Any, prefix: str, exc: Exception) -> InputError:
+    """The `<prefix>*` variable that Invoke could not cast (`GPUFAB_PORT=abc`), found by casting each as it does.
+
+    Invoke's own error names no variable; its Environment's crawl and cast are the only record of which.
+    """
+    env = Environment(config=config, prefix=prefix)
+    try:
+        variables = env._crawl(key_path=[], env_vars={})
+    except AmbiguousEnvVar as ambiguous:
+        return InputError(f"two settings would take one variable ({ambiguous})", path=f"{prefix}*")
+    for name, key_path in variables.items():
+        raw = os.environ.get(prefix + name)
+        try:
+            if raw is not None:
+                env._path_set(key_path, raw)
+        except (ValueError, UncastableEnvVar) as cast:
+            return InputError(f"not a value for {'.'.join(key_path)}: {raw!r} ({cast})", path=prefix + name)
+    return InputError(f"Invoke cannot read these variables: {exc}", path=f"{prefix}*")
 
 
 def read_config_file(path: str, defaults: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:

@@ -28,7 +28,7 @@ from fabfile.core.fanout import OK, HostResult
 from fabfile.core.inventory import parse_inventory
 from fabfile.core.localfs import check_writable, write_if_changed
 from fabfile.core.mapping import parse_mapping, render_inventory
-from fabfile.core.settings import gpufab_setting, read_config_file
+from fabfile.core.settings import fabric_timeout, gpufab_setting, read_config_file
 from fabfile.inventory import check_replaceable, check_two_files
 from fabfile.launch import launch as launch_task
 from fabfile.ops import share
@@ -413,3 +413,30 @@ def test_report_names_an_unknown_format_before_looking_for_a_report(tmp_path, mo
     with pytest.raises(Exit) as raised:
         report_task.body(Context(Config()), format="pdf")
     assert raised.value.message == "gpufab: error: --format: unknown format 'pdf' (one of: text, markdown, json)"
+
+
+# --------------------------------------------------------------------------- Invoke's own GPUFAB_* keys
+
+
+@pytest.mark.parametrize("name,value,message", [
+    ("GPUFAB_PORT", "abc", "GPUFAB_PORT: not a value for port: 'abc' (invalid literal for int()"),
+    ("GPUFAB_RUN_WATCHERS", "x", "GPUFAB_RUN_WATCHERS: not a value for run.watchers: 'x'"),
+])
+def test_invoke_keys_it_cannot_cast_name_their_variable(monkeypatch, name, value, message):
+    monkeypatch.setenv(name, value)
+    with pytest.raises(InputError) as raised:
+        GpufabConfig(lazy=True).load_shell_env()
+    assert str(raised.value).startswith(message)
+
+
+@pytest.mark.parametrize("section,key,value,message", [
+    ("timeouts", "connect", "abc", "timeouts.connect: not a number: 'abc'"),
+    ("timeouts", "command", "nan", "timeouts.command: not a finite number: 'nan'"),
+    ("connect_kwargs", "timeout", -1, "connect_kwargs.timeout: must be positive: -1"),
+])
+def test_fabrics_own_timeouts_are_checked_as_gpufabs_are(section, key, value, message):
+    config = Config(overrides={section: {key: value}}, lazy=True)
+    with pytest.raises(InputError) as raised:
+        fabric_timeout(config, section, key)
+    assert str(raised.value) == message
+    assert fabric_timeout(Config(overrides={section: {key: "2.5"}}, lazy=True), section, key) == 2.5
