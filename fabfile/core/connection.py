@@ -280,6 +280,8 @@ def _flag_value(argv: Sequence[str], i: int, short: str, long: str) -> Optional[
 
 #: OpenSSH's own bound on nested Include files (READCONF_MAX_DEPTH).
 MAX_INCLUDE_DEPTH = 16
+#: An included "config" larger than this is not one (`Include /proc/kcore`): not read to look for more Includes.
+MAX_INCLUDED_BYTES = 1 << 20
 INCLUDE_RE = re.compile(r"^\s*include(?:\s*=\s*|\s+)(.+?)\s*$", re.IGNORECASE)
 
 
@@ -347,8 +349,8 @@ def _check_includes(text: str, path: str, base: str, chain: Tuple[str, ...]) -> 
                 if len(chain) >= MAX_INCLUDE_DEPTH:
                     raise InputError(f"Include nested more than {MAX_INCLUDE_DEPTH} files deep", path=path, line=lineno)
                 try:
-                    inner = read_text(real) if os.path.isfile(real) else None
-                except InputError:
+                    inner = read_text(real) if os.path.isfile(real) and os.path.getsize(real) <= MAX_INCLUDED_BYTES else None
+                except (InputError, OSError):
                     inner = None
                 if inner is not None:
                     _check_includes(inner, included, base, chain + (real,))

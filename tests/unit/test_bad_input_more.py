@@ -7,13 +7,18 @@ always with a throwaway HOME and no address outside 198.18.0.0/15 and loopback.
 
 from __future__ import annotations
 
+import math
 import os
 import threading
+from unittest import mock
 
 import pytest
+import yaml
 from fabric import Config
+from hypothesis import given, settings, strategies as st
 from invoke import Context
 from invoke.exceptions import Exit
+from paramiko import SSHConfig
 
 from fabfile import logs as logs_tasks
 from fabfile import ray as ray_tasks
@@ -28,7 +33,7 @@ from fabfile.core.fanout import OK, HostResult
 from fabfile.core.inventory import parse_inventory
 from fabfile.core.localfs import check_writable, write_if_changed
 from fabfile.core.mapping import parse_mapping, render_inventory
-from fabfile.core.settings import fabric_timeout, gpufab_setting, read_config_file
+from fabfile.core.settings import SETTINGS, fabric_timeout, gpufab_setting, read_config_file
 from fabfile.inventory import check_replaceable, check_two_files
 from fabfile.launch import launch as launch_task
 from fabfile.ops import share
@@ -440,3 +445,109 @@ def test_fabrics_own_timeouts_are_checked_as_gpufabs_are(section, key, value, me
         fabric_timeout(config, section, key)
     assert str(raised.value) == message
     assert fabric_timeout(Config(overrides={section: {key: "2.5"}}, lazy=True), section, key) == 2.5
+
+
+# --------------------------------------------------------------------------- properties
+
+
+#: Any value YAML can hold, for a setting.
+VALUES = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=12),
+                      lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+                      max_leaves=8)
+#: Keys that mean something to gpufab, Invoke or Fabric, and others.
+KEYS = st.sampled_from(["gpufab", *SETTINGS, "run", "echo", "timeouts", "connect", "sudo", "port", "tasks"]) | st.text(max_size=6)
+DOCUMENTS = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+                         lambda inner: st.lists(inner, max_size=3) | st.dictionaries(KEYS, inner, max_size=4),
+                         max_leaves=12)
+
+
+def valid_setting(key, value):
+    if SETTINGS[key] is str:
+        return isinstance(value, str) and bool(value.strip())
+    return (isinstance(value, SETTINGS[key]) and not isinstance(value, bool) and math.isfinite(value) and value > 0)
+
+
+def one_line_or_valid_settings(directory):
+    """gpufab's config over `directory`/gpufab.yaml: a one-line bad-input error, or every known setting valid."""
+    try:
+        config = GpufabConfig(project_location=str(directory), lazy=True)
+        config.load_project()
+        found = {key: gpufab_setting(config, key) for key in SETTINGS}
+    except InputError:
+        return
+    except Exit as exc:  # the reader Invoke calls ends as `reported` does
+        assert exc.code == 2 and exc.message.startswith("gpufab: error: ") and "\n" not in exc.message
+        return
+    assert all(value is None or valid_setting(key, value) for key, value in found.items()), found
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.text(max_size=200) | DOCUMENTS.map(yaml.safe_dump))
+def test_no_gpufab_yaml_ends_in_a_traceback_or_an_invalid_setting(tmp_path_factory, text):
+    directory = tmp_path_factory.mktemp("cfg")
+    (directory / "gpufab.yaml").write_text(text, encoding="utf-8")
+    one_line_or_valid_settings(directory)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.sampled_from(sorted(SETTINGS)), VALUES)
+def test_no_value_of_a_known_setting_ends_in_a_traceback_or_is_taken_when_invalid(tmp_path_factory, key, value):
+    directory = tmp_path_factory.mktemp("cfg")
+    (directory / "gpufab.yaml").write_text(yaml.safe_dump({"gpufab": {key: value}}), encoding="utf-8")
+    one_line_or_valid_settings(directory)
+
+
+def _variables(defaults, prefix="GPUFAB_"):
+    """Every variable Invoke reads for gpufab: one per leaf of the defaults (`run.echo` -> GPUFAB_RUN_ECHO)."""
+    for key, value in defaults.items():
+        if isinstance(value, dict):
+            yield from _variables(value, f"{prefix}{key.upper()}_")
+        else:
+            yield f"{prefix}{key.upper()}"
+
+
+#: gpufab's own variables and Invoke's and Fabric's (GPUFAB_PORT, GPUFAB_RUN_WATCHERS ...).
+VARIABLES = sorted({f"GPUFAB_{k.upper()}" for k in SETTINGS if k != "inventory"} | set(_variables(Config.global_defaults())))
+#: What a shell variable can hold: any text but NUL (and no lone surrogate, which no environment carries).
+SHELL_TEXT = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=16)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.dictionaries(st.sampled_from(VARIABLES), SHELL_TEXT | st.sampled_from(["nan", "inf", "0", "-1", "8", "2.5"]),
+                       min_size=1, max_size=3))
+def test_no_gpufab_variable_ends_in_a_traceback(variables):
+    with mock.patch.dict(os.environ, variables):
+        try:
+            config = GpufabConfig(lazy=True)
+            config.load_shell_env()
+            found = {key: gpufab_setting(config, key) for key in SETTINGS if key != "inventory"}
+            fabric_timeout(config, "timeouts", "connect")
+            fabric_timeout(config, "timeouts", "command")
+        except InputError:
+            return
+    assert all(value is None or valid_setting(key, value) for key, value in found.items()), found
+
+
+#: Words of ssh config lines; a value never holds / or ~, so an Include stays in the test's ~/.ssh.
+SSH_WORDS = st.sampled_from(["Host", "Match", "Include", "HostName", "User", "Port", "IdentityFile", "ProxyCommand",
+                             "#", "all", "canonical", "final", "exec", "host", "!host", "=", '"', "'", "*", "config",
+                             "none", "x", ""])
+SSH_LINE = st.lists(SSH_WORDS | st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="/~\x00"),
+                                        max_size=5), max_size=4).map(" ".join)
+SSH_CONFIG = st.lists(SSH_LINE, max_size=8).map("\n".join).map(str.encode) | st.binary(max_size=120)
+
+
+@settings(max_examples=150, deadline=None)
+@given(SSH_CONFIG)
+def test_no_ssh_config_ends_in_a_traceback_and_one_that_passes_is_one_paramiko_reads(tmp_path_factory, content):
+    home = tmp_path_factory.mktemp("home")
+    (home / ".ssh").mkdir()
+    config = home / ".ssh" / "config"
+    config.write_bytes(content)
+    with mock.patch.dict(os.environ, {"HOME": str(home)}):
+        try:
+            check_ssh_config_paths([str(config)], given=True)
+        except InputError:
+            return
+    with open(config) as fh:  # what Fabric then does with it
+        SSHConfig().parse(fh)
