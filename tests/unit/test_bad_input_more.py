@@ -200,16 +200,16 @@ def test_fab_minus_f_is_no_ssh_config_and_is_named_instead_of_ignored(argv, mess
         fab_ssh_config_paths(argv)
 
 
-@pytest.mark.parametrize("tool,content,flags,message", [
-    ("inv", b"\x00\xff\xfeHost x\n", (), "/.ssh/config: ssh config is not UTF-8 text"),
-    ("fab", b"Host\n", (), "/.ssh/config:1: not a valid ssh config line: Unparsable line Host"),
-    ("gpufab", b"Host x\n", ("-S", "/nonexistent"), "/nonexistent: ssh config not found"),
+@pytest.mark.parametrize("tool,content,message", [
+    ("inv", b"\x00\xff\xfeHost x\n", "/.ssh/config: ssh config is not UTF-8 text"),
+    ("fab", b"Host\n", "/.ssh/config:1: not a valid ssh config line: Unparsable line Host"),
+    ("gpufab", b"Host x\n\xff\n", "/.ssh/config: ssh config is not UTF-8 text"),
 ])
-def test_each_command_names_a_bad_ssh_config_in_one_line(tmp_path, tool, content, flags, message):
+def test_each_command_names_a_bad_ssh_config_in_one_line(tmp_path, tool, content, message):
     (tmp_path / ".ssh").mkdir()
     (tmp_path / ".ssh" / "config").write_bytes(content)
     (tmp_path / "hosts.yaml").write_text(NODE.replace("198.18.0.11", "127.0.0.1"))
-    args = ("exec", "true") if tool == "inv" else (*flags, "-H", "127.0.0.1:1", "exec", "true")
+    args = ("exec", "true") if tool == "inv" else ("-H", "127.0.0.1:1", "exec", "true")
     line = one_error_line(cli(tool, *args, timeout=60,
                               env={"HOME": str(tmp_path), "GPUFAB_INVENTORY": str(tmp_path / "hosts.yaml")}))
     assert message in line
