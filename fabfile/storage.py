@@ -34,7 +34,7 @@ def _chosen(c, session: Session, title: str, backend, path, mount, nodes
             ) -> Tuple[storage.StorageSettings, Sequence[Node], str, List[HostResult]]:
     """The settings, the nodes that answered, the backend they all support, and the workers that did not answer.
 
-    The head is read first among them: without it there is no share (the run ends in one line);
+    The head is read with them: without it there is no share (the run ends in one line);
     a worker that cannot be read is that worker's failure in the table, and the rest go on.
     """
     from .ops import storage
