@@ -109,7 +109,7 @@ class Inventory:
 
 
 # --------------------------------------------------------------------------- #
-# Loading YAML with line numbers
+# Loading YAML: bounded, and with line numbers for the inventory
 
 
 class _Refused(yaml.constructor.ConstructorError):
@@ -346,6 +346,7 @@ def check_docker(raw: Any, path: Optional[str], line: Optional[int]) -> Dict[str
 
 
 def is_image_ref(text: str) -> bool:
+    """A name docker can pull and no shell reads more into: the one rule for docker.images and --images."""
     return len(text) <= 255 and bool(IMAGE_REF_RE.match(text)) and ".." not in text
 
 
