@@ -6,10 +6,11 @@
 import os
 import sys
 
-from invoke import Collection
+from invoke import Collection, Config
 
 from .core.connection import check_ssh_config_paths, fab_ssh_config_paths
 from .core.errors import BAD_INPUT, InputError
+from .core.settings import check_config_files
 
 from . import docker, gpu, inventory, lab, limits, logs, mesh, netenv, nfs, node, ray, run, script, slurm, storage
 from .bootstrap import bootstrap, report
@@ -18,6 +19,9 @@ from .allreduce import allreduce
 from .execute import exec_
 from .fleet import fleet
 from .reset import reset
+
+# `inv` and `fab` read the project's invoke.yaml / fabric.yaml (and -f's) after this import, gpufab every file.
+check_config_files(Config)
 
 ns = Collection()
 ns.add_task(exec_, name="exec")
@@ -36,15 +40,15 @@ pyenv.add_task(ray.versions, name="check")
 ns.add_collection(pyenv)
 
 
-def _name_an_unreadable_ssh_config_for_fab() -> None:
-    """Under `fab` and `gpufab`, an unreadable ssh config is one error line, not Fabric's traceback after this import."""
+def _name_a_bad_ssh_config_for_fab() -> None:
+    """Under `fab` and `gpufab`, a bad ssh config is one error line, not Fabric's traceback after this import."""
     if os.path.basename(sys.argv[0]) not in ("fab", "gpufab"):
         return
     try:
-        check_ssh_config_paths(fab_ssh_config_paths(sys.argv[1:]))
+        check_ssh_config_paths(*fab_ssh_config_paths(sys.argv[1:]))
     except InputError as exc:
         print(f"gpufab: error: {exc}", file=sys.stderr)
         sys.exit(BAD_INPUT)
 
 
-_name_an_unreadable_ssh_config_for_fab()
+_name_a_bad_ssh_config_for_fab()

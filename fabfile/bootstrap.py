@@ -98,16 +98,18 @@ def bootstrap(c, skip=None, only=None, dry_run=False, retry_failed=False, hosts_
         raise Exit(code=code)
 
 
+REPORT_FORMATS = ("text", "markdown", "json")
+
+
 @task(help={"format": "text (default), markdown or json"})
 @reported
 def report(c, format="text"):
     """Show the last bootstrap's report again, without touching the nodes."""
+    if format not in REPORT_FORMATS:  # before looking for a report: "no report yet" hid the typo
+        raise InputError(f"unknown format {format!r} (one of: {', '.join(REPORT_FORMATS)})", path="--format")
     files = run_files(inventory_path(c.config), bool(cli_hosts(c.config)))
     text = read_text(files.json)
     if text is None:
         raise InputError("no report yet: run bootstrap first", path=files.json)
     saved = Report.from_json(text, files.json)
-    shown = {"text": saved.to_text, "markdown": saved.to_markdown, "json": saved.to_json}.get(format)
-    if shown is None:
-        raise InputError(f"unknown format {format!r} (text, markdown or json)", path="--format")
-    print(shown(), end="")
+    print({"text": saved.to_text, "markdown": saved.to_markdown, "json": saved.to_json}[format](), end="")

@@ -16,39 +16,31 @@ import os
 import sys
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any, Callable, Dict
+from typing import Any
 
 from fabric import Config
 from invoke import Collection
+from invoke.exceptions import AmbiguousEnvVar, UncastableEnvVar
 from fabric.main import Fab
 
-from .core.errors import BAD_INPUT, GpufabError, InputError
-
-#: gpufab's own settings that a `GPUFAB_<KEY>` variable may set, and how each is read.
-ENV_SETTINGS: Dict[str, Callable[[str], Any]] = {
-    "workers": int, "connect_timeout": float, "command_timeout": float, "dead_after": float,
-    "known_hosts": str,
-}
+from .core.errors import BAD_INPUT, GpufabError
+from .core.settings import SETTINGS, bad_variable, check_setting
 
 
 class GpufabConfig(Config):
     prefix = "gpufab"
 
     def load_shell_env(self) -> None:
-        super().load_shell_env()
+        try:
+            super().load_shell_env()
+        except (ValueError, AmbiguousEnvVar, UncastableEnvVar) as exc:  # Invoke's cast of its own GPUFAB_* keys
+            raise bad_variable(self._config, self._env_prefix, exc) from None
         section = {}
-        for key, kind in ENV_SETTINGS.items():
+        for key in SETTINGS:
             name = f"GPUFAB_{key.upper()}"
             raw = os.environ.get(name)
-            if raw is None:
-                continue
-            try:
-                value = kind(raw)
-            except ValueError:
-                raise InputError(f"not a {'whole ' if kind is int else ''}number: {raw!r}", path=name) from None
-            if kind is not str and value <= 0:
-                raise InputError(f"must be positive: {raw!r}", path=name)
-            section[key] = value
+            if raw is not None and key != "inventory":  # GPUFAB_INVENTORY is read before any config
+                section[key] = check_setting(key, raw, name)
         if section:
             merged = dict(self._env.get("gpufab") or {})
             merged.update(section)

@@ -7,7 +7,7 @@ from invoke.exceptions import Exit
 
 from .core.cluster import open_session, select_nodes
 from .core.connection import NodeConnection
-from .core.errors import InputError, number_option, reported
+from .core.errors import not_blank, number_option, reported
 from .core.fanout import HostResult, fan_out, run_command, worst_exit_code
 from .core.inventory import Node
 from .core.report import format_gathered, summary_line
@@ -27,8 +27,7 @@ from .core.report import format_gathered, summary_line
 @reported
 def exec_(c, command, sudo=False, quiet=False, nodes=None, workers=None, timeout=None):
     """Run CMD on every host; gather identical outputs; exit with the worst exit code."""
-    if not command.strip():
-        raise InputError("an empty command runs nothing (give one, e.g. inv exec \"nvidia-smi\")", path="COMMAND")
+    not_blank(command, "COMMAND", "an empty command runs nothing (give one, e.g. inv exec \"nvidia-smi\")")
     with open_session(c.config, command_timeout=number_option(timeout, "--timeout", float)) as session:
         targets = select_nodes(session.inventory, nodes)
         width = max(len(n.name) for n in targets)

@@ -14,7 +14,7 @@ from .core.fanout import UNREACHABLE, fan_out, worst_exit_code
 from .core.localfs import check_writable, read_text, write_if_changed
 from .core.mapping import check_prefix, parse_mapping, render_inventory, render_ssh_block, replace_block
 from .core.report import host_table, inventory_table, summary_line
-from .core.inventory import parse_inventory
+from .core.inventory import load_yaml, parse_inventory
 
 
 @task(
@@ -40,12 +40,14 @@ def import_(c, mapping, output=None, prefix="rental", user="root", port=None, ke
     pairs = parse_mapping(text, mapping)
     output = output or inventory_path(c.config)
     inv_text = render_inventory(pairs, prefix, user, port, key, source=os.path.basename(mapping))
-    # Every check above passed: only now is anything written.
     cfg_path = os.path.expanduser(ssh_config)
+    check_writable([output, output + ".bak", cfg_path, cfg_path + ".gpufab.bak"])  # before reading any of them
+    check_two_files(output, cfg_path)
+    check_replaceable(output)
     block = render_ssh_block(pairs, prefix, user, port, key, output)
     old_cfg = read_text(cfg_path) or ""
     new_cfg = replace_block(old_cfg, block, cfg_path)
-    check_writable([output, output + ".bak", cfg_path, cfg_path + ".gpufab.bak"])
+    # Every check above passed: only now is anything written.
     inv_changed = write_if_changed(output, inv_text, 0o644, backup=output + ".bak")
     os.makedirs(os.path.dirname(cfg_path) or ".", mode=0o700, exist_ok=True)
     cfg_changed = write_if_changed(cfg_path, new_cfg, 0o600, backup=cfg_path + ".gpufab.bak")
@@ -53,6 +55,27 @@ def import_(c, mapping, output=None, prefix="rental", user="root", port=None, ke
     print(f"{output}: {'written' if inv_changed else 'unchanged'}")
     print(f"{cfg_path}: managed block {'written' if cfg_changed else 'unchanged'} "
           f"({prefix}0..{prefix}{len(pairs) - 1}; try: ssh {prefix}0)")
+
+
+def check_two_files(output: str, cfg_path: str) -> None:
+    """The inventory and the ssh config are two files: one written over the other lost the inventory."""
+    if os.path.realpath(output) == os.path.realpath(cfg_path):
+        raise InputError(f"is the ssh config file too ({cfg_path}): give the inventory a file of its own",
+                         path="--output")
+
+
+def check_replaceable(output: str) -> None:
+    """An existing --output must be an inventory: import replaces the whole file, and a .bak is no excuse."""
+    text = read_text(output)
+    if not text or not text.strip():
+        return
+    try:
+        data = load_yaml(text, output)
+    except InputError:
+        data = None
+    if not (isinstance(data, dict) and "nodes" in data):
+        raise InputError("exists and is not an inventory (it has no nodes:); import replaces the whole file: "
+                         "give another --output, or move this one away", path=output)
 
 
 @task

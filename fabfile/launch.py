@@ -9,7 +9,7 @@ from invoke import task
 from invoke.exceptions import Exit
 
 from .core.cluster import ensure_private, open_session, setting
-from .core.errors import number_option, reported
+from .core.errors import not_blank, number_option, reported
 from .core.fanout import HostResult, fan_out, run_command, worst_exit_code
 from .core.remote import run_parsed
 from .core.report import host_table, summary_line
@@ -30,6 +30,7 @@ def launch(c, command, role=None, master_port=None, sudo=False, timeout=None):
     """Start CMD on every node at the same time with its rank; stream labelled output."""
     from .ops import launch as plan
     from .ops import netenv as netenv_plan
+    not_blank(command, "COMMAND", "an empty command runs nothing (give one, e.g. inv launch \"torchrun train.py\")")
     with open_session(c.config, command_timeout=number_option(timeout, "--timeout", float)) as session:
         inv = ensure_private(session)
         nodes = plan.launch_nodes(inv, role)

@@ -8,7 +8,7 @@ from invoke import task
 from invoke.exceptions import Exit
 
 from .core.cluster import open_session, select_nodes
-from .core.errors import number_option, reported
+from .core.errors import not_blank, number_option, reported
 from .core.fanout import fan_out, run_command, worst_exit_code
 from .core.remote import last_line
 from .core.report import summary_line
@@ -23,6 +23,7 @@ DEFAULT_LINES = 100
 @reported
 def tail(c, path, n=None, nodes=None, workers=None):
     """Print the last lines of PATH from every node, each line prefixed with its node."""
+    not_blank(path, "PATH", "an empty path names no log file (give one, e.g. inv logs.tail /var/log/syslog)")
     count = number_option(n, "-n") or DEFAULT_LINES
     command = f"tail -n {count} -- {shlex.quote(path)}"
     with open_session(c.config) as session:

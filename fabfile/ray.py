@@ -16,7 +16,7 @@ from .core.fanout import FAILED, HostResult
 from .core.localfs import write_if_changed
 from .core.remote import Remote, last_line
 from .core.report import host_table
-from .core.steps import Outcome, remote_for, report_step, run_step
+from .core.steps import Outcome, on_node, remote_for, report_step, run_step
 
 
 def versions_table(results: Sequence[HostResult]) -> str:
@@ -213,10 +213,10 @@ def smoke(c, venv=None):
     """Run one task per node from the head (SPREAD) and show where each ran."""
     from .ops import ray
     session, inv, s = _open(c, ray_venv=venv)
+    python = shlex.quote(f"{s.venv}/bin/python")
     with session:
-        head = remote_for(session, inv.head)
-        python = shlex.quote(f"{s.venv}/bin/python")
-        result = head.run(f"{s.client_env}{python} -c {shlex.quote(ray.SMOKE_CODE)}", warn=True, timeout=300)
+        result = on_node(session, inv.head, lambda head: head.run(
+            f"{s.client_env}{python} -c {shlex.quote(ray.SMOKE_CODE)}", warn=True, timeout=300), "ray.smoke")
     if result.exited != 0:
         raise Exit(f"ray.smoke: the job failed on {inv.head.name}: {last_line(result.stderr)}", code=1)
     ran = json.loads(result.stdout.strip().splitlines()[-1])

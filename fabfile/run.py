@@ -9,7 +9,7 @@ from invoke import task
 from invoke.exceptions import Exit
 
 from .core.cluster import open_session, select_nodes
-from .core.errors import confirmed, number_option, reported
+from .core.errors import confirmed, not_blank, number_option, reported
 from .core.fanout import HostResult, worst_exit_code
 from .core.report import host_table, summary_line
 from .core.steps import run_step
@@ -22,6 +22,7 @@ _HELP = {"nodes": "only these nodes (comma-separated names)", "workers": "hosts 
 def detached(c, command, log=None, nodes=None, workers=None):
     """Start CMD on every node so that it outlives the SSH session (systemd-run, or nohup)."""
     from .ops import detached as plan
+    not_blank(command, "COMMAND", "an empty command runs nothing (give one, e.g. inv run.detached \"python train.py\")")
     name = plan.job_name(command, time.strftime("%Y%m%d-%H%M%S"))
     log = plan.check_log(log) if log is not None else f"{name}.log"
     with open_session(c.config) as session:

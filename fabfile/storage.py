@@ -6,7 +6,7 @@ it can work, else sshfs (FUSE), and says which.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Sequence, Tuple
+from typing import TYPE_CHECKING, List, Sequence, Tuple
 
 from invoke import task
 from invoke.exceptions import Exit
@@ -14,8 +14,9 @@ from invoke.exceptions import Exit
 from .core.cluster import cluster_inventory, open_session, select_nodes
 from .core.connection import Session
 from .core.errors import number_option, reported
+from .core.fanout import HostResult
 from .core.inventory import Node
-from .core.steps import remote_for, report_step, run_step
+from .core.steps import Outcome, needed, report_step, run_step
 
 if TYPE_CHECKING:  # the step's code is imported by the task that runs it (start-up time)
     from .ops import storage
@@ -29,24 +30,34 @@ _HELP = {
 }
 
 
-def _chosen(c, session: Session, title: str, backend, path, mount, nodes) -> Tuple[storage.StorageSettings, Sequence[Node], str]:
-    """The settings, the nodes, and the backend they all support (or the run ends saying why not)."""
+def _chosen(c, session: Session, title: str, backend, path, mount, nodes
+            ) -> Tuple[storage.StorageSettings, Sequence[Node], str, List[HostResult]]:
+    """The settings, the nodes that answered, the backend they all support, and the workers that did not answer.
+
+    The head is read with them: without it there is no share (the run ends in one line);
+    a worker that cannot be read is that worker's failure in the table, and the rest go on.
+    """
     from .ops import storage
     inv = cluster_inventory(session)
     s = storage.read(c.config, inv, {"backend": backend, "path": path, "mount": mount})
     chosen = select_nodes(inv, nodes)
-    choice = storage.choose_for(s.backend, inv.head, chosen, lambda n: storage.storage_facts(remote_for(session, n)))
+    read = run_step(session, [inv.head, *[n for n in chosen if not n.is_head]],
+                    lambda r: Outcome(value=storage.storage_facts(r)))
+    needed(read[0], title)
+    facts = {r.node.name: r.value for r in read if not r.failed}
+    choice = storage.choose(s.backend, inv.head, facts)
     if choice.backend is None:
         raise Exit(f"{title}: {choice.why}", code=1)
     print(f"storage: {choice.backend}" + (f" ({choice.why})" if choice.why else ""))
-    return s, chosen, choice.backend
+    return s, [n for n in chosen if n.name in facts], choice.backend, [r for r in read if r.failed]
 
 
 def _on_backend(c, title: str, fn, backend, path, mount, nodes, workers):
     """Run `fn(session, inventory, nodes, share, backend, workers)` on the backend every node supports."""
     with open_session(c.config) as session:
-        s, chosen, used = _chosen(c, session, title, backend, path, mount, nodes)
-        return used, fn(session, session.inventory, chosen, s.share, used, number_option(workers, "--workers"))
+        s, chosen, used, lost = _chosen(c, session, title, backend, path, mount, nodes)
+        results = fn(session, session.inventory, chosen, s.share, used, number_option(workers, "--workers")) if chosen else []
+        return used, results + lost
 
 
 def _mounted(c, path, mount, nodes, workers):

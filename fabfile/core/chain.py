@@ -97,7 +97,8 @@ def step_list(chain: Sequence[Step], value: Union[None, str, Sequence[str]], wha
     for name in names:
         fixed = next((s for s in chain if s.name == name and not s.optional), None)
         if fixed is not None:
-            raise InputError(f"{name} cannot be skipped: every step needs its facts", path=what)
+            raise InputError(f"{name} always runs, every step needs its facts: it is not one of the optional steps "
+                             f"{what} takes ({', '.join(optional)})", path=what)
         if name not in optional:
             raise InputError(f"unknown step {name!r} (steps: {', '.join(optional)})", path=what)
     return names

@@ -21,24 +21,29 @@ from __future__ import annotations
 
 import fnmatch
 import getpass
+import glob
+import io
 import logging
 import os
+import re
 import socket
 import stat
 import sys
 import threading
 import time
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from fabric import Config, Connection
 from fabric.runners import Remote as FabricRemote
-from paramiko import HostKeys, MissingHostKeyPolicy
+from paramiko import HostKeys, MissingHostKeyPolicy, SSHConfig
 from paramiko.hostkeys import HostKeyEntry, InvalidHostKey
-from paramiko.ssh_exception import SSHException
+from paramiko.ssh_exception import ConfigParseError, SSHException
 
 from .cancel import Tags, end_command, tagged
 from .errors import InputError, Interrupted
 from .inventory import Inventory, Node
+from .localfs import read_text
+from .settings import fabric_timeout, gpufab_setting
 
 DEFAULT_CONNECT_TIMEOUT = 10
 #: Hosts worked on at once (ThreadingGroup has no bound; this does).
@@ -304,46 +309,132 @@ def _tune(sock: Any, dead_after: float) -> None:
 
 
 def check_ssh_configs(config: Config) -> None:
-    """~/.ssh/config (and the system's) named when it is a directory or unreadable.
+    """~/.ssh/config (and the system's), or the one asked for, checked before Fabric reads it.
 
     Fabric skips a path that is not a file, silently: the user's aliases and
     ProxyJump lines would then not apply, and hosts look unreachable.
     """
-    if not config.load_ssh_configs and not config._runtime_ssh_path:
+    runtime = config._runtime_ssh_path or config.get("ssh_config_path")
+    if not config.load_ssh_configs and not runtime:
         return
-    paths = [config._runtime_ssh_path] if config._runtime_ssh_path else [config._user_ssh_path, config._system_ssh_path]
-    check_ssh_config_paths(paths)
+    paths = [runtime] if runtime else [config._user_ssh_path, config._system_ssh_path]
+    check_ssh_config_paths(paths, given=bool(runtime))
 
 
-def fab_ssh_config_paths(argv: Sequence[str]) -> list[str]:
-    """The ssh config files `fab` opens after loading this collection: `-F`'s, or the user's and the system's.
+#: What Invoke's `-F`/`--list-format` takes; under `fab`, `-F` is that, not ssh's config flag.
+LIST_FORMATS = ("flat", "nested", "json")
 
-    Fab reads them only after the collection is imported, and an unreadable one
-    ends there in a traceback; naming it from the import is the one seam gpufab has.
+
+def fab_ssh_config_paths(argv: Sequence[str]) -> Tuple[List[str], bool]:
+    """The ssh config files `fab` opens after loading this collection, and whether they were asked for.
+
+    `-S`'s (which must then exist), or the user's and the system's. Fab reads
+    them only after the collection is imported, and a bad one ends there in a
+    traceback; naming it from the import is the one seam gpufab has. `-F FILE`,
+    ssh's flag, is Invoke's list format under fab: the file would be ignored.
     """
     for i, arg in enumerate(argv):
         if arg == "--":
             break
-        if arg in ("-F", "--ssh-config") and i + 1 < len(argv):
-            return [argv[i + 1]]
-        if arg.startswith("--ssh-config="):
-            return [arg.split("=", 1)[1]]
-        if arg.startswith("-F") and len(arg) > 2 and not arg.startswith("--"):
-            return [arg[2:]]
+        given = _flag_value(argv, i, "-S", "--ssh-config")
+        if given is not None:
+            return [given], True
+        listed = _flag_value(argv, i, "-F", "--list-format")
+        if listed is not None and listed not in LIST_FORMATS:
+            raise InputError(f"{listed!r} is not a list format ({', '.join(LIST_FORMATS)}): under fab, -F is "
+                             "--list-format; give an ssh config with -S/--ssh-config", path="-F")
     defaults = Config(lazy=True)
-    return [defaults._user_ssh_path, defaults._system_ssh_path]
+    return [defaults._user_ssh_path, defaults._system_ssh_path], False
 
 
-def check_ssh_config_paths(paths: Sequence[str]) -> None:
+def _flag_value(argv: Sequence[str], i: int, short: str, long: str) -> Optional[str]:
+    """The value of `short`/`long` if `argv[i]` gives it (`-S x`, `-Sx`, `--ssh-config=x`, `--ssh-config x`)."""
+    arg = argv[i]
+    if arg in (short, long):
+        return argv[i + 1] if i + 1 < len(argv) else None
+    if arg.startswith(long + "="):
+        return arg.split("=", 1)[1]
+    if arg.startswith(short) and len(arg) > 2:
+        return arg[2:]
+    return None
+
+
+#: OpenSSH's own bound on nested Include files (READCONF_MAX_DEPTH).
+MAX_INCLUDE_DEPTH = 16
+#: An included "config" larger than this is not one (`Include /proc/kcore`): not read to look for more Includes.
+MAX_INCLUDED_BYTES = 1 << 20
+INCLUDE_RE = re.compile(r"^\s*include(?:\s*=\s*|\s+)(.+?)\s*$", re.IGNORECASE)
+
+
+def check_ssh_config_paths(paths: Sequence[str], given: bool = False) -> None:
+    """Each ssh config Fabric will read, read as paramiko will: a bad one is one line naming it.
+
+    `given`: named on the command line, so one that is not there is named too.
+    """
     for path in (os.path.expanduser(p) for p in paths if p):
-        if os.path.isdir(path):
-            raise InputError("ssh config is a directory, not a file", path=path)
-        if os.path.exists(path):
-            try:
-                with open(path, "rb"):
-                    pass
-            except OSError as exc:
-                raise InputError(f"cannot read ssh config: {exc.strerror}", path=path) from None
+        text = _ssh_config_text(path, given)
+        if text is not None:
+            _check_parses(text, path)
+            _check_includes(text, path, _include_base(path), (os.path.realpath(path),))
+
+
+def _ssh_config_text(path: str, given: bool) -> Optional[str]:
+    """The file's text; None when there is none (and none was asked for). Never opens a FIFO or a device."""
+    if os.path.isdir(path):
+        raise InputError("ssh config is a directory, not a file", path=path)
+    if not os.path.exists(path):
+        if given:
+            raise InputError("ssh config not found", path=path)
+        return None
+    if not os.path.isfile(path):
+        raise InputError("ssh config is not a regular file (Fabric reads only those)", path=path)
+    return read_text(path, "ssh config")
+
+
+def _check_parses(text: str, path: str) -> None:
+    """paramiko's own parser over the text, line by line: its ConfigParseError (`Host` alone) is named with its line."""
+    numbered = list(enumerate(io.StringIO(text, newline=None), start=1))
+    at = [0]
+
+    def lines() -> Iterator[str]:
+        for lineno, line in numbered:
+            at[0] = lineno
+            yield line
+
+    try:
+        SSHConfig().parse(lines())
+    except (ConfigParseError, ValueError) as exc:  # ValueError: shlex on an unclosed quote after Match
+        raise InputError(f"not a valid ssh config line: {exc}", path=path, line=at[0]) from None
+
+
+def _include_base(path: str) -> str:
+    """Where OpenSSH resolves a relative Include: /etc/ssh for the system's config, ~/.ssh for the user's."""
+    return "/etc/ssh" if os.path.abspath(path).startswith("/etc/ssh/") else os.path.expanduser("~/.ssh")
+
+
+def _check_includes(text: str, path: str, base: str, chain: Tuple[str, ...]) -> None:
+    """An Include loop (a file that includes itself, at any depth) is named: ssh refuses it, paramiko ignores it.
+
+    Included files are only followed here: paramiko never reads them, so one that
+    cannot be read is left to ssh to report.
+    """
+    for lineno, line in enumerate(io.StringIO(text, newline=None), start=1):
+        found = INCLUDE_RE.match(line)
+        if not found:
+            continue
+        for pattern in found.group(1).split():
+            for included in sorted(glob.glob(os.path.join(base, os.path.expanduser(pattern.strip('"'))))):
+                real = os.path.realpath(included)
+                if real in chain:
+                    raise InputError(f"Include loop: {' includes '.join(chain + (real,))}", path=path, line=lineno)
+                if len(chain) >= MAX_INCLUDE_DEPTH:
+                    raise InputError(f"Include nested more than {MAX_INCLUDE_DEPTH} files deep", path=path, line=lineno)
+                try:
+                    inner = read_text(real) if os.path.isfile(real) and os.path.getsize(real) <= MAX_INCLUDED_BYTES else None
+                except (InputError, OSError):
+                    inner = None
+                if inner is not None:
+                    _check_includes(inner, included, base, chain + (real,))
 
 
 def check_local_files(keys: Sequence[str], known_hosts: str) -> None:
@@ -422,15 +513,6 @@ def _read_password_file(path: str) -> str:
     return line
 
 
-def gpufab_setting(config: Any, key: str, default: Any = None) -> Any:
-    """Read `gpufab.<key>` from an Invoke/Fabric config, tolerating its absence."""
-    section = config.get("gpufab") if hasattr(config, "get") else None
-    if section is None:
-        return default
-    value = section.get(key) if hasattr(section, "get") else None
-    return default if value is None else value
-
-
 class Session:
     """The connections of one run: opened lazily, one per node, closed at the end.
 
@@ -461,13 +543,11 @@ class Session:
         config.runners.remote = TimedRemote
         self.config = config
         # `fab -t N` lands in connect_kwargs.timeout, `timeouts.connect` in config.
-        fabric_connect = (config.get("connect_kwargs") or {}).get("timeout") or (
-            config.get("timeouts") or {}
-        ).get("connect")
+        fabric_connect = fabric_timeout(config, "connect_kwargs", "timeout") or fabric_timeout(config, "timeouts", "connect")
         self.connect_timeout = connect_timeout or fabric_connect or gpufab_setting(
             config, "connect_timeout", DEFAULT_CONNECT_TIMEOUT
         )
-        fabric_command = (config.get("timeouts") or {}).get("command")
+        fabric_command = fabric_timeout(config, "timeouts", "command")
         self.command_timeout = command_timeout or fabric_command or gpufab_setting(config, "command_timeout")
         self.dead_after = float(gpufab_setting(config, "dead_after", DEFAULT_DEAD_AFTER))
         #: Hosts worked on at once by fan_out, unless a task says otherwise.

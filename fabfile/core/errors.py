@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 import os
 import re
 import sys
@@ -62,6 +63,7 @@ def number_option(value: Any, option: str, kind: Callable[[str], Any] = int) -> 
     """A positive number given on the command line (`--workers 8`, `--timeout 2.5`); None when not given.
 
     Invoke hands such values over as strings; a bad one is bad input, named, never a traceback.
+    `--timeout inf` is one too: no timer takes it.
     """
     if value is None or value == "":
         return None
@@ -69,7 +71,7 @@ def number_option(value: Any, option: str, kind: Callable[[str], Any] = int) -> 
         number = kind(str(value))
     except ValueError:
         number = None
-    if number is None or not number > 0:
+    if number is None or not number > 0 or (isinstance(number, float) and not math.isfinite(number)):
         raise InputError(f"invalid value {value!r}: give a positive {'whole ' if kind is int else ''}number",
                          path=option)
     return number
@@ -82,6 +84,13 @@ _URL_CREDENTIALS = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)[^/\s:@]
 def redact(text: str) -> str:
     """`https://u:TOKEN@host/...` -> `https://***@host/...`: what a report or a log may say of a URL."""
     return _URL_CREDENTIALS.sub(r"\g<scheme>***@", text)
+
+
+def not_blank(value: Any, where: str, message: str) -> str:
+    """A positional argument that must say something (`launch ""`, `logs.tail ""`): blank runs nothing useful."""
+    if not isinstance(value, str) or not value.strip():
+        raise InputError(message, path=where)
+    return value
 
 
 class HostError(Exception):

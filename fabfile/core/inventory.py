@@ -28,6 +28,9 @@ USER_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,31}$")
 HOSTNAME_RE = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
 PATH_RE = re.compile(r"^[A-Za-z0-9_./~+-]+$")
 VAR_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+#: A Docker image reference (registry[:port]/path[:tag][@sha256:digest]): nothing a shell would read.
+IMAGE_REF_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]*(:[0-9]+)?(/[A-Za-z0-9._-]+)*(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?"
+                          r"(@sha256:[a-f0-9]{64})?$")
 #: Characters a shell gives meaning to; no inventory value may hold one.
 SHELL_META = set(";&|$`<>(){}[]\\'\"*?!\n\r\t")
 
@@ -106,28 +109,57 @@ class Inventory:
 
 
 # --------------------------------------------------------------------------- #
-# Loading YAML with line numbers
+# Loading YAML: bounded, and with line numbers for the inventory
 
 
-class _KeyNotName(yaml.constructor.ConstructorError):
-    """Valid YAML, but a mapping key that is not a string."""
-
-
-class _LineLoader(yaml.SafeLoader):
-    """SafeLoader that remembers the line of every mapping as key `__line__`."""
-
-    def get_single_node(self) -> Optional[yaml.Node]:
-        node = super().get_single_node()
-        if node is not None and _expanded_size(node) > MAX_VALUES:
-            raise _KeyNotName(None, None, f"document expands to more than {MAX_VALUES} values through "
-                              "aliases (&name / *name): write the values out", node.start_mark)
-        return node
+class _Refused(yaml.constructor.ConstructorError):
+    """Valid YAML, but refused: a key that is not a name, a duplicate key, a document built to exhaust us."""
 
 
 #: More values than any inventory needs: a document that expands past it through aliases
 #: (`&a [*b, *b, ...]` nested) is refused before it is built, not after it fills memory.
 MAX_VALUES = 100_000
+#: Deeper than any inventory or settings file nests: PyYAML composes (and we check) recursively,
+#: so 3,000 `[` or a few hundred nested mappings would end in a RecursionError instead.
+MAX_DEPTH = 50
 MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+class BoundedLoader(yaml.SafeLoader):
+    """SafeLoader that refuses, with the line, what only a hostile or broken file holds: deep nesting, alias bombs."""
+
+    _depth = 0
+
+    def compose_node(self, parent: Optional[yaml.Node], index: Any) -> yaml.Node:
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise _Refused(None, None, f"nested more than {MAX_DEPTH} levels deep", self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def get_single_node(self) -> Optional[yaml.Node]:
+        node = super().get_single_node()
+        if node is not None and _expanded_size(node) > MAX_VALUES:
+            raise _Refused(None, None, f"document expands to more than {MAX_VALUES} values through "
+                           "aliases (&name / *name): write the values out", node.start_mark)
+        return node
+
+
+class _LineLoader(BoundedLoader):
+    """BoundedLoader that remembers the line of every mapping as key `__line__`."""
+
+
+def load_yaml(text: str, path: Optional[str], loader: type = BoundedLoader) -> Any:
+    """The document in `text`; anything wrong with it is one InputError naming the file and line."""
+    try:
+        return yaml.load(text, Loader=loader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        what = problem if isinstance(exc, _Refused) else f"not valid YAML: {problem}"
+        raise InputError(what, path=path, line=mark.line + 1 if mark else None) from None
 
 
 def _expanded_size(root: yaml.Node) -> int:
@@ -156,14 +188,14 @@ def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> Dict[str,
         if key.tag == MERGE_TAG:  # `<<: *defaults` may be overridden by the keys written beside it
             continue
         if isinstance(key, yaml.ScalarNode) and key.value in seen:
-            raise _KeyNotName(None, None, f"duplicate key {key.value!r} (first on line {seen[key.value]})",
-                              key.start_mark)
+            raise _Refused(None, None, f"duplicate key {key.value!r} (first on line {seen[key.value]})",
+                           key.start_mark)
         seen[key.value] = key.start_mark.line + 1
     loader.flatten_mapping(node)
     for key, _ in node.value:
         # `1: x` or `yes: x` would reach code that expects names; said once, here, for every mapping.
         if not (isinstance(key, yaml.ScalarNode) and isinstance(loader.construct_object(key), str)):
-            raise _KeyNotName(None, None, f"key {key.value!r} is not a name (quote it)", key.start_mark)
+            raise _Refused(None, None, f"key {key.value!r} is not a name (quote it)", key.start_mark)
     mapping = loader.construct_mapping(node, deep=True)
     mapping["__line__"] = node.start_mark.line + 1
     mapping["__keylines__"] = {
@@ -260,6 +292,22 @@ def check_roles(raw: Any, node: str, path: Optional[str], line: Optional[int]) -
     return tuple(check_name(str(r).strip(), f"role of node {node!r}", path, line) for r in items)
 
 
+#: Variables that count something (`gpus: 8`): every reader (slurm, ray, launch) takes them as whole numbers.
+COUNT_VARS = ("gpus",)
+
+
+def check_count(key: str, value: Any, path: Optional[str], line: Optional[int]) -> Optional[int]:
+    """A count variable: a whole number of 0 or more (`8` or `"8"`); `-2`, `1.5` and `abc` are refused here."""
+    if value is None:
+        return None
+    text = value.strip() if isinstance(value, str) else value
+    if isinstance(text, str) and text.isascii() and text.isdigit():
+        return int(text)
+    if isinstance(text, bool) or not isinstance(text, int) or text < 0:
+        raise InputError(f"variable {key!r} must be a whole number of 0 or more, not {value!r}", path=path, line=line)
+    return text
+
+
 def check_vars(raw: Any, path: Optional[str], line: Optional[int]) -> Dict[str, Any]:
     if raw is None:
         return {}
@@ -270,7 +318,7 @@ def check_vars(raw: Any, path: Optional[str], line: Optional[int]) -> Dict[str, 
         kline = _line(raw, key)
         if not isinstance(key, str) or not VAR_KEY_RE.match(key):
             raise InputError(f"invalid variable name {key!r}", path=path, line=kline)
-        out[key] = check_value(key, value, path, kline)
+        out[key] = check_count(key, value, path, kline) if key in COUNT_VARS else check_value(key, value, path, kline)
     return out
 
 
@@ -295,13 +343,24 @@ def check_docker(raw: Any, path: Optional[str], line: Optional[int]) -> Dict[str
     return plain
 
 
+def is_image_ref(text: str) -> bool:
+    """A name docker can pull and no shell reads more into: the one rule for docker.images and --images."""
+    return len(text) <= 255 and bool(IMAGE_REF_RE.match(text)) and ".." not in text
+
+
 def check_docker_images(raw: Any, path: Optional[str]) -> Tuple[str, ...]:
-    """`docker: {images: [name, ...]}`: a list of strings (what a name may hold is the images step's to say)."""
+    """`docker: {images: [name, ...]}`: image references, checked here where the file and line are known.
+
+    Left to the steps, the first to read one named its own setting: `gpu_test_image` (its default).
+    """
     images = raw.get("images") if isinstance(raw, dict) else None
     if images is None:
         return ()
     if not isinstance(images, list) or not all(isinstance(x, str) and x.strip() for x in images):
         raise InputError("'docker.images' must be a list of image names", path=path, line=_line(raw, "images"))
+    bad = next((x for x in images if not is_image_ref(x.strip())), None)
+    if bad is not None:
+        raise InputError(f"invalid image name {bad!r} in docker.images", path=path, line=_line(raw, "images"))
     return tuple(x.strip() for x in images)
 
 
@@ -329,20 +388,20 @@ def _check_keys(mapping: Mapping[str, Any], allowed: set, where: str, path: Opti
             )
 
 
-def _check_port(value: Any, path: Optional[str], line: Optional[int]) -> int:
+def check_ssh_port(value: Any, path: Optional[str], line: Optional[int]) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 65536:
         raise InputError(f"invalid SSH port {value!r}", path=path, line=line)
     return value
 
 
-def _check_path(value: Any, what: str, path: Optional[str], line: Optional[int]) -> str:
+def check_file_path(value: Any, what: str, path: Optional[str], line: Optional[int]) -> str:
     text = str(value)
     if not PATH_RE.match(text):
         raise InputError(f"invalid {what} path {value!r}", path=path, line=line)
     return text
 
 
-def _check_user(value: Any, path: Optional[str], line: Optional[int]) -> str:
+def check_user(value: Any, path: Optional[str], line: Optional[int]) -> str:
     text = str(value)
     if not USER_RE.match(text):
         raise InputError(f"invalid SSH user {value!r}", path=path, line=line)
@@ -421,13 +480,7 @@ def check_unique(nodes: Sequence[Node], lines: Sequence[Lines], path: Optional[s
 
 def parse_inventory(text: str, path: Optional[str] = None) -> Inventory:
     """Parse and validate inventory YAML text."""
-    try:
-        data = yaml.load(text, Loader=_LineLoader)  # noqa: S506 - SafeLoader subclass
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        what = problem if isinstance(exc, _KeyNotName) else f"not valid YAML: {problem}"
-        raise InputError(what, path=path, line=mark.line + 1 if mark else None) from None
+    data = load_yaml(text, path, _LineLoader)
     if data is None:
         raise InputError("inventory is empty", path=path)
     if not isinstance(data, dict):
@@ -438,14 +491,14 @@ def parse_inventory(text: str, path: Optional[str] = None) -> Inventory:
     if not isinstance(ssh, dict):
         raise InputError("'ssh' must be a mapping", path=path, line=_line(data, "ssh"))
     _check_keys(ssh, SSH_KEYS, "ssh", path)
-    default_user = _check_user(ssh.get("user", DEFAULT_USER), path, _line(ssh, "user"))
-    default_port = _check_port(ssh.get("port", DEFAULT_PORT), path, _line(ssh, "port"))
+    default_user = check_user(ssh.get("user", DEFAULT_USER), path, _line(ssh, "user"))
+    default_port = check_ssh_port(ssh.get("port", DEFAULT_PORT), path, _line(ssh, "port"))
     default_key = ssh.get("key")
     if default_key is not None:
-        default_key = _check_path(default_key, "SSH key", path, _line(ssh, "key"))
+        default_key = check_file_path(default_key, "SSH key", path, _line(ssh, "key"))
     known_hosts = ssh.get("known_hosts")
     if known_hosts is not None:
-        known_hosts = _check_path(known_hosts, "known_hosts", path, _line(ssh, "known_hosts"))
+        known_hosts = check_file_path(known_hosts, "known_hosts", path, _line(ssh, "known_hosts"))
 
     raw_nodes = data.get("nodes")
     if not raw_nodes:
@@ -479,9 +532,9 @@ def parse_inventory(text: str, path: Optional[str] = None) -> Inventory:
                 public=check_address(raw["public"], f"node {name!r} public", path, _line(raw, "public")),
                 private=None if private in (None, "") else check_ip(private, f"node {name!r} private", path, _line(raw, "private")),
                 role=role or "worker",
-                user=_check_user(raw.get("user", default_user), path, _line(raw, "user")),
-                port=_check_port(raw.get("port", default_port), path, _line(raw, "port")),
-                key=None if key is None else _check_path(key, "SSH key", path, _line(raw, "key")),
+                user=check_user(raw.get("user", default_user), path, _line(raw, "user")),
+                port=check_ssh_port(raw.get("port", default_port), path, _line(raw, "port")),
+                key=None if key is None else check_file_path(key, "SSH key", path, _line(raw, "key")),
                 vars=check_vars(raw.get("vars"), path, _line(raw, "vars")),
                 roles=check_roles(raw.get("roles"), name, path, _line(raw, "roles")),
             )
@@ -548,8 +601,8 @@ def nodes_from_hosts(hosts: Sequence[str], user: Optional[str] = None, port: Opt
                 name=host if ":" in host else check_name(host, "host", "--hosts", None),
                 public=check_address(host, f"host {raw!r}", "--hosts", None),
                 private=None,
-                user=_check_user(h_user, "--hosts", None) if h_user else None,
-                port=_check_port(h_port, "--hosts", None) if h_port is not None else None,
+                user=check_user(h_user, "--hosts", None) if h_user else None,
+                port=check_ssh_port(h_port, "--hosts", None) if h_port is not None else None,
                 key=None,
                 vars={},
                 role="worker",

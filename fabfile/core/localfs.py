@@ -9,25 +9,27 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 import tempfile
 from typing import Iterable, Optional
 
 from .errors import InputError
 
 
-def read_text(path: str) -> Optional[str]:
-    """The file's text; None when it does not exist; anything else unusable is named."""
+def read_text(path: str, what: str = "") -> Optional[str]:
+    """The file's text; None when it does not exist; anything else unusable is named (as `what`, if given)."""
+    subject = f"{what} " if what else ""
     try:
         with open(path, encoding="utf-8") as fh:
             return fh.read()
     except FileNotFoundError:
         return None
     except IsADirectoryError:
-        raise InputError("is a directory, not a file", path=path) from None
+        raise InputError(f"{subject}is a directory, not a file", path=path) from None
     except UnicodeDecodeError:
-        raise InputError("is not UTF-8 text (binary file?)", path=path) from None
+        raise InputError(f"{subject}is not UTF-8 text (binary file?)", path=path) from None
     except OSError as exc:
-        raise InputError(f"cannot read: {exc.strerror}", path=path) from None
+        raise InputError(f"cannot read {subject}".rstrip() + f": {exc.strerror}", path=path) from None
 
 
 def target_of(path: str) -> str:
@@ -35,12 +37,26 @@ def target_of(path: str) -> str:
     return os.path.realpath(path) if os.path.islink(path) else path
 
 
+def check_destination(path: str) -> None:
+    """A file to write must be a regular file or a new path: it is read first (to write only a change).
+
+    A FIFO or a terminal (`-o /dev/stdout`) would hang that read, and a device is no file to replace.
+    """
+    try:
+        found = os.stat(path)  # through links: /dev/stdout is one
+    except OSError:
+        return  # a new path, or one the caller names when it cannot write it
+    if stat.S_ISDIR(found.st_mode):
+        raise InputError("is a directory, not a file", path=path)
+    if not stat.S_ISREG(found.st_mode):
+        raise InputError("is not a regular file (a device or a pipe): give the path of a file", path=path)
+
+
 def check_writable(paths: Iterable[str]) -> None:
     """Raise naming the first path that cannot be written, before any of them is."""
     for path in paths:
+        check_destination(path)
         real = target_of(path)
-        if os.path.isdir(real):
-            raise InputError("is a directory, not a file", path=path)
         if os.path.exists(real) and not os.access(real, os.R_OK):
             raise InputError("cannot read: Permission denied", path=path)
         directory = os.path.dirname(os.path.abspath(real))
@@ -55,6 +71,7 @@ def write_if_changed(path: str, content: str, mode: int = 0o644, backup: Optiona
 
     An existing file whose content differs is copied to `backup` first.
     """
+    check_destination(path)
     old = read_text(path)
     if old == content:
         return False

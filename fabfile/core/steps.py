@@ -67,6 +67,23 @@ def run_step(
     return fan_out(session, nodes, one, workers=workers, on_result=on_result)
 
 
+def needed(result: HostResult, title: str) -> Any:
+    """The value a task cannot go on without (the head's answer); that host's failure ends the run in one line.
+
+    Called outside fan_out, an unreachable head was paramiko's own exception and a traceback;
+    here it is the reason a host table would give (`connection refused`), with that host's exit code.
+    """
+    if result.failed:
+        raise Exit(f"{title}: cannot go on without {result.node.name}: {result.reason}", code=result.exit_code or 1)
+    return result.value
+
+
+def on_node(session: Session, node: Node, fn: Callable[[Remote], Any], title: str) -> Any:
+    """`fn(remote)` on one node the task cannot do without, as `needed` reports it."""
+    (result,) = run_step(session, [node], lambda remote: Outcome(value=fn(remote)))
+    return needed(result, title)
+
+
 def details(result: HostResult) -> str:
     """The report cell of one host: its changes, notes, and failure reason."""
     lines = list(result.data.get("changes") or [])

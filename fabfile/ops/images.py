@@ -21,14 +21,12 @@ from ..core.connection import Session
 from ..core.errors import HostError, InputError, keeping_changes
 from ..core.fanout import FAILED, HostResult
 from ..core.files import ManagedFile, plan_files
-from ..core.inventory import Inventory, Node
+from ..core.inventory import IMAGE_REF_RE, Inventory, Node, is_image_ref
 from ..core.remote import Remote, last_line
 from ..core.steps import Outcome, run_step
 from .netenv import load_secrets
 
-#: A Docker image reference (registry[:port]/path[:tag][@sha256:digest]): nothing a shell would read.
-REF_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]*(:[0-9]+)?(/[A-Za-z0-9._-]+)*(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?"
-                    r"(@sha256:[a-f0-9]{64})?$")
+REF_RE = IMAGE_REF_RE
 #: One pull may be a large image over a slow link, but never unbounded.
 PULL_TIMEOUT = 1800
 NONE = "none"
@@ -61,7 +59,7 @@ def check_refs(value: Any, path: str = "docker.images") -> Tuple[str, ...]:
         raise InputError(f"images must be a list of image names, not {value!r}", path=path)
     refs = tuple(str(x).strip() for x in items if str(x).strip())
     for ref in refs:
-        if len(ref) > 255 or not REF_RE.match(ref) or ".." in ref:
+        if not is_image_ref(ref):
             raise InputError(f"invalid image name {ref!r}", path=path)
     return refs
 

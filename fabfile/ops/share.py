@@ -19,16 +19,49 @@ DEFAULT_EXPORT = "/mnt/shared"
 DEFAULT_CACHE = ".cache/huggingface"
 
 
-def check_path(path: str) -> str:
-    if not path.startswith("/") or any(c.isspace() or c in "\"'\\$`;&|()<>*?:%" for c in path) or path.rstrip("/") == "":
-        raise InputError(f"invalid NFS path {path!r}: an absolute path without spaces or shell characters", path="--path")
-    return path.rstrip("/")
+#: The system's own trees (and every /lib*): a share may be none of them, nor inside one. The head's export
+#: is made and given to the SSH user, a worker mounts over its mount point: `nfs_export: /etc` handed /etc
+#: to that user and exported it, `--mount /dev` would hide the devices.
+SYSTEM_TREES = ("/etc", "/usr", "/bin", "/sbin", "/boot", "/dev", "/proc", "/sys", "/run", "/var", "/root")
+#: Directories that hold other people's directories: a share may sit below them, never be one of them.
+PARENTS = ("/home", "/mnt", "/media", "/srv", "/opt", "/tmp")
+
+
+def check_path(path: str, where: str = "--path") -> str:
+    """A share's path on the nodes: absolute, normalised, plain characters, and not one of the system's directories."""
+    if not path.startswith("/") or any(c.isspace() or c in "\"'\\$`;&|()<>*?:%" for c in path):
+        raise InputError(f"invalid NFS path {path!r}: an absolute path without spaces or shell characters", path=where)
+    trimmed = path.rstrip("/") or "/"
+    if trimmed != "/" and any(part in ("", ".", "..") for part in trimmed.split("/")[1:]):
+        raise InputError(f"invalid NFS path {path!r}: write it without '.', '..' or '//'", path=where)
+    why = system_directory(trimmed)
+    if why:
+        raise InputError(f"refusing NFS path {trimmed}: {why}; give the share a directory of its own, such as "
+                         f"{DEFAULT_EXPORT}", path=where)
+    return trimmed
+
+
+def system_directory(path: str) -> Optional[str]:
+    """Why a normalised absolute path is no place for a share, or None when it is one."""
+    if path == "/":
+        return "the whole file system"
+    parts = path.split("/")[1:]
+    top = "/" + parts[0]
+    if top in SYSTEM_TREES or parts[0].startswith("lib"):
+        return "a system directory" if len(parts) == 1 else f"inside the system directory {top}"
+    if len(parts) == 1 and top in PARENTS:
+        return f"{top} holds other directories"
+    if top == "/home" and len(parts) == 2:
+        return "a home directory"
+    return None
 
 
 def share_paths(config: Any, inv: Inventory, cli: Mapping[str, Any]) -> Tuple[str, str]:
     """(the head's export, the workers' mount): CLI `--path`/`--mount` > vars `nfs_export`/`nfs_mount` > /mnt/shared."""
-    export = check_path(setting(config, inv, "nfs_export", cli.get("path"), DEFAULT_EXPORT))
-    return export, check_path(setting(config, inv, "nfs_mount", cli.get("mount"), export))
+    export = check_path(setting(config, inv, "nfs_export", cli.get("path"), DEFAULT_EXPORT),
+                        "--path" if cli.get("path") is not None else "nfs_export")
+    return export, check_path(setting(config, inv, "nfs_mount", cli.get("mount"), export),
+                              "--mount" if cli.get("mount") is not None else "nfs_mount")
 
 
 def read_cache(config: Any, inv: Inventory, mount: str) -> Optional[str]:
@@ -38,14 +71,14 @@ def read_cache(config: Any, inv: Inventory, mount: str) -> Optional[str]:
         return f"{mount}/{DEFAULT_CACHE}"
     if not switch(value):
         return None
+    path = str(value).rstrip("/")
+    if not path.startswith(mount + "/") or "/../" in path + "/" or "/./" in path + "/":
+        raise InputError(f"shared_cache {path} is not inside the shared mount {mount}", path="shared_cache")
     try:
-        path = check_path(str(value))
+        return check_path(path)
     except InputError:
         raise InputError(f"invalid shared_cache {value!r}: an absolute path without spaces or shell characters",
                          path="shared_cache") from None
-    if not path.startswith(mount + "/") or "/../" in path + "/" or "/./" in path + "/":
-        raise InputError(f"shared_cache {path} is not inside the shared mount {mount}", path="shared_cache")
-    return path
 
 
 #: Who owns the share, and who the workers act as in it, when the SSH login is root: an account of

@@ -11,7 +11,7 @@ import pytest
 
 from helpers import cli
 
-from .conftest import LAB_INVENTORY, NODES, on_host
+from .conftest import LAB_INVENTORY, on_host
 from .test_bootstrap import progress, reset_lab
 
 WORKERS = ("node2", "node3")

@@ -333,13 +333,13 @@ def test_unreadable_ssh_files_are_named_for_a_user_who_cannot_read_them(own_home
     assert f"{path}: {message}" in line
 
 
-@pytest.mark.parametrize("where", ["default", "-F"])
+@pytest.mark.parametrize("where", ["default", "-S"])
 def test_fab_names_an_unreadable_ssh_config_instead_of_fabrics_traceback(own_home, where):
     path = own_home / ".ssh" / "config" if where == "default" else own_home / "other_config"
     path.write_text("Host mine\n")
     path.chmod(0o000)
     prefix = UNPRIVILEGED if os.geteuid() == 0 else ()
-    flags = ("-F", str(path)) if where == "-F" else ()
+    flags = ("-S", str(path)) if where == "-S" else ()
     line = one_error_line(cli("fab", *flags, "-H", "198.18.0.250", "exec", "true",
                               env={"HOME": str(own_home)}, timeout=60, prefix=prefix))
     assert f"{path}: cannot read ssh config: Permission denied" in line

@@ -48,7 +48,8 @@ def test_skip_only_and_inventory_disable():
 
 @pytest.mark.parametrize("skip,only,disabled,message", [
     ("dokcer", None, None, "unknown step 'dokcer'"),
-    (None, "preflight", None, "preflight cannot be skipped"),
+    (None, "preflight", None, "--only: preflight always runs, every step needs its facts: it is not one of the optional"),
+    ("preflight", None, None, "--skip: preflight always runs"),
     ("nfs", "ray", None, "--skip or --only, not both"),
     (None, None, ["bogus"], "bootstrap_skip: unknown step 'bogus'"),
 ])

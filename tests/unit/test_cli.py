@@ -6,7 +6,6 @@ hosts, are in tests/lab/test_install.py.)
 
 from __future__ import annotations
 
-import os
 
 import pytest
 
@@ -93,12 +92,13 @@ def test_the_default_inventory_is_the_projects_else_the_users(tmp_path, monkeypa
 
 
 @pytest.mark.parametrize("argv,expected", [
-    (["-H", "h", "exec", "true"], ["~/.ssh/config", "/etc/ssh/ssh_config"]),
-    (["-F", "/x/cfg", "exec", "true"], ["/x/cfg"]),
-    (["-F/x/cfg", "exec"], ["/x/cfg"]),
-    (["--ssh-config=/x/cfg", "exec"], ["/x/cfg"]),
-    (["--ssh-config", "/x/cfg", "exec"], ["/x/cfg"]),
-    (["exec", "--", "-F", "/x/cfg"], ["~/.ssh/config", "/etc/ssh/ssh_config"]),
+    (["-H", "h", "exec", "true"], (["~/.ssh/config", "/etc/ssh/ssh_config"], False)),
+    (["-S", "/x/cfg", "exec", "true"], (["/x/cfg"], True)),
+    (["-S/x/cfg", "exec"], (["/x/cfg"], True)),
+    (["--ssh-config=/x/cfg", "exec"], (["/x/cfg"], True)),
+    (["--ssh-config", "/x/cfg", "exec"], (["/x/cfg"], True)),
+    (["-F", "json", "--list"], (["~/.ssh/config", "/etc/ssh/ssh_config"], False)),
+    (["exec", "--", "-S", "/x/cfg"], (["~/.ssh/config", "/etc/ssh/ssh_config"], False)),
 ])
 def test_the_ssh_configs_fab_will_open_are_read_from_its_flags(argv, expected):
     assert fab_ssh_config_paths(argv) == expected

@@ -10,7 +10,7 @@ from fabfile.ops import launch
 
 from fabfile.ops import slurm
 from fabfile.core.errors import InputError
-from fabfile.core.inventory import parse_inventory
+from fabfile.core.inventory import Node, parse_inventory
 
 INVENTORY = parse_inventory(
     """
@@ -42,9 +42,10 @@ def test_launch_by_role_masters_on_the_first_of_them():
 
 
 def test_a_gpus_var_that_is_not_a_count_is_one_error_naming_the_node():
-    inv = parse_inventory("nodes:\n  - {name: a, public: 203.0.113.1, private: 10.0.0.1, vars: {gpus: abc}}\n")
+    # An inventory file refuses it with its line (test_bad_input_more); a node built in code is named here.
+    node = Node("a", "203.0.113.1", "10.0.0.1", vars={"gpus": "abc"})
     with pytest.raises(InputError, match="gpus: a: gpus must be a whole number, not 'abc'"):
-        launch.placements(inv.nodes, 29500, {})
+        launch.placements([node], 29500, {})
 
 
 def test_a_ray_port_that_is_not_a_port_is_one_error_naming_the_var():

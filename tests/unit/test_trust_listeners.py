@@ -11,7 +11,7 @@ import pytest
 
 from fabfile.core.errors import HostError, InputError
 from fabfile.core.inventory import parse_inventory
-from fabfile.core.networks import Reach, read_reach
+from fabfile.core.networks import read_reach
 from fabfile.ops import containers, docker, fetch, nfs, preflight, sshfs
 
 from fakes import FakeRemote

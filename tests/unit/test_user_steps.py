@@ -321,7 +321,7 @@ def test_a_sudo_step_runs_only_root_s_own_files_never_what_the_user_can_write():
     assert sorted(written) == [f"{root_dir}/env", f"{root_dir}/run", f"{root_dir}/script"]
     assert all(f.owner == "root" and f.group == "root" for f in written.values())
     assert written[f"{root_dir}/run"].mode == 0o700 and written[f"{root_dir}/env"].secret
-    assert any(c.startswith(f"install -d -m 0700 -o root -g root") for c in r.changes)
+    assert any(c.startswith("install -d -m 0700 -o root -g root") for c in r.changes)
     assert r.sent(rf"^'?{root_dir}/run'?$") and not r.sent(f"^'?{RUNNER}'?$")
     # Whatever root runs or reads for this step is root's, never in the user's home.
     assert not [c for c in r.as_root if HOME in c and "getent" not in c and "GPUFAB" not in c]
