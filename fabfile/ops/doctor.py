@@ -264,7 +264,10 @@ def parse_smi_q(lines: Sequence[str]) -> SmiReport:
             remap_failed=get("Remapped Rows", "Remapping Failure Occurred") == "Yes",
             unknown=tuple(" ".join(f) for f in VITAL_FIELDS if keys.get(f) == UNKNOWN_ERROR),
         ))
-    return SmiReport(header.get(("Driver Version",), ""), header.get(("CUDA Version",), ""), tuple(gpus))
+    # R610 marks the old names deprecated (`610.88 [Deprecated; ... Use KMD Version instead]`) beside new ones.
+    driver = header.get(("KMD Version",)) or header.get(("Driver Version",), "").split(" [", 1)[0]
+    cuda = header.get(("CUDA UMD Version",)) or header.get(("CUDA Version",), "").split(" [", 1)[0]
+    return SmiReport(driver, cuda, tuple(gpus))
 
 
 # --------------------------------------------------------------------------- nvidia-smi topo -m
@@ -588,7 +591,7 @@ def diagnose(parts: Mapping[str, List[str]], torch: Optional[Mapping[str, Any]] 
     smi_count: Optional[int] = None
     if "smi-missing" in parts:
         if pci_gpus:
-            problems.append(Finding(PROBLEM, f"{len(pci_gpus)} NVIDIA GPUs on the PCI bus but no driver (nvidia-smi not found)",
+            problems.append(Finding(PROBLEM, f"{len(pci_gpus)} NVIDIA GPU{'s' if len(pci_gpus) != 1 else ''} on the PCI bus but no driver (nvidia-smi not found)",
                                     "install the NVIDIA driver (and nvidia-utils), then reboot"))
     else:
         rc = (parts.get("smi-rc") or ["0"])[0].strip()
@@ -650,8 +653,9 @@ def diagnose(parts: Mapping[str, List[str]], torch: Optional[Mapping[str, Any]] 
     if gpus_seen and "runtimes" in docker:
         runtimes = docker["runtimes"].split()
         if "nvidia" not in runtimes and docker.get("hook") != "yes":
-            fix = ("`nvidia-ctk runtime configure --runtime=docker` and restart docker" if docker.get("ctk") == "yes"
-                   else "install nvidia-container-toolkit, then `nvidia-ctk runtime configure --runtime=docker` and restart docker")
+            fix = ("`inv docker.configure` (it adds what `nvidia-ctk runtime configure` would, and restarts docker)"
+                   if docker.get("ctk") == "yes" else
+                   "`inv docker.install docker.configure`: NVIDIA's container toolkit from its repository, then its runtime")
             problems.append(Finding(PROBLEM, "containers cannot see the GPUs (no NVIDIA container runtime)", fix))
     if "container-rc" in parts:
         lines = [x for x in parts.get("container", []) if x.strip()]

@@ -262,7 +262,8 @@ CONTAINER_FLAGS = "--device /dev/infiniband --cap-add IPC_LOCK --ulimit memlock=
 
 
 def summary(facts: Optional[IbFacts]) -> str:
-    """`2 × 400 Gb/s IB active` / `1 × 100 Gb/s RoCE active` / `none`: one cell."""
+    """`8 × 400 Gb/s IB active (front-end mlx5_bond_0:1)` / `2 × 100 Gb/s RoCE active` / `none`: one cell, the fabric
+    rails counted (what NCCL gets), the front-end named apart."""
     if facts is None:
         return "-"
     if not facts.ports:
@@ -270,5 +271,9 @@ def summary(facts: Optional[IbFacts]) -> str:
     active = facts.active
     if not active:
         return f"{len(facts.ports)} ports, none active"
-    kinds = sorted({f"{p.gbps} {'RoCE' if p.roce else 'IB'}" for p in active})
-    return f"{len(active)} × {', '.join(kinds)} active"
+    rails = facts.rails()
+    front = [p.name for p in active if p not in rails]
+    if not rails:
+        return f"front-end only ({', '.join(front)})"
+    kinds = sorted({f"{p.gbps} {'RoCE' if p.roce else 'IB'}" for p in rails})
+    return f"{len(rails)} × {', '.join(kinds)} active" + (f" (front-end {', '.join(front)})" if front else "")

@@ -9,6 +9,7 @@ front-end NIC is never an NCCL rail.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Dict, List, Optional
 
@@ -61,6 +62,11 @@ HEALTHY = [
     ("rtx-a6000-9gpu-550.nvidia-smi-q.first-gpu.noheader.txt", 1, "NVIDIA RTX A6000", ""),
     ("gtx680-470-legacy-fields.nvidia-smi-q.txt", 1, "NVIDIA GeForce GTX 680", "470.256.02"),
     ("azure-ndv4-a100-sxm4-40gb-8gpu-domains-460.nvidia-smi-q.first-2-gpus.txt", 2, "A100-SXM4-40GB", "460.32.03"),
+    ("a100-sxm4-80gb-470.103.01.nvidia-smi-q.partial.txt", 1, "NVIDIA A100-SXM4-80GB", "470.103.01"),
+    ("a10g-aws-510.85.02.nvidia-smi-q.partial.txt", 1, "NVIDIA A10G", "510.85.02"),
+    ("grid-p40-24q-vgpu-guest-535.161.08.nvidia-smi-q.partial.txt", 1, "GRID P40-24Q", "535.161.08"),
+    ("rtx2080super-linux-595.71.05.nvidia-smi-q.txt", 1, "NVIDIA GeForce RTX 2080 SUPER", "595.71.05"),
+    ("rtx3060-laptop-windows-610.88.nvidia-smi-q.txt", 1, "NVIDIA GeForce RTX 3060 Laptop GPU", "610.88"),
 ]
 
 
@@ -70,6 +76,21 @@ def test_a_healthy_gpu_is_read_whole_and_found_fine(capture, count, model, drive
     assert (d.smi_gpus, d.model, d.driver) == (count, model, driver)
     assert whats(d) == []  # no problem; field-level "Unknown Error" (Addressing Mode, Host Max) is not one
     assert d.verdict() == f"{count} × {model} ok"
+
+
+def test_driver_610_s_deprecated_version_lines_give_way_to_its_kmd_and_umd_versions():
+    """R610 writes `Driver Version : 610.88 [Deprecated; ...]` and adds `KMD Version`, `CUDA UMD Version`."""
+    report = doctor.parse_smi_q(lines("rtx3060-laptop-windows-610.88.nvidia-smi-q.txt"))
+    assert (report.driver, report.cuda) == ("610.88", "13.3")
+    older = doctor.parse_smi_q(lines("rtx2080super-linux-595.71.05.nvidia-smi-q.txt"))
+    assert (older.driver, older.cuda) == ("595.71.05", "13.2")
+
+
+def test_a_desktop_card_with_persistence_off_is_fine_with_a_warning_and_a_vgpu_guest_is_fine():
+    desktop = judged(smi="rtx2080super-linux-595.71.05.nvidia-smi-q.txt")
+    assert whats(desktop, doctor.WARNING) == ["GPU 0c:00.0: persistence mode off"]
+    guest = judged(smi="grid-p40-24q-vgpu-guest-535.161.08.nvidia-smi-q.partial.txt")
+    assert guest.findings == () and guest.verdict() == "1 × GRID P40-24Q ok"
 
 
 def test_eight_h100_on_an_hgx_board_have_their_fabric_complete_and_no_ecc_errors():
@@ -290,6 +311,18 @@ def test_netenv_leaves_the_default_route_s_roce_port_out_of_the_rails():
     assert ib is None and why == "no active InfiniBand/RoCE fabric port (front-end only: mlx5_0:1): ethernet"
 
 
+def test_show_gids_says_which_gid_is_roce_v2_with_ipv4_and_that_is_the_index_nccl_gets():
+    from fabfile.lab import gpu as gpu_lab
+    text = (CAPTURED / "net" / "show_gids_roce_v1_v2_nccl1538.txt").read_text()
+    gids = gpu_lab.parse_show_gids(text)
+    ports = [infiniband.IbPort(dev, port, "ACTIVE", "Ethernet", "100 Gb/sec", gid_index=infiniband.roce_gid_index(
+        [(i, kind, gid) for i, kind, gid in table])) for (dev, port), table in sorted(gids.items())]
+    # The thread's conclusion: index 7 (v2, IPv4 filled) on every device the capture shows whole; mlx5_3's
+    # index 7 line is cut from the post, so it has no RoCE v2 IPv4 GID here.
+    assert [(p.device, p.gid_index) for p in ports] == [("mlx5_0", 7), ("mlx5_1", 7), ("mlx5_2", 7), ("mlx5_3", None)]
+    assert gpu_lab.show_gids_netdevs(text) == {"mlx5_0": "net1", "mlx5_1": "net2", "mlx5_2": "net3", "mlx5_3": "net4"}
+
+
 def test_ibv_devinfo_captures_read_their_ports():
     assert [(p.name, p.state, p.link_layer) for p in infiniband.parse_ibv_devinfo(
         (CAPTURED / "net" / "ibv_devinfo_cx7_vf_in_pod_PORT_INIT_networkoperator1646.txt").read_text())][0][1] == "INIT"
@@ -407,3 +440,18 @@ def test_gloo_on_cpus_gets_no_invented_figure_and_an_inventory_override_wins():
 def test_the_gcp_tcpxo_run_has_its_header_s_devices():
     run = nccl.parse_tests_output((CAPTURED / "net" / "all_reduce_perf_2node_16xH100_gcp_a3mega_tcpxo.txt").read_text())
     assert run.devices[0] == "NVIDIA H100 80GB HBM3" and run.at_largest().busbw == 338.82 and run.average == 70.742
+
+
+# --------------------------------------------------------------------------- provenance
+
+
+def test_every_fixture_is_in_the_readme_and_every_capture_names_a_public_source():
+    readme = (CAPTURED.parent / "README.md").read_text()
+    marks = list(re.finditer(r"^ *- \*\*`([^`]+)`\*\*", readme, re.M))
+    entries = {m.group(1): readme[m.end():marks[i + 1].start() if i + 1 < len(marks) else len(readme)]
+               for i, m in enumerate(marks)}
+    on_disk = sorted(str(p.relative_to(CAPTURED.parent)) for p in CAPTURED.parent.rglob("*")
+                     if p.is_file() and p.name != "README.md")
+    assert sorted(entries) == on_disk
+    unsourced = [name for name, body in entries.items() if name.startswith("captured/") and "https://" not in body]
+    assert unsourced == []

@@ -7,16 +7,20 @@ from pathlib import Path
 
 import pytest
 
+from fabfile.lab import gpu as gpu_lab
 from fabfile.ops import doctor, fleet, gpu, infiniband, limits, netenv
 
 FIX = Path(__file__).resolve().parent.parent / "fixtures"
+CAPTURED = FIX / "captured"
 #: Captured on real machines (tests/fixtures/README.md names each source).
 H100_Q = "captured/gpu/h100-sxm-hgx8-535.nvidia-smi-q.txt"
 H100_TOPO = "captured/gpu/h100-hgx8-nv18-8nic-570.topo-m.txt"
 
 
 def text(name: str) -> str:
-    return (FIX / name).read_text()
+    """A fixture, ending in a newline (some captures were posted without one)."""
+    body = (FIX / name).read_text()
+    return body if body.endswith("\n") else body + "\n"
 
 
 def h100_without(bus: str) -> str:
@@ -29,7 +33,7 @@ def h100_without(bus: str) -> str:
             + "".join("\nGPU 00000000:" + b for b in kept))
 
 
-def node_output(smi: str = H100_Q, lspci: str = "gpu/h100-sxm-8.lspci-nn.txt",
+def node_output(smi: str = H100_Q, lspci: str = "derived/h100-hgx8.lspci-nn.txt",
                 fm: str = "active", xid: str = "", docker: str = "runtimes=io.containerd.runc.v2 nvidia runc",
                 ib: str = "verbs=no", extra: str = "", topo: str = H100_TOPO, smi_text: str = None) -> str:
     """ROOT_SCRIPT's output for one node, put together from the fixtures."""
@@ -74,7 +78,7 @@ def test_smi_q_of_a_v100_reads_the_old_double_bit_layout_and_a_pending_page_blac
 
 
 def test_lspci_finds_gpus_and_nvswitches_and_the_sysfs_fallback_reads_the_same():
-    devices = doctor.parse_pci(text("gpu/h100-sxm-8.lspci-nn.txt").splitlines())
+    devices = doctor.parse_pci(text("derived/h100-hgx8.lspci-nn.txt").splitlines())
     assert [d.kind for d in devices].count("gpu") == 8 and [d.kind for d in devices].count("nvswitch") == 4
     assert devices[2].bus == "19:00.0" and "H100 SXM5" in devices[2].name
     sysfs = doctor.parse_pci(["pci=0000:18:00.0 0x030200 0x2330", "pci=0000:05:00.0 0x068000 0x22a3",
@@ -100,7 +104,7 @@ def test_xid_lines_are_read_with_their_gpu_and_code():
 
 
 def test_query_gpu_csv_still_parses_eight_rows():
-    gpus, problem = gpu.parse_gpus(text("gpu/query-gpu.csv"))
+    gpus, problem = gpu.parse_gpus(text("reconstructed/query-gpu.csv"))
     assert problem == "" and len(gpus) == 8 and gpus[7].memory_total == "81559"
 
 
@@ -140,8 +144,8 @@ def test_an_nvswitch_node_without_fabric_manager_is_a_problem_that_says_what_to_
 
 
 def test_a_pcie_node_needs_no_fabric_manager():
-    found = diagnose(node_output(smi=None, lspci="gpu/h100-pcie-2.lspci-nn.txt", fm="inactive"))
-    assert [f.what for f in found.problems] == ["2 NVIDIA GPUs on the PCI bus but no driver (nvidia-smi not found)"]
+    found = diagnose(node_output(smi=None, lspci="captured/gpu/a10-qemu-vm.lspci-nn.txt", fm="inactive"))
+    assert [f.what for f in found.problems] == ["1 NVIDIA GPU on the PCI bus but no driver (nvidia-smi not found)"]
 
 
 @pytest.mark.parametrize("output, what", [
@@ -150,7 +154,7 @@ def test_a_pcie_node_needs_no_fabric_manager():
     ("@@smi-rc 124", "nvidia-smi hung"),
 ])
 def test_nvidia_smi_failures_say_what_happened_and_what_to_do(output, what):
-    found = diagnose(f"@@lspci\n{text('gpu/h100-pcie-2.lspci-nn.txt')}@@smi\n{output}\n@@fm\ninactive\n")
+    found = diagnose(f"@@lspci\n{text('captured/gpu/a10-qemu-vm.lspci-nn.txt')}@@smi\n{output}\n@@fm\ninactive\n")
     assert what in found.problems[0].what and found.problems[0].fix
 
 
@@ -181,27 +185,28 @@ def test_dcgm_failure_in_deep_mode_is_a_problem():
 # --------------------------------------------------------------------------- InfiniBand / RoCE
 
 
-def read_tree(name: str) -> infiniband.IbFacts:
-    """Run the real sysfs script against a fixture tree instead of /sys/class/infiniband."""
-    script = infiniband.SCRIPT.replace(infiniband.SYSFS, str(FIX / "ib" / name))
+def read_tree(tree, tmp_path) -> infiniband.IbFacts:
+    """Run the real sysfs script against a tree made from captures instead of /sys/class/infiniband."""
+    gpu_lab.write_tree(tree, tmp_path)
+    script = infiniband.SCRIPT.replace(infiniband.SYSFS, str(tmp_path / "infiniband"))
     return infiniband.parse_sysfs(subprocess.run(["sh", "-c", script], capture_output=True, text=True, check=True).stdout)
 
 
-def test_an_ndr_node_lists_its_active_rails_and_ignores_the_down_ones():
-    facts = read_tree("ndr-8rail")
-    assert [p.name for p in facts.active] == ["mlx5_0:1", "mlx5_1:1", "mlx5_2:1", "mlx5_3:1", "mlx5_5:1", "mlx5_6:1", "mlx5_8:1"]
-    assert {p.gbps for p in facts.active} == {"400 Gb/s"} and not any(p.roce for p in facts.active)
-    settings = infiniband.nccl_settings(facts)
-    assert settings == {"NCCL_IB_DISABLE": "0",
-                        "NCCL_IB_HCA": "=mlx5_0:1,mlx5_1:1,mlx5_2:1,mlx5_3:1,mlx5_5:1,mlx5_6:1,mlx5_8:1"}
-    assert infiniband.summary(facts) == "7 × 400 Gb/s IB active"
+def test_an_ndr_node_lists_its_active_rails_and_leaves_its_down_front_end_ports_out(tmp_path):
+    ports = infiniband.parse_ibstat((CAPTURED / "net" / "ibstat_h100_8xNDR_some_ethernet_ports_down_disabled.txt")
+                                    .read_text())
+    facts = read_tree(gpu_lab.sysfs_tree(ports), tmp_path)
+    rails = ["mlx5_0:1", "mlx5_10:1", "mlx5_11:1", "mlx5_3:1", "mlx5_4:1", "mlx5_5:1", "mlx5_6:1", "mlx5_9:1"]
+    assert sorted(p.name for p in facts.active) == sorted(rails + ["mlx5_1:1"])  # the front-end's one up port too
+    assert sorted(p.name for p in facts.rails()) == rails and {p.gbps for p in facts.rails()} == {"400 Gb/s"}
+    assert infiniband.nccl_settings(facts) == {"NCCL_IB_DISABLE": "0", "NCCL_IB_HCA": "=" + ",".join(rails)}
 
 
-def test_a_roce_node_gets_the_gid_index_of_its_ipv4_roce_v2_entry():
-    facts = read_tree("roce-2")
-    assert [(p.name, p.gid_index, p.netdevs) for p in facts.ports] == [("mlx5_0:1", 3, ("ens1f0np0",)), ("mlx5_1:1", 3, ("ens1f1np1",))]
+def test_a_roce_node_gets_the_gid_index_of_its_ipv4_roce_v2_entry(tmp_path):
+    facts = read_tree(gpu_lab.roce_tree(), tmp_path)
+    assert [(p.name, p.gid_index, p.netdevs) for p in facts.ports] == [("mlx5_0:1", 7, ("net1",)), ("mlx5_1:1", 7, ("net2",))]
     assert infiniband.nccl_settings(facts) == {"NCCL_IB_DISABLE": "0", "NCCL_IB_HCA": "=mlx5_0:1,mlx5_1:1",
-                                               "NCCL_IB_GID_INDEX": "3"}
+                                               "NCCL_IB_GID_INDEX": "7"}
 
 
 def test_active_ports_without_libibverbs_are_a_doctor_problem():
