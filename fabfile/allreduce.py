@@ -63,9 +63,14 @@ def allreduce(c, backend=None, sizes=None, iters=None, python=None, pairs=False,
                 print(f"  {'-'.join(result.nodes)}: " + ("ok" if result.ok else f"FAILED: {result.reason}"), flush=True)
     sys.stdout.flush()
     bad = [r for r in results if not r.ok]
+    # The whole cluster's collective is judged against the hardware's figure (pairs are compared with each other).
+    judged = ar.judge(results[0], ready, s) if not s.pairs and results[0].ok else None
+    slow = judged is not None and (judged.problem is not None or not judged.fast_enough)
     if json:
-        print(_json.dumps({"groups": [r.to_json() for r in results],
-                           "failed_nodes": {r.node.name: r.reason for r in failed}}, indent=2))
+        groups = [r.to_json() for r in results]
+        if judged is not None:
+            groups[0]["judgement"] = judged.to_json()
+        print(_json.dumps({"groups": groups, "failed_nodes": {r.node.name: r.reason for r in failed}}, indent=2))
     elif s.pairs:
         print(host_table(ar.PAIR_HEADERS, ar.pair_table(results)))
         slow = ar.slowest_pair(results)
@@ -78,6 +83,12 @@ def allreduce(c, backend=None, sizes=None, iters=None, python=None, pairs=False,
         print(host_table(ar.SIZE_HEADERS, ar.size_table(result)))
         print(host_table(ar.RANK_HEADERS, ar.rank_table(result)))
         print(ar.link_line(result))
-        print(f"allreduce: {ar.summary(result)}; " + ("sums right" if result.ok else f"FAILED: {result.reason}"))
-    if bad or failed:
+        if judged is not None:
+            over = f", {judged.transport}" if judged.transport else ""
+            print(f"allreduce: {ar.summary(result)}{over}; sums right; {judged.tail}")
+            if judged.problem:
+                print(f"problem: {judged.problem}")
+        else:
+            print(f"allreduce: {ar.summary(result)}; " + ("sums right" if result.ok else f"FAILED: {result.reason}"))
+    if bad or failed or slow:
         raise Exit(code=1)

@@ -33,15 +33,15 @@ def _run(c, title: str, cli: Dict[str, Any], apply: Callable[[Remote, docker.Doc
 @task(help={"source": "official (download.docker.com, default) or distro (Debian/Ubuntu docker.io)", **_HELP})
 @reported
 def install(c, source=None, nodes=None, workers=None):
-    """Install Docker (skipped where present); add the SSH user to group docker."""
+    """Install Docker (skipped where present), and NVIDIA's container toolkit on GPU nodes; the SSH user joins group docker."""
     from .ops import docker
-    _run(c, "docker.install", {"source": source}, lambda r, s: docker.install_docker(r, s.source), nodes, workers)
+    _run(c, "docker.install", {"source": source}, docker.install_with_toolkit, nodes, workers)
 
 
 @task(help={"force": "replace a daemon.json that is not valid JSON (it is backed up)", **_HELP})
 @reported
 def configure(c, force=False, nodes=None, workers=None):
-    """Merge address pools and download limits into daemon.json; restart only on change."""
+    """Merge address pools, download limits and NVIDIA's runtime into daemon.json; restart only on change."""
     from .ops import docker
     _run(c, "docker.configure", {"force": force}, lambda r, s: docker.configure_docker(r, s.daemon, s.force), nodes, workers)
 
@@ -49,7 +49,7 @@ def configure(c, force=False, nodes=None, workers=None):
 @task(help={"container": "also check that this container is running", **_HELP})
 @reported
 def verify(c, container=None, nodes=None, workers=None):
-    """Check dockerd is active and `docker info` shows the configured address pools."""
+    """Check dockerd is active with the configured address pools; on GPU nodes, NVIDIA's runtime and --gpus all."""
     from .ops import docker
     _run(c, "docker.verify", {"container": container}, docker.check, nodes, workers)
 

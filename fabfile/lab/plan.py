@@ -14,7 +14,7 @@ import ipaddress
 import os
 import re
 from dataclasses import dataclass
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 from ..core.errors import InputError
 
@@ -36,6 +36,8 @@ PUBLIC_NET = ipaddress.IPv4Network("198.18.0.0/24")
 PRIVATE_NET = ipaddress.IPv4Network("198.19.0.0/24")
 BRIDGE_IP = PUBLIC_NET.network_address + 1  # 198.18.0.1: this machine, and the proxy
 PROXY_PORT = 3128
+#: The stand-in NVIDIA container toolkit repository (lab/toolkit.py), on the public bridge.
+TOOLKIT_PORT = 8770
 PUBLIC_BRIDGE = "gfpub0"
 PRIVATE_BRIDGE = "gfprv0"
 NETNS_PREFIX = "gpufab-"
@@ -234,7 +236,10 @@ def tinyproxy_config(pid_file: str, log_file: str) -> str:
     )
 
 
-def lab_inventory(hosts: Sequence[LabHost], key: str, known_hosts: str) -> str:
+def lab_inventory(hosts: Sequence[LabHost], key: str, known_hosts: str,
+                  gpus: Optional[Dict[str, str]] = None, toolkit_fingerprint: str = "") -> str:
+    """The lab's inventory; `gpus`: host -> GPU profile (lab/gpu.py), whose nodes train with the stand-in python."""
+    gpus = gpus or {}
     lines = [
         "# The local lab, written by `inv lab.up`; removed by `inv lab.down`.",
         "ssh:",
@@ -249,8 +254,17 @@ def lab_inventory(hosts: Sequence[LabHost], key: str, known_hosts: str) -> str:
         "  docker_source: distro",
         "  # The lab's addresses are in 198.18.0.0/15 (benchmarking, RFC 2544): private here.",
         "  private_ranges: [198.18.0.0/15]",
-        "nodes:",
     ]
+    if gpus:
+        lines += [
+            "  # GPU-shaped hosts (inv lab.up --gpus): NVIDIA's container toolkit from the lab's stand-in",
+            "  # repository, and the all-reduce on Gloo (no GPU, CUDA or NCCL behind the stand-ins).",
+            f"  nvidia_container_repo: http://{BRIDGE_IP}:{TOOLKIT_PORT}",
+            f"  nvidia_container_key_url: http://{BRIDGE_IP}:{TOOLKIT_PORT}/gpgkey",
+            f"  nvidia_container_key_fingerprint: {toolkit_fingerprint}",
+            "  allreduce_backend: gloo",
+        ]
+    lines.append("nodes:")
     for i, h in enumerate(hosts):
         lines += [
             f"  - name: {h.name}",
@@ -258,6 +272,9 @@ def lab_inventory(hosts: Sequence[LabHost], key: str, known_hosts: str) -> str:
             f"    private: {h.private_ip}",
             f"    role: {'head' if i == 0 else 'worker'}",
         ]
+        if h.name in gpus:
+            lines += [f"    # GPU profile {gpus[h.name]}: the training python whose torch.cuda answers as its GPUs do.",
+                      "    vars: {train_python: /usr/local/bin/python-gpu}"]
     return "\n".join(lines) + "\n"
 
 

@@ -18,7 +18,7 @@ import subprocess
 import time
 import uuid
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from invoke import task
 
@@ -427,13 +427,50 @@ def lab_hosts(paths: LabPaths) -> List[LabHost]:
 # Whole lab
 
 
-def lab_up(count: int, paths: Optional[LabPaths] = None) -> List[LabHost]:
+def on_lab_host(paths: LabPaths, host: LabHost, command: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """A command on a lab host as root, over SSH with the lab's key."""
+    return _run(["ssh", "-i", paths.key, "-o", f"UserKnownHostsFile={paths.known_hosts}", "-o", "BatchMode=yes",
+                 "-o", "ConnectTimeout=10", f"root@{host.public_ip}", command], timeout=timeout)
+
+
+def ensure_toolkit_repo(paths: LabPaths) -> str:
+    """The stand-in NVIDIA container toolkit repository, built once and served on the bridge; its key's fingerprint."""
+    from . import toolkit  # builds .debs with dpkg-deb: only for GPU-shaped labs
+    directory = Path(paths.state, "nvidia-repo")
+    fingerprint_file = Path(paths.state, "nvidia-repo.fingerprint")
+    if not fingerprint_file.exists():
+        fingerprint_file.write_text(toolkit.build_repo(directory) + "\n")
+    pid_file = os.path.join(paths.state, "nvidia-repo.pid")
+    if not _pid_alive(_read_pid(pid_file), "python3"):
+        proc = subprocess.Popen(["python3", "-m", "http.server", str(plan.TOOLKIT_PORT), "--bind", str(plan.BRIDGE_IP),
+                                 "--directory", str(directory)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, start_new_session=True)
+        Path(pid_file).write_text(f"{proc.pid}\n")
+    return fingerprint_file.read_text().strip()
+
+
+def install_gpu_profiles(paths: LabPaths, hosts: Sequence[LabHost], profiles: Dict[str, Any]) -> None:
+    """Each chosen host's GPU profile: its files into the host's root, its units on (at once and at every boot)."""
+    from . import gpu
+    for host in hosts:
+        profile = profiles.get(host.name)
+        if profile is None:
+            continue
+        root = paths.host(host, "root")
+        for inner, (content, mode) in gpu.profile_files(profile).items():
+            _write(root, inner, content, mode)
+        on_lab_host(paths, host, gpu.ENABLE)
+
+
+def lab_up(count: int, paths: Optional[LabPaths] = None, gpus: Optional[str] = None) -> List[LabHost]:
     paths = paths or LabPaths.from_env()
     require_root_and_tools()
     existing = lab_hosts(paths)
     if existing and len(existing) != count:
         raise LabError(f"lab: a lab of {len(existing)} hosts is already up; run inv lab.down first")
+    from . import gpu  # the GPU profiles read captures with gpufab's parsers: loaded when a lab starts
     hosts = plan.plan_hosts(count)
+    profiles = gpu.parse_gpus_option(gpus, [h.name for h in hosts])
     if not existing:
         _kill_strays(paths)
     base = ensure_base(paths)
@@ -451,8 +488,14 @@ def lab_up(count: int, paths: Optional[LabPaths] = None) -> List[LabHost]:
         boot(paths, host)
     wait_ssh(paths, hosts)
     wait_booted(paths, hosts)
+    # A lab brought up again keeps the GPU profiles its hosts were given (they are in their roots).
+    profiles = {**{h.name: gpu.PROFILES[p] for h in hosts for p in [gpu.installed_profile(paths.host(h, "root"))]
+                   if p in gpu.PROFILES}, **profiles}
+    fingerprint = ensure_toolkit_repo(paths) if profiles else ""
+    install_gpu_profiles(paths, hosts, profiles)
     LAB_INVENTORY.parent.mkdir(exist_ok=True)
-    LAB_INVENTORY.write_text(plan.lab_inventory(hosts, paths.key, paths.known_hosts))
+    LAB_INVENTORY.write_text(plan.lab_inventory(hosts, paths.key, paths.known_hosts,
+                                                {n: p.name for n, p in profiles.items()}, fingerprint))
     return hosts
 
 
@@ -500,6 +543,10 @@ def lab_down(paths: Optional[LabPaths] = None) -> List[str]:
     if _pid_alive(pid, "tinyproxy"):
         os.killpg(pid, signal.SIGTERM)
         removed.append("tinyproxy")
+    pid = _read_pid(os.path.join(paths.state, "nvidia-repo.pid"))
+    if _pid_alive(pid, "python3"):
+        os.killpg(pid, signal.SIGTERM)
+        removed.append("the stand-in NVIDIA repository's server")
     for bridge in (plan.PUBLIC_BRIDGE, plan.PRIVATE_BRIDGE):
         if _link_exists(bridge):
             _run(["ip", "link", "del", bridge])
@@ -531,11 +578,12 @@ def _host(paths: LabPaths, name: str) -> LabHost:
 # Tasks
 
 
-@task(help={"nodes": "number of hosts (default 3)"})
+@task(help={"nodes": "number of hosts (default 3)",
+            "gpus": "GPU-shaped hosts: a profile for all (hgx-h100), or per host (node2=hgx-h100,node3=hgx-h100-broken)"})
 @reported
-def up(c, nodes=3):
+def up(c, nodes=3, gpus=None):
     """Start the local lab: N systemd-booted Debian hosts reachable over SSH."""
-    hosts = lab_up(int(nodes))
+    hosts = lab_up(int(nodes), gpus=gpus)
     print(host_table(["Node", "Public IP (SSH)", "Private IP", "Private NIC"],
                      [(h.name, h.public_ip, h.private_ip, h.private_nic) for h in hosts]))
     rel = LAB_INVENTORY.relative_to(REPO)

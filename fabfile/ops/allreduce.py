@@ -31,7 +31,7 @@ from ..core.files import shipped
 from ..core.inventory import Inventory, Node
 from ..core.remote import Remote
 from ..core.steps import Outcome, run_step
-from . import launch
+from . import infiniband, launch, nccl
 from .netenv import DEFAULT_MASTER_PORT, ENV_FILE, check_port, env_lines
 from .ray import DEFAULT_VENV
 
@@ -100,6 +100,8 @@ class AllreduceSettings:
     timeout: float = DEFAULT_TIMEOUT
     port: int = DEFAULT_MASTER_PORT + PORT_OFFSET
     venv: str = DEFAULT_VENV
+    #: Inventory var `allreduce_expected_gbps`: the busbw this cluster must reach (over the public table).
+    expected_gbps: Optional[float] = None
 
 
 _SIZE_RE = re.compile(r"^(\d+)\s*([KMG]?)(?:i?B)?$", re.I)
@@ -158,6 +160,7 @@ def read(config: Any, inv: Inventory, cli: Mapping[str, Any]) -> AllreduceSettin
         timeout=number_option(get("allreduce_timeout", DEFAULT_TIMEOUT), "--timeout", float),
         port=check_port(port, "all-reduce port", "allreduce_port"),
         venv=str(setting(config, inv, "ray_venv", None, DEFAULT_VENV)),
+        expected_gbps=number_option(get("allreduce_expected_gbps"), "allreduce_expected_gbps", float),
     )
 
 
@@ -184,6 +187,10 @@ class NodeReady:
 
     python: Optional[TrainPython]
     nic: Optional[str]
+    #: The node's InfiniBand/RoCE ports (read on GPU nodes only: what NCCL could use between nodes).
+    ib: Optional[infiniband.IbFacts] = None
+    #: The rails netenv named (NCCL_IB_HCA), the fabric NCCL should take.
+    hcas: Tuple[str, ...] = ()
 
 
 def candidates(node: Node, s: AllreduceSettings) -> Tuple[List[str], bool]:
@@ -244,7 +251,9 @@ def prepare(remote: Remote, s: AllreduceSettings, required: bool = True) -> Outc
     python, tried = parse_pythons(remote.script(FIND_PYTHON_SCRIPT, PROBE, *pythons, timeout=150).stdout)
     if python is None and (required or named):
         raise HostError(no_torch(tried, pythons))
-    nic = env_lines(remote.read_text(ENV_FILE) or "").get("NCCL_SOCKET_IFNAME")
+    env = env_lines(remote.read_text(ENV_FILE) or "")
+    nic = env.get("NCCL_SOCKET_IFNAME")
+    hcas = tuple(nccl.rails_of(env.get("NCCL_IB_HCA", ""))) if env.get("NCCL_IB_DISABLE") == "0" else ()
     if python is None:
         return Outcome([], [no_torch(tried, pythons) + ": all-reduce left out"], NodeReady(None, nic))
     if nic is None and required:
@@ -255,7 +264,8 @@ def prepare(remote: Remote, s: AllreduceSettings, required: bool = True) -> Outc
         remote.write_home_files(directory, {name: (SCRIPT, 0o600)})
         done.append(f"shipped the all-reduce script to ~/{SCRIPT_PATH}")
     note = f"torch {python.torch} in {python.path}" + (f", {python.gpus} GPUs" if python.gpus else "")
-    return Outcome(done, [note], NodeReady(python, nic))
+    ib = infiniband.parse_sysfs(remote.script(infiniband.SCRIPT, timeout=30).stdout) if python.gpus else None
+    return Outcome(done, [note], NodeReady(python, nic, ib, hcas))
 
 
 # --------------------------------------------------------------------------- plan
@@ -371,6 +381,11 @@ class GroupResult:
     #: Per node that failed: why.
     failures: Dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
+    #: NCCL_DEBUG=INFO lines of each node's first rank (NCCL only).
+    nccl_log: List[str] = field(default_factory=list)
+
+    def transport(self) -> Optional[nccl.Transport]:
+        return nccl.parse_debug_log("\n".join(self.nccl_log)) if self.nccl_log else None
 
     @property
     def ok(self) -> bool:
@@ -427,6 +442,8 @@ def read_group(group: Sequence[Node], plan: Plan, ready: Mapping[str, NodeReady]
                                             str(e.get("device", ""))))
             elif kind == "size":
                 result.sizes.append(SizeRow(int(e["bytes"]), float(e["seconds"]), bool(e["right"]), world))
+            elif kind == "nccl":
+                result.nccl_log += [str(x) for x in e.get("lines") or []]
             elif kind == "link" and 0 < int(e["node_rank"]) < len(nodes):
                 sender = nodes[int(e["node_rank"])].name
                 result.links.append(Link(sender, nodes[0].name, float(e["bytes_per_second"]), str(e["tool"])))
@@ -580,8 +597,56 @@ def check_cluster(run: Any, nodes: Sequence[Node], s: AllreduceSettings) -> List
         return [HostResult(n, OK) for n in nodes]
     result = run_group(run.session, run.remotes, nodes, plan, ready, s)
     run.state[NAME] = result
-    return [HostResult(n, OK) if n.name not in result.failures else
-            HostResult(n, FAILED, 1, reason=f"all-reduce: {result.failures[n.name]}") for n in nodes]
+    judged = judge(result, ready, s) if result.ok else None
+    run.state[JUDGED] = judged
+    out = [HostResult(n, OK) if n.name not in result.failures else
+           HostResult(n, FAILED, 1, reason=f"all-reduce: {result.failures[n.name]}") for n in nodes]
+    if judged is not None and (judged.problem or not judged.fast_enough):
+        # The collective worked, but not as the hardware allows: the head carries the finding.
+        at = next(i for i, r in enumerate(out) if r.node.is_head or i == len(out) - 1)
+        out[at] = HostResult(out[at].node, FAILED, 1, reason=f"all-reduce: {judged.problem or judged.verdict}")
+    return out
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """What the all-reduce says of the hardware: how NCCL moved the data, and busbw against its reference."""
+
+    transport: Optional[str]
+    verdict: str
+    fast_enough: bool
+    #: The verdict less its `busbw X at Y` (the report's line says that already).
+    tail: str
+    #: A socket fall-back where fabric ports are active, InfiniBand without GPUDirect RDMA: named.
+    problem: Optional[str] = None
+    reference: Optional[nccl.Reference] = None
+
+    def to_json(self) -> Dict[str, Any]:
+        ref = self.reference
+        return {"transport": self.transport, "verdict": self.verdict, "fast_enough": self.fast_enough,
+                "problem": self.problem,
+                "expected": None if ref is None else {"gbps": ref.gbps, "bytes": ref.size, "for": ref.what,
+                                                      "source": ref.source}}
+
+
+def judge(result: GroupResult, ready: Mapping[str, NodeReady], s: AllreduceSettings) -> Optional[Judgement]:
+    """The verdict on a finished all-reduce, against the expected figure for the nodes' GPUs and fabric."""
+    top = result.busbw_at_largest()
+    if top is None:
+        return None
+    models = [r.device for r in result.ranks if r.device and r.device != "cpu"]
+    model = max(set(models), key=models.count) if models else ""
+    per_node = nccl.per_node({n: sum(1 for r in result.ranks if r.node == n) for n in result.nodes}) if model else 0
+    rails = [len(ready[n].hcas) for n in result.nodes if n in ready and ready[n].hcas]
+    rates = [p.rate_gbps for n in result.nodes if n in ready and ready[n].ib for p in ready[n].ib.rails()]
+    ref, why = nccl.expected(model, per_node, len(result.nodes), min(rails) if len(rails) == len(result.nodes) else 0,
+                             nccl.fastest(rates), s.expected_gbps)
+    text, ok = nccl.verdict(top.busbw / 1e9, top.bytes, ref, why)
+    transport = result.transport()
+    active = sum(len(r.ib.rails()) for r in ready.values() if r.ib is not None)
+    problem = nccl.transport_problem(transport, active) if transport is not None else None
+    tail = text.split("; ", 1)[1] if ref is None else text.split(", ", 1)[1]
+    return Judgement(transport.describe() if transport else None, text, ok, tail, problem, ref)
 
 
 def _report(run: Any, s: AllreduceSettings) -> Tuple[List[str], List[str]]:
@@ -592,12 +657,23 @@ def _report(run: Any, s: AllreduceSettings) -> Tuple[List[str], List[str]]:
         return [], [f"All-reduce: {found}"]
     if not found.ok:
         return [f"All-reduce: FAILED: {found.reason}"], []
-    return [f"All-reduce: {summary(found)}; sums right"], []
+    judged = run.state.get(JUDGED)
+    if judged is None:
+        return [f"All-reduce: {summary(found)}; sums right"], []
+    over = f", {judged.transport}" if judged.transport else ""
+    return [f"All-reduce: {summary(found)}{over}; sums right; {judged.tail}"], [judged.problem] if judged.problem else []
 
 
 def _data(run: Any, s: AllreduceSettings) -> Any:
     found = run.state.get(NAME)
-    return found.to_json() if isinstance(found, GroupResult) else {"not_run": found}
+    if not isinstance(found, GroupResult):
+        return {"not_run": found}
+    judged = run.state.get(JUDGED)
+    return {**found.to_json(), **({"judgement": judged.to_json()} if judged is not None else {})}
+
+
+#: The run's judgement of its all-reduce (Run.state key).
+JUDGED = "allreduce-judgement"
 
 
 NAME = "allreduce"

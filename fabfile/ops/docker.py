@@ -24,7 +24,7 @@ from ..core.inventory import Inventory
 from ..core.networks import Reach, check_bind_address
 from ..core.remote import Remote, ensure_packages, last_line
 from ..core.steps import Outcome
-from . import infiniband
+from . import infiniband, nvidia_toolkit
 
 DAEMON_JSON = "/etc/docker/daemon.json"
 KEYRING = "/etc/apt/keyrings/docker.asc"
@@ -79,14 +79,15 @@ def nvidia_runtime() -> Dict[str, Any]:
     return json.loads(render("docker/nvidia-runtime.json.j2"))
 
 
-def merge_daemon_json(existing: Mapping[str, Any], managed: Mapping[str, Any], nvidia: bool) -> Dict[str, Any]:
-    """Existing keys kept (in their order), gpufab's set; the NVIDIA runtime kept or added."""
+def merge_daemon_json(existing: Mapping[str, Any], managed: Mapping[str, Any],
+                      nvidia: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
+    """Existing keys kept (in their order), gpufab's set; the "nvidia" runtime kept, or `nvidia` added as it."""
     merged = dict(existing)
     merged.update(managed)
-    if nvidia:
+    if nvidia is not None:
         runtimes = dict(merged.get("runtimes") or {})
         if "nvidia" not in runtimes:
-            runtimes["nvidia"] = nvidia_runtime()
+            runtimes["nvidia"] = dict(nvidia)
         merged["runtimes"] = runtimes
     return merged
 
@@ -205,7 +206,7 @@ def _install_official(remote: Remote, facts: Mapping[str, str]) -> List[str]:
 
 
 def configure_docker(remote: Remote, extra: Mapping[str, Any], force: bool) -> Outcome:
-    """Merge gpufab's keys into daemon.json; restart dockerd only if it changed."""
+    """Merge gpufab's keys (and NVIDIA's runtime, where the toolkit is) into daemon.json; restart dockerd only if it changed."""
     probe = remote.run(
         f"{FIND_DOCKERD} >/dev/null && echo docker=yes; "
         "command -v nvidia-container-runtime >/dev/null && echo nvidia=yes; true"
@@ -219,7 +220,11 @@ def configure_docker(remote: Remote, extra: Mapping[str, Any], force: bool) -> O
         if not force:
             raise HostError(f"{DAEMON_JSON} is not valid JSON ({exc}); fix it, or run with --force to replace it") from None
         existing = {}
-    merged = merge_daemon_json(existing, managed_settings(extra), "nvidia=yes" in probe)
+    nvidia = None
+    if "nvidia=yes" in probe and "nvidia" not in (existing.get("runtimes") or {}):
+        # What NVIDIA's own `nvidia-ctk runtime configure` writes; the template where only the runtime is there.
+        nvidia = nvidia_toolkit.runtime_entry(remote) or nvidia_runtime()
+    merged = merge_daemon_json(existing, managed_settings(extra), nvidia)
     wanted = ManagedFile(DAEMON_JSON, dump_daemon_json(merged))
     changes = plan_files([wanted], {DAEMON_JSON: state})
     if state.exists and merged == existing and all(c.kind != "perms" for c in changes):
@@ -269,8 +274,9 @@ def restart_docker(remote: Remote) -> Optional[str]:
     return journal or last_line(result.stderr) or "dockerd is not active"
 
 
-def verify_docker(remote: Remote, extra: Mapping[str, Any], container: Optional[str]) -> Outcome:
-    """dockerd active, `docker info` answering with the configured pools."""
+def verify_docker(remote: Remote, extra: Mapping[str, Any], container: Optional[str],
+                  gpu_image: Optional[str] = None) -> Outcome:
+    """dockerd active, `docker info` answering with the configured pools; on GPU nodes, NVIDIA's runtime in it."""
     if not remote.check("systemctl is-active --quiet docker"):
         raise HostError("docker service is not active")
     info_run = remote.run(DOCKER_INFO_CMD, sudo=True, warn=True)
@@ -283,6 +289,11 @@ def verify_docker(remote: Remote, extra: Mapping[str, Any], container: Optional[
         seen = ", ".join(f"{b}/{s}" for b, s in info.pools) or "none"
         raise HostError(f"docker uses address pools {seen}, not the configured ones (run docker.configure)")
     notes = [f"docker {info.server_version}: pools {', '.join(f'{b} in /{s}s' for b, s in info.pools)}"]
+    gpus = nvidia_toolkit.gpu_facts(remote)
+    if gpus.gpus and "nvidia" not in info.runtimes:
+        raise HostError(f"docker has no nvidia runtime on a node with {gpus.gpus} NVIDIA GPUs (run docker.setup)")
+    gpu_note = nvidia_toolkit.container_check(remote, gpu_image, gpus)
+    notes += [gpu_note] if gpu_note else []
     ib = infiniband.parse_sysfs(remote.run(infiniband.SCRIPT, warn=True).stdout)
     if ib.active:
         notes.append(f"InfiniBand ({', '.join(p.name for p in ib.active)}): a container needs {infiniband.CONTAINER_FLAGS}")
@@ -308,6 +319,8 @@ class DockerSettings:
     container: Optional[str] = None
     #: What allow_public_networks let through (a TCP API socket on a public address): said every run.
     warnings: Tuple[str, ...] = ()
+    #: NVIDIA's container toolkit on GPU nodes: where from, which key, the image verify tries `--gpus all` in.
+    toolkit: nvidia_toolkit.ToolkitSettings = nvidia_toolkit.ToolkitSettings()
 
 
 def check_daemon_hosts(daemon: Mapping[str, Any], reach: Reach) -> List[str]:
@@ -336,6 +349,7 @@ def read(config: Any, inv: Inventory, cli: Mapping[str, Any]) -> DockerSettings:
         warnings=tuple(warnings),
         force=bool(cli.get("force", False)),
         container=cli.get("container"),
+        toolkit=nvidia_toolkit.read(config, inv),
     )
 
 
@@ -352,16 +366,24 @@ def downloads(remote: Remote, s: DockerSettings) -> apt.Downloads:
         remote.run(apt.query_command(DISTRO_PACKAGES)).stdout))))
 
 
+def install_with_toolkit(remote: Remote, s: DockerSettings) -> Outcome:
+    """Docker where missing; then, on a node whose driver lists NVIDIA GPUs, NVIDIA's container toolkit."""
+    installed = install_docker(remote, s.source)
+    with keeping_changes(installed.changes):
+        toolkit = nvidia_toolkit.ensure_toolkit(remote, s.toolkit)
+    return Outcome(installed.changes + toolkit.changes, installed.notes + toolkit.notes)
+
+
 def apply(remote: Remote, s: DockerSettings) -> Outcome:
     """Install (where missing), then merge daemon.json: the bootstrap step."""
-    installed = install_docker(remote, s.source)
+    installed = install_with_toolkit(remote, s)
     with keeping_changes(installed.changes):
         configured = configure_docker(remote, s.daemon, force=s.force)
     return Outcome(installed.changes + configured.changes, installed.notes + configured.notes)
 
 
 def check(remote: Remote, s: DockerSettings) -> Outcome:
-    return verify_docker(remote, s.daemon, s.container)
+    return verify_docker(remote, s.daemon, s.container, s.toolkit.test_image)
 
 
 def _cell(run: Any, node: Any) -> str:

@@ -49,12 +49,17 @@ else
 fi
 echo "@@smi"
 if command -v nvidia-smi >/dev/null 2>&1; then timeout -k 5 "$T" nvidia-smi -q 2>&1; rc=$?; echo "@@smi-rc $rc"
-  if [ "$rc" = 0 ]; then echo "@@topo"; timeout -k 2 "$T" nvidia-smi topo -m 2>/dev/null; fi
+  if [ "$rc" = 0 ]; then
+    echo "@@topo"; timeout -k 2 "$T" nvidia-smi topo -m 2>/dev/null
+    echo "@@nvlink"; timeout -k 2 "$T" nvidia-smi nvlink -s 2>/dev/null
+  fi
 else echo "@@smi-missing"; fi
 echo "@@fm"
 systemctl is-active nvidia-fabricmanager 2>/dev/null || true
 echo "@@xid"
-{ dmesg 2>/dev/null || journalctl -k -b --no-pager -q 2>/dev/null; } | grep 'NVRM: Xid' | tail -n 20
+{ dmesg 2>/dev/null || journalctl -k -b --no-pager -q 2>/dev/null; } |
+  grep -E 'NVRM: (Xid|GPU [0-9a-fA-F:.]+: (GPU has fallen off the bus|RmInitAdapter failed)|The NVIDIA GPU )|fallen off the bus|SXid \(' |
+  tail -n 60
 echo "@@docker"
 if command -v docker >/dev/null 2>&1 && systemctl is-active --quiet docker 2>/dev/null; then
   echo "runtimes=$(timeout -k 2 "$T" docker info --format '{{range $k, $v := .Runtimes}}{{$k}} {{end}}' 2>/dev/null)"
@@ -103,13 +108,17 @@ def sections(text: str) -> Dict[str, List[str]]:
 
 @dataclass(frozen=True)
 class PciDevice:
-    bus: str  # 18:00.0 (domain dropped)
+    bus: str  # 18:00.0, or 0001:00:00.0 where the device has a PCI domain of its own (pci_address)
     kind: str  # gpu, nvswitch, other
     name: str
 
 
-_LSPCI = re.compile(r"^(?:[0-9a-f]{4}:)?([0-9a-f]{2}:[0-9a-f]{2}\.[0-7])\s+(.*?)\s*\[([0-9a-f]{4})\]:\s*(.*?)\s*\[10de:([0-9a-f]{4})\]",
-                    re.I)
+_LSPCI = re.compile(r"^((?:[0-9a-f]{4,8}:)?[0-9a-f]{2}:[0-9a-f]{2}\.[0-7])\s+(.*?)\s*\[([0-9a-f]{4})\]:\s*(.*?)\s*"
+                    r"\[10de:([0-9a-f]{4})\]", re.I)
+#: Plain `lspci` (no -nn): `0008:01:00.0 3D controller: NVIDIA Corporation Device 2941 (rev a1)`.
+_LSPCI_PLAIN = re.compile(r"^((?:[0-9a-f]{4,8}:)?[0-9a-f]{2}:[0-9a-f]{2}\.[0-7])\s+(VGA compatible controller|3D controller|"
+                          r"Bridge):\s*NVIDIA Corporation\s+(.*?)\s*(?:\(rev [0-9a-f]+\))?$", re.I)
+_PLAIN_CLASS = {"vga compatible controller": "0300", "3d controller": "0302", "bridge": "0680"}
 
 
 def _kind(pci_class: str) -> str:
@@ -124,20 +133,39 @@ def parse_pci(lines: Sequence[str]) -> List[PciDevice]:
         if line.startswith("pci="):
             parts = line[4:].split()
             if len(parts) == 3:
-                out.append(PciDevice(_short_bus(parts[0]), _kind(parts[1][2:6]), f"10de:{parts[2][2:]}"))
+                out.append(PciDevice(pci_address(parts[0]), _kind(parts[1][2:6]), f"10de:{parts[2][2:]}"))
             continue
         match = _LSPCI.match(line.strip())
         if match:
             bus, _, cls, name, device = match.groups()
-            out.append(PciDevice(bus.lower(), _kind(cls), name.replace("NVIDIA Corporation ", "")))
+            out.append(PciDevice(pci_address(bus), _kind(cls), name.replace("NVIDIA Corporation ", "")))
+            continue
+        plain = _LSPCI_PLAIN.match(line.strip())
+        if plain:
+            bus, cls, name = plain.groups()
+            out.append(PciDevice(pci_address(bus), _kind(_PLAIN_CLASS[cls.lower()]), name))
     return out
 
 
-def _short_bus(address: str) -> str:
-    """`00000000:18:00.0` / `0000:18:00.0` / `18:00` -> `18:00.0`-style, lower case, for comparing."""
-    address = address.strip().lower()
-    match = re.search(r"([0-9a-f]{2}):([0-9a-f]{2})(?:\.([0-7]))?$", address)
-    return f"{match.group(1)}:{match.group(2)}.{match.group(3) or '0'}" if match else address
+_PCI = re.compile(r"(?:([0-9a-f]{4,8}):)?([0-9a-f]{2}):([0-9a-f]{2})(?:\.([0-7]))?$")
+
+
+def pci_address(address: str) -> str:
+    """One spelling for a PCI function, whoever printed it, for comparing: `18:00.0` in domain 0, `0001:00:00.0`
+    in any other.
+
+    nvidia-smi writes `00000001:00:00.0`, lspci `0001:00:00.0` (or `18:00.0` when every domain is 0), the
+    kernel's XID lines `PCI:0000:18:00`. Where each GPU has a domain of its own (cloud VMs), the domain is
+    all that tells them apart, so it is kept; domain 0 is left out, as lspci does.
+    """
+    text = address.strip().lower()
+    match = _PCI.search(text)
+    if not match:
+        return text
+    domain = int(match.group(1), 16) if match.group(1) else 0
+    short = f"{match.group(2)}:{match.group(3)}.{match.group(4) or '0'}"
+    return f"{domain:04x}:{short}" if domain else short
+
 
 
 # --------------------------------------------------------------------------- nvidia-smi -q
@@ -155,6 +183,15 @@ class SmiGpu:
     retired_pending: bool
     remap_pending: bool
     remap_failed: bool
+    #: Vital fields nvidia-smi reads as `Unknown Error`: the GPU no longer answers NVML.
+    unknown: Tuple[str, ...] = ()
+
+
+#: Fields every working GPU answers; `Unknown Error` there is a GPU that stopped answering. (Other fields
+#: read so on healthy cards where they are not supported: `Addressing Mode` on a GeForce, `Host Max`.)
+VITAL_FIELDS = (("Product Name",), ("GPU UUID",), ("ECC Mode", "Current"), ("Ecc Mode", "Current"),
+                ("Persistence Mode",), ("Bus Id",), ("PCI", "Bus Id"))
+UNKNOWN_ERROR = "Unknown Error"
 
 
 @dataclass(frozen=True)
@@ -182,7 +219,7 @@ def _tree(lines: Sequence[str]) -> Tuple[Dict[Tuple[str, ...], str], List[Tuple[
             continue
         indent = len(raw) - len(raw.lstrip(" "))
         if indent == 0 and _GPU_BLOCK.match(text):
-            blocks.append((_short_bus(text[4:]), {}))
+            blocks.append((pci_address(text[4:]), {}))
             stack = []
             continue
         while stack and stack[-1][0] >= indent:
@@ -225,8 +262,12 @@ def parse_smi_q(lines: Sequence[str]) -> SmiReport:
             retired_pending=pending_pages == "Yes",
             remap_pending=get("Remapped Rows", "Pending") == "Yes",
             remap_failed=get("Remapped Rows", "Remapping Failure Occurred") == "Yes",
+            unknown=tuple(" ".join(f) for f in VITAL_FIELDS if keys.get(f) == UNKNOWN_ERROR),
         ))
-    return SmiReport(header.get(("Driver Version",), ""), header.get(("CUDA Version",), ""), tuple(gpus))
+    # R610 marks the old names deprecated (`610.88 [Deprecated; ... Use KMD Version instead]`) beside new ones.
+    driver = header.get(("KMD Version",)) or header.get(("Driver Version",), "").split(" [", 1)[0]
+    cuda = header.get(("CUDA UMD Version",)) or header.get(("CUDA Version",), "").split(" [", 1)[0]
+    return SmiReport(driver, cuda, tuple(gpus))
 
 
 # --------------------------------------------------------------------------- nvidia-smi topo -m
@@ -244,24 +285,43 @@ class Topology:
 
     @property
     def nvlinked(self) -> bool:
-        """Some GPU pair is joined by NVLink (an SXM board, not PCIe cards)."""
+        """Some GPU pair is joined by NVLink (an SXM board or a bridge, not PCIe alone)."""
         return any(link.startswith("NV") for link in self.links.values())
+
+    def degraded(self) -> List[Tuple[int, int, str]]:
+        """Pairs joined by fewer NVLinks than the best-joined pair: on a full-mesh board, a link that is down."""
+        counts = {pair: nv_count(link) for pair, link in self.links.items()}
+        top = max((c for c in counts.values() if c), default=0)
+        return sorted((i, j, self.links[(i, j)]) for (i, j), c in counts.items() if i < j and c and c < top)
+
+
+def nv_count(link: str) -> int:
+    """`NV18` -> 18; any other cell -> 0."""
+    match = re.fullmatch(r"NV(\d+)", link)
+    return int(match.group(1)) if match else 0
+
+
+_DEVICE_COLUMN = re.compile(r"^(GPU\d+|NIC\d+|mlx\d+_\d+|\w+_\d+)$")
 
 
 def parse_topo(lines: Sequence[str]) -> Topology:
-    """The GPU-to-GPU part of `nvidia-smi topo -m` (tab-separated), and its NIC legend."""
+    """The GPU-to-GPU part of `nvidia-smi topo -m`, and its NIC legend.
+
+    nvidia-smi separates cells with tabs; outputs pasted elsewhere have spaces. Cells never hold a space,
+    so the device columns (GPU0.., NIC0.., mlx5_0..) are the first words of the header and of each row.
+    """
     header: List[str] = []
     links: Dict[Tuple[int, int], str] = {}
     nics: Dict[str, str] = {}
     for line in lines:
-        cells = [c.strip() for c in line.split("\t")]
-        if not header and len(cells) > 1 and cells[0] == "" and cells[1].startswith("GPU"):
-            header = cells[1:]
+        words = line.split()
+        if not header and words and words[0] == "GPU0" and not line[:1].strip():
+            header = words[:next((k for k, w in enumerate(words) if not _DEVICE_COLUMN.match(w)), len(words))]
             continue
-        row = re.match(r"^GPU(\d+)$", cells[0]) if header else None
+        row = re.match(r"^GPU(\d+)$", words[0]) if header and words else None
         if row:
             i = int(row.group(1))
-            for name, cell in zip(header, cells[1:]):
+            for name, cell in zip(header, words[1:1 + len(header)]):
                 col = re.match(r"^GPU(\d+)$", name)
                 if col and int(col.group(1)) != i:
                     links[(i, int(col.group(1)))] = cell
@@ -269,6 +329,61 @@ def parse_topo(lines: Sequence[str]) -> Topology:
         if legend:
             nics[legend.group(1)] = legend.group(2)
     return Topology(links, nics)
+
+
+def parse_nvlink_status(lines: Sequence[str]) -> Dict[int, List[int]]:
+    """`nvidia-smi nvlink -s` -> GPU index -> the links it lists as `<inactive>`."""
+    out: Dict[int, List[int]] = {}
+    gpu: Optional[int] = None
+    for line in lines:
+        head = re.match(r"^GPU (\d+):", line)
+        if head:
+            gpu = int(head.group(1))
+            continue
+        link = re.match(r"^\s+Link (\d+):\s*<inactive>", line)
+        if link and gpu is not None:
+            out.setdefault(gpu, []).append(int(link.group(1)))
+    return out
+
+
+#: Boards whose GPUs are all joined by NVLink (through NVSwitches on 8-GPU HGX boards, directly on 4-GPU
+#: ones): H100/H200/H800/B200 SXM and A100 SXM4. Not V100 SXM2 (DGX-1's hybrid cube-mesh leaves pairs on
+#: SYS by design) and not PCIe cards, whose NVLink bridges join pairs only.
+_FULL_MESH = re.compile(r"SXM4|SXM5|SXM6|HBM3|\bH200\b|\bH800\b|\bH20\b|\bB200\b|\bB300\b", re.I)
+
+
+def full_mesh_expected(model: str, switches: int) -> bool:
+    """Whether this board joins every GPU pair by NVLink: NVSwitches say so, else the model does."""
+    if switches:
+        return True
+    return bool(_FULL_MESH.search(model)) and "NVL" not in model.upper().split() and "V100" not in model.upper()
+
+
+def nvlink_findings(topo: Topology, full_mesh: bool, inactive: Mapping[int, Sequence[int]]) -> List["Finding"]:
+    """What the NVLink topology says is broken, judged against what the board is built to have.
+
+    On a full-mesh board every pair has the same NVLink count; a pair on PCIe, or with fewer links, is a
+    link down. On a partial board (V100 hybrid cube-mesh, bridge pairs) a pair without NVLink is by
+    design, and only `nvlink -s` can show a link that should be up and is not.
+    """
+    found: List[Finding] = []
+    fix = "an NVLink is down: `nvidia-smi nvlink -s`, reset the GPUs or reboot; if it stays, ask the provider"
+    if full_mesh and topo.links:
+        broken = topo.without_nvlink()
+        if broken:
+            pairs = ", ".join(f"GPU{i}-GPU{j} {link}" for i, j, link in broken[:4]) + (" ..." if len(broken) > 4 else "")
+            found.append(Finding(PROBLEM, f"{len(broken)} GPU pairs without NVLink ({pairs})", fix))
+        fewer = topo.degraded()
+        if fewer:
+            top = max(nv_count(link) for link in topo.links.values())
+            pairs = ", ".join(f"GPU{i}-GPU{j} {link}" for i, j, link in fewer[:4]) + (" ..." if len(fewer) > 4 else "")
+            found.append(Finding(PROBLEM, f"{len(fewer)} GPU pairs with fewer NVLinks than the board's NV{top} ({pairs})",
+                                 fix))
+    if inactive:
+        gpus = "; ".join(f"GPU{g} link{'s' if len(ls) > 1 else ''} {', '.join(map(str, ls))}"
+                         for g, ls in sorted(inactive.items()))
+        found.append(Finding(PROBLEM, f"{sum(len(v) for v in inactive.values())} NVLinks inactive ({gpus})", fix))
+    return found
 
 
 # --------------------------------------------------------------------------- XID
@@ -281,10 +396,28 @@ class Xid:
     text: str
 
 
-_XID = re.compile(r"NVRM: Xid \(PCI:([0-9A-Fa-f:.]+)\): (\d+),\s*(.*)$")
+@dataclass(frozen=True)
+class KernelEvent:
+    """A line (or lines) of the kernel log about one GPU or NVSwitch."""
 
-#: XIDs a user's program causes (bad memory access, its own kill): worth a look, not a broken GPU.
-APP_XIDS = {13, 31, 43, 45, 68}
+    kind: str  # xid, sxid (NVSwitch), fallen (off the bus, with or without an XID), init (RmInitAdapter failed)
+    bus: str
+    code: int = 0
+    text: str = ""
+
+
+_XID = re.compile(r"NVRM: Xid \(PCI:([0-9A-Fa-f:.]+)\): (\d+),\s*(.*)$")
+_SXID = re.compile(r"SXid \(PCI:([0-9A-Fa-f:.]+)\): (\d+),\s*(.*)$")
+_FALLEN = re.compile(r"NVRM: GPU ([0-9A-Fa-f:.]+): GPU has fallen off the bus")
+#: 570-era drivers at probe time, over three lines: `The NVIDIA GPU 0000:b3:00.0` ... `fallen off the bus`.
+_PROBE_GPU = re.compile(r"NVRM: The NVIDIA GPU ([0-9A-Fa-f:.]+)")
+_INIT = re.compile(r"NVRM: GPU ([0-9A-Fa-f:.]+): RmInitAdapter failed! \(([^)]*)\)")
+
+#: XIDs a user's program causes (bad memory access, its own kill, a contained error it hit): worth a
+#: look, not a broken GPU.
+APP_XIDS = {13, 31, 43, 45, 68, 94, 109}
+#: NVLink XIDs of NVLink5 boards that say Nonfatal: a link event the hardware recovered from.
+NONFATAL_XIDS = {144, 145}
 XID_MEANING = {
     13: "graphics engine exception (usually the program)",
     31: "GPU memory page fault (usually the program)",
@@ -298,21 +431,85 @@ XID_MEANING = {
     74: "NVLink error",
     79: "GPU has fallen off the bus",
     92: "high single-bit ECC error rate",
-    94: "contained ECC error",
+    94: "contained ECC error (the program that hit it was stopped)",
     95: "uncontained ECC error",
+    109: "context switch timeout (usually the program)",
     119: "GSP RPC timeout",
     120: "GSP error",
     140: "unrecovered ECC error",
+    144: "NVLink event (nonfatal)",
+    145: "NVLink event (nonfatal)",
+    149: "NVLink fabric error",
+    154: "GPU recovery action required",
 }
 
 
-def parse_xids(lines: Sequence[str]) -> List[Xid]:
-    out = []
-    for line in lines:
-        match = _XID.search(line)
-        if match:
-            out.append(Xid(_short_bus(match.group(1)), int(match.group(2)), match.group(3).strip()))
+def parse_kernel_log(lines: Sequence[str]) -> List[KernelEvent]:
+    """Every NVIDIA event in kernel log lines (dmesg, `dmesg -T`, syslog, journal or kmsg spellings)."""
+    out: List[KernelEvent] = []
+    probing: Optional[Tuple[str, int]] = None  # a `The NVIDIA GPU ...` line waiting for its `fallen off` line
+    for index, line in enumerate(lines):
+        for pattern, kind in ((_XID, "xid"), (_SXID, "sxid")):
+            match = pattern.search(line)
+            if match:
+                out.append(KernelEvent(kind, pci_address(match.group(1)), int(match.group(2)), match.group(3).strip()))
+                break
+        else:
+            fallen, init, probe = _FALLEN.search(line), _INIT.search(line), _PROBE_GPU.search(line)
+            if fallen:
+                out.append(KernelEvent("fallen", pci_address(fallen.group(1)), 0, "GPU has fallen off the bus"))
+            elif init:
+                out.append(KernelEvent("init", pci_address(init.group(1)), 0, f"RmInitAdapter failed ({init.group(2)})"))
+            elif probe:
+                probing = (pci_address(probe.group(1)), index)
+            elif probing and "fallen off the bus" in line and index - probing[1] <= 3:
+                out.append(KernelEvent("fallen", probing[0], 0, "fallen off the bus at probe time"))
+                probing = None
     return out
+
+
+def parse_xids(lines: Sequence[str]) -> List[Xid]:
+    return [Xid(e.bus, e.code, e.text) for e in parse_kernel_log(lines) if e.kind == "xid"]
+
+
+def kernel_findings(events: Sequence[KernelEvent]) -> Tuple[List["Finding"], List["Finding"]]:
+    """(problems, warnings) from the kernel log: one finding per GPU and kind, with how often it was seen."""
+    counts: Dict[Tuple[str, str, int], int] = {}
+    first: Dict[Tuple[str, str, int], KernelEvent] = {}
+    fatal: Dict[Tuple[str, str, int], KernelEvent] = {}
+    for e in events:
+        key = (e.kind, e.bus, e.code)
+        counts[key] = counts.get(key, 0) + 1
+        first.setdefault(key, e)
+        if e.kind == "sxid" and e.text.lower().startswith("fatal"):
+            fatal.setdefault(key, e)
+    lost_with_xid = {bus for (kind, bus, code) in counts if kind == "xid" and code == 79}
+    problems: List[Finding] = []
+    warnings: List[Finding] = []
+    for key, e in first.items():
+        times = f" ({counts[key]} times)" if counts[key] > 1 else ""
+        if e.kind == "xid":
+            meaning = XID_MEANING.get(e.code, e.text)
+            what = f"XID {e.code} on GPU {e.bus} since boot{times}: {meaning}"
+            if e.code in APP_XIDS:
+                warnings.append(Finding(WARNING, what, "look at the program that ran then"))
+            elif e.code in NONFATAL_XIDS:
+                warnings.append(Finding(WARNING, what, "the link recovered; if it repeats, ask the provider"))
+            else:
+                problems.append(Finding(PROBLEM, what, "drain the node and reboot; if it comes back, ask the provider"))
+        elif e.kind == "sxid":
+            shown = fatal.get(key, e)  # one fatal line among them makes the switch's error fatal
+            what = f"NVSwitch {e.bus}: SXid {e.code} since boot{times} ({shown.text[:60]})"
+            level = PROBLEM if key in fatal else WARNING
+            (problems if key in fatal else warnings).append(
+                Finding(level, what, "drain the node and reboot; if it comes back, ask the provider"))
+        elif e.kind == "fallen" and e.bus not in lost_with_xid:
+            problems.append(Finding(PROBLEM, f"GPU {e.bus} has fallen off the bus (kernel log, no XID)",
+                                    "reboot; if the GPU stays missing, ask the provider to replace it"))
+        elif e.kind == "init":
+            problems.append(Finding(PROBLEM, f"the driver cannot start GPU {e.bus}: {e.text}{times}",
+                                    "reboot; if it stays, check the driver against the kernel, then ask the provider"))
+    return problems, warnings
 
 
 # --------------------------------------------------------------------------- the verdict
@@ -394,7 +591,7 @@ def diagnose(parts: Mapping[str, List[str]], torch: Optional[Mapping[str, Any]] 
     smi_count: Optional[int] = None
     if "smi-missing" in parts:
         if pci_gpus:
-            problems.append(Finding(PROBLEM, f"{len(pci_gpus)} NVIDIA GPUs on the PCI bus but no driver (nvidia-smi not found)",
+            problems.append(Finding(PROBLEM, f"{len(pci_gpus)} NVIDIA GPU{'s' if len(pci_gpus) != 1 else ''} on the PCI bus but no driver (nvidia-smi not found)",
                                     "install the NVIDIA driver (and nvidia-utils), then reboot"))
     else:
         rc = (parts.get("smi-rc") or ["0"])[0].strip()
@@ -425,6 +622,10 @@ def diagnose(parts: Mapping[str, List[str]], torch: Optional[Mapping[str, Any]] 
                                 "`systemctl enable --now nvidia-fabricmanager`; CUDA fails with error 802 until then"))
     for g in report.gpus:
         tag = f"GPU {g.bus}"
+        if g.unknown:
+            problems.append(Finding(PROBLEM, f"{tag} no longer answers the driver (nvidia-smi reads "
+                                             f"{UNKNOWN_ERROR} for {', '.join(g.unknown)})",
+                                    "reboot; if it stays, ask the provider to replace the GPU (see XID 79)"))
         if g.fabric_state in ("In Progress", "Not Started") or (g.fabric_state == "Completed"
                                                                 and g.fabric_status not in ("Success", "N/A")):
             problems.append(Finding(PROBLEM, f"{tag}: NVLink fabric {g.fabric_state.lower()} ({g.fabric_status})",
@@ -442,28 +643,19 @@ def diagnose(parts: Mapping[str, List[str]], torch: Optional[Mapping[str, Any]] 
             warnings.append(Finding(WARNING, f"{tag}: persistence mode off",
                                     "enable nvidia-persistenced (or `nvidia-smi -pm 1`): each job then starts faster"))
     topo = parse_topo(parts.get("topo", []))
-    if switches or topo.nvlinked:
-        broken = topo.without_nvlink()
-        if broken:
-            pairs = ", ".join(f"GPU{i}-GPU{j} {link}" for i, j, link in broken[:4]) + (" ..." if len(broken) > 4 else "")
-            problems.append(Finding(PROBLEM, f"{len(broken)} GPU pairs without NVLink ({pairs})",
-                                    "an NVLink is down: `nvidia-smi nvlink -s`, reset the GPUs or reboot; "
-                                    "if it stays, ask the provider"))
-    for xid in parse_xids(parts.get("xid", [])):
-        meaning = XID_MEANING.get(xid.code, xid.text)
-        if xid.code in APP_XIDS:
-            warnings.append(Finding(WARNING, f"XID {xid.code} on GPU {xid.bus} since boot: {meaning}",
-                                    "look at the program that ran then"))
-        else:
-            problems.append(Finding(PROBLEM, f"XID {xid.code} on GPU {xid.bus} since boot: {meaning}",
-                                    "drain the node and reboot; if it comes back, ask the provider"))
+    problems += nvlink_findings(topo, full_mesh_expected(model, len(switches)),
+                                parse_nvlink_status(parts.get("nvlink", [])))
+    kernel_problems, kernel_warnings = kernel_findings(parse_kernel_log(parts.get("xid", [])))
+    problems += kernel_problems
+    warnings += kernel_warnings
     gpus_seen = bool(smi_count) or bool(pci_gpus)
     docker = parse_facts("\n".join(parts.get("docker", [])))
     if gpus_seen and "runtimes" in docker:
         runtimes = docker["runtimes"].split()
         if "nvidia" not in runtimes and docker.get("hook") != "yes":
-            fix = ("`nvidia-ctk runtime configure --runtime=docker` and restart docker" if docker.get("ctk") == "yes"
-                   else "install nvidia-container-toolkit, then `nvidia-ctk runtime configure --runtime=docker` and restart docker")
+            fix = ("`inv docker.configure` (it adds what `nvidia-ctk runtime configure` would, and restarts docker)"
+                   if docker.get("ctk") == "yes" else
+                   "`inv docker.install docker.configure`: NVIDIA's container toolkit from its repository, then its runtime")
             problems.append(Finding(PROBLEM, "containers cannot see the GPUs (no NVIDIA container runtime)", fix))
     if "container-rc" in parts:
         lines = [x for x in parts.get("container", []) if x.strip()]
@@ -473,6 +665,12 @@ def diagnose(parts: Mapping[str, List[str]], torch: Optional[Mapping[str, Any]] 
                                              f" ({lines[-1] if lines else 'no output'})",
                                     "check nvidia-container-toolkit (`nvidia-ctk runtime configure`, restart docker)"))
     ib = infiniband.parse_sysfs("\n".join(parts.get("ib", [])))
+    stuck = ib.waiting_for_sm
+    if stuck:
+        problems.append(Finding(PROBLEM, f"InfiniBand ports up but not active: {', '.join(p.name for p in stuck)} "
+                                         f"({stuck[0].state}: no subnet manager has brought them up)",
+                                "start a subnet manager on the fabric (opensm, or the switch's), or ask the "
+                                "provider: NCCL uses ACTIVE ports only"))
     if ib.active and not ib.verbs:
         problems.append(Finding(PROBLEM, f"InfiniBand ports active ({', '.join(p.name for p in ib.active)}) but no libibverbs",
                                 "install rdma-core/ibverbs-providers (libibverbs1): NCCL otherwise falls back to TCP"))
@@ -496,7 +694,7 @@ def diagnose(parts: Mapping[str, List[str]], torch: Optional[Mapping[str, Any]] 
 
 
 def _model(report: SmiReport, pci: Sequence[PciDevice]) -> str:
-    names = sorted({g.name for g in report.gpus if g.name}) or sorted({d.name for d in pci})
+    names = sorted({g.name for g in report.gpus if g.name and g.name != UNKNOWN_ERROR}) or sorted({d.name for d in pci})
     return " + ".join(names)
 
 

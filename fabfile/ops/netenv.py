@@ -54,6 +54,7 @@ FACTS_SCRIPT = r"""
 echo "route=$(ip -o route get "$1" 2>&1 | head -n1)"
 echo "owner=$(ip -o -4 addr show to "$1" 2>/dev/null | awk '{print $2; exit}')"
 echo "group=$(id -gn)"
+echo "defroute=$(ip -o route show default 2>/dev/null | awk '{for (i = 1; i < NF; i++) if ($i == "dev") {print $(i+1); exit}}')"
 ip -o -4 addr show | awk '{print "addr=" $2 " " $4}'
 ip -o link show | awk -F': ' '{split($2, n, "@"); m = $0; sub(/.* mtu /, "", m); split(m, v, " "); print "link=" n[1] " " v[1]}'
 if command -v ibv_devices >/dev/null 2>&1; then
@@ -75,6 +76,8 @@ class NicFacts:
     ib: infiniband.IbFacts = infiniband.IbFacts((), False)
     #: The SSH user's group (secrets.env is readable by it).
     group: Optional[str] = None
+    #: The interface of the default route: the front-end, never an NCCL rail.
+    default_dev: Optional[str] = None
 
 
 def parse_route_dev(text: str) -> Optional[str]:
@@ -88,7 +91,7 @@ def parse_nic_facts(text: str) -> NicFacts:
     addresses: Dict[str, List[str]] = {}
     mtus: Dict[str, int] = {}
     hcas: Optional[List[str]] = None
-    group = None
+    group = default_dev = None
     for line in text.splitlines():
         key, _, value = line.partition("=")
         if key == "route":
@@ -106,7 +109,9 @@ def parse_nic_facts(text: str) -> NicFacts:
             hcas = value.split()
         elif key == "group" and USER_RE.match(value.strip()):
             group = value.strip()
-    return NicFacts(route, owner, addresses, mtus, hcas, infiniband.parse_sysfs(text), group)
+        elif key == "defroute" and value.strip():
+            default_dev = value.strip()
+    return NicFacts(route, owner, addresses, mtus, hcas, infiniband.parse_sysfs(text), group, default_dev)
 
 
 def choose_nic(facts: NicFacts, override: Optional[str] = None) -> str:
@@ -310,12 +315,15 @@ def forced_ib(hcas: Sequence[str]) -> Dict[str, str]:
 
 def ib_choice(profile: str, facts: NicFacts) -> Tuple[Optional[Dict[str, str]], str]:
     """(NCCL InfiniBand settings or None for ethernet, why): per node, from its own ports."""
-    found = infiniband.nccl_settings(facts.ib)
-    active = ", ".join(f"{p.name} {p.gbps} {'RoCE' if p.roce else 'IB'}" for p in facts.ib.active)
+    front = [facts.default_dev] if facts.default_dev else []
+    found = infiniband.nccl_settings(facts.ib, front)
+    active = ", ".join(f"{p.name} {p.gbps} {'RoCE' if p.roce else 'IB'}" for p in facts.ib.rails(front))
     if profile == "auto":
         if found:
             return found, f"active ports: {active}"
-        return None, "no active InfiniBand/RoCE port: ethernet"
+        return None, ("no active InfiniBand/RoCE fabric port (front-end only: "
+                      f"{', '.join(p.name for p in facts.ib.active)}): ethernet" if facts.ib.active
+                      else "no active InfiniBand/RoCE port: ethernet")
     if profile == "infiniband":
         if found:
             return found, f"active ports: {active}"

@@ -27,7 +27,7 @@ from ..core.inventory import USER_RE, Inventory, Node
 from ..core import packages as apt
 from ..core.remote import Remote, last_line
 from ..core.steps import Outcome, merge_phases, run_step
-from . import containers, docker, fetch, images, limits, mesh, netenv, nfs, ray, sshfs
+from . import containers, docker, fetch, images, limits, mesh, netenv, nfs, nvidia_toolkit, ray, sshfs
 from .allreduce import SCRIPT_PATH
 from .scripts import ROOT_STATE_DIR, STATE_DIR
 from .share import cache_on_head, dirs_below, read_cache
@@ -221,7 +221,7 @@ def recorded_packages(text: str, installed: FrozenSet[str]) -> List[str]:
 
 
 def purge_packages(remote: Remote) -> Outcome:
-    """The packages gpufab installed, purged with what only they needed (and Docker's apt source with docker-ce)."""
+    """The packages gpufab installed, purged with what only they needed (and Docker's or NVIDIA's apt source with theirs)."""
     record = remote.read_paths([apt.INSTALLED_RECORD])[apt.INSTALLED_RECORD]
     if not record.exists or not record.content:
         return Outcome([], ["--packages: gpufab installed no package here (or a reset without --packages forgot them)"])
@@ -236,6 +236,9 @@ def purge_packages(remote: Remote) -> Outcome:
     if "docker-ce" in todo:
         remote.change(f"rm -f -- {docker.SOURCE_LIST} {docker.KEYRING}")
         done.append(f"removed Docker's apt source ({docker.SOURCE_LIST}, {docker.KEYRING})")
+    if nvidia_toolkit.PACKAGE in todo:
+        remote.change(f"rm -f -- {nvidia_toolkit.SOURCE_LIST} {nvidia_toolkit.KEYRING}")
+        done.append(f"removed NVIDIA's apt source ({nvidia_toolkit.SOURCE_LIST}, {nvidia_toolkit.KEYRING})")
     return Outcome(done, [])
 
 

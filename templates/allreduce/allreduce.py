@@ -30,6 +30,20 @@ import time
 MARK = "GPUFAB-ALLREDUCE "
 LINK_SECONDS = 2.0
 CHUNK = 1 << 20
+#: NCCL_DEBUG=INFO lines worth sending back: which transport each channel took, which HCAs, why not IB.
+NCCL_WORDS = (" via ", "NET/", "Using network", "NVLS", "GPU Direct RDMA", "NCCL version", "NCCL_IB_", "NCCL_NET",
+              "libibverbs")
+NCCL_LINES = 300
+
+
+def nccl_lines(text):
+    """The lines of an NCCL debug log that say what it used (deduplicated, at most NCCL_LINES)."""
+    out, seen = [], set()
+    for line in text.splitlines():
+        if any(word in line for word in NCCL_WORDS) and line not in seen:
+            seen.add(line)
+            out.append(line.strip()[:300])
+    return out[:NCCL_LINES]
 
 
 def emit(event, **fields):
@@ -74,6 +88,22 @@ def worker_exit(local_rank, args):
 
 def worker(local_rank, args):
     rank = args.rank_base + local_rank
+    log = None
+    if args.backend == "nccl":
+        # NCCL says which transport it took only in its debug log: one file per process, read back below.
+        log = os.path.join(os.environ.get("TMPDIR", "/tmp"), "gpufab-nccl-%d-%d.log" % (os.getpid(), rank))
+        os.environ.update(NCCL_DEBUG="INFO", NCCL_DEBUG_SUBSYS="INIT,NET", NCCL_DEBUG_FILE=log)
+    try:
+        return run_worker(local_rank, rank, args)
+    finally:
+        if log and os.path.exists(log):
+            if local_rank == 0:
+                with open(log, errors="replace") as fh:
+                    emit("nccl", rank=rank, lines=nccl_lines(fh.read()))
+            os.unlink(log)
+
+
+def run_worker(local_rank, rank, args):
     try:
         import torch
         import torch.distributed as dist

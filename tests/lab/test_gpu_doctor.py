@@ -1,4 +1,4 @@
-"""gpu.doctor, fleet and InfiniBand detection on lab hosts (no GPUs; a synthetic IB tree on node2)."""
+"""gpu.doctor, fleet and InfiniBand detection on lab hosts (no GPUs; on node2 a RoCE sysfs tree derived from captures)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ import pytest
 
 from helpers import cli
 
+from fabfile.lab import gpu as gpu_lab
+
 from .conftest import LAB_INVENTORY, NODES, on_host
 
-FIX = Path(__file__).resolve().parent.parent / "fixtures" / "ib" / "roce-2"
 GPU_ENV = {"INVOKE_SUDO_PASSWORD": "gpufab-lab"}
 
 
@@ -76,16 +77,14 @@ def test_fleet_names_the_node_whose_torch_differs_and_exits_one(lab, tmp_path):
 
 
 def mount_tree(node: str) -> None:
-    """The roce-2 fixture as the node's /sys/class/infiniband: /sys/class copied to a tmpfs, the tree added."""
+    """A RoCE node's tree (lab/gpu.py's roce_tree: ports, GIDs and netdevs of two captures) as the node's
+    /sys/class/infiniband: /sys/class copied to a tmpfs, the tree added."""
     lines = ["set -e", "d=$(mktemp -d /run/gpufab-fakeclass.XXXXXX)", "mount -t tmpfs -o mode=755 fakeclass \"$d\"",
              "cp -a /sys/class/. \"$d\"/ 2>/dev/null || true"]
-    for f in sorted(FIX.rglob("*")):
-        rel = f.relative_to(FIX)
-        target = f"\"$d\"/infiniband/{shlex.quote(str(rel))}"
-        if f.is_dir():
-            lines.append(f"mkdir -p {target}")
-        elif f.name != ".keep":
-            lines.append(f"printf '%s\\n' {shlex.quote(f.read_text().strip())} > {target}")
+    for rel, content in sorted(gpu_lab.roce_tree().items()):
+        target = f"\"$d\"/{shlex.quote(rel)}"
+        lines.append(f"mkdir -p \"$(dirname {target})\"")
+        lines.append(f"printf '%s\\n' {shlex.quote(content)} > {target}" if content else f": > {target}")
     lines.append("mount --bind \"$d\" /sys/class")
     on_host(node, "\n".join(lines))
 
@@ -108,7 +107,7 @@ def test_a_synthetic_roce_port_gets_ib_settings_memlock_and_container_flags_on_t
         first = cli("inv", "netenv.setup", env=env, timeout=300)
         assert first.returncode == 0, first.stdout + first.stderr
         node2 = env_file("node2")
-        assert (node2["NCCL_IB_DISABLE"], node2["NCCL_IB_HCA"], node2["NCCL_IB_GID_INDEX"]) == ("0", "=mlx5_0:1,mlx5_1:1", "3")
+        assert (node2["NCCL_IB_DISABLE"], node2["NCCL_IB_HCA"], node2["NCCL_IB_GID_INDEX"]) == ("0", "=mlx5_0:1,mlx5_1:1", "7")
         assert "NCCL_NET_GDR_LEVEL" not in node2
         assert "Profile: auto (active ports: mlx5_0:1 100 Gb/s RoCE, mlx5_1:1 100 Gb/s RoCE)" in \
             on_host("node2", "cat /etc/gpufab/netenv.env").stdout

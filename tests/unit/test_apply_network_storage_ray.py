@@ -250,7 +250,7 @@ def test_preflight_check_runs_the_gpu_doctor_and_reads_the_fleet_facts():
            "@@smi\n@@smi-missing\n@@fm\ninactive\n")
     remote = FakeRemote([(r"@@lspci", out, 0), (r"os-release", "os=Ubuntu 22.04\nkernel=5.15\n", 0)])
     found = preflight.check(remote, preflight.PreflightSettings(doctor.DoctorSettings(), "10.0.0.1")).value
-    assert found.doctor.verdict() == "1 × GH100 [H100 PCIe]: 1 NVIDIA GPUs on the PCI bus but no driver (nvidia-smi not found)"
+    assert found.doctor.verdict() == "1 × GH100 [H100 PCIe]: 1 NVIDIA GPU on the PCI bus but no driver (nvidia-smi not found)"
     assert "os=Ubuntu 22.04" in found.facts
 
 

@@ -7,20 +7,38 @@ from pathlib import Path
 
 import pytest
 
+from fabfile.lab import gpu as gpu_lab
 from fabfile.ops import doctor, fleet, gpu, infiniband, limits, netenv
 
 FIX = Path(__file__).resolve().parent.parent / "fixtures"
+CAPTURED = FIX / "captured"
+#: Captured on real machines (tests/fixtures/README.md names each source).
+H100_Q = "captured/gpu/h100-sxm-hgx8-535.nvidia-smi-q.txt"
+H100_TOPO = "captured/gpu/h100-hgx8-nv18-8nic-570.topo-m.txt"
 
 
 def text(name: str) -> str:
-    return (FIX / name).read_text()
+    """A fixture, ending in a newline (some captures were posted without one)."""
+    body = (FIX / name).read_text()
+    return body if body.endswith("\n") else body + "\n"
 
 
-def node_output(smi: str = "gpu/h100-sxm-8.nvidia-smi-q.txt", lspci: str = "gpu/h100-sxm-8.lspci-nn.txt",
+def h100_without(bus: str) -> str:
+    """The captured 8-GPU H100 board as nvidia-smi shows it once the GPU at `bus` is lost (its block cut out:
+    derived from the capture, no capture of this shape exists)."""
+    blocks = text(H100_Q).split("\nGPU 00000000:")
+    kept = [b for b in blocks[1:] if not b.lower().startswith(bus)]
+    return (blocks[0].replace("Attached GPUs                             : 8",
+                              f"Attached GPUs                             : {len(kept)}")
+            + "".join("\nGPU 00000000:" + b for b in kept))
+
+
+def node_output(smi: str = H100_Q, lspci: str = "derived/h100-hgx8.lspci-nn.txt",
                 fm: str = "active", xid: str = "", docker: str = "runtimes=io.containerd.runc.v2 nvidia runc",
-                ib: str = "verbs=no", extra: str = "", topo: str = "gpu/h100-sxm-8.topo-m.txt") -> str:
+                ib: str = "verbs=no", extra: str = "", topo: str = H100_TOPO, smi_text: str = None) -> str:
     """ROOT_SCRIPT's output for one node, put together from the fixtures."""
-    smi_part = "@@smi-missing\n" if smi is None else text(smi) + "@@smi-rc 0\n" + (f"@@topo\n{text(topo)}" if topo else "")
+    body = smi_text if smi_text is not None else (text(smi) if smi else None)
+    smi_part = "@@smi-missing\n" if body is None else body + "\n@@smi-rc 0\n" + (f"@@topo\n{text(topo)}" if topo else "")
     return (f"@@lspci\n{text(lspci) if lspci else ''}@@smi\n{smi_part}@@fm\n{fm}\n@@xid\n{xid}\n"
             f"@@docker\n{docker}\n@@ib\n{ib}\n{extra}")
 
@@ -33,52 +51,60 @@ def diagnose(output: str, torch=None) -> doctor.Doctor:
 
 
 def test_smi_q_of_a_healthy_h100_node_gives_eight_gpus_with_fabric_complete_and_no_errors():
-    report = doctor.parse_smi_q(text("gpu/h100-sxm-8.nvidia-smi-q.txt").splitlines())
-    assert (report.driver, report.cuda) == ("535.129.03", "12.2")
-    assert [g.bus for g in report.gpus] == ["18:00.0", "2a:00.0", "3a:00.0", "5d:00.0", "9a:00.0", "ab:00.0", "ba:00.0", "db:00.0"]
+    report = doctor.parse_smi_q(text(H100_Q).splitlines())
+    assert (report.driver, report.cuda) == ("535.161.08", "12.2")
+    assert [g.bus for g in report.gpus] == ["19:00.0", "3b:00.0", "4c:00.0", "5d:00.0", "9b:00.0", "bb:00.0", "cb:00.0", "db:00.0"]
     assert {g.name for g in report.gpus} == {"NVIDIA H100 80GB HBM3"}
     assert {(g.fabric_state, g.fabric_status, g.persistence) for g in report.gpus} == {("Completed", "Success", "Enabled")}
     assert {g.ecc_uncorrectable for g in report.gpus} == {0}
     assert not any(g.remap_pending or g.remap_failed or g.retired_pending for g in report.gpus)
 
 
-def test_smi_q_of_an_old_driver_reads_double_bit_totals_and_a_pending_page_blacklist():
-    report = doctor.parse_smi_q(text("gpu/v100-470.nvidia-smi-q.txt").splitlines())
-    (g,) = report.gpus
-    assert (report.driver, report.cuda, g.name, g.bus) == ("470.103.01", "11.4", "Tesla V100-PCIE-32GB", "d8:00.0")
+def test_smi_q_of_a_v100_reads_the_old_double_bit_layout_and_a_pending_page_blacklist():
+    """The captured V100 (old Single Bit / Double Bit ECC layout); its pending blacklist and two double-bit
+    errors set here (no capture shows them)."""
+    captured = text("captured/gpu/v100-sxm2-8gpu-gcp-vm-550.nvidia-smi-q.first-gpu.txt")
+    assert "Pending Page Blacklist            : No" in captured
+    bad = captured.replace("Pending Page Blacklist            : No", "Pending Page Blacklist            : Yes")
+    volatile = bad.index("        Volatile")
+    double = bad.index("Double Bit", volatile)
+    total = bad.index("Total", double)
+    line_end = bad.index("\n", total)
+    bad = bad[:total] + bad[total:line_end].rsplit(":", 1)[0] + ": 2" + bad[line_end:]
+    (g,) = doctor.parse_smi_q(bad.splitlines()).gpus
+    assert (g.name, g.bus) == ("Tesla V100-SXM2-16GB", "00:04.0")
     assert g.ecc_uncorrectable == 2  # volatile Double Bit Total only, not the aggregate
     assert g.retired_pending and not g.remap_pending and g.fabric_state == "N/A"
 
 
 def test_lspci_finds_gpus_and_nvswitches_and_the_sysfs_fallback_reads_the_same():
-    devices = doctor.parse_pci(text("gpu/h100-sxm-8.lspci-nn.txt").splitlines())
+    devices = doctor.parse_pci(text("derived/h100-hgx8.lspci-nn.txt").splitlines())
     assert [d.kind for d in devices].count("gpu") == 8 and [d.kind for d in devices].count("nvswitch") == 4
-    assert devices[2].bus == "18:00.0" and "H100 SXM5" in devices[2].name
+    assert devices[2].bus == "19:00.0" and "H100 SXM5" in devices[2].name
     sysfs = doctor.parse_pci(["pci=0000:18:00.0 0x030200 0x2330", "pci=0000:05:00.0 0x068000 0x22a3",
-                              "pci=0000:18:00.1 0x040300 0x22ba"])
-    assert [(d.bus, d.kind) for d in sysfs] == [("18:00.0", "gpu"), ("05:00.0", "nvswitch"), ("18:00.1", "other")]
-
-
-def test_topo_reads_nvlink_between_every_gpu_pair_and_the_nic_legend():
-    topo = doctor.parse_topo(text("gpu/h100-sxm-8.topo-m.txt").splitlines())
-    assert len(topo.links) == 56 and set(topo.links.values()) == {"NV18"} and topo.without_nvlink() == []
-    assert topo.nics["NIC0"] == "mlx5_0" and topo.nics["NIC8"] == "mlx5_8"
-    down = doctor.parse_topo(text("gpu/h100-sxm-8-nvlink-down.topo-m.txt").splitlines())
-    assert down.without_nvlink() == [(2, 5, "SYS")]
+                              "pci=0000:18:00.1 0x040300 0x22ba", "pci=0001:00:00.0 0x030200 0x20b2"])
+    assert [(d.bus, d.kind) for d in sysfs] == [("18:00.0", "gpu"), ("05:00.0", "nvswitch"), ("18:00.1", "other"),
+                                                ("0001:00:00.0", "gpu")]
 
 
 def test_a_gpu_pair_without_nvlink_on_an_nvswitch_node_is_a_problem():
-    found = diagnose(node_output(topo="gpu/h100-sxm-8-nvlink-down.topo-m.txt"))
+    """The captured NV18 matrix with the GPU2-GPU5 link on SYS (derived: no capture has a link down)."""
+    rows = text(H100_TOPO).splitlines()
+    for i, j in ((2, 5), (5, 2)):
+        words = rows[i + 1].split()
+        words[j + 1] = "SYS"
+        rows[i + 1] = "\t".join(words)
+    found = doctor.diagnose({**doctor.sections(node_output(topo=None)), "topo": rows})
     assert [f.what for f in found.problems] == ["1 GPU pairs without NVLink (GPU2-GPU5 SYS)"]
 
 
 def test_xid_lines_are_read_with_their_gpu_and_code():
-    xids = doctor.parse_xids(text("gpu/dmesg-xid.txt").splitlines())
-    assert [(x.bus, x.code) for x in xids] == [("3a:00.0", 13), ("3a:00.0", 13), ("5d:00.0", 79)]
+    xids = doctor.parse_xids(text("captured/gpu/dmesg-xid13-xid109-ctime-h100.txt").splitlines())
+    assert [(x.bus, x.code) for x in xids] == [("cb:00.0", 13)] * 3 + [("cb:00.0", 109)]
 
 
 def test_query_gpu_csv_still_parses_eight_rows():
-    gpus, problem = gpu.parse_gpus(text("gpu/query-gpu.csv"))
+    gpus, problem = gpu.parse_gpus(text("reconstructed/query-gpu.csv"))
     assert problem == "" and len(gpus) == 8 and gpus[7].memory_total == "81559"
 
 
@@ -93,16 +119,22 @@ def test_a_healthy_eight_gpu_node_is_ok_with_its_count_and_model():
 
 
 def test_a_gpu_missing_from_nvidia_smi_is_named_by_its_bus_with_the_xid_that_explains_it():
-    found = diagnose(node_output(smi="gpu/h100-sxm-7-of-8.nvidia-smi-q.txt", xid=text("gpu/dmesg-xid.txt")))
+    xid79 = text("captured/gpu/dmesg-xid79-fallen-off-bus-pciehp-linkdown.txt").replace("0000:01:00", "0000:5d:00")
+    found = diagnose(node_output(smi_text=h100_without("5d"), xid=xid79 + text("captured/gpu/dmesg-xid13-xid109-ctime-h100.txt")))
     assert found.verdict().startswith("7 × NVIDIA H100 80GB HBM3: 1 of 8 GPUs missing from nvidia-smi (5d:00.0)")
     whats = [f.what for f in found.problems]
     assert "XID 79 on GPU 5d:00.0 since boot: GPU has fallen off the bus" in whats
     # XID 13 is the program's fault: a warning, not a broken node.
-    assert [f.what for f in found.warnings] == ["XID 13 on GPU 3a:00.0 since boot: graphics engine exception (usually the program)"] * 2
+    assert [f.what for f in found.warnings] == [
+        "XID 13 on GPU cb:00.0 since boot (3 times): graphics engine exception (usually the program)",
+        "XID 109 on GPU cb:00.0 since boot: context switch timeout (usually the program)"]
 
 
 def test_an_nvswitch_node_without_fabric_manager_is_a_problem_that_says_what_to_install():
-    found = diagnose(node_output(smi="gpu/h100-sxm-8-fabric-in-progress.nvidia-smi-q.txt", fm="inactive"))
+    """The captured board's fabric as it reads before fabric manager runs (State: In Progress: derived)."""
+    waiting = text(H100_Q).replace("        State                             : Completed",
+                                   "        State                             : In Progress")
+    found = diagnose(node_output(smi_text=waiting, fm="inactive"))
     first = found.problems[0]
     assert first.what == "NVSwitch system (4 NVSwitches) but nvidia-fabricmanager is not running"
     assert "nvidia-fabricmanager" in first.fix and "802" in first.fix
@@ -112,15 +144,8 @@ def test_an_nvswitch_node_without_fabric_manager_is_a_problem_that_says_what_to_
 
 
 def test_a_pcie_node_needs_no_fabric_manager():
-    found = diagnose(node_output(smi=None, lspci="gpu/h100-pcie-2.lspci-nn.txt", fm="inactive"))
-    assert [f.what for f in found.problems] == ["2 NVIDIA GPUs on the PCI bus but no driver (nvidia-smi not found)"]
-
-
-def test_pending_remap_and_uncorrectable_ecc_are_problems_and_persistence_off_a_warning():
-    found = diagnose(node_output(smi="gpu/h100-sxm-8-remap-pending.nvidia-smi-q.txt"))
-    assert [f.what for f in found.problems] == ["GPU 9a:00.0: 2 uncorrectable ECC errors since the driver loaded",
-                                                "GPU 9a:00.0: row remap pending"]
-    assert [f.what for f in found.warnings] == ["GPU 18:00.0: persistence mode off"]
+    found = diagnose(node_output(smi=None, lspci="captured/gpu/a10-qemu-vm.lspci-nn.txt", fm="inactive"))
+    assert [f.what for f in found.problems] == ["1 NVIDIA GPU on the PCI bus but no driver (nvidia-smi not found)"]
 
 
 @pytest.mark.parametrize("output, what", [
@@ -129,7 +154,7 @@ def test_pending_remap_and_uncorrectable_ecc_are_problems_and_persistence_off_a_
     ("@@smi-rc 124", "nvidia-smi hung"),
 ])
 def test_nvidia_smi_failures_say_what_happened_and_what_to_do(output, what):
-    found = diagnose(f"@@lspci\n{text('gpu/h100-pcie-2.lspci-nn.txt')}@@smi\n{output}\n@@fm\ninactive\n")
+    found = diagnose(f"@@lspci\n{text('captured/gpu/a10-qemu-vm.lspci-nn.txt')}@@smi\n{output}\n@@fm\ninactive\n")
     assert what in found.problems[0].what and found.problems[0].fix
 
 
@@ -160,34 +185,28 @@ def test_dcgm_failure_in_deep_mode_is_a_problem():
 # --------------------------------------------------------------------------- InfiniBand / RoCE
 
 
-def read_tree(name: str) -> infiniband.IbFacts:
-    """Run the real sysfs script against a fixture tree instead of /sys/class/infiniband."""
-    script = infiniband.SCRIPT.replace(infiniband.SYSFS, str(FIX / "ib" / name))
+def read_tree(tree, tmp_path) -> infiniband.IbFacts:
+    """Run the real sysfs script against a tree made from captures instead of /sys/class/infiniband."""
+    gpu_lab.write_tree(tree, tmp_path)
+    script = infiniband.SCRIPT.replace(infiniband.SYSFS, str(tmp_path / "infiniband"))
     return infiniband.parse_sysfs(subprocess.run(["sh", "-c", script], capture_output=True, text=True, check=True).stdout)
 
 
-def test_an_ndr_node_lists_its_active_rails_and_ignores_the_down_ones():
-    facts = read_tree("ndr-8rail")
-    assert [p.name for p in facts.active] == ["mlx5_0:1", "mlx5_1:1", "mlx5_2:1", "mlx5_3:1", "mlx5_5:1", "mlx5_6:1", "mlx5_8:1"]
-    assert {p.gbps for p in facts.active} == {"400 Gb/s"} and not any(p.roce for p in facts.active)
-    settings = infiniband.nccl_settings(facts)
-    assert settings == {"NCCL_IB_DISABLE": "0",
-                        "NCCL_IB_HCA": "=mlx5_0:1,mlx5_1:1,mlx5_2:1,mlx5_3:1,mlx5_5:1,mlx5_6:1,mlx5_8:1"}
-    assert infiniband.summary(facts) == "7 × 400 Gb/s IB active"
+def test_an_ndr_node_lists_its_active_rails_and_leaves_its_down_front_end_ports_out(tmp_path):
+    ports = infiniband.parse_ibstat((CAPTURED / "net" / "ibstat_h100_8xNDR_some_ethernet_ports_down_disabled.txt")
+                                    .read_text())
+    facts = read_tree(gpu_lab.sysfs_tree(ports), tmp_path)
+    rails = ["mlx5_0:1", "mlx5_10:1", "mlx5_11:1", "mlx5_3:1", "mlx5_4:1", "mlx5_5:1", "mlx5_6:1", "mlx5_9:1"]
+    assert sorted(p.name for p in facts.active) == sorted(rails + ["mlx5_1:1"])  # the front-end's one up port too
+    assert sorted(p.name for p in facts.rails()) == rails and {p.gbps for p in facts.rails()} == {"400 Gb/s"}
+    assert infiniband.nccl_settings(facts) == {"NCCL_IB_DISABLE": "0", "NCCL_IB_HCA": "=" + ",".join(rails)}
 
 
-def test_a_roce_node_gets_the_gid_index_of_its_ipv4_roce_v2_entry():
-    facts = read_tree("roce-2")
-    assert [(p.name, p.gid_index, p.netdevs) for p in facts.ports] == [("mlx5_0:1", 3, ("ens1f0np0",)), ("mlx5_1:1", 3, ("ens1f1np1",))]
+def test_a_roce_node_gets_the_gid_index_of_its_ipv4_roce_v2_entry(tmp_path):
+    facts = read_tree(gpu_lab.roce_tree(), tmp_path)
+    assert [(p.name, p.gid_index, p.netdevs) for p in facts.ports] == [("mlx5_0:1", 7, ("net1",)), ("mlx5_1:1", 7, ("net2",))]
     assert infiniband.nccl_settings(facts) == {"NCCL_IB_DISABLE": "0", "NCCL_IB_HCA": "=mlx5_0:1,mlx5_1:1",
-                                               "NCCL_IB_GID_INDEX": "3"}
-
-
-def test_ibv_devinfo_reads_the_same_ports_where_rdma_core_is_installed():
-    ib = infiniband.parse_ibv_devinfo(text("ib/ibv_devinfo-ib.txt"))
-    assert [(p.name, p.state, p.link_layer) for p in ib] == [("mlx5_0:1", "ACTIVE", "InfiniBand"), ("mlx5_1:1", "DOWN", "InfiniBand")]
-    roce = infiniband.parse_ibv_devinfo(text("ib/ibv_devinfo-roce.txt"))
-    assert [(p.name, p.active, p.roce) for p in roce] == [("mlx5_0:1", True, True)]
+                                               "NCCL_IB_GID_INDEX": "7"}
 
 
 def test_active_ports_without_libibverbs_are_a_doctor_problem():

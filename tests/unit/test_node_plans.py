@@ -99,7 +99,7 @@ def test_parse_login_limits():
 
 def test_daemon_json_merge_keeps_unmanaged_keys_and_sets_managed_ones():
     existing = docker.parse_daemon_json('{"debug": true, "max-concurrent-downloads": 3}')
-    merged = docker.merge_daemon_json(existing, docker.managed_settings({"log-driver": "local"}), nvidia=False)
+    merged = docker.merge_daemon_json(existing, docker.managed_settings({"log-driver": "local"}), None)
     assert merged["debug"] is True
     assert merged["max-concurrent-downloads"] == 10 and merged["max-concurrent-uploads"] == 10
     assert docker.pools(merged) == [("172.17.0.0/16", 24), ("192.168.0.0/16", 24)]
@@ -109,10 +109,10 @@ def test_daemon_json_merge_keeps_unmanaged_keys_and_sets_managed_ones():
 
 
 def test_nvidia_runtime_added_when_toolkit_present_and_kept_if_custom():
-    added = docker.merge_daemon_json({}, docker.managed_settings({}), nvidia=True)
+    added = docker.merge_daemon_json({}, docker.managed_settings({}), docker.nvidia_runtime())
     assert added["runtimes"]["nvidia"]["path"] == "nvidia-container-runtime"
     custom = {"runtimes": {"nvidia": {"path": "/opt/nv/runtime", "runtimeArgs": []}}}
-    kept = docker.merge_daemon_json(custom, docker.managed_settings({}), nvidia=True)
+    kept = docker.merge_daemon_json(custom, docker.managed_settings({}), docker.nvidia_runtime())
     assert kept["runtimes"]["nvidia"]["path"] == "/opt/nv/runtime"
 
 

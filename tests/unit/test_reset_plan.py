@@ -77,13 +77,13 @@ def test_daemon_json_key_the_node_had_before_gets_its_old_value_back():
 
 def test_daemon_json_nvidia_runtime_goes_only_where_gpufab_added_it():
     nvidia = docker.nvidia_runtime()
-    added = docker.merge_daemon_json({}, MANAGED, nvidia=True)
+    added = docker.merge_daemon_json({}, MANAGED, docker.nvidia_runtime())
     assert unmerge_daemon_json(added, MANAGED, {}, nvidia) == {}
     own = {"runtimes": {"nvidia": {"path": "/usr/bin/nvidia-container-runtime"}}}
-    merged = docker.merge_daemon_json(own, MANAGED, nvidia=True)
+    merged = docker.merge_daemon_json(own, MANAGED, docker.nvidia_runtime())
     assert unmerge_daemon_json(merged, MANAGED, own, nvidia) == own
     both = {"runtimes": {"crun": {"path": "crun"}}}
-    merged = docker.merge_daemon_json(both, MANAGED, nvidia=True)
+    merged = docker.merge_daemon_json(both, MANAGED, docker.nvidia_runtime())
     assert unmerge_daemon_json(merged, MANAGED, both, nvidia) == both
 
 
