@@ -671,8 +671,8 @@ def diagnose(parts: Mapping[str, List[str]], torch: Optional[Mapping[str, Any]] 
                                          f"({stuck[0].state}: no subnet manager has brought them up)",
                                 "start a subnet manager on the fabric (opensm, or the switch's), or ask the "
                                 "provider: NCCL uses ACTIVE ports only"))
-    if ib.active and not ib.verbs:
-        problems.append(Finding(PROBLEM, f"InfiniBand ports active ({', '.join(p.name for p in ib.active)}) but no libibverbs",
+    if ib.rails() and not ib.verbs:
+        problems.append(Finding(PROBLEM, f"InfiniBand/RoCE rails active ({', '.join(p.name for p in ib.rails())}) but no libibverbs",
                                 "install rdma-core/ibverbs-providers (libibverbs1): NCCL otherwise falls back to TCP"))
     if torch is not None and gpus_seen:
         seen = int(torch.get("gpus") or 0)

@@ -45,7 +45,7 @@ KEY_MAX_BYTES = 256 * 1024
 #: key=value facts: does the node have NVIDIA GPUs (driver working, or only on PCI), and the toolkit?
 FACTS = r"""
 echo "GPUS=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU ')"
-echo "PCI=$(lspci -n -d 10de: 2>/dev/null | grep -cE ' 03(00|02): ')"
+echo "PCI=$(lspci -nn -d 10de: 2>/dev/null | grep -cE '\[03(00|02)\]')"
 echo "TOOLKIT=$(dpkg-query -W -f='${db:Status-Status} ${Version}' nvidia-container-toolkit 2>/dev/null)"
 echo "CTK=$(command -v nvidia-ctk)"
 echo "RUNTIME=$(command -v nvidia-container-runtime)"
