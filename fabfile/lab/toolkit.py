@@ -10,6 +10,7 @@ from it exactly as from NVIDIA's: the repository URL, the key's URL and its fing
 from __future__ import annotations
 
 import hashlib
+from email.utils import formatdate
 import os
 import shutil
 import subprocess
@@ -73,8 +74,10 @@ def build_repo(directory: Path) -> str:
     packages = _run(["dpkg-scanpackages", "--multiversion", "."], cwd=str(directory)).stdout
     (directory / "Packages").write_text(packages)
     digest = hashlib.sha256(packages.encode()).hexdigest()
+    # apt warns about (and gpufab refuses) a Release without a Date, as it would NVIDIA's.
     (directory / "Release").write_text(f"Origin: gpufab lab\nLabel: nvidia-container-toolkit (stand-in)\n"
-                                       f"Suite: stable\nSHA256:\n {digest} {len(packages.encode())} Packages\n")
+                                       f"Suite: stable\nDate: {formatdate(usegmt=True)}\n"
+                                       f"SHA256:\n {digest} {len(packages.encode())} Packages\n")
     _run(["gpg", "--batch", "--yes", "--clearsign", "-o", str(directory / "InRelease"), str(directory / "Release")],
          env=env)
     key = _run(["gpg", "--batch", "--armor", "--export"], env=env).stdout

@@ -295,8 +295,9 @@ def verify_docker(remote: Remote, extra: Mapping[str, Any], container: Optional[
     gpu_note = nvidia_toolkit.container_check(remote, gpu_image, gpus)
     notes += [gpu_note] if gpu_note else []
     ib = infiniband.parse_sysfs(remote.run(infiniband.SCRIPT, warn=True).stdout)
-    if ib.active:
-        notes.append(f"InfiniBand ({', '.join(p.name for p in ib.active)}): a container needs {infiniband.CONTAINER_FLAGS}")
+    if ib.rails():
+        notes.append(f"InfiniBand/RoCE rails ({', '.join(p.name for p in ib.rails())}): a container needs "
+                     f"{infiniband.CONTAINER_FLAGS}")
     status_value = DockerStatus(info.server_version)
     if container:
         status = remote.run(

@@ -25,7 +25,7 @@ from ..core.networks import Reach, check_network, read_reach
 from ..core.remote import Remote, ensure_dir, ensure_packages, last_line
 from ..core.steps import Outcome, run_step
 from .netenv import nic_facts
-from .share import SHARE_ACCOUNT, share_ids, share_paths
+from .share import SHARE_ACCOUNT, grant_owner, share_ids, share_paths
 
 #: sshfs backend: the port of the head's SFTP-only sshd (var sshfs_port).
 DEFAULT_SFTP_PORT = 2222
@@ -156,6 +156,7 @@ def setup_server(remote: Remote, p: NfsPlan) -> Outcome:
         if created:
             done.append(f"created the account {owner} (the share's owner: workers never act as root in it)")
         done += ensure_dir(remote, p.export, owner)
+        done += grant_owner(remote, p.export, owner)
         subnet = p.subnet
         if not subnet:
             nic, facts = nic_facts(remote, p.server)

@@ -141,7 +141,7 @@ def check_key(data: bytes, url: str, fingerprint: str) -> None:
 
 
 #: apt's complaints about one source: a fetch that failed, a signature it would not take.
-_APT_TROUBLE = re.compile(r"^(E:|W:|Err:).*", re.M)
+_APT_TROUBLE = re.compile(r"^(?:E:|W:|Err:).*", re.M)
 
 
 def update_command() -> str:

@@ -7,12 +7,13 @@ same paths without importing the others (nfs needs netenv's NIC facts).
 
 from __future__ import annotations
 
+import shlex
 from typing import Any, List, Mapping, Optional, Tuple
 
 from ..core.cluster import setting, switch
 from ..core.errors import HostError, InputError
 from ..core.inventory import Inventory
-from ..core.remote import Remote, last_line
+from ..core.remote import Remote, ensure_packages, last_line
 
 DEFAULT_EXPORT = "/mnt/shared"
 #: Hugging Face's cache (models, datasets) under the mount: one download for the whole cluster.
@@ -89,6 +90,7 @@ SHARE_ACCOUNT = "gpufab-share"
 ACCOUNT_SCRIPT = r"""
 a=$1
 if ! id -u "$a" >/dev/null 2>&1; then
+  [ "$2" = plan ] && exit 0  # a dry run makes no account
   useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin "$a" || exit 1
   echo created
 fi
@@ -105,13 +107,40 @@ def share_ids(remote: Remote) -> "tuple[str, int, int, bool]":
     """(owner, uid, gid, created) of the share's owner on the head, made first when it is gpufab's own account."""
     owner = share_owner(remote.user)
     script = ACCOUNT_SCRIPT if owner == SHARE_ACCOUNT else 'echo "ids $(id -u "$1") $(id -g "$1")"'
-    out = remote.script(script, owner, sudo=owner == SHARE_ACCOUNT, warn=True, timeout=60)
+    out = remote.script(script, owner, "plan" if remote.dry_run else "make", sudo=owner == SHARE_ACCOUNT, warn=True,
+                        timeout=60)
     ids = next((line.split()[1:] for line in out.stdout.splitlines() if line.startswith("ids ")), [])
     if remote.dry_run and not ids:
         return owner, 0, 0, True
     if out.exited != 0 or len(ids) != 2 or not all(x.isdigit() for x in ids):
         raise HostError(f"cannot make or read the share's owner {owner}: {last_line(out.stderr) or 'no ids'}")
     return owner, int(ids[0]), int(ids[1]), "created" in out.stdout.split()
+
+
+#: Prints the share directory's ACL entries for its owner (`user:gpufab-share:rwx`, `default:user:...`).
+ACL_FACTS = "getfacl -cp -- \"$1\" 2>/dev/null | grep -E '^(default:)?user:'\"$2\"':' || true"
+
+
+def owner_acl(path: str, owner: str) -> str:
+    """setfacl's argument: the owner may do everything in `path` and in whatever is made in it, by anyone."""
+    return f"u:{owner}:rwx,d:u:{owner}:rwx,d:u::rwx,d:g::rx,d:o::rx,d:m::rwx"
+
+
+def grant_owner(remote: Remote, path: str, owner: str) -> List[str]:
+    """With a root login, the head's root writes the share directly (its own steps, `exec`), so what it makes
+    is root's, and the workers, who act as the share's owner, could not write in it. A default ACL gives the
+    owner every new file and directory, as a group-writable setgid directory would if umasks allowed it."""
+    if owner != SHARE_ACCOUNT:
+        return []  # the SSH user owns the share and is who writes it, on the head too
+    seen = remote.script(ACL_FACTS, path, owner, sudo=True, warn=True, timeout=30).stdout.split()
+    if f"user:{owner}:rwx" in seen and f"default:user:{owner}:rwx" in seen:
+        return []
+    done = ensure_packages(remote, ("acl",))
+    result = remote.change(f"setfacl -m {owner_acl(path, owner)} -- {shlex.quote(path)}", warn=True, timeout=60)
+    if result.exited != 0:
+        raise HostError(f"cannot give {owner} the share's new files (setfacl on {path}: {last_line(result.stderr)}); "
+                        "the filesystem needs POSIX ACLs", changes=done)
+    return done + [f"{path}: {owner} may write whatever the head's root makes in it (default ACL)"]
 
 
 def cache_on_head(export: str, mount: str, cache: str) -> str:

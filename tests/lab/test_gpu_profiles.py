@@ -45,9 +45,9 @@ def make_gpu_test_image() -> None:
 
 @pytest.fixture(scope="module")
 def gpu_lab(lab, tmp_path_factory):
-    for args in (("lab.down",), ("lab.up", "--nodes", "3", "--gpus", GPUS)):
-        proc = cli("inv", *args, timeout=900)
-        assert proc.returncode == 0, proc.stdout + proc.stderr
+    """The session's lab, its hosts given GPU profiles (`lab.up` again with --gpus); plain hosts again after."""
+    proc = cli("inv", "lab.up", "--nodes", "3", "--gpus", GPUS, timeout=900)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
     d = tmp_path_factory.mktemp("gpu-profiles")
     yield {"gpu": {**lab, **SUDO, "GPUFAB_INVENTORY": write_inventory(d / "gpu.yaml", "gpu")},
            "root": {**lab, "GPUFAB_INVENTORY": write_inventory(d / "root.yaml", "root")}, "dir": d}
@@ -85,7 +85,6 @@ def assert_gpu_outcome(proc, env: dict) -> None:
 
 
 def test_bootstrap_as_the_sudo_user_installs_the_toolkit_writes_ib_settings_and_fails_only_the_broken_node(gpu_lab):
-    make_gpu_test_image()
     env = gpu_lab["gpu"]
     proc = cli("inv", "bootstrap", env=env, timeout=1800)
     assert_gpu_outcome(proc, env)
@@ -102,16 +101,24 @@ def test_bootstrap_as_the_sudo_user_installs_the_toolkit_writes_ib_settings_and_
         found = env_file(node)
         assert (found["NCCL_IB_DISABLE"], found["NCCL_IB_HCA"]) == ("0", RAILS) and "NCCL_IB_GID_INDEX" not in found
         assert "memlock 8192" in on_host(node, "cat /etc/security/limits.d/90-gpufab-memlock.conf").stdout
-        # A container started with --gpus all sees the node's GPUs (through the stand-in hook).
+    fleet = report(env)["results"]["preflight"]["fleet"]["facts"]  # the verified nodes'
+    assert {n: (f["GPUs"], f["InfiniBand"], f["driver"], f["CUDA"]) for n, f in fleet.items()} == dict.fromkeys(
+        ("node1", "node2"), ("8 × NVIDIA H100 80GB HBM3", "8 × 400 Gb/s IB active (front-end mlx5_bond_0:1)",
+                             "535.161.08", "12.2"))
+
+
+def test_a_gpus_all_container_sees_each_nodes_gpus_and_is_told_its_fabric_flags(gpu_lab):
+    make_gpu_test_image()
+    verify = cli("inv", "docker.verify", env=gpu_lab["gpu"], timeout=300)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    text = " ".join(verify.stdout.split())
+    assert text.count("--gpus all: a container sees all 8 GPUs (gpufab-lab/gpu-test:1)") == 2
+    assert text.count("--gpus all: a container sees all 7 GPUs (gpufab-lab/gpu-test:1)") == 1
+    assert text.count("a container needs --device /dev/infiniband --cap-add IPC_LOCK --ulimit memlock=-1") == 3
+    assert "mlx5_bond_0" not in text
+    for node in NODES:
         listing = on_host(node, f"docker run --rm --gpus all {IMAGE} nvidia-smi -L").stdout
         assert listing.count("GPU ") == (7 if node == "node3" else 8) and "NVIDIA H100 80GB HBM3" in listing
-    text = " ".join(proc.stdout.split())
-    assert "--gpus all: a container sees all 8 GPUs (gpufab-lab/gpu-test:1)" in text
-    assert "a container needs --device /dev/infiniband --cap-add IPC_LOCK --ulimit memlock=-1" in text
-    fleet = report(env)["results"]["preflight"]["fleet"]["facts"]
-    assert fleet["node1"]["GPUs"] == fleet["node2"]["GPUs"] == "8 × NVIDIA H100 80GB HBM3"
-    assert fleet["node3"]["GPUs"] == "7 × NVIDIA H100 80GB HBM3"
-    assert {fleet[n]["InfiniBand"] for n in NODES} == {"8 × 400 Gb/s IB active (front-end mlx5_bond_0:1)"}
 
 
 def test_a_second_bootstrap_changes_nothing(gpu_lab):

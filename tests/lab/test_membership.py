@@ -45,14 +45,20 @@ def test_a_third_node_is_set_up_whole_and_the_others_only_where_it_concerns_them
     assert "Ray: 2/2 nodes alive" in two.stdout
     assert on_host("node3", TRACE).stdout == pair["node3"]  # not touched
 
+    units = {"node1": "gpufab-ray-head", "node2": "gpufab-ray-worker"}
+    pids = {n: on_host(n, f"systemctl show {u} -p MainPID --value").stdout for n, u in units.items()}
     three = cli("inv", "bootstrap", env=pair["three"], timeout=1800)
     assert three.returncode == 0, three.stdout + three.stderr
     steps = progress(three.stdout)
     assert {steps[("node3", s)] for s in SETUP_STEPS} == {"changed"}, steps
-    # The others learn the new node's name and host keys (mesh); the head also authorizes its key for the share.
-    assert {s: steps[("node2", s)] for s in SETUP_STEPS} == {**{s: "ok" for s in SETUP_STEPS}, "mesh": "changed"}, steps
+    # The others learn the new node's name and host keys (mesh), and their Ray firewall lets its address in;
+    # the head also authorizes its key for the share. Ray itself is not restarted anywhere.
+    assert {s: steps[("node2", s)] for s in SETUP_STEPS} == {**{s: "ok" for s in SETUP_STEPS}, "mesh": "changed",
+                                                             "ray": "changed"}, steps
     assert {s: steps[("node1", s)] for s in SETUP_STEPS} == {**{s: "ok" for s in SETUP_STEPS}, "storage": "changed",
-                                                             "mesh": "changed"}
+                                                             "mesh": "changed", "ray": "changed"}
+    assert {n: on_host(n, f"systemctl show {u} -p MainPID --value").stdout for n, u in units.items()} == pids
+    assert "198.19.0.13" in on_host("node2", "nft list table inet gpufab_ray").stdout
     assert "SSH mesh: 6/6 node pairs" in three.stdout
     assert "Ray: 3/3 nodes alive" in three.stdout and "All-reduce: 3 nodes" in three.stdout
     assert on_host("node3", "findmnt -rn -o FSTYPE /mnt/shared").stdout.strip() == "fuse.sshfs"

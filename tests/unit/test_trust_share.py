@@ -45,3 +45,33 @@ def test_the_share_account_is_made_without_a_shell_home_or_password():
     assert "useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin" in share.ACCOUNT_SCRIPT
     assert render("storage/sftp-sshd_config.j2", listen="198.19.0.11:2222", host_keys=[], user="gpufab-share",
                   keys_file="/etc/gpufab/sftp/authorized_keys", chroot="/var/lib/gpufab/sftp").count("ForceCommand internal-sftp") == 1
+
+
+def test_with_a_root_login_the_share_account_may_write_what_the_heads_root_makes_and_only_then():
+    from fakes import FakeRemote
+    node = FakeRemote()
+    done = share.grant_owner(node, "/mnt/shared", share.SHARE_ACCOUNT)
+    setfacl = [c for c in node.changes if c.startswith("setfacl")]
+    assert setfacl == ["setfacl -m u:gpufab-share:rwx,d:u:gpufab-share:rwx,d:u::rwx,d:g::rx,d:o::rx,d:m::rwx "
+                       "-- /mnt/shared"]
+    assert done[-1].startswith("/mnt/shared: gpufab-share may write")
+    node.answer(r"getfacl", "user:gpufab-share:rwx\ndefault:user:gpufab-share:rwx\n")
+    node.changes.clear()
+    assert share.grant_owner(node, "/mnt/shared", share.SHARE_ACCOUNT) == [] and node.changes == []
+    other = FakeRemote(user="ubuntu")
+    assert share.grant_owner(other, "/mnt/shared", "ubuntu") == [] and other.commands == []
+
+
+def test_a_dry_run_makes_no_share_account(tmp_path):
+    """The account script itself, run here with a useradd that only records: a plan never calls it."""
+    import os
+    import subprocess
+    (tmp_path / "useradd").write_text(f"#!/bin/sh\necho \"$@\" >> {tmp_path}/called\n")
+    (tmp_path / "useradd").chmod(0o755)
+    env = {**os.environ, "PATH": f"{tmp_path}:{os.environ['PATH']}"}
+    run = lambda mode: subprocess.run(["sh", "-c", share.ACCOUNT_SCRIPT, "sh", "gpufab-no-such-user", mode],
+                                      capture_output=True, text=True, env=env)
+    planned = run("plan")
+    assert planned.returncode == 0 and planned.stdout == "" and not (tmp_path / "called").exists()
+    made = run("make")
+    assert "created" in made.stdout and (tmp_path / "called").read_text().startswith("--system")
