@@ -72,7 +72,7 @@ def assert_gpu_outcome(proc, env: dict) -> None:
     assert [n for (n, s), v in steps.items() if v == "failed"] == ["node3"], steps
     found = report(env)
     by_node = {r["node"]: r for r in found["nodes"]}
-    assert by_node["node1"]["result"] == "ok" and by_node["node2"]["result"] == "ok"
+    assert {by_node[n]["result"] for n in ("node1", "node2")} <= {"ok", "changed"}
     reason = by_node["node3"]["result"]
     assert "GPU:" in reason and "5d" in reason.lower(), reason
     doctor = found["results"]["preflight"]["doctor"]
