@@ -131,7 +131,7 @@ def grant_owner(remote: Remote, path: str, owner: str) -> List[str]:
     is root's, and the workers, who act as the share's owner, could not write in it. A default ACL gives the
     owner every new file and directory, as a group-writable setgid directory would if umasks allowed it."""
     if owner != SHARE_ACCOUNT:
-        return []  # the SSH user owns the share and is who writes it, on the head too
+        return revoke_share_account(remote, path)  # the SSH user owns the share and writes it, on the head too
     seen = remote.script(ACL_FACTS, path, owner, sudo=True, warn=True, timeout=30).stdout.split()
     if f"user:{owner}:rwx" in seen and f"default:user:{owner}:rwx" in seen:
         return []
@@ -141,6 +141,23 @@ def grant_owner(remote: Remote, path: str, owner: str) -> List[str]:
         raise HostError(f"cannot give {owner} the share's new files (setfacl on {path}: {last_line(result.stderr)}); "
                         "the filesystem needs POSIX ACLs", changes=done)
     return done + [f"{path}: {owner} may write whatever the head's root makes in it (default ACL)"]
+
+
+def revoke_share_account(remote: Remote, path: str) -> List[str]:
+    """A share once served to a root login keeps gpufab-share's ACL after the login changes: an account nothing
+    logs in as any more would still write every new file. Its entries go, and the default ACL gpufab made for
+    it with them when nothing else is named there, so new files follow the umask again."""
+    seen = remote.script(ACL_FACTS, path, SHARE_ACCOUNT, sudo=True, warn=True, timeout=30).stdout.split()
+    if not seen:
+        return []
+    quoted = shlex.quote(path)
+    result = remote.change(f"setfacl -x u:{SHARE_ACCOUNT},d:u:{SHARE_ACCOUNT} -- {quoted} && "
+                           f"{{ getfacl -cp -- {quoted} | grep -qE '^default:(user|group):[^:]+:' || "
+                           f"setfacl -k -- {quoted}; }}", warn=True, timeout=60)
+    if result.exited != 0:
+        raise HostError(f"cannot take {SHARE_ACCOUNT}'s ACL off {path} ({last_line(result.stderr)}); "
+                        f"fix: setfacl -x u:{SHARE_ACCOUNT},d:u:{SHARE_ACCOUNT} {path}")
+    return [f"{path}: {SHARE_ACCOUNT} no longer writes it (its ACL removed; the login owns the share)"]
 
 
 def cache_on_head(export: str, mount: str, cache: str) -> str:

@@ -19,6 +19,9 @@ NODES = ("node1", "node2", "node3")
 @pytest.fixture(scope="session")
 def lab():
     assert os.geteuid() == 0, "the lab tests need root (network namespaces, mounts, nspawn)"
+    # A lab left by an interrupted run keeps its hosts' state (firewalls, units, mounts): the session starts clean.
+    stale = cli("inv", "lab.down", timeout=300)
+    assert stale.returncode == 0, stale.stdout + stale.stderr
     up = cli("inv", "lab.up", "--nodes", "3", timeout=900)
     assert up.returncode == 0, up.stdout + up.stderr
     assert LAB_INVENTORY.exists()

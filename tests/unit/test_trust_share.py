@@ -59,7 +59,18 @@ def test_with_a_root_login_the_share_account_may_write_what_the_heads_root_makes
     node.changes.clear()
     assert share.grant_owner(node, "/mnt/shared", share.SHARE_ACCOUNT) == [] and node.changes == []
     other = FakeRemote(user="ubuntu")
-    assert share.grant_owner(other, "/mnt/shared", "ubuntu") == [] and other.commands == []
+    assert share.grant_owner(other, "/mnt/shared", "ubuntu") == [] and other.changes == []
+
+
+def test_a_login_that_owns_the_share_takes_the_share_accounts_acl_off():
+    """Root login first, then `ubuntu`: gpufab-share, which nothing logs in as any more, writes nothing."""
+    from fakes import FakeRemote
+    node = FakeRemote(user="ubuntu").answer(r"getfacl", "user:gpufab-share:rwx\ndefault:user:gpufab-share:rwx\n")
+    done = share.grant_owner(node, "/mnt/shared", "ubuntu")
+    assert len(node.changes) == 1 and node.changes[0].startswith(
+        "setfacl -x u:gpufab-share,d:u:gpufab-share -- /mnt/shared && ")
+    assert "setfacl -k -- /mnt/shared" in node.changes[0]
+    assert done == ["/mnt/shared: gpufab-share no longer writes it (its ACL removed; the login owns the share)"]
 
 
 def test_a_dry_run_makes_no_share_account(tmp_path):
