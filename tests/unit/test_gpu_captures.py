@@ -329,6 +329,9 @@ def test_ibv_devinfo_captures_read_their_ports():
     active = infiniband.parse_ibv_devinfo(
         (CAPTURED / "net" / "ibv_devinfo_fragment_PORT_ACTIVE_IB_cx7_vf_deepep55.txt").read_text())
     assert active and all(p.state == "ACTIVE" and p.link_layer == "InfiniBand" for p in active)
+    # `ibv_devinfo -v`'s capability section alone (the post stops before the port lines) says nothing of a rail.
+    assert infiniband.parse_ibv_devinfo(
+        (CAPTURED / "net" / "ibv_devinfo_v_fragment_cx5_mlx5_1_ompi6137.txt").read_text()) == []
     roce = infiniband.parse_ibv_devinfo(
         (CAPTURED / "net" / "ibv_devinfo_fragment_RoCE_cx7_4129_ethernet_h100_deepep38.txt").read_text())
     assert roce and all(p.roce for p in roce)
