@@ -1,4 +1,4 @@
-"""The `tools` step (the README's "Adding a step" example) on lab hosts, as root and as the sudo user."""
+"""The `tools` step (the "Adding a step" example of docs/development.md) on lab hosts, as root and as the sudo user."""
 
 from __future__ import annotations
 

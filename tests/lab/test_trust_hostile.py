@@ -4,7 +4,8 @@ The cluster is bootstrapped as the rented login does it (`gpu`, password
 sudo) with a `sudo: true` step of its own and secrets; then a worker's root
 works through the share, and a Ray task (which runs as `gpu` on every node)
 plants what item 4 of the issue names before gpufab runs again as root. Each
-"cannot" of README's Security section is one assertion here.
+"cannot" of the README's Security summary (docs/security.md in full) is one
+assertion here.
 """
 
 from __future__ import annotations
