@@ -9,6 +9,7 @@ import sys
 from invoke import Collection, Config
 
 from .core.connection import check_ssh_config_paths, fab_ssh_config_paths
+from .core.declared import declared_in
 from .core.errors import BAD_INPUT, InputError
 from .core.settings import check_config_files
 
@@ -19,6 +20,9 @@ from .allreduce import allreduce
 from .execute import exec_
 from .fleet import fleet
 from .reset import reset
+
+# Each step's module declares the settings it reads: an inventory or config key none declares is an error.
+declared_in(__name__ + ".ops")
 
 # `inv` and `fab` read the project's invoke.yaml / fabric.yaml (and -f's) after this import, gpufab every file.
 check_config_files(Config)

@@ -1,4 +1,4 @@
-"""`inv inventory.import|show|check`: the node list and a preflight over it."""
+"""`inv inventory.import|show|check|settings`: the node list, a preflight over it, and the settings it may hold."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import os
 from invoke import task
 from invoke.exceptions import Exit
 
+from .core.declared import reference_table
 from .core.cluster import ensure_private, inventory_path, open_session, resolve_inventory
 from .core.errors import InputError, number_option, reported
 from .core.facts import human_kib
@@ -84,6 +85,13 @@ def show(c):
     """Print the node table of the inventory in use."""
     inv = resolve_inventory(c.config)
     print(inventory_table(inv))
+
+
+@task
+@reported
+def settings(c):
+    """Print every setting the inventory's vars, a node's vars or a config file may hold (docs/settings.md)."""
+    print(reference_table(), end="")
 
 
 @task(help={"private_subnet": "CIDR of the private network (for fab -H, when discovery is ambiguous)",

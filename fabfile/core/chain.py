@@ -27,6 +27,7 @@ from .report import summary_line
 from .runfiles import Failure, ssh_command
 from .runreport import LEADING, TRAILING, Report
 from .steps import Outcome, merge_phases, remote_for, run_step
+from .declared import Setting, declare
 
 #: Inventory variable listing steps the cluster does without (e.g. [nfs]).
 SKIP_VAR = "bootstrap_skip"
@@ -509,3 +510,9 @@ def every_node(name: str, apply: Callable[[Remote, Any], Outcome]) -> Callable[[
         return run.each(name, nodes, lambda remote: apply(remote, settings))
 
     return run_all
+
+
+DECLARED = declare(
+    "core.chain",
+    Setting("bootstrap_skip", "steps this cluster always does without (`[nfs, tools]`)", "none"),
+)

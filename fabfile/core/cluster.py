@@ -18,6 +18,7 @@ from .fanout import OK, HostResult, fan_out
 from .inventory import Inventory, Node, load_inventory, nodes_from_hosts, with_private
 from .networks import Reach, read_reach
 from .remote import run_parsed
+from .declared import Setting, declare
 
 #: Interfaces that are never a node's private NIC (bridges, tunnels, container links).
 VIRTUAL_PREFIXES = ("lo", "docker", "br-", "veth", "virbr", "cni", "flannel", "cali", "tun", "tap", "wg", "zt", "tailscale")
@@ -208,3 +209,12 @@ def switch(value: Any) -> bool:
     if isinstance(value, str):
         return value.strip().lower() not in ("false", "no", "off", "0", "none", "")
     return bool(value)
+
+
+DECLARED = declare(
+    "core.cluster",
+    Setting("private_ranges", "more address ranges that count as the cluster's private network",
+            "RFC 1918, 100.64/10, fc00::/7"),
+    Setting("allow_public_networks", "let listeners bind addresses outside the private ranges (warned every run)",
+            "false"),
+)

@@ -43,7 +43,8 @@ from .cancel import Tags, end_command, tagged
 from .errors import InputError, Interrupted
 from .inventory import Inventory, Node
 from .localfs import read_text
-from .settings import fabric_timeout, gpufab_setting
+from .settings import check_gpufab_section, fabric_timeout, gpufab_setting
+from .declared import CLUSTER, NODE, Setting, declare
 
 DEFAULT_CONNECT_TIMEOUT = 10
 #: Hosts worked on at once (ThreadingGroup has no bound; this does).
@@ -542,6 +543,7 @@ class Session:
             config.load_ssh_config()
         config.runners.remote = TimedRemote
         self.config = config
+        check_gpufab_section(config)
         # `fab -t N` lands in connect_kwargs.timeout, `timeouts.connect` in config.
         fabric_connect = fabric_timeout(config, "connect_kwargs", "timeout") or fabric_timeout(config, "timeouts", "connect")
         self.connect_timeout = connect_timeout or fabric_connect or gpufab_setting(
@@ -706,3 +708,10 @@ class Session:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+DECLARED = declare(
+    "core.connection",
+    Setting("sudo_password_file", "a file holding the login's sudo password (mode 600), for every node or one",
+            "none (INVOKE_SUDO_PASSWORD, or a prompt)", (CLUSTER, NODE)),
+)

@@ -16,6 +16,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import yaml
 
+from .declared import CLUSTER, NODE, check_names
 from .errors import InputError
 from .networks import strict_ip
 
@@ -308,7 +309,7 @@ def check_count(key: str, value: Any, path: Optional[str], line: Optional[int]) 
     return text
 
 
-def check_vars(raw: Any, path: Optional[str], line: Optional[int]) -> Dict[str, Any]:
+def check_vars(raw: Any, path: Optional[str], line: Optional[int], place: str = CLUSTER) -> Dict[str, Any]:
     if raw is None:
         return {}
     if not isinstance(raw, dict):
@@ -318,6 +319,7 @@ def check_vars(raw: Any, path: Optional[str], line: Optional[int]) -> Dict[str, 
         kline = _line(raw, key)
         if not isinstance(key, str) or not VAR_KEY_RE.match(key):
             raise InputError(f"invalid variable name {key!r}", path=path, line=kline)
+        check_names([key], place, path, lambda _: kline)
         out[key] = check_count(key, value, path, kline) if key in COUNT_VARS else check_value(key, value, path, kline)
     return out
 
@@ -535,7 +537,7 @@ def parse_inventory(text: str, path: Optional[str] = None) -> Inventory:
                 user=check_user(raw.get("user", default_user), path, _line(raw, "user")),
                 port=check_ssh_port(raw.get("port", default_port), path, _line(raw, "port")),
                 key=None if key is None else check_file_path(key, "SSH key", path, _line(raw, "key")),
-                vars=check_vars(raw.get("vars"), path, _line(raw, "vars")),
+                vars=check_vars(raw.get("vars"), path, _line(raw, "vars"), NODE),
                 roles=check_roles(raw.get("roles"), name, path, _line(raw, "roles")),
             )
         )

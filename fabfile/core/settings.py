@@ -20,6 +20,7 @@ from invoke.exceptions import AmbiguousEnvVar, UncastableEnvVar
 from .errors import InputError, reported
 from .inventory import load_yaml
 from .localfs import read_text
+from .declared import CONFIG, Setting, check_config_section, declare
 
 #: gpufab's own settings and the kind of each value (`GPUFAB_<KEY>` sets them too, but `inventory`:
 #: that one is the GPUFAB_INVENTORY variable, read before any config).
@@ -69,6 +70,13 @@ def gpufab_setting(config: Any, key: str, default: Any = None) -> Any:
     if value is None:
         return default
     return check_setting(key, value, *setting_source(config, key)) if key in SETTINGS else value
+
+
+def check_gpufab_section(config: Any) -> None:
+    """Every key under `gpufab:` in the config files is a declared setting; a misspelt one names its file."""
+    section = config.get("gpufab") if hasattr(config, "get") else None
+    if hasattr(section, "keys"):
+        check_config_section(section, lambda key: setting_source(config, key)[0])
 
 
 def fabric_timeout(config: Any, section: str, key: str) -> Optional[float]:
@@ -164,3 +172,15 @@ def check_config_files(config_class: type) -> None:
 
     config_class._load_yaml = load
     config_class._load_yml = load
+
+
+DECLARED = declare(
+    "core.settings",
+    Setting("workers", "hosts worked on at once (threads of one run)", "32", (CONFIG,)),
+    Setting("connect_timeout", "seconds an SSH connection may take to open", "10", (CONFIG,)),
+    Setting("command_timeout", "seconds one remote command may run, where its step sets no bound of its own",
+            "the step's", (CONFIG,)),
+    Setting("dead_after", "seconds of SSH silence after which a host counts as gone", "30", (CONFIG,)),
+    Setting("known_hosts", "the known_hosts file that pins every host key", "~/.ssh/known_hosts", (CONFIG,)),
+    Setting("inventory", "the inventory file (GPUFAB_INVENTORY wins)", "inventory/hosts.yaml", (CONFIG,)),
+)

@@ -34,6 +34,7 @@ from ..core.steps import Outcome, run_step
 from . import infiniband, launch, nccl
 from .netenv import DEFAULT_MASTER_PORT, ENV_FILE, check_port, env_lines
 from .ray import DEFAULT_VENV
+from ..core.declared import CLUSTER, NODE, Setting, declare
 
 BACKENDS = ("auto", "nccl", "gloo")
 DEFAULT_SIZES = "1M,16M,64M"
@@ -679,3 +680,17 @@ JUDGED = "allreduce-judgement"
 NAME = "allreduce"
 STEP = Step(NAME, settings=read, run=_prepare_step, check_cluster=check_cluster, report=_report, data=_data,
             needs=("preflight", "netenv"))
+
+
+DECLARED = declare(
+    "ops.allreduce",
+    Setting("allreduce_backend", "auto (nccl on GPU nodes, else gloo), nccl or gloo", "auto"),
+    Setting("allreduce_sizes", "message sizes", DEFAULT_SIZES),
+    Setting("allreduce_iters", "timed iterations per size", str(DEFAULT_ITERS)),
+    Setting("allreduce_timeout", "seconds the whole job may take", f"{DEFAULT_TIMEOUT:g}"),
+    Setting("allreduce_port", "its rendezvous port", "master_port + 17"),
+    Setting("allreduce_expected_gbps", "the busbw the cluster should reach (the judgement's reference)",
+            "from the GPUs and fabric"),
+    Setting("train_python", "the training python (a path); per node too", "Ray's venv, else python3",
+            (CLUSTER, NODE)),
+)

@@ -25,6 +25,7 @@ from ..core.networks import Reach, check_bind_address
 from ..core.remote import Remote, ensure_packages, last_line
 from ..core.steps import Outcome
 from . import infiniband, nvidia_toolkit
+from ..core.declared import Setting, declare
 
 DAEMON_JSON = "/etc/docker/daemon.json"
 KEYRING = "/etc/apt/keyrings/docker.asc"
@@ -404,3 +405,9 @@ STEP = Step(NAME, settings=read, run=every_node(NAME, apply), downloads=download
             # limits writes docker.service's drop-ins: Docker starts after them.
             needs=("preflight", "limits", "fetch"),
             check=check, columns=(Column("docker", "Docker", 20, _cell),), report=_report)
+
+
+DECLARED = declare(
+    "ops.docker",
+    Setting("docker_source", "where Docker comes from: official (download.docker.com) or distro", "official"),
+)

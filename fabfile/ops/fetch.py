@@ -29,6 +29,7 @@ from ..core.packages import APT_GET, UPDATE_IF_STALE, Downloads, Peer
 from ..core.remote import Remote, last_line
 from ..core.steps import Outcome, merge_phases, run_step
 from .netenv import check_port
+from ..core.declared import Setting, declare
 
 NAME = "fetch"
 CACHE = "/var/cache/gpufab/fetch"
@@ -245,3 +246,14 @@ def downloads_report(run: Any, step: str, what: str) -> Tuple[List[str], List[st
 
 STEP = Step(NAME, settings=read, run=run_on, wanted=lambda s: s.enabled, needs=("preflight",), finish=finish,
             report=lambda run, s: downloads_report(run, NAME, ".deb"))
+
+
+DECLARED = declare(
+    "ops.fetch",
+    Setting("fetch_port", "the head's download server for the other nodes (private address only)",
+            str(DEFAULT_PORT)),
+    Setting("shared_downloads", "the head downloads once for everyone; false: each node for itself", "true"),
+    Setting("pip_index_url", "the package index (secret-safe: never on a command line)", "PyPI"),
+    Setting("pip_proxy", "an HTTP proxy for the package index", "none"),
+    Setting("uv_version", "the uv every node runs", UV_VERSION),
+)

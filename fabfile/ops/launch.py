@@ -16,6 +16,7 @@ from typing import Dict, List, Optional, Sequence
 from ..core.errors import InputError
 from ..core.inventory import Inventory, Node
 from . import gpu
+from ..core.declared import NODE, Setting, declare
 
 VARIABLES = ("NODE_RANK", "NNODES", "MASTER_ADDR", "MASTER_PORT", "NPROC_PER_NODE")
 #: `{NODE_RANK}` but not `${NODE_RANK}`, which is the shell's own expansion.
@@ -75,3 +76,9 @@ def node_command(command: str, values: Dict[str, str]) -> str:
     exports = " ".join(f"{k}={shlex.quote(values[k])}" for k in VARIABLES)
     return (f"if [ -r {NETENV} ]; then set -a; . {NETENV}; set +a; fi; "
             f"export {exports}; {substitute(command, values)}")
+
+
+DECLARED = declare(
+    "ops.launch",
+    Setting("gpus", "this node's GPU count for NPROC_PER_NODE, Ray and Slurm", "counted on the node", (NODE,)),
+)

@@ -20,6 +20,7 @@ from ..core.inventory import Inventory
 from ..core.remote import Remote
 from ..core.steps import Outcome
 from . import infiniband
+from ..core.declared import Setting, declare
 
 DEFAULT_NOFILE = 65536
 #: The kernel's default fs.nr_open: no process limit can be set above it.
@@ -172,3 +173,11 @@ def _report(run: Any, s: LimitsSettings) -> Tuple[List[str], List[str]]:
 NAME = "limits"
 STEP = Step(NAME, settings=read, run=every_node(NAME, apply), check=check, needs=("preflight",),
             columns=(Column("ulimit", "ulimit", 40, _cell),), report=_report)
+
+
+DECLARED = declare(
+    "ops.limits",
+    Setting("nofile", "open files per process (soft and hard), for logins and systemd units", str(DEFAULT_NOFILE)),
+    Setting("memlock", "locked memory per process in KiB, or unlimited (RDMA registers its buffers)",
+            DEFAULT_MEMLOCK),
+)

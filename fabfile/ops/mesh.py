@@ -38,6 +38,7 @@ from ..core.networks import strict_ip
 from ..core.remote import Remote, last_line
 from ..core.steps import Outcome, run_step
 from . import gpu, netenv
+from ..core.declared import NODE, Setting, declare
 
 #: `name slots=N` a line (OpenMPI and DeepSpeed read it), and one name a line; netenv.env names both.
 HOSTFILE = netenv.MESH_HOSTFILE
@@ -580,3 +581,10 @@ STEP = Step(NAME, settings=read, run=run_on, needs_head=True, wanted=lambda s: s
             needs=("preflight",),
             check_cluster=check_cluster, columns=(Column("mesh", "SSH mesh", 35, _cell),), report=_report,
             access=_access, data=_data)
+
+
+DECLARED = declare(
+    "ops.mesh",
+    Setting("mesh", "SSH between the nodes (a hostfile, each node's key); false leaves the mesh step out", "true"),
+    Setting("slots", "this node's slots in the MPI/DeepSpeed hostfile", "its GPUs, else 1", (NODE,)),
+)

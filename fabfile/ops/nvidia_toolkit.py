@@ -28,6 +28,7 @@ from ..core.files import ManagedFile, plan_files, render
 from ..core.inventory import Inventory
 from ..core.remote import Remote, ensure_packages, last_line
 from ..core.steps import Outcome
+from ..core.declared import Setting, declare
 
 PACKAGE = "nvidia-container-toolkit"
 KEYRING = "/etc/apt/keyrings/nvidia-container-toolkit.asc"
@@ -234,3 +235,13 @@ def container_check(remote: Remote, image: Optional[str], facts: GpuFacts) -> Op
 
 def gpu_facts(remote: Remote) -> GpuFacts:
     return parse_gpu_facts(remote.run(FACTS).stdout)
+
+
+DECLARED = declare(
+    "ops.nvidia_toolkit",
+    Setting("nvidia_container_repo", "the NVIDIA Container Toolkit's apt repository", "NVIDIA's stable deb repository"),
+    Setting("nvidia_container_key_url", "where each GPU node fetches that repository's signing key",
+            "nvidia.github.io/libnvidia-container/gpgkey"),
+    Setting("nvidia_container_key_fingerprint", "the key's pinned OpenPGP fingerprint", DEFAULT_FINGERPRINT),
+    Setting("gpu_test_image", "an image on the node that docker.verify runs with --gpus all", "none"),
+)

@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
+from ..core.declared import Setting, declare
 from ..core.chain import Column, Step
 from ..core.cluster import setting, switch
 from ..core.connection import Session
@@ -830,3 +831,16 @@ NAME = "ray"
 STEP = Step(NAME, settings=read, run=run_on, needs_head=True, check=check, check_cluster=members,
             needs=("preflight", "fetch", "wheels", "limits", "netenv"), downloads=downloads,
             columns=(Column("ray", "Ray", 50, _cell),), report=_report, access=_access)
+
+
+DECLARED = declare(
+    "ops.ray",
+    Setting("ray_version", "Ray on every node", DEFAULT_VERSION),
+    Setting("ray_venv", "the venv Ray (and the all-reduce's default python) lives in", DEFAULT_VENV),
+    Setting("ray_extra_packages", "more pins into Ray's venv (`[torch==2.5.1]`)", "none"),
+    Setting("ray_port", "the head's GCS port", str(DEFAULT_PORT)),
+    Setting("ray_dashboard_host", "the private address the dashboard listens on", "the head's private address"),
+    Setting("ray_firewall", "Ray's ports admit the cluster's nodes only", "true"),
+    Setting("ray_auth", "Ray's token authentication (RAY_AUTH_MODE=token)", "true, where the version has it"),
+    Setting("pip_find_links", "a directory or URL of wheels for Ray's venv", "none"),
+)

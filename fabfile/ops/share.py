@@ -14,6 +14,7 @@ from ..core.cluster import setting, switch
 from ..core.errors import HostError, InputError
 from ..core.inventory import Inventory
 from ..core.remote import Remote, ensure_packages, last_line
+from ..core.declared import Setting, declare
 
 DEFAULT_EXPORT = "/mnt/shared"
 #: Hugging Face's cache (models, datasets) under the mount: one download for the whole cluster.
@@ -172,3 +173,11 @@ def dirs_below(path: str, top: str) -> List[str]:
         out.append(path)
         path = path.rsplit("/", 1)[0]
     return out
+
+
+DECLARED = declare(
+    "ops.share",
+    Setting("nfs_export", "the head's shared directory", DEFAULT_EXPORT),
+    Setting("nfs_mount", "where every node mounts it", "nfs_export"),
+    Setting("shared_cache", "HF_HOME in the share (none: every node keeps its own)", "<mount>/" + DEFAULT_CACHE),
+)

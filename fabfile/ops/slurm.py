@@ -8,6 +8,7 @@ from typing import Any, Optional
 from ..core.errors import InputError
 from ..core.files import render
 from ..core.inventory import Inventory
+from ..core.declared import Setting, declare
 
 TIME_RE = re.compile(r"^(\d+-)?\d{1,2}(:\d{2}){0,2}$")
 
@@ -34,3 +35,9 @@ def sbatch_script(inv: Inventory, *, output: str, job_name: str, command: str, v
     return render("slurm/ray-cluster.sbatch.j2", inventory=inv.path or "--hosts", output=output, job_name=job_name,
                   nodes=len(inv.nodes), gpus=gpus_per_node(inv), cpus=cpus, partition=partition,
                   time_limit=time_limit, venv=venv, port=port, command=command)
+
+
+DECLARED = declare(
+    "ops.slurm",
+    Setting("cpus", "CPUs per task of a Slurm job", "Slurm's"),
+)

@@ -18,6 +18,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ..core.connection import Session
 from ..core.errors import HostError, InputError, keeping_changes
+from ..core.declared import Setting, declare
 from ..core.fanout import FAILED, HostResult
 from ..core.files import ManagedFile, outside_managed_block, plan_files, render, replace_block
 from ..core.inventory import Inventory, Node
@@ -341,3 +342,9 @@ def forget_worker(remote: Remote, name: str) -> Outcome:
     wanted = ManagedFile(SFTP_KEYS, keys_block(lines))
     remote.write_files(plan_files([wanted], {SFTP_KEYS: state}))
     return Outcome([f"removed {name}'s sshfs key from {SFTP_KEYS}"], [])
+
+
+DECLARED = declare(
+    "ops.sshfs",
+    Setting("sshfs_port", "the head's SFTP-only sshd that serves the share to sshfs", str(nfs.DEFAULT_SFTP_PORT)),
+)

@@ -27,6 +27,7 @@ from ..core.steps import Outcome, merge_phases, run_step
 from . import nfs, sshfs
 from .nfs import FINDMNT, KERNEL_SCRIPT, NfsPlan, kernel_lacks
 from .share import cache_on_head, dirs_below, read_cache, share_owner
+from ..core.declared import Setting, declare
 
 BACKENDS = ("auto", "nfs", "sshfs")
 DEFAULT_BACKEND = "auto"
@@ -424,3 +425,9 @@ STEP = Step(NAME, settings=read, run=run_step_on, needs_head=True, aliases=("nfs
             # The mesh edits the same authorized_keys and known_hosts files: one after the other.
             needs=("preflight", "fetch", "mesh"), downloads=downloads,
             check=check_cache, check_cluster=check_share, columns=(Column("nfs", "Storage", 30, _cell),), report=_report)
+
+
+DECLARED = declare(
+    "ops.storage",
+    Setting("storage", "the share's backend: auto, nfs or sshfs", DEFAULT_BACKEND),
+)

@@ -53,8 +53,9 @@ def test_an_alias_bomb_is_refused_before_it_is_built():
 
 
 def test_merge_keys_still_work_and_may_be_overridden():
-    inv = parse_inventory("vars: &v\n  nofile: 1\n  nic: eth0\n" + NODE + "    vars:\n      <<: *v\n      nofile: 2\n", "h")
-    assert inv.nodes[0].vars == {"nofile": 2, "nic": "eth0"}
+    inv = parse_inventory("vars: &v\n  train_python: /usr/bin/python3\n  sudo_password_file: /p\n" + NODE +
+                          "    vars:\n      <<: *v\n      train_python: /opt/py\n", "h")
+    assert inv.nodes[0].vars == {"train_python": "/opt/py", "sudo_password_file": "/p"}
 
 
 @settings(max_examples=300, deadline=None)

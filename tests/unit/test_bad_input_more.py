@@ -315,18 +315,23 @@ def test_a_share_of_its_own_is_accepted(path):
 # --------------------------------------------------------------------------- counted variables
 
 
-@pytest.mark.parametrize("where,value", [("node", "-2"), ("node", "1.5"), ("node", "abc"), ("node", "yes"),
-                                         ("global", "abc"), ("global", "-2"), ("global", "[8]")])
-def test_a_gpus_count_that_is_no_whole_number_is_refused_with_its_line(where, value):
-    text = NODE + (f"    vars:\n      gpus: {value}\n" if where == "node" else f"vars:\n  gpus: {value}\n")
+@pytest.mark.parametrize("value", ["-2", "1.5", "abc", "yes"])
+def test_a_gpus_count_that_is_no_whole_number_is_refused_with_its_line(value):
     with pytest.raises(InputError, match=r"hosts.yaml:6: variable 'gpus' must be a whole number of 0 or more"):
-        parse_inventory(text, "hosts.yaml")
+        parse_inventory(NODE + f"    vars:\n      gpus: {value}\n", "hosts.yaml")
 
 
-def test_a_gpus_count_reads_as_a_number_wherever_it_is_given():
-    inv = parse_inventory(NODE + "    vars:\n      gpus: '8'\nvars:\n  gpus: 0\n", "hosts.yaml")
-    assert inv.nodes[0].vars["gpus"] == 8 and inv.vars["gpus"] == 0
+def test_a_gpus_count_reads_as_a_number():
+    inv = parse_inventory(NODE + "    vars:\n      gpus: '8'\n", "hosts.yaml")
+    assert inv.nodes[0].vars["gpus"] == 8
     assert slurm_plan.gpus_per_node(inv) == 8
+
+
+def test_a_gpus_count_for_the_whole_cluster_is_refused_where_nothing_would_read_it():
+    """Every reader takes a node's own count: `vars: {gpus: 8}` was accepted and then used nowhere."""
+    with pytest.raises(InputError, match=r"hosts.yaml:6: setting 'gpus' is not read from the inventory's vars: "
+                                         r"give it in a node's vars"):
+        parse_inventory(NODE + "vars:\n  gpus: 8\n", "hosts.yaml")
 
 
 # --------------------------------------------------------------------------- empty arguments

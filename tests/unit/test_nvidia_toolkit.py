@@ -76,7 +76,7 @@ def inventory(vars_text: str):
 
 
 def test_settings_default_to_nvidias_repository_and_key():
-    s = tk.read(None, inventory("  x: 1\n"))
+    s = tk.read(None, inventory("  nofile: 1024\n"))
     assert (s.repo, s.key_url, s.fingerprint) == (tk.DEFAULT_REPO, tk.DEFAULT_KEY_URL, tk.DEFAULT_FINGERPRINT)
     assert tk.source_list(s.repo) == (
         "deb [signed-by=/etc/apt/keyrings/nvidia-container-toolkit.asc] "
