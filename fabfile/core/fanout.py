@@ -63,6 +63,10 @@ class HostResult:
         return self.status in (FAILED, UNREACHABLE)
 
 
+#: What paramiko raises when a command starts on a connection already gone (a host powered off mid-run).
+DEAD_TRANSPORT = ("SSH session not active", "Socket is closed")
+
+
 def classify(exc: BaseException, connect_timeout: Optional[float] = None,
              known_hosts: Optional[str] = None) -> "tuple[str, int, str]":
     """(status, exit code, one-line reason) for an exception raised on a host."""
@@ -101,6 +105,8 @@ def classify(exc: BaseException, connect_timeout: Optional[float] = None,
         return UNREACHABLE, EXIT_UNREACHABLE, f"connection timed out{after}"
     if isinstance(exc, socket.gaierror):
         return UNREACHABLE, EXIT_UNREACHABLE, f"cannot resolve host name ({exc.strerror})"
+    if str(exc) in DEAD_TRANSPORT:  # paramiko, on a connection that dropped before this command
+        return UNREACHABLE, EXIT_UNREACHABLE, f"connection lost ({exc})"
     if isinstance(exc, OSError):
         return UNREACHABLE, EXIT_UNREACHABLE, exc.strerror or str(exc)
     if isinstance(exc, SSHException):

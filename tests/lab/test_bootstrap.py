@@ -321,12 +321,13 @@ def test_a_host_powered_off_mid_run_fails_alone_and_is_named(fresh):
     assert ("node3", "verify") not in steps and steps.get(("node3", "ray"), "unreachable") == "unreachable", steps
     report = json.loads(REPORT_JSON.read_text())
     row = next(r for r in report["nodes"] if r["node"] == "node3")
-    first = re.match(r"failed at (\w+): connection lost", row["result"])
-    assert first and first.group(1) in gone, row
+    # Lost mid-command, or found gone by the next command or connection: each an unreachable host's reason.
+    first = re.match(r"failed at (\w+): connection (lost|refused|timed out)", row["result"])
+    assert first and first.group(1) in gone, (row["result"], gone)
     assert row["result"].endswith("verify"), row  # named among the steps skipped because of it
     assert "Ray: 2/3 nodes alive" in " ".join(report["checks"])
     assert report["exit_code"] == 255
-    assert FAILED_FILE.read_text().splitlines()[1].startswith(f"node3 198.18.0.13 {first.group(1)}: connection lost")
+    assert FAILED_FILE.read_text().splitlines()[1].startswith(f"node3 198.18.0.13 {first.group(1)}: connection ")
     assert f"node3 failed at {first.group(1)}" in REPORT_MD.read_text()
 
 
