@@ -44,7 +44,7 @@ from .errors import InputError, Interrupted
 from .inventory import Inventory, Node
 from .localfs import read_text
 from .settings import check_gpufab_section, fabric_timeout, gpufab_setting
-from .declared import CLUSTER, NODE, Setting, declare
+from .declared import CLUSTER, CONFIG, NODE, Setting, declare
 
 DEFAULT_CONNECT_TIMEOUT = 10
 #: Hosts worked on at once (ThreadingGroup has no bound; this does).
@@ -712,6 +712,13 @@ class Session:
 
 DECLARED = declare(
     "core.connection",
+    Setting("workers", "hosts worked on at once (threads of one run)", str(DEFAULT_WORKERS), (CONFIG,)),
+    Setting("connect_timeout", "seconds an SSH connection may take to open", str(DEFAULT_CONNECT_TIMEOUT), (CONFIG,)),
+    Setting("command_timeout", "seconds one remote command may run, where its step sets no bound of its own",
+            "the step's", (CONFIG,)),
+    Setting("dead_after", "seconds of SSH silence after which a host counts as gone", str(DEFAULT_DEAD_AFTER),
+            (CONFIG,)),
+    Setting("known_hosts", "the known_hosts file that pins every host key", DEFAULT_KNOWN_HOSTS, (CONFIG,)),
     Setting("sudo_password_file", "a file holding the login's sudo password (mode 600), for every node or one",
             "none (INVOKE_SUDO_PASSWORD, or a prompt)", (CLUSTER, NODE)),
 )

@@ -13,7 +13,7 @@ import difflib
 import importlib
 import pkgutil
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, FrozenSet, Iterable, List, Mapping, Optional, Tuple
 
 from .errors import InputError
 
@@ -40,6 +40,8 @@ _DECLARED: Dict[str, Setting] = {}
 #: their steps lazily, so that `--list` stays fast: what has been imported so far is not all there is).
 _SOURCES: List[str] = []
 _LOADED: List[str] = []
+#: place -> the names read there, made on first use (every key of every vars mapping asks).
+_ALLOWED: Dict[str, FrozenSet[str]] = {}
 
 
 def declared_in(package: str) -> None:
@@ -67,6 +69,7 @@ def declare(owner: str, *settings: Setting) -> Tuple[Setting, ...]:
         if held is not None and held != s:
             raise RuntimeError(f"setting {s.name!r} is declared by {held.owner} and by {owner}")
         _DECLARED[s.name] = s
+        _ALLOWED.clear()
         out.append(s)
     return tuple(out)
 
@@ -77,17 +80,18 @@ def declared() -> Tuple[Setting, ...]:
     return tuple(sorted(_DECLARED.values(), key=lambda s: s.name))
 
 
-def _allowed(place: str) -> Tuple[str, ...]:
+def _allowed(place: str) -> FrozenSet[str]:
     _load()
-    if place == CONFIG:  # a config file holds the cluster's settings too
-        return tuple(sorted(n for n, s in _DECLARED.items() if CONFIG in s.where or CLUSTER in s.where))
-    return tuple(sorted(n for n, s in _DECLARED.items() if place in s.where))
+    if place not in _ALLOWED:
+        places = {place, CLUSTER} if place == CONFIG else {place}  # a config file holds the cluster's settings too
+        _ALLOWED[place] = frozenset(n for n, s in _DECLARED.items() if places & set(s.where))
+    return _ALLOWED[place]
 
 
 def check_names(keys: Iterable[Any], place: str, path: Optional[str] = None,
                 line_of: Callable[[Any], Optional[int]] = lambda key: None) -> None:
     """Every key of `vars` (place CLUSTER or NODE) or of a `gpufab:` section (CONFIG) is a setting read there."""
-    allowed = set(_allowed(place))
+    allowed = _allowed(place)
     for key in keys:
         if key in allowed:
             continue
@@ -109,8 +113,6 @@ def suggestion(key: str, known: Iterable[str]) -> str:
 def check_config_section(section: Mapping[str, Any], source: Callable[[str], str]) -> None:
     """The merged `gpufab:` section of the config files: each key declared; `source(key)` names its file."""
     for key in section:
-        if key in ("hosts",):  # `-H`, put there by gpufab's executor, not a file
-            continue
         check_names([key], CONFIG, source(str(key)))
 
 

@@ -20,7 +20,7 @@ from invoke.exceptions import AmbiguousEnvVar, UncastableEnvVar
 from .errors import InputError, reported
 from .inventory import load_yaml
 from .localfs import read_text
-from .declared import CONFIG, Setting, check_config_section, declare
+from .declared import check_config_section
 
 #: gpufab's own settings and the kind of each value (`GPUFAB_<KEY>` sets them too, but `inventory`:
 #: that one is the GPUFAB_INVENTORY variable, read before any config).
@@ -173,14 +173,3 @@ def check_config_files(config_class: type) -> None:
     config_class._load_yaml = load
     config_class._load_yml = load
 
-
-DECLARED = declare(
-    "core.settings",
-    Setting("workers", "hosts worked on at once (threads of one run)", "32", (CONFIG,)),
-    Setting("connect_timeout", "seconds an SSH connection may take to open", "10", (CONFIG,)),
-    Setting("command_timeout", "seconds one remote command may run, where its step sets no bound of its own",
-            "the step's", (CONFIG,)),
-    Setting("dead_after", "seconds of SSH silence after which a host counts as gone", "30", (CONFIG,)),
-    Setting("known_hosts", "the known_hosts file that pins every host key", "~/.ssh/known_hosts", (CONFIG,)),
-    Setting("inventory", "the inventory file (GPUFAB_INVENTORY wins)", "inventory/hosts.yaml", (CONFIG,)),
-)

@@ -241,7 +241,7 @@ DECLARED = declare(
     "ops.nvidia_toolkit",
     Setting("nvidia_container_repo", "the NVIDIA Container Toolkit's apt repository", "NVIDIA's stable deb repository"),
     Setting("nvidia_container_key_url", "where each GPU node fetches that repository's signing key",
-            "nvidia.github.io/libnvidia-container/gpgkey"),
+            DEFAULT_KEY_URL),
     Setting("nvidia_container_key_fingerprint", "the key's pinned OpenPGP fingerprint", DEFAULT_FINGERPRINT),
     Setting("gpu_test_image", "an image on the node that docker.verify runs with --gpus all", "none"),
 )
