@@ -94,6 +94,15 @@ def settings(c):
     print(reference_table(), end="")
 
 
+@task
+@reported
+def schema(c):
+    """Print the inventory's JSON Schema, for editors (`# yaml-language-server: $schema=gpufab.schema.json`)."""
+    import json
+    from .core.schema import inventory_schema
+    print(json.dumps(inventory_schema(), indent=2))
+
+
 @task(help={"private_subnet": "CIDR of the private network (for fab -H, when discovery is ambiguous)",
             "workers": "hosts checked at once"})
 @reported

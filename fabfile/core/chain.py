@@ -27,7 +27,7 @@ from .report import summary_line
 from .runfiles import Failure, ssh_command
 from .runreport import LEADING, TRAILING, Report
 from .steps import Outcome, merge_phases, remote_for, run_step
-from .declared import Setting, declare
+from .declared import NAMES, Setting, declare
 
 #: Inventory variable listing steps the cluster does without (e.g. [nfs]).
 SKIP_VAR = "bootstrap_skip"
@@ -514,5 +514,6 @@ def every_node(name: str, apply: Callable[[Remote, Any], Outcome]) -> Callable[[
 
 DECLARED = declare(
     "core.chain",
-    Setting("bootstrap_skip", "steps this cluster always does without (`[nfs, tools]`)", "none"),
+    Setting("bootstrap_skip", "steps this cluster always does without (`[nfs, tools]`)", "none",
+            kind=NAMES),
 )

@@ -18,7 +18,7 @@ from .fanout import OK, HostResult, fan_out
 from .inventory import Inventory, Node, load_inventory, nodes_from_hosts, with_private
 from .networks import Reach, read_reach
 from .remote import run_parsed
-from .declared import CONFIG, Setting, declare
+from .declared import CONFIG, NAMES, SWITCH, TEXT, Setting, declare
 
 #: Interfaces that are never a node's private NIC (bridges, tunnels, container links).
 VIRTUAL_PREFIXES = ("lo", "docker", "br-", "veth", "virbr", "cni", "flannel", "cali", "tun", "tap", "wg", "zt", "tailscale")
@@ -213,11 +213,15 @@ def switch(value: Any) -> bool:
 
 DECLARED = declare(
     "core.cluster",
-    Setting("inventory", "the inventory file (GPUFAB_INVENTORY wins)", DEFAULT_INVENTORY, (CONFIG,)),
+    Setting("inventory", "the inventory file (GPUFAB_INVENTORY wins)", DEFAULT_INVENTORY, (CONFIG,),
+            kind=TEXT),
     Setting("hosts", "the hosts of a run without an inventory (what `-H` sets), the first one the head", "none",
-            (CONFIG,)),
+            (CONFIG,),
+            kind=NAMES),
     Setting("private_ranges", "more address ranges that count as the cluster's private network",
-            "RFC 1918, 100.64/10, fc00::/7"),
+            "RFC 1918, 100.64/10, fc00::/7",
+            kind=NAMES),
     Setting("allow_public_networks", "let listeners bind addresses outside the private ranges (warned every run)",
-            "false"),
+            "false",
+            kind=SWITCH, check=switch),
 )

@@ -44,7 +44,7 @@ from .errors import InputError, Interrupted
 from .inventory import Inventory, Node
 from .localfs import read_text
 from .settings import check_gpufab_section, fabric_timeout, gpufab_setting
-from .declared import CLUSTER, CONFIG, NODE, Setting, declare
+from .declared import CLUSTER, CONFIG, NODE, POSITIVE, TEXT, Setting, declare, whole
 
 DEFAULT_CONNECT_TIMEOUT = 10
 #: Hosts worked on at once (ThreadingGroup has no bound; this does).
@@ -712,13 +712,19 @@ class Session:
 
 DECLARED = declare(
     "core.connection",
-    Setting("workers", "hosts worked on at once (threads of one run)", str(DEFAULT_WORKERS), (CONFIG,)),
-    Setting("connect_timeout", "seconds an SSH connection may take to open", str(DEFAULT_CONNECT_TIMEOUT), (CONFIG,)),
+    Setting("workers", "hosts worked on at once (threads of one run)", str(DEFAULT_WORKERS), (CONFIG,),
+            kind=whole(1)),
+    Setting("connect_timeout", "seconds an SSH connection may take to open", str(DEFAULT_CONNECT_TIMEOUT), (CONFIG,),
+            kind=POSITIVE),
     Setting("command_timeout", "seconds one remote command may run, where its step sets no bound of its own",
-            "the step's", (CONFIG,)),
+            "the step's", (CONFIG,),
+            kind=POSITIVE),
     Setting("dead_after", "seconds of SSH silence after which a host counts as gone", str(DEFAULT_DEAD_AFTER),
-            (CONFIG,)),
-    Setting("known_hosts", "the known_hosts file that pins every host key", DEFAULT_KNOWN_HOSTS, (CONFIG,)),
+            (CONFIG,),
+            kind=POSITIVE),
+    Setting("known_hosts", "the known_hosts file that pins every host key", DEFAULT_KNOWN_HOSTS, (CONFIG,),
+            kind=TEXT),
     Setting("sudo_password_file", "a file holding the login's sudo password (mode 600), for every node or one",
-            "none (INVOKE_SUDO_PASSWORD, or a prompt)", (CLUSTER, NODE)),
+            "none (INVOKE_SUDO_PASSWORD, or a prompt)", (CLUSTER, NODE),
+            kind=TEXT),
 )

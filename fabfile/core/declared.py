@@ -12,7 +12,7 @@ from __future__ import annotations
 import difflib
 import importlib
 import pkgutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Dict, FrozenSet, Iterable, List, Mapping, Optional, Tuple
 
 from .errors import InputError
@@ -25,6 +25,74 @@ CONFIG = "config"  # `gpufab:` in a config file (or its GPUFAB_* variable) only
 _PLACES = {CLUSTER: "the inventory's vars", NODE: "a node's vars", CONFIG: "a config file's gpufab: section"}
 
 
+#: Characters no free inventory value may hold (core.inventory.check_value refuses them: values reach shells).
+_NO_SHELL_META = "^[^;&|$`<>(){}\\[\\]\\\\'\"*?!\n\r\t]*$"
+
+
+@dataclass(frozen=True)
+class Kind:
+    """What values a setting takes, as JSON Schema: the inventory's schema for editors is made of these.
+
+    A kind admits the spellings the setting's reader takes (a port as 8741 or "8741"); every value it
+    admits, the reader takes: tests/unit/test_inventory_schema.py draws values from each kind and holds
+    the setting's declared `check` to them.
+    """
+
+    name: str
+    schema: Mapping[str, Any]
+
+
+def _either(*schemas: Mapping[str, Any]) -> Dict[str, Any]:
+    return {"anyOf": list(schemas)}
+
+
+_SAFE = "[^;&|$`<>(){}\\[\\]\\\\'\"*?!\\s]"
+
+
+def whole(minimum: int = 1, maximum: Optional[int] = None, name: str = "") -> Kind:
+    """A whole number from `minimum` (to `maximum`): YAML's integer, or (unbounded above) its digits."""
+    bounds: Dict[str, Any] = {"minimum": minimum, **({"maximum": maximum} if maximum is not None else {})}
+    number = {"type": "integer", **bounds}
+    label = name or (f"whole number {minimum}..{maximum}" if maximum is not None else f"whole number from {minimum}")
+    if maximum is not None or minimum > 1:
+        return Kind(label, number)
+    return Kind(label, _either(number, {"type": "string", "pattern": "^[0-9]+$" if minimum == 0 else "^0*[1-9][0-9]*$"}))
+
+
+def choice(*values: str) -> Kind:
+    return Kind(" or ".join([", ".join(values[:-1]), values[-1]] if len(values) > 1 else values), {"enum": list(values)})
+
+
+def text(pattern: str = _NO_SHELL_META, name: str = "text") -> Kind:
+    return Kind(name, {"type": "string", "pattern": pattern})
+
+
+def listing(item: str, name: str = "list", min_items: int = 0) -> Kind:
+    """`[a, b]` or `a, b`, each item matching `item` (a regex without anchors): chain.listed and its peers."""
+    return Kind(name, _either({"type": "array", "minItems": min_items,
+                               "items": {"type": "string", "pattern": f"^ *(?:{item}) *$"}},
+                              {"type": "string", "pattern": f"^ *(?:{item}) *(?:, *(?:{item}) *)*$"}))
+
+
+TEXT = text()
+_PORT_DIGITS = "^(?:6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3})$"
+#: 8741 or "8741".
+PORT = Kind("port", _either({"type": "integer", "minimum": 1, "maximum": 65535},
+                            {"type": "string", "pattern": _PORT_DIGITS}))
+COUNT = whole(0, name="count")
+POSITIVE = Kind("positive number", _either(
+    {"type": "number", "exclusiveMinimum": 0},
+    {"type": "string", "pattern": "^(?:[0-9]*[1-9][0-9]*(?:\\.[0-9]+)?|[0-9]+\\.[0-9]*[1-9][0-9]*)$"}))
+#: YAML's booleans, or text (`off`, `no`, `false`, `0`, `none`: off): core.cluster.switch.
+SWITCH = Kind("true or false", _either({"type": "boolean"}, {"type": "integer"}, TEXT.schema))
+NAMES = listing(f"{_SAFE}+", "list")
+ABSOLUTE_PATH = text(f"^/{_SAFE}*$", "absolute path")
+URL = text("^https?://[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?(?::[0-9]{1,5})?(?:/[A-Za-z0-9._~%+=,:@/-]*)?$",
+           "http(s) URL")
+#: Written as text: YAML reads `2.10` as the number 2.1.
+VERSION = text("^[0-9][0-9A-Za-z.+]*$", "version")
+
+
 @dataclass(frozen=True)
 class Setting:
     name: str
@@ -33,6 +101,9 @@ class Setting:
     default: str = ""
     where: Tuple[str, ...] = (CLUSTER,)
     owner: str = ""
+    kind: Kind = TEXT
+    #: The reader's own check of one value (raises InputError), where it stands alone: the schema's test.
+    check: Optional[Callable[[Any], Any]] = field(default=None, compare=False)
 
 
 _DECLARED: Dict[str, Setting] = {}
@@ -42,6 +113,8 @@ _SOURCES: List[str] = []
 _LOADED: List[str] = []
 #: place -> the names read there, made on first use (every key of every vars mapping asks).
 _ALLOWED: Dict[str, FrozenSet[str]] = {}
+#: An inventory section a step reads itself ("steps", "docker.containers") -> (owner, its items' JSON Schema).
+_SECTIONS: Dict[str, Tuple[str, Mapping[str, Any]]] = {}
 
 
 def declared_in(package: str) -> None:
@@ -64,7 +137,7 @@ def declare(owner: str, *settings: Setting) -> Tuple[Setting, ...]:
     """Record a module's settings; one name has one owner (two declaring it would disagree some day)."""
     out = []
     for s in settings:
-        s = Setting(s.name, s.doc, s.default, s.where, owner)
+        s = replace(s, owner=owner)
         held = _DECLARED.get(s.name)
         if held is not None and held != s:
             raise RuntimeError(f"setting {s.name!r} is declared by {held.owner} and by {owner}")
@@ -72,6 +145,21 @@ def declare(owner: str, *settings: Setting) -> Tuple[Setting, ...]:
         _ALLOWED.clear()
         out.append(s)
     return tuple(out)
+
+
+def declare_section(owner: str, section: str, item: Mapping[str, Any]) -> Mapping[str, Any]:
+    """A list section of the inventory that step `owner` parses: the schema of one of its entries."""
+    held = _SECTIONS.get(section)
+    if held is not None and held[0] != owner:
+        raise RuntimeError(f"inventory section {section!r} is declared by {held[0]} and by {owner}")
+    _SECTIONS[section] = (owner, item)
+    return item
+
+
+def sections() -> Dict[str, Mapping[str, Any]]:
+    """Every declared list section's entry schema, by its place in the inventory."""
+    _load()
+    return {name: item for name, (_, item) in sorted(_SECTIONS.items())}
 
 
 def declared() -> Tuple[Setting, ...]:
@@ -118,8 +206,9 @@ def check_config_section(section: Mapping[str, Any], source: Callable[[str], str
 
 def reference_table() -> str:
     """docs/settings.md's table, in Markdown, from the declarations."""
-    rows = ["| Setting | Where | Default | What it does | Owner |", "|---|---|---|---|---|"]
+    rows = ["| Setting | Where | Takes | Default | What it does | Owner |", "|---|---|---|---|---|---|"]
     for s in declared():
         where = ", ".join({CLUSTER: "vars, config", NODE: "node vars", CONFIG: "config"}[w] for w in s.where)
-        rows.append(f"| `{s.name}` | {where} | {s.default or '—'} | {s.doc} | `{s.owner}` |")
+        rows.append(f"| `{s.name}` | {where} | {s.kind.name} | {s.default or '—'} | {s.doc} "
+                    f"| `{s.owner}` |")
     return "\n".join(rows) + "\n"

@@ -34,7 +34,7 @@ from ..core.steps import Outcome, run_step
 from . import infiniband, launch, nccl
 from .netenv import DEFAULT_MASTER_PORT, ENV_FILE, check_port, env_lines
 from .ray import DEFAULT_VENV
-from ..core.declared import CLUSTER, NODE, Setting, declare
+from ..core.declared import CLUSTER, NODE, PORT, POSITIVE, Setting, choice, declare, listing, text, whole
 
 BACKENDS = ("auto", "nccl", "gloo")
 DEFAULT_SIZES = "1M,16M,64M"
@@ -106,6 +106,8 @@ class AllreduceSettings:
 
 
 _SIZE_RE = re.compile(r"^(\d+)\s*([KMG]?)(?:i?B)?$", re.I)
+#: One size as the settings' schema admits it: 4 bytes to 4G, as parse_sizes takes them.
+SIZE = r"(?:[4-9]|[1-9][0-9]{1,8}|[1-9][0-9]{0,3}[Kk]|[1-9][0-9]{0,2}[Mm]|[1-4][Gg])(?:[iI]?[bB])?"
 
 
 def parse_sizes(text: Any) -> Tuple[int, ...]:
@@ -684,13 +686,20 @@ STEP = Step(NAME, settings=read, run=_prepare_step, check_cluster=check_cluster,
 
 DECLARED = declare(
     "ops.allreduce",
-    Setting("allreduce_backend", "auto (nccl on GPU nodes, else gloo), nccl or gloo", "auto"),
-    Setting("allreduce_sizes", "message sizes", DEFAULT_SIZES),
-    Setting("allreduce_iters", "timed iterations per size", str(DEFAULT_ITERS)),
-    Setting("allreduce_timeout", "seconds the whole job may take", f"{DEFAULT_TIMEOUT:g}"),
-    Setting("allreduce_port", "its rendezvous port", "master_port + 17"),
+    Setting("allreduce_backend", "auto (nccl on GPU nodes, else gloo), nccl or gloo", "auto",
+            kind=choice(*BACKENDS), check=check_backend),
+    Setting("allreduce_sizes", "message sizes", DEFAULT_SIZES,
+            kind=listing(SIZE, "sizes", 1), check=parse_sizes),
+    Setting("allreduce_iters", "timed iterations per size", str(DEFAULT_ITERS),
+            kind=whole(1), check=lambda v: number_option(v, "--iters")),
+    Setting("allreduce_timeout", "seconds the whole job may take", f"{DEFAULT_TIMEOUT:g}",
+            kind=POSITIVE, check=lambda v: number_option(v, "--timeout", float)),
+    Setting("allreduce_port", "its rendezvous port", "master_port + 17",
+            kind=PORT, check=lambda v: check_port(v, "all-reduce port", "allreduce_port")),
     Setting("allreduce_expected_gbps", "the busbw the cluster should reach (the judgement's reference)",
-            "from the GPUs and fabric"),
+            "from the GPUs and fabric",
+            kind=POSITIVE, check=lambda v: number_option(v, "allreduce_expected_gbps", float)),
     Setting("train_python", "the training python (a path); per node too", "Ray's venv, else python3",
-            (CLUSTER, NODE)),
+            (CLUSTER, NODE),
+            kind=text("^[A-Za-z0-9_./+-]+$", "python"), check=check_python),
 )

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, List, Mapping, Optional, Tuple
 
 from ..core.chain import Column, Step, every_node
+from ..core.declared import declare_section
 from ..core.cluster import reach_of
 from ..core.networks import Reach, check_bind_address
 from ..core.errors import HostError, InputError, keeping_changes
@@ -257,3 +258,19 @@ NAME = "containers"
 STEP = Step(NAME, settings=read, run=every_node(NAME, apply), wanted=lambda s: bool(s.containers), check=check,
             needs=("preflight", "docker", "images"),
             columns=(Column("containers", "Containers", 26, _cell),), report=_report)
+
+
+SECTION = declare_section("ops.containers", "docker.containers", {
+    "type": "object", "additionalProperties": False, "required": ["name", "image"],
+    "properties": {
+        "name": {"type": "string", "pattern": NAME_RE.pattern}, "image": {"type": "string", "pattern": REF_RE.pattern},
+        "command": {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
+        "restart": {"type": "string", "pattern": "^(no|always|unless-stopped|on-failure(:[0-9]+)?)$"},
+        "gpus": {"type": "boolean"}, "infiniband": {"type": "boolean"},
+        "env_file": {"type": "string", "pattern": "^/\\S*$"},
+        "ports": {"type": "array", "items": {"anyOf": [{"type": "string", "pattern": re.sub(r"\(\?P<\w+>", "(?:",
+                                                                                            PORT_RE.pattern)},
+                                                        {"type": "integer"}]}},
+        "where": {"enum": list(WHERE)},
+    },
+})

@@ -25,7 +25,7 @@ from ..core.networks import Reach, check_bind_address
 from ..core.remote import Remote, ensure_packages, last_line
 from ..core.steps import Outcome
 from . import infiniband, nvidia_toolkit
-from ..core.declared import Setting, declare
+from ..core.declared import Setting, choice, declare
 
 DAEMON_JSON = "/etc/docker/daemon.json"
 KEYRING = "/etc/apt/keyrings/docker.asc"
@@ -409,5 +409,6 @@ STEP = Step(NAME, settings=read, run=every_node(NAME, apply), downloads=download
 
 DECLARED = declare(
     "ops.docker",
-    Setting("docker_source", "where Docker comes from: official (download.docker.com) or distro", "official"),
+    Setting("docker_source", "where Docker comes from: official (download.docker.com) or distro", "official",
+            kind=choice(*SOURCES), check=check_source),
 )

@@ -29,7 +29,7 @@ from ..core.packages import APT_GET, UPDATE_IF_STALE, Downloads, Peer
 from ..core.remote import Remote, last_line
 from ..core.steps import Outcome, merge_phases, run_step
 from .netenv import check_port
-from ..core.declared import Setting, declare
+from ..core.declared import PORT, SWITCH, TEXT, VERSION, Setting, declare
 
 NAME = "fetch"
 CACHE = "/var/cache/gpufab/fetch"
@@ -251,9 +251,14 @@ STEP = Step(NAME, settings=read, run=run_on, wanted=lambda s: s.enabled, needs=(
 DECLARED = declare(
     "ops.fetch",
     Setting("fetch_port", "the head's download server for the other nodes (private address only)",
-            str(DEFAULT_PORT)),
-    Setting("shared_downloads", "the head downloads once for everyone; false: each node for itself", "true"),
-    Setting("pip_index_url", "the package index (secret-safe: never on a command line)", "PyPI"),
-    Setting("pip_proxy", "an HTTP proxy for the package index", "none"),
-    Setting("uv_version", "the uv every node runs", UV_VERSION),
+            str(DEFAULT_PORT),
+            kind=PORT, check=lambda v: check_port(v, "fetch port", "fetch_port")),
+    Setting("shared_downloads", "the head downloads once for everyone; false: each node for itself", "true",
+            kind=SWITCH, check=switch),
+    Setting("pip_index_url", "the package index (secret-safe: never on a command line)", "PyPI",
+            kind=TEXT),
+    Setting("pip_proxy", "an HTTP proxy for the package index", "none",
+            kind=TEXT),
+    Setting("uv_version", "the uv every node runs", UV_VERSION,
+            kind=VERSION, check=check_uv_version),
 )

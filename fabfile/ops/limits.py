@@ -20,7 +20,7 @@ from ..core.inventory import Inventory
 from ..core.remote import Remote
 from ..core.steps import Outcome
 from . import infiniband
-from ..core.declared import Setting, declare
+from ..core.declared import Kind, Setting, declare, whole
 
 DEFAULT_NOFILE = 65536
 #: The kernel's default fs.nr_open: no process limit can be set above it.
@@ -177,7 +177,9 @@ STEP = Step(NAME, settings=read, run=every_node(NAME, apply), check=check, needs
 
 DECLARED = declare(
     "ops.limits",
-    Setting("nofile", "open files per process (soft and hard), for logins and systemd units", str(DEFAULT_NOFILE)),
+    Setting("nofile", "open files per process (soft and hard), for logins and systemd units", str(DEFAULT_NOFILE),
+            kind=whole(1024, MAX_NOFILE), check=check_nofile),
     Setting("memlock", "locked memory per process in KiB, or unlimited (RDMA registers its buffers)",
-            DEFAULT_MEMLOCK),
+            DEFAULT_MEMLOCK,
+            kind=Kind("unlimited or KiB", {"anyOf": [{"enum": ["unlimited"]}, {"type": "integer", "minimum": 64, "maximum": 1 << 40}]}), check=check_memlock),
 )

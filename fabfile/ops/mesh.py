@@ -33,12 +33,13 @@ from ..core.facts import parse_facts
 from ..core.fanout import HostResult
 from ..core.files import (ABSENT_SUFFIX, BEFORE_DIR, FileState, ManagedFile, plan_files, render, replace_block,
                           split_managed_block)
+from ..core.cluster import switch
 from ..core.inventory import HOSTNAME_RE, Inventory, Node
 from ..core.networks import strict_ip
 from ..core.remote import Remote, last_line
 from ..core.steps import Outcome, run_step
 from . import gpu, netenv
-from ..core.declared import NODE, Setting, declare
+from ..core.declared import NODE, SWITCH, Setting, declare, whole
 
 #: `name slots=N` a line (OpenMPI and DeepSpeed read it), and one name a line; netenv.env names both.
 HOSTFILE = netenv.MESH_HOSTFILE
@@ -585,6 +586,8 @@ STEP = Step(NAME, settings=read, run=run_on, needs_head=True, wanted=lambda s: s
 
 DECLARED = declare(
     "ops.mesh",
-    Setting("mesh", "SSH between the nodes (a hostfile, each node's key); false leaves the mesh step out", "true"),
-    Setting("slots", "this node's slots in the MPI/DeepSpeed hostfile", "its GPUs, else 1", (NODE,)),
+    Setting("mesh", "SSH between the nodes (a hostfile, each node's key); false leaves the mesh step out", "true",
+            kind=SWITCH, check=switch),
+    Setting("slots", "this node's slots in the MPI/DeepSpeed hostfile", "its GPUs, else 1", (NODE,),
+            kind=whole(1, MAX_SLOTS), check=lambda v: check_slots(v, "a node")),
 )

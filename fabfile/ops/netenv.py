@@ -27,7 +27,7 @@ from ..core.remote import Remote
 from ..core.steps import Outcome
 from . import infiniband
 from .share import read_cache, share_paths
-from ..core.declared import NODE, Setting, declare
+from ..core.declared import NODE, PORT, Setting, choice, declare, text
 
 #: auto: infiniband on nodes with an active InfiniBand/RoCE port, ethernet elsewhere (per node);
 #: ethernet: sockets over the netenv NIC, NVLink/PCIe P2P and shared memory on (the fast paths
@@ -497,8 +497,11 @@ STEP = Step(NAME, settings=read, run=every_node(NAME, apply), needs_head=True, c
 DECLARED = declare(
     "ops.netenv",
     Setting("master_port", "MASTER_PORT of torch.distributed jobs (the all-reduce uses it + 17)",
-            str(DEFAULT_MASTER_PORT)),
-    Setting("netenv_profile", "which NCCL settings: auto, ethernet or infiniband", DEFAULT_PROFILE),
+            str(DEFAULT_MASTER_PORT),
+            kind=PORT, check=check_port),
+    Setting("netenv_profile", "which NCCL settings: auto, ethernet or infiniband", DEFAULT_PROFILE,
+            kind=choice(*PROFILES), check=check_profile),
     Setting("nic", "this node's cluster NIC, where `ip route get <head>` would pick another", "found per node",
-            (NODE,)),
+            (NODE,),
+            kind=text("^[A-Za-z0-9_.:@-]{1,15}$", "interface name")),
 )

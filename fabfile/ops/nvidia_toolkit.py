@@ -28,7 +28,7 @@ from ..core.files import ManagedFile, plan_files, render
 from ..core.inventory import Inventory
 from ..core.remote import Remote, ensure_packages, last_line
 from ..core.steps import Outcome
-from ..core.declared import Setting, declare
+from ..core.declared import URL, Setting, declare, text
 
 PACKAGE = "nvidia-container-toolkit"
 KEYRING = "/etc/apt/keyrings/nvidia-container-toolkit.asc"
@@ -239,9 +239,14 @@ def gpu_facts(remote: Remote) -> GpuFacts:
 
 DECLARED = declare(
     "ops.nvidia_toolkit",
-    Setting("nvidia_container_repo", "the NVIDIA Container Toolkit's apt repository", "NVIDIA's stable deb repository"),
+    Setting("nvidia_container_repo", "the NVIDIA Container Toolkit's apt repository", "NVIDIA's stable deb repository",
+            kind=URL, check=lambda v: check_url(v, "nvidia_container_repo")),
     Setting("nvidia_container_key_url", "where each GPU node fetches that repository's signing key",
-            DEFAULT_KEY_URL),
-    Setting("nvidia_container_key_fingerprint", "the key's pinned OpenPGP fingerprint", DEFAULT_FINGERPRINT),
-    Setting("gpu_test_image", "an image on the node that docker.verify runs with --gpus all", "none"),
+            DEFAULT_KEY_URL,
+            kind=URL, check=lambda v: check_url(v, "nvidia_container_key_url")),
+    Setting("nvidia_container_key_fingerprint", "the key's pinned OpenPGP fingerprint", DEFAULT_FINGERPRINT,
+            kind=text("^ *(?:0[xX])?(?: *[0-9A-Fa-f]){40} *$", "OpenPGP fingerprint"),
+            check=openpgp.check_fingerprint),
+    Setting("gpu_test_image", "an image on the node that docker.verify runs with --gpus all", "none",
+            kind=text(IMAGE_RE.pattern, "image")),
 )

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from ..core.declared import Setting, declare
+from ..core.declared import PORT, SWITCH, TEXT, VERSION, Setting, declare, listing, text
 from ..core.chain import Column, Step
 from ..core.cluster import setting, switch
 from ..core.connection import Session
@@ -835,12 +835,20 @@ STEP = Step(NAME, settings=read, run=run_on, needs_head=True, check=check, check
 
 DECLARED = declare(
     "ops.ray",
-    Setting("ray_version", "Ray on every node", DEFAULT_VERSION),
-    Setting("ray_venv", "the venv Ray (and the all-reduce's default python) lives in", DEFAULT_VENV),
-    Setting("ray_extra_packages", "more pins into Ray's venv (`[torch==2.5.1]`)", "none"),
-    Setting("ray_port", "the head's GCS port", str(DEFAULT_PORT)),
-    Setting("ray_dashboard_host", "the private address the dashboard listens on", "the head's private address"),
-    Setting("ray_firewall", "Ray's ports admit the cluster's nodes only", "true"),
-    Setting("ray_auth", "Ray's token authentication (RAY_AUTH_MODE=token)", "true, where the version has it"),
-    Setting("pip_find_links", "a directory or URL of wheels for Ray's venv", "none"),
+    Setting("ray_version", "Ray on every node", DEFAULT_VERSION,
+            kind=VERSION, check=check_version),
+    Setting("ray_venv", "the venv Ray (and the all-reduce's default python) lives in", DEFAULT_VENV,
+            kind=text("^(?:/[A-Za-z0-9_-][A-Za-z0-9_.-]*)+/?$", "absolute path"), check=check_venv),
+    Setting("ray_extra_packages", "more pins into Ray's venv (`[torch==2.5.1]`)", "none",
+            kind=listing("[A-Za-z0-9][A-Za-z0-9._-]*==[A-Za-z0-9.+_-]+"), check=check_pins),
+    Setting("ray_port", "the head's GCS port", str(DEFAULT_PORT),
+            kind=PORT, check=lambda v: check_port(v, "Ray port", "ray_port")),
+    Setting("ray_dashboard_host", "the private address the dashboard listens on", "the head's private address",
+            kind=TEXT),
+    Setting("ray_firewall", "Ray's ports admit the cluster's nodes only", "true",
+            kind=SWITCH, check=switch),
+    Setting("ray_auth", "Ray's token authentication (RAY_AUTH_MODE=token)", "true, where the version has it",
+            kind=SWITCH, check=switch),
+    Setting("pip_find_links", "a directory or URL of wheels for Ray's venv", "none",
+            kind=TEXT),
 )

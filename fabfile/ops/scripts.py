@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ..core.chain import Column, Step
+from ..core.declared import declare_section
 from ..core.cluster import setting
 from ..core.errors import HostError, InputError, keeping_changes
 from ..core.facts import parse_facts
@@ -581,3 +582,19 @@ def step_for(user: UserStep) -> Step:
         access=_access,
         data=_data,
     )
+
+
+_TEXT = {"type": "string", "minLength": 1}
+SECTION = declare_section("ops.scripts", "steps", {
+    "type": "object", "additionalProperties": False,
+    "properties": {
+        "name": {"type": "string", "pattern": NAME_RE.pattern}, "script": _TEXT, "command": _TEXT,
+        "where": {"type": "string", "description": "all, head, workers or a role of the inventory"},
+        "after": {"type": "string", "description": "an earlier step"},
+        "env": {"type": "object", "propertyNames": {"pattern": VAR_KEY_RE.pattern},
+                "additionalProperties": {"type": ["string", "number", "boolean"]}},
+        "creates": _TEXT, "unless": _TEXT, "detached": {"type": "boolean"},
+        "timeout": {"type": "integer", "minimum": 1}, "sudo": {"type": "boolean"},
+    },
+    "oneOf": [{"required": ["script"]}, {"required": ["command"]}],
+})

@@ -14,7 +14,7 @@ from ..core.cluster import setting, switch
 from ..core.errors import HostError, InputError
 from ..core.inventory import Inventory
 from ..core.remote import Remote, ensure_packages, last_line
-from ..core.declared import Setting, declare
+from ..core.declared import ABSOLUTE_PATH, Kind, Setting, declare
 
 DEFAULT_EXPORT = "/mnt/shared"
 #: Hugging Face's cache (models, datasets) under the mount: one download for the whole cluster.
@@ -177,7 +177,10 @@ def dirs_below(path: str, top: str) -> List[str]:
 
 DECLARED = declare(
     "ops.share",
-    Setting("nfs_export", "the head's shared directory", DEFAULT_EXPORT),
-    Setting("nfs_mount", "where every node mounts it", "nfs_export"),
-    Setting("shared_cache", "HF_HOME in the share (none: every node keeps its own)", "<mount>/" + DEFAULT_CACHE),
+    Setting("nfs_export", "the head's shared directory", DEFAULT_EXPORT,
+            kind=ABSOLUTE_PATH),
+    Setting("nfs_mount", "where every node mounts it", "nfs_export",
+            kind=ABSOLUTE_PATH),
+    Setting("shared_cache", "HF_HOME in the share (none: every node keeps its own)", "<mount>/" + DEFAULT_CACHE,
+            kind=Kind("directory or none", {"anyOf": [{"type": "boolean"}, ABSOLUTE_PATH.schema, {"enum": ["none", "false", "off", "no"]}]})),
 )

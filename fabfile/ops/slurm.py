@@ -8,7 +8,7 @@ from typing import Any, Optional
 from ..core.errors import InputError
 from ..core.files import render
 from ..core.inventory import Inventory
-from ..core.declared import Setting, declare
+from ..core.declared import Setting, declare, whole
 
 TIME_RE = re.compile(r"^(\d+-)?\d{1,2}(:\d{2}){0,2}$")
 
@@ -39,5 +39,6 @@ def sbatch_script(inv: Inventory, *, output: str, job_name: str, command: str, v
 
 DECLARED = declare(
     "ops.slurm",
-    Setting("cpus", "CPUs per task of a Slurm job", "Slurm's"),
+    Setting("cpus", "CPUs per task of a Slurm job", "Slurm's",
+            kind=whole(0)),
 )

@@ -27,7 +27,7 @@ from ..core.steps import Outcome, merge_phases, run_step
 from . import nfs, sshfs
 from .nfs import FINDMNT, KERNEL_SCRIPT, NfsPlan, kernel_lacks
 from .share import cache_on_head, dirs_below, read_cache, share_owner
-from ..core.declared import Setting, declare
+from ..core.declared import Setting, choice, declare
 
 BACKENDS = ("auto", "nfs", "sshfs")
 DEFAULT_BACKEND = "auto"
@@ -429,5 +429,6 @@ STEP = Step(NAME, settings=read, run=run_step_on, needs_head=True, aliases=("nfs
 
 DECLARED = declare(
     "ops.storage",
-    Setting("storage", "the share's backend: auto, nfs or sshfs", DEFAULT_BACKEND),
+    Setting("storage", "the share's backend: auto, nfs or sshfs", DEFAULT_BACKEND,
+            kind=choice(*BACKENDS), check=check_backend),
 )

@@ -17,7 +17,7 @@ from ..core.inventory import Inventory
 from ..core.packages import Downloads, missing, parse_installed, query_command
 from ..core.remote import Remote, ensure_packages
 from ..core.steps import Outcome
-from ..core.declared import Setting, declare
+from ..core.declared import Setting, declare, listing
 
 #: Debian package names (policy 5.6.1), and nothing a shell would read otherwise.
 PACKAGE_RE = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")
@@ -66,5 +66,6 @@ STEP = Step(NAME, settings=read, run=every_node(NAME, apply), wanted=lambda s: b
 DECLARED = declare(
     "ops.tools",
     Setting("packages", "Debian packages for every node (`[tmux, nvtop]`); the tools step runs only with some",
-            "none"),
+            "none",
+            kind=listing(PACKAGE_RE.pattern[1:-1]), check=check_packages),
 )
