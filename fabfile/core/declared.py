@@ -176,6 +176,26 @@ def _allowed(place: str) -> FrozenSet[str]:
     return _ALLOWED[place]
 
 
+def check_value_of(key: str, value: Any, path: Optional[str] = None, line: Optional[int] = None) -> None:
+    """A declared setting's value, held to its reader's own check where the file and line are still known.
+
+    Left to the step, `ray_port: abc` was found when Ray's step read it, naming no file; the step still
+    reads it the same way (the check is its own), so a value given on the command line is checked too.
+    """
+    held = _DECLARED.get(key)
+    if held is None or held.check is None or value is None:
+        return
+    try:
+        held.check(value)
+    except InputError as exc:
+        raise InputError(f"{key}: {exc.message}", path=path, line=line) from None
+    except ValueError as exc:
+        raise InputError(f"{key}: {exc}", path=path, line=line) from None
+    except (TypeError, AttributeError):  # a reader that takes text met a number or a list
+        article = "an" if held.kind.name[:1] in "aeiou" else "a"
+        raise InputError(f"{key}: {value!r} is not {article} {held.kind.name}", path=path, line=line) from None
+
+
 def check_names(keys: Iterable[Any], place: str, path: Optional[str] = None,
                 line_of: Callable[[Any], Optional[int]] = lambda key: None) -> None:
     """Every key of `vars` (place CLUSTER or NODE) or of a `gpufab:` section (CONFIG) is a setting read there."""
@@ -202,6 +222,7 @@ def check_config_section(section: Mapping[str, Any], source: Callable[[str], str
     """The merged `gpufab:` section of the config files: each key declared; `source(key)` names its file."""
     for key in section:
         check_names([key], CONFIG, source(str(key)))
+        check_value_of(str(key), section[key], source(str(key)))
 
 
 def reference_table() -> str:

@@ -24,6 +24,7 @@ class GpufabError(Exception):
     def __init__(self, message: str, *, path: Optional[str] = None, line: Optional[int] = None):
         self.path = path
         self.line = line
+        self.message = message
         where = ""
         if path is not None:
             where = f"{path}:{line}: " if line is not None else f"{path}: "

@@ -16,7 +16,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import yaml
 
-from .declared import CLUSTER, NODE, check_names
+from .declared import CLUSTER, NODE, check_names, check_value_of
 from .errors import InputError
 from .networks import strict_ip
 
@@ -321,6 +321,7 @@ def check_vars(raw: Any, path: Optional[str], line: Optional[int], place: str = 
             raise InputError(f"invalid variable name {key!r}", path=path, line=kline)
         check_names([key], place, path, lambda _: kline)
         out[key] = check_count(key, value, path, kline) if key in COUNT_VARS else check_value(key, value, path, kline)
+        check_value_of(key, out[key], path, kline)
     return out
 
 

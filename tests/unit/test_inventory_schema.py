@@ -128,3 +128,24 @@ def test_any_vars_the_schema_admits_the_inventory_parser_takes(drawn):
     doc["vars"] = drawn
     assert valid(doc)
     parse_inventory(yaml.safe_dump(doc), "hosts.yaml")
+
+
+@pytest.mark.parametrize("key, value, says", [
+    ("ray_port", "abc", "ray_port: invalid Ray port 'abc'"),
+    ("nofile", 10, "nofile: nofile 10 is out of range"),
+    ("storage", "ceph", "storage: unknown storage backend 'ceph'"),
+    ("ray_venv", 1, "ray_venv: 1 is not an absolute path"),
+    ("allreduce_sizes", "1T", "allreduce_sizes: invalid size '1T'"),
+])
+def test_a_bad_value_of_a_declared_setting_names_the_file_and_line_before_any_step(key, value, says):
+    text = yaml.safe_dump({"nodes": BASE["nodes"], "vars": {"mesh": True, key: value}}, sort_keys=False)
+    line = next(i for i, t in enumerate(text.splitlines(), 1) if t.strip().startswith(f"{key}:"))
+    with pytest.raises(InputError) as caught:
+        parse_inventory(text, "inventory/hosts.yaml")
+    assert str(caught.value).startswith(f"inventory/hosts.yaml:{line}: {says}"), str(caught.value)
+    assert not valid({"nodes": BASE["nodes"], "vars": {key: value}})
+
+
+def test_a_bad_value_in_a_config_files_gpufab_section_names_that_file():
+    with pytest.raises(InputError, match=r"^/etc/gpufab\.yaml: memlock: invalid memlock 'lots'"):
+        declared.check_config_section({"memlock": "lots"}, lambda key: "/etc/gpufab.yaml")

@@ -51,9 +51,13 @@ def test_a_gpus_var_that_is_not_a_count_is_one_error_naming_the_node():
 def test_a_ray_port_that_is_not_a_port_is_one_error_naming_the_var():
     from fabfile.ops import ray
 
-    inv = parse_inventory("vars: {ray_port: abc}\nnodes:\n  - {name: a, public: 203.0.113.1, private: 10.0.0.1}\n")
     with pytest.raises(InputError, match="ray_port: invalid Ray port 'abc'"):
+        # Found where the inventory is read now (declared settings hold values to their readers' checks).
+        inv = parse_inventory("vars: {ray_port: abc}\nnodes:\n  - {name: a, public: 203.0.113.1, private: 10.0.0.1}\n")
         ray.read({}, inv, {})
+    with pytest.raises(InputError, match="ray_port: invalid Ray port 'abc'"):
+        ray.read({}, parse_inventory("nodes:\n  - {name: a, public: 203.0.113.1, private: 10.0.0.1}\n"),
+                 {"ray_port": "abc"})
 
 
 def test_launch_substitutes_placeholders_but_not_shell_expansions():
