@@ -147,6 +147,55 @@ def declare(owner: str, *settings: Setting) -> Tuple[Setting, ...]:
     return tuple(out)
 
 
+@dataclass(frozen=True)
+class Owned:
+    """What a module's step leaves on a node: `reset` takes away what every module declares, so a step's
+    new file needs no second list (a file nobody declared stayed behind after reset, found only on a
+    lab host: the memlock limits file did)."""
+
+    owner: str = ""
+    #: Files written whole: removed, or put back as the node had them before gpufab.
+    files: Tuple[str, ...] = ()
+    #: systemd units whose unit file is among `files`: stopped and disabled before it goes.
+    units: Tuple[str, ...] = ()
+    #: Units without a file (systemd-run): stopped.
+    transient: Tuple[str, ...] = ()
+    #: Trees that hold nothing but gpufab's: removed whole.
+    trees: Tuple[str, ...] = ()
+    #: Directories made for `files`: removed when that leaves them empty.
+    parents: Tuple[str, ...] = ()
+    #: Paths under the SSH user's home (and root's): removed.
+    home: Tuple[str, ...] = ()
+    #: Files that reset hands to the step's own undo (a block in a shared file, a merged JSON, an apt
+    #: source that goes with its packages), or that the step's own removal takes: not removed whole.
+    undone_by_step: Tuple[str, ...] = ()
+
+
+_OWNED: Dict[str, Owned] = {}
+
+
+def owns(owner: str, **what: Tuple[str, ...]) -> Owned:
+    """Record what module `owner` leaves on nodes (see Owned)."""
+    held = Owned(owner, **what)
+    _OWNED[owner] = held
+    return held
+
+
+def owned() -> Owned:
+    """Everything every module declares, each path once, in the order of the modules' names."""
+    _load()
+    union: Dict[str, Dict[str, None]] = {f: {} for f in Owned.__dataclass_fields__ if f != "owner"}
+    for owner in sorted(_OWNED):
+        for name, paths in union.items():
+            paths.update(dict.fromkeys(getattr(_OWNED[owner], name)))
+    return Owned("", **{name: tuple(paths) for name, paths in union.items()})
+
+
+def owned_by(owner: str) -> Owned:
+    _load()
+    return _OWNED.get(owner, Owned(owner))
+
+
 def declare_section(owner: str, section: str, item: Mapping[str, Any]) -> Mapping[str, Any]:
     """A list section of the inventory that step `owner` parses: the schema of one of its entries."""
     held = _SECTIONS.get(section)

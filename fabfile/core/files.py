@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from .errors import InputError
+from .declared import owns
 
 _PACKAGE = Path(__file__).resolve().parents[1]
 #: In a wheel the templates sit inside the package; in the repository, at its top.
@@ -222,3 +223,6 @@ def split_managed_block(text: str, begin: str = MANAGED_BEGIN, end: str = MANAGE
 def outside_managed_block(text: str, begin: str = MANAGED_BEGIN, end: str = MANAGED_END) -> List[str]:
     """The lines of `text` that gpufab does not manage."""
     return split_managed_block(text, begin, end)[1]
+
+
+OWNED = owns("core.files", trees=(BACKUP_DIR,), parents=("/etc/gpufab", "/var/lib/gpufab"))

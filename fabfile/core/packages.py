@@ -11,6 +11,8 @@ import shlex
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Optional, Set, Tuple
 
+from .declared import owns
+
 APT_GET = (
     "DEBIAN_FRONTEND=noninteractive apt-get -q -y -o DPkg::Lock::Timeout=300"
     " -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold"
@@ -167,3 +169,6 @@ def peer_debs_command(url: str, packages: Iterable[str]) -> str:
     names = " ".join(shlex.quote(p) for p in packages)
     # Fresh lists or not, the .debs the head has are tried: apt checks each against the lists it has.
     return f"{UPDATE_IF_STALE}; python3 -c {shlex.quote(PEER_DEBS)} {shlex.quote(url)} {APT_ARCHIVE} {names}"
+
+
+OWNED = owns("core.packages", files=(INSTALLED_RECORD,))

@@ -34,7 +34,7 @@ from ..core.steps import Outcome, run_step
 from . import infiniband, launch, nccl
 from .netenv import DEFAULT_MASTER_PORT, ENV_FILE, check_port, env_lines
 from .ray import DEFAULT_VENV
-from ..core.declared import CLUSTER, NODE, PORT, POSITIVE, Setting, choice, declare, listing, text, whole
+from ..core.declared import CLUSTER, NODE, PORT, POSITIVE, Setting, choice, declare, listing, owns, text, whole
 
 BACKENDS = ("auto", "nccl", "gloo")
 DEFAULT_SIZES = "1M,16M,64M"
@@ -703,3 +703,6 @@ DECLARED = declare(
             (CLUSTER, NODE),
             kind=text("^[A-Za-z0-9_./+-]+$", "python"), check=check_python),
 )
+
+
+OWNED = owns("ops.allreduce", home=(SCRIPT_PATH.rsplit("/", 1)[0],))

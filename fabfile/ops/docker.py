@@ -25,7 +25,7 @@ from ..core.networks import Reach, check_bind_address
 from ..core.remote import Remote, ensure_packages, last_line
 from ..core.steps import Outcome
 from . import infiniband, nvidia_toolkit
-from ..core.declared import Setting, choice, declare
+from ..core.declared import Setting, choice, declare, owns
 
 DAEMON_JSON = "/etc/docker/daemon.json"
 KEYRING = "/etc/apt/keyrings/docker.asc"
@@ -412,3 +412,6 @@ DECLARED = declare(
     Setting("docker_source", "where Docker comes from: official (download.docker.com) or distro", "official",
             kind=choice(*SOURCES), check=check_source),
 )
+
+
+OWNED = owns("ops.docker", files=(GROUP_RECORD,), undone_by_step=(DAEMON_JSON, SOURCE_LIST, KEYRING))

@@ -29,7 +29,7 @@ from ..core.packages import APT_GET, UPDATE_IF_STALE, Downloads, Peer
 from ..core.remote import Remote, last_line
 from ..core.steps import Outcome, merge_phases, run_step
 from .netenv import check_port
-from ..core.declared import PORT, SWITCH, TEXT, VERSION, Setting, declare
+from ..core.declared import PORT, SWITCH, TEXT, VERSION, Setting, declare, owns
 
 NAME = "fetch"
 CACHE = "/var/cache/gpufab/fetch"
@@ -262,3 +262,6 @@ DECLARED = declare(
     Setting("uv_version", "the uv every node runs", UV_VERSION,
             kind=VERSION, check=check_uv_version),
 )
+
+
+OWNED = owns("ops.fetch", transient=(f"{UNIT}.service",), trees=("/opt/gpufab", "/var/cache/gpufab"))

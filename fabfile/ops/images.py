@@ -26,6 +26,8 @@ from ..core.remote import Remote, last_line
 from ..core.steps import Outcome, run_step
 from .netenv import load_secrets
 
+from ..core.declared import owns
+
 REF_RE = IMAGE_REF_RE
 #: One pull may be a large image over a slow link, but never unbounded.
 PULL_TIMEOUT = 1800
@@ -254,3 +256,6 @@ def _report(run: Any, s: ImagesSettings) -> Tuple[List[str], List[str]]:
 NAME = "images"
 STEP = Step(NAME, settings=read, run=run_on, wanted=lambda s: bool(s.images), needs=("preflight", "docker"),
             columns=(Column("images", "Images", 25, _cell),), report=_report)
+
+
+OWNED = owns("ops.images", files=(LOGIN_FILE,))

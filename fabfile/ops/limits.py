@@ -20,7 +20,7 @@ from ..core.inventory import Inventory
 from ..core.remote import Remote
 from ..core.steps import Outcome
 from . import infiniband
-from ..core.declared import Kind, Setting, declare, whole
+from ..core.declared import Kind, Setting, declare, owns, whole
 
 DEFAULT_NOFILE = 65536
 #: The kernel's default fs.nr_open: no process limit can be set above it.
@@ -183,3 +183,7 @@ DECLARED = declare(
             DEFAULT_MEMLOCK,
             kind=Kind("unlimited or KiB", {"anyOf": [{"enum": ["unlimited"]}, {"type": "integer", "minimum": 64, "maximum": 1 << 40}]}), check=check_memlock),
 )
+
+
+OWNED = owns("ops.limits", files=(LIMITS_FILE, MEMLOCK_FILE, SYSTEMD_FILE, DOCKER_FILE),
+             parents=("/etc/systemd/system/docker.service.d", "/etc/systemd/system.conf.d"))

@@ -39,7 +39,7 @@ from ..core.networks import strict_ip
 from ..core.remote import Remote, last_line
 from ..core.steps import Outcome, run_step
 from . import gpu, netenv
-from ..core.declared import NODE, SWITCH, Setting, declare, whole
+from ..core.declared import NODE, SWITCH, Setting, declare, owns, whole
 
 #: `name slots=N` a line (OpenMPI and DeepSpeed read it), and one name a line; netenv.env names both.
 HOSTFILE = netenv.MESH_HOSTFILE
@@ -591,3 +591,6 @@ DECLARED = declare(
     Setting("slots", "this node's slots in the MPI/DeepSpeed hostfile", "its GPUs, else 1", (NODE,),
             kind=whole(1, MAX_SLOTS), check=lambda v: check_slots(v, "a node")),
 )
+
+
+OWNED = owns("ops.mesh", undone_by_step=(HOSTFILE, HOSTS_LIST, ETC_HOSTS))

@@ -27,7 +27,7 @@ from ..core.remote import Remote
 from ..core.steps import Outcome
 from . import infiniband
 from .share import read_cache, share_paths
-from ..core.declared import NODE, PORT, Setting, choice, declare, text
+from ..core.declared import NODE, PORT, Setting, choice, declare, owns, text
 
 #: auto: infiniband on nodes with an active InfiniBand/RoCE port, ethernet elsewhere (per node);
 #: ethernet: sockets over the netenv NIC, NVLink/PCIe P2P and shared memory on (the fast paths
@@ -505,3 +505,6 @@ DECLARED = declare(
             (NODE,),
             kind=text("^[A-Za-z0-9_.:@-]{1,15}$", "interface name")),
 )
+
+
+OWNED = owns("ops.netenv", files=(ENV_FILE, SECRETS_FILE, NCCL_CONF, PROFILE_SNIPPET))

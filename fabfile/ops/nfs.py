@@ -26,7 +26,7 @@ from ..core.remote import Remote, ensure_dir, ensure_packages, last_line
 from ..core.steps import Outcome, run_step
 from .netenv import nic_facts
 from .share import SHARE_ACCOUNT, grant_owner, share_ids, share_paths
-from ..core.declared import TEXT, Setting, declare
+from ..core.declared import TEXT, Setting, declare, owns
 
 #: sshfs backend: the port of the head's SFTP-only sshd (var sshfs_port).
 DEFAULT_SFTP_PORT = 2222
@@ -282,3 +282,6 @@ DECLARED = declare(
     Setting("private_subnet", "the subnet the share is exported to", "the head's private network",
             kind=TEXT),
 )
+
+
+OWNED = owns("ops.nfs", files=(EXPORTS_FILE,), parents=("/etc/exports.d",), undone_by_step=(FSTAB,))

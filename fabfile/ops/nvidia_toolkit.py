@@ -28,7 +28,7 @@ from ..core.files import ManagedFile, plan_files, render
 from ..core.inventory import Inventory
 from ..core.remote import Remote, ensure_packages, last_line
 from ..core.steps import Outcome
-from ..core.declared import URL, Setting, declare, text
+from ..core.declared import URL, Setting, declare, owns, text
 
 PACKAGE = "nvidia-container-toolkit"
 KEYRING = "/etc/apt/keyrings/nvidia-container-toolkit.asc"
@@ -250,3 +250,6 @@ DECLARED = declare(
     Setting("gpu_test_image", "an image on the node that docker.verify runs with --gpus all", "none",
             kind=text(IMAGE_RE.pattern, "image")),
 )
+
+
+OWNED = owns("ops.nvidia_toolkit", undone_by_step=(SOURCE_LIST, KEYRING))

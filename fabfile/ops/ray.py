@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from ..core.declared import PORT, SWITCH, TEXT, VERSION, Setting, declare, listing, text
+from ..core.declared import PORT, SWITCH, TEXT, VERSION, Setting, declare, listing, owns, text
 from ..core.chain import Column, Step
 from ..core.cluster import setting, switch
 from ..core.connection import Session
@@ -852,3 +852,7 @@ DECLARED = declare(
     Setting("pip_find_links", "a directory or URL of wheels for Ray's venv", "none",
             kind=TEXT),
 )
+
+
+OWNED = owns("ops.ray", files=(SECRETS_APPLIED, f"{UNIT_DIR}/{HEAD_UNIT}", f"{UNIT_DIR}/{WORKER_UNIT}", FIREWALL_FILE),
+             units=(HEAD_UNIT, WORKER_UNIT), trees=("/opt/gpufab",), home=(f"{TOKEN_DIR}/{TOKEN_NAME}",))

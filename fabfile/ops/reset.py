@@ -23,34 +23,20 @@ from ..core.files import ABSENT_SUFFIX, BACKUP_DIR, BEFORE_DIR, ManagedFile, pla
 from ..core.connection import Session
 from ..core.errors import HostError, keeping_changes
 from ..core.fanout import HostResult
+from ..core.declared import Owned, owned
 from ..core.inventory import USER_RE, Inventory, Node
 from ..core import packages as apt
 from ..core.remote import Remote, last_line
 from ..core.steps import Outcome, merge_phases, run_step
-from . import containers, docker, fetch, images, limits, mesh, netenv, nfs, nvidia_toolkit, ray, sshfs
-from .allreduce import SCRIPT_PATH
-from .scripts import ROOT_STATE_DIR, STATE_DIR
+from . import containers, docker, images, mesh, nfs, nvidia_toolkit, ray, sshfs
 from .share import cache_on_head, dirs_below, read_cache
 
-#: Every file gpufab writes whole (rendered from a template), whatever the step.
-WHOLE_FILES: Tuple[str, ...] = (
-    limits.LIMITS_FILE, limits.SYSTEMD_FILE, limits.DOCKER_FILE,
-    netenv.ENV_FILE, netenv.SECRETS_FILE, netenv.NCCL_CONF, netenv.PROFILE_SNIPPET,
-    ray.SECRETS_APPLIED, f"{ray.UNIT_DIR}/{ray.HEAD_UNIT}", f"{ray.UNIT_DIR}/{ray.WORKER_UNIT}", ray.FIREWALL_FILE,
-    nfs.EXPORTS_FILE, apt.INSTALLED_RECORD, docker.GROUP_RECORD, images.LOGIN_FILE,
-)
-UNITS: Tuple[str, ...] = (ray.HEAD_UNIT, ray.WORKER_UNIT)
-#: The head's transient server for the cluster's one download (no unit file: stopped, not disabled).
-TRANSIENT_UNITS: Tuple[str, ...] = (f"{fetch.UNIT}.service",)
-#: gpufab's own trees: nothing but gpufab's in them (the default Ray venv and uv live in /opt/gpufab,
-#: the cluster's one download in /var/cache/gpufab, `sudo: true` steps in /var/lib/gpufab/steps).
-OWN_DIRS: Tuple[str, ...] = ("/opt/gpufab", BACKUP_DIR, "/var/cache/gpufab", ROOT_STATE_DIR)
-#: Directories gpufab may have created for its files: removed only when that leaves them empty.
-PARENT_DIRS: Tuple[str, ...] = ("/etc/gpufab", "/var/lib/gpufab", "/etc/systemd/system/docker.service.d",
-                                "/etc/systemd/system.conf.d", "/etc/exports.d")
-#: In the SSH user's home: the all-reduce script's cache, the user steps' state, the cluster's Ray token.
-USER_DIRS: Tuple[str, ...] = (SCRIPT_PATH.rsplit("/", 1)[0], STATE_DIR.rsplit("/", 1)[0],
-                              f"{ray.TOKEN_DIR}/{ray.TOKEN_NAME}")
+
+def owned_here() -> Owned:
+    """What every step declares it leaves on a node (core.declared.owns): files, units, trees, home paths."""
+    return owned()
+
+
 MARKER = "Managed by gpufab"
 
 #: Root reads, never follows a link it finds (`-f` and `! -L` on each).
@@ -111,23 +97,25 @@ def parse_facts(text: str) -> ResetFacts:
 
 
 def read_facts(remote: Remote) -> ResetFacts:
-    args = [BEFORE_DIR, BACKUP_DIR, MARKER, *(f"unit:{u}" for u in (*UNITS, *TRANSIENT_UNITS)), *WHOLE_FILES,
-            *(f"own:{d}" for d in OWN_DIRS), *(f"parent:{d}" for d in PARENT_DIRS)]
+    o = owned_here()
+    args = [BEFORE_DIR, BACKUP_DIR, MARKER, *(f"unit:{u}" for u in (*o.units, *o.transient)), *o.files,
+            *(f"own:{d}" for d in o.trees), *(f"parent:{d}" for d in o.parents)]
     return parse_facts(remote.script(FACTS_SCRIPT, *args, sudo=True).stdout)
 
 
 def plan(facts: ResetFacts) -> List[Tuple[str, str]]:
     """(what is done, the command doing it), in order: units stopped before their files go, files before their directories."""
     steps: List[Tuple[str, str]] = []
-    units = [u for u in UNITS if u in facts.active_units or f"{ray.UNIT_DIR}/{u}" in facts.files]
+    o = owned_here()
+    units = [u for u in o.units if u in facts.active_units or f"{ray.UNIT_DIR}/{u}" in facts.files]
     if facts.systemd:
         for unit in units:
             steps.append((f"stopped and disabled {unit}", f"systemctl disable --now {shlex.quote(unit)} 2>/dev/null; true"))
-        for unit in TRANSIENT_UNITS:
+        for unit in o.transient:
             if unit in facts.active_units:
                 steps.append((f"stopped {unit}", f"systemctl stop {shlex.quote(unit)} 2>/dev/null; true"))
     removed: List[str] = []
-    for path in WHOLE_FILES:
+    for path in o.files:
         q = shlex.quote(path)
         if path in facts.before or path in facts.before_in_backup:
             src = (BEFORE_DIR if path in facts.before else BACKUP_DIR) + path
@@ -141,7 +129,7 @@ def plan(facts: ResetFacts) -> List[Tuple[str, str]]:
         steps.append(("withdrew the NFS export", "exportfs -ra"))
     if ray.FIREWALL_FILE in facts.files:
         steps.append(("removed Ray's firewall rules", f"nft delete table {ray.FIREWALL_TABLE} 2>/dev/null; true"))
-    for path in OWN_DIRS:
+    for path in o.trees:
         if path in facts.own_dirs:
             steps.append((f"removed {path}", f"rm -rf -- {shlex.quote(path)}"))
     for path, entries in facts.parents.items():
@@ -317,13 +305,14 @@ def remove_the_rest(remote: Remote, share: nfs.NfsPlan, is_head: bool, docker_ex
         for what, command in plan(read_facts(remote)):
             remote.change(command)
             done.append(what)
-        users = " ".join(f'"$HOME"/{shlex.quote(d)}' for d in USER_DIRS)
+        home = owned_here().home
+        users = " ".join(f'"$HOME"/{shlex.quote(d)}' for d in home)
         if _remove_all(remote, users, sudo=False):
-            done.append("removed ~/" + " and ~/".join(USER_DIRS))
+            done.append("removed ~/" + " and ~/".join(home))
         # A run as root before this login (the inventory's user changed) left them in root's home: only root writes there.
-        roots = " ".join(f"/root/{shlex.quote(d)}" for d in USER_DIRS)
+        roots = " ".join(f"/root/{shlex.quote(d)}" for d in home)
         if remote.user != "root" and _remove_all(remote, roots, sudo=True):
-            done.append("removed /root/" + " and /root/".join(USER_DIRS))
+            done.append("removed /root/" + " and /root/".join(home))
     return Outcome(done, notes)
 
 

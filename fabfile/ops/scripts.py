@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ..core.chain import Column, Step
-from ..core.declared import declare_section
+from ..core.declared import declare_section, owns
 from ..core.cluster import setting
 from ..core.errors import HostError, InputError, keeping_changes
 from ..core.facts import parse_facts
@@ -598,3 +598,6 @@ SECTION = declare_section("ops.scripts", "steps", {
     },
     "oneOf": [{"required": ["script"]}, {"required": ["command"]}],
 })
+
+
+OWNED = owns("ops.scripts", trees=(ROOT_STATE_DIR,), home=(STATE_DIR.rsplit("/", 1)[0],))

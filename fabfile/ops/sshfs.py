@@ -18,7 +18,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ..core.connection import Session
 from ..core.errors import HostError, InputError, keeping_changes
-from ..core.declared import PORT, Kind, Setting, declare
+from ..core.declared import PORT, Kind, Setting, declare, owns
 from ..core.fanout import FAILED, HostResult
 from ..core.files import ManagedFile, outside_managed_block, plan_files, render, replace_block
 from ..core.inventory import Inventory, Node
@@ -349,3 +349,6 @@ DECLARED = declare(
     Setting("sshfs_port", "the head's SFTP-only sshd that serves the share to sshfs", str(nfs.DEFAULT_SFTP_PORT),
             kind=Kind("port, not 22", {"allOf": [PORT.schema, {"not": {"enum": [22, "22"]}}]}), check=nfs.check_sftp_port),
 )
+
+
+OWNED = owns("ops.sshfs", undone_by_step=(SFTP_CONFIG, SFTP_KEYS, SFTP_UNIT_FILE, KNOWN_HOSTS))
