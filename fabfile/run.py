@@ -29,7 +29,7 @@ def detached(c, command, log=None, nodes=None, workers=None):
         targets = select_nodes(session.inventory, nodes)
         results = run_step(session, targets, lambda r: plan.start_detached(r, name, log, command),
                            workers=number_option(workers, "--workers"))
-    rows = [(r.node.name, r.reason if r.failed else r.data["changes"][0], r.value or "-") for r in results]
+    rows = [(r.node.name, r.reason if r.failed else r.changes[0], r.value or "-") for r in results]
     print(host_table(["Node", "Started", "Log"], rows))
     print(summary_line("run.detached", results))
     print(f"stop it with: inv run.kill {name}   (or: inv run.kill PATTERN)")

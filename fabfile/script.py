@@ -83,7 +83,7 @@ def run(c, file, name=None, where=None, env=None, creates=None, unless=None, det
         exit_code = found.exit if found and found.exit is not None else "-"
         seconds = f"{found.seconds:.1f}s" if found and found.state in ("ran", "failed") else "-"
         said = found.tail[-1][:80] if found and found.state == "ran" and found.tail else ""
-        detail = r.reason if r.failed else "; ".join([*(r.data.get("notes") or []), *([said] if said else [])]) or "-"
+        detail = r.reason if r.failed else "; ".join([*r.notes, *([said] if said else [])]) or "-"
         rows.append((r.node.name, state, exit_code, seconds, detail))
     print(host_table(["Node", "Step", "Exit", "Time", "Details"], rows))
     for r in results:

@@ -166,3 +166,22 @@ class FakeRemote:
 
     def sent(self, pattern: str) -> List[str]:
         return [c for c in self.commands if re.search(pattern, c)]
+
+
+class FakeRun:
+    """The few parts of core.chain.Run a step's own run reads (inv, remotes, ...), given as keywords,
+    with Run's store of what a step keeps for the whole cluster (keep/kept/forget)."""
+
+    def __init__(self, **parts):
+        self.__dict__.update(parts)
+        self._kept: Dict[str, object] = {}
+
+    def keep(self, key: str, value: object) -> None:
+        self._kept[key] = value
+
+    def kept(self, key: str, kind: type):
+        value = self._kept.get(key)
+        return value if isinstance(value, kind) else None
+
+    def forget(self, key: str):
+        return self._kept.pop(key, None)

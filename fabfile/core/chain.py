@@ -14,7 +14,7 @@ import queue
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Set, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Set, Tuple, Type, TypeVar, Union
 
 from .connection import Session
 from .errors import InputError
@@ -34,6 +34,8 @@ SKIP_VAR = "bootstrap_skip"
 
 #: (config, inventory, the CLI's values by name) -> the step's settings.
 SettingsReader = Callable[[Any, Inventory, Mapping[str, Any]], Any]
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -153,8 +155,9 @@ class Run:
         self.remotes: Dict[str, Remote] = {n.name: remote_for(session, n, dry_run) for n in inv.nodes}
         self.results: Dict[str, List[HostResult]] = {}
         self.failures: Dict[str, Failure] = {}
-        #: Per step, state of the whole cluster that its run keeps for its report (the backend chosen...).
-        self.state: Dict[str, Any] = {}
+        #: What a step's run found for the whole cluster and keeps for its report (the backend chosen...):
+        #: read back typed (`kept`), so a reader never branches on what someone else stored.
+        self._kept: Dict[str, Any] = {}
         self._gathered: Dict[Tuple[str, str], Any] = {}
         self._checked: Dict[Tuple[str, str], Any] = {}
         self._cluster_checked: Dict[str, List[HostResult]] = {}
@@ -202,8 +205,8 @@ class Run:
             return gone.step
         for name in self.needs(step):
             found = self.result(name, node)
-            if found is not None and (found.failed or found.data.get("blocked_by")):
-                return found.data.get("blocked_by") or name
+            if found is not None and (found.failed or found.blocked_by):
+                return found.blocked_by or name
         return None
 
     def go(self) -> None:
@@ -263,7 +266,7 @@ class Run:
             elif n in self.targets:
                 reason = (f"needs {why}, which failed on this host" if why in self.needs(step)
                           else f"unreachable since {why}")
-                self._record(step.name, [HostResult(n, SKIPPED, reason=reason, data={"blocked_by": why})])
+                self._record(step.name, [HostResult(n, SKIPPED, reason=reason, blocked_by=why)])
         if step.needs_head:
             nodes = self._without_orphans(step, nodes)
         return nodes
@@ -298,6 +301,19 @@ class Run:
 
     def each(self, step: str, nodes: Sequence[Node], fn: Callable[[Remote], Outcome]) -> List[HostResult]:
         return run_step(self.session, nodes, fn, **self.step_kw(step))
+
+    def keep(self, key: str, value: Any) -> None:
+        """Keep a step's cluster-wide finding for its report and the steps that need it (key: its step's name)."""
+        self._kept[key] = value
+
+    def kept(self, key: str, kind: Type[T]) -> Optional[T]:
+        """What `keep` kept under `key`, if it is a `kind`; else None."""
+        value = self._kept.get(key)
+        return value if isinstance(value, kind) else None
+
+    def forget(self, key: str) -> Any:
+        """Take a kept finding out (what it was, or None)."""
+        return self._kept.pop(key, None)
 
     def _record(self, step: str, results: Sequence[HostResult]) -> None:
         self.results.setdefault(step, []).extend(results)
@@ -402,7 +418,7 @@ class Run:
 
     def blocked_steps(self, node: Node) -> List[str]:
         """The steps skipped on `node` because a step they need failed there."""
-        return [s for s in self.names if (self.result(s, node) or HostResult(node, OK)).data.get("blocked_by")]
+        return [s for s in self.names if (self.result(s, node) or HostResult(node, OK)).blocked_by]
 
     def report(self, chain: Sequence[Step], inventory_label: str, aliases: Sequence[str],
                failed_file: Optional[str]) -> Report:
@@ -477,9 +493,9 @@ class Run:
                 if result.status == SKIPPED:
                     print(f"  {step}: would be skipped: {result.reason}")
                     continue
-                changes = result.data.get("changes") or []
+                changes = result.changes
                 if not changes:
-                    notes = "; ".join(result.data.get("notes") or [])
+                    notes = "; ".join(result.notes)
                     print(f"  {step}: ok, nothing to change" + (f" ({notes})" if notes else ""))
                     continue
                 would += 1

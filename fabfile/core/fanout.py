@@ -15,7 +15,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, TextIO
+from typing import Any, Callable, Iterable, List, Optional, Sequence, TextIO
 
 from invoke.exceptions import AuthFailure, CommandTimedOut, UnexpectedExit
 from paramiko.ssh_exception import (
@@ -53,8 +53,11 @@ class HostResult:
     stderr: str = ""
     reason: str = ""
     seconds: float = 0.0
-    #: Core bookkeeping only ("changes", "notes"); a step's own findings go in `value`.
-    data: Dict[str, Any] = field(default_factory=dict)
+    #: What the step changed on this host, and what it noted (the report's cell, one line each).
+    changes: List[str] = field(default_factory=list)
+    notes: List[str] = field(default_factory=list)
+    #: The earlier step whose failure kept this one from running here (SKIPPED), else "".
+    blocked_by: str = ""
     #: What the step found or did on this host, as the step's own typed record.
     value: Any = None
 
@@ -138,7 +141,7 @@ def fan_out(session: Session, nodes: Sequence[Node], fn: HostFn, *, workers: Opt
             stderr = getattr(partial, "stderr", "") or ""
             result = HostResult(node, status, code, stdout, stderr, reason)
             if isinstance(exc, HostError):
-                result.data["changes"] = exc.changes
+                result.changes = list(exc.changes)
                 result.value = exc.value
         result.seconds = time.monotonic() - start
         # After Ctrl-C the run has ended; a host's late result is not news.

@@ -61,8 +61,7 @@ def run_step(
         remote = remotes[node.name] if remotes is not None else remote_for(session, node)
         outcome = step(remote)
         status = CHANGED if outcome.changes else OK
-        data = {"changes": outcome.changes, "notes": outcome.notes}
-        return HostResult(node, status, data=data, value=outcome.value)
+        return HostResult(node, status, changes=list(outcome.changes), notes=list(outcome.notes), value=outcome.value)
 
     return fan_out(session, nodes, one, workers=workers, on_result=on_result)
 
@@ -86,8 +85,7 @@ def on_node(session: Session, node: Node, fn: Callable[[Remote], Any], title: st
 
 def details(result: HostResult) -> str:
     """The report cell of one host: its changes, notes, and failure reason."""
-    lines = list(result.data.get("changes") or [])
-    lines += list(result.data.get("notes") or [])
+    lines = [*result.changes, *result.notes]
     if result.failed:
         lines.append(f"FAILED: {result.reason}")
     return "\n".join(lines) or "-"
@@ -155,7 +153,7 @@ def merge_phases(nodes: Sequence[Node], phases: Sequence[Sequence[HostResult]]) 
         )
         values = [r.value for r in mine if r.value is not None]
         result.value = values[-1] if values else None
-        for key in ("changes", "notes"):
-            result.data[key] = [x for r in mine for x in (r.data.get(key) or [])]
+        result.changes = [x for r in mine for x in r.changes]
+        result.notes = [x for r in mine for x in r.notes]
         merged.append(result)
     return merged

@@ -591,17 +591,18 @@ def check_cluster(run: Any, nodes: Sequence[Node], s: AllreduceSettings) -> List
     if missing or no_nic or not nodes:
         why = (f"torch not found on {', '.join(missing)} (set train_python)" if missing
                else f"no netenv on {', '.join(no_nic)}")
-        run.state[NAME] = f"not run: {why}"
+        run.keep(NOT_RUN, f"not run: {why}")
         return [HostResult(n, OK) for n in nodes]
     try:
         plan = choose_backend(s.backend, ready)
     except InputError as exc:
-        run.state[NAME] = f"not run: {exc}"
+        run.keep(NOT_RUN, f"not run: {exc}")
         return [HostResult(n, OK) for n in nodes]
     result = run_group(run.session, run.remotes, nodes, plan, ready, s)
-    run.state[NAME] = result
+    run.keep(NAME, result)
     judged = judge(result, ready, s) if result.ok else None
-    run.state[JUDGED] = judged
+    if judged is not None:
+        run.keep(JUDGED, judged)
     out = [HostResult(n, OK) if n.name not in result.failures else
            HostResult(n, FAILED, 1, reason=f"all-reduce: {result.failures[n.name]}") for n in nodes]
     if judged is not None and (judged.problem or not judged.fast_enough):
@@ -653,14 +654,12 @@ def judge(result: GroupResult, ready: Mapping[str, NodeReady], s: AllreduceSetti
 
 
 def _report(run: Any, s: AllreduceSettings) -> Tuple[List[str], List[str]]:
-    found = run.state.get(NAME)
+    found, not_run = run.kept(NAME, GroupResult), run.kept(NOT_RUN, str)
     if found is None:
-        return [], []
-    if isinstance(found, str):
-        return [], [f"All-reduce: {found}"]
+        return [], [f"All-reduce: {not_run}"] if not_run else []
     if not found.ok:
         return [f"All-reduce: FAILED: {found.reason}"], []
-    judged = run.state.get(JUDGED)
+    judged = run.kept(JUDGED, Judgement)
     if judged is None:
         return [f"All-reduce: {summary(found)}; sums right"], []
     over = f", {judged.transport}" if judged.transport else ""
@@ -668,15 +667,16 @@ def _report(run: Any, s: AllreduceSettings) -> Tuple[List[str], List[str]]:
 
 
 def _data(run: Any, s: AllreduceSettings) -> Any:
-    found = run.state.get(NAME)
-    if not isinstance(found, GroupResult):
-        return {"not_run": found}
-    judged = run.state.get(JUDGED)
+    found = run.kept(NAME, GroupResult)
+    if found is None:
+        return {"not_run": run.kept(NOT_RUN, str)}
+    judged = run.kept(JUDGED, Judgement)
     return {**found.to_json(), **({"judgement": judged.to_json()} if judged is not None else {})}
 
 
-#: The run's judgement of its all-reduce (Run.state key).
+#: The run's judgement of its all-reduce, and why it did not run (Run.keep keys).
 JUDGED = "allreduce-judgement"
+NOT_RUN = "allreduce-not-run"
 
 
 NAME = "allreduce"

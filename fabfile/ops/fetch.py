@@ -109,13 +109,13 @@ def serve(run: Any, s: FetchSettings) -> Optional[str]:
     with _LOCK:
         if len(run.inv.nodes) < 2:
             return None
-        if run.state.get(NAME) == url:
+        if run.kept(NAME, str) == url:
             return url
         result = run.remotes[head.name].run(serve_command(head.private or "", s.port), sudo=True, warn=True, timeout=30)
         if result.exited != 0:
             raise HostError(f"cannot serve the downloads on {head.private}:{s.port}: "
                             f"{last_line(result.stderr) or 'nothing listens'}")
-        run.state[NAME] = url
+        run.keep(NAME, url)
     return url
 
 
@@ -126,12 +126,17 @@ def set_peer(remote: Remote, **half: Any) -> None:
 
 #: fetch and wheels start together and want the same facts: read once a run (the second waits for the first).
 _NEEDS_LOCK = threading.Lock()
+#: Where the run keeps each node's Downloads (Run.keep).
+NEEDS = "downloads"
 
 
 def read_needs(run: Any, nodes: Sequence[Node]) -> List[HostResult]:
     """Each node's Downloads: what the steps of this run would download there."""
     with _NEEDS_LOCK:
-        known = run.state.setdefault("downloads", {})
+        known = run.kept(NEEDS, dict)
+        if known is None:
+            known = {}
+            run.keep(NEEDS, known)
         todo = [n for n in nodes if n.name not in known]
         for r in run_step(run.session, todo, lambda r: node_downloads(run, r), workers=run.workers,
                           remotes=run.remotes):
@@ -140,7 +145,7 @@ def read_needs(run: Any, nodes: Sequence[Node]) -> List[HostResult]:
 
 
 def with_note(results: Sequence[HostResult], note: str) -> List[HostResult]:
-    return [HostResult(r.node, r.status, r.exit_code, reason=r.reason, data={"notes": [note]}) for r in results]
+    return [HostResult(r.node, r.status, r.exit_code, reason=r.reason, notes=[note]) for r in results]
 
 
 # --------------------------------------------------------------------------- the step
@@ -213,7 +218,7 @@ def run_on(run: Any, nodes: Sequence[Node], s: FetchSettings) -> List[HostResult
         return fetch_on_head(remote, here, others, len(needs))
 
     def share(got: HostResult) -> None:
-        url = run.state.get(NAME)
+        url = run.kept(NAME, str)
         for node in run.inv.nodes:
             if node.name != head.name and url:
                 set_peer(run.remotes[node.name], debs=f"{url}/debs")
@@ -223,7 +228,7 @@ def run_on(run: Any, nodes: Sequence[Node], s: FetchSettings) -> List[HostResult
 
 def finish(run: Any, s: FetchSettings) -> None:
     """The others have installed: the head stops serving."""
-    if run.state.pop(NAME, None):
+    if run.forget(NAME):
         try:
             run.remotes[run.inv.head.name].run(f"systemctl stop {UNIT}", sudo=True, warn=True, timeout=30)
         except Exception:  # noqa: BLE001 - the server ends by itself within the hour
@@ -237,7 +242,7 @@ def downloads_report(run: Any, step: str, what: str) -> Tuple[List[str], List[st
         return [], []
     if head.status == SKIPPED:
         return [], [f"Downloads ({what}): {head.reason}"]
-    changes = [c for c in head.data.get("changes") or [] if c.startswith("downloaded")]
+    changes = [c for c in head.changes if c.startswith("downloaded")]
     if not changes:
         return [], []
     others = f"; the others installed from {run.inv.head.name}" if len(run.inv.nodes) > 1 else ""

@@ -231,7 +231,7 @@ def run_on(run: Any, nodes: Sequence[Node], s: ImagesSettings) -> List[HostResul
     """The nodes of this run get results; another node found holding a different image is a report warning."""
     names = {n.name for n in nodes}
     results = pull(run.session, run.inv, nodes, s, dry_run=run.dry_run, **run.step_kw(NAME))
-    run.state[NAME] = [r for r in results if r.node.name not in names]
+    run.keep(NAME, [r for r in results if r.node.name not in names])
     return [r for r in results if r.node.name in names]
 
 
@@ -249,7 +249,7 @@ def _report(run: Any, s: ImagesSettings) -> Tuple[List[str], List[str]]:
     same = [r for r in results if not r.failed]
     ids = next((r.value for r in same if r.value), {})
     shown = ", ".join(f"{ref} {short(ids.get(ref, NONE))}" for ref in s.images)
-    others = [f"images: {r.node.name} (not in this run): {r.reason}" for r in run.state.get(NAME, [])]
+    others = [f"images: {r.node.name} (not in this run): {r.reason}" for r in run.kept(NAME, list) or []]
     return [f"Images: {shown} on {len(same)}/{len(run.inv.nodes)} nodes, the same image ID on each"], others
 
 

@@ -116,7 +116,7 @@ def run_on(run: Any, nodes: Sequence[Node], settings: Any) -> List[HostResult]:
         d.doctor = doctor.examine(remote, settings.doctor, with_python=False)
         notes = [f"{d.os}; GPUs {d.doctor.verdict()}; private NIC {d.nic or '-'}"]
         notes += [f"GPU {f.level}: {f.line()}" for f in d.doctor.findings]
-        return HostResult(node, OK, data={"changes": [], "notes": notes}, value=d)
+        return HostResult(node, OK, notes=list(notes), value=d)
 
     return fan_out(run.session, nodes, one, workers=run.workers, on_result=run.live(NAME))
 

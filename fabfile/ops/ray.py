@@ -665,8 +665,8 @@ def wait_for_nodes(session: Session, nodes: Sequence[Node], s: RaySettings, time
     for node in nodes:
         member = alive.get(node.private or "")
         if member:
-            results.append(HostResult(node, "ok", seconds=seconds, data={"notes": [
-                f"alive in Ray ({member.cpus:g} CPU, {member.gpus:g} GPU)"]}))
+            results.append(HostResult(node, "ok", seconds=seconds, notes=[
+                f"alive in Ray ({member.cpus:g} CPU, {member.gpus:g} GPU)"]))
             continue
         try:
             tail = ray_log_tail(remote_for(session, node), node)
@@ -763,7 +763,7 @@ def members(run: Any, nodes: Sequence[Node], s: RaySettings) -> List[HostResult]
         alive = alive_by_ip(cluster_nodes(run.remotes[run.inv.head.name], s))
     except HostError as exc:
         return [HostResult(n, FAILED, 1, reason=exc.reason) for n in nodes]
-    run.state[NAME] = alive
+    run.keep(NAME, alive)
     out = []
     for n in nodes:
         member = alive.get(n.private or "")
@@ -788,7 +788,7 @@ def _cell(run: Any, node: Node) -> str:
 
 
 def _report(run: Any, s: RaySettings) -> Tuple[List[str], List[str]]:
-    alive_by = run.state.get(NAME) or {}
+    alive_by = run.kept(NAME, dict) or {}
     known = {n.private for n in run.inv.nodes}
     alive = [x for ip, x in alive_by.items() if ip in known]
     total = len(run.inv.nodes)

@@ -355,30 +355,31 @@ def run_step_on(run: Any, nodes: Sequence[Node], s: StorageSettings) -> List[Hos
         return known if known is not None else storage_facts(run.remotes[n.name])
 
     try:
-        choice = run.state[NAME] = choose_for(s.backend, run.inv.head, nodes, facts_of)
+        choice = choose_for(s.backend, run.inv.head, nodes, facts_of)
+        run.keep(NAME, choice)
     except Exception as exc:  # noqa: BLE001 - the head is down; its clients cannot mount
         return [HostResult(n, FAILED, 1, reason=f"cannot check the head's kernel for shared storage ({exc})") for n in nodes]
     if choice.backend is None:
         # Not `ok`: the cluster has no shared directory, and the table says so.
-        return [HostResult(n, SKIPPED, reason=choice.why, data={"changes": [], "notes": [choice.why]},
+        return [HostResult(n, SKIPPED, reason=choice.why, notes=[choice.why],
                            value=Shared(None)) for n in nodes]
     results = setup(run.session, run.inv, nodes, s.share, choice.backend, cache=s.cache, **run.step_kw(NAME))
     for r in results:
         r.value = Shared(choice.backend)
         if choice.why:
-            r.data.setdefault("notes", []).append(choice.why)
+            r.notes.append(choice.why)
     return results
 
 
 def check_share(run: Any, nodes: Sequence[Node], s: StorageSettings) -> List[HostResult]:
-    choice = run.state.get(NAME)
+    choice = run.kept(NAME, Choice)
     if choice is None or choice.backend is None:
         return []
     return round_trip(run.session, run.inv, nodes, s.share, choice.backend, run.workers, remotes=run.remotes)
 
 
 def _cell(run: Any, node: Node) -> str:
-    choice = run.state.get(NAME)
+    choice = run.kept(NAME, Choice)
     if run.status(NAME, node) == "not run" and run.status(VERIFY_NAME, node) == "not run":
         return "-"
     if choice is not None and choice.backend is None:
@@ -390,7 +391,7 @@ def _cell(run: Any, node: Node) -> str:
 
 
 def _report(run: Any, s: StorageSettings) -> Tuple[List[str], List[str]]:
-    choice = run.state.get(NAME)
+    choice = run.kept(NAME, Choice)
     if choice is None:
         return [], []
     if choice.backend is None:

@@ -281,7 +281,7 @@ def run_on(run: Any, nodes: Sequence[Node], s: FetchSettings) -> List[HostResult
         return fetch_wheels(remote, pins, s, len(needs))
 
     def share(got: HostResult) -> None:
-        url = run.state.get(FETCH)
+        url = run.kept(FETCH, str)
         where = wheel_dir(pins, s.uv_version)
         for node in run.inv.nodes:
             mine = node.name == head.name

@@ -7,7 +7,7 @@ import pytest
 from fabfile.core.errors import HostError, InputError
 from fabfile.ops import netenv, nfs, preflight, ray, sshfs, storage
 
-from fakes import FakeRemote, node
+from fakes import FakeRemote, FakeRun, node
 
 HEAD = "10.0.0.1"
 
@@ -270,14 +270,12 @@ def test_storage_defaults_to_auto_and_verify_reads_the_backend_from_the_workers_
 
 
 def test_a_storage_step_no_backend_can_do_is_skipped_with_its_reason_never_ok():
-    from types import SimpleNamespace
-
     from fabfile.core.fanout import SKIPPED
     from fabfile.core.inventory import Inventory
     from fabfile.core.report import summary_line
     head, w = node(), worker()
     no_fuse = KERNEL_NO_NFS  # no nfsd, no fuse, no /dev/fuse
-    run = SimpleNamespace(inv=Inventory(nodes=(head, w)), state={}, gathered=lambda name, n: no_fuse)
+    run = FakeRun(inv=Inventory(nodes=(head, w)), gathered=lambda name, n: no_fuse)
     results = storage.run_step_on(run, [head, w], storage.StorageSettings("auto", SHARE))
     assert {r.status for r in results} == {SKIPPED}
     assert all(r.reason.startswith("no shared storage: NFS unavailable (node1: ") and not r.failed for r in results)

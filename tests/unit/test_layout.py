@@ -90,3 +90,19 @@ def test_the_chain_has_unique_names_preflight_first_and_verify_last():
     assert len(set(names + aliases)) == len(names + aliases)
     assert names[0] == "preflight" and names[-1] == "verify"
     assert [s.name for s in CHAIN if not s.optional] == ["preflight"]
+
+
+def test_results_travel_typed_not_through_shared_dicts():
+    """Issue 34: results travelled as HostResult.data["changes"|"notes"|"blocked_by"] and Run.state[...]
+    (allreduce stored a string or a GroupResult there and branched on isinstance). Now HostResult has
+    typed fields, and a step keeps a cluster-wide finding with Run.keep and reads it back typed (Run.kept)."""
+    import dataclasses
+    from fabfile.core.fanout import HostResult
+    assert "data" not in {f.name for f in dataclasses.fields(HostResult)}
+    offending = []
+    for name, path in MODULES.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Attribute) and node.attr in ("state", "_kept") and \
+                    isinstance(node.value, ast.Name) and node.value.id == "run":
+                offending.append(f"{name}:{node.lineno}")
+    assert offending == []

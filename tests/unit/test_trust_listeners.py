@@ -57,18 +57,14 @@ def test_the_download_server_is_not_started_on_a_public_head_address():
     inv = parse_inventory(ONE_NIC, "h")
     s = fetch.read(None, inv, {})
 
-    class Run:
-        def __init__(self):
-            self.inv, self.failures, self.dry_run, self.state = inv, {}, False, {"downloads": {}}
-            self.session, self.workers, self.remotes = None, 1, {}
-
     from fabfile.core.fanout import HostResult, OK
     from fabfile.core.packages import Downloads
-    run = Run()
-    run.state["downloads"] = {n.name: HostResult(n, OK, value=Downloads(debs=("docker.io",))) for n in inv.nodes}
+    from fakes import FakeRun
+    run = FakeRun(inv=inv, failures={}, dry_run=False, session=None, workers=1, remotes={})
+    run.keep("downloads", {n.name: HostResult(n, OK, value=Downloads(debs=("docker.io",))) for n in inv.nodes})
     out = fetch.for_the_cluster(run, list(inv.nodes), s, lambda d: d.debs, None, None, "nothing")
-    assert all("refusing to open the head's download server to 203.0.113.7" in r.data["notes"][0] and
-               r.data["notes"][0].endswith("every node downloads for itself") for r in out)
+    assert all("refusing to open the head's download server to 203.0.113.7" in r.notes[0] and
+               r.notes[0].endswith("every node downloads for itself") for r in out)
 
 
 def test_the_sftp_service_is_not_started_on_a_public_head_address():
