@@ -1,6 +1,8 @@
 """gpufab: turn rented bare-metal GPU machines into a training cluster over SSH.
 
-`fab` and `inv` both load this collection (`inv` through the root tasks.py).
+`fab` and `inv` both load this collection (`inv` through the root tasks.py), as
+`fabfile` in a clone; the installed `gpufab` command loads it as `gpufab`. Every
+import here is relative, and names derive from `__name__`, so either name works.
 """
 
 import os

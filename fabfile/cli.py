@@ -2,7 +2,9 @@
 
 Invoke's documented way to ship a distinct binary is a Program given its
 namespace: no fabfile is searched for, so the installed tool works outside
-the repository, and `fab`/`inv` inside it keep working as before.
+the repository, and `fab`/`inv` inside it keep working as before. Installed, this
+package is `gpufab` (pyproject.toml's package-dir); in a clone `fab` and `inv`
+load the same folder as `fabfile`.
 
 Configuration follows Invoke's hierarchy under the `gpufab` prefix:
 /etc/gpufab.yaml, ~/.gpufab.yaml, ./gpufab.yaml, then `GPUFAB_*` variables.

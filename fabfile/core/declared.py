@@ -118,7 +118,7 @@ _SECTIONS: Dict[str, Tuple[str, Mapping[str, Any]]] = {}
 
 
 def declared_in(package: str) -> None:
-    """Settings are declared by the modules of `package` (gpufab's own: fabfile.ops)."""
+    """Settings are declared by the modules of `package` (gpufab's own: gpufab.ops, or fabfile.ops in a clone)."""
     if package not in _SOURCES:
         _SOURCES.append(package)
 

@@ -24,7 +24,8 @@ def installed(tmp_path_factory):
     assert build.returncode == 0, build.stdout + build.stderr
     wheel = next((where / "dist").glob("gpufab-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
-    shipped = {n.split("templates/", 1)[1] for n in names if n.startswith("fabfile/templates/")}
+    assert not [n for n in names if n.startswith("fabfile/")]  # installed as gpufab: no top-level fabfile
+    shipped = {n.split("templates/", 1)[1] for n in names if n.startswith("gpufab/templates/")}
     in_repo = {str(p.relative_to(REPO / "templates")) for p in (REPO / "templates").rglob("*") if p.is_file()}
     assert shipped == in_repo
     venv = where / "venv"

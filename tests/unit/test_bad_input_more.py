@@ -129,7 +129,7 @@ def test_a_timeout_option_of_inf_is_refused():
 
 def test_inv_names_a_broken_project_invoke_yaml(tmp_path):
     """The project's invoke.yaml is read by Invoke after it imports the tasks: one line, not Invoke's traceback."""
-    (tmp_path / "tasks.py").write_text("from fabfile import ns  # noqa: F401\n")
+    (tmp_path / "tasks.py").write_text("from gpufab import ns  # noqa: F401\n")
     (tmp_path / "invoke.yaml").write_text("gpufab:\n  workers: [8\n")
     line = one_error_line(cli("inv", "exec", "true", cwd=tmp_path, timeout=60,
                               env={"HOME": str(tmp_path), "GPUFAB_INVENTORY": str(tmp_path / "none.yaml")}))

@@ -1,7 +1,8 @@
 """The `gpufab` command from any directory: its task tree, config levels and default inventory.
 
-(The wheel built and installed into a fresh venv, and `gpufab` against lab
-hosts, are in tests/lab/test_install.py.)
+(The wheel's contents and its `gpufab` package unpacked outside the checkout:
+tests/unit/test_wheel.py; the wheel installed into a fresh venv, and `gpufab`
+against lab hosts: tests/lab/test_install.py.)
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ the defaults the code uses.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import json
 import subprocess
@@ -34,22 +35,23 @@ allreduce, bootstrap, launch, limits, netenv, nfs, ray, script, storage = (
 HEAVY = ("fabfile.ops", "jinja2", "tabulate", "dotenv")
 
 PROBE = """
-import atexit, json, sys
+import atexit, importlib, json, sys
+package = sys.argv[1]  # fabfile: fab/inv in the clone; gpufab: the gpufab command (the editable install here)
 def loaded():
-    print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in {"fabfile", "jinja2", "tabulate", "dotenv"})),
+    print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in {package, "jinja2", "tabulate", "dotenv"})),
           file=sys.stderr)
 atexit.register(loaded)
-sys.argv = ["gpufab", *sys.argv[1:]]
-from fabfile.cli import main
-main()
+sys.argv = ["gpufab", *sys.argv[2:]]
+importlib.import_module(package + ".cli").main()
 """
 
 
-def loaded_by(*args: str) -> list:
-    done = subprocess.run([sys.executable, "-c", PROBE, *args], cwd=str(REPO), capture_output=True, text=True,
-                          timeout=60, stdin=subprocess.DEVNULL)
+@functools.lru_cache(maxsize=None)
+def loaded_by(*args: str, package: str = "fabfile") -> tuple:
+    done = subprocess.run([sys.executable, "-c", PROBE, package, *args], cwd=str(REPO), capture_output=True,
+                          text=True, timeout=60, stdin=subprocess.DEVNULL)
     assert done.returncode == 0, done.stderr
-    return json.loads(done.stderr.strip().splitlines()[-1])
+    return tuple(json.loads(done.stderr.strip().splitlines()[-1]))
 
 
 @pytest.mark.parametrize("args", [("--list",), ("--help", "bootstrap"), ("--help", "ray.setup")])
@@ -61,6 +63,13 @@ def test_listing_and_help_load_no_step(args):
 
 def test_complete_loads_no_step():
     assert [m for m in loaded_by("--complete", "--", "gpufab", "ray.") if m.startswith(HEAVY)] == []
+
+
+def test_the_gpufab_command_lists_with_the_same_modules_under_its_installed_name():
+    """`.venv/bin/gpufab` imports the package as gpufab: the same modules as fabfile in the clone, and only those."""
+    modules = loaded_by("--list", package="gpufab")
+    assert "gpufab.bootstrap" in modules and not [m for m in modules if m.startswith("fabfile")]
+    assert [m.replace("gpufab", "fabfile", 1) for m in modules] == list(loaded_by("--list"))
 
 
 # The defaults the help texts state, against the constants the tasks use.
