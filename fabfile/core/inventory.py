@@ -197,6 +197,9 @@ def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> Dict[str,
         # `1: x` or `yes: x` would reach code that expects names; said once, here, for every mapping.
         if not (isinstance(key, yaml.ScalarNode) and isinstance(loader.construct_object(key), str)):
             raise _Refused(None, None, f"key {key.value!r} is not a name (quote it)", key.start_mark)
+        # The loader keeps its line numbers under `__line__`/`__keylines__`: a key of that shape was dropped unread.
+        if key.value.startswith("__"):
+            raise _Refused(None, None, f"key {key.value!r}: a name may not start with '__'", key.start_mark)
     mapping = loader.construct_mapping(node, deep=True)
     mapping["__line__"] = node.start_mark.line + 1
     mapping["__keylines__"] = {
