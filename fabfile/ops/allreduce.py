@@ -35,6 +35,7 @@ from . import infiniband, launch, nccl
 from .netenv import DEFAULT_MASTER_PORT, ENV_FILE, check_port, env_lines
 from .ray import DEFAULT_VENV
 from ..core.declared import CLUSTER, NODE, PORT, POSITIVE, Setting, choice, declare, listing, owns, text, whole
+from ..core.context import RunContext
 
 BACKENDS = ("auto", "nccl", "gloo")
 DEFAULT_SIZES = "1M,16M,64M"
@@ -575,11 +576,11 @@ def slowest_pair(results: Sequence[GroupResult]) -> Optional[GroupResult]:
 # --------------------------------------------------------------------------- in bootstrap
 
 
-def _prepare_step(run: Any, nodes: Sequence[Node], s: AllreduceSettings) -> List[HostResult]:
+def _prepare_step(run: RunContext, nodes: Sequence[Node], s: AllreduceSettings) -> List[HostResult]:
     return run.each(NAME, nodes, lambda remote: prepare(remote, s, required=False))
 
 
-def check_cluster(run: Any, nodes: Sequence[Node], s: AllreduceSettings) -> List[HostResult]:
+def check_cluster(run: RunContext, nodes: Sequence[Node], s: AllreduceSettings) -> List[HostResult]:
     """The verify phase: one all-reduce across every verified node that has torch."""
     ready = {n.name: run.value(NAME, n) for n in nodes}
     # Nodes outside this run (--retry-failed verifies the whole cluster) are read now.
@@ -653,7 +654,7 @@ def judge(result: GroupResult, ready: Mapping[str, NodeReady], s: AllreduceSetti
     return Judgement(transport.describe() if transport else None, text, ok, tail, problem, ref)
 
 
-def _report(run: Any, s: AllreduceSettings) -> Tuple[List[str], List[str]]:
+def _report(run: RunContext, s: AllreduceSettings) -> Tuple[List[str], List[str]]:
     found, not_run = run.kept(NAME, GroupResult), run.kept(NOT_RUN, str)
     if found is None:
         return [], [f"All-reduce: {not_run}"] if not_run else []
@@ -666,7 +667,7 @@ def _report(run: Any, s: AllreduceSettings) -> Tuple[List[str], List[str]]:
     return [f"All-reduce: {summary(found)}{over}; sums right; {judged.tail}"], [judged.problem] if judged.problem else []
 
 
-def _data(run: Any, s: AllreduceSettings) -> Any:
+def _data(run: RunContext, s: AllreduceSettings) -> Any:
     found = run.kept(NAME, GroupResult)
     if found is None:
         return {"not_run": run.kept(NOT_RUN, str)}

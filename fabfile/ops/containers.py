@@ -25,6 +25,7 @@ from ..core.errors import HostError, InputError, keeping_changes
 from ..core.inventory import Entry, Inventory
 from ..core.remote import Remote, last_line
 from ..core.steps import Outcome
+from ..core.context import RunContext
 from .images import REF_RE
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
@@ -240,7 +241,7 @@ def check(remote: Remote, s: ContainersSettings) -> Outcome:
     return Outcome(value=(len(wanted), len(wanted)))
 
 
-def _cell(run: Any, node: Any) -> str:
+def _cell(run: RunContext, node: Any) -> str:
     found = run.checked(NAME, node)
     if found is None:
         result = run.result(NAME, node)
@@ -248,7 +249,7 @@ def _cell(run: Any, node: Any) -> str:
     return f"{found[0]}/{found[1]} running"
 
 
-def _report(run: Any, s: ContainersSettings) -> Tuple[List[str], List[str]]:
+def _report(run: RunContext, s: ContainersSettings) -> Tuple[List[str], List[str]]:
     verified = run.verified()
     names = ", ".join(c.name for c in s.containers)
     return [f"Containers: {names} running on {len(verified)}/{len(run.inv.nodes)} nodes (docker ps)"], []

@@ -26,6 +26,7 @@ from ..core.remote import Remote, ensure_packages, last_line
 from ..core.steps import Outcome
 from . import infiniband, nvidia_toolkit
 from ..core.declared import Setting, choice, declare, owns
+from ..core.context import RunContext
 
 DAEMON_JSON = "/etc/docker/daemon.json"
 KEYRING = "/etc/apt/keyrings/docker.asc"
@@ -388,12 +389,12 @@ def check(remote: Remote, s: DockerSettings) -> Outcome:
     return verify_docker(remote, s.daemon, s.container, s.toolkit.test_image)
 
 
-def _cell(run: Any, node: Any) -> str:
+def _cell(run: RunContext, node: Any) -> str:
     found = run.checked(NAME, node)
     return found.version if found else "-"
 
 
-def _report(run: Any, s: DockerSettings) -> Tuple[List[str], List[str]]:
+def _report(run: RunContext, s: DockerSettings) -> Tuple[List[str], List[str]]:
     verified = run.verified()
     versions = sorted({run.checked(NAME, n).version for n in verified if run.checked(NAME, n)})
     return [f"Docker: {len(verified)}/{len(run.inv.nodes)} nodes active ({', '.join(versions) or '-'}), "

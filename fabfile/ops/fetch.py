@@ -30,6 +30,7 @@ from ..core.remote import Remote, last_line
 from ..core.steps import Outcome, merge_phases, run_step
 from .netenv import check_port
 from ..core.declared import PORT, SWITCH, TEXT, VERSION, Setting, declare, owns
+from ..core.context import RunContext
 
 NAME = "fetch"
 CACHE = "/var/cache/gpufab/fetch"
@@ -101,7 +102,7 @@ def serve_command(address: str, port: int) -> str:
 _LOCK = threading.Lock()
 
 
-def serve(run: Any, s: FetchSettings) -> Optional[str]:
+def serve(run: RunContext, s: FetchSettings) -> Optional[str]:
     """Start the head's server (once per run; a no-op when it already runs); its URL (None: no other node
     to serve). A HostError when it cannot."""
     head = run.inv.head
@@ -130,7 +131,7 @@ _NEEDS_LOCK = threading.Lock()
 NEEDS = "downloads"
 
 
-def read_needs(run: Any, nodes: Sequence[Node]) -> List[HostResult]:
+def read_needs(run: RunContext, nodes: Sequence[Node]) -> List[HostResult]:
     """Each node's Downloads: what the steps of this run would download there."""
     with _NEEDS_LOCK:
         known = run.kept(NEEDS, dict)
@@ -151,7 +152,7 @@ def with_note(results: Sequence[HostResult], note: str) -> List[HostResult]:
 # --------------------------------------------------------------------------- the step
 
 
-def node_downloads(run: Any, remote: Remote) -> Outcome:
+def node_downloads(run: RunContext, remote: Remote) -> Outcome:
     need = Downloads()
     for step in run.steps:
         if step.downloads is not None and step.name != NAME:
@@ -170,7 +171,7 @@ def fetch_on_head(remote: Remote, here: Sequence[str], others: Sequence[str], co
     return Outcome([change])
 
 
-def for_the_cluster(run: Any, nodes: Sequence[Node], s: FetchSettings, wanted: Callable[[Downloads], Sequence[str]],
+def for_the_cluster(run: RunContext, nodes: Sequence[Node], s: FetchSettings, wanted: Callable[[Downloads], Sequence[str]],
                     on_head: Callable[[Remote, Dict[str, Sequence[str]]], Outcome],
                     share: Callable[[HostResult], None], nothing: str) -> List[HostResult]:
     """What fetch and wheels share: each node's needs (`wanted` of its Downloads), the head's one download
@@ -208,7 +209,7 @@ def for_the_cluster(run: Any, nodes: Sequence[Node], s: FetchSettings, wanted: C
                                 [r for r in facts if r.failed and r.node.name != head.name]])
 
 
-def run_on(run: Any, nodes: Sequence[Node], s: FetchSettings) -> List[HostResult]:
+def run_on(run: RunContext, nodes: Sequence[Node], s: FetchSettings) -> List[HostResult]:
     """The .debs: what any node lacks, downloaded by the head; then the head serves them."""
     head = run.inv.head
 
@@ -226,7 +227,7 @@ def run_on(run: Any, nodes: Sequence[Node], s: FetchSettings) -> List[HostResult
     return for_the_cluster(run, nodes, s, lambda d: d.debs, on_head, share, "no .deb to download")
 
 
-def finish(run: Any, s: FetchSettings) -> None:
+def finish(run: RunContext, s: FetchSettings) -> None:
     """The others have installed: the head stops serving."""
     if run.forget(NAME):
         try:
@@ -235,7 +236,7 @@ def finish(run: Any, s: FetchSettings) -> None:
             pass
 
 
-def downloads_report(run: Any, step: str, what: str) -> Tuple[List[str], List[str]]:
+def downloads_report(run: RunContext, step: str, what: str) -> Tuple[List[str], List[str]]:
     """`Downloads (what): downloaded once for N nodes: ...`, or why every node downloaded for itself."""
     head = run.result(step, run.inv.head)
     if head is None:

@@ -27,6 +27,7 @@ from ..core.steps import Outcome, run_step
 from .netenv import load_secrets
 
 from ..core.declared import owns
+from ..core.context import RunContext
 
 REF_RE = IMAGE_REF_RE
 #: One pull may be a large image over a slow link, but never unbounded.
@@ -227,7 +228,7 @@ def pull(session: Session, inv: Inventory, nodes: Sequence[Node], s: ImagesSetti
     return results + [r for r in read_only if r.failed and r.node.name in odd]
 
 
-def run_on(run: Any, nodes: Sequence[Node], s: ImagesSettings) -> List[HostResult]:
+def run_on(run: RunContext, nodes: Sequence[Node], s: ImagesSettings) -> List[HostResult]:
     """The nodes of this run get results; another node found holding a different image is a report warning."""
     names = {n.name for n in nodes}
     results = pull(run.session, run.inv, nodes, s, dry_run=run.dry_run, **run.step_kw(NAME))
@@ -235,7 +236,7 @@ def run_on(run: Any, nodes: Sequence[Node], s: ImagesSettings) -> List[HostResul
     return [r for r in results if r.node.name in names]
 
 
-def _cell(run: Any, node: Node) -> str:
+def _cell(run: RunContext, node: Node) -> str:
     found = run.result(NAME, node)
     if found is None:
         return "-"
@@ -244,7 +245,7 @@ def _cell(run: Any, node: Node) -> str:
     return f"{len(found.value or {})} same"
 
 
-def _report(run: Any, s: ImagesSettings) -> Tuple[List[str], List[str]]:
+def _report(run: RunContext, s: ImagesSettings) -> Tuple[List[str], List[str]]:
     results = run.results.get(NAME, [])
     same = [r for r in results if not r.failed]
     ids = next((r.value for r in same if r.value), {})

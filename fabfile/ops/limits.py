@@ -21,6 +21,7 @@ from ..core.remote import Remote
 from ..core.steps import Outcome
 from . import infiniband
 from ..core.declared import Kind, Setting, declare, owns, whole
+from ..core.context import RunContext
 
 DEFAULT_NOFILE = 65536
 #: The kernel's default fs.nr_open: no process limit can be set above it.
@@ -155,16 +156,16 @@ def check(remote: Remote, s: LimitsSettings) -> Outcome:
     return Outcome(value=LoginLimits(MAX_NOFILE if text == "unlimited" else int(text)))
 
 
-def _found(run: Any, node: Any) -> Optional[int]:
+def _found(run: RunContext, node: Any) -> Optional[int]:
     found = run.value(NAME, node) or run.checked(NAME, node)
     return found.soft if found else None
 
 
-def _cell(run: Any, node: Any) -> str:
+def _cell(run: RunContext, node: Any) -> str:
     return str(_found(run, node) or "-")
 
 
-def _report(run: Any, s: LimitsSettings) -> Tuple[List[str], List[str]]:
+def _report(run: RunContext, s: LimitsSettings) -> Tuple[List[str], List[str]]:
     verified = run.verified()
     values = sorted({str(_found(run, n)) for n in verified})
     return [f"nofile: {', '.join(values) or '-'} in a new login ({len(verified)}/{len(run.inv.nodes)} nodes)"], []

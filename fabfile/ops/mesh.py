@@ -40,6 +40,7 @@ from ..core.remote import Remote, last_line
 from ..core.steps import Outcome, run_step
 from . import gpu, netenv
 from ..core.declared import NODE, SWITCH, Setting, declare, owns, whole
+from ..core.context import RunContext
 
 #: `name slots=N` a line (OpenMPI and DeepSpeed read it), and one name a line; netenv.env names both.
 HOSTFILE = netenv.MESH_HOSTFILE
@@ -420,7 +421,7 @@ def refresh(session: Session, inv: Inventory, s: MeshSettings, workers: Optional
     return [*(r for r in probed if r.failed), *(setup(session, inv, meshed, s, workers=workers) if meshed else [])]
 
 
-def run_on(run: Any, nodes: Sequence[Node], s: MeshSettings) -> List[HostResult]:
+def run_on(run: RunContext, nodes: Sequence[Node], s: MeshSettings) -> List[HostResult]:
     facts = {n.name: run.gathered(NAME, n) for n in run.inv.nodes if run.gathered(NAME, n) is not None}
     results = setup(run.session, run.inv, nodes, s, facts, **run.step_kw(NAME))
     order = {n.name: i for i, n in enumerate(nodes)}
@@ -491,7 +492,7 @@ def verify(session: Session, inv: Inventory, nodes: Sequence[Node], s: MeshSetti
     return run_step(session, nodes, one, workers=workers, **step_kw)
 
 
-def check_cluster(run: Any, nodes: Sequence[Node], s: MeshSettings) -> List[HostResult]:
+def check_cluster(run: RunContext, nodes: Sequence[Node], s: MeshSettings) -> List[HostResult]:
     return verify(run.session, run.inv, nodes, s, workers=run.workers, among=nodes, remotes=run.remotes)
 
 
@@ -538,12 +539,12 @@ def remove_node(remote: Remote, also_root: bool = False) -> Outcome:
 # --------------------------------------------------------------------------- the report
 
 
-def _reach(run: Any, node: Node) -> Optional[Reach]:
+def _reach(run: RunContext, node: Node) -> Optional[Reach]:
     found = run.cluster_checked(NAME, node)
     return found.value if found is not None and isinstance(found.value, Reach) else None
 
 
-def _cell(run: Any, node: Node) -> str:
+def _cell(run: RunContext, node: Node) -> str:
     reach = _reach(run, node)
     if reach is not None:
         return f"{reach.reached}/{reach.tried} peers" if not reach.problems else f"{reach.reached}/{reach.tried} peers!"
@@ -551,11 +552,11 @@ def _cell(run: Any, node: Node) -> str:
     return "-" if result is None else ("failed" if result.failed else result.status)
 
 
-def _reaches(run: Any) -> List[Reach]:
+def _reaches(run: RunContext) -> List[Reach]:
     return [r for r in (_reach(run, n) for n in run.verified()) if r is not None]
 
 
-def _report(run: Any, s: MeshSettings) -> Tuple[List[str], List[str]]:
+def _report(run: RunContext, s: MeshSettings) -> Tuple[List[str], List[str]]:
     found = _reaches(run)
     checked = [run.cluster_checked(NAME, n) for n in run.inv.nodes]
     problems = [f"SSH mesh: {r.node.name}: {r.reason}" for r in checked if r is not None and r.failed]
@@ -568,11 +569,11 @@ def _report(run: Any, s: MeshSettings) -> Tuple[List[str], List[str]]:
     return lines, problems
 
 
-def _access(run: Any, s: MeshSettings) -> List[str]:
+def _access(run: RunContext, s: MeshSettings) -> List[str]:
     return [f"mpirun --hostfile {HOSTFILE} ... (on any node, as the SSH user)"]
 
 
-def _data(run: Any, s: MeshSettings) -> Dict[str, int]:
+def _data(run: RunContext, s: MeshSettings) -> Dict[str, int]:
     found = _reaches(run)
     return {"pairs": sum(r.tried for r in found), "reached": sum(r.reached for r in found)}
 

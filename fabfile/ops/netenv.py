@@ -28,6 +28,7 @@ from ..core.steps import Outcome
 from . import infiniband
 from .share import read_cache, share_paths
 from ..core.declared import NODE, PORT, Setting, choice, declare, owns, text
+from ..core.context import RunContext
 
 #: auto: infiniband on nodes with an active InfiniBand/RoCE port, ethernet elsewhere (per node);
 #: ethernet: sockets over the netenv NIC, NVLink/PCIe P2P and shared memory on (the fast paths
@@ -481,7 +482,7 @@ def check(remote: Remote, s: NetenvSettings) -> Outcome:
     return Outcome(value=NetenvState(nic, firewall))
 
 
-def _report(run: Any, s: NetenvSettings) -> Tuple[List[str], List[str]]:
+def _report(run: RunContext, s: NetenvSettings) -> Tuple[List[str], List[str]]:
     warnings = []
     for node in run.verified():
         found = run.checked(NAME, node)

@@ -27,6 +27,7 @@ from ..core.fanout import FAILED, OK, HostResult, fan_out
 from ..core.inventory import Node
 from ..core.remote import Remote, run_parsed
 from ..core.steps import Outcome
+from ..core.context import RunContext
 from . import allreduce, doctor, fleet, gpu, netenv, ray
 
 #: Prints one key=value per line. `$1` is the head's private address (may be empty).
@@ -100,7 +101,7 @@ def probe(session: Session, conn: NodeConnection, node: Node, head_private: Opti
     return HostResult(node, OK, value=found)
 
 
-def run_on(run: Any, nodes: Sequence[Node], settings: Any) -> List[HostResult]:
+def run_on(run: RunContext, nodes: Sequence[Node], settings: Any) -> List[HostResult]:
     """Every node probed at once; a node fit to go on also answers every step's fact gathering."""
     head_private = run.inv.head.private
 
@@ -147,7 +148,7 @@ def check(remote: Remote, settings: PreflightSettings) -> Outcome:
     return Outcome(value=Checked(found, fleet.read_facts(remote, settings.head, settings.doctor)))
 
 
-def _doctor(run: Any, node: Node) -> Optional[doctor.Doctor]:
+def _doctor(run: RunContext, node: Node) -> Optional[doctor.Doctor]:
     checked = run.checked(NAME, node)
     if checked is not None:
         return checked.doctor
@@ -155,7 +156,7 @@ def _doctor(run: Any, node: Node) -> Optional[doctor.Doctor]:
     return pre.doctor if pre is not None else None
 
 
-def check_doctor(run: Any, nodes: Sequence[Node], settings: PreflightSettings) -> List[HostResult]:
+def check_doctor(run: RunContext, nodes: Sequence[Node], settings: PreflightSettings) -> List[HostResult]:
     """A node whose GPU stack has a problem is not ready to train: it fails verify, with what to do."""
     out = []
     for n in nodes:
@@ -167,7 +168,7 @@ def check_doctor(run: Any, nodes: Sequence[Node], settings: PreflightSettings) -
     return out
 
 
-def _gpus_cell(run: Any, node: Node) -> str:
+def _gpus_cell(run: RunContext, node: Node) -> str:
     found = _doctor(run, node)
     if found is None:
         pre = run.value(NAME, node)
@@ -179,7 +180,7 @@ def _gpus_cell(run: Any, node: Node) -> str:
     return text
 
 
-def fleet_facts(run: Any) -> dict:
+def fleet_facts(run: RunContext) -> dict:
     """Per verified node, the fleet's facts (the training python as the all-reduce step found it)."""
     out = {}
     for n in run.verified():
@@ -192,7 +193,7 @@ def fleet_facts(run: Any) -> dict:
     return out
 
 
-def _report(run: Any, settings: PreflightSettings) -> Tuple[List[str], List[str]]:
+def _report(run: RunContext, settings: PreflightSettings) -> Tuple[List[str], List[str]]:
     verified = run.verified()
     docs = {n.name: _doctor(run, n) for n in run.inv.nodes if run.checked(NAME, n) is not None}
     with_gpus = [name for name, d in docs.items() if d is not None and d.has_gpus]
@@ -217,7 +218,7 @@ def _report(run: Any, settings: PreflightSettings) -> Tuple[List[str], List[str]
     return lines, warnings + settings.reach.warnings()
 
 
-def _data(run: Any, settings: PreflightSettings) -> Any:
+def _data(run: RunContext, settings: PreflightSettings) -> Any:
     docs = {n.name: _doctor(run, n) for n in run.inv.nodes}
     facts = fleet_facts(run)
     return {
@@ -227,7 +228,7 @@ def _data(run: Any, settings: PreflightSettings) -> Any:
     }
 
 
-def _nic_cell(run: Any, node: Node) -> str:
+def _nic_cell(run: RunContext, node: Node) -> str:
     """The NIC netenv wrote for the node, else the one preflight found toward the head."""
     for found in (run.value(netenv.NAME, node), run.checked(netenv.NAME, node)):
         if found is not None and found.nic:

@@ -30,6 +30,7 @@ from ..core.remote import Remote, ensure_packages, last_line
 from ..core.steps import Outcome, merge_phases, remote_for, run_step
 from ..core import packages as apt
 from ..core.packages import Downloads
+from ..core.context import RunContext
 from .fetch import UV_VERSION, check_uv_version
 from .wheels import direct, ensure_uv, index_env, uv_env, wheel_requirements
 from .netenv import ENV_FILE, RAY_DEFAULT_VERSION, SECRETS_FILE, check_port, ray_auth_on, ray_has_auth
@@ -744,7 +745,7 @@ def setup_cluster(session: Session, inv: Inventory, s: RaySettings, timeout: flo
     return merge_phases(nodes, [done, waited])
 
 
-def run_on(run: Any, nodes: Sequence[Node], s: RaySettings) -> List[HostResult]:
+def run_on(run: RunContext, nodes: Sequence[Node], s: RaySettings) -> List[HostResult]:
     return setup_cluster(run.session, run.inv, s, s.wait, run.workers, nodes=nodes, remotes=run.remotes,
                          wait=not run.dry_run)
 
@@ -757,7 +758,7 @@ def check(remote: Remote, s: RaySettings) -> Outcome:
     return found
 
 
-def members(run: Any, nodes: Sequence[Node], s: RaySettings) -> List[HostResult]:
+def members(run: RunContext, nodes: Sequence[Node], s: RaySettings) -> List[HostResult]:
     """Every node must be alive in the head's Ray cluster."""
     try:
         alive = alive_by_ip(cluster_nodes(run.remotes[run.inv.head.name], s))
@@ -774,20 +775,20 @@ def members(run: Any, nodes: Sequence[Node], s: RaySettings) -> List[HostResult]
     return out
 
 
-def member(run: Any, node: Node) -> Optional[RayNode]:
+def member(run: RunContext, node: Node) -> Optional[RayNode]:
     """This node in the head's Ray cluster, as the verify phase found it."""
     found = run.cluster_checked(NAME, node)
     return found.value if found is not None and not found.failed else None
 
 
-def _cell(run: Any, node: Node) -> str:
+def _cell(run: RunContext, node: Node) -> str:
     found = member(run, node)
     if found is None:
         return "-"
     return "alive (head)" if found.head else "alive"
 
 
-def _report(run: Any, s: RaySettings) -> Tuple[List[str], List[str]]:
+def _report(run: RunContext, s: RaySettings) -> Tuple[List[str], List[str]]:
     alive_by = run.kept(NAME, dict) or {}
     known = {n.private for n in run.inv.nodes}
     alive = [x for ip, x in alive_by.items() if ip in known]
@@ -817,7 +818,7 @@ def _report(run: Any, s: RaySettings) -> Tuple[List[str], List[str]]:
     return checks, warnings
 
 
-def _access(run: Any, s: RaySettings) -> List[str]:
+def _access(run: RunContext, s: RaySettings) -> List[str]:
     head = run.inv.head
     target = run.ssh(head, run.aliases)[len("ssh "):]
     token = ([f"{run.ssh(head, run.aliases)} {s.venv}/bin/ray get-auth-token   # the token the dashboard asks for"]

@@ -37,6 +37,7 @@ from ..core.files import ManagedFile, plan_files, render, sha256, shipped
 from ..core.inventory import VAR_KEY_RE, Entry, Inventory, Node
 from ..core.remote import Remote
 from ..core.steps import Outcome
+from ..core.context import RunContext
 from . import gpu
 from .launch import placements, rank_order
 from .netenv import DEFAULT_MASTER_PORT, check_port
@@ -497,7 +498,7 @@ def finish(step: UserStep, code: int, tail: List[str], seconds: float, log: str,
 # --------------------------------------------------------------------------- in the chain
 
 
-def run_in_chain(run: Any, nodes: Sequence[Node], s: ScriptSettings) -> List[HostResult]:
+def run_in_chain(run: RunContext, nodes: Sequence[Node], s: ScriptSettings) -> List[HostResult]:
     """On the step's nodes among those still going, all at once; live lines from detached runs."""
     mine = [n for n in nodes if s.step.runs_on(n)]
     if not mine:
@@ -518,11 +519,11 @@ def reader(step: UserStep) -> Callable[[Any, Inventory, Mapping[str, Any]], Scri
     return read
 
 
-def _runs(run: Any, name: str) -> List[Tuple[Node, StepRun]]:
+def _runs(run: RunContext, name: str) -> List[Tuple[Node, StepRun]]:
     return [(r.node, r.value) for r in run.results.get(name, []) if isinstance(r.value, StepRun)]
 
 
-def _cell(run: Any, node: Node) -> str:
+def _cell(run: RunContext, node: Node) -> str:
     words = []
     for name in [s.name for s in run.steps if is_user_step(s)]:
         found = run.result(name, node)
@@ -533,7 +534,7 @@ def _cell(run: Any, node: Node) -> str:
     return ", ".join(words) or "-"
 
 
-def _report(run: Any, s: ScriptSettings) -> Tuple[List[str], List[str]]:
+def _report(run: RunContext, s: ScriptSettings) -> Tuple[List[str], List[str]]:
     runs = _runs(run, s.step.name)
     if not runs:
         return [], []
@@ -550,7 +551,7 @@ def _report(run: Any, s: ScriptSettings) -> Tuple[List[str], List[str]]:
     return [line], warnings
 
 
-def _access(run: Any, s: ScriptSettings) -> List[str]:
+def _access(run: RunContext, s: ScriptSettings) -> List[str]:
     runs = _runs(run, s.step.name)
     failed = [n for n, r in runs if r.state == "failed"]
     shown = failed[0] if failed else (runs[0][0] if runs else None)
@@ -562,7 +563,7 @@ def _access(run: Any, s: ScriptSettings) -> List[str]:
     return [f"{run.ssh(shown, run.aliases)} '{tail}'"]
 
 
-def _data(run: Any, s: ScriptSettings) -> Any:
+def _data(run: RunContext, s: ScriptSettings) -> Any:
     return {node.name: r.to_json() for node, r in _runs(run, s.step.name)}
 
 

@@ -28,6 +28,7 @@ from . import nfs, sshfs
 from .nfs import FINDMNT, KERNEL_SCRIPT, NfsPlan, kernel_lacks
 from .share import cache_on_head, dirs_below, read_cache, share_owner
 from ..core.declared import Setting, choice, declare
+from ..core.context import RunContext
 
 BACKENDS = ("auto", "nfs", "sshfs")
 DEFAULT_BACKEND = "auto"
@@ -347,7 +348,7 @@ class Trip:
     read: Optional[float] = None
 
 
-def run_step_on(run: Any, nodes: Sequence[Node], s: StorageSettings) -> List[HostResult]:
+def run_step_on(run: RunContext, nodes: Sequence[Node], s: StorageSettings) -> List[HostResult]:
     """The backend every node supports (as asked: nfs, sshfs or auto), then the share."""
     def facts_of(n: Node) -> str:
         # From preflight; read now only for a head outside this run (a retry of workers).
@@ -371,14 +372,14 @@ def run_step_on(run: Any, nodes: Sequence[Node], s: StorageSettings) -> List[Hos
     return results
 
 
-def check_share(run: Any, nodes: Sequence[Node], s: StorageSettings) -> List[HostResult]:
+def check_share(run: RunContext, nodes: Sequence[Node], s: StorageSettings) -> List[HostResult]:
     choice = run.kept(NAME, Choice)
     if choice is None or choice.backend is None:
         return []
     return round_trip(run.session, run.inv, nodes, s.share, choice.backend, run.workers, remotes=run.remotes)
 
 
-def _cell(run: Any, node: Node) -> str:
+def _cell(run: RunContext, node: Node) -> str:
     choice = run.kept(NAME, Choice)
     if run.status(NAME, node) == "not run" and run.status(VERIFY_NAME, node) == "not run":
         return "-"
@@ -390,7 +391,7 @@ def _cell(run: Any, node: Node) -> str:
     return f"{shown}, round trip ok" if trip is not None and not trip.failed else shown
 
 
-def _report(run: Any, s: StorageSettings) -> Tuple[List[str], List[str]]:
+def _report(run: RunContext, s: StorageSettings) -> Tuple[List[str], List[str]]:
     choice = run.kept(NAME, Choice)
     if choice is None:
         return [], []
@@ -411,7 +412,7 @@ def _report(run: Any, s: StorageSettings) -> Tuple[List[str], List[str]]:
         + cache_warnings
 
 
-def _cache_report(run: Any, s: StorageSettings) -> Tuple[List[str], List[str]]:
+def _cache_report(run: RunContext, s: StorageSettings) -> Tuple[List[str], List[str]]:
     if s.cache is None:
         return [], []
     found = {n.name: run.checked(NAME, n) for n in run.verified()}

@@ -18,6 +18,7 @@ from ..core.packages import Downloads, missing, parse_installed, query_command
 from ..core.remote import Remote, ensure_packages
 from ..core.steps import Outcome
 from ..core.declared import Setting, declare, listing
+from ..core.context import RunContext
 
 #: Debian package names (policy 5.6.1), and nothing a shell would read otherwise.
 PACKAGE_RE = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")
@@ -53,7 +54,7 @@ def apply(remote: Remote, s: ToolsSettings) -> Outcome:
     return Outcome(done, [] if done else [f"{', '.join(s.packages)} installed"], s.packages)
 
 
-def _report(run: Any, s: ToolsSettings) -> Tuple[List[str], List[str]]:
+def _report(run: RunContext, s: ToolsSettings) -> Tuple[List[str], List[str]]:
     have = [n for n in run.inv.nodes if run.value(NAME, n) == s.packages]
     return [f"Tools: {', '.join(s.packages)} on {len(have)}/{len(run.inv.nodes)} nodes"], []
 

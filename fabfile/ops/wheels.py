@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import re
 import shlex
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 from urllib.parse import urlsplit
 
 from ..core.chain import Step
@@ -26,6 +26,7 @@ from ..core.inventory import Node
 from ..core.packages import Peer
 from ..core.remote import Remote, last_line
 from ..core.steps import Outcome
+from ..core.context import RunContext
 from .fetch import CACHE, FetchSettings, downloads_report, finish, for_the_cluster, read, set_peer
 from .fetch import NAME as FETCH
 
@@ -271,7 +272,7 @@ def fetch_wheels(remote: Remote, pins: Sequence[str], s: FetchSettings, count: i
     return Outcome(done + [f"{change} ({len(hashes)} wheels, {human_bytes(size)})"], notes, hashes)
 
 
-def run_on(run: Any, nodes: Sequence[Node], s: FetchSettings) -> List[HostResult]:
+def run_on(run: RunContext, nodes: Sequence[Node], s: FetchSettings) -> List[HostResult]:
     """The wheels: every pin any node lacks, locked and downloaded by the head; then the head serves them."""
     head = run.inv.head
     pins: List[str] = []

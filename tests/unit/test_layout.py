@@ -106,3 +106,27 @@ def test_results_travel_typed_not_through_shared_dicts():
                     isinstance(node.value, ast.Name) and node.value.id == "run":
                 offending.append(f"{name}:{node.lineno}")
     assert offending == []
+
+
+def test_ops_see_the_run_through_its_typed_context_only():
+    """Issue 34: 57 `run: Any` parameters reached into 24 attributes of Run. Now each is a RunContext
+    (core/context.py), and a step uses of the run only what that Protocol names; Run provides all of it."""
+    import inspect
+    from fabfile.core.chain import Run
+    from fabfile.core.context import RunContext
+    members = {n for n in dir(RunContext) if not n.startswith("_")} | set(RunContext.__annotations__)
+    used, untyped = set(), []
+    for name, path in MODULES.items():
+        if not name.startswith("fabfile.ops"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.arg) and node.arg == "run" and node.annotation is not None and \
+                    ast.unparse(node.annotation) in ("Any", "'Any'"):
+                untyped.append(f"{name}:{node.lineno}")
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "run":
+                used.add(node.attr)
+    assert untyped == []
+    assert used - members == set(), "add these to core/context.RunContext first"
+    init = inspect.getsource(Run.__init__)
+    provided = {n for n in members if hasattr(Run, n) or f"self.{n} " in init or f"self.{n}:" in init}
+    assert provided == members
