@@ -22,6 +22,7 @@ from fabfile.core.mapping import parse_mapping
 from fabfile.ops import netenv
 
 from helpers import UNPRIVILEGED, cli, one_error_line
+from inprocess import run_cli
 
 NODE = "nodes:\n  - name: a\n    public: 198.18.0.11\n    private: 198.19.0.11\n"
 
@@ -227,8 +228,8 @@ def test_no_env_text_ends_in_a_traceback_or_an_unsafe_value(tmp_path_factory, te
 def test_import_of_a_binary_file_or_a_directory_writes_nothing(tmp_path):
     (tmp_path / "bin.txt").write_bytes(b"\x00\x01binary\xff\n")
     for source, message in ((tmp_path / "bin.txt", "is not UTF-8 text"), (tmp_path, "is a directory")):
-        line = one_error_line(cli("inv", "inventory.import", str(source), "--output", str(tmp_path / "out.yaml"),
-                                  "--ssh-config", str(tmp_path / "ssh_config")))
+        line = one_error_line(run_cli("inv", "inventory.import", str(source), "--output", str(tmp_path / "out.yaml"),
+                                      "--ssh-config", str(tmp_path / "ssh_config")))
         assert f"{source}: {message}" in line
     assert not (tmp_path / "out.yaml").exists() and not (tmp_path / "ssh_config").exists()
 
@@ -236,8 +237,8 @@ def test_import_of_a_binary_file_or_a_directory_writes_nothing(tmp_path):
 def test_import_into_an_ssh_config_that_is_a_directory_writes_nothing(tmp_path):
     (tmp_path / "m.txt").write_text("198.18.0.11 198.19.0.11\n")
     (tmp_path / "cfg").mkdir()
-    line = one_error_line(cli("inv", "inventory.import", str(tmp_path / "m.txt"), "--output",
-                              str(tmp_path / "out.yaml"), "--ssh-config", str(tmp_path / "cfg")))
+    line = one_error_line(run_cli("inv", "inventory.import", str(tmp_path / "m.txt"), "--output",
+                                  str(tmp_path / "out.yaml"), "--ssh-config", str(tmp_path / "cfg")))
     assert f"{tmp_path / 'cfg'}: is a directory" in line and not (tmp_path / "out.yaml").exists()
 
 
@@ -253,8 +254,8 @@ def test_import_with_a_read_only_ssh_directory_is_no_half_change(tmp_path):
     else:
         ssh.chmod(0o500)
     try:
-        line = one_error_line(cli("inv", "inventory.import", str(tmp_path / "m.txt"), "--output",
-                                  str(tmp_path / "out.yaml"), "--ssh-config", str(ssh / "config")))
+        line = one_error_line(run_cli("inv", "inventory.import", str(tmp_path / "m.txt"), "--output",
+                                      str(tmp_path / "out.yaml"), "--ssh-config", str(ssh / "config")))
     finally:
         if os.geteuid() == 0:
             subprocess.run(["umount", str(ssh)], check=True)
@@ -269,8 +270,8 @@ def test_import_writes_through_a_symlinked_ssh_config(tmp_path):
     real = tmp_path / "dotfiles" / "ssh_config"
     real.write_text("Host mine\n")
     (tmp_path / "config").symlink_to(real)
-    proc = cli("inv", "inventory.import", str(tmp_path / "m.txt"), "--output", str(tmp_path / "out.yaml"),
-               "--ssh-config", str(tmp_path / "config"))
+    proc = run_cli("inv", "inventory.import", str(tmp_path / "m.txt"), "--output", str(tmp_path / "out.yaml"),
+                   "--ssh-config", str(tmp_path / "config"))
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "config").is_symlink() and "Host rental0" in real.read_text()
     assert stat.S_IMODE(real.stat().st_mode) == 0o600
@@ -285,13 +286,13 @@ def test_commands_refuse_bad_input_in_one_line(tmp_path, args, message):
     inventory.write_text(NODE.replace("198.18.0.11", "198.18.0.250"))  # no such host: nothing may be tried
     (tmp_path / "bin.env").write_bytes(b"A=\x00\xff\n")
     args = tuple(str(tmp_path / "bin.env") if a == "BIN" else a for a in args)
-    line = one_error_line(cli("inv", *args, env={"GPUFAB_INVENTORY": str(inventory)}, timeout=60))
+    line = one_error_line(run_cli("inv", *args, env={"GPUFAB_INVENTORY": str(inventory)}, timeout=60))
     assert message in line
 
 
 @pytest.mark.parametrize("hosts", ["[::1]:abc", "a:b:c]"])
 def test_fab_refuses_a_bad_host_string_in_one_line(hosts):
-    line = one_error_line(cli("fab", "-H", hosts, "exec", "true", timeout=60))
+    line = one_error_line(run_cli("fab", "-H", hosts, "exec", "true", timeout=60))
     assert "--hosts: invalid" in line
 
 
@@ -299,7 +300,7 @@ def test_fab_names_a_key_file_that_ssh_would_refuse(tmp_path):
     key = tmp_path / "id"
     key.write_text("KEY")
     key.chmod(0o644)
-    line = one_error_line(cli("fab", "-i", str(key), "-H", "198.18.0.250", "exec", "true", timeout=60))
+    line = one_error_line(run_cli("fab", "-i", str(key), "-H", "198.18.0.250", "exec", "true", timeout=60))
     assert f"{key}: SSH private key is readable by others (mode 0644)" in line
 
 
@@ -318,7 +319,7 @@ def own_home(tmp_path):
 def test_an_ssh_config_that_is_a_directory_is_named_on_both_paths(own_home, tool, args):
     (own_home / ".ssh" / "config").mkdir()
     env = {"HOME": str(own_home), "GPUFAB_INVENTORY": str(own_home / "hosts.yaml")}
-    line = one_error_line(cli(tool, *args, env=env, timeout=60))
+    line = one_error_line(run_cli(tool, *args, env=env, timeout=60))
     assert f"{own_home}/.ssh/config: ssh config is a directory, not a file" in line
 
 

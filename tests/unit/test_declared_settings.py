@@ -9,8 +9,6 @@ in vars, a node's vars or a config file, exit 2, before any host is touched.
 from __future__ import annotations
 
 import ast
-import os
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -21,6 +19,7 @@ from fabfile.core.errors import InputError
 from fabfile.core.inventory import parse_inventory
 
 from helpers import REPO
+from inprocess import run_cli
 
 NODE = "nodes:\n  - name: a\n    public: 198.18.0.11\n    private: 198.19.0.11\n"
 NAMES = {s.name: s for s in declared.declared()}
@@ -117,8 +116,7 @@ def test_any_name_is_accepted_exactly_where_it_is_declared(name):
 def cli(args, tmp_path, **env):
     home = tmp_path / "home"
     home.mkdir(exist_ok=True)
-    return subprocess.run([str(REPO / ".venv" / "bin" / args[0]), *args[1:]], capture_output=True, text=True,
-                          cwd=tmp_path, timeout=60, env={**os.environ, "HOME": str(home), **env})
+    return run_cli(args[0], *args[1:], cwd=tmp_path, timeout=60, env={"HOME": str(home), **env})
 
 
 def test_the_cli_refuses_a_misspelt_key_in_one_line_with_exit_2_and_touches_nothing(tmp_path):
