@@ -11,7 +11,8 @@ Python prints it (a traceback on stderr, status 1), so "no traceback" is still a
 What a fresh process would do again is done again: `fabfile/__init__.py` (its config-file
 hook and its ssh-config check of `sys.argv`) and the root `tasks.py` are executed anew for
 the run, then the test's own modules are put back. The submodules stay loaded: none keeps
-state across runs (settings are read per run).
+state across runs (settings are read per run), but Invoke consumes each task's `help` dict
+as it builds the task's flags (`Task.arg_opts` pops them), so those are put back too.
 
 A test about the process itself (start-up time, the modules it loads, the console script,
 signals, running without root's file powers) keeps a real one: `helpers.cli`.
@@ -26,7 +27,9 @@ import subprocess
 import sys
 import traceback
 from pathlib import Path
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, List, Optional
+
+from invoke import Task
 
 from helpers import BIN, REPO
 
@@ -50,6 +53,17 @@ def _entry(tool: str) -> Callable[[], None]:
     raise ValueError(f"no in-process entry point for {tool!r}")
 
 
+def _tasks() -> List[Task]:
+    """Every task object of gpufab's modules loaded so far."""
+    found = {}
+    for name, module in list(sys.modules.items()):
+        if name.split(".")[0] == "fabfile" and module is not None:
+            for value in vars(module).values():
+                if isinstance(value, Task):
+                    found[id(value)] = value
+    return list(found.values())
+
+
 def _text(stream: io.TextIOWrapper) -> str:
     stream.flush()
     data = stream.buffer.getvalue()  # type: ignore[attr-defined]
@@ -69,6 +83,7 @@ def run_cli(tool: str, *args: str, env: Optional[Dict[str, str]] = None, timeout
     saved_env, saved_cwd = dict(os.environ), os.getcwd()
     saved_argv, saved_path = sys.argv[:], sys.path[:]
     saved_streams = sys.stdin, sys.stdout, sys.stderr
+    saved_help = [(task, dict(task.help)) for task in _tasks()]
     saved_modules = {name: sys.modules.pop(name) for name in FRESH if name in sys.modules}
     before = set(sys.modules)
     out = io.TextIOWrapper(io.BytesIO(), encoding="utf-8", errors="strict")
@@ -105,6 +120,9 @@ def run_cli(tool: str, *args: str, env: Optional[Dict[str, str]] = None, timeout
         for name in FRESH:
             sys.modules.pop(name, None)
         sys.modules.update(saved_modules)
+        for task, help_texts in saved_help:
+            task.help.clear()
+            task.help.update(help_texts)
         # A module first imported during the run hangs under the test's package objects too.
         for name in set(sys.modules) - before:
             parent, _, leaf = name.rpartition(".")

@@ -59,7 +59,7 @@ def test_merge_keys_still_work_and_may_be_overridden():
     assert inv.nodes[0].vars == {"train_python": "/opt/py", "sudo_password_file": "/p"}
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(st.text(max_size=200))
 def test_no_inventory_text_ends_in_a_traceback(text):
     try:
@@ -68,7 +68,7 @@ def test_no_inventory_text_ends_in_a_traceback(text):
         pass
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=8),
                     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
                     max_leaves=12))
@@ -99,7 +99,7 @@ def test_a_bad_address_in_the_first_row_is_named_not_dropped():
         parse_mapping("198.18.0.300 198.19.0.11\n198.18.0.12 198.19.0.12\n", "m.txt")
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(st.text(alphabet=st.sampled_from("0123456789./: \t\nabPI#"), max_size=120))
 def test_no_mapping_text_ends_in_a_traceback_or_drops_a_data_row(text):
     try:
@@ -131,7 +131,7 @@ def test_a_v6_host_with_a_port_parses():
     assert (inv.nodes[0].public, inv.nodes[0].port, inv.nodes[0].user) == ("2001:db8::1", 2222, "root")
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(st.lists(st.text(alphabet=st.sampled_from("ab1.:[]@-_ 9"), max_size=14), min_size=1, max_size=3))
 def test_no_host_list_ends_in_a_traceback(hosts):
     try:
@@ -210,7 +210,7 @@ def test_a_binary_env_is_named(tmp_path):
         netenv.load_secrets(str(env))
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(st.text(max_size=80))
 def test_no_env_text_ends_in_a_traceback_or_an_unsafe_value(tmp_path_factory, text):
     env = tmp_path_factory.mktemp("env") / ".env"

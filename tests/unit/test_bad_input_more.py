@@ -487,7 +487,7 @@ def one_line_or_valid_settings(directory):
     assert all(value is None or valid_setting(key, value) for key, value in found.items()), found
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(st.text(max_size=200) | DOCUMENTS.map(yaml.safe_dump))
 def test_no_gpufab_yaml_ends_in_a_traceback_or_an_invalid_setting(tmp_path_factory, text):
     directory = tmp_path_factory.mktemp("cfg")
@@ -495,7 +495,7 @@ def test_no_gpufab_yaml_ends_in_a_traceback_or_an_invalid_setting(tmp_path_facto
     one_line_or_valid_settings(directory)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(st.sampled_from(sorted(SETTINGS)), VALUES)
 def test_no_value_of_a_known_setting_ends_in_a_traceback_or_is_taken_when_invalid(tmp_path_factory, key, value):
     directory = tmp_path_factory.mktemp("cfg")
@@ -518,7 +518,7 @@ VARIABLES = sorted({f"GPUFAB_{k.upper()}" for k in SETTINGS if k != "inventory"}
 SHELL_TEXT = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=16)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(st.dictionaries(st.sampled_from(VARIABLES), SHELL_TEXT | st.sampled_from(["nan", "inf", "0", "-1", "8", "2.5"]),
                        min_size=1, max_size=3))
 def test_no_gpufab_variable_ends_in_a_traceback(variables):
@@ -543,7 +543,7 @@ SSH_LINE = st.lists(SSH_WORDS | st.text(st.characters(blacklist_categories=("Cs"
 SSH_CONFIG = st.lists(SSH_LINE, max_size=8).map("\n".join).map(str.encode) | st.binary(max_size=120)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(SSH_CONFIG)
 def test_no_ssh_config_ends_in_a_traceback_and_one_that_passes_is_one_paramiko_reads(tmp_path_factory, content):
     home = tmp_path_factory.mktemp("home")

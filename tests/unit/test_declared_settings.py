@@ -99,7 +99,7 @@ def test_settings_given_where_they_are_read_are_accepted():
     assert inv.vars["ray_version"] == "2.9.0" and inv.nodes[0].vars["nic"] == "eth1"
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(st.from_regex(r"[a-z][a-z_]{0,23}", fullmatch=True) | st.sampled_from(sorted(NAMES)))
 def test_any_name_is_accepted_exactly_where_it_is_declared(name):
     for place, text in ((declared.CLUSTER, f"vars:\n  {name}: 1\n"), (declared.NODE, f"    vars:\n      {name}: 1\n")):
