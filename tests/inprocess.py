@@ -15,13 +15,15 @@ state across runs (settings are read per run), but Invoke consumes each task's `
 as it builds the task's flags (`Task.arg_opts` pops them), so those are put back too.
 
 A test about the process itself (start-up time, the modules it loads, the console script,
-signals, running without root's file powers) keeps a real one: `helpers.cli`.
+signals) keeps a real one: `helpers.cli`. Commands run without root's power over file modes
+share one such process, `Unprivileged`.
 """
 
 from __future__ import annotations
 
 import faulthandler
 import io
+import json
 import os
 import subprocess
 import sys
@@ -31,7 +33,7 @@ from typing import Callable, Dict, List, Optional
 
 from invoke import Task
 
-from helpers import BIN, REPO
+from helpers import BIN, REPO, UNPRIVILEGED
 
 #: Fresh for each run, as in a new process (the step modules below them are shared).
 FRESH = ("fabfile", "tasks")
@@ -71,13 +73,23 @@ def _text(stream: io.TextIOWrapper) -> str:
     return data.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")
 
 
+def _environment(env: Optional[Dict[str, str]]) -> Dict[str, str]:
+    """What `helpers.cli` gives the command: this environment less GPUFAB_INVENTORY, plus `env`."""
+    full_env = {k: v for k, v in os.environ.items() if k != "GPUFAB_INVENTORY"}
+    full_env.update(env or {})
+    return full_env
+
+
 def run_cli(tool: str, *args: str, env: Optional[Dict[str, str]] = None, timeout: float = 300,
             cwd: Optional[Path] = None) -> subprocess.CompletedProcess:
     """`helpers.cli(tool, *args, env=..., cwd=...)`, in this process. `timeout` ends the whole
     test session (with every thread's stack) rather than hang it."""
+    return _run(tool, list(args), _environment(env), str(cwd or REPO), timeout)
+
+
+def _run(tool: str, args: List[str], full_env: Dict[str, str], cwd: str,
+         timeout: float) -> subprocess.CompletedProcess:
     argv = [str(BIN / tool), *args]
-    full_env = {k: v for k, v in os.environ.items() if k != "GPUFAB_INVENTORY"}
-    full_env.update(env or {})
     entry = _entry(tool)
 
     saved_env, saved_cwd = dict(os.environ), os.getcwd()
@@ -94,7 +106,7 @@ def run_cli(tool: str, *args: str, env: Optional[Dict[str, str]] = None, timeout
     try:
         os.environ.clear()
         os.environ.update(full_env)
-        os.chdir(str(cwd or REPO))
+        os.chdir(cwd)
         sys.argv = argv
         sys.stdin, sys.stdout, sys.stderr = stdin, out, err
         try:
@@ -129,3 +141,46 @@ def run_cli(tool: str, *args: str, env: Optional[Dict[str, str]] = None, timeout
             if parent in sys.modules and sys.modules[name] is not None and not hasattr(sys.modules[parent], leaf):
                 setattr(sys.modules[parent], leaf, sys.modules[name])
     return subprocess.CompletedProcess(argv, code, _text(out), _text(err))
+
+
+class Unprivileged:
+    """One process without root's power over file modes (`helpers.UNPRIVILEGED`), shared by the
+    commands that need it: each runs in it as `run_cli` runs one here. Not root: a plain process."""
+
+    def __init__(self) -> None:
+        prefix = UNPRIVILEGED if os.geteuid() == 0 else ()
+        self.proc = subprocess.Popen([*prefix, sys.executable, __file__], cwd=str(REPO), text=True,
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+
+    def cli(self, tool: str, *args: str, env: Optional[Dict[str, str]] = None, timeout: float = 300,
+            cwd: Optional[Path] = None) -> subprocess.CompletedProcess:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        request = {"tool": tool, "args": list(args), "env": _environment(env), "cwd": str(cwd or REPO),
+                   "timeout": timeout}
+        self.proc.stdin.write(json.dumps(request) + "\n")
+        self.proc.stdin.flush()
+        answer = self.proc.stdout.readline()
+        assert answer, f"the unprivileged process ended ({self.proc.wait()})"
+        done = json.loads(answer)
+        return subprocess.CompletedProcess(done["args"], done["returncode"], done["stdout"], done["stderr"])
+
+    def close(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        self.proc.wait(timeout=30)
+
+
+def _serve() -> None:
+    """`Unprivileged`'s side: one JSON request a line on stdin, one JSON answer a line on stdout."""
+    answers = os.fdopen(os.dup(sys.stdout.fileno()), "w")
+    for line in sys.stdin:
+        request = json.loads(line)
+        done = _run(request["tool"], request["args"], request["env"], request["cwd"], request["timeout"])
+        answers.write(json.dumps({"args": done.args, "returncode": done.returncode, "stdout": done.stdout,
+                                  "stderr": done.stderr}) + "\n")
+        answers.flush()
+    os._exit(0)  # nothing left to flush or close: skip the interpreter's teardown
+
+
+if __name__ == "__main__":
+    _serve()

@@ -21,8 +21,8 @@ from fabfile.core.localfs import check_writable, read_text, write_if_changed
 from fabfile.core.mapping import parse_mapping
 from fabfile.ops import netenv
 
-from helpers import UNPRIVILEGED, cli, one_error_line
-from inprocess import run_cli
+from helpers import one_error_line
+from inprocess import Unprivileged, run_cli
 
 NODE = "nodes:\n  - name: a\n    public: 198.18.0.11\n    private: 198.19.0.11\n"
 
@@ -307,6 +307,14 @@ def test_fab_names_a_key_file_that_ssh_would_refuse(tmp_path):
 # --------------------------------------------------------------------------- the controller's ~/.ssh
 
 
+@pytest.fixture(scope="module")
+def unprivileged():
+    """One process without root's power over file modes (a user's), for the commands below."""
+    process = Unprivileged()
+    yield process
+    process.close()
+
+
 @pytest.fixture
 def own_home(tmp_path):
     """A HOME with an inventory of one host nothing answers for; nothing may be tried anyway."""
@@ -325,36 +333,33 @@ def test_an_ssh_config_that_is_a_directory_is_named_on_both_paths(own_home, tool
 
 @pytest.mark.parametrize("unreadable,message", [(".ssh/config", "cannot read ssh config: Permission denied"),
                                                 (".ssh/known_hosts", "cannot read known_hosts: Permission denied")])
-def test_unreadable_ssh_files_are_named_for_a_user_who_cannot_read_them(own_home, unreadable, message):
+def test_unreadable_ssh_files_are_named_for_a_user_who_cannot_read_them(own_home, unprivileged, unreadable, message):
     path = own_home / unreadable
     path.write_text("# mine\n")
     path.chmod(0o000)
     env = {"HOME": str(own_home), "GPUFAB_INVENTORY": str(own_home / "hosts.yaml")}
-    prefix = UNPRIVILEGED if os.geteuid() == 0 else ()
-    line = one_error_line(cli("inv", "exec", "true", env=env, timeout=60, prefix=prefix))
+    line = one_error_line(unprivileged.cli("inv", "exec", "true", env=env, timeout=60))
     assert f"{path}: {message}" in line
 
 
 @pytest.mark.parametrize("where", ["default", "-S"])
-def test_fab_names_an_unreadable_ssh_config_instead_of_fabrics_traceback(own_home, where):
+def test_fab_names_an_unreadable_ssh_config_instead_of_fabrics_traceback(own_home, unprivileged, where):
     path = own_home / ".ssh" / "config" if where == "default" else own_home / "other_config"
     path.write_text("Host mine\n")
     path.chmod(0o000)
-    prefix = UNPRIVILEGED if os.geteuid() == 0 else ()
     flags = ("-S", str(path)) if where == "-S" else ()
-    line = one_error_line(cli("fab", *flags, "-H", "198.18.0.250", "exec", "true",
-                              env={"HOME": str(own_home)}, timeout=60, prefix=prefix))
+    line = one_error_line(unprivileged.cli("fab", *flags, "-H", "198.18.0.250", "exec", "true",
+                                           env={"HOME": str(own_home)}, timeout=60))
     assert f"{path}: cannot read ssh config: Permission denied" in line
 
 
-def test_import_with_an_unreadable_ssh_config_writes_nothing(own_home):
+def test_import_with_an_unreadable_ssh_config_writes_nothing(own_home, unprivileged):
     (own_home / "m.txt").write_text("198.18.0.11 198.19.0.11\n")
     config = own_home / ".ssh" / "config"
     config.write_text("Host mine\n")
     config.chmod(0o000)
-    prefix = UNPRIVILEGED if os.geteuid() == 0 else ()
-    line = one_error_line(cli("inv", "inventory.import", str(own_home / "m.txt"), "--output",
-                              str(own_home / "out.yaml"), env={"HOME": str(own_home)}, prefix=prefix))
+    line = one_error_line(unprivileged.cli("inv", "inventory.import", str(own_home / "m.txt"), "--output",
+                                           str(own_home / "out.yaml"), env={"HOME": str(own_home)}))
     assert f"{config}: cannot read: Permission denied" in line
     assert not (own_home / "out.yaml").exists()
     config.chmod(0o600)
