@@ -20,6 +20,7 @@ from fabfile.core.inventory import parse_inventory
 
 from helpers import REPO
 from inprocess import run_cli
+from sources import syntax_nodes
 
 NODE = "nodes:\n  - name: a\n    public: 198.18.0.11\n    private: 198.19.0.11\n"
 NAMES = {s.name: s for s in declared.declared()}
@@ -32,7 +33,7 @@ def names_read_by_the_code() -> set:
     for path in (REPO / "fabfile").rglob("*.py"):
         if "lab" in path.relative_to(REPO / "fabfile").parts:
             continue
-        for node in ast.walk(ast.parse(path.read_text())):
+        for node in syntax_nodes(path):
             if not isinstance(node, ast.Call) or not node.args:
                 continue
             func, args = node.func, node.args

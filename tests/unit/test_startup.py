@@ -9,6 +9,7 @@ the defaults the code uses.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import json
 import subprocess
@@ -33,26 +34,58 @@ allreduce, bootstrap, launch, limits, netenv, nfs, ray, script, storage = (
 #: Loaded only by the task that needs it.
 HEAVY = ("fabfile.ops", "jinja2", "tabulate", "dotenv")
 
+#: The runs probed: each is forked from one process that has loaded only the libraries every run loads.
+PROBED = [("--list",), ("--help", "bootstrap"), ("--help", "ray.setup"), ("--complete", "--", "gpufab", "ray.")]
+
 PROBE = """
-import atexit, json, sys
+import json, os, sys, traceback
+import fabric.main, invoke, paramiko  # what every gpufab run loads first, once for all the runs below
 def loaded():
-    print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in {"fabfile", "jinja2", "tabulate", "dotenv"})),
-          file=sys.stderr)
-atexit.register(loaded)
-sys.argv = ["gpufab", *sys.argv[1:]]
-from fabfile.cli import main
-main()
+    return sorted(m for m in sys.modules if m.split(".")[0] in {"fabfile", "jinja2", "tabulate", "dotenv"})
+assert loaded() == [], loaded()
+found = {}
+for args in json.loads(sys.argv[1]):
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # a gpufab run from here on, with nothing of gpufab's loaded yet
+        os.close(read)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
+        sys.argv, code = ["gpufab", *args], 0
+        try:
+            from fabfile.cli import main
+            main()
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+        except BaseException:
+            traceback.print_exc()
+            code = 1
+        os.write(write, json.dumps(loaded()).encode())
+        sys.stderr.flush()
+        os._exit(code)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        modules = json.loads(pipe.read())
+    found[" ".join(args)] = (os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]), modules)
+print(json.dumps(found))
 """
 
 
-def loaded_by(*args: str) -> list:
-    done = subprocess.run([sys.executable, "-c", PROBE, *args], cwd=str(REPO), capture_output=True, text=True,
-                          timeout=60, stdin=subprocess.DEVNULL)
+@functools.lru_cache(maxsize=None)
+def probed() -> dict:
+    done = subprocess.run([sys.executable, "-c", PROBE, json.dumps(PROBED)], cwd=str(REPO), capture_output=True,
+                          text=True, timeout=60, stdin=subprocess.DEVNULL)
     assert done.returncode == 0, done.stderr
-    return json.loads(done.stderr.strip().splitlines()[-1])
+    return {**json.loads(done.stdout), "stderr": done.stderr}
 
 
-@pytest.mark.parametrize("args", [("--list",), ("--help", "bootstrap"), ("--help", "ray.setup")])
+def loaded_by(*args: str) -> list:
+    found = probed()
+    code, modules = found[" ".join(args)]
+    assert code == 0, found["stderr"]
+    return modules
+
+
+@pytest.mark.parametrize("args", PROBED[:3])
 def test_listing_and_help_load_no_step(args):
     modules = loaded_by(*args)
     assert "fabfile.bootstrap" in modules  # the probe saw the task tree load
