@@ -21,7 +21,8 @@ from fabfile.core.localfs import check_writable, read_text, write_if_changed
 from fabfile.core.mapping import parse_mapping
 from fabfile.ops import netenv
 
-from helpers import UNPRIVILEGED, cli, one_error_line
+from helpers import one_error_line
+from inprocess import Unprivileged, run_cli
 
 NODE = "nodes:\n  - name: a\n    public: 198.18.0.11\n    private: 198.19.0.11\n"
 
@@ -58,7 +59,7 @@ def test_merge_keys_still_work_and_may_be_overridden():
     assert inv.nodes[0].vars == {"train_python": "/opt/py", "sudo_password_file": "/p"}
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(st.text(max_size=200))
 def test_no_inventory_text_ends_in_a_traceback(text):
     try:
@@ -67,7 +68,7 @@ def test_no_inventory_text_ends_in_a_traceback(text):
         pass
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=8),
                     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
                     max_leaves=12))
@@ -98,7 +99,7 @@ def test_a_bad_address_in_the_first_row_is_named_not_dropped():
         parse_mapping("198.18.0.300 198.19.0.11\n198.18.0.12 198.19.0.12\n", "m.txt")
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(st.text(alphabet=st.sampled_from("0123456789./: \t\nabPI#"), max_size=120))
 def test_no_mapping_text_ends_in_a_traceback_or_drops_a_data_row(text):
     try:
@@ -130,7 +131,7 @@ def test_a_v6_host_with_a_port_parses():
     assert (inv.nodes[0].public, inv.nodes[0].port, inv.nodes[0].user) == ("2001:db8::1", 2222, "root")
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(st.lists(st.text(alphabet=st.sampled_from("ab1.:[]@-_ 9"), max_size=14), min_size=1, max_size=3))
 def test_no_host_list_ends_in_a_traceback(hosts):
     try:
@@ -209,7 +210,7 @@ def test_a_binary_env_is_named(tmp_path):
         netenv.load_secrets(str(env))
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(st.text(max_size=80))
 def test_no_env_text_ends_in_a_traceback_or_an_unsafe_value(tmp_path_factory, text):
     env = tmp_path_factory.mktemp("env") / ".env"
@@ -227,8 +228,8 @@ def test_no_env_text_ends_in_a_traceback_or_an_unsafe_value(tmp_path_factory, te
 def test_import_of_a_binary_file_or_a_directory_writes_nothing(tmp_path):
     (tmp_path / "bin.txt").write_bytes(b"\x00\x01binary\xff\n")
     for source, message in ((tmp_path / "bin.txt", "is not UTF-8 text"), (tmp_path, "is a directory")):
-        line = one_error_line(cli("inv", "inventory.import", str(source), "--output", str(tmp_path / "out.yaml"),
-                                  "--ssh-config", str(tmp_path / "ssh_config")))
+        line = one_error_line(run_cli("inv", "inventory.import", str(source), "--output", str(tmp_path / "out.yaml"),
+                                      "--ssh-config", str(tmp_path / "ssh_config")))
         assert f"{source}: {message}" in line
     assert not (tmp_path / "out.yaml").exists() and not (tmp_path / "ssh_config").exists()
 
@@ -236,8 +237,8 @@ def test_import_of_a_binary_file_or_a_directory_writes_nothing(tmp_path):
 def test_import_into_an_ssh_config_that_is_a_directory_writes_nothing(tmp_path):
     (tmp_path / "m.txt").write_text("198.18.0.11 198.19.0.11\n")
     (tmp_path / "cfg").mkdir()
-    line = one_error_line(cli("inv", "inventory.import", str(tmp_path / "m.txt"), "--output",
-                              str(tmp_path / "out.yaml"), "--ssh-config", str(tmp_path / "cfg")))
+    line = one_error_line(run_cli("inv", "inventory.import", str(tmp_path / "m.txt"), "--output",
+                                  str(tmp_path / "out.yaml"), "--ssh-config", str(tmp_path / "cfg")))
     assert f"{tmp_path / 'cfg'}: is a directory" in line and not (tmp_path / "out.yaml").exists()
 
 
@@ -253,8 +254,8 @@ def test_import_with_a_read_only_ssh_directory_is_no_half_change(tmp_path):
     else:
         ssh.chmod(0o500)
     try:
-        line = one_error_line(cli("inv", "inventory.import", str(tmp_path / "m.txt"), "--output",
-                                  str(tmp_path / "out.yaml"), "--ssh-config", str(ssh / "config")))
+        line = one_error_line(run_cli("inv", "inventory.import", str(tmp_path / "m.txt"), "--output",
+                                      str(tmp_path / "out.yaml"), "--ssh-config", str(ssh / "config")))
     finally:
         if os.geteuid() == 0:
             subprocess.run(["umount", str(ssh)], check=True)
@@ -269,8 +270,8 @@ def test_import_writes_through_a_symlinked_ssh_config(tmp_path):
     real = tmp_path / "dotfiles" / "ssh_config"
     real.write_text("Host mine\n")
     (tmp_path / "config").symlink_to(real)
-    proc = cli("inv", "inventory.import", str(tmp_path / "m.txt"), "--output", str(tmp_path / "out.yaml"),
-               "--ssh-config", str(tmp_path / "config"))
+    proc = run_cli("inv", "inventory.import", str(tmp_path / "m.txt"), "--output", str(tmp_path / "out.yaml"),
+                   "--ssh-config", str(tmp_path / "config"))
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "config").is_symlink() and "Host rental0" in real.read_text()
     assert stat.S_IMODE(real.stat().st_mode) == 0o600
@@ -285,13 +286,13 @@ def test_commands_refuse_bad_input_in_one_line(tmp_path, args, message):
     inventory.write_text(NODE.replace("198.18.0.11", "198.18.0.250"))  # no such host: nothing may be tried
     (tmp_path / "bin.env").write_bytes(b"A=\x00\xff\n")
     args = tuple(str(tmp_path / "bin.env") if a == "BIN" else a for a in args)
-    line = one_error_line(cli("inv", *args, env={"GPUFAB_INVENTORY": str(inventory)}, timeout=60))
+    line = one_error_line(run_cli("inv", *args, env={"GPUFAB_INVENTORY": str(inventory)}, timeout=60))
     assert message in line
 
 
 @pytest.mark.parametrize("hosts", ["[::1]:abc", "a:b:c]"])
 def test_fab_refuses_a_bad_host_string_in_one_line(hosts):
-    line = one_error_line(cli("fab", "-H", hosts, "exec", "true", timeout=60))
+    line = one_error_line(run_cli("fab", "-H", hosts, "exec", "true", timeout=60))
     assert "--hosts: invalid" in line
 
 
@@ -299,11 +300,19 @@ def test_fab_names_a_key_file_that_ssh_would_refuse(tmp_path):
     key = tmp_path / "id"
     key.write_text("KEY")
     key.chmod(0o644)
-    line = one_error_line(cli("fab", "-i", str(key), "-H", "198.18.0.250", "exec", "true", timeout=60))
+    line = one_error_line(run_cli("fab", "-i", str(key), "-H", "198.18.0.250", "exec", "true", timeout=60))
     assert f"{key}: SSH private key is readable by others (mode 0644)" in line
 
 
 # --------------------------------------------------------------------------- the controller's ~/.ssh
+
+
+@pytest.fixture(scope="module")
+def unprivileged():
+    """One process without root's power over file modes (a user's), for the commands below."""
+    process = Unprivileged()
+    yield process
+    process.close()
 
 
 @pytest.fixture
@@ -318,42 +327,39 @@ def own_home(tmp_path):
 def test_an_ssh_config_that_is_a_directory_is_named_on_both_paths(own_home, tool, args):
     (own_home / ".ssh" / "config").mkdir()
     env = {"HOME": str(own_home), "GPUFAB_INVENTORY": str(own_home / "hosts.yaml")}
-    line = one_error_line(cli(tool, *args, env=env, timeout=60))
+    line = one_error_line(run_cli(tool, *args, env=env, timeout=60))
     assert f"{own_home}/.ssh/config: ssh config is a directory, not a file" in line
 
 
 @pytest.mark.parametrize("unreadable,message", [(".ssh/config", "cannot read ssh config: Permission denied"),
                                                 (".ssh/known_hosts", "cannot read known_hosts: Permission denied")])
-def test_unreadable_ssh_files_are_named_for_a_user_who_cannot_read_them(own_home, unreadable, message):
+def test_unreadable_ssh_files_are_named_for_a_user_who_cannot_read_them(own_home, unprivileged, unreadable, message):
     path = own_home / unreadable
     path.write_text("# mine\n")
     path.chmod(0o000)
     env = {"HOME": str(own_home), "GPUFAB_INVENTORY": str(own_home / "hosts.yaml")}
-    prefix = UNPRIVILEGED if os.geteuid() == 0 else ()
-    line = one_error_line(cli("inv", "exec", "true", env=env, timeout=60, prefix=prefix))
+    line = one_error_line(unprivileged.cli("inv", "exec", "true", env=env, timeout=60))
     assert f"{path}: {message}" in line
 
 
 @pytest.mark.parametrize("where", ["default", "-S"])
-def test_fab_names_an_unreadable_ssh_config_instead_of_fabrics_traceback(own_home, where):
+def test_fab_names_an_unreadable_ssh_config_instead_of_fabrics_traceback(own_home, unprivileged, where):
     path = own_home / ".ssh" / "config" if where == "default" else own_home / "other_config"
     path.write_text("Host mine\n")
     path.chmod(0o000)
-    prefix = UNPRIVILEGED if os.geteuid() == 0 else ()
     flags = ("-S", str(path)) if where == "-S" else ()
-    line = one_error_line(cli("fab", *flags, "-H", "198.18.0.250", "exec", "true",
-                              env={"HOME": str(own_home)}, timeout=60, prefix=prefix))
+    line = one_error_line(unprivileged.cli("fab", *flags, "-H", "198.18.0.250", "exec", "true",
+                                           env={"HOME": str(own_home)}, timeout=60))
     assert f"{path}: cannot read ssh config: Permission denied" in line
 
 
-def test_import_with_an_unreadable_ssh_config_writes_nothing(own_home):
+def test_import_with_an_unreadable_ssh_config_writes_nothing(own_home, unprivileged):
     (own_home / "m.txt").write_text("198.18.0.11 198.19.0.11\n")
     config = own_home / ".ssh" / "config"
     config.write_text("Host mine\n")
     config.chmod(0o000)
-    prefix = UNPRIVILEGED if os.geteuid() == 0 else ()
-    line = one_error_line(cli("inv", "inventory.import", str(own_home / "m.txt"), "--output",
-                              str(own_home / "out.yaml"), env={"HOME": str(own_home)}, prefix=prefix))
+    line = one_error_line(unprivileged.cli("inv", "inventory.import", str(own_home / "m.txt"), "--output",
+                                           str(own_home / "out.yaml"), env={"HOME": str(own_home)}))
     assert f"{config}: cannot read: Permission denied" in line
     assert not (own_home / "out.yaml").exists()
     config.chmod(0o600)

@@ -39,7 +39,8 @@ from fabfile.launch import launch as launch_task
 from fabfile.ops import share
 from fabfile.ops import slurm as slurm_plan
 
-from helpers import cli, one_error_line
+from helpers import one_error_line
+from inprocess import run_cli
 
 NODE = "nodes:\n  - name: a\n    public: 198.18.0.11\n    private: 198.19.0.11\n"
 
@@ -131,15 +132,15 @@ def test_inv_names_a_broken_project_invoke_yaml(tmp_path):
     """The project's invoke.yaml is read by Invoke after it imports the tasks: one line, not Invoke's traceback."""
     (tmp_path / "tasks.py").write_text("from gpufab import ns  # noqa: F401\n")
     (tmp_path / "invoke.yaml").write_text("gpufab:\n  workers: [8\n")
-    line = one_error_line(cli("inv", "exec", "true", cwd=tmp_path, timeout=60,
-                              env={"HOME": str(tmp_path), "GPUFAB_INVENTORY": str(tmp_path / "none.yaml")}))
+    line = one_error_line(run_cli("inv", "exec", "true", cwd=tmp_path, timeout=60,
+                                  env={"HOME": str(tmp_path), "GPUFAB_INVENTORY": str(tmp_path / "none.yaml")}))
     assert line.startswith(f"gpufab: error: {tmp_path / 'invoke.yaml'}:3: not valid YAML")
 
 
 def test_gpufab_names_a_setting_of_the_wrong_type_in_its_gpufab_yaml(tmp_path):
     (tmp_path / "gpufab.yaml").write_text("gpufab:\n  dead_after: soon\n")
-    line = one_error_line(cli("gpufab", "-H", "127.0.0.1:1", "exec", "true", cwd=tmp_path, timeout=60,
-                              env={"HOME": str(tmp_path)}))
+    line = one_error_line(run_cli("gpufab", "-H", "127.0.0.1:1", "exec", "true", cwd=tmp_path, timeout=60,
+                                  env={"HOME": str(tmp_path)}))
     assert line == f"gpufab: error: {tmp_path / 'gpufab.yaml'}: gpufab.dead_after: not a number: 'soon'"
 
 
@@ -210,8 +211,8 @@ def test_each_command_names_a_bad_ssh_config_in_one_line(tmp_path, tool, content
     (tmp_path / ".ssh" / "config").write_bytes(content)
     (tmp_path / "hosts.yaml").write_text(NODE.replace("198.18.0.11", "127.0.0.1"))
     args = ("exec", "true") if tool == "inv" else ("-H", "127.0.0.1:1", "exec", "true")
-    line = one_error_line(cli(tool, *args, timeout=60,
-                              env={"HOME": str(tmp_path), "GPUFAB_INVENTORY": str(tmp_path / "hosts.yaml")}))
+    line = one_error_line(run_cli(tool, *args, timeout=60,
+                                  env={"HOME": str(tmp_path), "GPUFAB_INVENTORY": str(tmp_path / "hosts.yaml")}))
     assert message in line
 
 
@@ -267,8 +268,8 @@ def test_import_onto_the_ssh_config_writes_nothing(tmp_path):
     (tmp_path / ".ssh").mkdir()
     config = tmp_path / ".ssh" / "config"
     config.write_text("Host mine\n  User me\n")
-    line = one_error_line(cli("inv", "inventory.import", str(tmp_path / "m.txt"), "-o", str(config),
-                              env={"HOME": str(tmp_path)}, timeout=60))
+    line = one_error_line(run_cli("inv", "inventory.import", str(tmp_path / "m.txt"), "-o", str(config),
+                                  env={"HOME": str(tmp_path)}, timeout=60))
     assert line == f"gpufab: error: --output: is the ssh config file too ({config}): give the inventory a file of its own"
     assert config.read_text() == "Host mine\n  User me\n" and sorted(p.name for p in config.parent.iterdir()) == ["config"]
 
@@ -486,7 +487,7 @@ def one_line_or_valid_settings(directory):
     assert all(value is None or valid_setting(key, value) for key, value in found.items()), found
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(st.text(max_size=200) | DOCUMENTS.map(yaml.safe_dump))
 def test_no_gpufab_yaml_ends_in_a_traceback_or_an_invalid_setting(tmp_path_factory, text):
     directory = tmp_path_factory.mktemp("cfg")
@@ -494,7 +495,7 @@ def test_no_gpufab_yaml_ends_in_a_traceback_or_an_invalid_setting(tmp_path_facto
     one_line_or_valid_settings(directory)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(st.sampled_from(sorted(SETTINGS)), VALUES)
 def test_no_value_of_a_known_setting_ends_in_a_traceback_or_is_taken_when_invalid(tmp_path_factory, key, value):
     directory = tmp_path_factory.mktemp("cfg")
@@ -517,7 +518,7 @@ VARIABLES = sorted({f"GPUFAB_{k.upper()}" for k in SETTINGS if k != "inventory"}
 SHELL_TEXT = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=16)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(st.dictionaries(st.sampled_from(VARIABLES), SHELL_TEXT | st.sampled_from(["nan", "inf", "0", "-1", "8", "2.5"]),
                        min_size=1, max_size=3))
 def test_no_gpufab_variable_ends_in_a_traceback(variables):
@@ -542,7 +543,7 @@ SSH_LINE = st.lists(SSH_WORDS | st.text(st.characters(blacklist_categories=("Cs"
 SSH_CONFIG = st.lists(SSH_LINE, max_size=8).map("\n".join).map(str.encode) | st.binary(max_size=120)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(SSH_CONFIG)
 def test_no_ssh_config_ends_in_a_traceback_and_one_that_passes_is_one_paramiko_reads(tmp_path_factory, content):
     home = tmp_path_factory.mktemp("home")

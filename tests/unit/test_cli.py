@@ -13,7 +13,8 @@ import pytest
 from fabfile.cli import make_program
 from fabfile.core.cluster import default_inventory
 from fabfile.core.connection import fab_ssh_config_paths
-from helpers import cli, one_error_line
+from helpers import one_error_line
+from inprocess import run_cli
 
 MAPPING = "Public IP      Private IP\n198.18.0.250   10.9.0.1\n198.18.0.251   10.9.0.2\n"
 
@@ -29,7 +30,7 @@ def elsewhere(tmp_path):
 
 
 def gpufab(*args, cwd, env, **kw):
-    return cli("gpufab", *args, cwd=cwd, env=env, **kw)
+    return run_cli("gpufab", *args, cwd=cwd, env=env, **kw)
 
 
 def test_gpufab_lists_the_same_tasks_as_inv_from_an_empty_directory(elsewhere):
@@ -37,7 +38,7 @@ def test_gpufab_lists_the_same_tasks_as_inv_from_an_empty_directory(elsewhere):
     listed = gpufab("--list", cwd=cwd, env=env)
     assert listed.returncode == 0, listed.stderr
     ours = {line.split()[0] for line in listed.stdout.splitlines()[1:] if line.startswith("  ")}
-    inv = cli("inv", "--list")
+    inv = run_cli("inv", "--list")
     theirs = {line.split()[0] for line in inv.stdout.splitlines()[1:] if line.startswith("  ")}
     assert ours == theirs and {"bootstrap", "exec", "storage.setup", "inventory.import"} <= ours
     assert list(cwd.iterdir()) == []

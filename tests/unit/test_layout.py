@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Dict, Set
 
 from fabfile.ops.chain import CHAIN
+from sources import syntax_nodes
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "fabfile"
@@ -27,7 +28,7 @@ MODULES = {module_name(p): p for p in PACKAGE.rglob("*.py")}
 def imports_of(name: str, path: Path) -> Set[str]:
     package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
     found: Set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in syntax_nodes(path):
         if isinstance(node, ast.Import):
             found |= {a.name for a in node.names if a.name.startswith("fabfile")}
         elif isinstance(node, ast.ImportFrom):

@@ -5,7 +5,8 @@ from hypothesis import given, strategies as st
 
 from fabfile.core.errors import InputError, number_option
 
-from helpers import cli, one_error_line
+from helpers import one_error_line
+from inprocess import run_cli
 
 
 def test_numbers_parse_and_absent_is_none():
@@ -39,7 +40,7 @@ def test_no_string_ends_in_anything_but_a_number_or_an_input_error(text):
 def test_every_task_refuses_a_bad_number_in_one_line(tmp_path, args, option):
     inventory = tmp_path / "hosts.yaml"
     inventory.write_text("nodes:\n  - {name: n1, public: 198.18.0.250, private: 198.19.0.250}\n")
-    line = one_error_line(cli("inv", *args, env={"GPUFAB_INVENTORY": str(inventory)}, timeout=60))
+    line = one_error_line(run_cli("inv", *args, env={"GPUFAB_INVENTORY": str(inventory)}, timeout=60))
     assert f"{option}: invalid value" in line
 
 
@@ -47,7 +48,7 @@ def test_import_refuses_a_bad_port_and_writes_nothing(tmp_path):
     mapping = tmp_path / "mapping.txt"
     mapping.write_text("198.18.0.11 198.19.0.11\n")
     out = tmp_path / "hosts.yaml"
-    line = one_error_line(cli("inv", "inventory.import", str(mapping), "--port", "abc", "--output", str(out),
-                              "--ssh-config", str(tmp_path / "ssh_config")))
+    line = one_error_line(run_cli("inv", "inventory.import", str(mapping), "--port", "abc", "--output", str(out),
+                                  "--ssh-config", str(tmp_path / "ssh_config")))
     assert "--port: invalid value 'abc'" in line
     assert not out.exists() and not (tmp_path / "ssh_config").exists()

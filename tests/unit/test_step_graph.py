@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from types import SimpleNamespace
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from fabfile.core.chain import VERIFY, Run, Step
 from fabfile.core.fanout import CHANGED, FAILED, OK, SKIPPED, HostResult
@@ -30,13 +30,21 @@ class Log:
         self.spans: Dict[str, Tuple[float, float]] = {}
         self.nodes: Dict[str, List[str]] = {}
         self.lock = threading.Lock()
+        self.ray_started = threading.Event()
 
 
 def step(name: str, needs: Tuple[str, ...], log: Log, seconds: float = 0.0, fail: Sequence[str] = (),
-         needs_head: bool = False) -> Step:
+         needs_head: bool = False, until: Optional[threading.Event] = None,
+         starts: Optional[threading.Event] = None) -> Step:
+    """A step that takes `seconds`, or less when `until` is set first; it sets `starts` as it begins."""
     def run(run: Run, nodes: Sequence[Node], settings: object) -> List[HostResult]:
         start = time.monotonic()
-        time.sleep(seconds)
+        if starts is not None:
+            starts.set()
+        if until is None:
+            time.sleep(seconds)
+        else:
+            until.wait(seconds)
         with log.lock:
             log.spans[name] = (start, time.monotonic())
             log.nodes[name] = [n.name for n in nodes]
@@ -46,12 +54,15 @@ def step(name: str, needs: Tuple[str, ...], log: Log, seconds: float = 0.0, fail
     return Step(name, settings=lambda c, i, cli: None, run=run, needs=needs, needs_head=needs_head)
 
 
-def chain(log: Log, fail_docker: Sequence[str] = (), fail_limits: Sequence[str] = ()) -> List[Step]:
+def chain(log: Log, fail_docker: Sequence[str] = (), fail_limits: Sequence[str] = (),
+          docker_seconds: float = 0.1) -> List[Step]:
+    """Docker is the long step: it lasts until Ray has started (at most `docker_seconds`), so that
+    Ray starting before docker ends is what a graph does, and what one step at a time cannot."""
     return [step("preflight", (), log), step("limits", ("preflight",), log, fail=fail_limits),
-            step("docker", ("preflight", "limits"), log, 0.4, fail=fail_docker),
+            step("docker", ("preflight", "limits"), log, docker_seconds, fail=fail_docker, until=log.ray_started),
             step("images", ("docker",), log),
             step("netenv", ("preflight",), log, needs_head=True),
-            step("ray", ("preflight", "limits", "netenv"), log, 0.2, needs_head=True),
+            step("ray", ("preflight", "limits", "netenv"), log, needs_head=True, starts=log.ray_started),
             Step("verify", settings=lambda c, i, cli: None,
                  run=lambda run, nodes, s: (log.nodes.__setitem__("verify", [n.name for n in nodes]) or
                                             [HostResult(n, OK) for n in nodes]))]
@@ -66,7 +77,7 @@ def go(steps: List[Step], dry_run: bool = False) -> Run:
 
 def test_independent_steps_run_side_by_side_and_a_step_waits_for_what_it_needs():
     log = Log()
-    go(chain(log))
+    go(chain(log, docker_seconds=10))  # ends as soon as Ray starts; one step at a time would wait the 10 s out
     docker, ray, limits = log.spans["docker"], log.spans["ray"], log.spans["limits"]
     assert ray[0] < docker[1], "ray needs nothing of docker: it starts before docker ends"
     assert docker[0] >= limits[1] and ray[0] >= limits[1]

@@ -67,7 +67,7 @@ def test_a_mapping_row_with_a_scope_id_is_refused(tmp_path):
         parse_mapping("198.18.0.11 fd00::1%x;id\n", "map.txt")
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=75, deadline=None)
 @given(st.ip_addresses(v=6), st.text(min_size=0, max_size=20))
 def test_no_scope_id_passes_any_parser(address, scope):
     hostile = f"{address}%{scope}"
@@ -82,7 +82,7 @@ def test_no_scope_id_passes_any_parser(address, scope):
         check_network(f"{hostile}/64", "x", Reach(allow_public=True))
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=75, deadline=None)
 @given(st.ip_addresses())
 def test_every_plain_address_is_taken_in_its_canonical_form(address):
     inv = parse_inventory(f"nodes:\n  - name: a\n    public: 198.18.0.11\n    private: '{address}'\n", "h")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import subprocess
 import textwrap
+import time
 
 import pytest
 
@@ -188,6 +189,10 @@ def test_the_runner_skips_by_creates_or_unless_and_check_only_looks(stepdir, tmp
 def test_the_runner_ends_a_script_at_its_timeout(stepdir):
     make, run, _ = stepdir
     d = make("echo started; sleep 30", timeout=1)
+    # The runner hands GPUFAB_TIMEOUT to timeout(1) as it is: a fifth of the shortest one gpufab writes.
+    env = (d / "env").read_text()
+    assert "GPUFAB_TIMEOUT=1\n" in env
+    (d / "env").write_text(env.replace("GPUFAB_TIMEOUT=1\n", "GPUFAB_TIMEOUT=0.2\n"))
     proc = run(d)
     assert proc.stdout == "ran\n" and (d / "exit").read_text() == "124\n"
     step = plan.UserStep("prep", "", "prep.sh", timeout=1)
@@ -277,9 +282,27 @@ def test_detached_is_started_as_a_unit_and_waited_for_with_progress(monkeypatch)
     assert ("node2", "prep: half way") in lines and out.value.state == "ran"
 
 
+class Clock:
+    """`time` for the scripts module: each reading a quarter second later, and sleeps that take no time."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def monotonic(self) -> float:
+        self.now += 0.25
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        pass
+
+    def __getattr__(self, name: str):  # strftime and the rest: the real ones
+        return getattr(time, name)
+
+
 def test_detached_that_dies_without_status_or_never_ends_fails_in_bounded_time(monkeypatch):
     monkeypatch.setattr(plan, "POLL", 0)
     monkeypatch.setattr(plan, "GRACE", 0)
+    monkeypatch.setattr(plan, "time", Clock())  # the 1 s timeout below passes in four polls, not in a second
     r = remote().answer(r"--check", "skip=no\n").answer(r"==log", "running=no\n==log\n")
     with pytest.raises(HostError, match="stopped without an exit status"):
         plan.apply(r, settings(detached=True), INV, said()[1])
