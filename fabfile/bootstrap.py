@@ -17,6 +17,7 @@ from .core.cluster import cli_hosts, ensure_private, inventory_path, open_sessio
 from .core.errors import InputError, number_option, reported
 from .core.localfs import read_text, write_if_changed
 from .core.progress import Progress
+from .core.reporting import build_report, print_plan
 from .core.runfiles import RunFiles, choose_targets, failed_hosts_text, run_files, ssh_aliases
 from .core.runreport import Report
 
@@ -26,7 +27,7 @@ def save(run: Run, chain: Sequence[Step], files: RunFiles) -> int:
     failures = [run.failures[n.name] for n in run.targets if n.name in run.failures]
     aliases = ssh_aliases(read_text(os.path.expanduser("~/.ssh/config")))
     label = run.inv.path or "--hosts " + ",".join(n.public for n in run.inv.nodes)
-    report = run.report(chain, label, aliases, files.failed if failures else None)
+    report = build_report(run, chain, label, aliases, files.failed if failures else None)
     print()
     print(report.to_text(), end="")
     write_if_changed(files.markdown, report.to_markdown())
@@ -93,7 +94,7 @@ def bootstrap(c, skip=None, only=None, dry_run=False, retry_failed=False, hosts_
             if not dry_run:
                 save(run, chain, files)
             raise
-    code = run.print_plan() if dry_run else save(run, chain, files)
+    code = print_plan(run) if dry_run else save(run, chain, files)
     if code:
         raise Exit(code=code)
 

@@ -12,21 +12,20 @@ from __future__ import annotations
 
 import queue
 import threading
-import time
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Set, Tuple, Type, TypeVar, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Set, Tuple, Union
 
+from . import verify as verify_phase
 from .connection import Session
 from .errors import InputError
-from .fanout import CHANGED, FAILED, OK, SKIPPED, UNREACHABLE, HostResult, worst_exit_code
+from .fanout import FAILED, SKIPPED, UNREACHABLE, HostResult
 from .inventory import Inventory, Node
 from .packages import Downloads
 from .progress import Progress
 from .remote import Remote
-from .report import summary_line
-from .runfiles import Failure, ssh_command
-from .runreport import LEADING, TRAILING, Report
-from .steps import Outcome, merge_phases, remote_for, run_step
+from .results import VERIFY_NAME, RunResults
+from .runfiles import ssh_command
+from .steps import Outcome, remote_for, run_step
 from .declared import NAMES, Setting, declare
 
 #: Inventory variable listing steps the cluster does without (e.g. [nfs]).
@@ -35,7 +34,6 @@ SKIP_VAR = "bootstrap_skip"
 #: (config, inventory, the CLI's values by name) -> the step's settings.
 SettingsReader = Callable[[Any, Inventory, Mapping[str, Any]], Any]
 
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -139,31 +137,23 @@ def columns_of(chain: Sequence[Step]) -> List[Tuple[List[str], Column]]:
     return sorted(((owners[k], c) for k, c in first.items()), key=lambda sc: sc[1].order)
 
 
-class Run:
-    """One run of a chain: the hosts still going, every step's results, the dry-run plan."""
+class Run(RunResults):
+    """One run of a chain: the scheduler that starts each step as soon as what it needs has ended,
+    over the results it records (core.results); the verify phase is core.verify, the report core.reporting."""
 
     def __init__(self, session: Session, inv: Inventory, targets: Sequence[Node], steps: Sequence[Step],
                  settings: Mapping[str, Any], progress: Progress, dry_run: bool, workers: Optional[int]):
+        super().__init__(progress)
         self.session = session
         self.inv = inv
         self.targets = list(targets)
         self.steps = list(steps)
         self.settings = dict(settings)
-        self.progress = progress
         self.dry_run = dry_run
         self.workers = workers
         self.remotes: Dict[str, Remote] = {n.name: remote_for(session, n, dry_run) for n in inv.nodes}
-        self.results: Dict[str, List[HostResult]] = {}
-        self.failures: Dict[str, Failure] = {}
-        #: What a step's run found for the whole cluster and keeps for its report (the backend chosen...):
-        #: read back typed (`kept`), so a reader never branches on what someone else stored.
-        self._kept: Dict[str, Any] = {}
-        self._gathered: Dict[Tuple[str, str], Any] = {}
-        self._checked: Dict[Tuple[str, str], Any] = {}
-        self._cluster_checked: Dict[str, List[HostResult]] = {}
         #: Dry run: per step and node, which of the Remote's planned files it added.
         self.marks: Dict[Tuple[str, str], Tuple[int, int]] = {}
-        self._printed: Set[Tuple[str, str]] = set()
         #: Host aliases of the user's ssh config, for the report's quick-access lines.
         self.aliases: List[str] = []
         #: The steps running now (what a Ctrl-C interrupts).
@@ -243,7 +233,7 @@ class Run:
                 self.running.discard(step.name)
                 if exc is not None:
                     raise exc
-                self._record(step.name, results or [])
+                self.record(step.name, results or [])
                 ended.add(step.name)
         except KeyboardInterrupt:
             # Ctrl-C reaches this thread only: end the steps' commands on the nodes now.
@@ -266,7 +256,7 @@ class Run:
             elif n in self.targets:
                 reason = (f"needs {why}, which failed on this host" if why in self.needs(step)
                           else f"unreachable since {why}")
-                self._record(step.name, [HostResult(n, SKIPPED, reason=reason, blocked_by=why)])
+                self.record(step.name, [HostResult(n, SKIPPED, reason=reason, blocked_by=why)])
         if step.needs_head:
             nodes = self._without_orphans(step, nodes)
         return nodes
@@ -283,17 +273,13 @@ class Run:
         """Ctrl-C: the hosts in the steps still running fail there, so the report and
         the failed-hosts file name them and `--retry-failed` takes them up."""
         for step in sorted(self.running, key=self.names.index):
-            self._record(step, [HostResult(n, FAILED, 130, reason="interrupted (Ctrl-C)")
+            self.record(step, [HostResult(n, FAILED, 130, reason="interrupted (Ctrl-C)")
                                 for n in self.targets if self.result(step, n) is None and n.name not in self.failures])
 
     def live(self, step: str) -> Callable[[HostResult], None]:
         """Progress callback for steps whose per-host results are final as they come."""
 
-        def done(result: HostResult) -> None:
-            self._printed.add((step, result.node.name))
-            self.progress.done(step, result)
-
-        return done
+        return lambda result: self.shown(step, result)
 
     def step_kw(self, step: str) -> Dict[str, Any]:
         """What a step's own phases pass to run_step: the run's remotes, bound and live progress."""
@@ -301,27 +287,6 @@ class Run:
 
     def each(self, step: str, nodes: Sequence[Node], fn: Callable[[Remote], Outcome]) -> List[HostResult]:
         return run_step(self.session, nodes, fn, **self.step_kw(step))
-
-    def keep(self, key: str, value: Any) -> None:
-        """Keep a step's cluster-wide finding for its report and the steps that need it (key: its step's name)."""
-        self._kept[key] = value
-
-    def kept(self, key: str, kind: Type[T]) -> Optional[T]:
-        """What `keep` kept under `key`, if it is a `kind`; else None."""
-        value = self._kept.get(key)
-        return value if isinstance(value, kind) else None
-
-    def forget(self, key: str) -> Any:
-        """Take a kept finding out (what it was, or None)."""
-        return self._kept.pop(key, None)
-
-    def _record(self, step: str, results: Sequence[HostResult]) -> None:
-        self.results.setdefault(step, []).extend(results)
-        for r in results:
-            if (step, r.node.name) not in self._printed:
-                self.progress.done(step, r)
-            if r.failed and r.node.name not in self.failures:
-                self.failures[r.node.name] = Failure(r.node.name, r.node.public, step, r.reason)
 
     def _without_orphans(self, step: Step, nodes: Sequence[Node]) -> List[Node]:
         """Workers cannot do a step that needs the head once the head cannot."""
@@ -332,187 +297,22 @@ class Run:
         failure = self.failures.get(head.name)
         at = failure.step if failure else why
         orphans = [n for n in nodes if not n.is_head]
-        self._record(step.name, [HostResult(n, FAILED, 1, reason=f"the head {head.name} failed at {at}")
+        self.record(step.name, [HostResult(n, FAILED, 1, reason=f"the head {head.name} failed at {at}")
                                  for n in orphans])
         return [n for n in nodes if n.is_head]
 
-    # ------------------------------------------------------------------ what steps found
-
-    def result(self, step: str, node: Node) -> Optional[HostResult]:
-        return next((r for r in self.results.get(step, []) if r.node.name == node.name), None)
-
-    def value(self, step: str, node: Node) -> Any:
-        found = self.result(step, node)
-        return found.value if found else None
-
-    def status(self, step: str, node: Node) -> str:
-        found = self.result(step, node)
-        return found.status if found else "not run"
-
-    def verified(self) -> List[Node]:
-        """The nodes that came through the verify phase."""
-        return [r.node for r in self.results.get(VERIFY_NAME, []) if not r.failed]
-
-    def gathered(self, step: str, node: Node) -> Any:
-        return self._gathered.get((step, node.name))
-
-    def checked(self, step: str, node: Node) -> Any:
-        """What the step's `check` read on the node in the verify phase (None: not checked)."""
-        return self._checked.get((step, node.name))
-
-    def cluster_checked(self, step: str, node: Node) -> Optional[HostResult]:
-        return next((r for r in self._cluster_checked.get(step, []) if r.node.name == node.name), None)
-
-    def gather(self, remote: Remote) -> None:
-        """Every step's preflight facts for one node (called inside preflight's round)."""
-        for step in self.steps:
-            if step.gather is not None:
-                self._gathered[(step.name, remote.node.name)] = step.gather(remote)
-
-    # ------------------------------------------------------------------ verify
-
-    def verify(self, nodes: Sequence[Node]) -> List[HostResult]:
-        """Every step's checks: per node in one pass, then the cluster-wide ones."""
-        if self.dry_run:
-            return []
-
-        def per_node(remote: Remote) -> Outcome:
-            notes: List[str] = []
-            for step in self.steps:
-                if step.check is not None:
-                    found = step.check(remote, self.settings.get(step.name))
-                    self._checked[(step.name, remote.node.name)] = found.value
-                    notes += found.notes
-            return Outcome([], notes)
-
-        phases = [run_step(self.session, nodes, per_node, workers=self.workers, remotes=self.remotes)]
-        head_ok = any(n.is_head for n in nodes)
-        for step in self.steps:
-            if step.check_cluster is None:
-                continue
-            if not head_ok:
-                found = [HostResult(n, FAILED, 1, reason=f"{step.name}: the head failed") for n in nodes]
-            else:
-                began = time.monotonic()
-                found = step.check_cluster(self, nodes, self.settings.get(step.name))
-                self.progress.line(f"{'...':<{self.progress.width}} {VERIFY_NAME:<9} {'checked':<11} "
-                                   f"{time.monotonic() - began:5.1f}s  {step.name} across the cluster")
-            self._cluster_checked[step.name] = found
-            phases.append(found)
-        return merge_phases(nodes, phases)
-
-    # ------------------------------------------------------------------ the report
-
-    def result_cell(self, node: Node) -> str:
-        failure = self.failures.get(node.name)
-        if failure:
-            blocked = self.blocked_steps(node)
-            after = f"; skipped because of it: {', '.join(blocked)}" if blocked else ""
-            return f"failed at {failure.step}: {failure.reason}{after}"
-        if node.name not in {n.name for n in self.targets}:
-            return "ok (verified only)" if self.status(VERIFY_NAME, node) == OK else "not in this run"
-        statuses = [self.status(s, node) for s in self.names]
-        result = CHANGED if CHANGED in statuses else OK
-        skipped = [s for s in self.names if self.status(s, node) == SKIPPED]
-        return f"{result}; skipped: {', '.join(skipped)}" if skipped else result
-
-    def blocked_steps(self, node: Node) -> List[str]:
-        """The steps skipped on `node` because a step they need failed there."""
-        return [s for s in self.names if (self.result(s, node) or HostResult(node, OK)).blocked_by]
-
-    def report(self, chain: Sequence[Step], inventory_label: str, aliases: Sequence[str],
-               failed_file: Optional[str]) -> Report:
-        self.aliases = list(aliases)
-        cols = columns_of(chain)
-        rows = []
-        for n in self.inv.nodes:
-            row: Dict[str, Any] = {"node": n.name, "public": n.public, "private": n.private or "-", "nid": n.nid,
-                                   "role": n.role}
-            for owners, col in cols:
-                row[col.key] = col.cell(self, n) if set(owners) & set(self.names) else "skipped"
-            row["result"] = self.result_cell(n)
-            rows.append(row)
-        checks: List[str] = []
-        warnings: List[str] = []
-        results: Dict[str, Any] = {}
-        access = self.access_lines()
-        for step in self.steps:
-            if step.report is not None:
-                c, w = step.report(self, self.settings.get(step.name))
-                checks += c
-                warnings += w
-            if step.access is not None:
-                access += step.access(self, self.settings.get(step.name))
-            if step.data is not None:
-                results[step.name] = step.data(self, self.settings.get(step.name))
-        warnings += [f"{name} failed at {f.step}: {f.reason}" for name, f in self.failures.items()]
-        access.append("inv report")
-        if failed_file:
-            access.append("inv bootstrap --retry-failed")
-        everything = [r for results in self.results.values() for r in results]
-        ran = [n for n in self.inv.nodes if any(r.node.name == n.name for r in everything)]
-        return Report(
-            created=time.strftime("%Y-%m-%d %H:%M:%S %z"),
-            inventory=inventory_label,
-            steps=self.names,
-            nodes=rows,
-            columns=[*LEADING, *[(c.key, c.title) for _, c in cols], *TRAILING],
-            checks=checks,
-            warnings=warnings,
-            access=access,
-            summary=summary_line("bootstrap", merge_phases(ran, list(self.results.values())), changed=True),
-            exit_code=worst_exit_code(everything),
-            step_status={n.name: {s: self.status(s, n) for s in self.names} for n in self.inv.nodes},
-            results=results,
-        )
+    # ------------------------------------------------------------------ what steps may call (RunContext)
 
     def ssh(self, node: Node, aliases: Sequence[str]) -> str:
         return ssh_command(node, aliases, self.inv.known_hosts)
 
-    def access_lines(self) -> List[str]:
-        nodes = self.inv.nodes
-        shown = nodes if len(nodes) <= 4 else nodes[:2]
-        lines = [self.ssh(n, self.aliases) for n in shown]
-        if len(shown) < len(nodes):
-            lines.append(f"... and {len(nodes) - len(shown)} more nodes the same way")
-        return lines
+    def gather(self, remote: Remote) -> None:
+        """Every step's preflight facts for one node (called inside preflight's round)."""
+        verify_phase.gather(self, remote)
 
-    def print_plan(self) -> int:
-        """The dry run's answer: per host and step, what would change, with diffs."""
-        would = 0
-        for node in self.targets:
-            remote = self.remotes[node.name]
-            print(f"== {node.name} ({node.public})")
-            for step in self.names[1:]:
-                result = self.result(step, node)
-                if result is None:
-                    continue
-                if result.failed:
-                    print(f"  {step}: would fail: {result.reason}")
-                    continue
-                if result.status == SKIPPED:
-                    print(f"  {step}: would be skipped: {result.reason}")
-                    continue
-                changes = result.changes
-                if not changes:
-                    notes = "; ".join(result.notes)
-                    print(f"  {step}: ok, nothing to change" + (f" ({notes})" if notes else ""))
-                    continue
-                would += 1
-                print(f"  {step}: would change:")
-                for line in changes:
-                    print(f"    - {line}")
-                start, stop = self.marks.get((step, node.name), (0, 0))
-                for change in remote.planned[start:stop]:
-                    print("".join(f"      {line}\n" for line in change.diff().splitlines()), end="")
-        everything = [r for results in self.results.values() for r in results]
-        failed = sorted({r.node.name for r in everything if r.failed})
-        print(f"bootstrap --dry-run: {len(self.targets)} hosts, {would} host-steps would change, "
-              f"{len(failed)} hosts failed{' (' + ', '.join(failed) + ')' if failed else ''}; nothing was changed")
-        return worst_exit_code(everything)
+    def verify(self, nodes: Sequence[Node]) -> List[HostResult]:
+        return verify_phase.verify(self, nodes)
 
-
-VERIFY_NAME = "verify"
 
 #: The last step of every chain: each step's checks, read back from the nodes.
 VERIFY = Step(VERIFY_NAME, settings=lambda config, inv, cli: None,

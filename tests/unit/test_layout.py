@@ -128,6 +128,6 @@ def test_ops_see_the_run_through_its_typed_context_only():
                 used.add(node.attr)
     assert untyped == []
     assert used - members == set(), "add these to core/context.RunContext first"
-    init = inspect.getsource(Run.__init__)
+    init = "".join(inspect.getsource(c.__init__) for c in Run.__mro__ if "__init__" in vars(c) and c is not object)
     provided = {n for n in members if hasattr(Run, n) or f"self.{n} " in init or f"self.{n}:" in init}
     assert provided == members

@@ -8,6 +8,7 @@ from types import SimpleNamespace
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from fabfile.core.chain import VERIFY, Run, Step
+from fabfile.core.reporting import result_cell
 from fabfile.core.fanout import CHANGED, FAILED, OK, SKIPPED, HostResult
 from fabfile.core.inventory import Inventory, Node
 from fabfile.core.progress import Progress
@@ -101,8 +102,8 @@ def test_a_host_that_fails_docker_gets_every_step_that_does_not_need_it():
     skipped = run.result("images", node2)
     assert skipped.status == SKIPPED and skipped.reason == "needs docker, which failed on this host"
     assert run.status("ray", node2) == CHANGED
-    assert run.result_cell(node2) == "failed at docker: exit code 100; skipped because of it: images, verify"
-    assert run.result_cell(NODES[0]) == CHANGED
+    assert result_cell(run, node2) == "failed at docker: exit code 100; skipped because of it: images, verify"
+    assert result_cell(run, NODES[0]) == CHANGED
 
 
 def test_workers_go_on_when_the_head_fails_a_step_their_step_does_not_need():
