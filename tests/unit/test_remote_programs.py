@@ -1,0 +1,247 @@
+"""templates/remote/: every shell program shellcheck-clean as it is sent, and the core's programs run here.
+
+`SAMPLES` gives each program that takes values the values it is rendered with
+here; a program that reads a value it is not given fails shellcheck (SC2154).
+INSTALL_SCRIPT runs against a temporary root: its backup directory is a value,
+its paths are arguments, so every path it writes is under the test's tmp_path.
+"""
+
+from __future__ import annotations
+
+import grp
+import hashlib
+import os
+import pwd
+import shutil
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from fabfile.core import programs
+from fabfile.core.files import BACKUP_DIR
+from fabfile.core.remote import HOME_WRITE_SCRIPT, INSTALL_SCRIPT
+
+#: The values each program is sent with (module constants in the code): here, sample ones.
+SAMPLES = {
+    "install-files.sh": dict(backup=BACKUP_DIR),
+}
+
+SHELL_PROGRAMS = sorted(n for n, kind in programs.names().items() if kind == "sh")
+PYTHON_PROGRAMS = sorted(n for n, kind in programs.names().items() if kind == "py")
+
+
+def sent(name: str) -> str:
+    return programs.text(name, **SAMPLES.get(name, {}))
+
+
+@pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck is installed by scripts/install")
+def test_every_shell_program_is_shellcheck_clean_as_sent():
+    texts = {name: sent(name) for name in SHELL_PROGRAMS}
+    failed = {}
+    for name, text in texts.items():
+        out = subprocess.run(["shellcheck", "-s", "sh", "-"], input=text, capture_output=True, text=True, timeout=60)
+        if out.returncode != 0:
+            failed[name] = out.stdout
+    assert failed == {}, "\n".join(f"== {n}\n{o}" for n, o in failed.items())
+
+
+def test_library_is_shellcheck_clean_and_its_functions_are_found():
+    names = [n for n, _ in programs.library()]
+    assert len(names) == len(set(names))
+    if shutil.which("shellcheck"):
+        out = subprocess.run(["shellcheck", "-s", "sh", str(programs.DIRECTORY / programs.LIBRARY)],
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stdout
+    for name, body in programs.library():
+        assert body.startswith(f"{name}() {{") and body.endswith("\n}\n"), name
+
+
+def test_every_python_program_compiles():
+    for name in PYTHON_PROGRAMS:
+        compile(programs.text(name), name, "exec")
+
+
+def test_values_are_quoted_assignments_never_spliced_code():
+    text = programs.text("install-files.sh", backup="/tmp/x'; touch /tmp/pwned; '")
+    assert text.splitlines()[0] == "backup='/tmp/x'\"'\"'; touch /tmp/pwned; '\"'\"''"
+    assert programs.source("install-files.sh") in text
+    with pytest.raises(ValueError):
+        programs.text("install-files.sh", **{"a b": "1"})
+    with pytest.raises(ValueError):
+        programs.text("peer-debs.py", x="1")
+
+
+def test_only_the_library_functions_a_program_calls_are_sent():
+    functions = dict(programs.library())
+    for name in SHELL_PROGRAMS:
+        text = sent(name)
+        used = programs.needed(programs.source(name))
+        for fn, body in functions.items():
+            assert (body in text) == (fn in used), (name, fn)
+
+
+# --------------------------------------------------------------------------- INSTALL_SCRIPT on a temp root
+
+ME = pwd.getpwuid(os.getuid()).pw_name
+MY_GROUP = grp.getgrgid(os.getgid()).gr_name
+
+
+class Root:
+    """A temporary root: the backup directory and every target under it."""
+
+    def __init__(self, tmp: Path):
+        self.tmp = tmp
+        self.backup = tmp / "backup"
+        self.script = programs.text("install-files.sh", backup=str(self.backup))
+        self.n = 0
+
+    def upload(self, content: str) -> str:
+        self.n += 1
+        src = self.tmp / f".gpufab-upload-{self.n}"
+        src.write_text(content)
+        src.chmod(0o600)
+        return str(src)
+
+    def install(self, *files, digest=None) -> subprocess.CompletedProcess:
+        """files: (dest, content or None for a mode change only, mode, keep)."""
+        args = []
+        for dest, content, mode, keep in files:
+            src = self.upload(content) if content is not None else ""
+            d = digest or hashlib.sha256((content or "").encode()).hexdigest()
+            args += [src, str(dest), f"{mode:o}", ME, MY_GROUP, d, "1" if keep else "0"]
+        return subprocess.run(["sh", "-c", self.script, "gpufab", *args], capture_output=True, text=True, timeout=30)
+
+    def before(self, dest: Path) -> Path:
+        return Path(f"{self.backup}/.before{dest}")
+
+    def previous(self, dest: Path) -> Path:
+        return Path(f"{self.backup}{dest}")
+
+
+def mode_of(path: Path) -> int:
+    return stat.S_IMODE(path.lstat().st_mode)
+
+
+@pytest.fixture
+def root(tmp_path):
+    tmp_path.chmod(0o755)
+    return Root(tmp_path)
+
+
+def test_install_script_is_the_program_with_the_backup_directory():
+    assert INSTALL_SCRIPT.startswith(f"backup={BACKUP_DIR}\n")
+    assert INSTALL_SCRIPT.endswith(programs.source("install-files.sh"))
+
+
+def test_install_a_new_file_with_its_mode_and_the_record_that_there_was_none(root):
+    dest = root.tmp / "etc" / "app" / "a.conf"
+    done = root.install((dest, "one\n", 0o640, True))
+    assert done.returncode == 0, done.stderr
+    assert dest.read_text() == "one\n" and mode_of(dest) == 0o640
+    assert (dest.parent.stat().st_mode & 0o777) == 0o755  # umask 022
+    assert Path(f"{root.before(dest)}.gpufab-absent").exists() and not root.before(dest).exists()
+    assert not root.previous(dest).exists()  # nothing to back up yet
+    assert mode_of(root.backup) == 0o700
+    assert not list(root.tmp.glob(".gpufab-upload-*"))  # the upload is removed
+    assert not list(dest.parent.glob(".gpufab-new.*"))
+
+
+def test_install_over_a_file_keeps_the_first_version_once_and_the_previous_one(root):
+    dest = root.tmp / "etc" / "b.conf"
+    dest.parent.mkdir()
+    dest.write_text("node's own\n")
+    assert root.install((dest, "v1\n", 0o644, True)).returncode == 0
+    assert root.install((dest, "v2\n", 0o644, True)).returncode == 0
+    assert dest.read_text() == "v2\n"
+    assert root.before(dest).read_text() == "node's own\n"  # once: from before gpufab's first write
+    assert root.previous(dest).read_text() == "v1\n"  # what restore_previous puts back
+    # Remote.restore_previous's command, with this root's backup directory:
+    subprocess.run(["sh", "-c", f"cp -p {root.previous(dest)} {dest}"], check=True)
+    assert dest.read_text() == "v1\n"
+
+
+def test_the_same_content_again_leaves_the_file_as_it_was(root):
+    dest = root.tmp / "c.conf"
+    assert root.install((dest, "same\n", 0o644, True)).returncode == 0
+    again = root.install((dest, "same\n", 0o644, True))
+    assert again.returncode == 0 and dest.read_text() == "same\n" and mode_of(dest) == 0o644
+    assert root.previous(dest).read_text() == "same\n"
+
+
+def test_a_mode_change_alone_uploads_nothing_and_keeps_the_content(root):
+    dest = root.tmp / "d.conf"
+    assert root.install((dest, "x\n", 0o644, True)).returncode == 0
+    done = root.install((dest, None, 0o600, True))
+    assert done.returncode == 0, done.stderr
+    assert dest.read_text() == "x\n" and mode_of(dest) == 0o600
+
+
+def test_a_symlink_at_the_target_is_replaced_never_followed(root):
+    victim = root.tmp / "victim"
+    victim.write_text("not gpufab's\n")
+    dest = root.tmp / "e.conf"
+    dest.symlink_to(victim)
+    done = root.install((dest, "mine\n", 0o644, True))
+    assert done.returncode == 0, done.stderr
+    assert not dest.is_symlink() and dest.read_text() == "mine\n"
+    assert victim.read_text() == "not gpufab's\n"
+    # A link is not the node's file: no copy of what it points at is kept.
+    assert Path(f"{root.before(dest)}.gpufab-absent").exists() and not root.previous(dest).exists()
+
+
+def test_a_digest_that_does_not_match_is_refused_and_nothing_changes(root):
+    dest = root.tmp / "f.conf"
+    dest.write_text("old\n")
+    done = root.install((dest, "new\n", 0o644, True), digest="0" * 64)
+    assert done.returncode == 3
+    assert "refusing to install" in done.stderr and "changed before it was installed" in done.stderr
+    assert dest.read_text() == "old\n"
+    assert not list(root.tmp.glob(".gpufab-new.*")) and not list(root.tmp.glob(".gpufab-upload-*"))
+
+
+def test_a_directory_another_user_can_write_is_refused(root):
+    shared = root.tmp / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    dest = shared / "g.conf"
+    done = root.install((dest, "x\n", 0o644, True))
+    assert done.returncode == 3 and "can be written by another user" in done.stderr
+    assert not dest.exists() and not list(shared.iterdir())
+
+
+def test_a_failed_file_stops_the_batch_after_the_ones_before_it(root):
+    good, bad = root.tmp / "h.conf", root.tmp / "i.conf"
+    bad.write_text("kept\n")
+    upload = root.upload("wrong\n")
+    ok = hashlib.sha256(b"good\n").hexdigest()
+    args = [root.upload("good\n"), str(good), "644", ME, MY_GROUP, ok, "1",
+            upload, str(bad), "644", ME, MY_GROUP, "0" * 64, "1"]
+    done = subprocess.run(["sh", "-c", root.script, "gpufab", *args], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 3 and good.read_text() == "good\n" and bad.read_text() == "kept\n"
+    # The caller's rollback for what was written: restore_previous's `rm -f` for a file that was new.
+    subprocess.run(["sh", "-c", f"rm -f {good}"], check=True)
+    assert not good.exists()
+
+
+def test_a_secret_file_gets_no_backup(root):
+    dest = root.tmp / "secret.env"
+    dest.write_text("TOKEN=old\n")
+    assert root.install((dest, "TOKEN=new\n", 0o600, False)).returncode == 0
+    assert dest.read_text() == "TOKEN=new\n" and mode_of(dest) == 0o600
+    assert not root.backup.exists()
+
+
+def test_home_write_script_writes_a_whole_file_with_its_mode(tmp_path):
+    (tmp_path / "steps").mkdir()
+    env = dict(os.environ, HOME=str(tmp_path))
+    done = subprocess.run(["sh", "-c", HOME_WRITE_SCRIPT, "gpufab", "steps", "run.sh", "750"], input="echo hi\n",
+                          capture_output=True, text=True, env=env, timeout=30)
+    assert done.returncode == 0, done.stderr
+    path = tmp_path / "steps" / "run.sh"
+    assert path.read_text() == "echo hi\n" and mode_of(path) == 0o750
+    assert [p.name for p in (tmp_path / "steps").iterdir()] == ["run.sh"]
+    missing = subprocess.run(["sh", "-c", HOME_WRITE_SCRIPT, "gpufab", "nowhere", "x", "600"], input="x",
+                             capture_output=True, text=True, env=env, timeout=30)
+    assert missing.returncode != 0 and not (tmp_path / "nowhere").exists()
