@@ -26,6 +26,9 @@ DIRECTORY = TEMPLATES / "remote"
 #: The shell library: functions that more than one program uses.
 LIBRARY = "lib.sh"
 
+#: Each program as it was last made by `text` (what the code sends): the unit tests check these.
+RENDERED: Dict[str, str] = {}
+
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 _FUNCTION_RE = re.compile(r"^([a-z_][a-z0-9_]*)\(\) *\{", re.M)
 
@@ -89,8 +92,10 @@ def text(name: str, **values: Any) -> str:
     if name.endswith(".py"):
         if values:
             raise ValueError("a Python program takes its inputs in argv")
-        return source(name)
-    return _shell(name, tuple((k, str(v)) for k, v in values.items()))
+        RENDERED[name] = source(name)
+    else:
+        RENDERED[name] = _shell(name, tuple((k, str(v)) for k, v in values.items()))
+    return RENDERED[name]
 
 
 def names() -> Dict[str, str]:

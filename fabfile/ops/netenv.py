@@ -17,6 +17,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from dotenv import dotenv_values
 
+from ..core import programs
 from ..core.chain import SKIP_VAR, Step, every_node, listed
 from ..core.cluster import VIRTUAL_PREFIXES, setting, switch
 from ..core.errors import HostError, InputError
@@ -51,18 +52,7 @@ NCCL_CONF = "/etc/nccl.conf"
 PROFILE_SNIPPET = "/etc/profile.d/gpufab-netenv.sh"
 
 #: Everything needed to choose a NIC, in one round trip. $1 = head private IP.
-FACTS_SCRIPT = r"""
-echo "route=$(ip -o route get "$1" 2>&1 | head -n1)"
-echo "owner=$(ip -o -4 addr show to "$1" 2>/dev/null | awk '{print $2; exit}')"
-echo "group=$(id -gn)"
-echo "defroute=$(ip -o route show default 2>/dev/null | awk '{for (i = 1; i < NF; i++) if ($i == "dev") {print $(i+1); exit}}')"
-ip -o -4 addr show | awk '{print "addr=" $2 " " $4}'
-ip -o link show | awk -F': ' '{split($2, n, "@"); m = $0; sub(/.* mtu /, "", m); split(m, v, " "); print "link=" n[1] " " v[1]}'
-if command -v ibv_devices >/dev/null 2>&1; then
-  echo "hcas=$(ibv_devices 2>/dev/null | awk 'NR > 2 {printf "%s ", $1}')"
-fi
-IB_SCRIPT
-""".replace("IB_SCRIPT", infiniband.SCRIPT)
+FACTS_SCRIPT = programs.text("netenv-facts.sh", ib_sysfs=infiniband.SYSFS, ib_gids=infiniband.GIDS_READ)
 
 
 @dataclass(frozen=True)

@@ -10,30 +10,41 @@ from __future__ import annotations
 
 import grp
 import hashlib
+import importlib
 import os
+import pkgutil
 import pwd
 import shutil
 import stat
+import time
 import subprocess
 from pathlib import Path
+from typing import Dict
 
 import pytest
 
+import fabfile
 from fabfile.core import programs
 from fabfile.core.files import BACKUP_DIR
 from fabfile.core.remote import HOME_WRITE_SCRIPT, INSTALL_SCRIPT
 
-#: The values each program is sent with (module constants in the code): here, sample ones.
-SAMPLES = {
-    "install-files.sh": dict(backup=BACKUP_DIR),
-}
+# Every module loaded: the programs made at import are in programs.RENDERED as the code sends them.
+for _module in pkgutil.walk_packages(fabfile.__path__, "fabfile."):
+    importlib.import_module(_module.name)
+
+#: Values for the programs the code makes only when it sends them (none made at import).
+SAMPLES: Dict[str, Dict[str, object]] = {}
 
 SHELL_PROGRAMS = sorted(n for n, kind in programs.names().items() if kind == "sh")
 PYTHON_PROGRAMS = sorted(n for n, kind in programs.names().items() if kind == "py")
 
 
 def sent(name: str) -> str:
-    return programs.text(name, **SAMPLES.get(name, {}))
+    """The program as the code sends it (or, made only when sent, with SAMPLES' values)."""
+    if name in SAMPLES:
+        return programs.text(name, **SAMPLES[name])
+    assert name in programs.RENDERED, f"{name}: not made by any module at import; give it SAMPLES"
+    return programs.RENDERED[name]
 
 
 @pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck is installed by scripts/install")
@@ -245,3 +256,150 @@ def test_home_write_script_writes_a_whole_file_with_its_mode(tmp_path):
     missing = subprocess.run(["sh", "-c", HOME_WRITE_SCRIPT, "gpufab", "nowhere", "x", "600"], input="x",
                              capture_output=True, text=True, env=env, timeout=30)
     assert missing.returncode != 0 and not (tmp_path / "nowhere").exists()
+
+
+# --------------------------------------------------------------------------- the library's pieces, run here
+
+def stubs(tmp: Path, **commands: str) -> Dict[str, str]:
+    """An environment whose PATH has `commands` (name -> shell body) before the system's."""
+    bin_dir = tmp / "bin"
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    for name, body in commands.items():
+        path = bin_dir / name
+        path.write_text(f"#!/bin/sh\n{body}\n")
+        path.chmod(0o755)
+    return dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}")
+
+
+def no_systemd(text: str) -> str:
+    out = text.replace("[ -d /run/systemd/system ]", "false")
+    assert out != text
+    return out
+
+
+def with_systemd(text: str) -> str:
+    out = text.replace("[ -d /run/systemd/system ]", "true")
+    assert out != text
+    return out
+
+
+def sh(text: str, *args: str, env=None, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run(["sh", "-c", text, "gpufab", *args], capture_output=True, text=True, timeout=60,
+                          env=env, **kw)
+
+
+def test_gpu_count_counts_gpus_says_hung_and_zero_without_nvidia_smi(tmp_path):
+    text = programs.text("gpu-count.sh", smi_timeout=20)
+    two = stubs(tmp_path / "a", **{"nvidia-smi": 'echo "GPU 0: H100 (UUID: x)"; echo "GPU 1: H100 (UUID: y)"'})
+    assert sh(text, env=two).stdout == "2\n"
+    hung = stubs(tmp_path / "b", **{"nvidia-smi": "exit 124"})
+    assert sh(text, env=hung).stdout == "nvidia-smi hung (20s)\n"
+    bare = dict(os.environ, PATH=str(tmp_path / "empty"))
+    assert subprocess.run(["/bin/sh", "-c", text], capture_output=True, text=True, env=bare).stdout == "0\n"
+
+
+@pytest.fixture
+def sleeper(tmp_path):
+    """A live process whose command line names tmp_path/d/run."""
+    d = tmp_path / "d"
+    d.mkdir()
+    (d / "run").write_text("sleep 60\n")
+    proc = subprocess.Popen(["sh", str(d / "run")])
+    yield d, proc
+    proc.kill()
+    proc.wait()
+
+
+def test_step_facts_and_status_see_a_live_run_by_its_command_line(tmp_path, sleeper):
+    from fabfile.ops import scripts
+    d, proc = sleeper
+    (d / "pid").write_text(f"{proc.pid}\n")
+    (d / "log").write_text("one\ntwo\nthree\n")
+    env = stubs(tmp_path, **{"nvidia-smi": 'echo "GPU 0: x"'})
+    facts = sh(scripts.FACTS_SCRIPT, str(d), ME, env=env).stdout.splitlines()
+    assert f"run={hashlib.sha256(b'sleep 60').hexdigest()}" not in facts  # the digest of the file's bytes:
+    assert f"run={hashlib.sha256((d / 'run').read_bytes()).hexdigest()}" in facts
+    assert "gpus=1" in facts and "running=yes" in facts and not [f for f in facts if f.startswith("script=")]
+    assert sh(scripts.STATUS_SCRIPT, str(d), "2").stdout == "running=yes\n==log\ntwo\nthree\n"
+    (d / "pid").write_text("999999999\n")  # no such process
+    assert "running=yes" not in sh(scripts.FACTS_SCRIPT, str(d), ME, env=env).stdout
+    assert sh(scripts.STATUS_SCRIPT, str(d), "1").stdout == "running=no\n==log\nthree\n"
+    (d / "exit").write_text("3\n")
+    assert sh(scripts.STATUS_SCRIPT, str(d), "1").stdout == "exit=3\n==log\nthree\n"
+
+
+def test_a_live_process_running_something_else_is_not_the_run(tmp_path, sleeper):
+    from fabfile.ops import scripts
+    d, proc = sleeper
+    other = subprocess.Popen(["sleep", "60"])
+    try:
+        (d / "pid").write_text(f"{other.pid}\n")
+        assert sh(scripts.STATUS_SCRIPT, str(d), "1").stdout.startswith("running=no\n")
+    finally:
+        other.kill()
+        other.wait()
+
+
+def test_step_start_without_systemd_runs_the_runner_detached_in_home(tmp_path):
+    from fabfile.ops import scripts
+    d = tmp_path / "d"
+    d.mkdir()
+    (d / "exit").write_text("0\n")
+    (d / "run").write_text(f'pwd > {d}/where; echo 0 > {d}/exit\n')
+    done = sh(no_systemd(scripts.START_SCRIPT), "gpufab-step-x", "root" if ME == "root" else ME, str(tmp_path),
+              str(d / "run"))
+    assert done.returncode == 0, done.stderr
+    for _ in range(100):
+        if (d / "where").exists() and (d / "exit").exists():
+            break
+        time.sleep(0.05)
+    assert (d / "where").read_text() == f"{tmp_path}\n"
+
+
+def test_step_and_detached_start_with_systemd_make_a_transient_unit(tmp_path):
+    from fabfile.ops import detached, scripts
+    calls = tmp_path / "calls"
+    env = stubs(tmp_path, **{"systemd-run": f'printf "%s\\n" "$@" > {calls}', "getent": f"echo nobody:x:1:1::{tmp_path}:/bin/sh"})
+    done = sh(with_systemd(scripts.START_SCRIPT), "gpufab-step-x", "root", str(tmp_path), "/d/run", env=env)
+    assert done.returncode == 0, done.stderr
+    assert calls.read_text().splitlines() == ["--quiet", "--collect", "--unit=gpufab-step-x", "--uid=root",
+                                              "-p", f"WorkingDirectory={tmp_path}", "/bin/sh", "/d/run"]
+    done = sh(with_systemd(detached.START_SCRIPT), "gpufab-run-1", "train.log", "root", "echo hi", env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == f"how=systemd unit gpufab-run-1.service\nlog={tmp_path}/train.log\n"
+    args = calls.read_text().splitlines()
+    assert args[:6] == ["--quiet", "--collect", "--unit=gpufab-run-1", "--uid=root", "-p", f"WorkingDirectory={tmp_path}"]
+    assert args[6:10] == ["env", f"GPUFAB_LOG={tmp_path}/train.log", "/bin/sh", "-c"] and args[10].endswith("; echo hi")
+    failing = stubs(tmp_path / "f", **{"systemd-run": "exit 1", "getent": f"echo nobody:x:1:1::{tmp_path}:/bin/sh"})
+    assert sh(with_systemd(detached.START_SCRIPT), "gpufab-run-2", "x.log", "root", "true", env=failing).returncode == 1
+
+
+def test_detached_list_and_kill_find_the_process_not_themselves():
+    from fabfile.ops import detached
+    # Not this test's child (which would linger as a zombie once killed): a detached one, as run.start makes.
+    pid = int(sh("sleep 7341 >/dev/null 2>&1 </dev/null & echo $!").stdout)
+    try:
+        listed = sh(detached.LIST_SCRIPT, "sleep 734[1]")
+        assert listed.stdout == f"{pid} sleep 7341 \n", listed.stderr
+        assert sh(detached.LIST_SCRIPT, "sleep 7349").stdout == ""
+        assert sh(detached.LIST_SCRIPT, "(").returncode == 2  # pgrep refuses the pattern
+        killed = sh(detached.KILL_SCRIPT, "TERM", "sleep 734[1]", str(pid), "999999999")
+        assert killed.stdout.splitlines() == [f"signalled {pid}", "gone 999999999"]
+    finally:
+        subprocess.run(["kill", "-KILL", str(pid)], capture_output=True)
+def test_nic_toward_names_the_route_device_or_the_owner_of_a_local_address(tmp_path):
+    from fabfile.ops import preflight  # nic_toward, as preflight sends it
+    text = preflight.PREFLIGHT_SCRIPT
+    ip = stubs(tmp_path, ip='case "$*" in\n'
+               '  "-o route get 10.0.0.1") echo "10.0.0.1 dev ens5 src 10.0.0.2 uid 0" ;;\n'
+               '  "-o route get 10.0.0.2") echo "local 10.0.0.2 dev lo table local src 10.0.0.2" ;;\n'
+               '  "-o addr show to 10.0.0.2") echo "2: ens6    inet 10.0.0.2/24 brd 10.0.0.255 scope global ens6" ;;\n'
+               'esac')
+    def nic(head):
+        return [line for line in sh(text, head, env=ip).stdout.splitlines() if line.startswith("nic=")]
+    assert nic("10.0.0.1") == ["nic=ens5"]
+    assert nic("10.0.0.2") == ["nic=ens6"]  # the head itself: the NIC holding the address
+    assert nic("10.9.9.9") == ["nic="]
+    assert nic("") == []
+
+
