@@ -403,3 +403,63 @@ def test_nic_toward_names_the_route_device_or_the_owner_of_a_local_address(tmp_p
     assert nic("") == []
 
 
+
+
+def test_mesh_facts_name_the_user_the_host_keys_and_the_mesh_key(tmp_path):
+    from fabfile.ops import mesh
+    (tmp_path / ".ssh").mkdir()
+    (tmp_path / ".ssh" / "k.pub").write_text("ssh-ed25519 AAAAkey comment\n")
+    (tmp_path / ".ssh" / "old").write_text("x")
+    env = dict(stubs(tmp_path, **{"nvidia-smi": 'echo "GPU 0: x"; echo "GPU 1: y"'}), HOME=str(tmp_path))
+    lines = sh(mesh.FACTS_SCRIPT, "k", "old", env=env).stdout.splitlines()
+    assert f"user={ME}" in lines and f"group={MY_GROUP}" in lines and "gpus=2" in lines
+    assert "meshkey=ssh-ed25519 AAAAkey" in lines and "oldkey=yes" in lines
+    assert all(line.startswith(("user=", "group=", "home=", "gpus=", "hostkey=", "meshkey=", "oldkey=")) for line in lines)
+
+
+def fake_ib(root: Path) -> Path:
+    """One RoCE port under a fake /sys/class/infiniband: ACTIVE, two GIDs, a netdev."""
+    port = root / "mlx5_0" / "ports" / "1"
+    for sub in ("gids", "gid_attrs/types"):
+        (port / sub).mkdir(parents=True)
+    (port / "state").write_text("4: ACTIVE\n")
+    (port / "link_layer").write_text("Ethernet\n")
+    (port / "rate").write_text("100 Gb/sec (4X EDR)\n")
+    (port / "phys_state").write_text("5: LinkUp\n")
+    (port / "gids" / "0").write_text("fe80:0000:0000:0000:0000:0000:0000:0001\n")
+    (port / "gid_attrs" / "types" / "0").write_text("IB/RoCE v1\n")
+    (port / "gids" / "1").write_text("0000:0000:0000:0000:0000:ffff:0a00:0002\n")
+    (port / "gid_attrs" / "types" / "1").write_text("RoCE v2\n")
+    (root / "mlx5_0" / "device" / "net" / "ens5").mkdir(parents=True)
+    return root
+
+
+def test_netenv_facts_read_routes_addresses_and_the_ib_ports(tmp_path):
+    sysfs = fake_ib(tmp_path / "ib")
+    text = programs.text("netenv-facts.sh", ib_sysfs=str(sysfs), ib_gids=16)
+    env = stubs(tmp_path, ip='case "$*" in\n'
+                '  "-o route get 10.0.0.1") echo "10.0.0.1 dev ens5 src 10.0.0.2" ;;\n'
+                '  "-o -4 addr show") echo "2: ens5    inet 10.0.0.2/24 brd 10.0.0.255 scope global ens5" ;;\n'
+                '  "-o route show default") echo "default via 10.0.0.254 dev ens5 proto dhcp" ;;\n'
+                '  "-o link show") echo "2: ens5: <BROADCAST,UP> mtu 9000 qdisc mq state UP" ;;\n'
+                'esac')
+    lines = sh(text, "10.0.0.1", env=env).stdout.splitlines()
+    assert lines[:4] == ["route=10.0.0.1 dev ens5 src 10.0.0.2", "owner=", f"group={MY_GROUP}", "defroute=ens5"]
+    assert "addr=ens5 10.0.0.2/24" in lines and "link=ens5 9000" in lines
+    assert "ibport=mlx5_0 1|4: ACTIVE|Ethernet|100 Gb/sec (4X EDR)|ens5 |5: LinkUp|" in lines
+    assert "ibgid=mlx5_0 1 1|RoCE v2|0000:0000:0000:0000:0000:ffff:0a00:0002" in lines
+    assert lines[-1] in ("verbs=yes", "verbs=no")
+
+
+def test_fleet_facts_take_the_nic_from_netenv_and_read_its_mtu(tmp_path):
+    from fabfile.ops import fleet
+    env_file = tmp_path / "netenv.env"
+    env_file.write_text("NCCL_SOCKET_IFNAME=lo\n")
+    text = programs.text("fleet-facts.sh", env_file=str(env_file), ib_sysfs=str(tmp_path / "none"), ib_gids=16)
+    assert text.endswith(programs.source("fleet-facts.sh")) and fleet.SCRIPT.startswith("env_file=/etc/gpufab/")
+    env = stubs(tmp_path, **{"nvidia-smi": 'case "$*" in *driver_version*) echo 550.54.15 ;; *name*) echo H100 ;;'
+                             ' *) echo "| NVIDIA-SMI 550.54.15   CUDA Version: 12.4 |" ;; esac'})
+    lines = sh(text, "10.0.0.1", "/nonexistent/python", "5", env=env).stdout.splitlines()
+    assert "driver=550.54.15" in lines and "cuda=12.4" in lines and "gpu=H100" in lines
+    assert "nic=lo" in lines and f"mtu={Path('/sys/class/net/lo/mtu').read_text().strip()}" in lines
+    assert not [line for line in lines if line.startswith(("ray=", "ibport="))] and lines[-1].startswith("verbs=")
