@@ -68,29 +68,10 @@ FACTS_SCRIPT = programs.text("mesh-facts.sh", smi_timeout=gpu.SMI_TIMEOUT)
 
 #: This node's mesh key: made once by the SSH user; only its public half is printed, derived from the
 #: private one (which never leaves the node). $1 the key's name, $2 its comment.
-KEY_SCRIPT = r"""
-set -e
-k="$HOME/.ssh/$1"
-if [ ! -s "$k" ]; then
-  umask 077
-  mkdir -p "$HOME/.ssh"
-  rm -f "$k" "$k.pub"
-  ssh-keygen -q -t ed25519 -N '' -C "$2" -f "$k"
-  chmod 644 "$k.pub"
-  echo "==gpufab-generated"
-fi
-echo "==gpufab-public $(ssh-keygen -y -f "$k" | cut -d' ' -f1,2)"
-"""
+KEY_SCRIPT = programs.text("mesh-key.sh")
 
 #: `ssh NAME true` to every name given, at once; prints `NAME EXIT last-line-of-its-output`.
-PAIRS_SCRIPT = r"""
-t=$1; shift
-for h in "$@"; do
-  ( out=$(timeout -k 5 "$t" ssh -n -o BatchMode=yes -o ConnectTimeout=10 "$h" true 2>&1); rc=$?
-    echo "$h $rc $(printf '%s\n' "$out" | grep -v '^$' | tail -n 1)" ) &
-done
-wait
-"""
+PAIRS_SCRIPT = programs.text("mesh-pairs.sh")
 
 
 # --------------------------------------------------------------------------- facts

@@ -237,33 +237,12 @@ def secrets_file(secrets: Mapping[str, str], group: str) -> ManagedFile:
 
 #: Probe TCP ports of other nodes. $1 = ports (space-separated), then IPs.
 #: Prints `ip port open|refused|timeout|unreachable`.
-PROBE_SCRIPT = r"""
-ports=$1; shift
-for ip in "$@"; do
-  for port in $ports; do
-    err=$(timeout 3 bash -c 'exec 3<>"/dev/tcp/$1/$2"' sh "$ip" "$port" 2>&1); rc=$?
-    if [ $rc = 0 ]; then state=open
-    elif [ $rc = 124 ]; then state=timeout
-    else case "$err" in
-      *refused*) state=refused ;;
-      *) state=unreachable ;;
-    esac; fi
-    echo "$ip $port $state"
-  done
-done
-"""
+PROBE_SCRIPT = programs.text("netenv-probe.sh")
 
 #: Firewall rules that can drop incoming traffic: nft input-hook chains when
 #: nft exists (it also shows iptables-nft rules), else iptables-save's INPUT.
 #: gpufab's own table for Ray (ops/ray.py) drops only what comes from outside the cluster: left out.
-FIREWALL_SCRIPT = r"""
-if command -v nft >/dev/null 2>&1; then
-  nft list ruleset 2>/dev/null | awk '/^table /{t=$3} /^[ \t]*chain /{c=$2; hook=0} /hook input/{hook=1} t != "gpufab_ray" && hook && /(drop|reject)/ {sub(/^[ \t]+/, ""); print "nft " c ": " $0}'
-elif command -v iptables-save >/dev/null 2>&1; then
-  iptables-save 2>/dev/null | grep -E '^(-A INPUT .*-j (DROP|REJECT)|:INPUT (DROP|REJECT))' | sed 's/^/iptables /'
-fi
-true
-"""
+FIREWALL_SCRIPT = programs.text("netenv-firewall.sh")
 
 #: Probe results that mean the network path itself is broken.
 BLOCKED = ("timeout", "unreachable")

@@ -82,3 +82,8 @@ start_detached() {
     fi
   fi
 }
+
+# find_dockerd: dockerd's path (also where a login's PATH has no sbin); fails without it.
+find_dockerd() {
+  PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin" command -v dockerd
+}

@@ -113,27 +113,6 @@ PROGRAMS_LEFT_IN_STRINGS = {
     "fabfile/lab/gpu.py:profile_files": "shell",
     "fabfile/lab/plan.py:BASE_SETUP_SCRIPT": "shell",
     "fabfile/lab/plan.py:DOCKER_CGROUPS_DROPIN": "shell",
-    # Sent to nodes: still to move.
-    "fabfile/ops/allreduce.py:PROBE": "python",
-    "fabfile/ops/allreduce.py:FIND_PYTHON_SCRIPT": "shell",
-    "fabfile/ops/docker.py:INSTALL_FACTS": "shell",
-    "fabfile/ops/images.py:LOGIN_SCRIPT": "shell",
-    "fabfile/ops/images.py:IDS_SCRIPT": "shell",
-    "fabfile/ops/mesh.py:KEY_SCRIPT": "shell",
-    "fabfile/ops/mesh.py:PAIRS_SCRIPT": "shell",
-    "fabfile/ops/netenv.py:PROBE_SCRIPT": "shell",
-    "fabfile/ops/netenv.py:FIREWALL_SCRIPT": "shell",
-    "fabfile/ops/nfs.py:KERNEL_SCRIPT": "shell",
-    "fabfile/ops/nvidia_toolkit.py:FACTS": "shell",
-    "fabfile/ops/ray.py:VERSIONS_CODE": "python",
-    "fabfile/ops/ray.py:NODES_CODE": "python",
-    "fabfile/ops/ray.py:SMOKE_CODE": "python",
-    "fabfile/ops/reset.py:FACTS_SCRIPT": "shell",
-    "fabfile/ops/share.py:ACCOUNT_SCRIPT": "shell",
-    "fabfile/ops/sshfs.py:SSH_READY": "python",
-    "fabfile/ops/storage.py:FUSE_SCRIPT": "shell",
-    "fabfile/ops/wheels.py:UV_INSTALL": "python",
-    "fabfile/ops/wheels.py:DOWNLOAD": "python",
 }
 
 
