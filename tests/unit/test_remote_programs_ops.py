@@ -95,7 +95,8 @@ def test_find_python_runs_the_torch_probe_and_names_absent_pythons():
     out = sh(allreduce.FIND_PYTHON_SCRIPT, allreduce.PROBE, "/nonexistent/python3", sys.executable).stdout.splitlines()
     assert out[0] == "absent=/nonexistent/python3" and out[1] == f"python={sys.executable}"
     probe = json.loads(out[2].split(" ", 1)[1])
-    assert out[2].startswith(allreduce.PYTHON_MARK) and allreduce.PYTHON_MARK == "GPUFAB-PYTHON " and probe["python"] == "%d.%d.%d" % sys.version_info[:3]
+    assert out[2].startswith(allreduce.PYTHON_MARK) and allreduce.PYTHON_MARK == "GPUFAB-PYTHON "  # the parser's mark
+    assert probe["python"] == "%d.%d.%d" % sys.version_info[:3]
     assert ("torch" in probe) != ("error" in probe)
 
 
