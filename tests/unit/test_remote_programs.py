@@ -463,3 +463,45 @@ def test_fleet_facts_take_the_nic_from_netenv_and_read_its_mtu(tmp_path):
     assert "driver=550.54.15" in lines and "cuda=12.4" in lines and "gpu=H100" in lines
     assert "nic=lo" in lines and f"mtu={Path('/sys/class/net/lo/mtu').read_text().strip()}" in lines
     assert not [line for line in lines if line.startswith(("ray=", "ibport="))] and lines[-1].startswith("verbs=")
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("runuser") is None, reason="needs root and runuser")
+def test_install_in_a_users_own_directory_runs_as_that_user_and_replaces_a_planted_link():
+    """~/.ssh and the like: every step as its owner (runuser), so root follows nothing planted there."""
+    import tempfile
+    top = Path(tempfile.mkdtemp(prefix="gpufab-install-"))
+    try:
+        top.chmod(0o755)
+        nobody = pwd.getpwnam("nobody")
+        group = grp.getgrgid(nobody.pw_gid).gr_name
+        home = top / "home"
+        ssh_dir = home / ".ssh"
+        ssh_dir.mkdir(parents=True)
+        for d in (home, ssh_dir):
+            os.chown(d, nobody.pw_uid, nobody.pw_gid)
+        ssh_dir.chmod(0o700)
+        victim = top / "victim"
+        victim.write_text("root's\n")
+        victim.chmod(0o644)
+        dest = ssh_dir / "config"
+        dest.symlink_to(victim)
+        env = stubs(top, getent=f'echo "nobody:x:{nobody.pw_uid}:{nobody.pw_gid}::{home}:/bin/sh"')
+        root = Root(top)
+        content = "Host *\n"
+        src = root.upload(content)
+        args = [src, str(dest), "600", "nobody", group, hashlib.sha256(content.encode()).hexdigest(), "1"]
+        done = subprocess.run(["sh", "-c", root.script, "gpufab", *args], capture_output=True, text=True, timeout=30,
+                              env=env)
+        assert done.returncode == 0, done.stderr
+        assert not dest.is_symlink() and dest.read_text() == content and mode_of(dest) == 0o600
+        assert dest.stat().st_uid == nobody.pw_uid and victim.read_text() == "root's\n"
+        assert victim.stat().st_uid == 0
+        # A directory of the user's that others may write: refused, as anywhere.
+        ssh_dir.chmod(0o777)
+        src = root.upload(content)
+        args[0] = src
+        refused = subprocess.run(["sh", "-c", root.script, "gpufab", *args], capture_output=True, text=True, timeout=30,
+                                 env=env)
+        assert refused.returncode == 3 and "can be written by another user" in refused.stderr
+    finally:
+        subprocess.run(["rm", "-rf", str(top)], check=False)
