@@ -108,7 +108,8 @@ PYTHON_LINE = re.compile(r"^\s*(import \w|from [\w.]+ import|def \w+\(|print\()"
 #: Multi-line programs still in Python strings: `module path:the name that holds it`. A ratchet: it
 #: only shrinks (a program moved to templates/remote/ must leave this list, and none may join it).
 PROGRAMS_LEFT_IN_STRINGS = {
-    # The lab's own (run by `inv lab.*` on this machine, not sent to nodes).
+    # Left: the lab's own, written by `inv lab.*` on this machine and never sent by gpufab (systemd units
+    # whose ExecStart is shell, a GPU-shaped host's python-gpu wrapper, the debootstrapped base's setup).
     "fabfile/lab/gpu.py:UNIT_TEXT": "shell",
     "fabfile/lab/gpu.py:profile_files": "shell",
     "fabfile/lab/plan.py:BASE_SETUP_SCRIPT": "shell",
