@@ -25,6 +25,7 @@ from invoke.exceptions import UnexpectedExit
 from invoke.runners import Result
 
 from . import packages as apt
+from . import programs
 from .cancel import tagged
 from .connection import NodeConnection, Session
 from .errors import ConnectionLost, HostError, Interrupted
@@ -38,24 +39,7 @@ from .inventory import Node
 #: `==gpufab-missing <path>`. The read itself opens with O_NOFOLLOW|O_NONBLOCK
 #: (`dd iflag=`): a file swapped for a link (or a FIFO) after the test is not
 #: read through, nor waited on.
-READ_SCRIPT = r"""
-digest=0
-for p in "$@"; do
-  if [ "$p" = -d ]; then digest=1; continue; fi
-  if [ -L "$p" ]; then
-    echo "==gpufab-link $p"
-  elif [ -f "$p" ] && [ $digest = 1 ]; then
-    echo "==gpufab-digest $(stat -c '%a %U %G' "$p") $p"
-    dd if="$p" iflag=nofollow,nonblock status=none | sha256sum | cut -d' ' -f1
-  elif [ -f "$p" ]; then
-    echo "==gpufab-file $(stat -c '%a %U %G' "$p") $p"
-    dd if="$p" iflag=nofollow,nonblock status=none | base64 -w0; echo
-  else
-    echo "==gpufab-missing $p"
-  fi
-  digest=0
-done
-"""
+READ_SCRIPT = programs.text("read-files.sh")
 
 #: Installs uploaded files: backup of the old version, then a new file made by
 #: mktemp (unpredictable, never an existing path) in the target's directory,
@@ -63,60 +47,9 @@ done
 #: (which replaces a symlink rather than following it). In a directory that
 #: its non-root owner can write (a home's ~/.ssh), every step runs as that
 #: owner, so nothing planted there is ever followed by root. Secret files get
-#: no backup: an old token must not outlive its replacement. BACKUP/.before
-#: keeps the node's version from before gpufab's first write, once.
-INSTALL_SCRIPT = r"""
-set -e
-umask 022
-while [ $# -gt 0 ]; do
-  src=$1 dest=$2 mode=$3 owner=$4 group=$5 digest=$6 keep=$7; shift 7
-  dir=$(dirname "$dest")
-  home=$(getent passwd "$owner" | cut -d: -f6)
-  as=""
-  if [ "$owner" != root ] && [ -n "$home" ] && [ "${dest#"$home"/}" != "$dest" ]; then
-    as="runuser -u $owner --"
-    $as mkdir -p -m 0700 "$dir"
-  else
-    mkdir -p "$dir"
-  fi
-  dperm=$(stat -c %a "$dir") downer=$(stat -c %U "$dir")
-  if [ $(( 0$dperm & 022 )) -ne 0 ] || { [ "$downer" != root ] && [ "$downer" != "$owner" ]; }; then
-    echo "refusing to write $dest: $dir ($downer, mode $dperm) can be written by another user" >&2; exit 3
-  fi
-  [ "$downer" = root ] && as=""
-  if [ "$keep" = 1 ]; then
-    mkdir -p -m 0700 BACKUP
-    # The node's own version from before gpufab's first write (or that there was none): what reset puts back.
-    if [ ! -e "BACKUP/.before$dest" ] && [ ! -e "BACKUP/.before$dest.gpufab-absent" ]; then
-      mkdir -p "BACKUP/.before$dir"
-      if [ -f "$dest" ] && [ ! -L "$dest" ]; then cp -pP "$dest" "BACKUP/.before$dest"
-      else : > "BACKUP/.before$dest.gpufab-absent"; fi
-    fi
-    if [ -f "$dest" ] && [ ! -L "$dest" ]; then
-      mkdir -p "BACKUP$dir"
-      cp -pP "$dest" "BACKUP$dest"
-    fi
-  fi
-  if [ -n "$src" ]; then
-    tmp=$($as mktemp "$dir/.gpufab-new.XXXXXXXX")
-    cat "$src" | $as sh -c 'cat > "$1"' sh "$tmp"
-    rm -f "$src"
-    got=$($as sh -c 'sha256sum < "$1"' sh "$tmp" | cut -d' ' -f1)
-    if [ "$got" != "$digest" ]; then
-      $as rm -f "$tmp"; echo "refusing to install $dest: the uploaded copy changed before it was installed" >&2; exit 3
-    fi
-    if [ -z "$as" ]; then chown "$owner:$group" "$tmp"; else $as chgrp "$group" "$tmp"; fi
-    $as chmod "$mode" "$tmp"
-    $as mv -f "$tmp" "$dest"
-  elif [ -z "$as" ]; then
-    chown -h "$owner:$group" "$dest"
-    chmod "$mode" "$dest"
-  else
-    $as chgrp "$group" "$dest"
-    $as chmod "$mode" "$dest"
-  fi
-done
-""".replace("BACKUP", BACKUP_DIR)
+#: no backup: an old token must not outlive its replacement. $backup/.before
+#: keeps the node's version from before gpufab's first write, once ($backup: BACKUP_DIR).
+INSTALL_SCRIPT = programs.text("install-files.sh", backup=BACKUP_DIR)
 
 
 def secret_env_prefix(path: str, digest: str) -> str:
@@ -132,14 +65,7 @@ def secret_env_prefix(path: str, digest: str) -> str:
 MARKER = "==gpufab-output=="
 
 #: $1 directory under $HOME, $2 name, $3 mode; the content on stdin. A whole new file, then renamed.
-HOME_WRITE_SCRIPT = r"""
-set -e
-d="$HOME/$1"
-tmp=$(mktemp "$d/.$2.gpufab-XXXXXX")
-cat > "$tmp" || { rm -f "$tmp"; exit 1; }
-chmod "$3" "$tmp"
-mv -f "$tmp" "$d/$2"
-"""
+HOME_WRITE_SCRIPT = programs.text("home-write.sh")
 
 
 def marked(command: str) -> str:

@@ -22,6 +22,7 @@ import shlex
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
+from ..core import programs
 from ..core.chain import Step
 from ..core.cluster import setting
 from ..core.errors import HostError, InputError, number_option
@@ -55,36 +56,8 @@ SCRIPT = shipped("allreduce/allreduce.py")
 SCRIPT_PATH = f".cache/gpufab/allreduce-{hashlib.sha256(SCRIPT.encode()).hexdigest()[:12]}.py"
 
 #: Which of the candidate pythons ($@) imports torch; one JSON line each, stops at the first.
-PROBE = (
-    "import json, platform, sys\n"
-    "try:\n"
-    "    import torch, torch.distributed as d\n"
-    "    found = dict(torch=torch.__version__, gloo=d.is_available() and d.is_gloo_available(),\n"
-    "                 nccl=d.is_available() and d.is_nccl_available(),\n"
-    "                 gpus=torch.cuda.device_count() if torch.cuda.is_available() else 0,\n"
-    "                 cuda=torch.version.cuda or '', python=platform.python_version())\n"
-    "    try:\n"
-    "        v = torch.cuda.nccl.version()\n"
-    "        found['nccl_version'] = '.'.join(map(str, v)) if isinstance(v, tuple) else str(v)\n"
-    "    except Exception:\n"
-    "        pass\n"
-    "except Exception as exc:\n"
-    "    found = dict(error='%s: %s' % (type(exc).__name__, exc), python=platform.python_version())\n"
-    f"print({PYTHON_MARK!r} + json.dumps(found))\n"
-    "sys.exit(0 if 'torch' in found else 3)\n"
-)
-FIND_PYTHON_SCRIPT = r"""
-probe=$1; shift
-for py in "$@"; do
-  case "$py" in /*) path=$py ;; *) path=$(command -v "$py" 2>/dev/null) || path= ;; esac
-  if [ -z "$path" ] || [ ! -x "$path" ]; then echo "absent=$py"; continue; fi
-  echo "python=$path"
-  out=$(timeout 60 "$path" -c "$probe" 2>&1); rc=$?
-  printf '%s\n' "$out" | grep '^GPUFAB-PYTHON ' | head -n 1
-  [ "$rc" = 0 ] && exit 0
-done
-true
-"""
+PROBE = programs.text("torch-probe.py")
+FIND_PYTHON_SCRIPT = programs.text("find-python.sh")
 
 # --------------------------------------------------------------------------- settings
 

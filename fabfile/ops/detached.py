@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass
 from typing import List
 
+from ..core import programs
 from ..core.errors import HostError, InputError
 from ..core.facts import parse_facts
 from ..core.remote import Remote, last_line
@@ -25,64 +26,15 @@ UNIT_PREFIX = "gpufab-run-"
 #: Root never opens the log: it is made and opened by the job itself, as the user (a link the user
 #: planted at ~/train.log -> /etc/shadow then gets the user's own permissions, not root's). systemd
 #: would open StandardOutput= files as root, so the job's shell redirects its own output instead.
-START_SCRIPT = r"""
-name=$1 log=$2 user=$3 cmd=$4
-home=$(getent passwd "$user" | cut -d: -f6)
-case "$log" in /*) ;; *) log="$home/$log" ;; esac
-as_user() { if [ "$user" = root ]; then "$@"; else runuser -u "$user" -- "$@"; fi; }
-if ! as_user sh -c 'mkdir -p "$(dirname "$1")" && : >>"$1"' sh "$log"; then
-  echo "cannot open $log as $user" >&2; exit 1
-fi
-job="exec >>\"\$GPUFAB_LOG\" 2>&1 </dev/null; if [ -r /etc/gpufab/netenv.env ]; then set -a; . /etc/gpufab/netenv.env; set +a; fi; $cmd"
-if [ -d /run/systemd/system ] && command -v systemd-run >/dev/null 2>&1; then
-  systemd-run --quiet --collect --unit="$name" --uid="$user" -p WorkingDirectory="$home" -E GPUFAB_LOG="$log" \
-    /bin/sh -c "$job" || exit 1
-  echo "how=systemd unit $name.service"
-else
-  cd "$home" 2>/dev/null || cd /
-  GPUFAB_LOG=$log nohup setsid runuser -u "$user" -- /bin/sh -c "$job" >/dev/null 2>&1 </dev/null &
-  echo "how=nohup, pid $!"
-fi
-echo "log=$log"
-"""
+START_SCRIPT = programs.text("detached-start.sh")
 
 #: $1 pattern. Prints `PID COMMAND` per match; the listing shell and its
 #: ancestors (sudo, the SSH session) carry the pattern too and are left out,
 #: as are processes already gone (the $(...) subshell).
-LIST_SCRIPT = r"""
-pattern=$1
-ancestors=" "
-p=$$
-while [ -n "$p" ] && [ "$p" -gt 1 ] 2>/dev/null; do
-  ancestors="$ancestors$p "
-  p=$(sed 's/.*) //' "/proc/$p/stat" 2>/dev/null | cut -d' ' -f2)
-done
-pids=$(pgrep -f -- "$pattern"); rc=$?
-if [ $rc -gt 1 ]; then  # 1 is "nothing matches"; 2 and 3 are pgrep refusing the pattern or failing
-  echo "pgrep failed (exit $rc) on this pattern" >&2; exit 2
-fi
-for pid in $pids; do
-  case "$ancestors" in *" $pid "*) continue ;; esac
-  cmd=$(tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null)
-  [ -n "$cmd" ] && printf '%s %s\n' "$pid" "$cmd"
-done
-true
-"""
+LIST_SCRIPT = programs.text("detached-list.sh")
 
 #: $1 signal, $2 pattern, then PIDs. Kills each PID still matching; reports each.
-KILL_SCRIPT = r"""
-sig=$1 pattern=$2; shift 2
-matching=" $(pgrep -f -- "$pattern" | tr '\n' ' ') "
-for pid in "$@"; do
-  case "$matching" in
-    *" $pid "*) kill -s "$sig" "$pid" 2>/dev/null && echo "signalled $pid" || echo "gone $pid" ;;
-    *) echo "gone $pid" ;;
-  esac
-done
-sleep 2
-for pid in "$@"; do kill -0 "$pid" 2>/dev/null && echo "alive $pid"; done
-true
-"""
+KILL_SCRIPT = programs.text("detached-kill.sh")
 
 SIGNALS = ("TERM", "INT", "HUP", "KILL", "QUIT", "USR1", "USR2")
 

@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
+from ..core import programs
 from ..core import packages as apt
 from ..core.chain import Column, Step, every_node
 from ..core.cluster import reach_of, setting
@@ -131,13 +132,7 @@ def parse_docker_info(text: str) -> DockerInfo:
 FIND_DOCKERD = 'PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin" command -v dockerd'
 
 #: key=value facts for install: os-release, dpkg arch, docker's presence.
-INSTALL_FACTS = r"""
-. /etc/os-release; echo "ID=$ID"; echo "VERSION_CODENAME=$VERSION_CODENAME"
-echo "ARCH=$(dpkg --print-architecture)"
-echo "DOCKERD=$(FIND_DOCKERD || true)"
-echo "VERSION=$(dpkg-query -W -f='${db:Status-Status} ${Package} ${Version}\n' docker-ce docker.io 2>/dev/null | awk '$1 == "installed" {print $2 " " $3; exit}')"
-echo "GROUPS=$(id -nG)"
-""".replace("FIND_DOCKERD", FIND_DOCKERD)
+INSTALL_FACTS = programs.text("docker-install-facts.sh")
 
 DOCKER_INFO_CMD = "docker info --format '{{json .}}'"
 #: The users gpufab put in group docker, a name a line: `reset` takes these out, and no one else.

@@ -14,6 +14,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
+from ..core import programs
 from ..core.facts import parse_facts
 from ..core.remote import Remote
 from ..core.report import fold_names
@@ -30,31 +31,7 @@ VARIES = ("NIC",)
 MUST_MATCH = ("driver major", "CUDA", "NCCL", "torch", "ray", "Python")
 
 #: One key=value per line. $1 head's private address, $2 Ray's venv python, $3 seconds for nvidia-smi.
-SCRIPT = r"""
-head=$1; raypy=$2; T=$3
-. /etc/os-release 2>/dev/null; echo "os=${PRETTY_NAME:-unknown}"
-echo "kernel=$(uname -r)"
-if command -v nvidia-smi >/dev/null 2>&1; then
-  echo "driver=$(timeout -k 2 "$T" nvidia-smi --query-gpu=driver_version --format=csv,noheader 2>/dev/null | head -n1)"
-  echo "cuda=$(timeout -k 2 "$T" nvidia-smi 2>/dev/null | sed -n 's/.*CUDA Version: *\([0-9.]*\).*/\1/p' | head -n1)"
-  timeout -k 2 "$T" nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | sed 's/^/gpu=/'
-fi
-nic=$(sed -n 's/^NCCL_SOCKET_IFNAME=//p' ENV_FILE 2>/dev/null)
-if [ -z "$nic" ] && [ -n "$head" ]; then
-  nic=$(ip -o route get "$head" 2>/dev/null | sed -n 's/.* dev \([^ ]*\).*/\1/p')
-  [ "$nic" = lo ] && nic=$(ip -o addr show to "$head" 2>/dev/null | awk '{print $2; exit}')
-fi
-if [ -n "$nic" ]; then
-  echo "nic=$nic"
-  echo "speed=$(cat /sys/class/net/$nic/speed 2>/dev/null)"
-  echo "mtu=$(cat /sys/class/net/$nic/mtu 2>/dev/null || ip -o link show "$nic" 2>/dev/null | sed -n 's/.* mtu \([0-9]*\).*/\1/p')"
-fi
-if command -v docker >/dev/null 2>&1; then echo "docker=$(docker --version 2>/dev/null | sed -n 's/^Docker version \([^,]*\).*/\1/p')"; fi
-if [ -x "$raypy" ]; then
-  echo "ray=$(timeout -k 2 60 "$raypy" -c 'from importlib.metadata import version; print(version("ray"))' 2>/dev/null)"
-fi
-IB_SCRIPT
-""".replace("ENV_FILE", ENV_FILE).replace("IB_SCRIPT", infiniband.SCRIPT)
+SCRIPT = programs.text("fleet-facts.sh", env_file=ENV_FILE, ib_sysfs=infiniband.SYSFS, ib_gids=infiniband.GIDS_READ)
 
 
 @dataclass(frozen=True)

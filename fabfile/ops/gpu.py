@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
+from ..core import programs
 from ..core.fanout import FAILED, OK, HostResult
 from ..core.remote import run_parsed
 
@@ -18,9 +19,7 @@ HUNG = f"nvidia-smi hung ({SMI_TIMEOUT}s)"
 QUERY = (f"if command -v nvidia-smi >/dev/null 2>&1; then {SMI} --query-gpu={FIELDS}"
          f" --format=csv,noheader,nounits; else echo '{NO_SMI}'; fi")
 #: The number of GPUs nvidia-smi lists (0 without it), or HUNG.
-COUNT = (f"if command -v nvidia-smi >/dev/null 2>&1; then out=$({SMI} -L 2>/dev/null); rc=$?; "
-         f"if [ $rc = 124 ] || [ $rc = 137 ]; then echo '{HUNG}'; "
-         "else printf '%s\\n' \"$out\" | grep -c '^GPU'; fi; else echo 0; fi")
+COUNT = programs.text("gpu-count.sh", smi_timeout=SMI_TIMEOUT)
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
+from ..core import programs
 from ..core.chain import Column, Step
 from ..core.connection import Session
 from ..core.errors import HostError, InputError, keeping_changes
@@ -40,20 +41,11 @@ REGISTRY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.-]*(:[0-9]+)?$")
 #: The controller's .env keys it is made from.
 LOGIN_KEYS = ("DOCKER_USERNAME", "DOCKER_PASSWORD")
 #: `docker login` as root with the password from LOGIN_FILE on stdin: never on a command line.
-LOGIN_SCRIPT = r"""
-f=$1
-reg=$(sed -n 1p "$f"); user=$(sed -n 2p "$f")
-sed -n 3p "$f" | docker login --username "$user" --password-stdin "$reg" 2>&1 >/dev/null
-"""
+LOGIN_SCRIPT = programs.text("registry-login.sh")
 #: Whether root's docker holds credentials for the registry ($1).
 HAS_LOGIN = 'grep -qF "\"$1\"" /root/.docker/config.json 2>/dev/null'
 #: `REF ID` a line (`none` where the node has no such image). Run as root: docker's socket is root's.
-IDS_SCRIPT = r"""
-for r in "$@"; do
-  id=$(docker image inspect --format '{{.Id}}' "$r" 2>/dev/null)
-  echo "$r ${id:-none}"
-done
-"""
+IDS_SCRIPT = programs.text("image-ids.sh")
 
 
 def check_refs(value: Any, path: str = "docker.images") -> Tuple[str, ...]:

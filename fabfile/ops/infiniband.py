@@ -13,6 +13,8 @@ import re
 from dataclasses import dataclass, replace
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from ..core import programs
+
 #: Where the kernel lists RDMA devices (a lab test mounts a synthetic tree here).
 SYSFS = "/sys/class/infiniband"
 #: GID table entries read per port: RoCE v2 with an IPv4 address is usually among the first few.
@@ -21,23 +23,7 @@ GIDS_READ = 16
 #: One line per port, then its RoCE GIDs; also whether libibverbs is present (NCCL dlopens it).
 #: Lines: `ibport=DEV PORT|STATE|LINK_LAYER|RATE|NETDEVS|PHYS_STATE|VF`, `ibgid=DEV PORT INDEX|TYPE|GID`,
 #: `verbs=yes|no`. VF is `vf` for an SR-IOV virtual function (a cloud's VM NIC).
-SCRIPT = r"""
-for p in SYSFS/*/ports/*; do
-  [ -r "$p/state" ] || continue
-  dev=${p%/ports/*}; dev=${dev##*/}; port=${p##*/}
-  nets=$(ls "SYSFS/$dev/device/net" 2>/dev/null | tr '\n' ' ')
-  vf=; [ -e "SYSFS/$dev/device/physfn" ] && vf=vf
-  echo "ibport=$dev $port|$(cat "$p/state" 2>/dev/null)|$(cat "$p/link_layer" 2>/dev/null)|$(cat "$p/rate" 2>/dev/null)|$nets|$(cat "$p/phys_state" 2>/dev/null)|$vf"
-  if [ "$(cat "$p/link_layer" 2>/dev/null)" = Ethernet ]; then
-    i=0
-    while [ $i -lt GIDS ]; do
-      t=$(cat "$p/gid_attrs/types/$i" 2>/dev/null) && g=$(cat "$p/gids/$i" 2>/dev/null) && echo "ibgid=$dev $port $i|$t|$g"
-      i=$((i + 1))
-    done
-  fi
-done
-if ldconfig -p 2>/dev/null | grep -q 'libibverbs\.so\.1 '; then echo verbs=yes; else echo verbs=no; fi
-""".replace("SYSFS", SYSFS).replace("GIDS", str(GIDS_READ))
+SCRIPT = programs.text("ib-ports.sh", ib_sysfs=SYSFS, ib_gids=GIDS_READ)
 
 #: RoCE v2 GIDs that carry an IPv4 address (`::ffff:a.b.c.d`): the ones NCCL should use by default.
 _IPV4_GID = re.compile(r"^0000:0000:0000:0000:0000:ffff:[0-9a-f]{4}:[0-9a-f]{4}$")

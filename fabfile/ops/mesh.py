@@ -26,6 +26,7 @@ import shlex
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
+from ..core import programs
 from ..core.chain import Column, Step
 from ..core.connection import Session
 from ..core.errors import HostError, InputError, keeping_changes
@@ -65,42 +66,14 @@ PAIR_TIMEOUT = 20
 
 #: Who the SSH user is there, the node's host keys and its mesh key ($1 the key's name); one line
 #: each; `oldkey=yes` where older gpufab's shared key ($2) is still there. Run as the SSH user.
-FACTS_SCRIPT = r"""
-echo "user=$(id -un)"
-echo "group=$(id -gn)"
-echo "home=$(getent passwd "$(id -un)" | cut -d: -f6)"
-echo "gpus=$(GPU_COUNT)"
-for f in /etc/ssh/ssh_host_*_key.pub; do [ -r "$f" ] && echo "hostkey=$(cut -d' ' -f1,2 "$f")"; done
-[ -r "$HOME/.ssh/$1.pub" ] && echo "meshkey=$(cut -d' ' -f1,2 "$HOME/.ssh/$1.pub")"
-{ [ -e "$HOME/.ssh/$2" ] || [ -e "$HOME/.ssh/$2.pub" ]; } && echo "oldkey=yes"
-true
-""".replace("GPU_COUNT", gpu.COUNT)
+FACTS_SCRIPT = programs.text("mesh-facts.sh", smi_timeout=gpu.SMI_TIMEOUT)
 
 #: This node's mesh key: made once by the SSH user; only its public half is printed, derived from the
 #: private one (which never leaves the node). $1 the key's name, $2 its comment.
-KEY_SCRIPT = r"""
-set -e
-k="$HOME/.ssh/$1"
-if [ ! -s "$k" ]; then
-  umask 077
-  mkdir -p "$HOME/.ssh"
-  rm -f "$k" "$k.pub"
-  ssh-keygen -q -t ed25519 -N '' -C "$2" -f "$k"
-  chmod 644 "$k.pub"
-  echo "==gpufab-generated"
-fi
-echo "==gpufab-public $(ssh-keygen -y -f "$k" | cut -d' ' -f1,2)"
-"""
+KEY_SCRIPT = programs.text("mesh-key.sh")
 
 #: `ssh NAME true` to every name given, at once; prints `NAME EXIT last-line-of-its-output`.
-PAIRS_SCRIPT = r"""
-t=$1; shift
-for h in "$@"; do
-  ( out=$(timeout -k 5 "$t" ssh -n -o BatchMode=yes -o ConnectTimeout=10 "$h" true 2>&1); rc=$?
-    echo "$h $rc $(printf '%s\n' "$out" | grep -v '^$' | tail -n 1)" ) &
-done
-wait
-"""
+PAIRS_SCRIPT = programs.text("mesh-pairs.sh")
 
 
 # --------------------------------------------------------------------------- facts

@@ -17,6 +17,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from dotenv import dotenv_values
 
+from ..core import programs
 from ..core.chain import SKIP_VAR, Step, every_node, listed
 from ..core.cluster import VIRTUAL_PREFIXES, setting, switch
 from ..core.errors import HostError, InputError
@@ -52,18 +53,7 @@ NCCL_CONF = "/etc/nccl.conf"
 PROFILE_SNIPPET = "/etc/profile.d/gpufab-netenv.sh"
 
 #: Everything needed to choose a NIC, in one round trip. $1 = head private IP.
-FACTS_SCRIPT = r"""
-echo "route=$(ip -o route get "$1" 2>&1 | head -n1)"
-echo "owner=$(ip -o -4 addr show to "$1" 2>/dev/null | awk '{print $2; exit}')"
-echo "group=$(id -gn)"
-echo "defroute=$(ip -o route show default 2>/dev/null | awk '{for (i = 1; i < NF; i++) if ($i == "dev") {print $(i+1); exit}}')"
-ip -o -4 addr show | awk '{print "addr=" $2 " " $4}'
-ip -o link show | awk -F': ' '{split($2, n, "@"); m = $0; sub(/.* mtu /, "", m); split(m, v, " "); print "link=" n[1] " " v[1]}'
-if command -v ibv_devices >/dev/null 2>&1; then
-  echo "hcas=$(ibv_devices 2>/dev/null | awk 'NR > 2 {printf "%s ", $1}')"
-fi
-IB_SCRIPT
-""".replace("IB_SCRIPT", infiniband.SCRIPT)
+FACTS_SCRIPT = programs.text("netenv-facts.sh", ib_sysfs=infiniband.SYSFS, ib_gids=infiniband.GIDS_READ)
 
 
 @dataclass(frozen=True)
@@ -248,33 +238,12 @@ def secrets_file(secrets: Mapping[str, str], group: str) -> ManagedFile:
 
 #: Probe TCP ports of other nodes. $1 = ports (space-separated), then IPs.
 #: Prints `ip port open|refused|timeout|unreachable`.
-PROBE_SCRIPT = r"""
-ports=$1; shift
-for ip in "$@"; do
-  for port in $ports; do
-    err=$(timeout 3 bash -c 'exec 3<>"/dev/tcp/$1/$2"' sh "$ip" "$port" 2>&1); rc=$?
-    if [ $rc = 0 ]; then state=open
-    elif [ $rc = 124 ]; then state=timeout
-    else case "$err" in
-      *refused*) state=refused ;;
-      *) state=unreachable ;;
-    esac; fi
-    echo "$ip $port $state"
-  done
-done
-"""
+PROBE_SCRIPT = programs.text("netenv-probe.sh")
 
 #: Firewall rules that can drop incoming traffic: nft input-hook chains when
 #: nft exists (it also shows iptables-nft rules), else iptables-save's INPUT.
 #: gpufab's own table for Ray (ops/ray.py) drops only what comes from outside the cluster: left out.
-FIREWALL_SCRIPT = r"""
-if command -v nft >/dev/null 2>&1; then
-  nft list ruleset 2>/dev/null | awk '/^table /{t=$3} /^[ \t]*chain /{c=$2; hook=0} /hook input/{hook=1} t != "gpufab_ray" && hook && /(drop|reject)/ {sub(/^[ \t]+/, ""); print "nft " c ": " $0}'
-elif command -v iptables-save >/dev/null 2>&1; then
-  iptables-save 2>/dev/null | grep -E '^(-A INPUT .*-j (DROP|REJECT)|:INPUT (DROP|REJECT))' | sed 's/^/iptables /'
-fi
-true
-"""
+FIREWALL_SCRIPT = programs.text("netenv-firewall.sh")
 
 #: Probe results that mean the network path itself is broken.
 BLOCKED = ("timeout", "unreachable")

@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
 
+from ..core import programs
 from ..core.cluster import cluster_inventory, setting
 from ..core.connection import Session
 from ..core.errors import HostError, InputError, keeping_changes
@@ -44,13 +45,7 @@ FSTAB_BEGIN = "# BEGIN gpufab managed block (nfs.client)"
 FSTAB_END = "# END gpufab managed block"
 
 #: /proc/filesystems, then which NFS modules exist for the running kernel.
-KERNEL_SCRIPT = r"""
-cat /proc/filesystems
-for m in nfs nfsd; do
-  if find "/lib/modules/$(uname -r)" -name "$m.ko*" 2>/dev/null | grep -q .; then echo "module $m"; fi
-done
-echo "kernel $(uname -r)"
-"""
+KERNEL_SCRIPT = programs.text("nfs-kernel.sh")
 
 
 def private_subnet(cidr: str) -> str:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Optional
 from urllib.parse import urlsplit
 
+from ..core import programs
 from ..core import openpgp
 from ..core.cluster import setting
 from ..core.errors import HostError, InputError
@@ -44,13 +45,7 @@ DEFAULT_FINGERPRINT = "C95B321B61E88C1809C4F759DDCAE044F796ECB0"
 KEY_MAX_BYTES = 256 * 1024
 
 #: key=value facts: does the node have NVIDIA GPUs (driver working, or only on PCI), and the toolkit?
-FACTS = r"""
-echo "GPUS=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU ')"
-echo "PCI=$(lspci -nn -d 10de: 2>/dev/null | grep -cE '\[03(00|02)\]')"
-echo "TOOLKIT=$(dpkg-query -W -f='${db:Status-Status} ${Version}' nvidia-container-toolkit 2>/dev/null)"
-echo "CTK=$(command -v nvidia-ctk)"
-echo "RUNTIME=$(command -v nvidia-container-runtime)"
-"""
+FACTS = programs.text("nvidia-toolkit-facts.sh")
 
 #: What `nvidia-ctk runtime configure` would write into daemon.json, printed instead of written
 #: (NVIDIA/nvidia-container-toolkit cmd/nvidia-ctk/runtime/configure: --dry-run saves to stdout).

@@ -18,6 +18,7 @@ from typing import Any, List, Optional, Sequence, Tuple
 from invoke.exceptions import AuthFailure
 from paramiko.ssh_exception import AuthenticationException
 
+from ..core import programs
 from ..core.chain import Column, Step
 from ..core.cluster import reach_of
 from ..core.networks import Reach
@@ -31,24 +32,7 @@ from ..core.context import RunContext
 from . import allreduce, doctor, fleet, gpu, netenv, ray
 
 #: Prints one key=value per line. `$1` is the head's private address (may be empty).
-PREFLIGHT_SCRIPT = r"""
-head="$1"
-. /etc/os-release 2>/dev/null; echo "os=${PRETTY_NAME:-unknown}"
-echo "uid=$(id -u)"
-echo "gpus=$(GPU_COUNT)"
-if [ -n "$head" ]; then
-  nic=$(ip -o route get "$head" 2>/dev/null | sed -n 's/.* dev \([^ ]*\).*/\1/p')
-  # On the head itself the route is via lo: name the NIC holding the address.
-  if [ "$nic" = lo ]; then nic=$(ip -o addr show to "$head" 2>/dev/null | awk '{print $2; exit}'); fi
-  echo "nic=$nic"
-fi
-echo "disk_free_kb=$(df -Pk / 2>/dev/null | awk 'NR==2 {print $4}')"
-if [ "$(id -u)" = 0 ]; then echo "sudo=root"
-elif ! command -v sudo >/dev/null 2>&1; then echo "sudo=missing"
-elif sudo -n true 2>/dev/null; then echo "sudo=nopasswd"
-else echo "sudo=password"
-fi
-""".replace("GPU_COUNT", gpu.COUNT)
+PREFLIGHT_SCRIPT = programs.text("preflight.sh", smi_timeout=gpu.SMI_TIMEOUT)
 
 
 def preflight_command(head_private: Optional[str]) -> str:

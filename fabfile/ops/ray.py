@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
+from ..core import programs
 from ..core.declared import PORT, SWITCH, TEXT, VERSION, Setting, declare, listing, owns, text
 from ..core.chain import Column, Step
 from ..core.cluster import setting, switch
@@ -63,17 +64,7 @@ PIN_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(\[[A-Za-z0-9,._-]+\])?==[A-Za-
 VERSION_RE = re.compile(r"^[0-9][A-Za-z0-9.+!_-]*$")
 
 #: Prints a JSON object of versions: python, then each package named in argv.
-VERSIONS_CODE = """
-import json, sys
-import importlib.metadata as md
-out = {"python": "%d.%d.%d" % sys.version_info[:3]}
-for name in sys.argv[1:]:
-    try:
-        out[name] = md.version(name)
-    except md.PackageNotFoundError:
-        out[name] = None
-print(json.dumps(out))
-"""
+VERSIONS_CODE = programs.text("ray-versions.py")
 
 
 def check_version(version: str) -> str:
@@ -216,15 +207,7 @@ def start_command(p: UnitPlan) -> str:
 # --------------------------------------------------------------------------- cluster state
 
 #: Run with the venv's python on the head: alive nodes as JSON, from the GCS.
-NODES_CODE = """
-import json, sys
-from ray.util.state import list_nodes
-nodes = list_nodes(address=sys.argv[1], limit=10000, raise_on_missing_output=False)
-print(json.dumps([{
-    "ip": n.node_ip, "state": n.state, "head": bool(n.is_head_node),
-    "resources": n.resources_total or {},
-} for n in nodes]))
-"""
+NODES_CODE = programs.text("ray-nodes.py")
 
 
 @dataclass(frozen=True)
@@ -278,19 +261,7 @@ def log_tail(text: str, lines: int = 3, width: int = 160) -> str:
 
 
 #: Submitted on the head: one task per alive node (SPREAD), each reports where it ran.
-SMOKE_CODE = """
-import json, socket, time
-import ray
-ray.init(address="auto", logging_level="ERROR", log_to_driver=False)
-alive = [n for n in ray.nodes() if n["Alive"]]
-
-@ray.remote(num_cpus=1, scheduling_strategy="SPREAD")
-def where(i):
-    time.sleep(2)  # hold the CPU so SPREAD cannot place two on one node
-    return {"task": i, "host": socket.gethostname(), "ip": ray.util.get_node_ip_address()}
-
-print(json.dumps(ray.get([where.remote(i) for i in range(len(alive))], timeout=120)))
-"""
+SMOKE_CODE = programs.text("ray-smoke.py")
 
 
 #: True when a raylet runs on the node ([r] keeps pgrep from matching this shell).

@@ -19,6 +19,7 @@ import shlex
 from dataclasses import dataclass, field
 from typing import Any, Dict, FrozenSet, List, Mapping, Optional, Sequence, Tuple
 
+from ..core import programs
 from ..core.files import ABSENT_SUFFIX, BACKUP_DIR, BEFORE_DIR, ManagedFile, plan_files
 from ..core.connection import Session
 from ..core.errors import HostError, keeping_changes
@@ -41,27 +42,7 @@ MARKER = "Managed by gpufab"
 
 #: Root reads, never follows a link it finds (`-f` and `! -L` on each).
 #: $1 BEFORE_DIR, $2 BACKUP_DIR, $3 marker, then unit:NAME, own:DIR, parent:DIR or a whole file's path.
-FACTS_SCRIPT = r"""
-P=$1; B=$2; M=$3; shift 3
-for f in "$@"; do
-  case $f in
-    unit:*) u=${f#unit:}; systemctl is-active --quiet "$u" 2>/dev/null && echo "active $u" ;;
-    own:*) d=${f#own:}; { [ -e "$d" ] || [ -L "$d" ]; } && echo "own $d" ;;
-    parent:*) d=${f#parent:}; [ -d "$d" ] && [ ! -L "$d" ] && echo "parent $d $(ls -A "$d" | tr '\n' ' ')" ;;
-    *) [ -f "$f" ] && [ ! -L "$f" ] || continue
-       # gpufab's only: a path of its own, or a file with its marker (a shared name such as /etc/nccl.conf).
-       case $f in *gpufab*) ;; *) grep -q "$M" "$f" || continue ;; esac
-       echo "file $f"
-       if [ -f "$P$f" ] && [ ! -L "$P$f" ]; then echo "before $f"
-       elif [ -e "$P$f.gpufab-absent" ]; then echo "absent $f"
-       elif [ -f "$B$f" ] && [ ! -L "$B$f" ] && ! grep -q "$M" "$B$f"; then echo "before-backup $f"
-       fi ;;
-  esac
-done
-command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ] && echo systemd
-command -v exportfs >/dev/null 2>&1 && echo exportfs
-true
-"""
+FACTS_SCRIPT = programs.text("reset-facts.sh")
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
+from ..core import programs
 from ..core.chain import Column, Step
 from ..core.declared import declare_section, owns
 from ..core.cluster import setting
@@ -316,49 +317,15 @@ def wanted_files(step: UserStep, env_text: str) -> Dict[str, Tuple[str, int]]:
 
 #: $1 the step's directory (absolute, or under the SSH user's home), $2 the SSH user. Prints home=,
 #: gpus= (with nvidia-smi), a digest per file, and running=yes while a run is going.
-FACTS_SCRIPT = r"""
-home=$(getent passwd "$2" | cut -d: -f6)
-case "$1" in /*) d=$1 ;; *) d="$home/$1" ;; esac
-echo "home=$home"
-echo "gpus=$(GPU_COUNT)"
-for f in run script env; do
-  if [ -f "$d/$f" ]; then echo "$f=$(sha256sum < "$d/$f" | cut -d' ' -f1)"; fi
-done
-if [ -f "$d/pid" ] && [ ! -f "$d/exit" ]; then
-  pid=$(cat "$d/pid")
-  if tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | grep -qF "$d/run"; then echo "running=yes"; fi
-fi
-true
-""".replace("GPU_COUNT", gpu.COUNT)
+FACTS_SCRIPT = programs.text("step-facts.sh", smi_timeout=gpu.SMI_TIMEOUT)
 
 #: $1 the step's directory (absolute). Prints `exit=N` once the run has ended, `running=yes` or
 #: `running=no` while it has not, then the last lines of its log.
-STATUS_SCRIPT = r"""
-d=$1 n=$2
-if [ -f "$d/exit" ]; then echo "exit=$(cat "$d/exit")"
-elif [ -f "$d/pid" ] && tr '\0' ' ' < "/proc/$(cat "$d/pid")/cmdline" 2>/dev/null | grep -qF "$d/run"; then
-  echo "running=yes"
-else echo "running=no"
-fi
-echo "==log"
-tail -n "$n" "$d/log" 2>/dev/null
-true
-"""
+STATUS_SCRIPT = programs.text("step-status.sh")
 
 #: Root runs it. $1 unit, $2 user, $3 home, $4 runner. A transient unit where systemd runs, else nohup.
 #: The last run's exit file goes first, as the user whose directory it is: root follows no link there.
-START_SCRIPT = r"""
-unit=$1 user=$2 home=$3 runner=$4
-if [ "$user" = root ]; then rm -f "$(dirname "$runner")/exit"
-else runuser -u "$user" -- sh -c 'rm -f "$(dirname "$1")/exit"' sh "$runner"; fi
-if [ -d /run/systemd/system ] && command -v systemd-run >/dev/null 2>&1; then
-  systemd-run --quiet --collect --unit="$unit" --uid="$user" -p WorkingDirectory="$home" /bin/sh "$runner"
-elif [ "$user" = root ]; then
-  cd "$home" && nohup setsid /bin/sh "$runner" >/dev/null 2>&1 </dev/null &
-else
-  cd "$home" && nohup setsid runuser -u "$user" -- /bin/sh "$runner" >/dev/null 2>&1 </dev/null &
-fi
-"""
+START_SCRIPT = programs.text("step-start.sh")
 
 
 def parse_status(text: str) -> Tuple[Optional[int], bool, List[str]]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import shlex
 from typing import Any, List, Mapping, Optional, Tuple
 
+from ..core import programs
 from ..core.cluster import setting, switch
 from ..core.errors import HostError, InputError
 from ..core.inventory import Inventory
@@ -88,15 +89,7 @@ def read_cache(config: Any, inv: Inventory, mount: str) -> Optional[str]:
 SHARE_ACCOUNT = "gpufab-share"
 
 #: Makes the account where it is missing (`useradd --system`); prints `uid gid` of it.
-ACCOUNT_SCRIPT = r"""
-a=$1
-if ! id -u "$a" >/dev/null 2>&1; then
-  [ "$2" = plan ] && exit 0  # a dry run makes no account
-  useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin "$a" || exit 1
-  echo created
-fi
-echo "ids $(id -u "$a") $(id -g "$a")"
-"""
+ACCOUNT_SCRIPT = programs.text("share-account.sh")
 
 
 def share_owner(login: str) -> str:

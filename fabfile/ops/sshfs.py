@@ -16,6 +16,7 @@ import re
 import shlex
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
+from ..core import programs
 from ..core.connection import Session
 from ..core.errors import HostError, InputError, keeping_changes
 from ..core.declared import PORT, Kind, Setting, declare, owns
@@ -107,19 +108,7 @@ def known_hosts_file(server: str, host_keys: str, port: int) -> ManagedFile:
 
 #: Exits 0 once an SSH server answers with its banner at argv[1]:argv[2] (15 s at most): a unit of
 #: Type=simple is "active" as soon as sshd is forked, before it listens.
-SSH_READY = r"""
-import socket, sys, time
-end = time.time() + 15
-while time.time() < end:
-    try:
-        with socket.create_connection((sys.argv[1], int(sys.argv[2])), 2) as s:
-            if s.recv(4) == b"SSH-":
-                sys.exit(0)
-    except OSError:
-        pass
-    time.sleep(0.1)
-sys.exit(1)
-"""
+SSH_READY = programs.text("ssh-ready.py")
 
 
 def listen_address(server: str, port: int) -> str:

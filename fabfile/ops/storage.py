@@ -15,6 +15,7 @@ import shlex
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
+from ..core import programs
 from ..core.chain import VERIFY_NAME, Column, Step
 from ..core.cluster import setting
 from ..core.connection import Session
@@ -37,10 +38,7 @@ DEFAULT_BACKEND = "auto"
 BENCH_MIB = 64
 
 #: /dev/fuse present (printed as `fusedev`), then the kernel's filesystems.
-FUSE_SCRIPT = r"""
-[ -c /dev/fuse ] && echo fusedev
-cat /proc/filesystems
-"""
+FUSE_SCRIPT = programs.text("storage-fuse.sh")
 #: Everything the backend choice needs from one node, in one round trip.
 FACTS_SCRIPT = FUSE_SCRIPT + KERNEL_SCRIPT
 

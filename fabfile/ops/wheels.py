@@ -18,6 +18,7 @@ import shlex
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 from urllib.parse import urlsplit
 
+from ..core import programs
 from ..core.chain import Step
 from ..core.errors import HostError
 from ..core.facts import human_bytes
@@ -40,114 +41,12 @@ UV = f"{UV_DIR}/uv"
 #: (the wheel for this machine from the simple page of $UV_INDEX_URL, else PyPI, sha256 from the page) or
 #: `wheel URL-OR-PATH SHA256` (the head's). The wheel's hash is checked before anything is unpacked;
 #: only `uv-*.data/scripts/uv` is taken out of it, and renamed into place.
-UV_INSTALL = r"""
-import hashlib, html.parser, io, os, platform, re, sys, tempfile, urllib.parse, urllib.request, zipfile
-mode, where, arg = sys.argv[1:4]
-dest = sys.argv[4]
-if mode == "index":
-    where = os.environ.get("UV_INDEX_URL") or "https://pypi.org/simple"
-    page = urllib.parse.urljoin(where.rstrip("/") + "/", "uv/")
-    class Links(html.parser.HTMLParser):
-        links = []
-        def handle_starttag(self, tag, attrs):
-            if tag == "a":
-                self.links.append(dict(attrs).get("href", ""))
-    req = urllib.request.Request(page, headers={"Accept": "text/html"})
-    found = Links()
-    found.feed(urllib.request.urlopen(req, timeout=60).read().decode())
-    libc = "manylinux" if platform.libc_ver()[0] == "glibc" else "musllinux"
-    pick = None
-    for href in found.links:
-        url, _, frag = href.partition("#")
-        name = urllib.parse.unquote(url.rsplit("/", 1)[-1])
-        if (name.startswith(f"uv-{arg}-py3-none-") and name.endswith(".whl") and libc in name
-                and platform.machine() in name and frag.startswith("sha256=")):
-            pick = (urllib.parse.urljoin(page, url), frag[len("sha256="):])
-            break
-    if pick is None:
-        sys.exit(f"no uv {arg} wheel for {platform.machine()} ({libc}) on {page}")
-    source, want = pick
-else:
-    source, want = where, arg
-# uv's wheel is some 20 MB: more than this is not uv, and is not read into memory.
-CAP = 256 << 20
-if "://" in source:
-    proxies = None if mode == "index" else {}
-    data = urllib.request.build_opener(urllib.request.ProxyHandler(proxies)).open(source, timeout=120).read(CAP + 1)
-else:
-    data = open(source, "rb").read(CAP + 1)
-if len(data) > CAP:
-    sys.exit(f"uv wheel from {source}: larger than {CAP >> 20} MiB")
-if hashlib.sha256(data).hexdigest() != want:
-    sys.exit(f"uv wheel from {source}: sha256 differs")
-member = next(n for n in zipfile.ZipFile(io.BytesIO(data)).namelist() if re.fullmatch(r"uv-[^/]+\.data/scripts/uv", n))
-os.makedirs(dest, mode=0o755, exist_ok=True)
-fd, tmp = tempfile.mkstemp(dir=dest, prefix=".uv-")
-with os.fdopen(fd, "wb") as out:
-    out.write(zipfile.ZipFile(io.BytesIO(data)).read(member))
-os.chmod(tmp, 0o755)
-os.replace(tmp, os.path.join(dest, "uv"))
-"""
+UV_INSTALL = programs.text("uv-install.py")
 
 #: Run by python3 on the head: from the pylock.toml uv wrote for this interpreter (so every wheel
 #: in it fits), one wheel per package (a binary one before a pure one), downloaded 8 at a time,
 #: each kept only with the lock's sha256. Prints `sha256  file` lines and the bytes it fetched.
-DOWNLOAD = r"""
-import concurrent.futures, hashlib, os, re, sys, tempfile, urllib.parse, urllib.request
-lock, dest = sys.argv[1], sys.argv[2]
-text = open(lock, encoding="utf-8").read()
-try:
-    import tomllib
-    packages = [[(w["url"], w["hashes"]["sha256"]) for w in p.get("wheels", [])]
-                for p in tomllib.loads(text)["packages"]]
-except ImportError:  # Python < 3.11: the lock's wheel entries are one line each
-    packages = [re.findall(r'url = "([^"]+\.whl)".*?sha256 = "([0-9a-f]{64})"', block)
-                for block in text.split("[[packages]]")[1:]]
-chosen = []
-for wheels in packages:
-    if not wheels:
-        sys.exit("a package of the lock has no wheel")
-    url, want = sorted(wheels, key=lambda w: w[0].endswith("-none-any.whl"))[0]
-    chosen.append((urllib.parse.unquote(url.rsplit("/", 1)[1]), url, want))
-
-def digest(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-def get(item):
-    name, url, want = item
-    path = os.path.join(dest, name)
-    if "/" in name or name.startswith("."):
-        raise SystemExit(f"odd wheel name {name!r}")
-    if os.path.exists(path) and digest(path) == want:
-        return name, want, 0
-    fd, tmp = tempfile.mkstemp(dir=dest, prefix=".part-")
-    try:
-        h, size = hashlib.sha256(), 0
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=120) as r:
-            for chunk in iter(lambda: r.read(1 << 20), b""):
-                h.update(chunk)
-                out.write(chunk)
-                size += len(chunk)
-        if h.hexdigest() != want:
-            raise SystemExit(f"{name}: sha256 differs from the lock")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-        return name, want, size
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-total = 0
-with concurrent.futures.ThreadPoolExecutor(8) as pool:
-    for name, want, size in pool.map(get, chosen):
-        print(f"{want}  {name}")
-        total += size
-print(f"@@bytes {total}")
-"""
+DOWNLOAD = programs.text("wheels-download.py")
 
 
 def wheel_dir(pins: Sequence[str], uv_version: str) -> str:

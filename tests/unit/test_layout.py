@@ -5,9 +5,14 @@ task module; nothing imports in a circle (function-level imports count too).
 """
 
 import ast
+import re
 from pathlib import Path
-from typing import Dict, Set
+from typing import Dict, Optional, Set
 
+import pytest
+
+from fabfile.core import programs
+from fabfile.core.files import TEMPLATES
 from fabfile.ops.chain import CHAIN
 from sources import syntax_nodes
 
@@ -131,3 +136,116 @@ def test_ops_see_the_run_through_its_typed_context_only():
     init = "".join(inspect.getsource(c.__init__) for c in Run.__mro__ if "__init__" in vars(c) and c is not object)
     provided = {n for n in members if hasattr(Run, n) or f"self.{n} " in init or f"self.{n}:" in init}
     assert provided == members
+
+
+# --------------------------------------------------------------------------- remote programs are files
+
+#: A line that only shell would hold (a keyword, `$(`, `$1`, `"$x"`, `&&`/`||`, a redirection, a pipe into a text tool).
+SHELL_LINE = re.compile(r"^\s*(set -[euxo]|fi\b|done\b|esac\b|then\b|else\b)|; (then|do)\b|\b(then|do)\s*$|\$\(|\$[1-9@#]"
+                        r"|\"\$\w|^\s*(if|for|while|case) |\|\||&&|[12]?>/dev/null|\| *(grep|sed|awk|cut|tr|head|tail)\b")
+#: A line that only a Python program would hold.
+PYTHON_LINE = re.compile(r"^\s*(import \w|from [\w.]+ import|def \w+\(|print\()")
+
+#: Multi-line programs still in Python strings: `module path:the name that holds it`. A ratchet: it
+#: only shrinks (a program moved to templates/remote/ must leave this list, and none may join it).
+PROGRAMS_LEFT_IN_STRINGS = {
+    # Left: the lab's own, written by `inv lab.*` on this machine and never sent by gpufab (systemd units
+    # whose ExecStart is shell, a GPU-shaped host's python-gpu wrapper, the debootstrapped base's setup).
+    "fabfile/lab/gpu.py:UNIT_TEXT": "shell",
+    "fabfile/lab/gpu.py:profile_files": "shell",
+    "fabfile/lab/plan.py:BASE_SETUP_SCRIPT": "shell",
+    "fabfile/lab/plan.py:DOCKER_CGROUPS_DROPIN": "shell",
+}
+
+
+def _string_text(node: ast.AST) -> Optional[str]:
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return node.value
+    if isinstance(node, ast.JoinedStr):
+        return "".join(v.value if isinstance(v, ast.Constant) else "{}" for v in node.values)
+    return None
+
+
+def programs_in_strings(path: Path) -> Dict[str, str]:
+    """`path:holder` -> `shell`/`python` for each multi-line string literal (docstrings aside) that is a program."""
+    tree = ast.parse(path.read_text())
+    parents = {child: node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
+    docstrings = {n.body[0].value for n in ast.walk(tree)
+                  if isinstance(n, (ast.Module, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+                  and n.body and isinstance(n.body[0], ast.Expr)}
+    found: Dict[str, str] = {}
+    for node in ast.walk(tree):
+        text = _string_text(node)
+        if text is None or node in docstrings or isinstance(parents.get(node), ast.JoinedStr) or "\n" not in text.strip():
+            continue
+        lines = text.splitlines()
+        kind = ("python" if any(PYTHON_LINE.search(line) for line in lines)
+                else "shell" if any(SHELL_LINE.search(line) for line in lines) else None)
+        if kind is None:
+            continue
+        holder, up = None, node
+        while up in parents:
+            up = parents[up]
+            if isinstance(up, ast.Assign) and holder is None:
+                holder = ",".join(getattr(t, "id", getattr(t, "attr", "?")) for t in up.targets)
+            if isinstance(up, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                holder = holder or up.name
+                break
+        found.setdefault(f"{path.relative_to(ROOT).as_posix()}:{holder or '?'}", kind)
+    return found
+
+
+def test_no_multi_line_program_in_a_python_string_but_the_ones_listed():
+    found: Dict[str, str] = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        found.update(programs_in_strings(path))
+    new = sorted(set(found) - set(PROGRAMS_LEFT_IN_STRINGS))
+    gone = sorted(set(PROGRAMS_LEFT_IN_STRINGS) - set(found))
+    assert new == [], f"programs in Python strings: put them in templates/remote/ ({new})"
+    assert gone == [], f"moved out (well done): take them off PROGRAMS_LEFT_IN_STRINGS ({gone})"
+    assert found == PROGRAMS_LEFT_IN_STRINGS
+
+
+def test_the_program_finder_finds_shell_and_python(tmp_path, monkeypatch):
+    sample = tmp_path / "sample.py"
+    sample.write_text('"""A docstring\nwith | two lines && more."""\nA = r"""\nif [ -f "$1" ]; then\n  echo yes\nfi\n"""\n'
+                      'B = """\nimport sys\nprint(sys.argv)\n"""\nC = """\nplain text\non two lines\n"""\n'
+                      'def f():\n    return f"""\nx=$(cat {A})\ny=1\n"""\n')
+    monkeypatch.setitem(globals(), "ROOT", tmp_path)  # names relative to the sample's directory
+    found = programs_in_strings(sample)
+    assert found == {"sample.py:A": "shell", "sample.py:B": "python", "sample.py:f": "shell"}
+
+
+#: Templates no unit test can run here, and why; each is still compiled or checked below.
+NOT_RUN_HERE = {
+    "allreduce/allreduce.py": "needs torch and GPUs (or gloo peers): compiled here, run by tests/lab/test_allreduce.py",
+}
+
+
+def test_every_template_is_rendered_or_executed_by_a_unit_test(request):
+    """Runs last (tests/unit/conftest.py): the templates the whole unit run rendered or started."""
+    unit = {p.name for p in (ROOT / "tests" / "unit").glob("test_*.py")}
+    ran = {Path(str(item.fspath)).name for item in request.session.items}
+    if unit - ran:
+        pytest.skip("meaningful only when the whole of tests/unit runs")
+    registry = next(p for p in request.config.pluginmanager.get_plugins() if hasattr(p, "STARTED"))
+    started = "\0".join(a if isinstance(a, str) else a.decode(errors="replace") for a in registry.STARTED)
+    functions = dict(programs.library())
+    missing = []
+    for path in sorted(p for p in TEMPLATES.rglob("*") if p.is_file()):
+        name = path.relative_to(TEMPLATES).as_posix()
+        if name in registry.RENDERED or str(path) in started:
+            continue
+        if name == f"remote/{programs.LIBRARY}":
+            unrun = [f for f, body in functions.items() if body not in started]
+            if unrun:
+                missing.append(f"{name} ({', '.join(unrun)})")
+            continue
+        body = programs.source(path.name) if name.startswith("remote/") else path.read_text()
+        if body.strip() and body in started:
+            continue
+        if name in NOT_RUN_HERE:
+            compile(body, name, "exec")
+            continue
+        missing.append(name)
+    assert missing == [], f"not rendered nor run by any unit test: {missing}"

@@ -128,4 +128,6 @@ def test_gpu_count_is_bounded_and_names_a_hung_nvidia_smi(tmp_path, fake, expect
         (bin_dir / "nvidia-smi").chmod(0o755)
     path = f"{bin_dir}:/usr/bin:/bin"
     out = subprocess.run(["sh", "-c", gpu.COUNT], capture_output=True, text=True, env={"PATH": path}).stdout
-    assert out == expected + "\n" and gpu.COUNT.startswith("if command -v nvidia-smi") and "timeout -k 5 20" in gpu.COUNT
+    # templates/remote/lib.sh's gpu_count, bounded by `timeout -k 5 20` (its $1: smi_timeout, 20).
+    assert out == expected + "\n" and gpu.COUNT.startswith("smi_timeout=20\ngpu_count() {\n  if command -v nvidia-smi")
+    assert 'timeout -k 5 "$1" nvidia-smi' in gpu.COUNT

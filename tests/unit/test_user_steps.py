@@ -358,7 +358,8 @@ def test_a_detached_step_removes_its_last_exit_file_as_its_own_user(tmp_path):
     (tmp_path / "d").symlink_to(planted)
     # The user's step directory is a link to somewhere only root may write: the user's rm cannot go there.
     planted.chmod(0o755)
-    done = subprocess.run(["sh", "-c", plan.START_SCRIPT.replace("if [ -d /run/systemd/system ]", "if false")
-                           .replace("nohup setsid", "true"), "gpufab", "u", "nobody", "/", str(tmp_path / "d/run")],
+    script = plan.START_SCRIPT.replace("[ -d /run/systemd/system ]", "false").replace("nohup setsid", "true")
+    assert "systemd/system" not in script and "nohup setsid" not in script
+    done = subprocess.run(["sh", "-c", script, "gpufab", "u", "nobody", "/", str(tmp_path / "d/run")],
                           capture_output=True, text=True, timeout=30)
     assert (planted / "exit").read_text() == "keep", done.stderr

@@ -1,0 +1,1 @@
+gpu_count "$smi_timeout"

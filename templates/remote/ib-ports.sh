@@ -1,0 +1,1 @@
+ib_ports "$ib_sysfs" "$ib_gids"

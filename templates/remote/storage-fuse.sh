@@ -1,0 +1,2 @@
+[ -c /dev/fuse ] && echo fusedev
+cat /proc/filesystems
