@@ -271,10 +271,13 @@ class Run(RunResults):
 
     def interrupted(self) -> None:
         """Ctrl-C: the hosts in the steps still running fail there, so the report and
-        the failed-hosts file name them and `--retry-failed` takes them up."""
+        the failed-hosts file name them and `--retry-failed` takes them up. A host cut off in two
+        steps at once (the head's wheel download beside Docker's install) fails in both: which one
+        the progress shows must not depend on which step the signal found first."""
+        failed_before = set(self.failures)
         for step in sorted(self.running, key=self.names.index):
             self.record(step, [HostResult(n, FAILED, 130, reason="interrupted (Ctrl-C)")
-                                for n in self.targets if self.result(step, n) is None and n.name not in self.failures])
+                                for n in self.targets if self.result(step, n) is None and n.name not in failed_before])
 
     def live(self, step: str) -> Callable[[HostResult], None]:
         """Progress callback for steps whose per-host results are final as they come."""

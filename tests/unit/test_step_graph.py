@@ -207,3 +207,21 @@ def test_the_head_locks_the_pins_with_pip_and_uv_then_downloads_the_lock():
     assert "--format pylock.toml" in cmd and "UV_NATIVE_TLS=1" in cmd
     assert out.value == {"ray-2.60.0-cp311-cp311-manylinux2014_x86_64.whl": digest}
     assert out.changes[-1] == "downloaded once for 3 nodes: ray[default]==2.60.0, uv==0.13.9 (1 wheels, 64.8 MiB)"
+
+
+def test_ctrl_c_fails_every_host_in_every_step_it_cut_off_whichever_came_first():
+    """The head's wheel download beside Docker's install: the head fails in both, and the progress
+    says so for both; a host that had failed before the signal is not failed again."""
+    out = io.StringIO()
+    steps = [Step(n, settings=lambda c, i, cli: None, run=lambda run, nodes, s: []) for n in ("wheels", "docker")]
+    run = Run(session(), Inventory(nodes=NODES), NODES, steps, {}, Progress(out=out), False, None)
+    run.record("wheels", [HostResult(NODES[2], FAILED, 1, reason="exit code 1")])
+    run.record("wheels", [HostResult(NODES[1], OK)])
+    run.running = {"wheels", "docker"}
+    run.interrupted()
+    assert run.status("wheels", NODES[0]) == FAILED and run.status("docker", NODES[0]) == FAILED
+    assert run.status("docker", NODES[1]) == FAILED and run.status("docker", NODES[2]) == "not run"
+    assert run.failures["node1"].step == "wheels" and run.failures["node3"].reason == "exit code 1"
+    printed = out.getvalue()
+    import re
+    assert all(re.search(rf"node1\s+{s}\s+failed .*interrupted", printed) for s in ("wheels", "docker")), printed
