@@ -24,18 +24,13 @@ from ..core.files import ABSENT_SUFFIX, BACKUP_DIR, BEFORE_DIR, ManagedFile, pla
 from ..core.connection import Session
 from ..core.errors import HostError, keeping_changes
 from ..core.fanout import HostResult
-from ..core.declared import Owned, owned
+from ..core.declared import owned
 from ..core.inventory import USER_RE, Inventory, Node
 from ..core import packages as apt
 from ..core.remote import Remote, last_line
 from ..core.steps import Outcome, merge_phases, run_step
 from . import containers, docker, images, mesh, nfs, nvidia_toolkit, ray, sshfs
 from .share import cache_on_head, dirs_below, read_cache
-
-
-def owned_here() -> Owned:
-    """What every step declares it leaves on a node (core.declared.owns): files, units, trees, home paths."""
-    return owned()
 
 
 MARKER = "Managed by gpufab"
@@ -78,7 +73,7 @@ def parse_facts(text: str) -> ResetFacts:
 
 
 def read_facts(remote: Remote) -> ResetFacts:
-    o = owned_here()
+    o = owned()
     args = [BEFORE_DIR, BACKUP_DIR, MARKER, *(f"unit:{u}" for u in (*o.units, *o.transient)), *o.files,
             *(f"own:{d}" for d in o.trees), *(f"parent:{d}" for d in o.parents)]
     return parse_facts(remote.script(FACTS_SCRIPT, *args, sudo=True).stdout)
@@ -87,7 +82,7 @@ def read_facts(remote: Remote) -> ResetFacts:
 def plan(facts: ResetFacts) -> List[Tuple[str, str]]:
     """(what is done, the command doing it), in order: units stopped before their files go, files before their directories."""
     steps: List[Tuple[str, str]] = []
-    o = owned_here()
+    o = owned()
     units = [u for u in o.units if u in facts.active_units or f"{ray.UNIT_DIR}/{u}" in facts.files]
     if facts.systemd:
         for unit in units:
@@ -286,7 +281,7 @@ def remove_the_rest(remote: Remote, share: nfs.NfsPlan, is_head: bool, docker_ex
         for what, command in plan(read_facts(remote)):
             remote.change(command)
             done.append(what)
-        home = owned_here().home
+        home = owned().home
         users = " ".join(f'"$HOME"/{shlex.quote(d)}' for d in home)
         if _remove_all(remote, users, sudo=False):
             done.append("removed ~/" + " and ~/".join(home))
