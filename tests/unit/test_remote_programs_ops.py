@@ -170,8 +170,10 @@ def fake_ray(tmp_path: Path) -> Dict[str, str]:
         "def init(**kw): pass\n"
         "def nodes(): return [{'Alive': True}, {'Alive': True}, {'Alive': False}]\n"
         "class _Ref:\n    def __init__(self, v): self.v = v\n"
+        # Tasks run in place, so the sleep that holds a real node's CPU would only hold the test.
         "def remote(**kw):\n"
-        "    def wrap(f):\n        return types.SimpleNamespace(remote=lambda *a: _Ref(f(*a)))\n    return wrap\n"
+        "    def wrap(f):\n        f.__globals__['time'] = types.SimpleNamespace(sleep=lambda s: None)\n"
+        "        return types.SimpleNamespace(remote=lambda *a: _Ref(f(*a)))\n    return wrap\n"
         "def get(refs, timeout=None): return [r.v for r in refs]\n")
     (pkg / "util" / "__init__.py").write_text("def get_node_ip_address(): return '10.0.0.1'\n")
     (pkg / "util" / "state.py").write_text(
