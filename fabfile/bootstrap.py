@@ -12,6 +12,7 @@ from typing import Sequence
 from invoke import task
 from invoke.exceptions import Exit
 
+from . import help_texts
 from .core.chain import SKIP_VAR, Run, Step, select_steps
 from .core.cluster import cli_hosts, ensure_private, inventory_path, open_session
 from .core.errors import InputError, number_option, reported
@@ -42,28 +43,33 @@ def save(run: Run, chain: Sequence[Step], files: RunFiles) -> int:
     return report.exit_code
 
 
+def _derived_doc(body):
+    """The docstring names the chain's steps, as help_texts has them from ops/chain.py."""
+    body.__doc__ = help_texts.bootstrap_doc()
+    return body
+
+
 @task(
     auto_shortflags=False,
     help={
-        "skip": "steps to leave out, comma-separated (fetch, wheels, limits, docker, images, containers, netenv, mesh, storage, ray,"
-                " tools, allreduce, verify, or one of the inventory's steps:)",
-        "only": "run only these steps (preflight always runs)",
+        "skip": help_texts.skip_help(),
+        "only": help_texts.only_help(),
         "dry_run": "connect and gather facts; print what would change, with diffs; change nothing",
         "retry_failed": "run only the hosts the last bootstrap failed on (from the failed-hosts file)",
         "hosts_from": "run only the hosts listed in this file (names or addresses, one per line)",
-        "nofile": "open files per process (default 65536; inventory var nofile)",
+        "nofile": help_texts.option("nofile", "open files per process"),
         "secrets": "also write the local .env's variables to /etc/gpufab/secrets.env (0600), and log docker in where"
                    " it holds DOCKER_USERNAME/DOCKER_PASSWORD",
         "env_file": "the .env file for --secrets (default .env)",
-        "storage": "shared storage backend: auto (default), nfs or sshfs (inventory var storage)",
+        "storage": help_texts.option("storage", "shared storage backend: auto, nfs or sshfs"),
         "timeout": "seconds Ray gets to show every node (default 180)",
-        "workers": "hosts worked on at once (default 32)",
+        "workers": help_texts.option("workers", "hosts worked on at once"),
     }
 )
 @reported
+@_derived_doc
 def bootstrap(c, skip=None, only=None, dry_run=False, retry_failed=False, hosts_from=None, nofile=None,
               secrets=False, env_file=".env", storage=None, timeout=None, workers=None):
-    """The whole setup: preflight, fetch, wheels, limits, docker, images, containers, netenv, mesh, storage, ray, your steps, verify; then the report."""
     from .ops.chain import CHAIN
     from .ops.scripts import with_user_steps
     n_workers = number_option(workers, "--workers")

@@ -38,12 +38,14 @@ SettingsReader = Callable[[Any, Inventory, Mapping[str, Any]], Any]
 
 @dataclass(frozen=True)
 class Column:
-    """One column of the report table that a step fills."""
+    """One column of the report table that a step fills.
+
+    It stands where its step stands in the chain, after the step's earlier columns: no number
+    to keep unique across modules, so a new step's column needs no other file to make room.
+    """
 
     key: str  # its name in the JSON report
     title: str
-    #: Where it stands among the steps' columns (lower first).
-    order: int
     cell: Callable[["Run", Node], str]
 
 
@@ -123,10 +125,11 @@ def select_steps(chain: Sequence[Step], skip: Optional[str], only: Optional[str]
 
 
 def columns_of(chain: Sequence[Step]) -> List[Tuple[List[str], Column]]:
-    """(steps, column) for every column of the chain, in table order.
+    """(steps, column) for every column of the chain, in table order: chain order, and within a
+    step the order it declares them in.
 
-    Steps of one kind (the user's own) share a column by its key; it says
-    `skipped` only when none of them is in the run.
+    Steps of one kind (the user's own) share a column by its key, where the first of them
+    stands; it says `skipped` only when none of them is in the run.
     """
     owners: Dict[str, List[str]] = {}
     first: Dict[str, Column] = {}
@@ -134,7 +137,7 @@ def columns_of(chain: Sequence[Step]) -> List[Tuple[List[str], Column]]:
         for c in s.columns:
             owners.setdefault(c.key, []).append(s.name)
             first.setdefault(c.key, c)
-    return sorted(((owners[k], c) for k, c in first.items()), key=lambda sc: sc[1].order)
+    return [(owners[k], c) for k, c in first.items()]
 
 
 class Run(RunResults):

@@ -400,7 +400,7 @@ NAME = "docker"
 STEP = Step(NAME, settings=read, run=every_node(NAME, apply), downloads=downloads,
             # limits writes docker.service's drop-ins: Docker starts after them.
             needs=("preflight", "limits", "fetch"),
-            check=check, columns=(Column("docker", "Docker", 20, _cell),), report=_report)
+            check=check, columns=(Column("docker", "Docker", _cell),), report=_report)
 
 
 DECLARED = declare(

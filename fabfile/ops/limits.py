@@ -173,7 +173,7 @@ def _report(run: RunContext, s: LimitsSettings) -> Tuple[List[str], List[str]]:
 
 NAME = "limits"
 STEP = Step(NAME, settings=read, run=every_node(NAME, apply), check=check, needs=("preflight",),
-            columns=(Column("ulimit", "ulimit", 40, _cell),), report=_report)
+            columns=(Column("ulimit", "ulimit", _cell),), report=_report)
 
 
 DECLARED = declare(

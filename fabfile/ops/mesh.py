@@ -554,7 +554,7 @@ def _data(run: RunContext, s: MeshSettings) -> Dict[str, int]:
 NAME = "mesh"
 STEP = Step(NAME, settings=read, run=run_on, needs_head=True, wanted=lambda s: s.enabled, gather=read_facts,
             needs=("preflight",),
-            check_cluster=check_cluster, columns=(Column("mesh", "SSH mesh", 35, _cell),), report=_report,
+            check_cluster=check_cluster, columns=(Column("mesh", "SSH mesh", _cell),), report=_report,
             access=_access, data=_data)
 
 

@@ -223,5 +223,5 @@ def _nic_cell(run: RunContext, node: Node) -> str:
 
 NAME = "preflight"
 STEP = Step(NAME, settings=read, run=run_on, optional=False, needs=(), check=check, check_cluster=check_doctor,
-            columns=(Column("nic", "NIC", 10, _nic_cell), Column("gpus", "GPUs", 60, _gpus_cell)),
+            columns=(Column("nic", "NIC", _nic_cell), Column("gpus", "GPUs", _gpus_cell)),
             report=_report, data=_data)

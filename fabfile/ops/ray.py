@@ -802,7 +802,7 @@ def _access(run: RunContext, s: RaySettings) -> List[str]:
 NAME = "ray"
 STEP = Step(NAME, settings=read, run=run_on, needs_head=True, check=check, check_cluster=members,
             needs=("preflight", "fetch", "wheels", "limits", "netenv"), downloads=downloads,
-            columns=(Column("ray", "Ray", 50, _cell),), report=_report, access=_access)
+            columns=(Column("ray", "Ray", _cell),), report=_report, access=_access)
 
 
 DECLARED = declare(

@@ -545,7 +545,7 @@ def step_for(user: UserStep) -> Step:
         run=run_in_chain,
         # Workers' steps need the head's; a head-only step does not need itself to be alive elsewhere.
         needs_head=user.where != "head",
-        columns=(Column("steps", "Your steps", 58, _cell),),
+        columns=(Column("steps", "Your steps", _cell),),
         report=_report,
         access=_access,
         data=_data,

@@ -54,7 +54,10 @@ def imports_of(name: str, path: Path) -> Set[str]:
 
 
 GRAPH: Dict[str, Set[str]] = {name: imports_of(name, path) for name, path in MODULES.items()}
-TASK_MODULES = {name for name, path in MODULES.items() if path.parent == PACKAGE and path.name != "__init__.py"}
+#: The task modules' help texts, generated from the declarations (core/helptext.py): data, not a task.
+HELP_TEXTS = "fabfile.help_texts"
+TASK_MODULES = {name for name, path in MODULES.items()
+                if path.parent == PACKAGE and path.name != "__init__.py" and name != HELP_TEXTS}
 
 
 def test_no_import_circle():
@@ -76,6 +79,11 @@ def test_no_import_circle():
 def test_task_modules_import_no_other_task_module():
     offending = {name: sorted(GRAPH[name] & TASK_MODULES) for name in TASK_MODULES if GRAPH[name] & TASK_MODULES}
     assert offending == {}
+
+
+def test_the_help_texts_import_nothing():
+    """Every task module reads them at import: `--list` would load whatever they loaded."""
+    assert [n for n in syntax_nodes(MODULES[HELP_TEXTS]) if isinstance(n, (ast.Import, ast.ImportFrom))] == []
 
 
 def test_core_knows_no_step_and_ops_know_no_task():

@@ -3,8 +3,9 @@
 Each task module imports its ops module inside the task, so listing the tasks
 or reading one's help never loads a step, a template engine or a table
 printer. The figures are in bench/RESULTS.md ("Start-up"); this file proves
-what is and is not imported, and that the help texts, now literals, still say
-the defaults the code uses.
+what is and is not imported, and that the help texts, read from the generated
+fabfile/help_texts.py (tests/unit/test_derived.py holds it to the declarations),
+still say the defaults the code uses.
 """
 
 from __future__ import annotations
@@ -115,7 +116,7 @@ HELP_DEFAULTS = [
     (netenv.setup, "master_port", "default " + str(netenv_ops.DEFAULT_MASTER_PORT)),
     (nfs.setup, "path", "default " + share_ops.DEFAULT_EXPORT),
     (storage.setup, "path", "default " + share_ops.DEFAULT_EXPORT),
-    (ray.install, "version", f"else {ray_ops.DEFAULT_VERSION}"),
+    (ray.install, "version", "default " + ray_ops.DEFAULT_VERSION),
     (ray.install, "venv", "default " + ray_ops.DEFAULT_VENV),
     (ray.setup, "timeout", "default " + str(ray_ops.DEFAULT_WAIT)),
     (ray.wait, "timeout", "default " + str(ray_ops.DEFAULT_WAIT)),
