@@ -146,18 +146,6 @@ SHELL_LINE = re.compile(r"^\s*(set -[euxo]|fi\b|done\b|esac\b|then\b|else\b)|; (
 #: A line that only a Python program would hold.
 PYTHON_LINE = re.compile(r"^\s*(import \w|from [\w.]+ import|def \w+\(|print\()")
 
-#: Multi-line programs still in Python strings: `module path:the name that holds it`. A ratchet: it
-#: only shrinks (a program moved to templates/remote/ must leave this list, and none may join it).
-PROGRAMS_LEFT_IN_STRINGS = {
-    # Left: the lab's own, written by `inv lab.*` on this machine and never sent by gpufab (systemd units
-    # whose ExecStart is shell, a GPU-shaped host's python-gpu wrapper, the debootstrapped base's setup).
-    "fabfile/lab/gpu.py:UNIT_TEXT": "shell",
-    "fabfile/lab/gpu.py:profile_files": "shell",
-    "fabfile/lab/plan.py:BASE_SETUP_SCRIPT": "shell",
-    "fabfile/lab/plan.py:DOCKER_CGROUPS_DROPIN": "shell",
-}
-
-
 def _string_text(node: ast.AST) -> Optional[str]:
     if isinstance(node, ast.Constant) and isinstance(node.value, str):
         return node.value
@@ -195,15 +183,13 @@ def programs_in_strings(path: Path) -> Dict[str, str]:
     return found
 
 
-def test_no_multi_line_program_in_a_python_string_but_the_ones_listed():
+def test_no_multi_line_program_in_a_python_string():
+    """Issue 34: programs lived in Python strings. gpufab's are in templates/remote/ (shell on lib.sh), the
+    lab's in templates/lab/ (its units, the base's setup, the GPU host's python wrapper); none may come back."""
     found: Dict[str, str] = {}
     for path in sorted(PACKAGE.rglob("*.py")):
         found.update(programs_in_strings(path))
-    new = sorted(set(found) - set(PROGRAMS_LEFT_IN_STRINGS))
-    gone = sorted(set(PROGRAMS_LEFT_IN_STRINGS) - set(found))
-    assert new == [], f"programs in Python strings: put them in templates/remote/ ({new})"
-    assert gone == [], f"moved out (well done): take them off PROGRAMS_LEFT_IN_STRINGS ({gone})"
-    assert found == PROGRAMS_LEFT_IN_STRINGS
+    assert found == {}, f"programs in Python strings: put them in templates/remote/ (the lab's in templates/lab/): {found}"
 
 
 def test_the_program_finder_finds_shell_and_python(tmp_path, monkeypatch):
