@@ -27,6 +27,7 @@ import fabfile
 from fabfile.core import programs
 from fabfile.core.files import BACKUP_DIR
 from fabfile.core.remote import HOME_WRITE_SCRIPT, INSTALL_SCRIPT
+from helpers import exec_shell, unit_directives
 
 # Every module loaded: the programs made at import are in programs.RENDERED as the code sends them.
 for _module in pkgutil.walk_packages(fabfile.__path__, "fabfile."):
@@ -47,9 +48,29 @@ def sent(name: str) -> str:
     return programs.RENDERED[name]
 
 
+def lab_shell() -> Dict[str, str]:
+    """The lab's own shell (templates/lab/), as the lab runs it: the base's setup, a GPU host's python
+    wrapper, and each `/bin/sh -c` line of the units it writes."""
+    from fabfile.lab import gpu as lab_gpu, plan as lab_plan
+    hosts = lab_plan.plan_hosts(1)
+    files = {f"{p.name}:{path}": content for p in lab_gpu.PROFILES.values()
+             for path, (content, _mode) in lab_gpu.profile_files(p).items()}
+    files.update({f"host:{path}": content for path, content in lab_plan.host_files(hosts[0], hosts, "", "0").items()})
+    out = {"lab/base-setup.sh.j2": lab_plan.base_setup_script(),
+           "lab/python-gpu.j2": files["hgx-h100:/usr/local/bin/python-gpu"]}
+    for name, content in files.items():
+        if name.endswith((".service", ".conf")) and "/systemd/" in name:
+            for key, values in unit_directives(content).get("Service", {}).items():
+                out.update({f"{name} {key}": exec_shell(v) for v in values if v.startswith("/bin/sh -c ")})
+    return {name: text for text, name in {text: name for name, text in out.items()}.items()}  # each text once
+
+
 def test_every_shell_program_is_shellcheck_clean_as_sent():
     assert shutil.which("shellcheck"), "shellcheck is missing: scripts/install installs it (Debian's shellcheck)"
     texts = {name: sent(name) for name in SHELL_PROGRAMS}
+    lab = lab_shell()
+    assert len([n for n in lab if " Exec" in n]) == 3  # the GPU unit, the failing fabric manager, docker's drop-in
+    texts.update(lab)
     failed = {}
     for name, text in texts.items():
         out = subprocess.run(["shellcheck", "-s", "sh", "-"], input=text, capture_output=True, text=True, timeout=60)
