@@ -19,7 +19,7 @@ HUNG = f"nvidia-smi hung ({SMI_TIMEOUT}s)"
 QUERY = (f"if command -v nvidia-smi >/dev/null 2>&1; then {SMI} --query-gpu={FIELDS}"
          f" --format=csv,noheader,nounits; else echo '{NO_SMI}'; fi")
 #: The number of GPUs nvidia-smi lists (0 without it), or HUNG.
-COUNT = programs.text("gpu-count.sh", smi_timeout=SMI_TIMEOUT)
+COUNT = programs.call("gpu_count", smi_timeout=SMI_TIMEOUT)
 
 
 @dataclass(frozen=True)

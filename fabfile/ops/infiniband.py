@@ -23,7 +23,7 @@ GIDS_READ = 16
 #: One line per port, then its RoCE GIDs; also whether libibverbs is present (NCCL dlopens it).
 #: Lines: `ibport=DEV PORT|STATE|LINK_LAYER|RATE|NETDEVS|PHYS_STATE|VF`, `ibgid=DEV PORT INDEX|TYPE|GID`,
 #: `verbs=yes|no`. VF is `vf` for an SR-IOV virtual function (a cloud's VM NIC).
-SCRIPT = programs.text("ib-ports.sh", ib_sysfs=SYSFS, ib_gids=GIDS_READ)
+SCRIPT = programs.call("ib_ports", ib_sysfs=SYSFS, ib_gids=GIDS_READ)
 
 #: RoCE v2 GIDs that carry an IPv4 address (`::ffff:a.b.c.d`): the ones NCCL should use by default.
 _IPV4_GID = re.compile(r"^0000:0000:0000:0000:0000:ffff:[0-9a-f]{4}:[0-9a-f]{4}$")

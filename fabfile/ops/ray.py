@@ -199,8 +199,7 @@ def start_command(p: UnitPlan) -> str:
         args = f"--address={q(p.head)}:{p.port} --node-ip-address={q(p.address)}"
     if p.num_gpus is not None:
         args += f" --num-gpus={p.num_gpus}"
-    load = ("set -a; [ -r /etc/gpufab/netenv.env ] && . /etc/gpufab/netenv.env;"
-            " [ -r /etc/gpufab/secrets.env ] && . /etc/gpufab/secrets.env; set +a; ")
+    load = f"{programs.inline('load_netenv')}; set -a; [ -r {SECRETS_FILE} ] && . {SECRETS_FILE}; set +a; "
     return load + f"{ray} start {args}"
 
 

@@ -53,6 +53,19 @@ def test_docker_install_facts_find_dockerd_outside_a_login_path(tmp_path):
     assert lines[0].startswith("ID=") and any(line.startswith("GROUPS=") for line in lines)
 
 
+def test_docker_runtime_facts_find_dockerd_outside_a_login_path_and_nvidias_runtime(tmp_path):
+    sbin = tmp_path / "sbin"
+    sbin.mkdir()
+    text = docker.RUNTIME_FACTS.replace("/usr/local/sbin:", f"{sbin}:")  # dockerd where only root's PATH looks
+    login = dict(os.environ, PATH="/usr/bin:/bin")  # no sbin, as Debian gives a regular user
+    assert sh(text, env=login).stdout == ""  # neither here
+    (sbin / "dockerd").write_text("#!/bin/sh\n")
+    (sbin / "dockerd").chmod(0o755)
+    assert sh(text, env=login).stdout == "docker=yes\n"
+    env = stubs(tmp_path, **{"nvidia-container-runtime": "true"})
+    assert sh(text, env=dict(env, PATH=env["PATH"].split(":")[0] + ":/usr/bin:/bin")).stdout == "docker=yes\nnvidia=yes\n"
+
+
 def test_nvidia_toolkit_facts_count_gpus_and_nvidia_pci_functions(tmp_path):
     env = stubs(tmp_path, **{"nvidia-smi": 'echo "GPU 0: x"; echo "GPU 1: y"',
                              "lspci": 'echo "01:00.0 3D controller [0302]: NVIDIA [10de:2330]"',
