@@ -1,11 +1,11 @@
 """One bootstrap over fake nodes: each fact several steps need is read once per node, and again only after
 a step changed it.
 
-The GPU count, the InfiniBand ports and the versions in Ray's venv were read up to 4, 7 and 5 times per node
-(preflight, mesh, docker and its verify; the doctor twice, limits, netenv, all-reduce, fleet, docker's
-verify; fetch, ray.install, ray.start, the fleet and ray's verify). Here the whole chain runs (core.chain.Run,
-every step of ops.chain.CHAIN but the downloads and storage) on two FakeRemotes and every program sent is
-counted by what it reads.
+The GPU count, the InfiniBand ports and the versions in Ray's venv were read 6, 7 and 5 times per node here
+(preflight, mesh, docker's toolkit and its verify, each of the inventory's steps; the doctor twice, limits,
+netenv, all-reduce, the fleet, docker's verify; fetch, ray.install, ray.start, the fleet and ray's verify). Here the whole chain runs (core.chain.Run,
+every step of ops.chain.CHAIN an inventory without settings runs) on two FakeRemotes and every program sent
+is counted by what it reads.
 """
 
 from __future__ import annotations
@@ -19,10 +19,11 @@ from typing import Dict, List, Sequence
 from invoke import Config
 
 from fabfile.core.chain import Run, select_steps
-from fabfile.core.inventory import Inventory, Node
+from fabfile.core.inventory import Inventory, Node, parse_inventory
 from fabfile.core.progress import Progress
 from fabfile.ops import docker
 from fabfile.ops.chain import CHAIN
+from fabfile.ops.scripts import with_user_steps
 from fakes import FakeRemote
 
 NODES = (Node("node1", "198.18.0.11", private="10.0.0.11", role="head", nid=0),
@@ -59,6 +60,8 @@ def rules(node: Node) -> List[tuple]:
         (r"md\.version\(name\)", json.dumps(VERSIONS) + "\n", 0),
         (r"list_nodes", json.dumps(alive) + "\n", 0),
         (r"GPUFAB-PYTHON", "python=/opt/gpufab/venv/bin/python\nGPUFAB-PYTHON " + json.dumps(TORCH) + "\n", 0),
+        (r'echo "home=\$home"', "home=/root\ngpus=8\n", 0),  # a user step's facts, then its status
+        (r"==log", "exit=0\n==log\nhi\n", 0),
         (r"ssh -n -o BatchMode=yes", "".join(f"{n.name} 0 \n" for n in NODES), 0),
     ]
 
@@ -93,15 +96,15 @@ READS = {
 }
 
 
-def bootstrap(nodes: Dict[str, FakeNode]) -> Run:
+def bootstrap(nodes: Dict[str, FakeNode], inv: Inventory = Inventory(NODES)) -> Run:
     session = SimpleNamespace(connection=lambda n: nodes[n.name], sudo_password=lambda n=None: None,
                               step_timeout=30, fact_timeout=30, workers=8, connect_timeout=5, known_hosts=None,
                               stopping=threading.Event(), interrupt=lambda: None)
-    inv = Inventory(NODES, vars={"shared_downloads": "off", "bootstrap_skip": ["storage"]})
     session.inventory = inv
     cli = {"nofile": None, "secrets": False, "env_file": ".env", "storage": None, "timeout": None}
-    settings = {s.name: s.settings(Config(), inv, cli) for s in CHAIN}
-    steps = [s for s in select_steps(CHAIN, None, None, inv.vars["bootstrap_skip"]) if s.wanted(settings[s.name])]
+    chain = with_user_steps(CHAIN, inv)
+    settings = {s.name: s.settings(Config(), inv, cli) for s in chain}
+    steps = [s for s in select_steps(chain, None, None, inv.vars.get("bootstrap_skip")) if s.wanted(settings[s.name])]
     run = Run(session, inv, NODES, steps, settings, Progress(out=io.StringIO()), False, None)
     run.remotes = dict(nodes)  # the nodes the steps are handed: the fakes
     run.go()
@@ -116,22 +119,36 @@ def fake_nodes(*extra: Sequence) -> Dict[str, FakeNode]:
     return {n.name: FakeNode([*extra, *rules(n)], the_node=n) for n in NODES}
 
 
+#: The inventory's own steps read the GPU count too (their env's ranks).
+WITH_STEPS = parse_inventory("""
+nodes:
+  - {name: node1, public: 198.18.0.11, private: 10.0.0.11}
+  - {name: node2, public: 198.18.0.12, private: 10.0.0.12}
+steps:
+  - {name: warm, command: "echo hi"}
+  - {name: prime, command: "echo hi", after: docker}
+""")
+
+
 def test_every_step_shares_one_read_of_each_fact_per_node():
     nodes = fake_nodes()
-    run = bootstrap(nodes)
+    run = bootstrap(nodes, WITH_STEPS)
     steps = [s.name for s in run.steps]
-    assert steps == ["preflight", "limits", "docker", "netenv", "mesh", "ray", "allreduce", "verify"]
+    assert steps == ["preflight", "fetch", "wheels", "limits", "docker", "prime", "netenv", "mesh", "storage", "ray",
+                     "allreduce", "warm", "verify"]
     # Every step ran and used the facts, and the verify phase's checks read them (the all-reduce's own job,
     # across the cluster, has no fake to run with).
     assert [(s, n.name, run.result(s, n).reason) for s in steps[:-1] for n in NODES if run.result(s, n).failed] == []
     assert all(run.checked(s.name, n) is not None for s in run.steps if s.check for n in NODES)
-    # Each step got the one read: the rail, in the doctor's verdict, limits' memlock, all-reduce's fabric.
+    # Each step got the one read: the rail in the doctor's verdict, limits' memlock, all-reduce's fabric and
+    # netenv's NCCL settings; the GPUs in the mesh's slots and a user step's ranks.
     for n in NODES:
         assert [p.name for p in run.checked("preflight", n).doctor.ib.rails()] == ["mlx5_0:1"]
         assert run.value("limits", n).memlock == "unlimited"
         assert [p.name for p in run.value("allreduce", n).ib.rails()] == ["mlx5_0:1"]
         assert run.value("mesh", n).gpus == 8
         assert "NCCL_IB_HCA==mlx5_0:1" in nodes[n.name].files["/etc/gpufab/netenv.env"].content
+        assert "NPROC_PER_NODE=8" in nodes[n.name].files["~/.local/state/gpufab/steps/warm/env"].content
     assert all(run.checked("ray", n)["ray"] == "2.60.0" for n in NODES)
     for node in nodes.values():
         assert reads(node) == {"GPU count": 1, "InfiniBand ports": 1, "Ray's versions": 1}, node.node.name
