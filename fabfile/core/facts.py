@@ -105,6 +105,13 @@ class NodeFacts:
         with self._key_lock((fact, args)):
             self._values.pop((fact, args), None)
 
+    def clear(self) -> None:
+        """The node may have changed in any way (an operator's own command ran there): every fact is read again."""
+        with self._lock:
+            keys = list(self._values)
+        for fact, args in keys:
+            self.forget(fact, *args)
+
     def changed(self, what: str) -> None:
         """The node changed in a way (`packages`) that can alter some facts: those are read again."""
         with self._lock:

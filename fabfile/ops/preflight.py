@@ -131,9 +131,11 @@ class Checked:
 def check(remote: Remote, settings: PreflightSettings) -> Outcome:
     """The verify phase: the GPU doctor again (now with the training python), and the fleet's facts."""
     found = doctor.examine(remote, settings.doctor)
-    venv, ray_version = settings.doctor.python.venv, None
-    if remote.facts.known(ray.VERSIONS, venv):  # ray's steps read the venv in this run: the fleet's script does not
-        ray_version = (ray.installed_versions(remote, venv, ["ray"]) or {}).get("ray") or ""
+    ray_version: Optional[str] = None  # None: the fleet's script reads it, as it did
+    try:  # the run's one read of Ray's venv (ray's own check takes it too), not the fleet script's
+        ray_version = (ray.installed_versions(remote, settings.doctor.python.venv, ["ray"]) or {}).get("ray") or ""
+    except (ValueError, IndexError):  # a venv python that answers no JSON
+        pass
     return Outcome(value=Checked(found, fleet.read_facts(remote, settings.head, settings.doctor, ray_version)))
 
 

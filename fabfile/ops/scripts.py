@@ -391,6 +391,7 @@ def apply(remote: Remote, s: ScriptSettings, inv: Inventory, say: Say, stamp: st
         if remote.dry_run:
             return Outcome([], [f"{step.name}: still running from an earlier run"], StepRun("running", log=log))
         say(remote.node, f"{step.name}: still running from an earlier run; waiting for it")
+        remote.facts.clear()  # the operator's command can change whatever a fact reads
         code, tail = wait_for(remote, step, directory, log, say, began)
         return finish(step, code, tail, time.monotonic() - began, log, ["waited for the run an earlier gpufab started"])
     if stale:
@@ -408,6 +409,7 @@ def apply(remote: Remote, s: ScriptSettings, inv: Inventory, say: Say, stamp: st
             return Outcome(done, [skipped_note(step, skip, values)], StepRun("skipped", why=skip))
         would = f"would run {step.source} on {remote.node.name}, {step.guard(values['GPUFAB_CREATES'])}"
         return Outcome([*done, would], [], StepRun("would run"))
+    remote.facts.clear()  # the operator's command can change whatever a fact reads
     if step.detached:
         skip = guard_says(remote, step, runner)
         if skip:

@@ -45,7 +45,8 @@ def test_arguments_tell_facts_of_one_kind_apart_and_forget_reads_again():
     assert facts.get(versions, node, "/opt/b") == "read 2 /opt/b"
     assert facts.get(versions, node, "/opt/a") == "read 1 /opt/a"
     facts.forget(versions, "/opt/a")  # a step installed into /opt/a
-    assert facts.get(versions, node, "/opt/a") == "read 3 /opt/a" and facts.get(versions, node, "/opt/b") == "read 2 /opt/b"
+    assert facts.get(versions, node, "/opt/a") == "read 3 /opt/a"
+    assert facts.get(versions, node, "/opt/b") == "read 2 /opt/b"
 
 
 def test_a_change_forgets_only_the_facts_it_can_alter():
@@ -70,3 +71,12 @@ def test_a_program_that_reads_the_fact_on_its_way_keeps_it_and_is_told_when_it_i
     assert node.reads == 0
     facts.forget(ports)
     assert facts.kept(ports, "known", lambda: "never parsed", node) == "read 1"  # forgotten meanwhile: read
+
+
+def test_clear_forgets_every_fact():
+    node = Node()
+    a, b = Fact("a", node.read), Fact("b", node.read, stale_after=("packages",))
+    facts = NodeFacts()
+    facts.get(a, node), facts.get(b, node, "x")
+    facts.clear()  # an operator's own command ran
+    assert not facts.known(a) and not facts.known(b, "x") and facts.get(a, node) == "read 3"

@@ -3,9 +3,9 @@ a step changed it.
 
 The GPU count, the InfiniBand ports and the versions in Ray's venv were read 6, 7 and 5 times per node here
 (preflight, mesh, docker's toolkit and its verify, each of the inventory's steps; the doctor twice, limits,
-netenv, all-reduce, the fleet, docker's verify; fetch, ray.install, ray.start, the fleet and ray's verify). Here the whole chain runs (core.chain.Run,
-every step of ops.chain.CHAIN an inventory without settings runs) on two FakeRemotes and every program sent
-is counted by what it reads.
+netenv, all-reduce, the fleet, docker's verify; fetch, ray.install, ray.start, the fleet and ray's verify).
+Here the whole chain runs (core.chain.Run, every step of ops.chain.CHAIN an inventory without settings runs)
+on two FakeRemotes and every program sent is counted by what it reads.
 """
 
 from __future__ import annotations
@@ -119,36 +119,24 @@ def fake_nodes(*extra: Sequence) -> Dict[str, FakeNode]:
     return {n.name: FakeNode([*extra, *rules(n)], the_node=n) for n in NODES}
 
 
-#: The inventory's own steps read the GPU count too (their env's ranks).
-WITH_STEPS = parse_inventory("""
-nodes:
-  - {name: node1, public: 198.18.0.11, private: 10.0.0.11}
-  - {name: node2, public: 198.18.0.12, private: 10.0.0.12}
-steps:
-  - {name: warm, command: "echo hi"}
-  - {name: prime, command: "echo hi", after: docker}
-""")
-
-
 def test_every_step_shares_one_read_of_each_fact_per_node():
     nodes = fake_nodes()
-    run = bootstrap(nodes, WITH_STEPS)
+    run = bootstrap(nodes)
     steps = [s.name for s in run.steps]
-    assert steps == ["preflight", "fetch", "wheels", "limits", "docker", "prime", "netenv", "mesh", "storage", "ray",
-                     "allreduce", "warm", "verify"]
+    assert steps == ["preflight", "fetch", "wheels", "limits", "docker", "netenv", "mesh", "storage", "ray",
+                     "allreduce", "verify"]
     # Every step ran and used the facts, and the verify phase's checks read them (the all-reduce's own job,
     # across the cluster, has no fake to run with).
     assert [(s, n.name, run.result(s, n).reason) for s in steps[:-1] for n in NODES if run.result(s, n).failed] == []
     assert all(run.checked(s.name, n) is not None for s in run.steps if s.check for n in NODES)
     # Each step got the one read: the rail in the doctor's verdict, limits' memlock, all-reduce's fabric and
-    # netenv's NCCL settings; the GPUs in the mesh's slots and a user step's ranks.
+    # netenv's NCCL settings; the GPUs in the mesh's slots.
     for n in NODES:
         assert [p.name for p in run.checked("preflight", n).doctor.ib.rails()] == ["mlx5_0:1"]
         assert run.value("limits", n).memlock == "unlimited"
         assert [p.name for p in run.value("allreduce", n).ib.rails()] == ["mlx5_0:1"]
         assert run.value("mesh", n).gpus == 8
         assert "NCCL_IB_HCA==mlx5_0:1" in nodes[n.name].files["/etc/gpufab/netenv.env"].content
-        assert "NPROC_PER_NODE=8" in nodes[n.name].files["~/.local/state/gpufab/steps/warm/env"].content
     assert all(run.checked("ray", n)["ray"] == "2.60.0" for n in NODES)
     for node in nodes.values():
         assert reads(node) == {"GPU count": 1, "InfiniBand ports": 1, "Ray's versions": 1}, node.node.name
@@ -177,6 +165,36 @@ def test_a_package_installed_during_the_run_has_the_gpu_count_and_ib_ports_read_
     for n, node in zip(NODES, nodes.values()):
         assert "installed nftables" in run.result("ray", n).changes
         assert reads(node) == {"GPU count": 2, "InfiniBand ports": 2, "Ray's versions": 1}, n.name
+
+
+#: Two of the inventory's own steps: the first after docker, the other (no `after:`) just before verify.
+WITH_STEPS = parse_inventory("""
+nodes:
+  - {name: node1, public: 198.18.0.11, private: 10.0.0.11}
+  - {name: node2, public: 198.18.0.12, private: 10.0.0.12}
+steps:
+  - {name: prime, command: "echo hi", after: docker}
+  - {name: warm, command: "echo hi"}
+""")
+
+
+def test_the_inventorys_own_steps_take_the_gpu_count_and_after_one_ran_every_fact_is_read_again():
+    """Their env's ranks need the GPU count: the one read. What an operator's command changes no one can
+    tell, so after each the facts are read again, once, by the next step that needs them: the verify phase
+    reads what is on the node after the last one."""
+    nodes = fake_nodes()
+    run = bootstrap(nodes, WITH_STEPS)
+    assert [s.name for s in run.steps] == ["preflight", "fetch", "wheels", "limits", "docker", "prime", "netenv",
+                                           "mesh", "storage", "ray", "allreduce", "warm", "verify"]
+    for n, node in zip(NODES, nodes.values()):
+        assert run.status("prime", n) == run.status("warm", n) == "changed"
+        assert "NPROC_PER_NODE=8" in node.files["~/.local/state/gpufab/steps/prime/env"].content
+        after_prime = reads(node)
+        # prime reads no fact and ran (then netenv, ray, all-reduce read theirs again, once); warm ran last.
+        commands = node.commands
+        ran_warm = max(i for i, c in enumerate(commands) if "steps/warm/run" in c)
+        before_warm = {f: sum(1 for c in commands[:ran_warm] if sent(c)) for f, sent in READS.items()}
+        assert {f: after_prime[f] - before_warm[f] for f in READS} == {f: 1 for f in READS}, n.name  # verify's
 
 
 def test_a_pin_beyond_the_usual_packages_widens_the_one_read_of_the_venv():
