@@ -18,6 +18,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Set, 
 from . import verify as verify_phase
 from .connection import Session
 from .errors import InputError
+from .facts import NodeFacts
 from .fanout import FAILED, SKIPPED, UNREACHABLE, HostResult
 from .inventory import Inventory, Node
 from .packages import Downloads
@@ -315,6 +316,10 @@ class Run(RunResults):
     def gather(self, remote: Remote) -> None:
         """Every step's preflight facts for one node (called inside preflight's round)."""
         verify_phase.gather(self, remote)
+
+    def facts(self, node: Node) -> NodeFacts:
+        """The node's facts of this run: its Remote's, so a step handed only the Remote shares them."""
+        return self.remotes[node.name].facts
 
     def verify(self, nodes: Sequence[Node]) -> List[HostResult]:
         return verify_phase.verify(self, nodes)

@@ -288,7 +288,7 @@ def verify_docker(remote: Remote, extra: Mapping[str, Any], container: Optional[
         raise HostError(f"docker has no nvidia runtime on a node with {gpus.gpus} NVIDIA GPUs (run docker.setup)")
     gpu_note = nvidia_toolkit.container_check(remote, gpu_image, gpus)
     notes += [gpu_note] if gpu_note else []
-    ib = infiniband.parse_sysfs(remote.run(infiniband.SCRIPT, warn=True).stdout)
+    ib = remote.fact(infiniband.PORTS)
     if ib.rails():
         notes.append(f"InfiniBand/RoCE rails ({', '.join(p.name for p in ib.rails())}): a container needs "
                      f"{infiniband.CONTAINER_FLAGS}")

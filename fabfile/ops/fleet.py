@@ -30,7 +30,8 @@ VARIES = ("NIC",)
 #: Facts that must be equal on every node (driver: its major version); `-` counts as a value.
 MUST_MATCH = ("driver major", "CUDA", "NCCL", "torch", "ray", "Python")
 
-#: One key=value per line. $1 head's private address, $2 Ray's venv python, $3 seconds for nvidia-smi.
+#: One key=value per line. $1 head's private address, $2 Ray's venv python ('': Ray's version is known),
+#: $3 seconds for nvidia-smi, $4 `known` where the run has read the InfiniBand ports already (core.facts).
 SCRIPT = programs.text("fleet-facts.sh", env_file=ENV_FILE, ib_sysfs=infiniband.SYSFS, ib_gids=infiniband.GIDS_READ)
 
 
@@ -39,11 +40,12 @@ class NodeFacts:
     values: Mapping[str, str]
 
 
-def parse(text: str, python: Optional[Mapping[str, object]]) -> NodeFacts:
-    """SCRIPT's output and the training python's view -> one value per fact (`-`: absent)."""
+def parse(text: str, python: Optional[Mapping[str, object]], ib: Optional[infiniband.IbFacts] = None) -> NodeFacts:
+    """SCRIPT's output and the training python's view -> one value per fact (`-`: absent); `ib`: the
+    node's ports where the run knew them already (SCRIPT then leaves them out)."""
     keys = parse_facts(text)
     gpus = [line[4:].strip() for line in text.splitlines() if line.startswith("gpu=") and line[4:].strip()]
-    ib = infiniband.parse_sysfs(text)
+    ib = ib if ib is not None else infiniband.parse_sysfs(text)
     counted = OrderedDict((name, gpus.count(name)) for name in gpus)
     nic = keys.get("nic", "")
     speed = keys.get("speed", "")
@@ -68,8 +70,12 @@ def parse(text: str, python: Optional[Mapping[str, object]]) -> NodeFacts:
     return NodeFacts({k: v or "-" for k, v in values.items()})
 
 
-def read_facts(remote: Remote, head_private: str, s: DoctorSettings) -> str:
-    return remote.script(SCRIPT, head_private, f"{s.python.venv}/bin/python", "20", timeout=150, warn=True).stdout
+def read_facts(remote: Remote, head_private: str, s: DoctorSettings, ray: Optional[str] = None) -> str:
+    """SCRIPT's output; `ray`: Ray's version where the run has read it already (then SCRIPT does not)."""
+    raypy = f"{s.python.venv}/bin/python" if ray is None else ""
+    text = remote.script(SCRIPT, head_private, raypy, "20", remote.facts.flag(infiniband.PORTS), timeout=150,
+                         warn=True).stdout
+    return text if ray is None else text + f"ray={ray}\n"
 
 
 def python_view(found: Optional[allreduce.TrainPython]) -> Optional[Dict[str, object]]:

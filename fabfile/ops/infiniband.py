@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from ..core import programs
+from ..core.facts import Fact
 
 #: Where the kernel lists RDMA devices (a lab test mounts a synthetic tree here).
 SYSFS = "/sys/class/infiniband"
@@ -151,6 +152,14 @@ def parse_sysfs(text: str) -> IbFacts:
             port = replace(port, gid_index=roce_gid_index(gids.get(key, [])))
         out.append(port)
     return IbFacts(tuple(out), verbs)
+
+
+def read_ports(remote) -> IbFacts:
+    return parse_sysfs(remote.script(SCRIPT, warn=True, timeout=30).stdout)
+
+
+#: The node's ports, read once per run for every step that needs them; a package (libibverbs) can change them.
+PORTS = Fact("InfiniBand ports", read_ports, stale_after=("packages",))
 
 
 def roce_gid_index(entries: Sequence[Tuple[int, str, str]]) -> Optional[int]:

@@ -111,7 +111,7 @@ class LoginLimits:
 
 def apply(remote: Remote, s: LimitsSettings) -> Outcome:
     """Write the drop-ins, make systemd re-read them, and check a new login."""
-    ib = infiniband.parse_sysfs(remote.run(infiniband.SCRIPT, warn=True).stdout)
+    ib = remote.fact(infiniband.PORTS)
     memlock = s.memlock if ib.active else None
     wanted = limit_files(s.nofile, memlock)
     changes = plan_files(wanted, remote.read_state(wanted))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import io
 import shlex
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from dotenv import dotenv_values
@@ -52,7 +52,8 @@ MESH_HOSTS = "/etc/gpufab/hosts"
 NCCL_CONF = "/etc/nccl.conf"
 PROFILE_SNIPPET = "/etc/profile.d/gpufab-netenv.sh"
 
-#: Everything needed to choose a NIC, in one round trip. $1 = head private IP.
+#: Everything needed to choose a NIC, in one round trip. $1 = head private IP; $2 `known` where the run
+#: has the InfiniBand ports already.
 FACTS_SCRIPT = programs.text("netenv-facts.sh", ib_sysfs=infiniband.SYSFS, ib_gids=infiniband.GIDS_READ)
 
 
@@ -272,7 +273,9 @@ def summarize_probes(probes: Sequence[Tuple[str, int, str]], names: Mapping[str,
 
 def nic_facts(remote: Remote, head_private: str) -> Tuple[str, NicFacts]:
     """This node's NIC toward the head (inventory `nic` wins), and the facts behind it."""
-    facts = parse_nic_facts(remote.script(FACTS_SCRIPT, head_private).stdout)
+    ib_known = remote.facts.flag(infiniband.PORTS)
+    facts = parse_nic_facts(remote.script(FACTS_SCRIPT, head_private, ib_known).stdout)
+    facts = replace(facts, ib=remote.facts.kept(infiniband.PORTS, ib_known, lambda: facts.ib, remote))
     try:
         return choose_nic(facts, remote.node.vars.get("nic")), facts
     except ValueError as exc:

@@ -96,6 +96,8 @@ def run_on(run: RunContext, nodes: Sequence[Node], settings: Any) -> List[HostRe
         if node.private is None:
             return HostResult(node, FAILED, 1, reason="no private address (give one in the inventory)", value=result.value)
         remote = run.remotes[node.name]
+        if result.value.gpus != "-":  # read in the one round trip above: no step reads it again
+            run.facts(node).note(gpu.GPUS, result.value.gpus)
         run.gather(remote)
         d = result.value
         d.doctor = doctor.examine(remote, settings.doctor, with_python=False)
@@ -129,7 +131,12 @@ class Checked:
 def check(remote: Remote, settings: PreflightSettings) -> Outcome:
     """The verify phase: the GPU doctor again (now with the training python), and the fleet's facts."""
     found = doctor.examine(remote, settings.doctor)
-    return Outcome(value=Checked(found, fleet.read_facts(remote, settings.head, settings.doctor)))
+    ray_version: Optional[str] = None  # None: the fleet's script reads it, as it did
+    try:  # the run's one read of Ray's venv (ray's own check takes it too), not the fleet script's
+        ray_version = (ray.installed_versions(remote, settings.doctor.python.venv, ["ray"]) or {}).get("ray") or ""
+    except (ValueError, IndexError):  # a venv python that answers no JSON
+        pass
+    return Outcome(value=Checked(found, fleet.read_facts(remote, settings.head, settings.doctor, ray_version)))
 
 
 def _doctor(run: RunContext, node: Node) -> Optional[doctor.Doctor]:
@@ -173,7 +180,7 @@ def fleet_facts(run: RunContext) -> dict:
             continue
         ready = run.value(allreduce.NAME, n)
         python = fleet.python_view(getattr(ready, "python", None))
-        out[n.name] = fleet.parse(checked.facts, python)
+        out[n.name] = fleet.parse(checked.facts, python, checked.doctor.ib)
     return out
 
 

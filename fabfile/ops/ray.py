@@ -23,6 +23,7 @@ from ..core.chain import Column, Step
 from ..core.cluster import setting, switch
 from ..core.connection import Session
 from ..core.errors import HostError, InputError, Interrupted, keeping_changes, number_option
+from ..core.facts import Fact
 from ..core.fanout import FAILED, HostResult, classify
 from ..core.files import FileState, ManagedFile, plan_files, render, sha256
 from ..core.inventory import Inventory, Node
@@ -338,12 +339,26 @@ def read(config: Any, inv: Inventory, cli: Mapping[str, Any]) -> RaySettings:
 # --------------------------------------------------------------------------- install
 
 
-def installed_versions(remote: Remote, venv: str, packages: Sequence[str]) -> Optional[Dict[str, Optional[str]]]:
-    """Versions in the venv, or None when there is no venv."""
+def read_versions(remote: Remote, venv: str, packages: Sequence[str] = VERSION_PACKAGES
+                  ) -> Optional[Dict[str, Optional[str]]]:
     result = remote.run(versions_command(venv, packages), warn=True)
     if result.exited != 0:
         return None
     return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+#: Python's and the packages' versions in a venv (`VERSION_PACKAGES`, and any pin beyond them), read once
+#: per run for every step that needs them; installing into the venv forgets them (`install_ray`).
+VERSIONS = Fact("the venv's versions", read_versions)
+
+
+def installed_versions(remote: Remote, venv: str, packages: Sequence[str]) -> Optional[Dict[str, Optional[str]]]:
+    """Versions in the venv, or None when there is no venv."""
+    found = remote.fact(VERSIONS, venv)
+    if found is not None and any(p not in found for p in packages):
+        found = remote.facts.note(VERSIONS, read_versions(remote, venv, [*(k for k in found if k != "python"),
+                                                                   *(p for p in packages if p not in found)]), venv)
+    return None if found is None else {k: found.get(k) for k in ("python", *packages)}
 
 
 def downloads(remote: Remote, s: RaySettings) -> Downloads:
@@ -405,6 +420,7 @@ def install_ray(remote: Remote, s: RaySettings) -> Outcome:
                 raise HostError(f"{'uv ' if uv else ''}pip install {' '.join(todo)} failed: "
                                 f"{last_line(result.stderr or result.stdout)}")
             done.append(f"installed {' '.join(todo)} ({'uv' if uv else 'pip'})")
+        remote.facts.forget(VERSIONS, s.venv)  # what the venv holds now is read from it
         versions = {"ray": s.version} if remote.dry_run else installed_versions(remote, s.venv, names) or {}
     return Outcome(done, [f"ray {versions.get('ray')} in {s.venv}", *notes])
 

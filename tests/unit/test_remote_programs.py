@@ -592,3 +592,31 @@ def test_install_in_a_users_own_directory_runs_as_that_user_and_replaces_a_plant
         assert refused.returncode == 3 and "can be written by another user" in refused.stderr
     finally:
         subprocess.run(["rm", "-rf", str(top)], check=False)
+
+
+def test_told_known_each_program_leaves_out_the_fact_the_run_has_read(tmp_path):
+    """The programs that read the GPU count or the InfiniBand ports on their way (core.facts): given `known`
+    as their last argument they neither run `nvidia-smi -L` nor print a port; without it they do."""
+    from fabfile.ops import doctor, fleet, infiniband, mesh, netenv, nvidia_toolkit, scripts
+    calls = tmp_path / "nvidia-smi.calls"
+    env = dict(stubs(tmp_path, **{"nvidia-smi": f'echo "$*" >> {calls}; echo "GPU 0: x"'}), HOME=str(tmp_path))
+    sysfs = str(fake_ib(tmp_path / "ib"))
+    (tmp_path / "d").mkdir()
+    gpus = {"mesh-facts": (mesh.FACTS_SCRIPT, ["k", "old"]),
+            "step-facts": (scripts.FACTS_SCRIPT, [str(tmp_path / "d"), ME]),
+            "nvidia-toolkit-facts": (nvidia_toolkit.FACTS, [])}
+    for name, (text, args) in gpus.items():
+        calls.write_text("")
+        told = sh(text, *args, "known", env=env).stdout
+        assert not [x for x in told.splitlines() if x.lower().startswith("gpus=")] and "-L" not in calls.read_text(), name
+        assert [x for x in sh(text, *args, "", env=env).stdout.splitlines() if x.lower().startswith("gpus=")] == \
+            [("GPUS=1" if name.startswith("nvidia") else "gpus=1")], name
+    ports = {"netenv-facts": (netenv.FACTS_SCRIPT, ["10.0.0.1"]),
+             "fleet-facts": (fleet.SCRIPT, ["10.0.0.1", "", "5"]),
+             "doctor-root": (doctor.ROOT_SCRIPT, ["5", "0", ""])}
+    for name, (text, args) in ports.items():
+        text = text.replace(infiniband.SYSFS, sysfs)
+        told = sh(text, *args, "known", env=env).stdout.splitlines()
+        assert not [x for x in told if x.startswith(("ibport=", "verbs=", "@@ib"))], name
+        assert "ibport=mlx5_0 1|4: ACTIVE|Ethernet|100 Gb/sec (4X EDR)|ens5 |5: LinkUp|" in \
+            sh(text, *args, "", env=env).stdout.splitlines(), name
