@@ -23,7 +23,7 @@ import os
 import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Tuple
 
 from .errors import InputError
 from .files import render
@@ -65,9 +65,13 @@ def check_page_path(path: str, inventory: str, files: RunFiles) -> None:
                          "give another -o, or move this one away", path=path)
 
 
-def write_page(report: Report, path: str) -> bool:
-    """Render the whole page first, then write it in one rename: a failure leaves nothing behind."""
-    return write_if_changed(path, page(report))
+def write_page(report: Report, path: str) -> str:
+    """Render the whole page first, then write it in one rename (a failure leaves nothing behind);
+    the line that says so, with the pictures drawn."""
+    text = page(report)
+    write_if_changed(path, text)
+    drawn = re.findall(r'<svg [^>]*data-picture="([a-z]+)"', text)
+    return f"report: wrote {path} ({len(drawn)} pictures: {', '.join(drawn) or 'none recorded'})"
 
 
 # --------------------------------------------------------------------------- the data of each picture
@@ -360,12 +364,3 @@ def page(report: Report) -> str:
     return render(TEMPLATE, report=report, generator=GENERATOR, headers=[t for _, t in report.columns], rows=rows,
                   pictures=pictures)
 
-
-def pictures_in(text: str) -> Sequence[str]:
-    """The pictures a page holds (for the task's one line): their names, in order."""
-    return re.findall(r'data-picture="([a-z]+)"', text)
-
-
-def summary_line(path: str, text: Optional[str]) -> str:
-    drawn = pictures_in(text or "")
-    return f"report: wrote {path} ({len(drawn)} pictures: {', '.join(drawn) or 'none recorded'})"
