@@ -37,25 +37,20 @@ def chromium() -> str:
     return found
 
 
-def _run(workdir: Path, *args: str) -> subprocess.CompletedProcess:
-    profile = workdir / f"chromium-profile-{len(list(workdir.glob('chromium-profile-*')))}"
-    profile.mkdir(parents=True)  # a new, empty profile for every run
-    done = subprocess.run([chromium(), *FLAGS, f"--user-data-dir={profile}", *args], capture_output=True, text=True,
-                          timeout=120, stdin=subprocess.DEVNULL)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return done
-
-
 def render(page: Path, workdir: Path, screenshot_name: str, width: int = 1280, height: int = 2600) -> Rendered:
-    url = page.resolve().as_uri()
-    dom = _run(workdir, "--dump-dom", url).stdout
+    """One chromium run: the DOM it built (stdout) and a screenshot into tests/artifacts/."""
     ARTIFACTS.mkdir(exist_ok=True)
     shot = ARTIFACTS / screenshot_name
     if shot.exists():
         shot.unlink()
-    _run(workdir, f"--screenshot={shot}", f"--window-size={width},{height}", url)
+    profile = workdir / f"chromium-profile-{len(list(workdir.glob('chromium-profile-*')))}"
+    profile.mkdir(parents=True)  # a new, empty profile for every run
+    done = subprocess.run([chromium(), *FLAGS, f"--user-data-dir={profile}", "--dump-dom", f"--screenshot={shot}",
+                           f"--window-size={width},{height}", page.resolve().as_uri()],
+                          capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, done.stderr[-3000:]
     assert shot.exists() and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", shot
-    return Rendered(dom, shot)
+    return Rendered(done.stdout, shot)
 
 
 @dataclass
