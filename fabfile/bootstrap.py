@@ -103,8 +103,8 @@ REPORT_FORMATS = ("text", "markdown", "json")
 
 
 class ReportFlags(Task):
-    """-f and -o as before, and no short flag for --html: Invoke's own would be `-h`, and
-    `gpufab report -h` would write a page instead of showing the help."""
+    """-f for --format as before, -o for --output, and no short flag for --html: Invoke's own would
+    be `-h`, and `gpufab report -h` would write a page instead of showing the help."""
 
     SHORT = {"format": "f", "output": "o"}
 
@@ -115,9 +115,11 @@ class ReportFlags(Task):
         return opts
 
 
-@task(klass=ReportFlags, auto_shortflags=False, help={"format": "text (default), markdown or json", "html": "write the report as one self-contained HTML page,"
-            " with pictures (busbw, links, step timeline)", "output": "with --html: the page's file (default"
-            " beside the report: inventory/<inventory>.report.html)"})
+@task(klass=ReportFlags, auto_shortflags=False, help={
+    "format": "text (default), markdown or json",
+    "html": "write the report as one self-contained HTML page, with pictures (busbw, links, step timeline)",
+    "output": "with --html: the page's file (default beside the report: inventory/<inventory>.report.html)",
+})
 @reported
 def report(c, format=None, html=False, output=None):
     """Show the last bootstrap's report again, without touching the nodes (--html: as a page with pictures)."""

@@ -289,7 +289,7 @@ def link_picture(report: Report) -> Picture:
 
 def timeline_picture(report: Report) -> Picture:
     pic = Picture("timeline", "per-host step timeline of the last bootstrap (seconds since it began)")
-    timings = report.timings
+    timings = {host: spans for host, spans in report.timings.items() if spans}
     if not timings:
         pic.missing = NOT_RECORDED
         return pic

@@ -46,10 +46,9 @@ class RunResults:
 
     def _timed(self, step: str, result: HostResult) -> None:
         began = self._step_began.get(step)
-        done = self.timings.setdefault(result.node.name, {})
-        if began is None or step in done:
+        if began is None or step in self.timings.get(result.node.name, {}):
             return
-        done[step] = (round(began - self.progress.start, 3), round(time.monotonic() - self.progress.start, 3))
+        self.timings.setdefault(result.node.name, {})[step] = (round(began - self.progress.start, 3), round(time.monotonic() - self.progress.start, 3))
 
     def record(self, step: str, results: Sequence[HostResult]) -> None:
         self.results.setdefault(step, []).extend(results)

@@ -242,6 +242,13 @@ def test_an_unwritable_page_is_named_for_a_user_and_nothing_is_written(cluster):
     assert contents(cluster) == before and list(locked.iterdir()) == []
 
 
+def test_report_h_is_still_the_help_and_writes_nothing(cluster):
+    before = contents(cluster)
+    done = run_cli("gpufab", "report", "-h", env=env(cluster))
+    assert done.returncode == 0 and "--html" in done.stdout and "-o STRING, --output=STRING" in done.stdout
+    assert contents(cluster) == before
+
+
 def test_no_report_yet_is_one_line_and_no_page(tmp_path):
     line = one_error_line(run_cli("gpufab", "report", "--html", env=env(tmp_path)))
     assert line == f"gpufab: error: {tmp_path}/hosts.report.json: no report yet: run bootstrap first"
