@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from typing import Sequence
 
-from invoke import task
+from invoke import Task, task
 from invoke.exceptions import Exit
 
 from . import help_texts
@@ -108,15 +108,44 @@ def bootstrap(c, skip=None, only=None, dry_run=False, retry_failed=False, hosts_
 REPORT_FORMATS = ("text", "markdown", "json")
 
 
-@task(help={"format": "text (default), markdown or json"})
+class ReportFlags(Task):
+    """-f for --format as before, -o for --output, and no short flag for --html: Invoke's own would
+    be `-h`, and `gpufab report -h` would write a page instead of showing the help."""
+
+    SHORT = {"format": "f", "output": "o"}
+
+    def arg_opts(self, name, default, taken_names):  # type: ignore[no-untyped-def]
+        opts = super().arg_opts(name, default, taken_names)
+        if name in self.SHORT:
+            opts["names"] = [name, self.SHORT[name]]
+        return opts
+
+
+@task(klass=ReportFlags, auto_shortflags=False, help={
+    "format": "text (default), markdown or json",
+    "html": "write the report as one self-contained HTML page, with pictures (busbw, links, step timeline)",
+    "output": "with --html: the page's file (default beside the report: inventory/<inventory>.report.html)",
+})
 @reported
-def report(c, format="text"):
-    """Show the last bootstrap's report again, without touching the nodes."""
-    if format not in REPORT_FORMATS:  # before looking for a report: "no report yet" hid the typo
+def report(c, format=None, html=False, output=None):
+    """Show the last bootstrap's report again, without touching the nodes (--html: as a page with pictures)."""
+    if format is not None and format not in REPORT_FORMATS:  # before looking for a report: "no report yet" hid the typo
         raise InputError(f"unknown format {format!r} (one of: {', '.join(REPORT_FORMATS)})", path="--format")
+    if html and format is not None:
+        raise InputError("not with --html: the page holds the whole report", path="--format")
+    if output is not None and not html:
+        raise InputError("goes with --html (the text formats print to stdout)", path="--output")
     files = run_files(inventory_path(c.config), bool(cli_hosts(c.config)))
+    page = None
+    if html:
+        from .core import htmlreport
+        page = output or htmlreport.page_path(files)
+        htmlreport.check_page_path(page, inventory_path(c.config), files)  # before reading anything: nothing written
     text = read_text(files.json)
     if text is None:
         raise InputError("no report yet: run bootstrap first", path=files.json)
     saved = Report.from_json(text, files.json)
-    print({"text": saved.to_text, "markdown": saved.to_markdown, "json": saved.to_json}[format](), end="")
+    if page is not None:
+        print(htmlreport.write_page(saved, page))
+        return
+    print({"text": saved.to_text, "markdown": saved.to_markdown, "json": saved.to_json}[format or "text"](), end="")

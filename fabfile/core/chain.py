@@ -267,6 +267,7 @@ class Run(RunResults):
 
     def _one(self, step: Step, nodes: List[Node]) -> List[HostResult]:
         before = {n.name: len(self.remotes[n.name].planned) for n in nodes}
+        self.began(step.name)
         with self.progress.step(step.name, nodes):
             results = step.run(self, nodes, self.settings.get(step.name))
         for n in nodes:

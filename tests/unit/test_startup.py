@@ -33,7 +33,7 @@ allreduce, bootstrap, launch, limits, netenv, nfs, ray, script, storage = (
     for m in ("allreduce", "bootstrap", "launch", "limits", "netenv", "nfs", "ray", "script", "storage"))
 
 #: Loaded only by the task that needs it.
-HEAVY = ("fabfile.ops", "jinja2", "tabulate", "dotenv")
+HEAVY = ("fabfile.ops", "jinja2", "tabulate", "dotenv", "matplotlib")
 
 #: The runs probed: each is forked from one process that has loaded only the libraries every run loads.
 PROBED = [("--list",), ("--help", "bootstrap"), ("--help", "ray.setup"), ("--complete", "--", "gpufab", "ray.")]
@@ -43,7 +43,7 @@ import importlib, json, os, sys, traceback
 import fabric.main, invoke, paramiko  # what every gpufab run loads first, once for all the runs below
 package = sys.argv[1]  # fabfile: fab/inv in the clone; gpufab: the gpufab command (the editable install here)
 def loaded():
-    return sorted(m for m in sys.modules if m.split(".")[0] in {package, "jinja2", "tabulate", "dotenv"})
+    return sorted(m for m in sys.modules if m.split(".")[0] in {package, "jinja2", "tabulate", "dotenv", "matplotlib"})
 assert loaded() == [], loaded()
 found = {}
 for args in json.loads(sys.argv[2]):
