@@ -19,6 +19,7 @@ from . import docker, gpu, inventory, lab, limits, logs, mesh, netenv, nfs, node
 from .bootstrap import bootstrap, report
 from .launch import launch
 from .allreduce import allreduce
+from .bundle import bundle
 from .execute import exec_
 from .fleet import fleet
 from .reset import reset
@@ -35,6 +36,7 @@ ns.add_task(bootstrap)
 ns.add_task(report)
 ns.add_task(launch)
 ns.add_task(allreduce)
+ns.add_task(bundle)
 ns.add_task(reset)
 ns.add_task(fleet)
 for module in (inventory, lab, limits, docker, netenv, mesh, nfs, node, ray, gpu, logs, run, script, slurm, storage):
