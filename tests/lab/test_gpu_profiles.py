@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 
 import pytest
 
@@ -130,6 +131,76 @@ def test_a_second_bootstrap_changes_nothing(gpu_lab):
     assert "changed" not in steps.values(), steps
     assert "0 changed" in proc.stdout
     assert {n: on_host(n, "sha256sum /etc/docker/daemon.json /etc/gpufab/netenv.env").stdout for n in NODES} == before
+
+
+#: The README's bound on a bundle of three such nodes (measured: about 40 KiB; the caps allow far more).
+BUNDLE_BOUND = 1 << 20
+PROBE = "gpufab-bundle-probe"
+
+
+def unpack_bundle(path, into) -> dict:
+    """The archive's files as {path below its top folder: bytes}."""
+    import tarfile
+    with tarfile.open(path) as tar:
+        tar.extractall(into, filter="data")
+    (top,) = list(into.iterdir())
+    return {str(p.relative_to(top)): p.read_bytes() for p in sorted(top.rglob("*")) if p.is_file()}
+
+
+def test_bundle_holds_every_file_of_every_node_and_no_secret_and_names_a_dead_node(gpu_lab, tmp_path):
+    from fabfile.ops import bundle
+
+    env = gpu_lab["gpu"]
+    secrets = {"HF_TOKEN": "hf_bundle-secret-4242", "WANDB_API_KEY": "wandb-bundle-key-77"}
+    (tmp_path / ".env").write_text("".join(f"{k}={v}\n" for k, v in secrets.items()))
+    setup = cli("inv", "netenv.setup", "--secrets", "--env-file", str(tmp_path / ".env"), env=env, timeout=300)
+    assert setup.returncode == 0, setup.stdout + setup.stderr
+    held = list(secrets.values()) + [SUDO["INVOKE_SUDO_PASSWORD"]]
+    for node in NODES:
+        # Ray's token (one made here where no bootstrap ran before: `-k bundle`), and every secret said in a
+        # gpufab unit's journal, as a unit that logs its environment would.
+        held.append(on_host(node, "f=/home/gpu/.ray/auth_token; test -s $f || { install -d -o gpu -m 700 /home/gpu/.ray "
+                                  "&& head -c 48 /dev/urandom | base64 | tr -dc A-Za-z0-9 > $f; chown gpu $f; }; cat $f"
+                            ).stdout.strip())
+        on_host(node, f"systemd-run --quiet -p RemainAfterExit=yes --unit={PROBE} sh -c "
+                      f"'echo probe {held[-1]} HF_TOKEN={secrets['HF_TOKEN']} {secrets['WANDB_API_KEY']}'")
+    try:
+        out = tmp_path / "all.tar.gz"
+        proc = cli("inv", "bundle", "-o", str(out), env=env, timeout=600)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert proc.stdout.startswith(f"bundle: wrote {out} (") and proc.stdout.endswith("3 of 3 nodes\n"), proc.stdout
+        assert out.stat().st_size < BUNDLE_BOUND
+        files = unpack_bundle(out, tmp_path / "all")
+        for node in NODES:
+            assert {f"{node}/{name}" for name in bundle.FILES} <= set(files), sorted(files)
+            assert b"Product Name" in files[f"{node}/nvidia-smi-q.txt"] and b"GPU0" in files[f"{node}/nvidia-smi-topo.txt"]
+            assert b"bookworm" in files[f"{node}/os-release.txt"]
+            assert b"NCCL_SOCKET_IFNAME=" in files[f"{node}/netenv.env"]
+            assert b"probe ***" in files[f"{node}/journal-units.txt"], files[f"{node}/journal-units.txt"]
+        assert b"Xid" in files["node3/kernel-errors.txt"] and b"79" in files["node3/kernel-errors.txt"]
+        manifest = files["MANIFEST"].decode()
+        assert "inventory " in manifest and ": 3 of 3 nodes collected" in manifest
+        assert "node1/nvidia-smi-q.txt: every GPU's full state" in manifest and "`nvidia-smi -q`: exit 0" in manifest
+        leaked = {(name, value) for name, data in files.items() for value in held if value.encode() in data}
+        assert leaked == set()
+
+        # A dead node: named with its reason, the others written, within the connect timeout (no hang).
+        off = cli("inv", "lab.poweroff", "node3")
+        assert off.returncode == 0, off.stderr
+        started = time.monotonic()
+        dead = cli("inv", "bundle", "-o", str(tmp_path / "two.tar.gz"), env=env, timeout=600)
+        assert time.monotonic() - started < bundle.NODE_BUDGET + 60
+        assert dead.returncode == 255, dead.stdout + dead.stderr
+        assert "2 of 3 nodes; not collected: node3 (connection timed out after 10s)" in dead.stdout, dead.stdout
+        files = unpack_bundle(tmp_path / "two.tar.gz", tmp_path / "two")
+        assert "node3 (198.18.0.13): NOT COLLECTED: connection timed out after 10s" in files["MANIFEST"].decode()
+        assert {f"{n}/{name}" for n in ("node1", "node2") for name in bundle.FILES} <= set(files)
+        assert not any(name.startswith("node3/") for name in files)
+    finally:
+        on = cli("inv", "lab.poweron", "node3")
+        assert on.returncode == 0, on.stderr
+        for node in NODES:
+            on_host(node, f"systemctl stop {PROBE}; systemctl reset-failed {PROBE}", check=False)
 
 
 def test_bootstrap_as_root_reaches_the_same_verdicts(gpu_lab):
