@@ -28,7 +28,7 @@ from .core.report import host_table, summary_line
 @reported
 def launch(c, command, role=None, master_port=None, sudo=False, timeout=None):
     """Start CMD on every node at the same time with its rank; stream labelled output."""
-    from .ops import launch as plan
+    from .ops.shared import launch as plan
     from .ops import netenv as netenv_plan
     not_blank(command, "COMMAND", "an empty command runs nothing (give one, e.g. inv launch \"torchrun train.py\")")
     with open_session(c.config, command_timeout=number_option(timeout, "--timeout", float)) as session:

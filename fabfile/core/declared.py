@@ -128,8 +128,9 @@ def _load() -> None:
         if package in _LOADED:
             continue
         root = importlib.import_module(package)
-        for info in pkgutil.iter_modules(root.__path__):
-            importlib.import_module(f"{package}.{info.name}")
+        # Subpackages too: the steps' shared layer (ops/shared) and a step's own package (ops/storage).
+        for info in pkgutil.walk_packages(root.__path__, prefix=f"{package}."):
+            importlib.import_module(info.name)
         _LOADED.append(package)
 
 

@@ -25,7 +25,8 @@ from ..core.inventory import Inventory
 from ..core.networks import Reach, check_bind_address
 from ..core.remote import Remote, ensure_packages, last_line
 from ..core.steps import Outcome
-from . import infiniband, nvidia_toolkit
+from .shared import infiniband
+from . import nvidia_toolkit
 from ..core.declared import Setting, choice, declare, owns
 from ..core.context import RunContext
 

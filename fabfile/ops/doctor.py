@@ -25,8 +25,8 @@ from ..core.inventory import Inventory
 from ..core.remote import Remote
 from ..core.report import host_table
 from ..core.steps import Outcome
-from . import allreduce, infiniband
-from .ray import DEFAULT_VENV
+from .shared import infiniband
+from .shared.python import DEFAULT_VENV, PythonChoice, check_python, parse_probe, probe_pythons
 
 #: Seconds each nvidia-smi / docker command gets before it counts as hung.
 COMMAND_TIMEOUT = 20
@@ -123,7 +123,6 @@ def pci_address(address: str) -> str:
     domain = int(match.group(1), 16) if match.group(1) else 0
     short = f"{match.group(2)}:{match.group(3)}.{match.group(4) or '0'}"
     return f"{domain:04x}:{short}" if domain else short
-
 
 
 # --------------------------------------------------------------------------- nvidia-smi -q
@@ -664,7 +663,7 @@ class DoctorSettings:
     deep: bool = False
     #: A local image `docker run --gpus all` tries (None: that check is left out).
     image: Optional[str] = None
-    python: allreduce.AllreduceSettings = field(default_factory=allreduce.AllreduceSettings)
+    python: PythonChoice = field(default_factory=PythonChoice)
 
 
 def check_image(value: Any) -> Optional[str]:
@@ -681,9 +680,9 @@ def read(config: Any, inv: Inventory, cli: Mapping[str, Any]) -> DoctorSettings:
     return DoctorSettings(
         deep=bool(cli.get("deep")),
         image=check_image(setting(config, inv, "gpu_test_image", cli.get("image"), images[0] if images else None)),
-        python=allreduce.AllreduceSettings(
-            python=allreduce.check_python(cli.get("train_python"), "--python"),
-            default_python=allreduce.check_python(setting(config, inv, "train_python"), "train_python"),
+        python=PythonChoice(
+            python=check_python(cli.get("train_python"), "--python"),
+            default_python=check_python(setting(config, inv, "train_python"), "train_python"),
             venv=str(setting(config, inv, "ray_venv", None, DEFAULT_VENV)),
         ),
     )
@@ -708,15 +707,9 @@ def sees_gpus(parts: Mapping[str, List[str]]) -> bool:
         any(_GPU_BLOCK.match(line) for line in parts.get("smi", []))
 
 
-def probe_pythons(remote: Remote, s: DoctorSettings) -> str:
-    """The all-reduce's probe of the node's candidate training pythons, as printed."""
-    pythons, _ = allreduce.candidates(remote.node, s.python)
-    return remote.script(allreduce.FIND_PYTHON_SCRIPT, allreduce.PROBE, *pythons, timeout=150, warn=True).stdout
-
-
 def train_python_view(remote: Remote, s: DoctorSettings) -> Optional[Dict[str, Any]]:
     """What the training python's torch sees (None: no torch there)."""
-    return allreduce.parse_probe(probe_pythons(remote, s))
+    return parse_probe(probe_pythons(remote, s.python))
 
 
 def findings_json(found: Mapping[str, Optional[Doctor]], reasons: Mapping[str, str]) -> str:

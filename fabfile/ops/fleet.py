@@ -18,9 +18,9 @@ from ..core import programs
 from ..core.facts import parse_facts
 from ..core.remote import Remote
 from ..core.report import fold_names
-from . import allreduce, infiniband
-from .doctor import DoctorSettings, probe_pythons
-from .netenv import ENV_FILE
+from .shared import infiniband
+from .shared.nodeenv import ENV_FILE
+from .shared.python import PythonChoice, TrainPython, parse_probe, probe_pythons
 
 #: The facts, in table order.
 FACTS = ("OS", "kernel", "driver", "CUDA", "NCCL", "GPUs", "NIC", "MTU", "InfiniBand", "Docker", "Python",
@@ -68,22 +68,22 @@ def parse(text: str, python: Optional[Mapping[str, object]]) -> NodeFacts:
     return NodeFacts({k: v or "-" for k, v in values.items()})
 
 
-def read_facts(remote: Remote, head_private: str, s: DoctorSettings) -> str:
-    return remote.script(SCRIPT, head_private, f"{s.python.venv}/bin/python", "20", timeout=150, warn=True).stdout
+def read_facts(remote: Remote, head_private: str, s: PythonChoice) -> str:
+    return remote.script(SCRIPT, head_private, f"{s.venv}/bin/python", "20", timeout=150, warn=True).stdout
 
 
-def python_view(found: Optional[allreduce.TrainPython]) -> Optional[Dict[str, object]]:
+def python_view(found: Optional[TrainPython]) -> Optional[Dict[str, object]]:
     """What the all-reduce step already read of the training python, in the probe's terms."""
     if found is None:
         return None
     return {"python": found.python, "torch": found.torch, "nccl_version": found.nccl_version}
 
 
-def read_node(remote: Remote, head_private: str, s: DoctorSettings) -> NodeFacts:
+def read_node(remote: Remote, head_private: str, s: PythonChoice) -> NodeFacts:
     """Two round trips: the facts script, then the training python's torch."""
     text = read_facts(remote, head_private, s)
     probe = probe_pythons(remote, s)
-    found = allreduce.parse_probe(probe)
+    found = parse_probe(probe)
     if found is None:
         # No torch anywhere: the Python version of the first interpreter that answered still counts.
         match = re.search(r'"python": "([^"]+)"', probe)

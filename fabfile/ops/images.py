@@ -25,7 +25,7 @@ from ..core.files import ManagedFile, plan_files
 from ..core.inventory import IMAGE_REF_RE, Inventory, Node, is_image_ref
 from ..core.remote import Remote, last_line
 from ..core.steps import Outcome, run_step
-from .netenv import load_secrets
+from .shared.secrets import load_secrets
 
 from ..core.declared import owns
 from ..core.context import RunContext

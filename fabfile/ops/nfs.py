@@ -25,8 +25,8 @@ from ..core.inventory import Inventory, Node
 from ..core.networks import Reach, check_network, read_reach
 from ..core.remote import Remote, ensure_dir, ensure_packages, last_line
 from ..core.steps import Outcome, run_step
-from .netenv import nic_facts
-from .share import SHARE_ACCOUNT, grant_owner, share_ids, share_paths
+from .shared.nic import nic_facts
+from .shared.share import SHARE_ACCOUNT, grant_owner, share_ids, share_paths
 from ..core.declared import TEXT, Setting, declare, owns
 
 #: sshfs backend: the port of the head's SFTP-only sshd (var sshfs_port).

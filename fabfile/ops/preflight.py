@@ -29,7 +29,8 @@ from ..core.inventory import Node
 from ..core.remote import Remote, run_parsed
 from ..core.steps import Outcome
 from ..core.context import RunContext
-from . import allreduce, doctor, fleet, gpu, netenv, ray
+from . import allreduce, doctor, fleet, netenv, ray
+from .shared import gpu
 
 #: Prints one key=value per line. `$1` is the head's private address (may be empty).
 PREFLIGHT_SCRIPT = programs.text("preflight.sh", smi_timeout=gpu.SMI_TIMEOUT)
@@ -129,7 +130,7 @@ class Checked:
 def check(remote: Remote, settings: PreflightSettings) -> Outcome:
     """The verify phase: the GPU doctor again (now with the training python), and the fleet's facts."""
     found = doctor.examine(remote, settings.doctor)
-    return Outcome(value=Checked(found, fleet.read_facts(remote, settings.head, settings.doctor)))
+    return Outcome(value=Checked(found, fleet.read_facts(remote, settings.head, settings.doctor.python)))
 
 
 def _doctor(run: RunContext, node: Node) -> Optional[doctor.Doctor]:

@@ -32,12 +32,15 @@ from ..core.steps import Outcome, merge_phases, remote_for, run_step
 from ..core import packages as apt
 from ..core.packages import Downloads
 from ..core.context import RunContext
-from .fetch import UV_VERSION, check_uv_version
-from .wheels import direct, ensure_uv, index_env, uv_env, wheel_requirements
-from .netenv import ENV_FILE, RAY_DEFAULT_VERSION, SECRETS_FILE, check_port, ray_auth_on, ray_has_auth
+from .shared.downloads import UV_VERSION, check_uv_version
+from .shared.nodeenv import ENV_FILE
+from .shared.ports import check_port
+from .shared.python import DEFAULT_VENV
+from .shared.rayauth import RAY_DEFAULT_VERSION, ray_auth_on, ray_has_auth
+from .shared.secrets import SECRETS_FILE
+from .shared.uv import direct, ensure_uv, index_env, uv_env, wheel_requirements
 
 DEFAULT_VERSION = RAY_DEFAULT_VERSION
-DEFAULT_VENV = "/opt/gpufab/venv"
 DEFAULT_PORT = 6379
 DASHBOARD_PORT = 8265
 HEAD_UNIT = "gpufab-ray-head.service"
@@ -188,7 +191,6 @@ def firewall_file(inv: Inventory, s: "RaySettings", port_range: str) -> ManagedF
     return ManagedFile(FIREWALL_FILE, render("ray/ray-firewall.nft.j2", v4=v4, v6=v6, ports=ports))
 
 
-
 def start_command(p: UnitPlan) -> str:
     """`ray start` without systemd: the same arguments, netenv loaded first."""
     ray, q = shlex.quote(f"{p.venv}/bin/ray"), shlex.quote
@@ -257,7 +259,6 @@ def log_tail(text: str, lines: int = 3, width: int = 160) -> str:
     """The last log lines on one line: ANSI colours dropped, each cut to `width`."""
     kept = [_ANSI.sub("", line).strip() for line in text.splitlines() if line.strip()][-lines:]
     return " | ".join(line if len(line) <= width else line[: width - 3] + "..." for line in kept) or "no log lines"
-
 
 
 #: Submitted on the head: one task per alive node (SPREAD), each reports where it ran.

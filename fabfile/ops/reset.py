@@ -30,7 +30,7 @@ from ..core import packages as apt
 from ..core.remote import Remote, last_line
 from ..core.steps import Outcome, merge_phases, run_step
 from . import containers, docker, images, mesh, nfs, nvidia_toolkit, ray, sshfs
-from .share import cache_on_head, dirs_below, read_cache
+from .shared.share import cache_on_head, dirs_below, read_cache
 
 
 MARKER = "Managed by gpufab"

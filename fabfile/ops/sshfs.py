@@ -28,7 +28,7 @@ from ..core.remote import Remote, ensure_dir, ensure_packages, last_line
 from ..core.steps import Outcome, merge_phases, remote_for, run_step
 from . import nfs
 from .nfs import FINDMNT, NfsPlan
-from .share import grant_owner, share_ids, share_owner
+from .shared.share import grant_owner, share_ids, share_owner
 
 #: The head's SFTP-only sshd: its config, the workers' keys, its chroot (root's, holding only the share).
 SFTP_DIR = "/etc/gpufab/sftp"

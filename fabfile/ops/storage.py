@@ -27,7 +27,7 @@ from ..core.remote import Remote, last_line
 from ..core.steps import Outcome, merge_phases, run_step
 from . import nfs, sshfs
 from .nfs import FINDMNT, KERNEL_SCRIPT, NfsPlan, kernel_lacks
-from .share import cache_on_head, dirs_below, read_cache, share_owner
+from .shared.share import cache_on_head, dirs_below, read_cache, share_owner
 from ..core.declared import Setting, choice, declare
 from ..core.context import RunContext
 

@@ -11,6 +11,7 @@ from fabfile.core.errors import HostError, InputError
 from fabfile.core.inventory import Inventory
 from fabfile.ops import allreduce as ar
 from fakes import FakeRemote, node
+from fabfile.ops.shared import python as train_python
 
 NODES = (node("node1", "10.0.0.1"), node("node2", "10.0.0.2", "worker"), node("node3", "10.0.0.3", "worker"))
 NODES = tuple(n.__class__(**{**n.__dict__, "nid": i}) for i, n in enumerate(NODES))
@@ -183,7 +184,7 @@ def test_the_slowest_pair_is_the_one_with_the_lowest_busbw():
 PYTHONS = (
     "absent=/opt/gpufab/venv/bin/python\n"
     "python=/usr/bin/python3\n"
-    + ar.PYTHON_MARK + json.dumps({"torch": "1.13.1", "gloo": True, "nccl": False, "gpus": 0}) + "\n"
+    + train_python.PYTHON_MARK + json.dumps({"torch": "1.13.1", "gloo": True, "nccl": False, "gpus": 0}) + "\n"
 )
 
 
@@ -201,7 +202,7 @@ def test_prepare_finds_the_first_python_with_torch_and_ships_the_script_once():
 
 
 def test_a_node_without_torch_is_named_with_the_pythons_tried():
-    remote = FakeRemote([(r"GPUFAB-PYTHON", "python=/usr/bin/python3\n" + ar.PYTHON_MARK + '{"error": "x"}\n', 0)],
+    remote = FakeRemote([(r"GPUFAB-PYTHON", "python=/usr/bin/python3\n" + train_python.PYTHON_MARK + '{"error": "x"}\n', 0)],
                         files={"/etc/gpufab/netenv.env": "NCCL_SOCKET_IFNAME=ens14np0\n"})
     with pytest.raises(HostError, match=r"^torch not found in /usr/bin/python3 \(set train_python\)$"):
         ar.prepare(remote, S)

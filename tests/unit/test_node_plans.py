@@ -12,11 +12,13 @@ from fabfile.ops import limits
 
 from fabfile.ops import netenv
 
-from fabfile.ops import nfs, share
+from fabfile.ops import nfs
+from fabfile.ops.shared import share
 from fabfile.core.errors import InputError
 from fabfile.core.files import FileState, ManagedFile, plan_files, replace_block
 from fabfile.core.packages import install_command, parse_installed, query_command
 from fabfile.core.remote import parse_state
+from fabfile.ops.shared import nic
 
 
 # --------------------------------------------------------------------------- files
@@ -153,9 +155,9 @@ def test_official_source_line_is_signed_by_the_keyring():
 
 
 def test_parse_ip_route_get():
-    assert netenv.parse_route_dev("198.19.0.11 dev ens14np0 src 198.19.0.12 uid 0 \\    cache ") == "ens14np0"
-    assert netenv.parse_route_dev("local 198.19.0.11 dev lo table local src 198.19.0.11 uid 0") == "lo"
-    assert netenv.parse_route_dev("RTNETLINK answers: Network is unreachable") is None
+    assert nic.parse_route_dev("198.19.0.11 dev ens14np0 src 198.19.0.12 uid 0 \\    cache ") == "ens14np0"
+    assert nic.parse_route_dev("local 198.19.0.11 dev lo table local src 198.19.0.11 uid 0") == "lo"
+    assert nic.parse_route_dev("RTNETLINK answers: Network is unreachable") is None
 
 
 FACTS = """route=local 198.19.0.11 dev lo table local src 198.19.0.11 uid 0
@@ -170,16 +172,16 @@ link=enp27s0f0np0 9000
 
 
 def test_choose_nic_on_head_worker_and_override():
-    facts = netenv.parse_nic_facts(FACTS)
-    assert netenv.choose_nic(facts) == "enp27s0f0np0"  # head: the NIC holding the address
+    facts = nic.parse_nic_facts(FACTS)
+    assert nic.choose_nic(facts) == "enp27s0f0np0"  # head: the NIC holding the address
     assert facts.mtus["enp27s0f0np0"] == 9000 and facts.addresses["eth0"] == ["198.18.0.11/24"]
-    worker = netenv.parse_nic_facts("route=198.19.0.11 dev ens14np0 src 198.19.0.12 uid 0\nlink=ens14np0 1500\n")
-    assert netenv.choose_nic(worker) == "ens14np0"
-    assert netenv.choose_nic(facts, "eth0") == "eth0"
+    worker = nic.parse_nic_facts("route=198.19.0.11 dev ens14np0 src 198.19.0.12 uid 0\nlink=ens14np0 1500\n")
+    assert nic.choose_nic(worker) == "ens14np0"
+    assert nic.choose_nic(facts, "eth0") == "eth0"
     with pytest.raises(ValueError, match="interface eth9 .* has: enp27s0f0np0, eth0"):
-        netenv.choose_nic(facts, "eth9")
+        nic.choose_nic(facts, "eth9")
     with pytest.raises(ValueError, match="no route"):
-        netenv.choose_nic(netenv.parse_nic_facts("route=RTNETLINK answers: Network is unreachable\n"))
+        nic.choose_nic(nic.parse_nic_facts("route=RTNETLINK answers: Network is unreachable\n"))
 
 
 def test_netenv_files_ethernet_profile():

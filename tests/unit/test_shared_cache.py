@@ -6,7 +6,8 @@ import pytest
 
 from fabfile.core.errors import HostError, InputError
 from fabfile.core.inventory import Inventory
-from fabfile.ops import netenv, reset, share, storage
+from fabfile.ops import netenv, reset, storage
+from fabfile.ops.shared import share
 from fabfile.ops.nfs import NfsPlan
 
 from fakes import FakeRemote, node

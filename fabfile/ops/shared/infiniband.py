@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, replace
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from ..core import programs
+from ...core import programs
 
 #: Where the kernel lists RDMA devices (a lab test mounts a synthetic tree here).
 SYSFS = "/sys/class/infiniband"

@@ -13,10 +13,10 @@ import shlex
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence
 
-from ..core.errors import InputError
-from ..core.inventory import Inventory, Node, check_count
+from ...core.errors import InputError
+from ...core.inventory import Inventory, Node, check_count
 from . import gpu
-from ..core.declared import COUNT, NODE, Setting, declare
+from ...core.declared import COUNT, NODE, Setting, declare
 
 VARIABLES = ("NODE_RANK", "NNODES", "MASTER_ADDR", "MASTER_PORT", "NPROC_PER_NODE")
 #: `{NODE_RANK}` but not `${NODE_RANK}`, which is the shell's own expansion.

@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
-from ..core import programs
-from ..core.fanout import FAILED, OK, HostResult
-from ..core.remote import run_parsed
+from ...core import programs
+from ...core.fanout import FAILED, OK, HostResult
+from ...core.remote import run_parsed
 
 FIELDS = "index,name,memory.used,memory.total,utilization.gpu"
 NO_SMI = "==gpufab no nvidia-smi"
