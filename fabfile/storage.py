@@ -107,7 +107,7 @@ def verify(c, backend=None, path=None, mount=None, nodes=None, workers=None):
 @reported
 def unmount(c, path=None, mount=None, nodes=None, workers=None):
     """Undo storage.setup: unmount, remove gpufab's fstab lines and workers' keys, and the head's key lines."""
-    from .ops import nfs, sshfs
+    from .ops.storage import nfs, sshfs
     n = number_option(workers, "--workers")
     with open_session(c.config) as session:
         share = nfs.share_of(c.config, session, {"path": path, "mount": mount})

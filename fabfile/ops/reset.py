@@ -29,7 +29,9 @@ from ..core.inventory import USER_RE, Inventory, Node
 from ..core import packages as apt
 from ..core.remote import Remote, last_line
 from ..core.steps import Outcome, merge_phases, run_step
-from . import containers, docker, images, mesh, nfs, nvidia_toolkit, ray, sshfs
+from . import containers, docker, images, mesh, ray
+from .docker import nvidia_toolkit
+from .storage import nfs, sshfs
 from .shared.share import cache_on_head, dirs_below, read_cache
 
 

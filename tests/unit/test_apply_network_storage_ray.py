@@ -5,7 +5,8 @@ import json
 import pytest
 
 from fabfile.core.errors import HostError, InputError
-from fabfile.ops import netenv, nfs, preflight, ray, sshfs, storage
+from fabfile.ops import netenv, preflight, ray, storage
+from fabfile.ops.storage import nfs, sshfs
 
 from fakes import FakeRemote, FakeRun, node
 

@@ -12,7 +12,7 @@ from fabfile.ops import limits
 
 from fabfile.ops import netenv
 
-from fabfile.ops import nfs
+from fabfile.ops.storage import nfs
 from fabfile.ops.shared import share
 from fabfile.core.errors import InputError
 from fabfile.core.files import FileState, ManagedFile, plan_files, replace_block

@@ -15,7 +15,8 @@ from fabfile.core import openpgp
 from fabfile.core import packages as apt
 from fabfile.core.errors import HostError, InputError
 from fabfile.core.inventory import parse_inventory
-from fabfile.ops import docker, nvidia_toolkit as tk, reset
+from fabfile.ops import docker, reset
+from fabfile.ops.docker import nvidia_toolkit as tk
 
 from fakes import FakeRemote
 

@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import Dict
 
 from fabfile.core.files import ABSENT_SUFFIX
-from fabfile.ops import allreduce, docker, images, mesh, netenv, nfs, nvidia_toolkit, ray, reset, sshfs, storage
+from fabfile.ops import allreduce, docker, images, mesh, netenv, ray, reset, storage
+from fabfile.ops.docker import nvidia_toolkit
+from fabfile.ops.storage import nfs, sshfs
 from fabfile.ops.shared import share
 from fabfile.ops.shared import python
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from fabfile.core.files import BACKUP_DIR, BEFORE_DIR
-from fabfile.ops import docker, limits, netenv, nfs, ray
+from fabfile.ops import docker, limits, netenv, ray
+from fabfile.ops.storage import nfs
 from fabfile.ops.reset import ResetFacts, parse_facts, plan, unmerge_daemon_json
 
 HEAD_UNIT_FILE = f"{ray.UNIT_DIR}/{ray.HEAD_UNIT}"
@@ -98,7 +99,7 @@ import pytest  # noqa: E402
 
 from fabfile.core.errors import InputError  # noqa: E402
 from fabfile.core.inventory import parse_inventory, without_node  # noqa: E402
-from fabfile.ops import sshfs  # noqa: E402
+from fabfile.ops.storage import sshfs  # noqa: E402
 from tests.fakes import FakeRemote  # noqa: E402
 
 INVENTORY = """\

@@ -8,7 +8,7 @@ from fabfile.core.errors import HostError, InputError
 from fabfile.core.inventory import Inventory
 from fabfile.ops import netenv, reset, storage
 from fabfile.ops.shared import share
-from fabfile.ops.nfs import NfsPlan
+from fabfile.ops.storage.nfs import NfsPlan
 
 from fakes import FakeRemote, node
 

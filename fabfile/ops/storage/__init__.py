@@ -15,21 +15,21 @@ import shlex
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
-from ..core import programs
-from ..core.chain import VERIFY_NAME, Column, Step
-from ..core.cluster import setting
-from ..core.connection import Session
-from ..core.errors import HostError, InputError
-from ..core.fanout import FAILED, SKIPPED, HostResult
-from ..core.inventory import Inventory, Node
-from ..core.packages import Downloads, missing, parse_installed, query_command
-from ..core.remote import Remote, last_line
-from ..core.steps import Outcome, merge_phases, run_step
+from ...core import programs
+from ...core.chain import VERIFY_NAME, Column, Step
+from ...core.cluster import setting
+from ...core.connection import Session
+from ...core.errors import HostError, InputError
+from ...core.fanout import FAILED, SKIPPED, HostResult
+from ...core.inventory import Inventory, Node
+from ...core.packages import Downloads, missing, parse_installed, query_command
+from ...core.remote import Remote, last_line
+from ...core.steps import Outcome, merge_phases, run_step
 from . import nfs, sshfs
 from .nfs import FINDMNT, KERNEL_SCRIPT, NfsPlan, kernel_lacks
-from .shared.share import cache_on_head, dirs_below, read_cache, share_owner
-from ..core.declared import Setting, choice, declare
-from ..core.context import RunContext
+from ..shared.share import cache_on_head, dirs_below, read_cache, share_owner
+from ...core.declared import Setting, choice, declare
+from ...core.context import RunContext
 
 BACKENDS = ("auto", "nfs", "sshfs")
 DEFAULT_BACKEND = "auto"
