@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, List, Mapping, Optional, Tuple
 
 from ..core.chain import Column, Step, every_node
-from ..core.declared import declare_section
+from ..core.declared import Undo, declare_section, undoes
 from ..core.cluster import reach_of
 from ..core.networks import Reach, check_bind_address
 from ..core.errors import HostError, InputError, keeping_changes
@@ -274,3 +274,6 @@ SECTION = declare_section("ops.containers", "docker.containers", {
         "where": {"enum": list(WHERE)},
     },
 })
+
+
+UNDONE = undoes("ops.containers", Undo("", 2, 20, lambda remote, s: Outcome(remove_all(remote).changes)))

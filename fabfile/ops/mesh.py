@@ -41,7 +41,7 @@ from ..core.remote import Remote, last_line
 from ..core.steps import Outcome, run_step
 from .shared import gpu
 from .shared import nodeenv
-from ..core.declared import NODE, SWITCH, Setting, declare, owns, whole
+from ..core.declared import NODE, SWITCH, Setting, Undo, declare, owns, undoes, whole
 from ..core.context import RunContext
 
 #: `name slots=N` a line (OpenMPI and DeepSpeed read it), and one name a line; the env file names both (shared/nodeenv.py).
@@ -569,3 +569,5 @@ DECLARED = declare(
 
 
 OWNED = owns("ops.mesh", undone_by_step=(HOSTFILE, HOSTS_LIST, ETC_HOSTS))
+# Before gpufab's backups go (reset's whole files, at 80): they say which of the user's files gpufab created.
+UNDONE = undoes("ops.mesh", Undo("", 2, 70, lambda remote, s: Outcome(remove_node(remote, also_root=True).changes)))

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ..core import programs
-from ..core.declared import PORT, SWITCH, TEXT, VERSION, Setting, declare, listing, owns, text
+from ..core.declared import PORT, SWITCH, TEXT, VERSION, Setting, Undo, Withdrawal, declare, listing, owns, text, undoes
 from ..core.chain import Column, Step
 from ..core.cluster import setting, switch
 from ..core.connection import Session
@@ -828,4 +828,9 @@ DECLARED = declare(
 
 
 OWNED = owns("ops.ray", files=(SECRETS_APPLIED, f"{UNIT_DIR}/{HEAD_UNIT}", f"{UNIT_DIR}/{WORKER_UNIT}", FIREWALL_FILE),
-             units=(HEAD_UNIT, WORKER_UNIT), trees=("/opt/gpufab",), home=(f"{TOKEN_DIR}/{TOKEN_NAME}",))
+             units=(HEAD_UNIT, WORKER_UNIT), trees=("/opt/gpufab",), home=(f"{TOKEN_DIR}/{TOKEN_NAME}",),
+             withdrawn=(Withdrawal(FIREWALL_FILE, "removed Ray's firewall rules",
+                                   f"nft delete table {FIREWALL_TABLE} 2>/dev/null; true"),))
+# Phase 1, first: Ray stopped everywhere before anything it uses goes.
+UNDONE = undoes("ops.ray", Undo("", 1, 10, lambda remote, venv: Outcome(stop_ray(remote, venv, force=False).changes),
+                                settings=lambda config, inv, cli: read(config, inv, {}).venv))

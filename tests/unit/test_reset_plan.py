@@ -5,7 +5,8 @@ from __future__ import annotations
 from fabfile.core.files import BACKUP_DIR, BEFORE_DIR
 from fabfile.ops import docker, limits, netenv, ray
 from fabfile.ops.storage import nfs
-from fabfile.ops.reset import ResetFacts, parse_facts, plan, unmerge_daemon_json
+from fabfile.ops.docker import unmerge_daemon_json
+from fabfile.ops.reset import ResetFacts, parse_facts, plan
 
 HEAD_UNIT_FILE = f"{ray.UNIT_DIR}/{ray.HEAD_UNIT}"
 
@@ -181,7 +182,7 @@ def test_purge_packages_without_a_record_says_so_and_changes_nothing():
 
 # --------------------------------------------------------------------------- group docker
 
-from fabfile.ops.reset import group_leavers, leave_docker_group  # noqa: E402
+from fabfile.ops.docker import group_leavers, leave_docker_group  # noqa: E402
 
 
 @pytest.mark.parametrize("record,group,out", [

@@ -29,7 +29,7 @@ from ...core.files import ManagedFile, plan_files, render
 from ...core.inventory import Inventory
 from ...core.remote import Remote, ensure_packages, last_line
 from ...core.steps import Outcome
-from ...core.declared import URL, Setting, declare, owns, text
+from ...core.declared import URL, AptSource, Setting, declare, owns, text
 
 PACKAGE = "nvidia-container-toolkit"
 KEYRING = "/etc/apt/keyrings/nvidia-container-toolkit.asc"
@@ -247,4 +247,5 @@ DECLARED = declare(
 )
 
 
-OWNED = owns("ops.nvidia_toolkit", undone_by_step=(SOURCE_LIST, KEYRING))
+OWNED = owns("ops.nvidia_toolkit", undone_by_step=(SOURCE_LIST, KEYRING),
+             sources=(AptSource(PACKAGE, "NVIDIA's", (SOURCE_LIST, KEYRING)),))

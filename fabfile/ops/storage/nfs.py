@@ -27,7 +27,7 @@ from ...core.remote import Remote, ensure_dir, ensure_packages, last_line
 from ...core.steps import Outcome, run_step
 from ..shared.nic import nic_facts
 from ..shared.share import SHARE_ACCOUNT, grant_owner, share_ids, share_paths
-from ...core.declared import TEXT, Setting, declare, owns
+from ...core.declared import TEXT, Setting, Withdrawal, declare, owns
 
 #: sshfs backend: the port of the head's SFTP-only sshd (var sshfs_port).
 DEFAULT_SFTP_PORT = 2222
@@ -279,4 +279,5 @@ DECLARED = declare(
 )
 
 
-OWNED = owns("ops.nfs", files=(EXPORTS_FILE,), parents=("/etc/exports.d",), undone_by_step=(FSTAB,))
+OWNED = owns("ops.nfs", files=(EXPORTS_FILE,), parents=("/etc/exports.d",), undone_by_step=(FSTAB,),
+             withdrawn=(Withdrawal(EXPORTS_FILE, "withdrew the NFS export", "exportfs -ra", needs="exportfs"),))
