@@ -5,6 +5,9 @@ will not join across versions, NCCL across versions can hang, a node on
 another driver major can lack a CUDA feature the others use. Rows are facts,
 not nodes, folded the way `clush -b` folds output, so fifty equal nodes are
 one line and the one that differs stands out.
+
+In bootstrap it is a check of its own (CHECK) that preflight carries: the
+facts are read on each node in the verify phase and compared in the report.
 """
 
 from __future__ import annotations
@@ -12,15 +15,17 @@ from __future__ import annotations
 import re
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ..core import programs
+from ..core.checks import Carried, Check
 from ..core.facts import parse_facts
+from ..core.inventory import Inventory
 from ..core.remote import Remote
 from ..core.report import fold_names
 from .shared import infiniband
 from .shared.nodeenv import ENV_FILE
-from .shared.python import PythonChoice, TrainPython, parse_probe, probe_pythons
+from .shared.python import PythonChoice, TrainPython, parse_probe, probe_pythons, read_choice
 
 #: The facts, in table order.
 FACTS = ("OS", "kernel", "driver", "CUDA", "NCCL", "GPUs", "NIC", "MTU", "InfiniBand", "Docker", "Python",
@@ -145,3 +150,54 @@ def table_rows(rows: Sequence[FoldedRow]) -> List[Tuple[str, str, str]]:
         out.append((r.fact if r.fact != last else "", f"*{r.value}*" if r.odd else r.value, r.nodes))
         last = r.fact
     return out
+
+
+# --------------------------------------------------------------------------- in bootstrap (carried by preflight)
+
+
+@dataclass(frozen=True)
+class FleetSettings:
+    head: str  # the head's private address (the fleet's NIC is the one toward it)
+    python: PythonChoice = PythonChoice()
+
+
+def read(config: Any, inv: Inventory, cli: Mapping[str, Any]) -> FleetSettings:
+    return FleetSettings(inv.head.private or "", read_choice(config, inv, cli))
+
+
+def check(remote: Remote, s: FleetSettings) -> str:
+    return read_facts(remote, s.head, s.python)
+
+
+#: The all-reduce step's name: its value on a node holds the training python it found (`python`).
+ALLREDUCE = "allreduce"
+
+
+def fleet_facts(found: Carried) -> Dict[str, NodeFacts]:
+    """Per verified node, the fleet's facts (the training python as the all-reduce step found it)."""
+    out = {}
+    for n in found.run.verified():
+        if not found.was_checked(n):
+            continue
+        ready = found.run.value(ALLREDUCE, n)
+        out[n.name] = parse(found.checked(n), python_view(getattr(ready, "python", None)))
+    return out
+
+
+def _report(found: Carried, s: FleetSettings) -> Tuple[List[str], List[str]]:
+    facts = fleet_facts(found)
+    if not facts:
+        return [], []
+    _, mismatched = fold(facts)
+    if mismatched:
+        return (["Fleet: " + "; ".join(f"{k} differs on {', '.join(v)}" for k, v in mismatched.items()) + " (inv fleet)"],
+                [f"fleet: {k} differs on {', '.join(v)}" for k, v in mismatched.items()])
+    return [f"Fleet: {', '.join(MUST_MATCH)} match on {len(facts)}/{len(found.run.verified())} nodes"], []
+
+
+def _data(found: Carried, s: FleetSettings) -> Any:
+    facts = fleet_facts(found)
+    return {"facts": {name: dict(f.values) for name, f in facts.items()}, "mismatched": fold(facts)[1] if facts else {}}
+
+
+CHECK = Check("fleet", settings=read, check=check, report=_report, data=_data)

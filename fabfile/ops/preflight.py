@@ -12,14 +12,15 @@ the fleet's facts are compared across nodes (ops/fleet.py).
 from __future__ import annotations
 
 import shlex
-from dataclasses import dataclass
-from typing import Any, List, Optional, Sequence, Tuple
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from invoke.exceptions import AuthFailure
 from paramiko.ssh_exception import AuthenticationException
 
 from ..core import programs
 from ..core.chain import Column, Step
+from ..core.checks import Carried, Check
 from ..core.cluster import reach_of
 from ..core.networks import Reach
 from ..core.connection import NodeConnection, Session
@@ -27,9 +28,8 @@ from ..core.facts import parse_facts
 from ..core.fanout import FAILED, OK, HostResult, fan_out
 from ..core.inventory import Node
 from ..core.remote import Remote, run_parsed
-from ..core.steps import Outcome
+from ..core.steps import Outcome, merge_phases
 from ..core.context import RunContext
-from . import allreduce, doctor, fleet, netenv, ray
 from .shared import gpu
 
 #: Prints one key=value per line. `$1` is the head's private address (may be empty).
@@ -51,8 +51,8 @@ class Preflight:
     gpus: str = "-"
     nic: str = ""
     disk_free_kb: str = ""
-    #: The GPU doctor's first look (no training python yet).
-    doctor: Optional[doctor.Doctor] = None
+    #: The carried checks' first looks, by check name (the GPU doctor's: no training python yet).
+    looks: Dict[str, Any] = field(default_factory=dict)
 
 
 def probe(session: Session, conn: NodeConnection, node: Node, head_private: Optional[str]) -> HostResult:
@@ -86,136 +86,21 @@ def probe(session: Session, conn: NodeConnection, node: Node, head_private: Opti
     return HostResult(node, OK, value=found)
 
 
-def run_on(run: RunContext, nodes: Sequence[Node], settings: Any) -> List[HostResult]:
-    """Every node probed at once; a node fit to go on also answers every step's fact gathering."""
-    head_private = run.inv.head.private
-
-    def one(conn: NodeConnection, node: Node) -> HostResult:
-        result = probe(run.session, conn, node, head_private)
-        if result.failed:
-            return result
-        if node.private is None:
-            return HostResult(node, FAILED, 1, reason="no private address (give one in the inventory)", value=result.value)
-        remote = run.remotes[node.name]
-        run.gather(remote)
-        d = result.value
-        d.doctor = doctor.examine(remote, settings.doctor, with_python=False)
-        notes = [f"{d.os}; GPUs {d.doctor.verdict()}; private NIC {d.nic or '-'}"]
-        notes += [f"GPU {f.level}: {f.line()}" for f in d.doctor.findings]
-        return HostResult(node, OK, notes=list(notes), value=d)
-
-    return fan_out(run.session, nodes, one, workers=run.workers, on_result=run.live(NAME))
-
-
 @dataclass(frozen=True)
 class PreflightSettings:
-    doctor: doctor.DoctorSettings
-    head: str  # the head's private address (the fleet's NIC is the one toward it)
     #: The cluster's idea of private: its warnings (a public range declared private) are said every run.
     reach: Reach = Reach()
+    #: Each carried check's settings, by check name.
+    checks: Mapping[str, Any] = field(default_factory=dict)
 
 
-def read(config: Any, inv: Any, cli: Any) -> PreflightSettings:
-    return PreflightSettings(doctor.read(config, inv, cli), inv.head.private or "", reach_of(config, inv))
-
-
-@dataclass(frozen=True)
-class Checked:
-    """The verify phase on one node: the doctor's verdict and the fleet's raw facts."""
-
-    doctor: doctor.Doctor
-    facts: str
-
-
-def check(remote: Remote, settings: PreflightSettings) -> Outcome:
-    """The verify phase: the GPU doctor again (now with the training python), and the fleet's facts."""
-    found = doctor.examine(remote, settings.doctor)
-    return Outcome(value=Checked(found, fleet.read_facts(remote, settings.head, settings.doctor.python)))
-
-
-def _doctor(run: RunContext, node: Node) -> Optional[doctor.Doctor]:
-    checked = run.checked(NAME, node)
-    if checked is not None:
-        return checked.doctor
-    pre = run.value(NAME, node)
-    return pre.doctor if pre is not None else None
-
-
-def check_doctor(run: RunContext, nodes: Sequence[Node], settings: PreflightSettings) -> List[HostResult]:
-    """A node whose GPU stack has a problem is not ready to train: it fails verify, with what to do."""
-    out = []
-    for n in nodes:
-        found = _doctor(run, n) if run.checked(NAME, n) is not None else None
-        if found is not None and found.problems:
-            out.append(HostResult(n, FAILED, 1, reason=f"GPU: {found.problems[0].line()}"))
-        else:
-            out.append(HostResult(n, OK))
-    return out
-
-
-def _gpus_cell(run: RunContext, node: Node) -> str:
-    found = _doctor(run, node)
-    if found is None:
-        pre = run.value(NAME, node)
-        return "none" if pre is not None and pre.gpus == "0" else (pre.gpus if pre is not None else "-")
-    text = found.verdict()
-    member = ray.member(run, node)
-    if member is not None and found.has_gpus:
-        text += f" (Ray {member.gpus:g})"
-    return text
-
-
-def fleet_facts(run: RunContext) -> dict:
-    """Per verified node, the fleet's facts (the training python as the all-reduce step found it)."""
-    out = {}
-    for n in run.verified():
-        checked = run.checked(NAME, n)
-        if checked is None:
-            continue
-        ready = run.value(allreduce.NAME, n)
-        python = fleet.python_view(getattr(ready, "python", None))
-        out[n.name] = fleet.parse(checked.facts, python)
-    return out
-
-
-def _report(run: RunContext, settings: PreflightSettings) -> Tuple[List[str], List[str]]:
-    verified = run.verified()
-    docs = {n.name: _doctor(run, n) for n in run.inv.nodes if run.checked(NAME, n) is not None}
-    with_gpus = [name for name, d in docs.items() if d is not None and d.has_gpus]
-    bad = {name: d for name, d in docs.items() if d is not None and d.problems}
-    if not docs:
-        return [], settings.reach.warnings()
-    if not with_gpus and not bad:
-        lines = [f"GPU doctor: no GPUs on {len(docs)}/{len(run.inv.nodes)} nodes"]
-    else:
-        fine = len(with_gpus) - len([n for n in with_gpus if n in bad])
-        lines = [f"GPU doctor: {fine}/{len(with_gpus)} GPU nodes ok" + (f"; problems on {', '.join(bad)}" if bad else "")]
-    warnings = [f"GPU {f.level} on {name}: {f.line()}" for name, d in docs.items() if d is not None for f in d.findings]
-    facts = fleet_facts(run)
-    if facts:
-        _, mismatched = fleet.fold(facts)
-        if mismatched:
-            lines.append("Fleet: " + "; ".join(f"{k} differs on {', '.join(v)}" for k, v in mismatched.items())
-                         + " (inv fleet)")
-            warnings += [f"fleet: {k} differs on {', '.join(v)}" for k, v in mismatched.items()]
-        else:
-            lines.append(f"Fleet: {', '.join(fleet.MUST_MATCH)} match on {len(facts)}/{len(verified)} nodes")
-    return lines, warnings + settings.reach.warnings()
-
-
-def _data(run: RunContext, settings: PreflightSettings) -> Any:
-    docs = {n.name: _doctor(run, n) for n in run.inv.nodes}
-    facts = fleet_facts(run)
-    return {
-        "doctor": {name: d.as_data() for name, d in docs.items() if d is not None},
-        "fleet": {"facts": {name: dict(f.values) for name, f in facts.items()},
-                  "mismatched": fleet.fold(facts)[1] if facts else {}},
-    }
+#: netenv's step name: the NIC cell shows the NIC it wrote for the node.
+NETENV = "netenv"
 
 
 def _nic_cell(run: RunContext, node: Node) -> str:
     """The NIC netenv wrote for the node, else the one preflight found toward the head."""
-    for found in (run.value(netenv.NAME, node), run.checked(netenv.NAME, node)):
+    for found in (run.value(NETENV, node), run.checked(NETENV, node)):
         if found is not None and found.nic:
             return found.nic
     pre = run.value(NAME, node)
@@ -223,6 +108,74 @@ def _nic_cell(run: RunContext, node: Node) -> str:
 
 
 NAME = "preflight"
-STEP = Step(NAME, settings=read, run=run_on, optional=False, needs=(), check=check, check_cluster=check_doctor,
-            columns=(Column("nic", "NIC", 10, _nic_cell), Column("gpus", "GPUs", 60, _gpus_cell)),
-            report=_report, data=_data)
+
+
+def carrying(*checks: Check) -> Step:
+    """Preflight with `checks` riding on its round and its verify phase (the chain says which)."""
+
+    def read(config: Any, inv: Any, cli: Any) -> PreflightSettings:
+        return PreflightSettings(reach_of(config, inv), {c.name: c.settings(config, inv, cli) for c in checks})
+
+    def run_on(run: RunContext, nodes: Sequence[Node], settings: PreflightSettings) -> List[HostResult]:
+        """Every node probed at once; a node fit to go on also answers every step's fact gathering."""
+        head_private = run.inv.head.private
+
+        def one(conn: NodeConnection, node: Node) -> HostResult:
+            result = probe(run.session, conn, node, head_private)
+            if result.failed:
+                return result
+            if node.private is None:
+                return HostResult(node, FAILED, 1, reason="no private address (give one in the inventory)", value=result.value)
+            remote = run.remotes[node.name]
+            run.gather(remote)
+            d = result.value
+            words, lines = [d.os], []
+            for c in checks:
+                if c.look is None:
+                    continue
+                d.looks[c.name] = c.look(remote, settings.checks[c.name])
+                if c.said is not None:
+                    said, more = c.said(d.looks[c.name])
+                    words.append(said)
+                    lines += more
+            notes = ["; ".join([*words, f"private NIC {d.nic or '-'}"]), *lines]
+            return HostResult(node, OK, notes=notes, value=d)
+
+        return fan_out(run.session, nodes, one, workers=run.workers, on_result=run.live(NAME))
+
+    def check(remote: Remote, settings: PreflightSettings) -> Outcome:
+        """The verify phase: each carried check's read of the node, by check name."""
+        return Outcome(value={c.name: c.check(remote, settings.checks[c.name]) for c in checks if c.check is not None})
+
+    def check_cluster(run: RunContext, nodes: Sequence[Node], settings: PreflightSettings) -> List[HostResult]:
+        found = [c.check_cluster(Carried(run, NAME, c.name), nodes, settings.checks[c.name])
+                 for c in checks if c.check_cluster is not None]
+        return found[0] if len(found) == 1 else merge_phases(nodes, found)
+
+    def report(run: RunContext, settings: PreflightSettings) -> Tuple[List[str], List[str]]:
+        lines: List[str] = []
+        warnings: List[str] = []
+        for c in checks:
+            if c.report is not None:
+                more, warned = c.report(Carried(run, NAME, c.name), settings.checks[c.name])
+                lines += more
+                warnings += warned
+        return lines, warnings + settings.reach.warnings()
+
+    def data(run: RunContext, settings: PreflightSettings) -> Any:
+        return {c.name: c.data(Carried(run, NAME, c.name), settings.checks[c.name]) for c in checks if c.data is not None}
+
+    def column(c: Check, key: str, title: str, order: int, cell: Any) -> Column:
+        return Column(key, title, order, lambda run, node: cell(Carried(run, NAME, c.name), node))
+
+    columns = [Column("nic", "NIC", 10, _nic_cell),
+               *(column(c, col.key, col.title, col.order, col.cell) for c in checks for col in c.columns)]
+    return Step(NAME, settings=read, run=run_on, optional=False, needs=(),
+                check=check if any(c.check is not None for c in checks) else None,
+                check_cluster=check_cluster if any(c.check_cluster is not None for c in checks) else None,
+                columns=tuple(sorted(columns, key=lambda col: col.order)), report=report, data=data)
+
+
+#: Preflight alone, no check carried (`inv inventory.check` probes with it; the chain adds its checks).
+STEP = carrying()
+read = STEP.settings

@@ -10,9 +10,10 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Protocol, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Protocol, Tuple
 
 from ...core import programs
+from ...core.cluster import setting
 from ...core.errors import InputError
 from ...core.inventory import Node
 from ...core.remote import Remote
@@ -122,3 +123,12 @@ class PythonChoice:
     #: The inventory's (or config's) train_python, for nodes that name none themselves.
     default_python: Optional[str] = None
     venv: str = DEFAULT_VENV
+
+
+def read_choice(config: Any, inv: Any, cli: Mapping[str, Any]) -> PythonChoice:
+    """`--python`, the inventory's `train_python` and Ray's venv, as the all-reduce reads them."""
+    return PythonChoice(
+        python=check_python(cli.get("train_python"), "--python"),
+        default_python=check_python(setting(config, inv, "train_python"), "train_python"),
+        venv=str(setting(config, inv, "ray_venv", None, DEFAULT_VENV)),
+    )
