@@ -3,10 +3,14 @@
 Reachable, authenticated, sudo, OS, GPUs, the route to the head's private
 address and free disk, in one round trip; every later step relies on these
 facts, so it is the one step that cannot be skipped. It also runs the other
-steps' fact gathering in the same pass over the hosts, and the GPU doctor
-(ops/doctor.py), whose verdict fills the report's GPU column. In the verify
-phase the doctor runs again, with the training python's view of CUDA, and
-the fleet's facts are compared across nodes (ops/fleet.py).
+steps' fact gathering in the same pass over the hosts.
+
+It carries checks of their own (core/checks.py), which the chain places on it
+(ops/chain.py): the GPU doctor takes its first look in this round and its
+verdict fills the report's GPU column; in the verify phase the doctor runs
+again, with the training python's view of CUDA, and the fleet's facts are
+compared across nodes. Their cells, lines and data reach the report through
+this step, which names neither.
 """
 
 from __future__ import annotations

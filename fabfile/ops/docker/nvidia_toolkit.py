@@ -233,7 +233,7 @@ def gpu_facts(remote: Remote) -> GpuFacts:
 
 
 DECLARED = declare(
-    "ops.nvidia_toolkit",
+    "ops.docker.nvidia_toolkit",
     Setting("nvidia_container_repo", "the NVIDIA Container Toolkit's apt repository", "NVIDIA's stable deb repository",
             kind=URL, check=lambda v: check_url(v, "nvidia_container_repo")),
     Setting("nvidia_container_key_url", "where each GPU node fetches that repository's signing key",

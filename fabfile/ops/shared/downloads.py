@@ -211,7 +211,7 @@ def downloads_report(run: RunContext, step: str, what: str) -> Tuple[List[str], 
 
 
 DECLARED = declare(
-    "ops.fetch",
+    "ops.shared.downloads",
     Setting("fetch_port", "the head's download server for the other nodes (private address only)",
             str(DEFAULT_PORT),
             kind=PORT, check=lambda v: check_port(v, "fetch port", "fetch_port")),

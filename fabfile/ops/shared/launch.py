@@ -79,7 +79,7 @@ def node_command(command: str, values: Dict[str, str]) -> str:
 
 
 DECLARED = declare(
-    "ops.launch",
+    "ops.shared.launch",
     Setting("gpus", "this node's GPU count for NPROC_PER_NODE, Ray and Slurm", "counted on the node", (NODE,),
             kind=COUNT, check=lambda v: check_count("gpus", v, None, None)),
 )

@@ -169,7 +169,7 @@ def dirs_below(path: str, top: str) -> List[str]:
 
 
 DECLARED = declare(
-    "ops.share",
+    "ops.shared.share",
     Setting("nfs_export", "the head's shared directory", DEFAULT_EXPORT,
             kind=ABSOLUTE_PATH),
     Setting("nfs_mount", "where every node mounts it", "nfs_export",

@@ -273,7 +273,7 @@ def setup_share(session: Session, nodes: Sequence[Node], p: NfsPlan, *, server: 
 
 
 DECLARED = declare(
-    "ops.nfs",
+    "ops.storage.nfs",
     Setting("private_subnet", "the subnet the share is exported to", "the head's private network",
             kind=TEXT),
 )

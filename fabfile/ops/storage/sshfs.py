@@ -334,7 +334,7 @@ def forget_worker(remote: Remote, name: str) -> Outcome:
 
 
 DECLARED = declare(
-    "ops.sshfs",
+    "ops.storage.sshfs",
     Setting("sshfs_port", "the head's SFTP-only sshd that serves the share to sshfs", str(nfs.DEFAULT_SFTP_PORT),
             kind=Kind("port, not 22", {"allOf": [PORT.schema, {"not": {"enum": [22, "22"]}}]}), check=nfs.check_sftp_port),
 )
