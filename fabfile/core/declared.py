@@ -204,7 +204,6 @@ class Undo:
     unmounted, daemon.json's keys merged out): registered by the module that set it up (`undoes`), so
     reset runs every module's in order and knows no step by name."""
 
-    owner: str
     #: 1: on every node at once before phase 2 starts anywhere (Ray stopped, a worker's share unmounted
     #: while the head still serves it); 2: the rest. A node that fails phase 1 keeps everything.
     phase: int
@@ -216,6 +215,8 @@ class Undo:
     settings: Callable[[Any, Any, Mapping[str, Any]], Any] = lambda config, inv, cli: None
     #: Runs on the head only (True), the workers only (False), or every node (None).
     head: Optional[bool] = None
+    #: The module that registered it (set by `undoes`).
+    owner: str = ""
 
 
 _OWNED: Dict[str, Owned] = {}

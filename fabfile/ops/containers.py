@@ -276,4 +276,4 @@ SECTION = declare_section("ops.containers", "docker.containers", {
 })
 
 
-UNDONE = undoes("ops.containers", Undo("", 2, 20, lambda remote, s: Outcome(remove_all(remote).changes)))
+UNDONE = undoes("ops.containers", Undo(2, 20, lambda remote, s: Outcome(remove_all(remote).changes)))

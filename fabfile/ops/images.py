@@ -252,4 +252,4 @@ STEP = Step(NAME, settings=read, run=run_on, wanted=lambda s: bool(s.images), ne
 
 
 OWNED = owns("ops.images", files=(LOGIN_FILE,))
-UNDONE = undoes("ops.images", Undo("", 2, 30, lambda remote, s: Outcome(log_out(remote).changes)))
+UNDONE = undoes("ops.images", Undo(2, 30, lambda remote, s: Outcome(log_out(remote).changes)))

@@ -570,4 +570,4 @@ DECLARED = declare(
 
 OWNED = owns("ops.mesh", undone_by_step=(HOSTFILE, HOSTS_LIST, ETC_HOSTS))
 # Before gpufab's backups go (reset's whole files, at 80): they say which of the user's files gpufab created.
-UNDONE = undoes("ops.mesh", Undo("", 2, 70, lambda remote, s: Outcome(remove_node(remote, also_root=True).changes)))
+UNDONE = undoes("ops.mesh", Undo(2, 70, lambda remote, s: Outcome(remove_node(remote, also_root=True).changes)))

@@ -180,6 +180,7 @@ def carrying(*checks: Check) -> Step:
                 columns=tuple(sorted(columns, key=lambda col: col.order)), report=report, data=data)
 
 
-#: Preflight alone, no check carried (`inv inventory.check` probes with it; the chain adds its checks).
+#: Preflight alone, carrying no check (the chain's carries the doctor and the fleet: ops/chain.py).
 STEP = carrying()
+#: Its own settings (the cluster's idea of private), no check's.
 read = STEP.settings

@@ -832,5 +832,5 @@ OWNED = owns("ops.ray", files=(SECRETS_APPLIED, f"{UNIT_DIR}/{HEAD_UNIT}", f"{UN
              withdrawn=(Withdrawal(FIREWALL_FILE, "removed Ray's firewall rules",
                                    f"nft delete table {FIREWALL_TABLE} 2>/dev/null; true"),))
 # Phase 1, first: Ray stopped everywhere before anything it uses goes.
-UNDONE = undoes("ops.ray", Undo("", 1, 10, lambda remote, venv: Outcome(stop_ray(remote, venv, force=False).changes),
+UNDONE = undoes("ops.ray", Undo(1, 10, lambda remote, venv: Outcome(stop_ray(remote, venv, force=False).changes),
                                 settings=lambda config, inv, cli: read(config, inv, {}).venv))

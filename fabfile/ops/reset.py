@@ -177,9 +177,9 @@ def remove_files(remote: Remote) -> Outcome:
 #: before the head's share goes; the whole files after every step's undo (mesh reads gpufab's backups).
 OWN = undoes(
     "ops.reset",
-    Undo("", 2, 40, lambda remote, packages: purge_packages(remote) if packages else Outcome(),
+    Undo(2, 40, lambda remote, packages: purge_packages(remote) if packages else Outcome(),
          settings=lambda config, inv, cli: bool(cli.get("packages"))),
-    Undo("", 2, 80, lambda remote, s: remove_files(remote)),
+    Undo(2, 80, lambda remote, s: remove_files(remote)),
 )
 
 

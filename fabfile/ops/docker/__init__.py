@@ -496,7 +496,7 @@ OWNED = owns("ops.docker", files=(GROUP_RECORD,), undone_by_step=(DAEMON_JSON, S
              sources=(AptSource("docker-ce", "Docker's", (SOURCE_LIST, KEYRING)),))
 UNDONE = undoes(
     "ops.docker",
-    Undo("", 2, 10, lambda remote, s: Outcome(leave_docker_group(remote).changes)),
-    Undo("", 2, 60, lambda remote, daemon: Outcome(reset_daemon_json(remote, daemon).changes),
+    Undo(2, 10, lambda remote, s: Outcome(leave_docker_group(remote).changes)),
+    Undo(2, 60, lambda remote, daemon: Outcome(reset_daemon_json(remote, daemon).changes),
          settings=lambda config, inv, cli: read(config, inv, {}).daemon),
 )

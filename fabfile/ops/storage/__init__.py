@@ -483,7 +483,7 @@ def reset_head(remote: Remote, s: ShareToReset) -> Outcome:
 UNDONE = undoes(
     "ops.storage",
     # Phase 1: each worker's share unmounted while the head still serves it.
-    Undo("", 1, 20, lambda remote, s: Outcome(sshfs.unmount_worker(remote, s.share).changes), settings=share_to_reset,
+    Undo(1, 20, lambda remote, s: Outcome(sshfs.unmount_worker(remote, s.share).changes), settings=share_to_reset,
          head=False),
-    Undo("", 2, 50, reset_head, settings=share_to_reset, head=True),
+    Undo(2, 50, reset_head, settings=share_to_reset, head=True),
 )
