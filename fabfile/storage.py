@@ -80,9 +80,10 @@ def _mounted(c, path, mount, nodes, workers):
 def setup(c, backend=None, path=None, mount=None, nodes=None, workers=None):
     """One shared directory from the head on every worker: NFS, sshfs, or auto (the one every node supports)."""
     from .ops import storage
+    from .ops.shared.share import read_cache
 
     def with_cache(session, inv, chosen, share, used, n):
-        return storage.setup(session, inv, chosen, share, used, n, cache=storage.read_cache(c.config, inv, share.mount))
+        return storage.setup(session, inv, chosen, share, used, n, cache=read_cache(c.config, inv, share.mount))
 
     used, results = _on_backend(c, "storage.setup", with_cache, backend, path, mount, nodes, workers)
     report_step(f"storage.setup ({used})", results)

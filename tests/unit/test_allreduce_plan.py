@@ -20,7 +20,7 @@ S = ar.AllreduceSettings(sizes=(1 << 20, 64 << 20), iters=5, timeout=20.0, port=
 
 
 def python(gpus=0, nccl=False):
-    return ar.TrainPython("/usr/bin/python3", "1.13.1", True, nccl, gpus)
+    return train_python.TrainPython("/usr/bin/python3", "1.13.1", True, nccl, gpus)
 
 
 def ready(gpus=0):
@@ -73,10 +73,10 @@ def test_settings_come_from_the_inventory_and_the_cli_wins():
     assert (wins.sizes, wins.python, wins.port) == ((1024,), "python3", 40000)
     # --python beats a node's own train_python, which beats the inventory's.
     own = node("node2", train_python="/opt/venv/bin/python")
-    assert ar.candidates(own, wins) == (["python3"], True)
-    assert ar.candidates(own, s) == (["/opt/venv/bin/python"], True)
-    assert ar.candidates(node("node3"), s) == (["/opt/conda/bin/python"], True)
-    assert ar.candidates(node("node3"), ar.AllreduceSettings()) == (["/opt/gpufab/venv/bin/python", "python3"], False)
+    assert train_python.candidates(own, wins) == (["python3"], True)
+    assert train_python.candidates(own, s) == (["/opt/venv/bin/python"], True)
+    assert train_python.candidates(node("node3"), s) == (["/opt/conda/bin/python"], True)
+    assert train_python.candidates(node("node3"), ar.AllreduceSettings()) == (["/opt/gpufab/venv/bin/python", "python3"], False)
     # bootstrap's own --timeout (Ray's) is not the all-reduce's.
     assert ar.read({}, inv, {"timeout": "1"}).timeout == ar.DEFAULT_TIMEOUT
     for cli, option in (({"allreduce_backend": "mpi"}, "--backend"), ({"allreduce_iters": "0"}, "--iters"),

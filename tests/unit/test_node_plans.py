@@ -19,6 +19,7 @@ from fabfile.core.files import FileState, ManagedFile, plan_files, replace_block
 from fabfile.core.packages import install_command, parse_installed, query_command
 from fabfile.core.remote import parse_state
 from fabfile.ops.shared import nic
+from fabfile.ops.shared import nodeenv, secrets
 
 
 # --------------------------------------------------------------------------- files
@@ -186,7 +187,7 @@ def test_choose_nic_on_head_worker_and_override():
 
 def test_netenv_files_ethernet_profile():
     env, nccl, profile = netenv.netenv_files("node2", "ens14np0", "198.19.0.11", 29500, "ethernet")
-    values = netenv.env_lines(env.content)
+    values = nodeenv.env_lines(env.content)
     for key in ("NCCL_SOCKET_IFNAME", "GLOO_SOCKET_IFNAME", "TP_SOCKET_IFNAME"):
         assert values[key] == "ens14np0"
     assert values["MASTER_ADDR"] == "198.19.0.11" and values["MASTER_PORT"] == "29500"
@@ -195,7 +196,7 @@ def test_netenv_files_ethernet_profile():
     # P2P and shared memory only carry traffic inside a node: left on by default.
     assert "NCCL_P2P_DISABLE" not in values and "NCCL_SHM_DISABLE" not in values
     assert values["NCCL_NET_GDR_LEVEL"] == "0" and values["GLOO_TIMEOUT_MS"] == "60000"
-    nccl_values = netenv.env_lines(nccl.content)
+    nccl_values = nodeenv.env_lines(nccl.content)
     assert nccl_values == {k: v for k, v in values.items() if k.startswith("NCCL_")}
     assert env.mode == 0o644 and nccl.path == "/etc/nccl.conf"
     assert profile.path.startswith("/etc/profile.d/") and ". /etc/gpufab/netenv.env" in profile.content
@@ -203,14 +204,14 @@ def test_netenv_files_ethernet_profile():
 
 def test_netenv_conservative_profile_keeps_the_seed_guides_p2p_and_shm_off():
     env = netenv.netenv_files("n", "eth1", "10.0.0.1", 29500, netenv.check_profile("conservative"))[0]
-    values = netenv.env_lines(env.content)
+    values = nodeenv.env_lines(env.content)
     assert values["NCCL_P2P_DISABLE"] == "1" and values["NCCL_SHM_DISABLE"] == "1"
     assert values["NCCL_IB_DISABLE"] == "1" and values["NCCL_SOCKET_IFNAME"] == "eth1"
 
 
 def test_netenv_files_infiniband_profile_lists_hcas():
     env = netenv.netenv_files("n", "ib0", "10.0.0.1", 29500, "infiniband", ["mlx5_0", "mlx5_1"])[0]
-    values = netenv.env_lines(env.content)
+    values = nodeenv.env_lines(env.content)
     assert values["NCCL_IB_DISABLE"] == "0" and values["NCCL_IB_HCA"] == "mlx5_0,mlx5_1"
     assert "NCCL_P2P_DISABLE" not in values
     with pytest.raises(InputError):
@@ -220,7 +221,7 @@ def test_netenv_files_infiniband_profile_lists_hcas():
 def test_secrets_from_dotenv_go_to_a_0600_secret_file(tmp_path):
     path = tmp_path / ".env"
     path.write_text("# comment\nHF_TOKEN=hf_abc\nexport WANDB_API_KEY=\"w-123\"\n")
-    values = netenv.load_secrets(str(path))
+    values = secrets.load_secrets(str(path))
     assert values == {"HF_TOKEN": "hf_abc", "WANDB_API_KEY": "w-123"}
     f = netenv.secrets_file(values, "gpu")
     assert (f.mode, f.owner, f.group) == (0o640, "root", "gpu") and f.secret
@@ -235,7 +236,7 @@ def test_bad_secrets_name_the_key_never_the_value(tmp_path, text, message):
     path = tmp_path / ".env"
     path.write_text(text)
     with pytest.raises(InputError, match=message) as err:
-        netenv.load_secrets(str(path))
+        secrets.load_secrets(str(path))
     assert "x'y" not in str(err.value)
 
 

@@ -175,11 +175,10 @@ def test_fetch_settings_are_checked():
     import pytest
     from fabfile.core.errors import InputError
     from fabfile.core.inventory import Inventory
-    from fabfile.ops import fetch
     inv = Inventory(NODES, vars={"shared_downloads": "off"})
-    assert fetch.read(None, inv, {}).enabled is False
+    assert downloads.read(None, inv, {}).enabled is False
     with pytest.raises(InputError, match="invalid uv version"):
-        fetch.read(None, Inventory(NODES, vars={"uv_version": "1; rm -rf /"}), {})
+        downloads.read(None, Inventory(NODES, vars={"uv_version": "1; rm -rf /"}), {})
 
 
 def test_a_host_found_unreachable_is_left_out_of_every_later_step():
@@ -196,11 +195,11 @@ def test_a_host_found_unreachable_is_left_out_of_every_later_step():
 
 
 def test_the_head_locks_the_pins_with_pip_and_uv_then_downloads_the_lock():
-    from fabfile.ops import fetch, wheels
+    from fabfile.ops import wheels
     from fakes import FakeRemote
     digest = "d" * 64
     remote = FakeRemote([(r"pip compile", f"{digest}  ray-2.60.0-cp311-cp311-manylinux2014_x86_64.whl\n@@bytes 68000000\n", 0)])
-    out = wheels.fetch_wheels(remote, ["ray[default]==2.60.0"], fetch.FetchSettings(), 3)
+    out = wheels.fetch_wheels(remote, ["ray[default]==2.60.0"], downloads.FetchSettings(), 3)
     cmd = next(c for c in remote.commands if "pip compile" in c)
     # pip too (a venv uv makes has none), and uv itself for the other nodes.
     assert "'ray[default]==2.60.0' pip uv==0.13.9 | /opt/gpufab/uv/bin/uv pip compile" in cmd
