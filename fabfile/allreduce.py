@@ -8,6 +8,7 @@ import sys
 from invoke import task
 from invoke.exceptions import Exit
 
+from . import help_texts
 from .core.cluster import cluster_inventory, open_session, select_nodes
 from .core.errors import reported
 from .core.report import host_table
@@ -17,13 +18,13 @@ from .core.facts import human_bytes
 @task(
     auto_shortflags=False,
     help={
-        "backend": "auto (default: NCCL, one process per GPU, where every node has GPUs; else Gloo), nccl or gloo",
-        "sizes": "buffer sizes, comma-separated (default 1M,16M,64M; var allreduce_sizes)",
-        "iters": "timed all-reduces per size (default 10)",
-        "python": "the training python on the nodes (var train_python; default: Ray's venv, then python3)",
+        "backend": help_texts.option("allreduce_backend", "auto (NCCL, one process per GPU, where every node has GPUs; else Gloo), nccl or gloo"),
+        "sizes": help_texts.option("allreduce_sizes", "buffer sizes, comma-separated"),
+        "iters": help_texts.option("allreduce_iters", "timed all-reduces per size"),
+        "python": help_texts.option("train_python", "the training python on the nodes"),
         "pairs": "node pairs in turn (all pairs up to 8 nodes, a ring above): names a slow or broken link",
-        "timeout": "seconds one run may take before it fails, named (default 60)",
-        "port": "rendezvous port (default MASTER_PORT + 17; var allreduce_port)",
+        "timeout": help_texts.option("allreduce_timeout", "seconds one run may take before it fails, named"),
+        "port": help_texts.option("allreduce_port", "rendezvous port"),
         "nodes": "only these nodes (comma-separated names)",
         "json": "print the figures as JSON instead of tables (for scripts and bench/run.py)",
     },

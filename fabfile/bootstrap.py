@@ -9,9 +9,10 @@ from __future__ import annotations
 import os
 from typing import Sequence
 
-from invoke import task
+from invoke import Task, task
 from invoke.exceptions import Exit
 
+from . import help_texts
 from .core.chain import SKIP_VAR, Run, Step, select_steps
 from .core.cluster import cli_hosts, ensure_private, inventory_path, open_session
 from .core.errors import InputError, number_option, reported
@@ -42,28 +43,33 @@ def save(run: Run, chain: Sequence[Step], files: RunFiles) -> int:
     return report.exit_code
 
 
+def _derived_doc(body):
+    """The docstring names the chain's steps, as help_texts has them from ops/chain.py."""
+    body.__doc__ = help_texts.bootstrap_doc()
+    return body
+
+
 @task(
     auto_shortflags=False,
     help={
-        "skip": "steps to leave out, comma-separated (fetch, wheels, limits, docker, images, containers, netenv, mesh, storage, ray,"
-                " tools, allreduce, verify, or one of the inventory's steps:)",
-        "only": "run only these steps (preflight always runs)",
+        "skip": help_texts.skip_help(),
+        "only": help_texts.only_help(),
         "dry_run": "connect and gather facts; print what would change, with diffs; change nothing",
         "retry_failed": "run only the hosts the last bootstrap failed on (from the failed-hosts file)",
         "hosts_from": "run only the hosts listed in this file (names or addresses, one per line)",
-        "nofile": "open files per process (default 65536; inventory var nofile)",
+        "nofile": help_texts.option("nofile", "open files per process"),
         "secrets": "also write the local .env's variables to /etc/gpufab/secrets.env (0600), and log docker in where"
                    " it holds DOCKER_USERNAME/DOCKER_PASSWORD",
         "env_file": "the .env file for --secrets (default .env)",
-        "storage": "shared storage backend: auto (default), nfs or sshfs (inventory var storage)",
+        "storage": help_texts.option("storage", "shared storage backend: auto, nfs or sshfs"),
         "timeout": "seconds Ray gets to show every node (default 180)",
-        "workers": "hosts worked on at once (default 32)",
+        "workers": help_texts.option("workers", "hosts worked on at once"),
     }
 )
 @reported
+@_derived_doc
 def bootstrap(c, skip=None, only=None, dry_run=False, retry_failed=False, hosts_from=None, nofile=None,
               secrets=False, env_file=".env", storage=None, timeout=None, workers=None):
-    """The whole setup: preflight, fetch, wheels, limits, docker, images, containers, netenv, mesh, storage, ray, your steps, verify; then the report."""
     from .ops.chain import CHAIN
     from .ops.scripts import with_user_steps
     n_workers = number_option(workers, "--workers")
@@ -102,15 +108,44 @@ def bootstrap(c, skip=None, only=None, dry_run=False, retry_failed=False, hosts_
 REPORT_FORMATS = ("text", "markdown", "json")
 
 
-@task(help={"format": "text (default), markdown or json"})
+class ReportFlags(Task):
+    """-f for --format as before, -o for --output, and no short flag for --html: Invoke's own would
+    be `-h`, and `gpufab report -h` would write a page instead of showing the help."""
+
+    SHORT = {"format": "f", "output": "o"}
+
+    def arg_opts(self, name, default, taken_names):  # type: ignore[no-untyped-def]
+        opts = super().arg_opts(name, default, taken_names)
+        if name in self.SHORT:
+            opts["names"] = [name, self.SHORT[name]]
+        return opts
+
+
+@task(klass=ReportFlags, auto_shortflags=False, help={
+    "format": "text (default), markdown or json",
+    "html": "write the report as one self-contained HTML page, with pictures (busbw, links, step timeline)",
+    "output": "with --html: the page's file (default beside the report: inventory/<inventory>.report.html)",
+})
 @reported
-def report(c, format="text"):
-    """Show the last bootstrap's report again, without touching the nodes."""
-    if format not in REPORT_FORMATS:  # before looking for a report: "no report yet" hid the typo
+def report(c, format=None, html=False, output=None):
+    """Show the last bootstrap's report again, without touching the nodes (--html: as a page with pictures)."""
+    if format is not None and format not in REPORT_FORMATS:  # before looking for a report: "no report yet" hid the typo
         raise InputError(f"unknown format {format!r} (one of: {', '.join(REPORT_FORMATS)})", path="--format")
+    if html and format is not None:
+        raise InputError("not with --html: the page holds the whole report", path="--format")
+    if output is not None and not html:
+        raise InputError("goes with --html (the text formats print to stdout)", path="--output")
     files = run_files(inventory_path(c.config), bool(cli_hosts(c.config)))
+    page = None
+    if html:
+        from .core import htmlreport
+        page = output or htmlreport.page_path(files)
+        htmlreport.check_page_path(page, inventory_path(c.config), files)  # before reading anything: nothing written
     text = read_text(files.json)
     if text is None:
         raise InputError("no report yet: run bootstrap first", path=files.json)
     saved = Report.from_json(text, files.json)
-    print({"text": saved.to_text, "markdown": saved.to_markdown, "json": saved.to_json}[format](), end="")
+    if page is not None:
+        print(htmlreport.write_page(saved, page))
+        return
+    print({"text": saved.to_text, "markdown": saved.to_markdown, "json": saved.to_json}[format or "text"](), end="")

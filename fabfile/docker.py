@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict
 
 from invoke import task
 
+from . import help_texts
 from .core.cluster import open_session, select_nodes
 from .core.errors import number_option, reported
 from .core.remote import Remote
@@ -16,7 +17,7 @@ if TYPE_CHECKING:  # the step's code is imported by the task that runs it (start
 
 _HELP = {
     "nodes": "only these nodes (comma-separated names)",
-    "workers": "hosts worked on at once (default 32)",
+    "workers": help_texts.option("workers", "hosts worked on at once"),
 }
 
 
@@ -30,7 +31,7 @@ def _run(c, title: str, cli: Dict[str, Any], apply: Callable[[Remote, docker.Doc
     run_task(c.config, title, step, nodes=nodes, workers=workers)
 
 
-@task(help={"source": "official (download.docker.com, default) or distro (Debian/Ubuntu docker.io)", **_HELP})
+@task(help={"source": help_texts.option("docker_source", "official (download.docker.com) or distro (Debian/Ubuntu docker.io)"), **_HELP})
 @reported
 def install(c, source=None, nodes=None, workers=None):
     """Install Docker (skipped where present), and NVIDIA's container toolkit on GPU nodes; the SSH user joins group docker."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 from invoke import task
 from invoke.exceptions import Exit
 
+from . import help_texts
 from .core.cluster import open_session, select_nodes
 from .core.connection import NodeConnection
 from .core.errors import not_blank, number_option, reported
@@ -20,7 +21,7 @@ from .core.report import format_gathered, summary_line
         "sudo": "run it through sudo",
         "quiet": "no live output, only the gathered output at the end",
         "nodes": "only these nodes (comma-separated names)",
-        "workers": "hosts worked on at once (default 32)",
+        "workers": help_texts.option("workers", "hosts worked on at once"),
         "timeout": "seconds a host may take before it counts as failed",
     },
 )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from invoke import task
 from invoke.exceptions import Exit
 
+from . import help_texts
 from .core.cluster import open_session, select_nodes
 from .core.errors import number_option, reported
 from .core.fanout import worst_exit_code
@@ -12,7 +13,7 @@ from .core.report import host_table, summary_line
 from .core.steps import Outcome, run_step
 
 
-@task(help={"nodes": "only these nodes (comma-separated names)", "workers": "hosts asked at once (default 32)"})
+@task(help={"nodes": "only these nodes (comma-separated names)", "workers": help_texts.option("workers", "hosts asked at once")})
 @reported
 def fleet(c, nodes=None, workers=None):
     """OS, kernel, driver, CUDA, NCCL, GPUs, NIC, MTU, InfiniBand, Docker, Python, torch, ray: one row per fact.

@@ -5,6 +5,7 @@ from __future__ import annotations
 from invoke import task
 from invoke.exceptions import Exit
 
+from . import help_texts
 from .core.cluster import open_session, select_nodes
 from .core.errors import number_option, reported
 from .core.fanout import fan_out, worst_exit_code
@@ -12,7 +13,7 @@ from .core.report import host_table, summary_line
 from .core.steps import run_step
 
 
-@task(help={"nodes": "only these nodes (comma-separated names)", "workers": "hosts asked at once (default 32)"})
+@task(help={"nodes": "only these nodes (comma-separated names)", "workers": help_texts.option("workers", "hosts asked at once")})
 @reported
 def status(c, nodes=None, workers=None):
     """Index, name, memory used/total and utilization of every GPU, per node."""
@@ -38,8 +39,8 @@ def status(c, nodes=None, workers=None):
 
 @task(help={"deep": "also run `dcgmi diag -r 1` where DCGM is installed (about a minute)",
             "json": "print the findings as JSON (for scripts)",
-            "image": "a local image for the `docker run --gpus all` check (default: var gpu_test_image)",
-            "nodes": "only these nodes (comma-separated names)", "workers": "hosts asked at once (default 32)"})
+            "image": help_texts.option("gpu_test_image", "a local image for the `docker run --gpus all` check"),
+            "nodes": "only these nodes (comma-separated names)", "workers": help_texts.option("workers", "hosts asked at once")})
 @reported
 def doctor(c, deep=False, json=False, image=None, nodes=None, workers=None):
     """Driver, GPUs, fabric manager, ECC/remaps, XIDs, container runtime, CUDA from the training python, InfiniBand.

@@ -7,6 +7,7 @@ import os
 from invoke import task
 from invoke.exceptions import Exit
 
+from . import help_texts
 from .core.declared import reference_table
 from .core.cluster import ensure_private, inventory_path, open_session, resolve_inventory
 from .core.errors import InputError, number_option, reported
@@ -104,7 +105,7 @@ def schema(c):
 
 
 @task(help={"private_subnet": "CIDR of the private network (for fab -H, when discovery is ambiguous)",
-            "workers": "hosts checked at once"})
+            "workers": help_texts.option("workers", "hosts checked at once")})
 @reported
 def check(c, private_subnet=None, workers=None):
     """Preflight: reachable, auth, sudo, OS, GPUs, private NIC, free disk on / per host."""

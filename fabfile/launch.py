@@ -8,6 +8,7 @@ from typing import Dict
 from invoke import task
 from invoke.exceptions import Exit
 
+from . import help_texts
 from .core.cluster import ensure_private, open_session, setting
 from .core.errors import not_blank, number_option, reported
 from .core.fanout import HostResult, fan_out, run_command, worst_exit_code
@@ -20,7 +21,7 @@ from .core.report import host_table, summary_line
         "command": "the launch command; NODE_RANK, NNODES, MASTER_ADDR, MASTER_PORT, NPROC_PER_NODE are"
                    " exported, and {NODE_RANK} etc. in it are replaced",
         "role": "only nodes with this role (head, worker, or one from the inventory's roles:)",
-        "master_port": "rendezvous port (default 29500; var master_port)",
+        "master_port": help_texts.option("master_port", "rendezvous port"),
         "sudo": "run it through sudo",
         "timeout": "seconds the job may run before it counts as failed",
     }

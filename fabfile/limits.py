@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from invoke import task
 
+from . import help_texts
 from .core.errors import reported
 from .core.steps import run_task
 
 
 @task(
     help={
-        "nofile": "open files per process (default 65536; inventory var nofile)",
+        "nofile": help_texts.option("nofile", "open files per process"),
         "nodes": "only these nodes (comma-separated names)",
-        "workers": "hosts worked on at once (default 32)",
+        "workers": help_texts.option("workers", "hosts worked on at once"),
     }
 )
 @reported

@@ -7,6 +7,7 @@ import shlex
 from invoke import task
 from invoke.exceptions import Exit
 
+from . import help_texts
 from .core.cluster import open_session, select_nodes
 from .core.errors import not_blank, number_option, reported
 from .core.fanout import fan_out, run_command, worst_exit_code
@@ -19,7 +20,7 @@ DEFAULT_LINES = 100
 
 
 @task(help={"path": "log file on the nodes (read as root)", "n": "how many lines (default 100), as tail -n",
-            "nodes": "only these nodes (comma-separated names)", "workers": "hosts read at once (default 32)"})
+            "nodes": "only these nodes (comma-separated names)", "workers": help_texts.option("workers", "hosts read at once")})
 @reported
 def tail(c, path, n=None, nodes=None, workers=None):
     """Print the last lines of PATH from every node, each line prefixed with its node."""

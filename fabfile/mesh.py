@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from invoke import task
 
+from . import help_texts
 from .core.cluster import cluster_inventory, open_session, select_nodes
 from .core.errors import number_option, reported
 from .core.steps import report_step, run_step
 
 _HELP = {
     "nodes": "only these nodes (comma-separated names); the mesh still names every inventory node",
-    "workers": "hosts worked on at once (default 32)",
+    "workers": help_texts.option("workers", "hosts worked on at once"),
 }
 
 

@@ -6,6 +6,7 @@ from typing import Callable, Sequence
 
 from invoke import task
 
+from . import help_texts
 from .core.cluster import cluster_inventory
 from .core.errors import reported
 from .core.fanout import HostResult
@@ -40,14 +41,14 @@ def check_table(inv: Inventory) -> Callable[[Sequence[HostResult]], str]:
 
 _HELP = {
     "nodes": "only these nodes (comma-separated names)",
-    "workers": "hosts worked on at once (default 32)",
-    "master_port": "torch.distributed rendezvous port (default 29500)",
+    "workers": help_texts.option("workers", "hosts worked on at once"),
+    "master_port": help_texts.option("master_port", "torch.distributed rendezvous port"),
 }
 
 
 @task(
     help={
-        "profile": "auto (default: infiniband where a node has an active IB/RoCE port, else ethernet), ethernet, conservative or infiniband",
+        "profile": help_texts.option("netenv_profile", "auto (infiniband where a node has an active IB/RoCE port, else ethernet), ethernet, conservative or infiniband"),
         "secrets": "also write the local .env's variables to /etc/gpufab/secrets.env (0600)",
         "env_file": "the .env file for --secrets (default .env)",
         **_HELP,

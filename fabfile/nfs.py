@@ -10,15 +10,16 @@ from __future__ import annotations
 
 from invoke import task
 
+from . import help_texts
 from .core.cluster import open_session, select_nodes
 from .core.errors import number_option, reported
 from .core.steps import report_step
 
 _HELP = {
-    "path": "directory exported by the head (default /mnt/shared; inventory var nfs_export)",
-    "mount": "where workers mount it (default: the same path; inventory var nfs_mount)",
+    "path": help_texts.option("nfs_export", "directory exported by the head"),
+    "mount": help_texts.option("nfs_mount", "where workers mount it"),
     "nodes": "only these nodes (comma-separated names)",
-    "workers": "hosts worked on at once (default 32)",
+    "workers": help_texts.option("workers", "hosts worked on at once"),
 }
 
 

@@ -9,6 +9,7 @@ from typing import Any, Callable, Sequence
 from invoke import task
 from invoke.exceptions import Exit
 
+from . import help_texts
 from .core.cluster import ensure_private, open_session, resolve_inventory, select_nodes
 from .core.errors import HostError, InputError, number_option, reported
 from .core.facts import human_bytes
@@ -44,19 +45,19 @@ def versions_table(results: Sequence[HostResult]) -> str:
 
 _HELP = {
     "nodes": "only these nodes (comma-separated names)",
-    "workers": "hosts worked on at once (default 32)",
+    "workers": help_texts.option("workers", "hosts worked on at once"),
 }
 _INSTALL_HELP = {
-    "version": "Ray version for every node (default: inventory var ray_version, else 2.60.0)",
-    "venv": "the Python environment on each node (default /opt/gpufab/venv; var ray_venv)",
-    "extra": "more pinned packages, comma-separated name==version (var ray_extra_packages)",
-    "index_url": "pip --index-url (var pip_index_url)",
-    "find_links": "pip --find-links, e.g. a wheel directory on the nodes (var pip_find_links)",
-    "proxy": "HTTP(S) proxy for pip (var pip_proxy)",
+    "version": help_texts.option("ray_version", "Ray version for every node"),
+    "venv": help_texts.option("ray_venv", "the Python environment on each node"),
+    "extra": help_texts.option("ray_extra_packages", "more pinned packages, comma-separated name==version"),
+    "index_url": help_texts.option("pip_index_url", "pip --index-url"),
+    "find_links": help_texts.option("pip_find_links", "pip --find-links, e.g. a wheel directory on the nodes"),
+    "proxy": help_texts.option("pip_proxy", "HTTP(S) proxy for pip"),
 }
 _START_HELP = {
     "no_systemd": "plain `ray start` instead of systemd units (hosts without systemd)",
-    "dashboard_host": "address the dashboard binds to (default: the head's private address)",
+    "dashboard_host": help_texts.option("ray_dashboard_host", "address the dashboard binds to"),
 }
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from invoke import task
 
+from . import help_texts
 from .core.cluster import cluster_inventory, open_session, select_nodes
 from .core.errors import InputError, confirmed, number_option, reported
 from .core.steps import report_step
@@ -18,7 +19,7 @@ from .core.steps import report_step
         "yes": "do not ask (needed without a terminal)",
         "packages": "also purge the packages gpufab installed (Docker, sshfs, NFS...; never openssh-server)",
         "nodes": "only these nodes (comma-separated names)",
-        "workers": "hosts worked on at once (default 32)",
+        "workers": help_texts.option("workers", "hosts worked on at once"),
     },
 )
 @reported

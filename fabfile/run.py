@@ -8,13 +8,14 @@ from typing import Dict, List
 from invoke import task
 from invoke.exceptions import Exit
 
+from . import help_texts
 from .core.cluster import open_session, select_nodes
 from .core.errors import confirmed, not_blank, number_option, reported
 from .core.fanout import HostResult, worst_exit_code
 from .core.report import host_table, summary_line
 from .core.steps import run_step
 
-_HELP = {"nodes": "only these nodes (comma-separated names)", "workers": "hosts worked on at once (default 32)"}
+_HELP = {"nodes": "only these nodes (comma-separated names)", "workers": help_texts.option("workers", "hosts worked on at once")}
 
 
 @task(help={"command": "the command to keep running", "log": "its output file (default ~/NAME.log)", **_HELP})

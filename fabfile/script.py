@@ -9,6 +9,7 @@ from typing import List, Optional
 from invoke import task
 from invoke.exceptions import Exit
 
+from . import help_texts
 from .core.cluster import ensure_private, open_session, select_nodes, setting
 from .core.errors import InputError, number_option, reported
 from .core.fanout import worst_exit_code
@@ -40,7 +41,7 @@ def _env(pairs: List[str]) -> dict:
         "timeout": "seconds it may run (default 3600)",
         "sudo": "run it as root (default: the SSH user)",
         "nodes": "only these nodes (comma-separated names)",
-        "workers": "hosts worked on at once (default 32)",
+        "workers": help_texts.option("workers", "hosts worked on at once"),
     },
 )
 @reported

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, List, Sequence, Tuple
 from invoke import task
 from invoke.exceptions import Exit
 
+from . import help_texts
 from .core.cluster import cluster_inventory, open_session, select_nodes
 from .core.connection import Session
 from .core.errors import number_option, reported
@@ -22,11 +23,11 @@ if TYPE_CHECKING:  # the step's code is imported by the task that runs it (start
     from .ops import storage
 
 _HELP = {
-    "backend": "auto (default: NFS where every kernel has it, else sshfs), nfs or sshfs (inventory var storage)",
-    "path": "the head's shared directory (default /mnt/shared; var nfs_export)",
-    "mount": "where workers mount it (default: the same path; var nfs_mount)",
+    "backend": help_texts.option("storage", "auto (NFS where every kernel has it, else sshfs), nfs or sshfs"),
+    "path": help_texts.option("nfs_export", "the head's shared directory"),
+    "mount": help_texts.option("nfs_mount", "where workers mount it"),
     "nodes": "only these nodes (comma-separated names)",
-    "workers": "hosts worked on at once (default 32)",
+    "workers": help_texts.option("workers", "hosts worked on at once"),
 }
 
 

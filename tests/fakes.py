@@ -16,6 +16,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 from invoke.exceptions import UnexpectedExit
 from invoke.runners import Result
 
+from fabfile.core.facts import NodeFacts
 from fabfile.core.files import FileChange, FileState, ManagedFile, sha256
 from fabfile.core.inventory import Node
 
@@ -58,6 +59,8 @@ class FakeRemote:
         #: The cluster's one download (core.packages.Peer), as the fetch step sets it.
         self.peer = None
         self.apt_lock = threading.RLock()
+        #: The run's facts of this node, each read once (core.facts), as on a Remote.
+        self.facts = NodeFacts()
 
     # ------------------------------------------------------------------ setup
 
@@ -102,6 +105,9 @@ class FakeRemote:
         if code != 0 and not warn:
             raise UnexpectedExit(result)
         return result
+
+    def fact(self, fact, *args):
+        return self.facts.get(fact, self, *args)
 
     def change(self, command: str, *, sudo: bool = True, warn: bool = False, timeout: Optional[float] = None,
                secret_env: Optional[Dict[str, str]] = None) -> Result:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -71,3 +72,33 @@ def one_error_line(proc: subprocess.CompletedProcess) -> str:
     assert len(lines) == 1, lines
     assert lines[0].startswith("gpufab: error: "), lines[0]
     return lines[0]
+
+
+def unit_directives(text: str) -> Dict[str, Dict[str, List[str]]]:
+    """A systemd unit file as systemd reads it: section -> key -> its values in order (a line that ends in
+    a backslash goes on in the next, the backslash read as a space)."""
+    out: Dict[str, Dict[str, List[str]]] = {}
+    section, pending = "", ""
+    for raw in text.splitlines():
+        line = pending + raw
+        if line.endswith("\\"):
+            pending = line[:-1] + " "
+            continue
+        pending, line = "", line.strip()
+        if not line or line.startswith(("#", ";")):
+            continue
+        if line.startswith("[") and line.endswith("]"):
+            section = line[1:-1]
+            out.setdefault(section, {})
+            continue
+        key, sep, value = line.partition("=")
+        assert sep and section, f"not a unit file line: {line!r}"
+        out[section].setdefault(key.strip(), []).append(value.strip())
+    return out
+
+
+def exec_shell(value: str) -> str:
+    """The shell of an `Exec...=/bin/sh -c '...'` value, as systemd hands it to sh (`$$` and `%%` as `$`, `%`)."""
+    words = shlex.split(value)
+    assert words[:2] == ["/bin/sh", "-c"] and len(words) == 3, words
+    return words[2].replace("$$", "$").replace("%%", "%")

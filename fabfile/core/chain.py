@@ -18,6 +18,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Set, 
 from . import verify as verify_phase
 from .connection import Session
 from .errors import InputError
+from .facts import NodeFacts
 from .fanout import FAILED, SKIPPED, UNREACHABLE, HostResult
 from .inventory import Inventory, Node
 from .packages import Downloads
@@ -38,12 +39,14 @@ SettingsReader = Callable[[Any, Inventory, Mapping[str, Any]], Any]
 
 @dataclass(frozen=True)
 class Column:
-    """One column of the report table that a step fills."""
+    """One column of the report table that a step fills.
+
+    It stands where its step stands in the chain, after the step's earlier columns: no number
+    to keep unique across modules, so a new step's column needs no other file to make room.
+    """
 
     key: str  # its name in the JSON report
     title: str
-    #: Where it stands among the steps' columns (lower first).
-    order: int
     cell: Callable[["Run", Node], str]
 
 
@@ -123,10 +126,11 @@ def select_steps(chain: Sequence[Step], skip: Optional[str], only: Optional[str]
 
 
 def columns_of(chain: Sequence[Step]) -> List[Tuple[List[str], Column]]:
-    """(steps, column) for every column of the chain, in table order.
+    """(steps, column) for every column of the chain, in table order: chain order, and within a
+    step the order it declares them in.
 
-    Steps of one kind (the user's own) share a column by its key; it says
-    `skipped` only when none of them is in the run.
+    Steps of one kind (the user's own) share a column by its key, where the first of them
+    stands; it says `skipped` only when none of them is in the run.
     """
     owners: Dict[str, List[str]] = {}
     first: Dict[str, Column] = {}
@@ -134,7 +138,7 @@ def columns_of(chain: Sequence[Step]) -> List[Tuple[List[str], Column]]:
         for c in s.columns:
             owners.setdefault(c.key, []).append(s.name)
             first.setdefault(c.key, c)
-    return sorted(((owners[k], c) for k, c in first.items()), key=lambda sc: sc[1].order)
+    return [(owners[k], c) for k, c in first.items()]
 
 
 class Run(RunResults):
@@ -263,6 +267,7 @@ class Run(RunResults):
 
     def _one(self, step: Step, nodes: List[Node]) -> List[HostResult]:
         before = {n.name: len(self.remotes[n.name].planned) for n in nodes}
+        self.began(step.name)
         with self.progress.step(step.name, nodes):
             results = step.run(self, nodes, self.settings.get(step.name))
         for n in nodes:
@@ -312,6 +317,10 @@ class Run(RunResults):
     def gather(self, remote: Remote) -> None:
         """Every step's preflight facts for one node (called inside preflight's round)."""
         verify_phase.gather(self, remote)
+
+    def facts(self, node: Node) -> NodeFacts:
+        """The node's facts of this run: its Remote's, so a step handed only the Remote shares them."""
+        return self.remotes[node.name].facts
 
     def verify(self, nodes: Sequence[Node]) -> List[HostResult]:
         return verify_phase.verify(self, nodes)

@@ -49,11 +49,11 @@ class Carried:
 
 @dataclass(frozen=True)
 class CheckColumn:
-    """A report column a check fills (core.chain.Column, its cell read through `Carried`)."""
+    """A report column a check fills (core.chain.Column, its cell read through `Carried`): it stands after
+    its carrier's own columns, in the order the chain carries the checks."""
 
     key: str
     title: str
-    order: int
     cell: Callable[[Carried, Node], str]
 
 

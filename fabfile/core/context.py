@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any, Callable, Dict, List, Mapping, Optional, Protocol, Sequence, Type, TypeVar
 
 from .connection import Session
+from .facts import NodeFacts
 from .fanout import HostResult
 from .inventory import Inventory, Node
 from .progress import Progress
@@ -63,6 +64,9 @@ class RunContext(Protocol):
         """Read every step's `gather` facts on this node (preflight's one pass)."""
 
     def gathered(self, step: str, node: Node) -> Any: ...
+
+    def facts(self, node: Node) -> NodeFacts:
+        """The node's facts of this run, each read once and shared by every step (core.facts)."""
 
     def checked(self, step: str, node: Node) -> Any: ...
 

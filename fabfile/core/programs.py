@@ -5,7 +5,9 @@ A shell program is sent as the text `text(name, **values)` returns: its values
 first, one `name='quoted value'` assignment each (quoted with `shlex.quote`:
 never spliced into the code), then the functions of `templates/remote/lib.sh`
 it calls (and those they call), then the program. Arguments that vary per call
-stay positional (`Remote.script(text, *args)`), as before. A Python program
+stay positional (`Remote.script(text, *args)`), as before; a program that would only call
+one library function is that function, sent by `call` (or, one line of code, spliced whole into a
+command that must stay one line, by `inline`). A Python program
 (`*.py`) is sent as it is (`python3 -c <text> args...`), its inputs in argv.
 
 Nothing here loads Jinja2: a program is read, not rendered, so that importing a
@@ -26,7 +28,8 @@ DIRECTORY = TEMPLATES / "remote"
 #: The shell library: functions that more than one program uses.
 LIBRARY = "lib.sh"
 
-#: Each program as it was last made by `text` (what the code sends): the unit tests check these.
+#: Each program as it was last made by `text` (what the code sends), and each library function as `call`
+#: last sent it (`gpu_count()`): the unit tests check these.
 RENDERED: Dict[str, str] = {}
 
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -76,26 +79,52 @@ def quote_value(value: Any) -> str:
 
 
 @functools.lru_cache(maxsize=None)
-def _shell(name: str, values: Tuple[Tuple[str, str], ...]) -> str:
-    body = source(name)
+def _shell(body: str, values: Tuple[Tuple[str, str], ...]) -> str:
     functions = dict(library())
     parts = [f"{k}={quote_value(v)}\n" for k, v in values]
     parts += [functions[n] for n in needed(body)]
     return "".join(parts) + body
 
 
-def text(name: str, **values: Any) -> str:
-    """The program `name` as it is sent: values assigned first, the library functions it uses, then its body."""
+def _values(values: Dict[str, Any]) -> Tuple[Tuple[str, str], ...]:
     for key in values:
         if not _NAME_RE.match(key):
             raise ValueError(f"not a shell variable name: {key!r}")
+    return tuple((k, str(v)) for k, v in values.items())
+
+
+def text(name: str, **values: Any) -> str:
+    """The program `name` as it is sent: values assigned first, the library functions it uses, then its body."""
+    checked = _values(values)
     if name.endswith(".py"):
         if values:
             raise ValueError("a Python program takes its inputs in argv")
         RENDERED[name] = source(name)
     else:
-        RENDERED[name] = _shell(name, tuple((k, str(v)) for k, v in values.items()))
+        RENDERED[name] = _shell(source(name), checked)
     return RENDERED[name]
+
+
+def call(function: str, *words: str, **values: Any) -> str:
+    """A library function sent as a program of its own (no file that only calls it): the values assigned
+    as `text` assigns them, then the functions it needs, then the call. Its arguments: `words` (quoted),
+    then the values in their order (`call("gpu_count", smi_timeout=20)` ends `gpu_count "$smi_timeout"`).
+    Nothing ends the call line, so that a command can go on after it (`; export ...`)."""
+    if function not in dict(library()):
+        raise ValueError(f"no function {function!r} in {LIBRARY}")
+    line = " ".join([function, *map(quote_value, words), *(f'"${k}"' for k in values)])
+    RENDERED[f"{function}()"] = _shell(line, _values(values))
+    return RENDERED[f"{function}()"]
+
+
+def inline(function: str) -> str:
+    """A one-line library function's code, for a command that must stay one line: a job's command line,
+    which `ps` and run.list show whole, where the function's definition would break it in lines."""
+    body = dict(library())[function]
+    code = [line.strip() for line in body.splitlines()[1:-1] if line.strip() and not line.strip().startswith("#")]
+    if len(code) != 1 or re.search(r"\$\{?[0-9@#*]", code[0]):
+        raise ValueError(f"{function} is not one line of code without arguments: send it with `text` or `call`")
+    return code[0]
 
 
 def names() -> Dict[str, str]:

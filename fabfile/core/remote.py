@@ -29,6 +29,7 @@ from . import programs
 from .cancel import tagged
 from .connection import NodeConnection, Session
 from .errors import ConnectionLost, HostError, Interrupted
+from .facts import Fact, NodeFacts, T
 from .files import BACKUP_DIR, FileChange, FileState, ManagedFile
 from .inventory import Node
 
@@ -134,6 +135,12 @@ class Remote:
         #: Steps run side by side: one apt run at a time on this node (two `apt-get update`s at once
         #: fail on the lists lock, where dpkg's own lock would have made them wait).
         self.apt_lock = threading.RLock()
+        #: The facts several steps read (GPUs, InfiniBand ports...): once for all the steps of a run.
+        self.facts = NodeFacts()
+
+    def fact(self, fact: Fact[T], *args: Any) -> T:
+        """`fact` of this node: read the first time a step asks, then the same answer for every step."""
+        return self.facts.get(fact, self, *args)
 
     @property
     def user(self) -> str:
@@ -337,6 +344,8 @@ def ensure_packages(remote: Remote, packages: Sequence[str]) -> List[str]:
         if result.exited != 0:
             raise HostError(f"apt-get install {' '.join(todo)} failed: {last_line(result.stderr or result.stdout)}")
         remote.change(apt.record_command(todo))
+        # A package can bring what a fact reads (libibverbs, nvidia-smi): those are read again.
+        remote.facts.changed("packages")
     return [f"installed {' '.join(todo)}"]
 
 

@@ -90,6 +90,8 @@ def build_report(run: Run, chain: Sequence[Step], inventory_label: str, aliases:
         exit_code=worst_exit_code(everything),
         step_status={n.name: {s: run.status(s, n) for s in run.names} for n in run.inv.nodes},
         results=results,
+        timings={n.name: {s: list(span) for s, span in run.timings[n.name].items()}
+                 for n in run.inv.nodes if n.name in run.timings},
     )
 
 

@@ -7,6 +7,7 @@ report (core.reporting). It decides nothing.
 
 from __future__ import annotations
 
+import time
 from typing import Any, Dict, List, Optional, Sequence, Set, Tuple, Type, TypeVar
 
 from .fanout import HostResult
@@ -34,10 +35,25 @@ class RunResults:
         self._cluster_checked: Dict[str, List[HostResult]] = {}
         #: (step, node) whose result the progress display has shown already (live as it came).
         self._printed: Set[Tuple[str, str]] = set()
+        #: Per node, per step it ran: (start, end) in seconds on the progress clock, for the report's
+        #: timeline: from the step's start on its hosts to the host's result.
+        self.timings: Dict[str, Dict[str, Tuple[float, float]]] = {}
+        self._step_began: Dict[str, float] = {}
+
+    def began(self, step: str) -> None:
+        """`step` starts on its hosts now (a host skipped before this gets no span on the timeline)."""
+        self._step_began[step] = time.monotonic()
+
+    def _timed(self, step: str, result: HostResult) -> None:
+        began = self._step_began.get(step)
+        if began is None or step in self.timings.get(result.node.name, {}):
+            return
+        self.timings.setdefault(result.node.name, {})[step] = (round(began - self.progress.start, 3), round(time.monotonic() - self.progress.start, 3))
 
     def record(self, step: str, results: Sequence[HostResult]) -> None:
         self.results.setdefault(step, []).extend(results)
         for r in results:
+            self._timed(step, r)
             if (step, r.node.name) not in self._printed:
                 self.progress.done(step, r)
             if r.failed and r.node.name not in self.failures:
@@ -46,6 +62,7 @@ class RunResults:
     def shown(self, step: str, result: HostResult) -> None:
         """`result` was shown as it came (a step's live progress): recording it shows it no more."""
         self._printed.add((step, result.node.name))
+        self._timed(step, result)
         self.progress.done(step, result)
 
     def keep(self, key: str, value: Any) -> None:

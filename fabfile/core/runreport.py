@@ -39,6 +39,9 @@ class Report:
     step_status: Dict[str, Dict[str, str]] = field(default_factory=dict)
     #: Per step that measures something (the all-reduce): its figures.
     results: Dict[str, Any] = field(default_factory=dict)
+    #: Per node, per step it ran: [start, end], seconds since the run began (the progress lines' clock).
+    #: Absent from reports saved before it was recorded: {} then.
+    timings: Dict[str, Dict[str, List[float]]] = field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=False) + "\n"

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ..core.errors import InputError
+from ..core.files import render
 from ..ops.shared import infiniband
 
 REPO = Path(__file__).resolve().parents[2]
@@ -179,41 +180,16 @@ def profile_files(p: Profile) -> Dict[str, Tuple[str, int]]:
         "/usr/local/bin/lspci": ((STANDINS / "lspci").read_text(), 0o755),
         "/usr/local/bin/dmesg": ((STANDINS / "dmesg").read_text(), 0o755),
         f"{SITE}/sitecustomize.py": ((STANDINS / "sitecustomize.py").read_text(), 0o644),
-        "/usr/local/bin/python-gpu": (f'#!/bin/sh\n# The training python of a GPU-shaped lab host (gpufab lab).\n'
-                                      f'PYTHONPATH={SITE}${{PYTHONPATH:+:$PYTHONPATH}} exec python3 "$@"\n', 0o755),
-        f"/etc/systemd/system/{UNIT}": (UNIT_TEXT, 0o644),
-        f"/etc/systemd/system/{FM_UNIT}": (fm_unit(p.fabric_manager), 0o644),
+        # The training python of a GPU-shaped host: python3 with the stand-in torch.cuda on its path.
+        "/usr/local/bin/python-gpu": (render("lab/python-gpu.j2", site=SITE), 0o755),
+        # At every boot: /sys/class copied to a tmpfs with the profile's InfiniBand tree added, mounted over it.
+        f"/etc/systemd/system/{UNIT}": (render(f"lab/{UNIT}.j2", data=DATA), 0o644),
+        # A stand-in nvidia-fabricmanager: active, or failed as when its version does not match the driver.
+        f"/etc/systemd/system/{FM_UNIT}": (render(f"lab/{FM_UNIT}.j2", healthy=p.fabric_manager), 0o644),
     }
     for rel, content in sysfs_tree(ports).items():
         files[f"{DATA}/sysfs/{rel}"] = (content + "\n" if content else "", 0o644)
     return files
-
-
-#: At every boot: /sys/class copied to a tmpfs with the profile's InfiniBand tree added, mounted over it.
-UNIT_TEXT = f"""# gpufab lab: this host is GPU-shaped (profile in {DATA}/profile).
-[Unit]
-Description=gpufab lab: the GPU profile's InfiniBand sysfs tree
-DefaultDependencies=no
-Before=network-pre.target sysinit.target
-
-[Service]
-Type=oneshot
-RemainAfterExit=yes
-ExecStart=/bin/sh -c 'd=/run/gpufab-lab-class; mkdir -p $$d && mount -t tmpfs -o mode=755 gpufab-lab-class $$d && \\
-  cp -a /sys/class/. $$d/ 2>/dev/null; cp -a {DATA}/sysfs/. $$d/ && mount --bind $$d /sys/class'
-
-[Install]
-WantedBy=sysinit.target
-"""
-
-
-def fm_unit(healthy: bool) -> str:
-    """A stand-in nvidia-fabricmanager: active, or failed as when its version does not match the driver."""
-    command = "/bin/true" if healthy else "/bin/sh -c 'echo \"NVIDIA fabric manager: version mismatch\" >&2; exit 1'"
-    return (f"# gpufab lab: stand-in for NVIDIA's fabric manager ({'running' if healthy else 'failing'}).\n"
-            "[Unit]\nDescription=NVIDIA fabric manager service (gpufab lab stand-in)\n\n"
-            f"[Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart={command}\n\n"
-            "[Install]\nWantedBy=multi-user.target\n")
 
 
 def installed_profile(root: str) -> str:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence
 
 from ..core.errors import InputError
+from ..core.files import render
 
 SUITE = "bookworm"
 PACKAGES = (
@@ -124,21 +125,9 @@ def base_files() -> Dict[str, str]:
     }
 
 
-#: Run inside the base with chroot, once, after debootstrap.
-BASE_SETUP_SCRIPT = f"""
-set -e
-rm -f /etc/ssh/ssh_host_*
-rm -f /etc/machine-id && touch /etc/machine-id
-systemctl mask apt-daily.timer apt-daily-upgrade.timer e2scrub_all.timer fstrim.timer \\
-  systemd-timesyncd.service getty@tty1.service console-getty.service >/dev/null 2>&1 || true
-id {SUDO_USER} >/dev/null 2>&1 || useradd -m -s /bin/bash {SUDO_USER}
-echo '{SUDO_USER}:{SUDO_PASSWORD}' | chpasswd
-chmod 0440 /etc/sudoers.d/gpufab-lab
-mkdir -p /var/lib/docker /root/.ssh
-chmod 700 /root/.ssh
-update-ca-certificates >/dev/null 2>&1 || true
-apt-get clean
-"""
+def base_setup_script(root: str = "") -> str:
+    """Run inside the base with chroot, once, after debootstrap (`root` is the image's own '/' there)."""
+    return render("lab/base-setup.sh.j2", root=root, sudo_user=SUDO_USER, sudo_password=SUDO_PASSWORD)
 
 
 def hosts_file(host: LabHost, hosts: Sequence[LabHost]) -> str:
@@ -149,21 +138,13 @@ def hosts_file(host: LabHost, hosts: Sequence[LabHost]) -> str:
     return "\n".join(lines) + "\n"
 
 
-#: nspawn mounts the cgroup v1 controllers read-only (this VM has no cgroup2-only layout to give): runc
-#: could not make a container's cgroup. Made writable (a bind remount) before dockerd starts, as on a
-#: real machine; each host's containers sit under its own cgroup namespace root.
-DOCKER_CGROUPS_DROPIN = (
-    "# The lab only (fabfile/lab/plan.py): the cgroup controllers writable for runc, as on a real machine.\n"
-    "[Service]\n"
-    "ExecStartPre=/bin/sh -c 'for c in /sys/fs/cgroup/*/; do "
-    "[ \"$$(stat -f -c %%T \"$$c\")\" = cgroupfs ] && mount -o remount,bind,rw \"$$c\"; done; true'\n"
-)
-
-
 def host_files(host: LabHost, hosts: Sequence[LabHost], authorized_key: str, machine_id: str) -> Dict[str, str]:
     """Files written into a host's own layer at first boot."""
     return {
-        "/etc/systemd/system/docker.service.d/10-lab-cgroups.conf": DOCKER_CGROUPS_DROPIN,
+        # nspawn mounts the cgroup v1 controllers read-only (this VM has no cgroup2-only layout to give): runc
+        # could not make a container's cgroup. Made writable (a bind remount) before dockerd starts, as on a
+        # real machine; each host's containers sit under its own cgroup namespace root.
+        "/etc/systemd/system/docker.service.d/10-lab-cgroups.conf": render("lab/docker-cgroups.conf.j2"),
         "/etc/hostname": f"{host.name}\n",
         "/etc/hosts": hosts_file(host, hosts),
         "/etc/machine-id": f"{machine_id}\n",

@@ -107,7 +107,7 @@ def ensure_base(paths: LabPaths) -> str:
         bundle = "/etc/ssl/certs/ca-certificates.crt"
         if os.path.exists(bundle):
             shutil.copy(bundle, os.path.join(tmp, "usr/local/share/ca-certificates/gpufab-lab-host-bundle.crt"))
-        _run(["chroot", tmp, "/bin/sh", "-c", plan.BASE_SETUP_SCRIPT])
+        _run(["chroot", tmp, "/bin/sh", "-c", plan.base_setup_script()])
         if os.path.exists(bundle):
             shutil.copy(bundle, os.path.join(tmp, bundle.lstrip("/")))
         _write(tmp, "/.gpufab-base-ready", plan.recipe_id(mirror) + "\n")

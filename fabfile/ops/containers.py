@@ -257,7 +257,7 @@ def _report(run: RunContext, s: ContainersSettings) -> Tuple[List[str], List[str
 NAME = "containers"
 STEP = Step(NAME, settings=read, run=every_node(NAME, apply), wanted=lambda s: bool(s.containers), check=check,
             needs=("preflight", "docker", "images"),
-            columns=(Column("containers", "Containers", 26, _cell),), report=_report)
+            columns=(Column("containers", "Containers", _cell),), report=_report)
 
 
 SECTION = declare_section("ops.containers", "docker.containers", {

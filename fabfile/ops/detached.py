@@ -26,7 +26,8 @@ UNIT_PREFIX = "gpufab-run-"
 #: Root never opens the log: it is made and opened by the job itself, as the user (a link the user
 #: planted at ~/train.log -> /etc/shadow then gets the user's own permissions, not root's). systemd
 #: would open StandardOutput= files as root, so the job's shell redirects its own output instead.
-START_SCRIPT = programs.text("detached-start.sh")
+#: The job's own shell loads netenv first: the library's load_netenv, its one line given as `netenv`.
+START_SCRIPT = programs.text("detached-start.sh", netenv=programs.inline("load_netenv"))
 
 #: $1 pattern. Prints `PID COMMAND` per match; the listing shell and its
 #: ancestors (sudo, the SSH session) carry the pattern too and are left out,

@@ -44,7 +44,8 @@ IMAGE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:@-]*$")
 PROBLEM = "problem"
 WARNING = "warning"
 
-#: Everything root can read in one pass. $1 timeout, $2 deep (1/0), $3 test image ('' = none).
+#: Everything root can read in one pass. $1 timeout, $2 deep (1/0), $3 test image ('' = none), $4 `known`
+#: where the run has read the InfiniBand ports already (core.facts).
 ROOT_SCRIPT = programs.text("doctor-root.sh", ib_sysfs=infiniband.SYSFS, ib_gids=infiniband.GIDS_READ,
                             container_timeout=CONTAINER_TIMEOUT, dcgm_timeout=DCGM_TIMEOUT)
 
@@ -543,8 +544,14 @@ SMI_FAILURES = (
 )
 
 
-def diagnose(parts: Mapping[str, List[str]], torch: Optional[Mapping[str, Any]] = None) -> Doctor:
-    """ROOT_SCRIPT's sections (and the training python's CUDA view) -> the node's findings."""
+def ib_section(parts: Mapping[str, List[str]]) -> infiniband.IbFacts:
+    return infiniband.parse_sysfs("\n".join(parts.get("ib", [])))
+
+
+def diagnose(parts: Mapping[str, List[str]], torch: Optional[Mapping[str, Any]] = None,
+             ib: Optional[infiniband.IbFacts] = None) -> Doctor:
+    """ROOT_SCRIPT's sections (and the training python's CUDA view) -> the node's findings; `ib`: the
+    node's ports where the run knew them already (ROOT_SCRIPT then leaves them out)."""
     pci = parse_pci(parts.get("lspci", []))
     pci_gpus = [d for d in pci if d.kind == "gpu"]
     switches = [d for d in pci if d.kind == "nvswitch"]
@@ -627,7 +634,7 @@ def diagnose(parts: Mapping[str, List[str]], torch: Optional[Mapping[str, Any]] 
             problems.append(Finding(PROBLEM, f"a container sees {seen} of {smi_count or len(pci_gpus)} GPUs"
                                              f" ({lines[-1] if lines else 'no output'})",
                                     "check nvidia-container-toolkit (`nvidia-ctk runtime configure`, restart docker)"))
-    ib = infiniband.parse_sysfs("\n".join(parts.get("ib", [])))
+    ib = ib if ib is not None else ib_section(parts)
     stuck = ib.waiting_for_sm
     if stuck:
         problems.append(Finding(PROBLEM, f"InfiniBand ports up but not active: {', '.join(p.name for p in stuck)} "
@@ -696,11 +703,12 @@ def root_command_timeout(s: DoctorSettings) -> int:
 
 def examine(remote: Remote, s: DoctorSettings, with_python: bool = True) -> Doctor:
     """Read the node (root's pass, then the training python where there are GPUs) and judge it."""
-    text = remote.script(ROOT_SCRIPT, str(COMMAND_TIMEOUT), "1" if s.deep else "0", s.image or "",
+    ib_known = remote.facts.flag(infiniband.PORTS)
+    text = remote.script(ROOT_SCRIPT, str(COMMAND_TIMEOUT), "1" if s.deep else "0", s.image or "", ib_known,
                          sudo=True, warn=True, timeout=root_command_timeout(s)).stdout
     parts = sections(text)
     torch = train_python_view(remote, s) if with_python and sees_gpus(parts) else None
-    return diagnose(parts, torch)
+    return diagnose(parts, torch, remote.facts.kept(infiniband.PORTS, ib_known, lambda: ib_section(parts), remote))
 
 
 def sees_gpus(parts: Mapping[str, List[str]]) -> bool:
@@ -815,4 +823,4 @@ def _data(found: Carried, s: DoctorSettings) -> Any:
 
 
 CHECK = Check("doctor", settings=read, look=first_look, said=said, check=examine, check_cluster=check_cluster,
-              columns=(CheckColumn("gpus", "GPUs", 60, _gpus_cell),), report=_report, data=_data)
+              columns=(CheckColumn("gpus", "GPUs", _gpus_cell),), report=_report, data=_data)

@@ -26,6 +26,7 @@ from ..core.report import fold_names
 from .shared import infiniband
 from .shared.nodeenv import ENV_FILE
 from .shared.python import PythonChoice, TrainPython, parse_probe, probe_pythons, read_choice
+from .shared.versions import installed_versions
 
 #: The facts, in table order.
 FACTS = ("OS", "kernel", "driver", "CUDA", "NCCL", "GPUs", "NIC", "MTU", "InfiniBand", "Docker", "Python",
@@ -35,7 +36,8 @@ VARIES = ("NIC",)
 #: Facts that must be equal on every node (driver: its major version); `-` counts as a value.
 MUST_MATCH = ("driver major", "CUDA", "NCCL", "torch", "ray", "Python")
 
-#: One key=value per line. $1 head's private address, $2 Ray's venv python, $3 seconds for nvidia-smi.
+#: One key=value per line. $1 head's private address, $2 Ray's venv python ('': Ray's version is known),
+#: $3 seconds for nvidia-smi, $4 `known` where the run has read the InfiniBand ports already (core.facts).
 SCRIPT = programs.text("fleet-facts.sh", env_file=ENV_FILE, ib_sysfs=infiniband.SYSFS, ib_gids=infiniband.GIDS_READ)
 
 
@@ -44,11 +46,12 @@ class NodeFacts:
     values: Mapping[str, str]
 
 
-def parse(text: str, python: Optional[Mapping[str, object]]) -> NodeFacts:
-    """SCRIPT's output and the training python's view -> one value per fact (`-`: absent)."""
+def parse(text: str, python: Optional[Mapping[str, object]], ib: Optional[infiniband.IbFacts] = None) -> NodeFacts:
+    """SCRIPT's output and the training python's view -> one value per fact (`-`: absent); `ib`: the
+    node's ports where the run knew them already (SCRIPT then leaves them out)."""
     keys = parse_facts(text)
     gpus = [line[4:].strip() for line in text.splitlines() if line.startswith("gpu=") and line[4:].strip()]
-    ib = infiniband.parse_sysfs(text)
+    ib = ib if ib is not None else infiniband.parse_sysfs(text)
     counted = OrderedDict((name, gpus.count(name)) for name in gpus)
     nic = keys.get("nic", "")
     speed = keys.get("speed", "")
@@ -73,8 +76,12 @@ def parse(text: str, python: Optional[Mapping[str, object]]) -> NodeFacts:
     return NodeFacts({k: v or "-" for k, v in values.items()})
 
 
-def read_facts(remote: Remote, head_private: str, s: PythonChoice) -> str:
-    return remote.script(SCRIPT, head_private, f"{s.venv}/bin/python", "20", timeout=150, warn=True).stdout
+def read_facts(remote: Remote, head_private: str, s: PythonChoice, ray: Optional[str] = None) -> str:
+    """SCRIPT's output; `ray`: Ray's version where the run has read it already (then SCRIPT does not)."""
+    raypy = f"{s.venv}/bin/python" if ray is None else ""
+    text = remote.script(SCRIPT, head_private, raypy, "20", remote.facts.flag(infiniband.PORTS), timeout=150,
+                         warn=True).stdout
+    return text if ray is None else text + f"ray={ray}\n"
 
 
 def python_view(found: Optional[TrainPython]) -> Optional[Dict[str, object]]:
@@ -165,8 +172,27 @@ def read(config: Any, inv: Inventory, cli: Mapping[str, Any]) -> FleetSettings:
     return FleetSettings(inv.head.private or "", read_choice(config, inv, cli))
 
 
-def check(remote: Remote, s: FleetSettings) -> str:
-    return read_facts(remote, s.head, s.python)
+@dataclass(frozen=True)
+class Checked:
+    """The verify phase on one node: SCRIPT's output, and the node's InfiniBand ports (the run's one read)."""
+
+    facts: str
+    ib: infiniband.IbFacts
+
+
+def ray_version(remote: Remote, s: PythonChoice) -> Optional[str]:
+    """Ray's version in its venv, from the run's one read of it (ray's own check takes it too); None: the
+    fleet's script reads it, as it did."""
+    try:
+        return (installed_versions(remote, s.venv, ["ray"]) or {}).get("ray") or ""
+    except (ValueError, IndexError):  # a venv python that answers no JSON
+        return None
+
+
+def check(remote: Remote, s: FleetSettings) -> Checked:
+    ib_known = remote.facts.flag(infiniband.PORTS)
+    text = read_facts(remote, s.head, s.python, ray_version(remote, s.python))
+    return Checked(text, remote.facts.kept(infiniband.PORTS, ib_known, lambda: infiniband.parse_sysfs(text), remote))
 
 
 #: The all-reduce step's name: its value on a node holds the training python it found (`python`).
@@ -180,7 +206,8 @@ def fleet_facts(found: Carried) -> Dict[str, NodeFacts]:
         if not found.was_checked(n):
             continue
         ready = found.run.value(ALLREDUCE, n)
-        out[n.name] = parse(found.checked(n), python_view(getattr(ready, "python", None)))
+        checked = found.checked(n)
+        out[n.name] = parse(checked.facts, python_view(getattr(ready, "python", None)), checked.ib)
     return out
 
 

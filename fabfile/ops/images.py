@@ -248,7 +248,7 @@ def _report(run: RunContext, s: ImagesSettings) -> Tuple[List[str], List[str]]:
 
 NAME = "images"
 STEP = Step(NAME, settings=read, run=run_on, wanted=lambda s: bool(s.images), needs=("preflight", "docker"),
-            columns=(Column("images", "Images", 25, _cell),), report=_report)
+            columns=(Column("images", "Images", _cell),), report=_report)
 
 
 OWNED = owns("ops.images", files=(LOGIN_FILE,))

@@ -111,7 +111,7 @@ class LoginLimits:
 
 def apply(remote: Remote, s: LimitsSettings) -> Outcome:
     """Write the drop-ins, make systemd re-read them, and check a new login."""
-    ib = infiniband.parse_sysfs(remote.run(infiniband.SCRIPT, warn=True).stdout)
+    ib = remote.fact(infiniband.PORTS)
     memlock = s.memlock if ib.active else None
     wanted = limit_files(s.nofile, memlock)
     changes = plan_files(wanted, remote.read_state(wanted))
@@ -173,7 +173,7 @@ def _report(run: RunContext, s: LimitsSettings) -> Tuple[List[str], List[str]]:
 
 NAME = "limits"
 STEP = Step(NAME, settings=read, run=every_node(NAME, apply), check=check, needs=("preflight",),
-            columns=(Column("ulimit", "ulimit", 40, _cell),), report=_report)
+            columns=(Column("ulimit", "ulimit", _cell),), report=_report)
 
 
 DECLARED = declare(

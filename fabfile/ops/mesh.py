@@ -23,7 +23,7 @@ import ipaddress
 import os
 import re
 import shlex
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ..core import programs
@@ -66,7 +66,8 @@ MAX_SLOTS = 1024
 PAIR_TIMEOUT = 20
 
 #: Who the SSH user is there, the node's host keys and its mesh key ($1 the key's name); one line
-#: each; `oldkey=yes` where older gpufab's shared key ($2) is still there. Run as the SSH user.
+#: each; `oldkey=yes` where older gpufab's shared key ($2) is still there; `gpus=` unless $3 is `known`
+#: (the run has read the GPU count already). Run as the SSH user.
 FACTS_SCRIPT = programs.text("mesh-facts.sh", smi_timeout=gpu.SMI_TIMEOUT)
 
 #: This node's mesh key: made once by the SSH user; only its public half is printed, derived from the
@@ -113,8 +114,11 @@ def parse_node_facts(text: str) -> NodeFacts:
 
 
 def read_facts(remote: Remote) -> NodeFacts:
+    gpus_known = remote.facts.flag(gpu.GPUS)
+    text = remote.script(FACTS_SCRIPT, KEY_NAME, OLD_KEY_NAME, gpus_known, timeout=60).stdout
+    gpus = remote.facts.kept(gpu.GPUS, gpus_known, lambda: parse_facts(text).get("gpus", "0"), remote)
     try:
-        return parse_node_facts(remote.script(FACTS_SCRIPT, KEY_NAME, OLD_KEY_NAME, timeout=60).stdout)
+        return replace(parse_node_facts(text), gpus=gpu.count_of(gpus))
     except ValueError as exc:
         raise HostError(str(exc)) from None
 
@@ -555,7 +559,7 @@ def _data(run: RunContext, s: MeshSettings) -> Dict[str, int]:
 NAME = "mesh"
 STEP = Step(NAME, settings=read, run=run_on, needs_head=True, wanted=lambda s: s.enabled, gather=read_facts,
             needs=("preflight",),
-            check_cluster=check_cluster, columns=(Column("mesh", "SSH mesh", 35, _cell),), report=_report,
+            check_cluster=check_cluster, columns=(Column("mesh", "SSH mesh", _cell),), report=_report,
             access=_access, data=_data)
 
 

@@ -131,6 +131,8 @@ def carrying(*checks: Check) -> Step:
             if node.private is None:
                 return HostResult(node, FAILED, 1, reason="no private address (give one in the inventory)", value=result.value)
             remote = run.remotes[node.name]
+            if result.value.gpus != "-":  # read in the one round trip above: no step reads it again
+                run.facts(node).note(gpu.GPUS, result.value.gpus)
             run.gather(remote)
             d = result.value
             words, lines = [d.os], []
@@ -169,15 +171,15 @@ def carrying(*checks: Check) -> Step:
     def data(run: RunContext, settings: PreflightSettings) -> Any:
         return {c.name: c.data(Carried(run, NAME, c.name), settings.checks[c.name]) for c in checks if c.data is not None}
 
-    def column(c: Check, key: str, title: str, order: int, cell: Any) -> Column:
-        return Column(key, title, order, lambda run, node: cell(Carried(run, NAME, c.name), node))
+    def column(c: Check, key: str, title: str, cell: Any) -> Column:
+        return Column(key, title, lambda run, node: cell(Carried(run, NAME, c.name), node))
 
-    columns = [Column("nic", "NIC", 10, _nic_cell),
-               *(column(c, col.key, col.title, col.order, col.cell) for c in checks for col in c.columns)]
+    # Preflight's own first, then each check's in the order the chain carries them.
+    columns = [Column("nic", "NIC", _nic_cell), *(column(c, col.key, col.title, col.cell) for c in checks for col in c.columns)]
     return Step(NAME, settings=read, run=run_on, optional=False, needs=(),
                 check=check if any(c.check is not None for c in checks) else None,
                 check_cluster=check_cluster if any(c.check_cluster is not None for c in checks) else None,
-                columns=tuple(sorted(columns, key=lambda col: col.order)), report=report, data=data)
+                columns=tuple(columns), report=report, data=data)
 
 
 #: Preflight alone, carrying no check (the chain's carries the doctor and the fleet: ops/chain.py).

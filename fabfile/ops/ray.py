@@ -39,6 +39,7 @@ from .shared.python import DEFAULT_VENV
 from .shared.rayauth import RAY_DEFAULT_VERSION, ray_auth_on, ray_has_auth
 from .shared.secrets import SECRETS_FILE
 from .shared.uv import direct, ensure_uv, index_env, uv_env, wheel_requirements
+from .shared.versions import VERSION_PACKAGES, VERSIONS, installed_versions
 
 DEFAULT_VERSION = RAY_DEFAULT_VERSION
 DEFAULT_PORT = 6379
@@ -59,16 +60,10 @@ RAY_FIXED_PORTS = ("10001-19999", "52365")
 #: client of that user finds it); with RAY_AUTH_MODE=token the GCS refuses any other.
 TOKEN_DIR = ".ray"
 TOKEN_NAME = "auth_token"
-#: Packages whose versions `ray.versions` shows; ray and Python must agree.
-VERSION_PACKAGES = ("ray", "torch", "vllm", "transformers")
 MUST_MATCH = ("python", "ray")
 
 PIN_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(\[[A-Za-z0-9,._-]+\])?==[A-Za-z0-9.+!_-]+$")
 VERSION_RE = re.compile(r"^[0-9][A-Za-z0-9.+!_-]*$")
-
-#: Prints a JSON object of versions: python, then each package named in argv.
-VERSIONS_CODE = programs.text("ray-versions.py")
-
 
 def check_version(version: str) -> str:
     if not VERSION_RE.match(str(version)):
@@ -105,11 +100,6 @@ def pin_version(pin: str) -> str:
 
 def requirements(version: str, extra: Sequence[str]) -> List[str]:
     return [f"ray[default]=={version}", *extra]
-
-
-def versions_command(venv: str, packages: Sequence[str]) -> str:
-    python = f"{venv}/bin/python"
-    return f"{shlex.quote(python)} -c {shlex.quote(VERSIONS_CODE)} " + " ".join(shlex.quote(p) for p in packages)
 
 
 def missing_pins(installed: Mapping[str, Optional[str]], pins: Sequence[str]) -> List[str]:
@@ -201,8 +191,7 @@ def start_command(p: UnitPlan) -> str:
         args = f"--address={q(p.head)}:{p.port} --node-ip-address={q(p.address)}"
     if p.num_gpus is not None:
         args += f" --num-gpus={p.num_gpus}"
-    load = ("set -a; [ -r /etc/gpufab/netenv.env ] && . /etc/gpufab/netenv.env;"
-            " [ -r /etc/gpufab/secrets.env ] && . /etc/gpufab/secrets.env; set +a; ")
+    load = f"{programs.inline('load_netenv')}; set -a; [ -r {SECRETS_FILE} ] && . {SECRETS_FILE}; set +a; "
     return load + f"{ray} start {args}"
 
 
@@ -340,14 +329,6 @@ def read(config: Any, inv: Inventory, cli: Mapping[str, Any]) -> RaySettings:
 # --------------------------------------------------------------------------- install
 
 
-def installed_versions(remote: Remote, venv: str, packages: Sequence[str]) -> Optional[Dict[str, Optional[str]]]:
-    """Versions in the venv, or None when there is no venv."""
-    result = remote.run(versions_command(venv, packages), warn=True)
-    if result.exited != 0:
-        return None
-    return json.loads(result.stdout.strip().splitlines()[-1])
-
-
 def downloads(remote: Remote, s: RaySettings) -> Downloads:
     """The pins this node lacks: then it wants the whole set (one closure for the cluster) and uv; nft where missing."""
     debs = tuple(apt.missing(FIREWALL_PACKAGES, apt.parse_installed(remote.run(apt.query_command(
@@ -407,6 +388,7 @@ def install_ray(remote: Remote, s: RaySettings) -> Outcome:
                 raise HostError(f"{'uv ' if uv else ''}pip install {' '.join(todo)} failed: "
                                 f"{last_line(result.stderr or result.stdout)}")
             done.append(f"installed {' '.join(todo)} ({'uv' if uv else 'pip'})")
+        remote.facts.forget(VERSIONS, s.venv)  # what the venv holds now is read from it
         versions = {"ray": s.version} if remote.dry_run else installed_versions(remote, s.venv, names) or {}
     return Outcome(done, [f"ray {versions.get('ray')} in {s.venv}", *notes])
 
@@ -803,7 +785,7 @@ def _access(run: RunContext, s: RaySettings) -> List[str]:
 NAME = "ray"
 STEP = Step(NAME, settings=read, run=run_on, needs_head=True, check=check, check_cluster=members,
             needs=("preflight", "fetch", "wheels", "limits", "netenv"), downloads=downloads,
-            columns=(Column("ray", "Ray", 50, _cell),), report=_report, access=_access)
+            columns=(Column("ray", "Ray", _cell),), report=_report, access=_access)
 
 
 DECLARED = declare(

@@ -316,7 +316,8 @@ def wanted_files(step: UserStep, env_text: str) -> Dict[str, Tuple[str, int]]:
 
 
 #: $1 the step's directory (absolute, or under the SSH user's home), $2 the SSH user. Prints home=,
-#: gpus= (with nvidia-smi), a digest per file, and running=yes while a run is going.
+#: gpus= (with nvidia-smi; not where $3 is `known`: the run has the count), a digest per file, and
+#: running=yes while a run is going.
 FACTS_SCRIPT = programs.text("step-facts.sh", smi_timeout=gpu.SMI_TIMEOUT)
 
 #: $1 the step's directory (absolute). Prints `exit=N` once the run has ended, `running=yes` or
@@ -372,11 +373,13 @@ def wait_for(remote: Remote, step: UserStep, directory: str, log: str, say: Say,
 def apply(remote: Remote, s: ScriptSettings, inv: Inventory, say: Say, stamp: str = "") -> Outcome:
     """Bring the step's files up to date, then run it unless its guard says it is done."""
     step = s.step
-    facts = parse_facts(remote.script(FACTS_SCRIPT, step.directory, remote.user, sudo=step.sudo, timeout=30).stdout)
+    gpus_known = remote.facts.flag(gpu.GPUS)
+    facts = parse_facts(remote.script(FACTS_SCRIPT, step.directory, remote.user, gpus_known, sudo=step.sudo,
+                                      timeout=30).stdout)
     home = facts.get("home") or "~"
     directory = step.path(home)
     log = step.shown("log")
-    gpus = facts.get("gpus", "")
+    gpus = remote.facts.kept(gpu.GPUS, gpus_known, lambda: facts.get("gpus", ""), remote)
     values = node_values(step, inv, remote.node, s.master_port, home,
                          {remote.node.name: int(gpus)} if gpus.isdigit() else {})
     files = wanted_files(step, env_file(step, remote.node, values))
@@ -388,6 +391,7 @@ def apply(remote: Remote, s: ScriptSettings, inv: Inventory, say: Say, stamp: st
         if remote.dry_run:
             return Outcome([], [f"{step.name}: still running from an earlier run"], StepRun("running", log=log))
         say(remote.node, f"{step.name}: still running from an earlier run; waiting for it")
+        remote.facts.clear()  # the operator's command can change whatever a fact reads
         code, tail = wait_for(remote, step, directory, log, say, began)
         return finish(step, code, tail, time.monotonic() - began, log, ["waited for the run an earlier gpufab started"])
     if stale:
@@ -405,6 +409,7 @@ def apply(remote: Remote, s: ScriptSettings, inv: Inventory, say: Say, stamp: st
             return Outcome(done, [skipped_note(step, skip, values)], StepRun("skipped", why=skip))
         would = f"would run {step.source} on {remote.node.name}, {step.guard(values['GPUFAB_CREATES'])}"
         return Outcome([*done, would], [], StepRun("would run"))
+    remote.facts.clear()  # the operator's command can change whatever a fact reads
     if step.detached:
         skip = guard_says(remote, step, runner)
         if skip:
@@ -545,7 +550,7 @@ def step_for(user: UserStep) -> Step:
         run=run_in_chain,
         # Workers' steps need the head's; a head-only step does not need itself to be alive elsewhere.
         needs_head=user.where != "head",
-        columns=(Column("steps", "Your steps", 58, _cell),),
+        columns=(Column("steps", "Your steps", _cell),),
         report=_report,
         access=_access,
         data=_data,

@@ -5,7 +5,7 @@ case "$log" in /*) ;; *) log="$home/$log" ;; esac
 if ! as_user "$user" sh -c 'mkdir -p "$(dirname "$1")" && : >>"$1"' sh "$log"; then
   echo "cannot open $log as $user" >&2; exit 1
 fi
-job="exec >>\"\$GPUFAB_LOG\" 2>&1 </dev/null; if [ -r /etc/gpufab/netenv.env ]; then set -a; . /etc/gpufab/netenv.env; set +a; fi; $cmd"
+job="exec >>\"\$GPUFAB_LOG\" 2>&1 </dev/null; $netenv; $cmd"
 start_detached "$name" "$user" "$home" env GPUFAB_LOG="$log" /bin/sh -c "$job" || exit 1
 if [ "$started" = systemd ]; then echo "how=systemd unit $name.service"; else echo "how=nohup, pid $!"; fi
 echo "log=$log"

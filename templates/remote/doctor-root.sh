@@ -1,4 +1,4 @@
-T=$1; deep=$2; image=$3
+T=$1; deep=$2; image=$3; ib_known=$4
 echo "@@lspci"
 if command -v lspci >/dev/null 2>&1; then timeout -k 2 "$T" lspci -nn -d 10de: 2>/dev/null
 else
@@ -26,8 +26,7 @@ if command -v docker >/dev/null 2>&1 && systemctl is-active --quiet docker 2>/de
 fi
 command -v nvidia-ctk >/dev/null 2>&1 && echo ctk=yes
 command -v nvidia-container-runtime-hook >/dev/null 2>&1 && echo hook=yes
-echo "@@ib"
-ib_ports "$ib_sysfs" "$ib_gids"
+if [ -z "$ib_known" ]; then echo "@@ib"; ib_ports "$ib_sysfs" "$ib_gids"; fi
 if [ -n "$image" ] && command -v docker >/dev/null 2>&1 && timeout -k 2 "$T" nvidia-smi -L >/dev/null 2>&1; then
   echo "@@container"
   if docker image inspect "$image" >/dev/null 2>&1; then

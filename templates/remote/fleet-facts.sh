@@ -1,4 +1,4 @@
-head=$1; raypy=$2; T=$3
+head=$1; raypy=$2; T=$3; ib_known=$4
 # shellcheck source=/dev/null # the node's own
 . /etc/os-release 2>/dev/null; echo "os=${PRETTY_NAME:-unknown}"
 echo "kernel=$(uname -r)"
@@ -20,4 +20,4 @@ if command -v docker >/dev/null 2>&1; then echo "docker=$(docker --version 2>/de
 if [ -x "$raypy" ]; then
   echo "ray=$(timeout -k 2 60 "$raypy" -c 'from importlib.metadata import version; print(version("ray"))' 2>/dev/null)"
 fi
-ib_ports "$ib_sysfs" "$ib_gids"
+if [ -z "$ib_known" ]; then ib_ports "$ib_sysfs" "$ib_gids"; fi

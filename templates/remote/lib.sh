@@ -83,6 +83,15 @@ start_detached() {
   fi
 }
 
+# load_netenv: netenv.setup's settings (/etc/gpufab/netenv.env: NCCL's NIC, MASTER_ADDR ...) exported
+# into this shell where the node has them, for the job that follows; a node without them goes on
+# without. One line of code: a job's command line (what `ps` and run.list show) takes it as it is
+# (programs.inline), where a definition would break that line in lines.
+load_netenv() {
+  # shellcheck source=/dev/null # the node's own
+  if [ -r /etc/gpufab/netenv.env ]; then set -a; . /etc/gpufab/netenv.env; set +a; fi
+}
+
 # find_dockerd: dockerd's path (also where a login's PATH has no sbin); fails without it.
 find_dockerd() {
   PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin" command -v dockerd

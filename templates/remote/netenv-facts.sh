@@ -7,4 +7,5 @@ ip -o link show | awk -F': ' '{split($2, n, "@"); m = $0; sub(/.* mtu /, "", m);
 if command -v ibv_devices >/dev/null 2>&1; then
   echo "hcas=$(ibv_devices 2>/dev/null | awk 'NR > 2 {printf "%s ", $1}')"
 fi
-ib_ports "$ib_sysfs" "$ib_gids"
+# $2 `known`: the run has read the InfiniBand ports already.
+if [ -z "$2" ]; then ib_ports "$ib_sysfs" "$ib_gids"; fi

@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+from browser import marks_of, read_page, render
 from helpers import BIN, REPO, cli, one_error_line
 
 from .conftest import LAB_INVENTORY, LAB_KEY, NODES, on_host
@@ -232,6 +233,33 @@ def test_report_shows_the_saved_report_without_the_nodes(fresh, tmp_path):
     assert md.stdout.startswith("# gpufab cluster report")
     missing = cli("inv", "report", env={"GPUFAB_INVENTORY": str(tmp_path / "none.yaml")})
     assert "none.report.json: no report yet: run bootstrap first" in one_error_line(missing)
+
+
+def test_report_html_of_the_last_bootstrap_renders_its_numbers_in_chromium(fresh, tmp_path):
+    """The page of the second bootstrap's report (every step ok), rendered headless with the network shut;
+    its screenshot is tests/artifacts/report-html-lab.png."""
+    page = tmp_path / "lab.html"
+    proc = cli("inv", "report", "--html", "-o", str(page), env=fresh)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout == f"report: wrote {page} (3 pictures: busbw, links, timeline)\n"
+    report = json.loads(REPORT_JSON.read_text())
+    shown = read_page(render(page, tmp_path, "report-html-lab.png").dom)
+    assert shown.pictures == ["busbw", "links", "timeline"]
+    sizes = report["results"]["allreduce"]["sizes"]
+    assert sorted((int(m["data-bytes"]), float(m["data-busbw-bytes-per-s"])) for m in marks_of(shown, "busbw")) == \
+        [(s["bytes"], s["busbw_bytes_per_s"]) for s in sizes]
+    links = report["results"]["allreduce"]["links"]
+    cells = {(m["data-sender"], m["data-receiver"]): m for m in marks_of(shown, "links")}
+    assert {pair: float(m["data-bytes-per-s"]) for pair, m in cells.items()} == \
+        {(link["from"], link["to"]): link["bytes_per_s"] for link in links}
+    slowest = min(links, key=lambda link: link["bytes_per_s"])
+    assert [pair for pair, m in cells.items() if m["data-slowest"] == "true"] == [(slowest["from"], slowest["to"])]
+    bars = {(m["data-node"], m["data-step"]): m for m in marks_of(shown, "timeline")}
+    assert set(bars) == {(n, s) for n in NODES for s in STEPS}
+    assert {key: [float(m["data-start"]), float(m["data-end"])] for key, m in bars.items()} == \
+        {(n, s): report["timings"][n][s] for n in NODES for s in STEPS}
+    assert {m["data-status"] for m in bars.values()} == {"ok"}
+    assert all(line in shown.text for line in report["checks"])
 
 
 def test_inventory_can_turn_steps_off_and_fab_hosts_spelling_works(fresh, tmp_path, home):

@@ -255,7 +255,7 @@ def test_preflight_check_runs_the_gpu_doctor_and_reads_the_fleet_facts():
     settings = preflight.PreflightSettings(checks={"doctor": doctor.DoctorSettings(), "fleet": fleet.FleetSettings("10.0.0.1")})
     found = CHAIN[0].check(remote, settings).value
     assert found["doctor"].verdict() == "1 × GH100 [H100 PCIe]: 1 NVIDIA GPU on the PCI bus but no driver (nvidia-smi not found)"
-    assert "os=Ubuntu 22.04" in found["fleet"]
+    assert "os=Ubuntu 22.04" in found["fleet"].facts
 
 
 def test_preflight_says_the_doctors_first_look_in_its_note_and_keeps_it(monkeypatch):
@@ -276,7 +276,7 @@ def test_preflight_says_the_doctors_first_look_in_its_note_and_keeps_it(monkeypa
     session = SimpleNamespace(workers=4, connection=lambda n: None, stopping=threading.Event())
     gathered = []
     run = FakeRun(session=session, inv=SimpleNamespace(head=head), remotes={head.name: remote}, workers=None,
-                  live=lambda step: None, gather=gathered.append)
+                  live=lambda step: None, gather=gathered.append, facts=lambda n: remote.facts)
     settings = preflight.PreflightSettings(checks={"doctor": doctor.DoctorSettings(), "fleet": fleet.FleetSettings("10.0.0.1")})
     [result] = CHAIN[0].run(run, [head], settings)
     verdict = "1 × GH100 [H100 PCIe]: 1 NVIDIA GPU on the PCI bus but no driver (nvidia-smi not found)"

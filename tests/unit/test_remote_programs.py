@@ -27,6 +27,7 @@ import fabfile
 from fabfile.core import programs
 from fabfile.core.files import BACKUP_DIR
 from fabfile.core.remote import HOME_WRITE_SCRIPT, INSTALL_SCRIPT
+from helpers import exec_shell, unit_directives
 
 # Every module loaded: the programs made at import are in programs.RENDERED as the code sends them.
 for _module in pkgutil.walk_packages(fabfile.__path__, "fabfile."):
@@ -47,9 +48,32 @@ def sent(name: str) -> str:
     return programs.RENDERED[name]
 
 
+def lab_shell() -> Dict[str, str]:
+    """The lab's own shell (templates/lab/), as the lab runs it: the base's setup, a GPU host's python
+    wrapper, and each `/bin/sh -c` line of the units it writes."""
+    from fabfile.lab import gpu as lab_gpu, plan as lab_plan
+    hosts = lab_plan.plan_hosts(1)
+    files = {f"{p.name}:{path}": content for p in lab_gpu.PROFILES.values()
+             for path, (content, _mode) in lab_gpu.profile_files(p).items()}
+    files.update({f"host:{path}": content for path, content in lab_plan.host_files(hosts[0], hosts, "", "0").items()})
+    out = {"lab/base-setup.sh.j2": lab_plan.base_setup_script(),
+           "lab/python-gpu.j2": files["hgx-h100:/usr/local/bin/python-gpu"]}
+    for name, content in files.items():
+        if name.endswith((".service", ".conf")) and "/systemd/" in name:
+            for key, values in unit_directives(content).get("Service", {}).items():
+                out.update({f"{name} {key}": exec_shell(v) for v in values if v.startswith("/bin/sh -c ")})
+    return {name: text for text, name in {text: name for name, text in out.items()}.items()}  # each text once
+
+
 def test_every_shell_program_is_shellcheck_clean_as_sent():
     assert shutil.which("shellcheck"), "shellcheck is missing: scripts/install installs it (Debian's shellcheck)"
     texts = {name: sent(name) for name in SHELL_PROGRAMS}
+    calls = {name: text for name, text in programs.RENDERED.items() if name.endswith("()")}
+    assert {"gpu_count()", "ib_ports()"} <= set(calls)  # library functions sent as programs
+    texts.update(calls)
+    lab = lab_shell()
+    assert len([n for n in lab if " Exec" in n]) == 3  # the GPU unit, the failing fabric manager, docker's drop-in
+    texts.update(lab)
     failed = {}
     for name, text in texts.items():
         out = subprocess.run(["shellcheck", "-s", "sh", "-"], input=text, capture_output=True, text=True, timeout=60)
@@ -91,6 +115,23 @@ def test_only_the_library_functions_a_program_calls_are_sent():
         used = programs.needed(programs.source(name))
         for fn, body in functions.items():
             assert (body in text) == (fn in used), (name, fn)
+
+
+def test_a_library_function_sent_as_a_program_is_its_values_the_functions_it_needs_and_the_call():
+    functions = dict(programs.library())
+    text = programs.call("ib_ports", ib_sysfs="/sys/class/infiniband", ib_gids=16)
+    assert text == 'ib_sysfs=/sys/class/infiniband\nib_gids=16\n' + functions["ib_ports"] + 'ib_ports "$ib_sysfs" "$ib_gids"'
+    assert programs.call("as_user", "a b", "echo").endswith("\nas_user 'a b' echo")
+    with pytest.raises(ValueError):
+        programs.call("no_such_function")
+    with pytest.raises(ValueError):
+        programs.call("gpu_count", **{"a b": "1"})
+    # One line of code, for a job's command line: whole, without its comments; not a function of more, or of arguments.
+    assert programs.inline("load_netenv") == functions["load_netenv"].splitlines()[-2].strip()
+    assert "\n" not in programs.inline("load_netenv") and programs.inline("load_netenv").endswith("; fi")
+    for longer in ("gpu_count", "proc_cmdline"):
+        with pytest.raises(ValueError):
+            programs.inline(longer)
 
 
 # --------------------------------------------------------------------------- INSTALL_SCRIPT on a temp root
@@ -289,13 +330,59 @@ def sh(text: str, *args: str, env=None, **kw) -> subprocess.CompletedProcess:
 
 
 def test_gpu_count_counts_gpus_says_hung_and_zero_without_nvidia_smi(tmp_path):
-    text = programs.text("gpu-count.sh", smi_timeout=20)
+    text = programs.call("gpu_count", smi_timeout=20)
     two = stubs(tmp_path / "a", **{"nvidia-smi": 'echo "GPU 0: H100 (UUID: x)"; echo "GPU 1: H100 (UUID: y)"'})
     assert sh(text, env=two).stdout == "2\n"
     hung = stubs(tmp_path / "b", **{"nvidia-smi": "exit 124"})
     assert sh(text, env=hung).stdout == "nvidia-smi hung (20s)\n"
     bare = dict(os.environ, PATH=str(tmp_path / "empty"))
     assert subprocess.run(["/bin/sh", "-c", text], capture_output=True, text=True, env=bare).stdout == "0\n"
+
+
+def netenv_here(tmp: Path, text: str) -> str:
+    """`text` with netenv.setup's files at tmp/ instead of /etc/gpufab/: NODE_RANK 9 and a NIC in netenv,
+    a token in secrets."""
+    (tmp / "netenv.env").write_text("NCCL_SOCKET_IFNAME='ens 5'\nMASTER_ADDR=10.0.0.1\nNODE_RANK=9\n")
+    (tmp / "secrets.env").write_text("HF_TOKEN=hf_x\n")
+    out = text.replace("/etc/gpufab/", f"{tmp}/")
+    assert out != text and "/etc/gpufab" not in out
+    return out
+
+
+#: What a job sees: a child process prints the variables it was given.
+SEEN = 'sh -c \'echo "${NCCL_SOCKET_IFNAME:-}|${MASTER_ADDR:-}|${NODE_RANK:-}|${HF_TOKEN:-}"\''
+
+
+def test_a_launched_job_sees_netenv_exported_under_the_launch_values(tmp_path):
+    from fabfile.ops.shared import launch
+    values = {"NODE_RANK": "2", "NNODES": "3", "MASTER_ADDR": "10.0.0.10", "MASTER_PORT": "29500", "NPROC_PER_NODE": "8"}
+    line = netenv_here(tmp_path, launch.node_command(SEEN, values))
+    assert sh(line).stdout == "ens 5|10.0.0.10|2|\n"  # netenv's NIC; the launch's own values win; no secrets
+    (tmp_path / "netenv.env").unlink()
+    assert sh(line).stdout == "|10.0.0.10|2|\n"  # a node without netenv runs the job all the same
+
+
+def test_ray_started_without_systemd_sees_netenv_and_the_secrets(tmp_path):
+    from fabfile.ops import ray
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "ray").write_text(f"#!/bin/sh\n{SEEN}\n")
+    (tmp_path / "bin" / "ray").chmod(0o755)
+    line = netenv_here(tmp_path, ray.start_command(ray.UnitPlan("worker", "root", str(tmp_path), "10.0.0.2", "10.0.0.1")))
+    assert sh(line).stdout == "ens 5|10.0.0.1|9|hf_x\n"
+    (tmp_path / "secrets.env").unlink()
+    assert sh(line).stdout == "ens 5|10.0.0.1|9|\n"
+
+
+def test_a_detached_jobs_own_shell_loads_netenv(tmp_path):
+    from fabfile.ops import detached
+    log = tmp_path / "job.log"
+    done = sh(netenv_here(tmp_path, no_systemd(detached.START_SCRIPT)), "gpufab-run-netenv", str(log), ME, SEEN)
+    assert done.returncode == 0, done.stderr
+    for _ in range(100):
+        if log.exists() and log.read_text():
+            break
+        time.sleep(0.05)
+    assert log.read_text() == "ens 5|10.0.0.1|9|\n"  # netenv, not the secrets
 
 
 @pytest.fixture
@@ -505,3 +592,33 @@ def test_install_in_a_users_own_directory_runs_as_that_user_and_replaces_a_plant
         assert refused.returncode == 3 and "can be written by another user" in refused.stderr
     finally:
         subprocess.run(["rm", "-rf", str(top)], check=False)
+
+
+def test_told_known_each_program_leaves_out_the_fact_the_run_has_read(tmp_path):
+    """The programs that read the GPU count or the InfiniBand ports on their way (core.facts): given `known`
+    as their last argument they neither run `nvidia-smi -L` nor print a port; without it they do."""
+    from fabfile.ops import doctor, fleet, mesh, scripts
+    from fabfile.ops.docker import nvidia_toolkit
+    from fabfile.ops.shared import infiniband, nic
+    calls = tmp_path / "nvidia-smi.calls"
+    env = dict(stubs(tmp_path, **{"nvidia-smi": f'echo "$*" >> {calls}; echo "GPU 0: x"'}), HOME=str(tmp_path))
+    sysfs = str(fake_ib(tmp_path / "ib"))
+    (tmp_path / "d").mkdir()
+    gpus = {"mesh-facts": (mesh.FACTS_SCRIPT, ["k", "old"]),
+            "step-facts": (scripts.FACTS_SCRIPT, [str(tmp_path / "d"), ME]),
+            "nvidia-toolkit-facts": (nvidia_toolkit.FACTS, [])}
+    for name, (text, args) in gpus.items():
+        calls.write_text("")
+        told = sh(text, *args, "known", env=env).stdout
+        assert not [x for x in told.splitlines() if x.lower().startswith("gpus=")] and "-L" not in calls.read_text(), name
+        assert [x for x in sh(text, *args, "", env=env).stdout.splitlines() if x.lower().startswith("gpus=")] == \
+            [("GPUS=1" if name.startswith("nvidia") else "gpus=1")], name
+    ports = {"netenv-facts": (nic.FACTS_SCRIPT, ["10.0.0.1"]),
+             "fleet-facts": (fleet.SCRIPT, ["10.0.0.1", "", "5"]),
+             "doctor-root": (doctor.ROOT_SCRIPT, ["5", "0", ""])}
+    for name, (text, args) in ports.items():
+        text = text.replace(infiniband.SYSFS, sysfs)
+        told = sh(text, *args, "known", env=env).stdout.splitlines()
+        assert not [x for x in told if x.startswith(("ibport=", "verbs=", "@@ib"))], name
+        assert "ibport=mlx5_0 1|4: ACTIVE|Ethernet|100 Gb/sec (4X EDR)|ens5 |5: LinkUp|" in \
+            sh(text, *args, "", env=env).stdout.splitlines(), name

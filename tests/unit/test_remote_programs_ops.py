@@ -18,6 +18,7 @@ from fabfile.ops.docker import nvidia_toolkit
 from fabfile.ops.storage import nfs, sshfs
 from fabfile.ops.shared import share
 from fabfile.ops.shared import python
+from fabfile.ops.shared import versions
 
 
 def stubs(tmp: Path, **commands: str) -> Dict[str, str]:
@@ -55,6 +56,19 @@ def test_docker_install_facts_find_dockerd_outside_a_login_path(tmp_path):
     lines = sh(text, env=env).stdout.splitlines()
     assert f"DOCKERD={sbin}/dockerd" in lines and "ARCH=amd64" in lines and "VERSION=docker.io 20.10.24" in lines
     assert lines[0].startswith("ID=") and any(line.startswith("GROUPS=") for line in lines)
+
+
+def test_docker_runtime_facts_find_dockerd_outside_a_login_path_and_nvidias_runtime(tmp_path):
+    sbin = tmp_path / "sbin"
+    sbin.mkdir()
+    text = docker.RUNTIME_FACTS.replace("/usr/local/sbin:", f"{sbin}:")  # dockerd where only root's PATH looks
+    login = dict(os.environ, PATH="/usr/bin:/bin")  # no sbin, as Debian gives a regular user
+    assert sh(text, env=login).stdout == ""  # neither here
+    (sbin / "dockerd").write_text("#!/bin/sh\n")
+    (sbin / "dockerd").chmod(0o755)
+    assert sh(text, env=login).stdout == "docker=yes\n"
+    env = stubs(tmp_path, **{"nvidia-container-runtime": "true"})
+    assert sh(text, env=dict(env, PATH=env["PATH"].split(":")[0] + ":/usr/bin:/bin")).stdout == "docker=yes\nnvidia=yes\n"
 
 
 def test_nvidia_toolkit_facts_count_gpus_and_nvidia_pci_functions(tmp_path):
@@ -160,7 +174,7 @@ def test_netenv_probe_tells_open_from_refused():
 
 
 def test_ray_versions_read_installed_distributions():
-    out = json.loads(py(ray.VERSIONS_CODE, "pytest", "gpufab-no-such-package").stdout)
+    out = json.loads(py(versions.VERSIONS_CODE, "pytest", "gpufab-no-such-package").stdout)
     assert out["python"] == "%d.%d.%d" % sys.version_info[:3] and out["gpufab-no-such-package"] is None
     assert out["pytest"] and out["pytest"][0].isdigit()
 
@@ -174,8 +188,10 @@ def fake_ray(tmp_path: Path) -> Dict[str, str]:
         "def init(**kw): pass\n"
         "def nodes(): return [{'Alive': True}, {'Alive': True}, {'Alive': False}]\n"
         "class _Ref:\n    def __init__(self, v): self.v = v\n"
+        # Tasks run in place, so the sleep that holds a real node's CPU would only hold the test.
         "def remote(**kw):\n"
-        "    def wrap(f):\n        return types.SimpleNamespace(remote=lambda *a: _Ref(f(*a)))\n    return wrap\n"
+        "    def wrap(f):\n        f.__globals__['time'] = types.SimpleNamespace(sleep=lambda s: None)\n"
+        "        return types.SimpleNamespace(remote=lambda *a: _Ref(f(*a)))\n    return wrap\n"
         "def get(refs, timeout=None): return [r.v for r in refs]\n")
     (pkg / "util" / "__init__.py").write_text("def get_node_ip_address(): return '10.0.0.1'\n")
     (pkg / "util" / "state.py").write_text(

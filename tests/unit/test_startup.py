@@ -3,8 +3,9 @@
 Each task module imports its ops module inside the task, so listing the tasks
 or reading one's help never loads a step, a template engine or a table
 printer. The figures are in bench/RESULTS.md ("Start-up"); this file proves
-what is and is not imported, and that the help texts, now literals, still say
-the defaults the code uses.
+what is and is not imported, and that the help texts, read from the generated
+fabfile/help_texts.py (tests/unit/test_derived.py holds it to the declarations),
+still say the defaults the code uses.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ allreduce, bootstrap, launch, limits, netenv, nfs, ray, script, storage = (
     for m in ("allreduce", "bootstrap", "launch", "limits", "netenv", "nfs", "ray", "script", "storage"))
 
 #: Loaded only by the task that needs it.
-HEAVY = ("fabfile.ops", "jinja2", "tabulate", "dotenv")
+HEAVY = ("fabfile.ops", "jinja2", "tabulate", "dotenv", "matplotlib")
 
 #: The runs probed: each is forked from one process that has loaded only the libraries every run loads.
 PROBED = [("--list",), ("--help", "bootstrap"), ("--help", "ray.setup"), ("--complete", "--", "gpufab", "ray.")]
@@ -42,7 +43,7 @@ import importlib, json, os, sys, traceback
 import fabric.main, invoke, paramiko  # what every gpufab run loads first, once for all the runs below
 package = sys.argv[1]  # fabfile: fab/inv in the clone; gpufab: the gpufab command (the editable install here)
 def loaded():
-    return sorted(m for m in sys.modules if m.split(".")[0] in {package, "jinja2", "tabulate", "dotenv"})
+    return sorted(m for m in sys.modules if m.split(".")[0] in {package, "jinja2", "tabulate", "dotenv", "matplotlib"})
 assert loaded() == [], loaded()
 found = {}
 for args in json.loads(sys.argv[2]):
@@ -115,7 +116,7 @@ HELP_DEFAULTS = [
     (netenv.setup, "master_port", "default " + str(netenv_ops.DEFAULT_MASTER_PORT)),
     (nfs.setup, "path", "default " + share_ops.DEFAULT_EXPORT),
     (storage.setup, "path", "default " + share_ops.DEFAULT_EXPORT),
-    (ray.install, "version", f"else {ray_ops.DEFAULT_VERSION}"),
+    (ray.install, "version", "default " + ray_ops.DEFAULT_VERSION),
     (ray.install, "venv", "default " + ray_ops.DEFAULT_VENV),
     (ray.setup, "timeout", "default " + str(ray_ops.DEFAULT_WAIT)),
     (ray.wait, "timeout", "default " + str(ray_ops.DEFAULT_WAIT)),

@@ -129,11 +129,11 @@ def parse_docker_info(text: str) -> DockerInfo:
     )
 
 
-#: Where dockerd is, also for a non-root login: Debian gives regular users no /usr/sbin in PATH.
-FIND_DOCKERD = 'PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin" command -v dockerd'
-
 #: key=value facts for install: os-release, dpkg arch, docker's presence.
 INSTALL_FACTS = programs.text("docker-install-facts.sh")
+#: `docker=yes` where dockerd is (also for a non-root login, whose PATH has no sbin), `nvidia=yes` where
+#: NVIDIA's container runtime is: what configure merges daemon.json for.
+RUNTIME_FACTS = programs.text("docker-runtime-facts.sh")
 
 DOCKER_INFO_CMD = "docker info --format '{{json .}}'"
 #: The users gpufab put in group docker, a name a line: `reset` takes these out, and no one else.
@@ -205,10 +205,7 @@ def _install_official(remote: Remote, facts: Mapping[str, str]) -> List[str]:
 
 def configure_docker(remote: Remote, extra: Mapping[str, Any], force: bool) -> Outcome:
     """Merge gpufab's keys (and NVIDIA's runtime, where the toolkit is) into daemon.json; restart dockerd only if it changed."""
-    probe = remote.run(
-        f"{FIND_DOCKERD} >/dev/null && echo docker=yes; "
-        "command -v nvidia-container-runtime >/dev/null && echo nvidia=yes; true"
-    ).stdout
+    probe = remote.run(RUNTIME_FACTS).stdout
     if "docker=yes" not in probe and not remote.dry_run:  # a dry run plans against no dockerd
         raise HostError("docker is not installed (run docker.install)")
     state = remote.read_paths([DAEMON_JSON])[DAEMON_JSON]
@@ -292,7 +289,7 @@ def verify_docker(remote: Remote, extra: Mapping[str, Any], container: Optional[
         raise HostError(f"docker has no nvidia runtime on a node with {gpus.gpus} NVIDIA GPUs (run docker.setup)")
     gpu_note = nvidia_toolkit.container_check(remote, gpu_image, gpus)
     notes += [gpu_note] if gpu_note else []
-    ib = infiniband.parse_sysfs(remote.run(infiniband.SCRIPT, warn=True).stdout)
+    ib = remote.fact(infiniband.PORTS)
     if ib.rails():
         notes.append(f"InfiniBand/RoCE rails ({', '.join(p.name for p in ib.rails())}): a container needs "
                      f"{infiniband.CONTAINER_FLAGS}")
@@ -401,7 +398,7 @@ NAME = "docker"
 STEP = Step(NAME, settings=read, run=every_node(NAME, apply), downloads=downloads,
             # limits writes docker.service's drop-ins: Docker starts after them.
             needs=("preflight", "limits", "fetch"),
-            check=check, columns=(Column("docker", "Docker", 20, _cell),), report=_report)
+            check=check, columns=(Column("docker", "Docker", _cell),), report=_report)
 
 
 DECLARED = declare(

@@ -16,7 +16,7 @@ import base64
 import json
 import re
 import shlex
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Dict, List, Optional
 from urllib.parse import urlsplit
 
@@ -30,6 +30,7 @@ from ...core.inventory import Inventory
 from ...core.remote import Remote, ensure_packages, last_line
 from ...core.steps import Outcome
 from ...core.declared import URL, AptSource, Setting, declare, owns, text
+from ..shared import gpu
 
 PACKAGE = "nvidia-container-toolkit"
 KEYRING = "/etc/apt/keyrings/nvidia-container-toolkit.asc"
@@ -45,6 +46,7 @@ DEFAULT_FINGERPRINT = "C95B321B61E88C1809C4F759DDCAE044F796ECB0"
 KEY_MAX_BYTES = 256 * 1024
 
 #: key=value facts: does the node have NVIDIA GPUs (driver working, or only on PCI), and the toolkit?
+#: $1 `known`: the run has read the GPU count already (then no GPUS=).
 FACTS = programs.text("nvidia-toolkit-facts.sh")
 
 #: What `nvidia-ctk runtime configure` would write into daemon.json, printed instead of written
@@ -184,7 +186,7 @@ def install(remote: Remote, s: ToolkitSettings) -> List[str]:
 
 def ensure_toolkit(remote: Remote, s: ToolkitSettings) -> Outcome:
     """Where the driver lists NVIDIA GPUs and the toolkit is missing, install it; otherwise say what is there."""
-    facts = parse_gpu_facts(remote.run(FACTS).stdout)
+    facts = gpu_facts(remote)
     if facts.gpus == 0:
         if facts.pci:
             return Outcome([], [f"{facts.pci} NVIDIA GPUs on PCI but no working driver (nvidia-smi): "
@@ -229,7 +231,10 @@ def container_check(remote: Remote, image: Optional[str], facts: GpuFacts) -> Op
 
 
 def gpu_facts(remote: Remote) -> GpuFacts:
-    return parse_gpu_facts(remote.run(FACTS).stdout)
+    gpus_known = remote.facts.flag(gpu.GPUS)
+    text = remote.script(FACTS, gpus_known).stdout
+    gpus = remote.facts.kept(gpu.GPUS, gpus_known, lambda: parse_facts(text).get("GPUS", "0"), remote)
+    return replace(parse_gpu_facts(text), gpus=gpu.count_of(gpus))
 
 
 DECLARED = declare(

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
 from ...core import programs
+from ...core.facts import Fact
 from ...core.fanout import FAILED, OK, HostResult
 from ...core.remote import run_parsed
 
@@ -19,7 +20,20 @@ HUNG = f"nvidia-smi hung ({SMI_TIMEOUT}s)"
 QUERY = (f"if command -v nvidia-smi >/dev/null 2>&1; then {SMI} --query-gpu={FIELDS}"
          f" --format=csv,noheader,nounits; else echo '{NO_SMI}'; fi")
 #: The number of GPUs nvidia-smi lists (0 without it), or HUNG.
-COUNT = programs.text("gpu-count.sh", smi_timeout=SMI_TIMEOUT)
+COUNT = programs.call("gpu_count", smi_timeout=SMI_TIMEOUT)
+
+
+def read_count(remote) -> str:
+    return remote.script(COUNT, warn=True, timeout=SMI_TIMEOUT + 10).stdout.strip()
+
+
+#: What COUNT prints, read once per run for every step that needs it (preflight's pass reads it first).
+GPUS = Fact("GPU count", read_count, stale_after=("packages",))
+
+
+def count_of(text: str) -> int:
+    """COUNT's answer as a number (0: none, or nvidia-smi hung)."""
+    return int(text) if text.strip().isdigit() else 0
 
 
 @dataclass(frozen=True)

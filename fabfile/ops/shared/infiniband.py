@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from ...core import programs
+from ...core.facts import Fact
 
 #: Where the kernel lists RDMA devices (a lab test mounts a synthetic tree here).
 SYSFS = "/sys/class/infiniband"
@@ -23,7 +24,7 @@ GIDS_READ = 16
 #: One line per port, then its RoCE GIDs; also whether libibverbs is present (NCCL dlopens it).
 #: Lines: `ibport=DEV PORT|STATE|LINK_LAYER|RATE|NETDEVS|PHYS_STATE|VF`, `ibgid=DEV PORT INDEX|TYPE|GID`,
 #: `verbs=yes|no`. VF is `vf` for an SR-IOV virtual function (a cloud's VM NIC).
-SCRIPT = programs.text("ib-ports.sh", ib_sysfs=SYSFS, ib_gids=GIDS_READ)
+SCRIPT = programs.call("ib_ports", ib_sysfs=SYSFS, ib_gids=GIDS_READ)
 
 #: RoCE v2 GIDs that carry an IPv4 address (`::ffff:a.b.c.d`): the ones NCCL should use by default.
 _IPV4_GID = re.compile(r"^0000:0000:0000:0000:0000:ffff:[0-9a-f]{4}:[0-9a-f]{4}$")
@@ -151,6 +152,14 @@ def parse_sysfs(text: str) -> IbFacts:
             port = replace(port, gid_index=roce_gid_index(gids.get(key, [])))
         out.append(port)
     return IbFacts(tuple(out), verbs)
+
+
+def read_ports(remote) -> IbFacts:
+    return parse_sysfs(remote.script(SCRIPT, warn=True, timeout=30).stdout)
+
+
+#: The node's ports, read once per run for every step that needs them; a package (libibverbs) can change them.
+PORTS = Fact("InfiniBand ports", read_ports, stale_after=("packages",))
 
 
 def roce_gid_index(entries: Sequence[Tuple[int, str, str]]) -> Optional[int]:

@@ -13,6 +13,7 @@ import shlex
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence
 
+from ...core import programs
 from ...core.errors import InputError
 from ...core.inventory import Inventory, Node, check_count
 from . import gpu
@@ -21,8 +22,6 @@ from ...core.declared import COUNT, NODE, Setting, declare
 VARIABLES = ("NODE_RANK", "NNODES", "MASTER_ADDR", "MASTER_PORT", "NPROC_PER_NODE")
 #: `{NODE_RANK}` but not `${NODE_RANK}`, which is the shell's own expansion.
 _PLACEHOLDER = re.compile(r"(?<!\$)\{(" + "|".join(VARIABLES) + r")\}")
-#: Loaded first, so jobs see the node's NCCL/Gloo settings (launch values win).
-NETENV = "/etc/gpufab/netenv.env"
 #: Prints the node's GPU count (0 without nvidia-smi), bounded.
 GPU_COUNT_CMD = gpu.COUNT
 
@@ -72,10 +71,10 @@ def substitute(command: str, values: Dict[str, str]) -> str:
 
 
 def node_command(command: str, values: Dict[str, str]) -> str:
-    """The line run on one node: netenv loaded, the values exported, the command."""
+    """The line run on one node: netenv loaded first, so that jobs see the node's NCCL/Gloo settings, then
+    the values exported (launch values win), then the command."""
     exports = " ".join(f"{k}={shlex.quote(values[k])}" for k in VARIABLES)
-    return (f"if [ -r {NETENV} ]; then set -a; . {NETENV}; set +a; fi; "
-            f"export {exports}; {substitute(command, values)}")
+    return f"{programs.inline('load_netenv')}; export {exports}; {substitute(command, values)}"
 
 
 DECLARED = declare(

@@ -7,7 +7,7 @@ from the route, because rented nodes of one cluster name the same port different
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Dict, List, Optional, Tuple
 
 from ...core import programs
@@ -18,7 +18,8 @@ from ...core.remote import Remote
 from . import infiniband
 
 
-#: Everything needed to choose a NIC, in one round trip. $1 = head private IP.
+#: Everything needed to choose a NIC, in one round trip. $1 = head private IP; $2 `known` where the run
+#: has the InfiniBand ports already.
 FACTS_SCRIPT = programs.text("netenv-facts.sh", ib_sysfs=infiniband.SYSFS, ib_gids=infiniband.GIDS_READ)
 
 
@@ -90,7 +91,9 @@ def choose_nic(facts: NicFacts, override: Optional[str] = None) -> str:
 
 def nic_facts(remote: Remote, head_private: str) -> Tuple[str, NicFacts]:
     """This node's NIC toward the head (inventory `nic` wins), and the facts behind it."""
-    facts = parse_nic_facts(remote.script(FACTS_SCRIPT, head_private).stdout)
+    ib_known = remote.facts.flag(infiniband.PORTS)
+    facts = parse_nic_facts(remote.script(FACTS_SCRIPT, head_private, ib_known).stdout)
+    facts = replace(facts, ib=remote.facts.kept(infiniband.PORTS, ib_known, lambda: facts.ib, remote))
     try:
         return choose_nic(facts, remote.node.vars.get("nic")), facts
     except ValueError as exc:

@@ -424,7 +424,7 @@ NAME = "storage"
 STEP = Step(NAME, settings=read, run=run_step_on, needs_head=True, aliases=("nfs",), gather=storage_facts,
             # The mesh edits the same authorized_keys and known_hosts files: one after the other.
             needs=("preflight", "fetch", "mesh"), downloads=downloads,
-            check=check_cache, check_cluster=check_share, columns=(Column("nfs", "Storage", 30, _cell),), report=_report)
+            check=check_cache, check_cluster=check_share, columns=(Column("nfs", "Storage", _cell),), report=_report)
 
 
 DECLARED = declare(

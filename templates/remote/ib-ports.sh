@@ -1,1 +1,0 @@
-ib_ports "$ib_sysfs" "$ib_gids"
