@@ -34,7 +34,7 @@ def allreduce(c, backend=None, sizes=None, iters=None, python=None, pairs=False,
               json=False):
     """All-reduce across every node (Gloo or NCCL): sums checked, busbw, link speed, NIC per rank."""
     from .ops import allreduce as ar
-    from .ops.launch import rank_order
+    from .ops.shared.launch import rank_order
     with open_session(c.config) as session:
         inv = cluster_inventory(session)
         s = ar.read(c.config, inv, {"allreduce_backend": backend, "allreduce_sizes": sizes, "allreduce_iters": iters,

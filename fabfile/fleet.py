@@ -25,7 +25,7 @@ def fleet(c, nodes=None, workers=None):
         inv = session.inventory
         s = doctor.read(c.config, inv, {})
         targets = select_nodes(inv, nodes)
-        results = run_step(session, targets, lambda r: Outcome(value=plan.read_node(r, inv.head.private or "", s)),
+        results = run_step(session, targets, lambda r: Outcome(value=plan.read_node(r, inv.head.private or "", s.python)),
                            workers=number_option(workers, "--workers"))
     read = {r.node.name: r.value for r in results if not r.failed and r.value is not None}
     rows, mismatched = plan.fold(read) if read else ([], {})

@@ -17,7 +17,7 @@ from .core.steps import run_step
 @reported
 def status(c, nodes=None, workers=None):
     """Index, name, memory used/total and utilization of every GPU, per node."""
-    from .ops import gpu as plan
+    from .ops.shared import gpu as plan
     with open_session(c.config) as session:
         targets = select_nodes(session.inventory, nodes)
         results = fan_out(session, targets, lambda conn, node: plan.query_gpus(conn, node, session.fact_timeout),

@@ -29,13 +29,13 @@ from .core.report import host_table, summary_line
 @reported
 def launch(c, command, role=None, master_port=None, sudo=False, timeout=None):
     """Start CMD on every node at the same time with its rank; stream labelled output."""
-    from .ops import launch as plan
-    from .ops import netenv as netenv_plan
+    from .ops.shared import launch as plan
+    from .ops.shared import ports
     not_blank(command, "COMMAND", "an empty command runs nothing (give one, e.g. inv launch \"torchrun train.py\")")
     with open_session(c.config, command_timeout=number_option(timeout, "--timeout", float)) as session:
         inv = ensure_private(session)
         nodes = plan.launch_nodes(inv, role)
-        port = netenv_plan.check_port(setting(c.config, inv, "master_port", master_port, netenv_plan.DEFAULT_MASTER_PORT))
+        port = ports.check_port(setting(c.config, inv, "master_port", master_port, ports.DEFAULT_MASTER_PORT))
         undeclared = [n for n in nodes if n.vars.get("gpus") is None]
         counted = fan_out(session, undeclared, lambda conn, node: HostResult(node, "ok", stdout=run_parsed(
             conn, plan.GPU_COUNT_CMD, timeout=30).stdout), workers=len(nodes))

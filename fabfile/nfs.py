@@ -24,7 +24,7 @@ _HELP = {
 
 
 def run_nfs(c, title: str, server: bool, clients: bool, path, mount, nodes, workers) -> None:
-    from .ops import nfs
+    from .ops.storage import nfs
     with open_session(c.config) as session:
         share = nfs.share_of(c.config, session, {"path": path, "mount": mount})
         chosen = select_nodes(session.inventory, nodes)
@@ -52,7 +52,8 @@ client = _part("client", False, True, "Mount the head's export on every worker (
 @reported
 def verify(c, path=None, mount=None, nodes=None, workers=None):
     """Write a token on the head's export and read it back on every worker."""
-    from .ops import nfs, storage
+    from .ops.storage import nfs
+    from .ops import storage
     with open_session(c.config) as session:
         share = nfs.share_of(c.config, session, {"path": path, "mount": mount})
         chosen = select_nodes(session.inventory, nodes)

@@ -24,7 +24,8 @@ from .core.steps import merge_phases, report_step, run_step
 def remove(c, name):
     """Take a worker out: its Ray and share stopped, gpufab's files gone from it, its keys off the others, the others'
     Ray firewall closed to it, its entry off the inventory."""
-    from .ops import mesh, ray, sshfs
+    from .ops import mesh, ray
+    from .ops.storage import sshfs
     from .ops import reset as reset_ops
     with open_session(c.config) as session:
         inv = cluster_inventory(session)

@@ -81,9 +81,10 @@ def _mounted(c, path, mount, nodes, workers):
 def setup(c, backend=None, path=None, mount=None, nodes=None, workers=None):
     """One shared directory from the head on every worker: NFS, sshfs, or auto (the one every node supports)."""
     from .ops import storage
+    from .ops.shared.share import read_cache
 
     def with_cache(session, inv, chosen, share, used, n):
-        return storage.setup(session, inv, chosen, share, used, n, cache=storage.read_cache(c.config, inv, share.mount))
+        return storage.setup(session, inv, chosen, share, used, n, cache=read_cache(c.config, inv, share.mount))
 
     used, results = _on_backend(c, "storage.setup", with_cache, backend, path, mount, nodes, workers)
     report_step(f"storage.setup ({used})", results)
@@ -108,7 +109,7 @@ def verify(c, backend=None, path=None, mount=None, nodes=None, workers=None):
 @reported
 def unmount(c, path=None, mount=None, nodes=None, workers=None):
     """Undo storage.setup: unmount, remove gpufab's fstab lines and workers' keys, and the head's key lines."""
-    from .ops import nfs, sshfs
+    from .ops.storage import nfs, sshfs
     n = number_option(workers, "--workers")
     with open_session(c.config) as session:
         share = nfs.share_of(c.config, session, {"path": path, "mount": mount})

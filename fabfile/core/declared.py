@@ -128,8 +128,9 @@ def _load() -> None:
         if package in _LOADED:
             continue
         root = importlib.import_module(package)
-        for info in pkgutil.iter_modules(root.__path__):
-            importlib.import_module(f"{package}.{info.name}")
+        # Subpackages too: the steps' shared layer (ops/shared) and a step's own package (ops/storage).
+        for info in pkgutil.walk_packages(root.__path__, prefix=f"{package}."):
+            importlib.import_module(info.name)
         _LOADED.append(package)
 
 
@@ -169,12 +170,73 @@ class Owned:
     #: Files that reset hands to the step's own undo (a block in a shared file, a merged JSON, an apt
     #: source that goes with its packages), or that the step's own removal takes: not removed whole.
     undone_by_step: Tuple[str, ...] = ()
+    #: Apt sources that go with their package when `reset --packages` purges it.
+    sources: Tuple["AptSource", ...] = ()
+    #: What the node still holds of a whole file once it is gone (an export, firewall rules): withdrawn.
+    withdrawn: Tuple["Withdrawal", ...] = ()
+
+
+@dataclass(frozen=True)
+class AptSource:
+    """An apt repository a step added for `package`: its source list and keyring go when the package is purged."""
+
+    package: str
+    #: Whose, for the line that says so ("Docker's").
+    whose: str
+    files: Tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Withdrawal:
+    """A command that takes back what a whole file set going (the kernel's export table, nft's rules):
+    run by reset after the file is removed, where the node had it as gpufab's."""
+
+    file: str
+    what: str
+    command: str
+    #: A command the node must have for it (`exportfs`); empty: none.
+    needs: str = ""
+
+
+@dataclass(frozen=True)
+class Undo:
+    """What reset does for a module beyond taking its declared files away (Ray stopped, the share
+    unmounted, daemon.json's keys merged out): registered by the module that set it up (`undoes`), so
+    reset runs every module's in order and knows no step by name."""
+
+    #: 1: on every node at once before phase 2 starts anywhere (Ray stopped, a worker's share unmounted
+    #: while the head still serves it); 2: the rest. A node that fails phase 1 keeps everything.
+    phase: int
+    #: Its place in its phase, lower first (reset's own work sits at 40, 80 and 90 of phase 2).
+    order: int
+    #: (remote, what `settings` read) -> core.steps.Outcome; a HostError fails the node with the changes so far.
+    run: Callable[[Any, Any], Any]
+    #: (config, inventory, the CLI's values) -> what `run` needs, read as the owning step reads it.
+    settings: Callable[[Any, Any, Mapping[str, Any]], Any] = lambda config, inv, cli: None
+    #: Runs on the head only (True), the workers only (False), or every node (None).
+    head: Optional[bool] = None
+    #: The module that registered it (set by `undoes`).
+    owner: str = ""
 
 
 _OWNED: Dict[str, Owned] = {}
+_UNDOS: Dict[str, Tuple[Undo, ...]] = {}
 
 
-def owns(owner: str, **what: Tuple[str, ...]) -> Owned:
+def undoes(owner: str, *undo: Undo) -> Tuple[Undo, ...]:
+    """Record what module `owner` undoes on reset, beyond its files (see Undo)."""
+    held = tuple(replace(u, owner=owner) for u in undo)
+    _UNDOS[owner] = held
+    return held
+
+
+def undos() -> List[Undo]:
+    """Every module's undo, in the order reset runs them: by phase, then order."""
+    _load()
+    return sorted((u for owner in sorted(_UNDOS) for u in _UNDOS[owner]), key=lambda u: (u.phase, u.order))
+
+
+def owns(owner: str, **what: Tuple[Any, ...]) -> Owned:
     """Record what module `owner` leaves on nodes (see Owned)."""
     held = Owned(owner, **what)
     _OWNED[owner] = held

@@ -19,7 +19,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ..core.errors import InputError
 from ..core.files import render
-from ..ops import infiniband
+from ..ops.shared import infiniband
 
 REPO = Path(__file__).resolve().parents[2]
 CAPTURED = REPO / "tests" / "fixtures" / "captured"

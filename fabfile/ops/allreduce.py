@@ -22,7 +22,6 @@ import shlex
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from ..core import programs
 from ..core.chain import Step
 from ..core.cluster import setting
 from ..core.errors import HostError, InputError, number_option
@@ -32,9 +31,11 @@ from ..core.files import shipped
 from ..core.inventory import Inventory, Node
 from ..core.remote import Remote
 from ..core.steps import Outcome, run_step
-from . import infiniband, launch, nccl
-from .netenv import DEFAULT_MASTER_PORT, ENV_FILE, check_port, env_lines
-from .ray import DEFAULT_VENV
+from .shared import infiniband, launch, nccl
+from .shared.nodeenv import ENV_FILE, env_lines
+from .shared.ports import DEFAULT_MASTER_PORT, check_port
+from .shared.python import (DEFAULT_VENV, FIND_PYTHON_SCRIPT, PROBE, TrainPython, candidates, check_python,
+                            parse_pythons)
 from ..core.declared import CLUSTER, NODE, PORT, POSITIVE, Setting, choice, declare, listing, owns, text, whole
 from ..core.context import RunContext
 
@@ -48,16 +49,12 @@ PORT_OFFSET = 17
 #: `--pairs` tries every pair up to this many nodes, a ring of pairs above.
 ALL_PAIRS_UP_TO = 8
 MARK = "GPUFAB-ALLREDUCE "
-PYTHON_MARK = "GPUFAB-PYTHON "
 MAX_BYTES = 4 << 30
 
 SCRIPT = shipped("allreduce/allreduce.py")
 #: Content-addressed: a new gpufab writes a new file, an old one is never half-replaced.
 SCRIPT_PATH = f".cache/gpufab/allreduce-{hashlib.sha256(SCRIPT.encode()).hexdigest()[:12]}.py"
 
-#: Which of the candidate pythons ($@) imports torch; one JSON line each, stops at the first.
-PROBE = programs.text("torch-probe.py")
-FIND_PYTHON_SCRIPT = programs.text("find-python.sh")
 
 # --------------------------------------------------------------------------- settings
 
@@ -107,15 +104,6 @@ def check_backend(value: Any) -> str:
     return str(value)
 
 
-def check_python(value: Any, what: str = "--python") -> Optional[str]:
-    if value is None or value == "":
-        return None
-    text = str(value)
-    if not re.match(r"^[A-Za-z0-9_./+-]+$", text):
-        raise InputError(f"invalid python {text!r}: a path or command name", path=what)
-    return text
-
-
 def read(config: Any, inv: Inventory, cli: Mapping[str, Any]) -> AllreduceSettings:
     """CLI > inventory vars (`allreduce_backend`, `allreduce_sizes`, `train_python` ...) > config > defaults.
 
@@ -145,20 +133,6 @@ def read(config: Any, inv: Inventory, cli: Mapping[str, Any]) -> AllreduceSettin
 
 
 @dataclass(frozen=True)
-class TrainPython:
-    """The interpreter a node trains with, and what its torch can do."""
-
-    path: str
-    torch: str
-    gloo: bool
-    nccl: bool
-    gpus: int
-    #: Its Python and NCCL versions, for the fleet's comparison.
-    python: str = ""
-    nccl_version: str = ""
-
-
-@dataclass(frozen=True)
 class NodeReady:
     """What a node brings to the all-reduce (python None: no torch found, nothing asked for)."""
 
@@ -168,49 +142,6 @@ class NodeReady:
     ib: Optional[infiniband.IbFacts] = None
     #: The rails netenv named (NCCL_IB_HCA), the fabric NCCL should take.
     hcas: Tuple[str, ...] = ()
-
-
-def candidates(node: Node, s: AllreduceSettings) -> Tuple[List[str], bool]:
-    """(pythons to try in order, whether the user named them): --python > the node's train_python >
-    the inventory's > Ray's venv, then python3."""
-    named = s.python or check_python(node.vars.get("train_python"), f"{node.name}: train_python") or s.default_python
-    if named:
-        return [named], True
-    return [f"{s.venv}/bin/python", "python3"], False
-
-
-def read_probes(text: str) -> Tuple[Optional[Dict[str, Any]], List[str]]:
-    """FIND_PYTHON_SCRIPT's output -> (the first python with torch as plain data with its `path`,
-    every existing python tried)."""
-    tried: List[str] = []
-    current = ""
-    for line in text.splitlines():
-        if line.startswith("python="):
-            current = line[len("python="):].strip()
-            tried.append(current)
-        elif line.startswith(PYTHON_MARK) and current:
-            try:
-                found = json.loads(line[len(PYTHON_MARK):])
-            except ValueError:
-                continue
-            if isinstance(found, dict) and "torch" in found:
-                return {**found, "path": current}, tried
-    return None, tried
-
-
-def parse_pythons(text: str) -> Tuple[Optional[TrainPython], List[str]]:
-    """FIND_PYTHON_SCRIPT's output -> (the first python with torch, every existing python tried)."""
-    found, tried = read_probes(text)
-    if found is None:
-        return None, tried
-    return TrainPython(found["path"], str(found["torch"]), bool(found.get("gloo")), bool(found.get("nccl")),
-                       int(found.get("gpus") or 0), str(found.get("python") or ""),
-                       str(found.get("nccl_version") or "")), tried
-
-
-def parse_probe(text: str) -> Optional[Dict[str, Any]]:
-    """The first python with torch, as plain data (the doctor and the fleet read more of it)."""
-    return read_probes(text)[0]
 
 
 def no_torch(tried: Sequence[str], named: Sequence[str]) -> str:

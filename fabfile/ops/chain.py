@@ -2,15 +2,19 @@
 
 Each step says which steps it needs (`needs=`); a step starts as soon as those
 have ended, so the order here is only the order of the report and of a dry run.
+The checks of their own a step carries (core.checks) are placed here too: the
+GPU doctor and the fleet's comparison ride on preflight. This is the one ops
+module that imports the steps (tests/unit/test_layout.py).
 """
 
 from __future__ import annotations
 
 from ..core.chain import VERIFY
-from . import allreduce, containers, docker, fetch, images, limits, mesh, netenv, preflight, ray, storage, tools, wheels
+from . import (allreduce, containers, docker, doctor, fetch, fleet, images, limits, mesh, netenv, preflight, ray, storage,
+               tools, wheels)
 
 CHAIN = (
-    preflight.STEP,
+    preflight.carrying(doctor.CHECK, fleet.CHECK),
     fetch.STEP,
     wheels.STEP,
     limits.STEP,

@@ -18,15 +18,14 @@ from dataclasses import asdict, dataclass
 from typing import Any, List, Mapping, Optional, Tuple
 
 from ..core.chain import Column, Step, every_node
-from ..core.declared import declare_section
+from ..core.declared import Undo, declare_section, undoes
 from ..core.cluster import reach_of
 from ..core.networks import Reach, check_bind_address
 from ..core.errors import HostError, InputError, keeping_changes
-from ..core.inventory import Entry, Inventory
+from ..core.inventory import IMAGE_REF_RE, Entry, Inventory
 from ..core.remote import Remote, last_line
 from ..core.steps import Outcome
 from ..core.context import RunContext
-from .images import REF_RE
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 RESTART = ("no", "always", "unless-stopped", "on-failure")
@@ -77,7 +76,7 @@ def parse_container(entry: Entry, index: int, path: Optional[str], reach: Reach 
         raise _fail(where, f"invalid container name {name!r}", path, entry, "name")
     where = f"container {name}"
     image = data.get("image")
-    if not isinstance(image, str) or not REF_RE.match(image) or ".." in image:
+    if not isinstance(image, str) or not IMAGE_REF_RE.match(image) or ".." in image:
         raise _fail(where, f"invalid image name {image!r}", path, entry, "image")
     command = data.get("command", ())
     if isinstance(command, str):
@@ -264,7 +263,7 @@ STEP = Step(NAME, settings=read, run=every_node(NAME, apply), wanted=lambda s: b
 SECTION = declare_section("ops.containers", "docker.containers", {
     "type": "object", "additionalProperties": False, "required": ["name", "image"],
     "properties": {
-        "name": {"type": "string", "pattern": NAME_RE.pattern}, "image": {"type": "string", "pattern": REF_RE.pattern},
+        "name": {"type": "string", "pattern": NAME_RE.pattern}, "image": {"type": "string", "pattern": IMAGE_REF_RE.pattern},
         "command": {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
         "restart": {"type": "string", "pattern": "^(no|always|unless-stopped|on-failure(:[0-9]+)?)$"},
         "gpus": {"type": "boolean"}, "infiniband": {"type": "boolean"},
@@ -275,3 +274,6 @@ SECTION = declare_section("ops.containers", "docker.containers", {
         "where": {"enum": list(WHERE)},
     },
 })
+
+
+UNDONE = undoes("ops.containers", Undo(2, 20, lambda remote, s: Outcome(remove_all(remote).changes)))

@@ -7,6 +7,11 @@ an XID in the kernel log, containers that cannot see the GPUs. Each is read
 from the node in two round trips (root: PCI, nvidia-smi -q, kernel log,
 Docker, InfiniBand; the SSH user: the training python's CUDA), every
 command under a timeout, so a hung driver is a finding and not a hung run.
+
+In bootstrap it is a check of its own (CHECK) that preflight carries: a first
+look in preflight's round (no training python yet), again in the verify phase
+with the training python's view of CUDA; its verdict fills the GPU column, and
+a node with a problem fails verify.
 """
 
 from __future__ import annotations
@@ -20,13 +25,14 @@ from ..core import programs
 from ..core.cluster import setting
 from ..core.errors import HostError, InputError
 from ..core.facts import parse_facts
-from ..core.fanout import HostResult
-from ..core.inventory import Inventory
+from ..core.checks import Carried, Check, CheckColumn
+from ..core.fanout import FAILED, OK, HostResult
+from ..core.inventory import Inventory, Node
 from ..core.remote import Remote
 from ..core.report import host_table
 from ..core.steps import Outcome
-from . import allreduce, infiniband
-from .ray import DEFAULT_VENV
+from .shared import infiniband
+from .shared.python import PythonChoice, parse_probe, probe_pythons, read_choice
 
 #: Seconds each nvidia-smi / docker command gets before it counts as hung.
 COMMAND_TIMEOUT = 20
@@ -124,7 +130,6 @@ def pci_address(address: str) -> str:
     domain = int(match.group(1), 16) if match.group(1) else 0
     short = f"{match.group(2)}:{match.group(3)}.{match.group(4) or '0'}"
     return f"{domain:04x}:{short}" if domain else short
-
 
 
 # --------------------------------------------------------------------------- nvidia-smi -q
@@ -671,7 +676,7 @@ class DoctorSettings:
     deep: bool = False
     #: A local image `docker run --gpus all` tries (None: that check is left out).
     image: Optional[str] = None
-    python: allreduce.AllreduceSettings = field(default_factory=allreduce.AllreduceSettings)
+    python: PythonChoice = field(default_factory=PythonChoice)
 
 
 def check_image(value: Any) -> Optional[str]:
@@ -688,11 +693,7 @@ def read(config: Any, inv: Inventory, cli: Mapping[str, Any]) -> DoctorSettings:
     return DoctorSettings(
         deep=bool(cli.get("deep")),
         image=check_image(setting(config, inv, "gpu_test_image", cli.get("image"), images[0] if images else None)),
-        python=allreduce.AllreduceSettings(
-            python=allreduce.check_python(cli.get("train_python"), "--python"),
-            default_python=allreduce.check_python(setting(config, inv, "train_python"), "train_python"),
-            venv=str(setting(config, inv, "ray_venv", None, DEFAULT_VENV)),
-        ),
+        python=read_choice(config, inv, cli),
     )
 
 
@@ -716,15 +717,9 @@ def sees_gpus(parts: Mapping[str, List[str]]) -> bool:
         any(_GPU_BLOCK.match(line) for line in parts.get("smi", []))
 
 
-def probe_pythons(remote: Remote, s: DoctorSettings) -> str:
-    """The all-reduce's probe of the node's candidate training pythons, as printed."""
-    pythons, _ = allreduce.candidates(remote.node, s.python)
-    return remote.script(allreduce.FIND_PYTHON_SCRIPT, allreduce.PROBE, *pythons, timeout=150, warn=True).stdout
-
-
 def train_python_view(remote: Remote, s: DoctorSettings) -> Optional[Dict[str, Any]]:
     """What the training python's torch sees (None: no torch there)."""
-    return allreduce.parse_probe(probe_pythons(remote, s))
+    return parse_probe(probe_pythons(remote, s.python))
 
 
 def findings_json(found: Mapping[str, Optional[Doctor]], reasons: Mapping[str, str]) -> str:
@@ -758,3 +753,74 @@ def doctor_table(results: Sequence[HostResult]) -> str:
                      "problem" if d.problems else "ok"))
         lines += [f"{r.node.name}: {f.level}: {f.line()}" for f in d.findings]
     return "\n".join([host_table(["Node", "GPUs", "Driver", "CUDA", "InfiniBand", "Verdict"], rows), *lines])
+
+
+# --------------------------------------------------------------------------- in bootstrap (carried by preflight)
+
+
+def found_on(found: Carried, node: Node) -> Optional[Doctor]:
+    """The verify phase's verdict where it ran, else the first look's."""
+    checked = found.checked(node) if found.was_checked(node) else None
+    return checked if checked is not None else found.looked(node)
+
+
+def first_look(remote: Remote, s: DoctorSettings) -> Doctor:
+    return examine(remote, s, with_python=False)
+
+
+def said(d: Doctor) -> Tuple[str, List[str]]:
+    return f"GPUs {d.verdict()}", [f"GPU {f.level}: {f.line()}" for f in d.findings]
+
+
+def check_cluster(found: Carried, nodes: Sequence[Node], s: DoctorSettings) -> List[HostResult]:
+    """A node whose GPU stack has a problem is not ready to train: it fails verify, with what to do."""
+    out = []
+    for n in nodes:
+        d = found_on(found, n) if found.was_checked(n) else None
+        if d is not None and d.problems:
+            out.append(HostResult(n, FAILED, 1, reason=f"GPU: {d.problems[0].line()}"))
+        else:
+            out.append(HostResult(n, OK))
+    return out
+
+
+#: Ray's step name: the GPU cell adds what Ray counts on the node, as the verify phase found it.
+RAY = "ray"
+
+
+def _gpus_cell(found: Carried, node: Node) -> str:
+    d = found_on(found, node)
+    if d is None:
+        pre = found.carrier_value(node)
+        gpus = getattr(pre, "gpus", "-") if pre is not None else "-"
+        return "none" if gpus == "0" else gpus
+    text = d.verdict()
+    member = found.run.cluster_checked(RAY, node)
+    if member is not None and not member.failed and member.value is not None and d.has_gpus:
+        text += f" (Ray {member.value.gpus:g})"
+    return text
+
+
+def _report(found: Carried, s: DoctorSettings) -> Tuple[List[str], List[str]]:
+    run = found.run
+    docs = {n.name: found_on(found, n) for n in run.inv.nodes if found.was_checked(n)}
+    if not docs:
+        return [], []
+    with_gpus = [name for name, d in docs.items() if d is not None and d.has_gpus]
+    bad = {name: d for name, d in docs.items() if d is not None and d.problems}
+    if not with_gpus and not bad:
+        lines = [f"GPU doctor: no GPUs on {len(docs)}/{len(run.inv.nodes)} nodes"]
+    else:
+        fine = len(with_gpus) - len([n for n in with_gpus if n in bad])
+        lines = [f"GPU doctor: {fine}/{len(with_gpus)} GPU nodes ok" + (f"; problems on {', '.join(bad)}" if bad else "")]
+    warnings = [f"GPU {f.level} on {name}: {f.line()}" for name, d in docs.items() if d is not None for f in d.findings]
+    return lines, warnings
+
+
+def _data(found: Carried, s: DoctorSettings) -> Any:
+    docs = {n.name: found_on(found, n) for n in found.run.inv.nodes}
+    return {name: d.as_data() for name, d in docs.items() if d is not None}
+
+
+CHECK = Check("doctor", settings=read, look=first_look, said=said, check=examine, check_cluster=check_cluster,
+              columns=(CheckColumn("gpus", "GPUs", _gpus_cell),), report=_report, data=_data)

@@ -5,6 +5,9 @@ will not join across versions, NCCL across versions can hang, a node on
 another driver major can lack a CUDA feature the others use. Rows are facts,
 not nodes, folded the way `clush -b` folds output, so fifty equal nodes are
 one line and the one that differs stands out.
+
+In bootstrap it is a check of its own (CHECK) that preflight carries: the
+facts are read on each node in the verify phase and compared in the report.
 """
 
 from __future__ import annotations
@@ -12,15 +15,18 @@ from __future__ import annotations
 import re
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ..core import programs
+from ..core.checks import Carried, Check
 from ..core.facts import parse_facts
+from ..core.inventory import Inventory
 from ..core.remote import Remote
 from ..core.report import fold_names
-from . import allreduce, infiniband
-from .doctor import DoctorSettings, probe_pythons
-from .netenv import ENV_FILE
+from .shared import infiniband
+from .shared.nodeenv import ENV_FILE
+from .shared.python import PythonChoice, TrainPython, parse_probe, probe_pythons, read_choice
+from .shared.versions import installed_versions
 
 #: The facts, in table order.
 FACTS = ("OS", "kernel", "driver", "CUDA", "NCCL", "GPUs", "NIC", "MTU", "InfiniBand", "Docker", "Python",
@@ -70,26 +76,26 @@ def parse(text: str, python: Optional[Mapping[str, object]], ib: Optional[infini
     return NodeFacts({k: v or "-" for k, v in values.items()})
 
 
-def read_facts(remote: Remote, head_private: str, s: DoctorSettings, ray: Optional[str] = None) -> str:
+def read_facts(remote: Remote, head_private: str, s: PythonChoice, ray: Optional[str] = None) -> str:
     """SCRIPT's output; `ray`: Ray's version where the run has read it already (then SCRIPT does not)."""
-    raypy = f"{s.python.venv}/bin/python" if ray is None else ""
+    raypy = f"{s.venv}/bin/python" if ray is None else ""
     text = remote.script(SCRIPT, head_private, raypy, "20", remote.facts.flag(infiniband.PORTS), timeout=150,
                          warn=True).stdout
     return text if ray is None else text + f"ray={ray}\n"
 
 
-def python_view(found: Optional[allreduce.TrainPython]) -> Optional[Dict[str, object]]:
+def python_view(found: Optional[TrainPython]) -> Optional[Dict[str, object]]:
     """What the all-reduce step already read of the training python, in the probe's terms."""
     if found is None:
         return None
     return {"python": found.python, "torch": found.torch, "nccl_version": found.nccl_version}
 
 
-def read_node(remote: Remote, head_private: str, s: DoctorSettings) -> NodeFacts:
+def read_node(remote: Remote, head_private: str, s: PythonChoice) -> NodeFacts:
     """Two round trips: the facts script, then the training python's torch."""
     text = read_facts(remote, head_private, s)
     probe = probe_pythons(remote, s)
-    found = allreduce.parse_probe(probe)
+    found = parse_probe(probe)
     if found is None:
         # No torch anywhere: the Python version of the first interpreter that answered still counts.
         match = re.search(r'"python": "([^"]+)"', probe)
@@ -151,3 +157,74 @@ def table_rows(rows: Sequence[FoldedRow]) -> List[Tuple[str, str, str]]:
         out.append((r.fact if r.fact != last else "", f"*{r.value}*" if r.odd else r.value, r.nodes))
         last = r.fact
     return out
+
+
+# --------------------------------------------------------------------------- in bootstrap (carried by preflight)
+
+
+@dataclass(frozen=True)
+class FleetSettings:
+    head: str  # the head's private address (the fleet's NIC is the one toward it)
+    python: PythonChoice = PythonChoice()
+
+
+def read(config: Any, inv: Inventory, cli: Mapping[str, Any]) -> FleetSettings:
+    return FleetSettings(inv.head.private or "", read_choice(config, inv, cli))
+
+
+@dataclass(frozen=True)
+class Checked:
+    """The verify phase on one node: SCRIPT's output, and the node's InfiniBand ports (the run's one read)."""
+
+    facts: str
+    ib: infiniband.IbFacts
+
+
+def ray_version(remote: Remote, s: PythonChoice) -> Optional[str]:
+    """Ray's version in its venv, from the run's one read of it (ray's own check takes it too); None: the
+    fleet's script reads it, as it did."""
+    try:
+        return (installed_versions(remote, s.venv, ["ray"]) or {}).get("ray") or ""
+    except (ValueError, IndexError):  # a venv python that answers no JSON
+        return None
+
+
+def check(remote: Remote, s: FleetSettings) -> Checked:
+    ib_known = remote.facts.flag(infiniband.PORTS)
+    text = read_facts(remote, s.head, s.python, ray_version(remote, s.python))
+    return Checked(text, remote.facts.kept(infiniband.PORTS, ib_known, lambda: infiniband.parse_sysfs(text), remote))
+
+
+#: The all-reduce step's name: its value on a node holds the training python it found (`python`).
+ALLREDUCE = "allreduce"
+
+
+def fleet_facts(found: Carried) -> Dict[str, NodeFacts]:
+    """Per verified node, the fleet's facts (the training python as the all-reduce step found it)."""
+    out = {}
+    for n in found.run.verified():
+        if not found.was_checked(n):
+            continue
+        ready = found.run.value(ALLREDUCE, n)
+        checked = found.checked(n)
+        out[n.name] = parse(checked.facts, python_view(getattr(ready, "python", None)), checked.ib)
+    return out
+
+
+def _report(found: Carried, s: FleetSettings) -> Tuple[List[str], List[str]]:
+    facts = fleet_facts(found)
+    if not facts:
+        return [], []
+    _, mismatched = fold(facts)
+    if mismatched:
+        return (["Fleet: " + "; ".join(f"{k} differs on {', '.join(v)}" for k, v in mismatched.items()) + " (inv fleet)"],
+                [f"fleet: {k} differs on {', '.join(v)}" for k, v in mismatched.items()])
+    return [f"Fleet: {', '.join(MUST_MATCH)} match on {len(facts)}/{len(found.run.verified())} nodes"], []
+
+
+def _data(found: Carried, s: FleetSettings) -> Any:
+    facts = fleet_facts(found)
+    return {"facts": {name: dict(f.values) for name, f in facts.items()}, "mismatched": fold(facts)[1] if facts else {}}
+
+
+CHECK = Check("fleet", settings=read, check=check, report=_report, data=_data)

@@ -25,9 +25,9 @@ from ..core.files import ManagedFile, plan_files
 from ..core.inventory import IMAGE_REF_RE, Inventory, Node, is_image_ref
 from ..core.remote import Remote, last_line
 from ..core.steps import Outcome, run_step
-from .netenv import load_secrets
+from .shared.secrets import load_secrets
 
-from ..core.declared import owns
+from ..core.declared import Undo, owns, undoes
 from ..core.context import RunContext
 
 REF_RE = IMAGE_REF_RE
@@ -252,3 +252,4 @@ STEP = Step(NAME, settings=read, run=run_on, wanted=lambda s: bool(s.images), ne
 
 
 OWNED = owns("ops.images", files=(LOGIN_FILE,))
+UNDONE = undoes("ops.images", Undo(2, 30, lambda remote, s: Outcome(log_out(remote).changes)))

@@ -19,7 +19,7 @@ from ..core.files import ManagedFile, plan_files, render
 from ..core.inventory import Inventory
 from ..core.remote import Remote
 from ..core.steps import Outcome
-from . import infiniband
+from .shared import infiniband
 from ..core.declared import Kind, Setting, declare, owns, whole
 from ..core.context import RunContext
 

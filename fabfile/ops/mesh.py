@@ -39,13 +39,14 @@ from ..core.inventory import HOSTNAME_RE, Inventory, Node
 from ..core.networks import strict_ip
 from ..core.remote import Remote, last_line
 from ..core.steps import Outcome, run_step
-from . import gpu, netenv
-from ..core.declared import NODE, SWITCH, Setting, declare, owns, whole
+from .shared import gpu
+from .shared import nodeenv
+from ..core.declared import NODE, SWITCH, Setting, Undo, declare, owns, undoes, whole
 from ..core.context import RunContext
 
-#: `name slots=N` a line (OpenMPI and DeepSpeed read it), and one name a line; netenv.env names both.
-HOSTFILE = netenv.MESH_HOSTFILE
-HOSTS_LIST = netenv.MESH_HOSTS
+#: `name slots=N` a line (OpenMPI and DeepSpeed read it), and one name a line; the env file names both (shared/nodeenv.py).
+HOSTFILE = nodeenv.MESH_HOSTFILE
+HOSTS_LIST = nodeenv.MESH_HOSTS
 ETC_HOSTS = "/etc/hosts"
 #: In ~/.ssh: gpufab's own files (this node's mesh key), and the user's files it adds a block to.
 KEY_NAME = "gpufab_mesh_ed25519"
@@ -338,7 +339,7 @@ class MeshSettings:
 def read(config: Any, inv: Inventory, cli: Mapping[str, Any]) -> MeshSettings:
     """Inventory var `mesh` (default on), node vars `slots`."""
     slots = {n.name: check_slots(n.vars["slots"], n.name) for n in inv.nodes if n.vars.get("slots") is not None}
-    return MeshSettings(netenv.mesh_on(config, inv), slots)
+    return MeshSettings(nodeenv.mesh_on(config, inv), slots)
 
 
 # --------------------------------------------------------------------------- on the nodes
@@ -572,3 +573,5 @@ DECLARED = declare(
 
 
 OWNED = owns("ops.mesh", undone_by_step=(HOSTFILE, HOSTS_LIST, ETC_HOSTS))
+# Before gpufab's backups go (reset's whole files, at 80): they say which of the user's files gpufab created.
+UNDONE = undoes("ops.mesh", Undo(2, 70, lambda remote, s: Outcome(remove_node(remote, also_root=True).changes)))

@@ -9,25 +9,24 @@ shown: the report names keys, not values.
 
 from __future__ import annotations
 
-import io
-import shlex
-import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from dotenv import dotenv_values
-
 from ..core import programs
-from ..core.chain import SKIP_VAR, Step, every_node, listed
-from ..core.cluster import VIRTUAL_PREFIXES, setting, switch
+from ..core.chain import Step, every_node
+from ..core.cluster import setting
 from ..core.errors import HostError, InputError
 from ..core.files import ManagedFile, plan_files, render
-from ..core.inventory import USER_RE, VAR_KEY_RE, Inventory
-from ..core.localfs import read_text
+from ..core.inventory import Inventory
 from ..core.remote import Remote
 from ..core.steps import Outcome
-from . import infiniband
-from .share import read_cache, share_paths
+from .shared import infiniband
+from .shared.nic import NicFacts, nic_facts
+from .shared.nodeenv import ENV_FILE, MESH_HOSTFILE, MESH_HOSTS, env_lines, mesh_on, skipped_by_inventory
+from .shared.ports import DEFAULT_MASTER_PORT, check_port
+from .shared.rayauth import ray_auth_on, ray_auth_supported
+from .shared.secrets import SECRETS_FILE, load_secrets
+from .shared.share import read_cache, share_paths
 from ..core.declared import NODE, PORT, Setting, choice, declare, owns, text
 from ..core.context import RunContext
 
@@ -37,123 +36,18 @@ from ..core.context import RunContext
 #: where P2P hangs (some virtualised/passthrough machines); infiniband: the HCAs for data.
 PROFILES = ("auto", "ethernet", "conservative", "infiniband")
 DEFAULT_PROFILE = "auto"
-DEFAULT_MASTER_PORT = 29500
 DEFAULT_TIMEOUT_MS = 60000
 #: Ports netenv.check probes on every other node: rendezvous and Ray's GCS.
 RAY_GCS_PORT = 6379
-#: The Ray gpufab pins unless var `ray_version` says otherwise (ops/ray.py's default, named here).
-RAY_DEFAULT_VERSION = "2.60.0"
 
-ENV_FILE = "/etc/gpufab/netenv.env"
-SECRETS_FILE = "/etc/gpufab/secrets.env"
-#: What mesh.setup writes (ops/mesh.py), named here so that this module need not load it.
-MESH_HOSTFILE = "/etc/gpufab/hostfile"
-MESH_HOSTS = "/etc/gpufab/hosts"
 NCCL_CONF = "/etc/nccl.conf"
 PROFILE_SNIPPET = "/etc/profile.d/gpufab-netenv.sh"
-
-#: Everything needed to choose a NIC, in one round trip. $1 = head private IP; $2 `known` where the run
-#: has the InfiniBand ports already.
-FACTS_SCRIPT = programs.text("netenv-facts.sh", ib_sysfs=infiniband.SYSFS, ib_gids=infiniband.GIDS_READ)
-
-
-@dataclass(frozen=True)
-class NicFacts:
-    route_dev: Optional[str]
-    #: The interface holding the head's address, when this node is the head.
-    owner: Optional[str]
-    addresses: Dict[str, List[str]]
-    mtus: Dict[str, int]
-    hcas: Optional[List[str]]
-    #: InfiniBand/RoCE ports from sysfs.
-    ib: infiniband.IbFacts = infiniband.IbFacts((), False)
-    #: The SSH user's group (secrets.env is readable by it).
-    group: Optional[str] = None
-    #: The interface of the default route: the front-end, never an NCCL rail.
-    default_dev: Optional[str] = None
-
-
-def parse_route_dev(text: str) -> Optional[str]:
-    """The `dev` of `ip -o route get ADDR` output, or None (no route, error)."""
-    match = re.search(r"\bdev (\S+)", text)
-    return match.group(1) if match else None
-
-
-def parse_nic_facts(text: str) -> NicFacts:
-    route = owner = None
-    addresses: Dict[str, List[str]] = {}
-    mtus: Dict[str, int] = {}
-    hcas: Optional[List[str]] = None
-    group = default_dev = None
-    for line in text.splitlines():
-        key, _, value = line.partition("=")
-        if key == "route":
-            route = parse_route_dev(value)
-        elif key == "owner":
-            owner = value.strip() or None
-        elif key == "addr":
-            name, _, cidr = value.partition(" ")
-            addresses.setdefault(name, []).append(cidr.strip())
-        elif key == "link":
-            name, _, mtu = value.partition(" ")
-            if mtu.strip().isdigit():
-                mtus[name] = int(mtu)
-        elif key == "hcas":
-            hcas = value.split()
-        elif key == "group" and USER_RE.match(value.strip()):
-            group = value.strip()
-        elif key == "defroute" and value.strip():
-            default_dev = value.strip()
-    return NicFacts(route, owner, addresses, mtus, hcas, infiniband.parse_sysfs(text), group, default_dev)
-
-
-def choose_nic(facts: NicFacts, override: Optional[str] = None) -> str:
-    """The node's NIC toward the head; ValueError naming the problem otherwise."""
-    if override:
-        if override not in facts.mtus:
-            known = ", ".join(sorted(n for n in facts.mtus if not n.startswith(VIRTUAL_PREFIXES))) or "none"
-            raise ValueError(f"interface {override} (inventory nic) does not exist here; this node has: {known}")
-        return override
-    if facts.route_dev == "lo":  # the head: its own address routes via lo
-        if facts.owner:
-            return facts.owner
-        raise ValueError("the head's private address routes via lo but no interface holds it")
-    if not facts.route_dev:
-        raise ValueError("no route to the head's private address")
-    return facts.route_dev
 
 
 def check_profile(profile: str) -> str:
     if profile not in PROFILES:
         raise InputError(f"unknown netenv profile {profile!r} (expected one of: {', '.join(PROFILES)})", path="--profile")
     return profile
-
-
-def check_port(value: object, what: str = "master port", path: str = "--master-port") -> int:
-    try:
-        port = int(str(value))
-    except ValueError:
-        port = 0
-    if not 0 < port < 65536:
-        raise InputError(f"invalid {what} {value!r}", path=path)
-    return port
-
-
-def env_lines(text: str) -> Dict[str, str]:
-    """KEY=VALUE lines of an env file (comments and blanks skipped), in order."""
-    values: Dict[str, str] = {}
-    for line in text.splitlines():
-        line = line.strip()
-        if line and not line.startswith("#") and "=" in line:
-            key, _, value = line.partition("=")
-            value = value.strip()
-            if value.startswith("'"):  # written through the template's `sh` filter
-                try:
-                    value = "".join(shlex.split(value))
-                except ValueError:
-                    pass
-            values[key.strip()] = value
-    return values
 
 
 def netenv_files(
@@ -198,27 +92,6 @@ def netenv_files(
         ManagedFile(NCCL_CONF, render("netenv/nccl.conf.j2", values=env_lines(env))),
         ManagedFile(PROFILE_SNIPPET, render("netenv/profile.sh.j2")),
     ]
-
-
-def load_secrets(path: str) -> Dict[str, str]:
-    """Secrets from a local .env; bad entries named by key, never by value."""
-    text = read_text(path)
-    if text is None:
-        raise InputError("no such .env file (needed by --secrets)", path=path)
-    # Taken literally: a token holding `${HOME}` or `$x` must reach the nodes as written.
-    values = dotenv_values(stream=io.StringIO(text), interpolate=False)
-    secrets: Dict[str, str] = {}
-    for key, value in values.items():
-        if not VAR_KEY_RE.match(key):
-            raise InputError(f"invalid variable name {key!r}", path=path)
-        if value is None:
-            raise InputError(f"{key} has no value", path=path)
-        if any(c in value for c in "'\n\r\0"):
-            raise InputError(f"the value of {key} holds a quote or a line break; gpufab cannot write it safely", path=path)
-        secrets[key] = value
-    if not secrets:
-        raise InputError(".env holds no variables", path=path)
-    return secrets
 
 
 def secrets_file(secrets: Mapping[str, str], group: str) -> ManagedFile:
@@ -269,17 +142,6 @@ def summarize_probes(probes: Sequence[Tuple[str, int, str]], names: Mapping[str,
         return f"{opened}/{len(on_port)} open"
     others = ", ".join(f"{names.get(ip, ip)} {state}" for ip, state in on_port if state != "open")
     return f"{opened}/{len(on_port)} open; {others}"
-
-
-def nic_facts(remote: Remote, head_private: str) -> Tuple[str, NicFacts]:
-    """This node's NIC toward the head (inventory `nic` wins), and the facts behind it."""
-    ib_known = remote.facts.flag(infiniband.PORTS)
-    facts = parse_nic_facts(remote.script(FACTS_SCRIPT, head_private, ib_known).stdout)
-    facts = replace(facts, ib=remote.facts.kept(infiniband.PORTS, ib_known, lambda: facts.ib, remote))
-    try:
-        return choose_nic(facts, remote.node.vars.get("nic")), facts
-    except ValueError as exc:
-        raise HostError(str(exc)) from None
 
 
 def forced_ib(hcas: Sequence[str]) -> Dict[str, str]:
@@ -394,24 +256,6 @@ def read(config: Any, inv: Inventory, cli: Mapping[str, Any]) -> NetenvSettings:
     )
 
 
-def skipped_by_inventory(inv: Inventory) -> set:
-    """The steps the inventory turns off for the cluster (`bootstrap_skip`), by any of their names."""
-    return set(listed(inv.vars.get(SKIP_VAR)))
-
-
-def mesh_on(config: Any, inv: Inventory) -> bool:
-    """Inventory var `mesh` (default on): read here for the env file and by the mesh step itself."""
-    return switch(setting(config, inv, "mesh", None, True))
-
-
-def ray_auth_on(config: Any, inv: Inventory) -> bool:
-    """Inventory var `ray_auth` (default on) where the cluster keeps Ray: its clients need RAY_AUTH_MODE=token.
-
-    Read here for the env file (every login, launch and step sees it) and by the ray step itself,
-    which also checks that the pinned Ray has token authentication."""
-    return switch(setting(config, inv, "ray_auth", None, True)) and "ray" not in skipped_by_inventory(inv)
-
-
 def mesh_wanted(config: Any, inv: Inventory) -> bool:
     """The inventory keeps the mesh step (var `mesh`, `bootstrap_skip`): a fact of the cluster, not of one run."""
     return mesh_on(config, inv) and "mesh" not in skipped_by_inventory(inv)
@@ -430,17 +274,6 @@ class NetenvState:
 
     nic: Optional[str]
     firewall: Tuple[str, ...] = ()
-
-
-def ray_has_auth(version: str) -> bool:
-    """Ray's token authentication (RAY_AUTH_MODE=token) exists in this version: 2.52 and later."""
-    parts = re.findall(r"\d+", version)[:2]
-    return len(parts) == 2 and (int(parts[0]), int(parts[1])) >= (2, 52)
-
-
-def ray_auth_supported(config: Any, inv: Inventory) -> bool:
-    """The pinned Ray (var `ray_version`) has token authentication."""
-    return ray_has_auth(str(setting(config, inv, "ray_version", None, RAY_DEFAULT_VERSION)))
 
 
 def apply(remote: Remote, s: NetenvSettings) -> Outcome:

@@ -3,23 +3,28 @@
 Reachable, authenticated, sudo, OS, GPUs, the route to the head's private
 address and free disk, in one round trip; every later step relies on these
 facts, so it is the one step that cannot be skipped. It also runs the other
-steps' fact gathering in the same pass over the hosts, and the GPU doctor
-(ops/doctor.py), whose verdict fills the report's GPU column. In the verify
-phase the doctor runs again, with the training python's view of CUDA, and
-the fleet's facts are compared across nodes (ops/fleet.py).
+steps' fact gathering in the same pass over the hosts.
+
+It carries checks of their own (core/checks.py), which the chain places on it
+(ops/chain.py): the GPU doctor takes its first look in this round and its
+verdict fills the report's GPU column; in the verify phase the doctor runs
+again, with the training python's view of CUDA, and the fleet's facts are
+compared across nodes. Their cells, lines and data reach the report through
+this step, which names neither.
 """
 
 from __future__ import annotations
 
 import shlex
-from dataclasses import dataclass
-from typing import Any, List, Optional, Sequence, Tuple
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from invoke.exceptions import AuthFailure
 from paramiko.ssh_exception import AuthenticationException
 
 from ..core import programs
 from ..core.chain import Column, Step
+from ..core.checks import Carried, Check
 from ..core.cluster import reach_of
 from ..core.networks import Reach
 from ..core.connection import NodeConnection, Session
@@ -27,9 +32,9 @@ from ..core.facts import parse_facts
 from ..core.fanout import FAILED, OK, HostResult, fan_out
 from ..core.inventory import Node
 from ..core.remote import Remote, run_parsed
-from ..core.steps import Outcome
+from ..core.steps import Outcome, merge_phases
 from ..core.context import RunContext
-from . import allreduce, doctor, fleet, gpu, netenv, ray
+from .shared import gpu
 
 #: Prints one key=value per line. `$1` is the head's private address (may be empty).
 PREFLIGHT_SCRIPT = programs.text("preflight.sh", smi_timeout=gpu.SMI_TIMEOUT)
@@ -50,8 +55,8 @@ class Preflight:
     gpus: str = "-"
     nic: str = ""
     disk_free_kb: str = ""
-    #: The GPU doctor's first look (no training python yet).
-    doctor: Optional[doctor.Doctor] = None
+    #: The carried checks' first looks, by check name (the GPU doctor's: no training python yet).
+    looks: Dict[str, Any] = field(default_factory=dict)
 
 
 def probe(session: Session, conn: NodeConnection, node: Node, head_private: Optional[str]) -> HostResult:
@@ -85,143 +90,21 @@ def probe(session: Session, conn: NodeConnection, node: Node, head_private: Opti
     return HostResult(node, OK, value=found)
 
 
-def run_on(run: RunContext, nodes: Sequence[Node], settings: Any) -> List[HostResult]:
-    """Every node probed at once; a node fit to go on also answers every step's fact gathering."""
-    head_private = run.inv.head.private
-
-    def one(conn: NodeConnection, node: Node) -> HostResult:
-        result = probe(run.session, conn, node, head_private)
-        if result.failed:
-            return result
-        if node.private is None:
-            return HostResult(node, FAILED, 1, reason="no private address (give one in the inventory)", value=result.value)
-        remote = run.remotes[node.name]
-        if result.value.gpus != "-":  # read in the one round trip above: no step reads it again
-            run.facts(node).note(gpu.GPUS, result.value.gpus)
-        run.gather(remote)
-        d = result.value
-        d.doctor = doctor.examine(remote, settings.doctor, with_python=False)
-        notes = [f"{d.os}; GPUs {d.doctor.verdict()}; private NIC {d.nic or '-'}"]
-        notes += [f"GPU {f.level}: {f.line()}" for f in d.doctor.findings]
-        return HostResult(node, OK, notes=list(notes), value=d)
-
-    return fan_out(run.session, nodes, one, workers=run.workers, on_result=run.live(NAME))
-
-
 @dataclass(frozen=True)
 class PreflightSettings:
-    doctor: doctor.DoctorSettings
-    head: str  # the head's private address (the fleet's NIC is the one toward it)
     #: The cluster's idea of private: its warnings (a public range declared private) are said every run.
     reach: Reach = Reach()
+    #: Each carried check's settings, by check name.
+    checks: Mapping[str, Any] = field(default_factory=dict)
 
 
-def read(config: Any, inv: Any, cli: Any) -> PreflightSettings:
-    return PreflightSettings(doctor.read(config, inv, cli), inv.head.private or "", reach_of(config, inv))
-
-
-@dataclass(frozen=True)
-class Checked:
-    """The verify phase on one node: the doctor's verdict and the fleet's raw facts."""
-
-    doctor: doctor.Doctor
-    facts: str
-
-
-def check(remote: Remote, settings: PreflightSettings) -> Outcome:
-    """The verify phase: the GPU doctor again (now with the training python), and the fleet's facts."""
-    found = doctor.examine(remote, settings.doctor)
-    ray_version: Optional[str] = None  # None: the fleet's script reads it, as it did
-    try:  # the run's one read of Ray's venv (ray's own check takes it too), not the fleet script's
-        ray_version = (ray.installed_versions(remote, settings.doctor.python.venv, ["ray"]) or {}).get("ray") or ""
-    except (ValueError, IndexError):  # a venv python that answers no JSON
-        pass
-    return Outcome(value=Checked(found, fleet.read_facts(remote, settings.head, settings.doctor, ray_version)))
-
-
-def _doctor(run: RunContext, node: Node) -> Optional[doctor.Doctor]:
-    checked = run.checked(NAME, node)
-    if checked is not None:
-        return checked.doctor
-    pre = run.value(NAME, node)
-    return pre.doctor if pre is not None else None
-
-
-def check_doctor(run: RunContext, nodes: Sequence[Node], settings: PreflightSettings) -> List[HostResult]:
-    """A node whose GPU stack has a problem is not ready to train: it fails verify, with what to do."""
-    out = []
-    for n in nodes:
-        found = _doctor(run, n) if run.checked(NAME, n) is not None else None
-        if found is not None and found.problems:
-            out.append(HostResult(n, FAILED, 1, reason=f"GPU: {found.problems[0].line()}"))
-        else:
-            out.append(HostResult(n, OK))
-    return out
-
-
-def _gpus_cell(run: RunContext, node: Node) -> str:
-    found = _doctor(run, node)
-    if found is None:
-        pre = run.value(NAME, node)
-        return "none" if pre is not None and pre.gpus == "0" else (pre.gpus if pre is not None else "-")
-    text = found.verdict()
-    member = ray.member(run, node)
-    if member is not None and found.has_gpus:
-        text += f" (Ray {member.gpus:g})"
-    return text
-
-
-def fleet_facts(run: RunContext) -> dict:
-    """Per verified node, the fleet's facts (the training python as the all-reduce step found it)."""
-    out = {}
-    for n in run.verified():
-        checked = run.checked(NAME, n)
-        if checked is None:
-            continue
-        ready = run.value(allreduce.NAME, n)
-        python = fleet.python_view(getattr(ready, "python", None))
-        out[n.name] = fleet.parse(checked.facts, python, checked.doctor.ib)
-    return out
-
-
-def _report(run: RunContext, settings: PreflightSettings) -> Tuple[List[str], List[str]]:
-    verified = run.verified()
-    docs = {n.name: _doctor(run, n) for n in run.inv.nodes if run.checked(NAME, n) is not None}
-    with_gpus = [name for name, d in docs.items() if d is not None and d.has_gpus]
-    bad = {name: d for name, d in docs.items() if d is not None and d.problems}
-    if not docs:
-        return [], settings.reach.warnings()
-    if not with_gpus and not bad:
-        lines = [f"GPU doctor: no GPUs on {len(docs)}/{len(run.inv.nodes)} nodes"]
-    else:
-        fine = len(with_gpus) - len([n for n in with_gpus if n in bad])
-        lines = [f"GPU doctor: {fine}/{len(with_gpus)} GPU nodes ok" + (f"; problems on {', '.join(bad)}" if bad else "")]
-    warnings = [f"GPU {f.level} on {name}: {f.line()}" for name, d in docs.items() if d is not None for f in d.findings]
-    facts = fleet_facts(run)
-    if facts:
-        _, mismatched = fleet.fold(facts)
-        if mismatched:
-            lines.append("Fleet: " + "; ".join(f"{k} differs on {', '.join(v)}" for k, v in mismatched.items())
-                         + " (inv fleet)")
-            warnings += [f"fleet: {k} differs on {', '.join(v)}" for k, v in mismatched.items()]
-        else:
-            lines.append(f"Fleet: {', '.join(fleet.MUST_MATCH)} match on {len(facts)}/{len(verified)} nodes")
-    return lines, warnings + settings.reach.warnings()
-
-
-def _data(run: RunContext, settings: PreflightSettings) -> Any:
-    docs = {n.name: _doctor(run, n) for n in run.inv.nodes}
-    facts = fleet_facts(run)
-    return {
-        "doctor": {name: d.as_data() for name, d in docs.items() if d is not None},
-        "fleet": {"facts": {name: dict(f.values) for name, f in facts.items()},
-                  "mismatched": fleet.fold(facts)[1] if facts else {}},
-    }
+#: netenv's step name: the NIC cell shows the NIC it wrote for the node.
+NETENV = "netenv"
 
 
 def _nic_cell(run: RunContext, node: Node) -> str:
     """The NIC netenv wrote for the node, else the one preflight found toward the head."""
-    for found in (run.value(netenv.NAME, node), run.checked(netenv.NAME, node)):
+    for found in (run.value(NETENV, node), run.checked(NETENV, node)):
         if found is not None and found.nic:
             return found.nic
     pre = run.value(NAME, node)
@@ -229,6 +112,77 @@ def _nic_cell(run: RunContext, node: Node) -> str:
 
 
 NAME = "preflight"
-STEP = Step(NAME, settings=read, run=run_on, optional=False, needs=(), check=check, check_cluster=check_doctor,
-            columns=(Column("nic", "NIC", _nic_cell), Column("gpus", "GPUs", _gpus_cell)),
-            report=_report, data=_data)
+
+
+def carrying(*checks: Check) -> Step:
+    """Preflight with `checks` riding on its round and its verify phase (the chain says which)."""
+
+    def read(config: Any, inv: Any, cli: Any) -> PreflightSettings:
+        return PreflightSettings(reach_of(config, inv), {c.name: c.settings(config, inv, cli) for c in checks})
+
+    def run_on(run: RunContext, nodes: Sequence[Node], settings: PreflightSettings) -> List[HostResult]:
+        """Every node probed at once; a node fit to go on also answers every step's fact gathering."""
+        head_private = run.inv.head.private
+
+        def one(conn: NodeConnection, node: Node) -> HostResult:
+            result = probe(run.session, conn, node, head_private)
+            if result.failed:
+                return result
+            if node.private is None:
+                return HostResult(node, FAILED, 1, reason="no private address (give one in the inventory)", value=result.value)
+            remote = run.remotes[node.name]
+            if result.value.gpus != "-":  # read in the one round trip above: no step reads it again
+                run.facts(node).note(gpu.GPUS, result.value.gpus)
+            run.gather(remote)
+            d = result.value
+            words, lines = [d.os], []
+            for c in checks:
+                if c.look is None:
+                    continue
+                d.looks[c.name] = c.look(remote, settings.checks[c.name])
+                if c.said is not None:
+                    said, more = c.said(d.looks[c.name])
+                    words.append(said)
+                    lines += more
+            notes = ["; ".join([*words, f"private NIC {d.nic or '-'}"]), *lines]
+            return HostResult(node, OK, notes=notes, value=d)
+
+        return fan_out(run.session, nodes, one, workers=run.workers, on_result=run.live(NAME))
+
+    def check(remote: Remote, settings: PreflightSettings) -> Outcome:
+        """The verify phase: each carried check's read of the node, by check name."""
+        return Outcome(value={c.name: c.check(remote, settings.checks[c.name]) for c in checks if c.check is not None})
+
+    def check_cluster(run: RunContext, nodes: Sequence[Node], settings: PreflightSettings) -> List[HostResult]:
+        found = [c.check_cluster(Carried(run, NAME, c.name), nodes, settings.checks[c.name])
+                 for c in checks if c.check_cluster is not None]
+        return found[0] if len(found) == 1 else merge_phases(nodes, found)
+
+    def report(run: RunContext, settings: PreflightSettings) -> Tuple[List[str], List[str]]:
+        lines: List[str] = []
+        warnings: List[str] = []
+        for c in checks:
+            if c.report is not None:
+                more, warned = c.report(Carried(run, NAME, c.name), settings.checks[c.name])
+                lines += more
+                warnings += warned
+        return lines, warnings + settings.reach.warnings()
+
+    def data(run: RunContext, settings: PreflightSettings) -> Any:
+        return {c.name: c.data(Carried(run, NAME, c.name), settings.checks[c.name]) for c in checks if c.data is not None}
+
+    def column(c: Check, key: str, title: str, cell: Any) -> Column:
+        return Column(key, title, lambda run, node: cell(Carried(run, NAME, c.name), node))
+
+    # Preflight's own first, then each check's in the order the chain carries them.
+    columns = [Column("nic", "NIC", _nic_cell), *(column(c, col.key, col.title, col.cell) for c in checks for col in c.columns)]
+    return Step(NAME, settings=read, run=run_on, optional=False, needs=(),
+                check=check if any(c.check is not None for c in checks) else None,
+                check_cluster=check_cluster if any(c.check_cluster is not None for c in checks) else None,
+                columns=tuple(columns), report=report, data=data)
+
+
+#: Preflight alone, carrying no check (the chain's carries the doctor and the fleet: ops/chain.py).
+STEP = carrying()
+#: Its own settings (the cluster's idea of private), no check's.
+read = STEP.settings

@@ -18,12 +18,11 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ..core import programs
-from ..core.declared import PORT, SWITCH, TEXT, VERSION, Setting, declare, listing, owns, text
+from ..core.declared import PORT, SWITCH, TEXT, VERSION, Setting, Undo, Withdrawal, declare, listing, owns, text, undoes
 from ..core.chain import Column, Step
 from ..core.cluster import setting, switch
 from ..core.connection import Session
 from ..core.errors import HostError, InputError, Interrupted, keeping_changes, number_option
-from ..core.facts import Fact
 from ..core.fanout import FAILED, HostResult, classify
 from ..core.files import FileState, ManagedFile, plan_files, render, sha256
 from ..core.inventory import Inventory, Node
@@ -33,12 +32,16 @@ from ..core.steps import Outcome, merge_phases, remote_for, run_step
 from ..core import packages as apt
 from ..core.packages import Downloads
 from ..core.context import RunContext
-from .fetch import UV_VERSION, check_uv_version
-from .wheels import direct, ensure_uv, index_env, uv_env, wheel_requirements
-from .netenv import ENV_FILE, RAY_DEFAULT_VERSION, SECRETS_FILE, check_port, ray_auth_on, ray_has_auth
+from .shared.downloads import UV_VERSION, check_uv_version
+from .shared.nodeenv import ENV_FILE
+from .shared.ports import check_port
+from .shared.python import DEFAULT_VENV
+from .shared.rayauth import RAY_DEFAULT_VERSION, ray_auth_on, ray_has_auth
+from .shared.secrets import SECRETS_FILE
+from .shared.uv import direct, ensure_uv, index_env, uv_env, wheel_requirements
+from .shared.versions import VERSION_PACKAGES, VERSIONS, installed_versions
 
 DEFAULT_VERSION = RAY_DEFAULT_VERSION
-DEFAULT_VENV = "/opt/gpufab/venv"
 DEFAULT_PORT = 6379
 DASHBOARD_PORT = 8265
 HEAD_UNIT = "gpufab-ray-head.service"
@@ -57,16 +60,10 @@ RAY_FIXED_PORTS = ("10001-19999", "52365")
 #: client of that user finds it); with RAY_AUTH_MODE=token the GCS refuses any other.
 TOKEN_DIR = ".ray"
 TOKEN_NAME = "auth_token"
-#: Packages whose versions `ray.versions` shows; ray and Python must agree.
-VERSION_PACKAGES = ("ray", "torch", "vllm", "transformers")
 MUST_MATCH = ("python", "ray")
 
 PIN_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(\[[A-Za-z0-9,._-]+\])?==[A-Za-z0-9.+!_-]+$")
 VERSION_RE = re.compile(r"^[0-9][A-Za-z0-9.+!_-]*$")
-
-#: Prints a JSON object of versions: python, then each package named in argv.
-VERSIONS_CODE = programs.text("ray-versions.py")
-
 
 def check_version(version: str) -> str:
     if not VERSION_RE.match(str(version)):
@@ -103,11 +100,6 @@ def pin_version(pin: str) -> str:
 
 def requirements(version: str, extra: Sequence[str]) -> List[str]:
     return [f"ray[default]=={version}", *extra]
-
-
-def versions_command(venv: str, packages: Sequence[str]) -> str:
-    python = f"{venv}/bin/python"
-    return f"{shlex.quote(python)} -c {shlex.quote(VERSIONS_CODE)} " + " ".join(shlex.quote(p) for p in packages)
 
 
 def missing_pins(installed: Mapping[str, Optional[str]], pins: Sequence[str]) -> List[str]:
@@ -189,7 +181,6 @@ def firewall_file(inv: Inventory, s: "RaySettings", port_range: str) -> ManagedF
     return ManagedFile(FIREWALL_FILE, render("ray/ray-firewall.nft.j2", v4=v4, v6=v6, ports=ports))
 
 
-
 def start_command(p: UnitPlan) -> str:
     """`ray start` without systemd: the same arguments, netenv loaded first."""
     ray, q = shlex.quote(f"{p.venv}/bin/ray"), shlex.quote
@@ -257,7 +248,6 @@ def log_tail(text: str, lines: int = 3, width: int = 160) -> str:
     """The last log lines on one line: ANSI colours dropped, each cut to `width`."""
     kept = [_ANSI.sub("", line).strip() for line in text.splitlines() if line.strip()][-lines:]
     return " | ".join(line if len(line) <= width else line[: width - 3] + "..." for line in kept) or "no log lines"
-
 
 
 #: Submitted on the head: one task per alive node (SPREAD), each reports where it ran.
@@ -337,28 +327,6 @@ def read(config: Any, inv: Inventory, cli: Mapping[str, Any]) -> RaySettings:
 
 
 # --------------------------------------------------------------------------- install
-
-
-def read_versions(remote: Remote, venv: str, packages: Sequence[str] = VERSION_PACKAGES
-                  ) -> Optional[Dict[str, Optional[str]]]:
-    result = remote.run(versions_command(venv, packages), warn=True)
-    if result.exited != 0:
-        return None
-    return json.loads(result.stdout.strip().splitlines()[-1])
-
-
-#: Python's and the packages' versions in a venv (`VERSION_PACKAGES`, and any pin beyond them), read once
-#: per run for every step that needs them; installing into the venv forgets them (`install_ray`).
-VERSIONS = Fact("the venv's versions", read_versions)
-
-
-def installed_versions(remote: Remote, venv: str, packages: Sequence[str]) -> Optional[Dict[str, Optional[str]]]:
-    """Versions in the venv, or None when there is no venv."""
-    found = remote.fact(VERSIONS, venv)
-    if found is not None and any(p not in found for p in packages):
-        found = remote.facts.note(VERSIONS, read_versions(remote, venv, [*(k for k in found if k != "python"),
-                                                                   *(p for p in packages if p not in found)]), venv)
-    return None if found is None else {k: found.get(k) for k in ("python", *packages)}
 
 
 def downloads(remote: Remote, s: RaySettings) -> Downloads:
@@ -842,4 +810,9 @@ DECLARED = declare(
 
 
 OWNED = owns("ops.ray", files=(SECRETS_APPLIED, f"{UNIT_DIR}/{HEAD_UNIT}", f"{UNIT_DIR}/{WORKER_UNIT}", FIREWALL_FILE),
-             units=(HEAD_UNIT, WORKER_UNIT), trees=("/opt/gpufab",), home=(f"{TOKEN_DIR}/{TOKEN_NAME}",))
+             units=(HEAD_UNIT, WORKER_UNIT), trees=("/opt/gpufab",), home=(f"{TOKEN_DIR}/{TOKEN_NAME}",),
+             withdrawn=(Withdrawal(FIREWALL_FILE, "removed Ray's firewall rules",
+                                   f"nft delete table {FIREWALL_TABLE} 2>/dev/null; true"),))
+# Phase 1, first: Ray stopped everywhere before anything it uses goes.
+UNDONE = undoes("ops.ray", Undo(1, 10, lambda remote, venv: Outcome(stop_ray(remote, venv, force=False).changes),
+                                settings=lambda config, inv, cli: read(config, inv, {}).venv))

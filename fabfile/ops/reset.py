@@ -1,12 +1,13 @@
 """Reset: what gpufab added to a node taken away again, so that the next bootstrap starts from scratch.
 
 Like `ray down` or `sky ssh down`, but for everything gpufab's steps leave:
-Ray stopped and its units and venv gone, the share unmounted and its keys
-and service gone (storage.unmount's own code), the SSH mesh taken out
-(mesh.remove's own code), the daemon.json keys merged
-out, and every whole file gpufab wrote removed, or put back as the node had
-it before gpufab's first write (core/remote.py keeps that copy). Packages
-installed from apt (Docker, sshfs, NFS) stay: other software may use them.
+every whole file gpufab wrote removed, or put back as the node had it before
+gpufab's first write (core/remote.py keeps that copy), and what each step
+undoes itself (Ray stopped, the share unmounted and its keys and service gone,
+the SSH mesh taken out, the daemon.json keys merged out): each module declares
+its files (core.declared.owns) and registers its undo (core.declared.undoes),
+so reset names no step. Packages installed from apt (Docker, sshfs, NFS) stay:
+other software may use them, unless `--packages`.
 
 Whole files go facts-in, commands-out: `read_facts` reads which of them,
 their backups and gpufab's directories are on the node, in one command, and
@@ -20,20 +21,20 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, FrozenSet, List, Mapping, Optional, Sequence, Tuple
 
 from ..core import programs
-from ..core.files import ABSENT_SUFFIX, BACKUP_DIR, BEFORE_DIR, ManagedFile, plan_files
+from ..core.files import BACKUP_DIR, BEFORE_DIR
 from ..core.connection import Session
 from ..core.errors import HostError, keeping_changes
 from ..core.fanout import HostResult
-from ..core.declared import owned
-from ..core.inventory import USER_RE, Inventory, Node
+from ..core.declared import Undo, owned, undoes, undos
+from ..core.inventory import Inventory, Node
 from ..core import packages as apt
 from ..core.remote import Remote, last_line
 from ..core.steps import Outcome, merge_phases, run_step
-from . import containers, docker, images, mesh, nfs, nvidia_toolkit, ray, sshfs
-from .share import cache_on_head, dirs_below, read_cache
 
 
 MARKER = "Managed by gpufab"
+#: Where a unit file among the declared files lives (its unit is stopped even when systemd lost it).
+UNIT_DIR = "/etc/systemd/system"
 
 #: Root reads, never follows a link it finds (`-f` and `! -L` on each).
 #: $1 BEFORE_DIR, $2 BACKUP_DIR, $3 marker, then unit:NAME, own:DIR, parent:DIR or a whole file's path.
@@ -54,6 +55,11 @@ class ResetFacts:
     parents: Mapping[str, Tuple[str, ...]] = field(default_factory=dict)
     systemd: bool = False
     exportfs: bool = False
+
+    @property
+    def commands(self) -> FrozenSet[str]:
+        """The commands a Withdrawal may need that the node has (the facts script asks for exportfs)."""
+        return frozenset({"exportfs"} if self.exportfs else ())
 
 
 def parse_facts(text: str) -> ResetFacts:
@@ -83,7 +89,7 @@ def plan(facts: ResetFacts) -> List[Tuple[str, str]]:
     """(what is done, the command doing it), in order: units stopped before their files go, files before their directories."""
     steps: List[Tuple[str, str]] = []
     o = owned()
-    units = [u for u in o.units if u in facts.active_units or f"{ray.UNIT_DIR}/{u}" in facts.files]
+    units = [u for u in o.units if u in facts.active_units or f"{UNIT_DIR}/{u}" in facts.files]
     if facts.systemd:
         for unit in units:
             steps.append((f"stopped and disabled {unit}", f"systemctl disable --now {shlex.quote(unit)} 2>/dev/null; true"))
@@ -101,10 +107,9 @@ def plan(facts: ResetFacts) -> List[Tuple[str, str]]:
         elif path in facts.files:
             steps.append((f"removed {path}", f"rm -f -- {q}"))
             removed.append(path)
-    if nfs.EXPORTS_FILE in facts.files and facts.exportfs:
-        steps.append(("withdrew the NFS export", "exportfs -ra"))
-    if ray.FIREWALL_FILE in facts.files:
-        steps.append(("removed Ray's firewall rules", f"nft delete table {ray.FIREWALL_TABLE} 2>/dev/null; true"))
+    for w in o.withdrawn:
+        if w.file in facts.files and (not w.needs or w.needs in facts.commands):
+            steps.append((w.what, w.command))
     for path in o.trees:
         if path in facts.own_dirs:
             steps.append((f"removed {path}", f"rm -rf -- {shlex.quote(path)}"))
@@ -116,68 +121,6 @@ def plan(facts: ResetFacts) -> List[Tuple[str, str]]:
     return steps
 
 
-def unmerge_daemon_json(current: Mapping[str, object], managed: Mapping[str, object], before: Mapping[str, object],
-                        nvidia_runtime: Mapping[str, object]) -> Dict[str, object]:
-    """gpufab's keys out of daemon.json again; a key the node had before gpufab gets that value back.
-
-    `before` is the node's file from before gpufab first wrote it ({} when
-    there was none). The NVIDIA runtime goes only where gpufab added it.
-    """
-    out = dict(current)
-    for key, value in managed.items():
-        if key in before and before[key] != value:
-            out[key] = before[key]
-        elif key not in before:
-            out.pop(key, None)
-    runtimes = out.get("runtimes")
-    had = before.get("runtimes")
-    if isinstance(runtimes, dict) and runtimes.get("nvidia") == nvidia_runtime and not (
-            isinstance(had, dict) and "nvidia" in had):
-        rest = {k: v for k, v in runtimes.items() if k != "nvidia"}
-        if rest:
-            out["runtimes"] = rest
-        else:
-            out.pop("runtimes")
-    return out
-
-
-def reset_daemon_json(remote: Remote, extra: Mapping[str, object]) -> Outcome:
-    """gpufab's keys merged out; the file removed when gpufab made it and nothing else is left in it."""
-    path = docker.DAEMON_JSON
-    before_copy, absent = BEFORE_DIR + path, BEFORE_DIR + path + ABSENT_SUFFIX
-    states = remote.read_paths([path, before_copy, absent])
-    if not states[path].exists:
-        return Outcome([], [])
-    try:
-        current = docker.parse_daemon_json(states[path].content)
-        before = docker.parse_daemon_json(states[before_copy].content) if states[before_copy].exists else {}
-    except docker.DaemonJsonError as exc:
-        return Outcome([], [f"{path} left as it is: not valid JSON ({exc})"])
-    left = unmerge_daemon_json(current, docker.managed_settings(extra), before, docker.nvidia_runtime())
-    if left == current:
-        return Outcome([], [])
-    if left or states[before_copy].exists:
-        remote.write_files(plan_files([ManagedFile(path, docker.dump_daemon_json(left))], {path: states[path]}))
-        done = [f"took gpufab's keys out of {path}"]
-    else:
-        remote.change(f"rm -f -- {shlex.quote(path)}")
-        done = [f"removed {path} (gpufab's keys only)"]
-    if remote.check("systemctl is-active --quiet docker"):
-        error = docker.restart_docker(remote)
-        if error is not None:
-            raise HostError(f"docker did not come back without gpufab's daemon.json keys: {error}", changes=done)
-        done.append("restarted docker")
-    return Outcome(done, [])
-
-
-def stop_and_unmount(remote: Remote, share: nfs.NfsPlan, is_head: bool, venv: str) -> Outcome:
-    """Phase one on every node at once: Ray stopped, and each worker's share unmounted while the head still serves it."""
-    done = list(ray.stop_ray(remote, venv, force=False).changes)
-    if not is_head:
-        done += sshfs.unmount_worker(remote, share).changes
-    return Outcome(done, [])
-
-
 def recorded_packages(text: str, installed: FrozenSet[str]) -> List[str]:
     """What `reset --packages` purges: recorded by gpufab's installs, still installed, not the way in."""
     names = sorted({line.strip() for line in text.splitlines() if line.strip()})
@@ -185,7 +128,7 @@ def recorded_packages(text: str, installed: FrozenSet[str]) -> List[str]:
 
 
 def purge_packages(remote: Remote) -> Outcome:
-    """The packages gpufab installed, purged with what only they needed (and Docker's or NVIDIA's apt source with theirs)."""
+    """The packages gpufab installed, purged with what only they needed (and the apt sources steps added for them)."""
     record = remote.read_paths([apt.INSTALLED_RECORD])[apt.INSTALLED_RECORD]
     if not record.exists or not record.content:
         return Outcome([], ["--packages: gpufab installed no package here (or a reset without --packages forgot them)"])
@@ -197,36 +140,10 @@ def purge_packages(remote: Remote) -> Outcome:
     if result.exited != 0:
         raise HostError(f"apt-get purge {' '.join(todo)} failed: {last_line(result.stderr or result.stdout)}")
     done = [f"purged {' '.join(todo)}"]
-    if "docker-ce" in todo:
-        remote.change(f"rm -f -- {docker.SOURCE_LIST} {docker.KEYRING}")
-        done.append(f"removed Docker's apt source ({docker.SOURCE_LIST}, {docker.KEYRING})")
-    if nvidia_toolkit.PACKAGE in todo:
-        remote.change(f"rm -f -- {nvidia_toolkit.SOURCE_LIST} {nvidia_toolkit.KEYRING}")
-        done.append(f"removed NVIDIA's apt source ({nvidia_toolkit.SOURCE_LIST}, {nvidia_toolkit.KEYRING})")
-    return Outcome(done, [])
-
-
-def group_leavers(record: str, group_line: str) -> List[str]:
-    """Users gpufab added (the record) that `getent group docker` still lists, in record order."""
-    members = set(group_line.strip().split(":")[3].split(",")) if group_line.count(":") >= 3 else set()
-    seen: List[str] = []
-    for name in record.split():
-        # Only what the inventory takes as a user name reaches gpasswd (never an option such as -r).
-        if USER_RE.match(name) and name in members and name not in seen:
-            seen.append(name)
-    return seen
-
-
-def leave_docker_group(remote: Remote) -> Outcome:
-    """docker.install put the SSH user in group docker (root access to the node): take out whom it added."""
-    record = remote.read_paths([docker.GROUP_RECORD])[docker.GROUP_RECORD]
-    if not record.exists or not record.content:
-        return Outcome([], [])
-    group = remote.run("getent group docker", warn=True).stdout
-    done = []
-    for name in group_leavers(record.content, group):
-        remote.change(f"gpasswd -d {shlex.quote(name)} docker >/dev/null")
-        done.append(f"took {name} out of group docker")
+    for source in owned().sources:
+        if source.package in todo:
+            remote.change(f"rm -f -- {' '.join(source.files)}")
+            done.append(f"removed {source.whose} apt source ({', '.join(source.files)})")
     return Outcome(done, [])
 
 
@@ -238,46 +155,10 @@ def _remove_all(remote: Remote, paths: str, sudo: bool) -> bool:
     return True
 
 
-#: rmdir each directory given, deepest first, until one is not empty (run as the SSH user: it made them).
-RMDIR_SCRIPT = 'n=0; for d in "$@"; do rmdir -- "$d" 2>/dev/null || break; n=$((n+1)); done; echo "$n"'
-
-
-def remove_empty_cache(remote: Remote, share: nfs.NfsPlan, cache: str) -> Outcome:
-    """The shared cache directory storage made, if nothing was ever downloaded into it (else it is data)."""
-    path = cache_on_head(share.export, share.mount, cache)
-    removed = remote.script(RMDIR_SCRIPT, *dirs_below(path, share.export), warn=True).stdout.split()
-    if removed[-1:] in (["0"], []):
-        return Outcome([], [])
-    return Outcome([f"removed the empty shared cache {path}"], [])
-
-
-def remove_the_rest(remote: Remote, share: nfs.NfsPlan, is_head: bool, docker_extra: Mapping[str, object],
-                    packages: bool = False, cache: Optional[str] = None) -> Outcome:
-    """Phase two: the head's share service and check files, daemon.json, every whole file, gpufab's directories."""
+def remove_files(remote: Remote) -> Outcome:
+    """Every whole file, unit and tree the modules declare, then the home directories they name."""
     done: List[str] = []
-    notes: List[str] = []
     with keeping_changes(done):
-        done += leave_docker_group(remote).changes
-        done += containers.remove_all(remote).changes
-        done += images.log_out(remote).changes
-        if packages:
-            purged = purge_packages(remote)
-            done += purged.changes
-            notes += purged.notes
-        if is_head:
-            done += sshfs.revoke_workers(remote).changes
-            # -P (find's default) never follows a link, the export itself included; -delete removes links, not targets.
-            found = remote.run(f"find -P {shlex.quote(share.export)} -maxdepth 1 -name '.gpufab-*' ! -type d -print -delete",
-                               sudo=True, warn=True).stdout.split()
-            if found:
-                done.append(f"removed gpufab's check files from {share.export}")
-            if cache is not None:
-                done += remove_empty_cache(remote, share, cache).changes
-            if remote.check(f"test -d {shlex.quote(share.export)}"):
-                notes.append(f"kept {share.export}: the shared data is the operator's")
-        done += reset_daemon_json(remote, docker_extra).changes
-        # Before gpufab's backups go: they say which of the user's files gpufab created.
-        done += mesh.remove_node(remote, also_root=True).changes
         for what, command in plan(read_facts(remote)):
             remote.change(command)
             done.append(what)
@@ -289,33 +170,50 @@ def remove_the_rest(remote: Remote, share: nfs.NfsPlan, is_head: bool, docker_ex
         roots = " ".join(f"/root/{shlex.quote(d)}" for d in home)
         if remote.user != "root" and _remove_all(remote, roots, sudo=True):
             done.append("removed /root/" + " and /root/".join(home))
+    return Outcome(done, [])
+
+
+#: reset's own work among the steps' undos (phase 2): the packages after the steps' services are gone and
+#: before the head's share goes; the whole files after every step's undo (mesh reads gpufab's backups).
+OWN = undoes(
+    "ops.reset",
+    Undo(2, 40, lambda remote, packages: purge_packages(remote) if packages else Outcome(),
+         settings=lambda config, inv, cli: bool(cli.get("packages"))),
+    Undo(2, 80, lambda remote, s: remove_files(remote)),
+)
+
+
+def run_phase(remote: Remote, phase: Sequence[Tuple[Undo, Any]]) -> Outcome:
+    """One phase's undos on one node, in order; a HostError keeps what was done before it."""
+    done: List[str] = []
+    notes: List[str] = []
+    with keeping_changes(done):
+        for undo, settings in phase:
+            if undo.head is None or undo.head == remote.node.is_head:
+                found = undo.run(remote, settings)
+                done += found.changes
+                notes += found.notes
     return Outcome(done, notes)
 
 
 @dataclass(frozen=True)
 class ResetSettings:
-    share: nfs.NfsPlan
-    #: Where Ray's binary is, for `ray stop` on a node that ran Ray without systemd.
-    venv: str
-    #: The daemon.json keys gpufab merged (the template's and the inventory's).
-    daemon: Mapping[str, object]
-    packages: bool = False
-    #: The shared cache storage made in the share (removed only when empty).
-    cache: Optional[str] = None
+    #: Each undo with what it read (the share, Ray's venv, daemon.json's keys, `--packages`), in order.
+    undos: Tuple[Tuple[Undo, Any], ...]
+
+    def phase(self, n: int) -> List[Tuple[Undo, Any]]:
+        return [(u, s) for u, s in self.undos if u.phase == n]
 
 
 def read(config: Any, inv: Inventory, cli: Mapping[str, Any]) -> ResetSettings:
-    """The share, venv and daemon.json keys as the steps that set them up read them; `--packages` from the CLI."""
-    share = nfs.read_share(config, inv, {})
-    return ResetSettings(share, ray.read(config, inv, {}).venv, docker.read(config, inv, {}).daemon,
-                         bool(cli.get("packages")), read_cache(config, inv, share.mount))
+    """What each undo needs, read as the step that set it up reads it; `--packages` from the CLI."""
+    return ResetSettings(tuple((u, u.settings(config, inv, cli)) for u in undos()))
 
 
 def reset_nodes(session: Session, nodes: Sequence[Node], s: ResetSettings,
                 workers: Optional[int] = None) -> List[HostResult]:
     """Both phases, each on every node at once; a node that fails the first keeps everything for the next run."""
-    first = run_step(session, nodes, lambda r: stop_and_unmount(r, s.share, r.node.is_head, s.venv), workers=workers)
+    first = run_step(session, nodes, lambda r: run_phase(r, s.phase(1)), workers=workers)
     going = [r.node for r in first if not r.failed]
-    second = run_step(session, going, lambda r: remove_the_rest(r, s.share, r.node.is_head, s.daemon, s.packages,
-                                                                s.cache), workers=workers)
+    second = run_step(session, going, lambda r: run_phase(r, s.phase(2)), workers=workers)
     return merge_phases(nodes, [first, second])

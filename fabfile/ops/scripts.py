@@ -39,9 +39,9 @@ from ..core.inventory import VAR_KEY_RE, Entry, Inventory, Node
 from ..core.remote import Remote
 from ..core.steps import Outcome
 from ..core.context import RunContext
-from . import gpu
-from .launch import placements, rank_order
-from .netenv import DEFAULT_MASTER_PORT, check_port
+from .shared import gpu
+from .shared.launch import placements, rank_order
+from .shared.ports import DEFAULT_MASTER_PORT, check_port
 
 KEYS = ("name", "script", "command", "where", "after", "env", "creates", "unless", "detached", "timeout", "sudo")
 #: A step's name is a directory and a unit name on the nodes, and a word for --skip/--only.

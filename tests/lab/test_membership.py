@@ -10,7 +10,7 @@ import time
 import pytest
 
 from fabfile.core.inventory import without_node
-from fabfile.ops import sshfs
+from fabfile.ops.storage import sshfs
 
 from helpers import cli, one_error_line
 

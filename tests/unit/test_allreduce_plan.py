@@ -11,6 +11,7 @@ from fabfile.core.errors import HostError, InputError
 from fabfile.core.inventory import Inventory
 from fabfile.ops import allreduce as ar
 from fakes import FakeRemote, node
+from fabfile.ops.shared import python as train_python
 
 NODES = (node("node1", "10.0.0.1"), node("node2", "10.0.0.2", "worker"), node("node3", "10.0.0.3", "worker"))
 NODES = tuple(n.__class__(**{**n.__dict__, "nid": i}) for i, n in enumerate(NODES))
@@ -19,7 +20,7 @@ S = ar.AllreduceSettings(sizes=(1 << 20, 64 << 20), iters=5, timeout=20.0, port=
 
 
 def python(gpus=0, nccl=False):
-    return ar.TrainPython("/usr/bin/python3", "1.13.1", True, nccl, gpus)
+    return train_python.TrainPython("/usr/bin/python3", "1.13.1", True, nccl, gpus)
 
 
 def ready(gpus=0):
@@ -72,10 +73,10 @@ def test_settings_come_from_the_inventory_and_the_cli_wins():
     assert (wins.sizes, wins.python, wins.port) == ((1024,), "python3", 40000)
     # --python beats a node's own train_python, which beats the inventory's.
     own = node("node2", train_python="/opt/venv/bin/python")
-    assert ar.candidates(own, wins) == (["python3"], True)
-    assert ar.candidates(own, s) == (["/opt/venv/bin/python"], True)
-    assert ar.candidates(node("node3"), s) == (["/opt/conda/bin/python"], True)
-    assert ar.candidates(node("node3"), ar.AllreduceSettings()) == (["/opt/gpufab/venv/bin/python", "python3"], False)
+    assert train_python.candidates(own, wins) == (["python3"], True)
+    assert train_python.candidates(own, s) == (["/opt/venv/bin/python"], True)
+    assert train_python.candidates(node("node3"), s) == (["/opt/conda/bin/python"], True)
+    assert train_python.candidates(node("node3"), ar.AllreduceSettings()) == (["/opt/gpufab/venv/bin/python", "python3"], False)
     # bootstrap's own --timeout (Ray's) is not the all-reduce's.
     assert ar.read({}, inv, {"timeout": "1"}).timeout == ar.DEFAULT_TIMEOUT
     for cli, option in (({"allreduce_backend": "mpi"}, "--backend"), ({"allreduce_iters": "0"}, "--iters"),
@@ -183,7 +184,7 @@ def test_the_slowest_pair_is_the_one_with_the_lowest_busbw():
 PYTHONS = (
     "absent=/opt/gpufab/venv/bin/python\n"
     "python=/usr/bin/python3\n"
-    + ar.PYTHON_MARK + json.dumps({"torch": "1.13.1", "gloo": True, "nccl": False, "gpus": 0}) + "\n"
+    + train_python.PYTHON_MARK + json.dumps({"torch": "1.13.1", "gloo": True, "nccl": False, "gpus": 0}) + "\n"
 )
 
 
@@ -201,7 +202,7 @@ def test_prepare_finds_the_first_python_with_torch_and_ships_the_script_once():
 
 
 def test_a_node_without_torch_is_named_with_the_pythons_tried():
-    remote = FakeRemote([(r"GPUFAB-PYTHON", "python=/usr/bin/python3\n" + ar.PYTHON_MARK + '{"error": "x"}\n', 0)],
+    remote = FakeRemote([(r"GPUFAB-PYTHON", "python=/usr/bin/python3\n" + train_python.PYTHON_MARK + '{"error": "x"}\n', 0)],
                         files={"/etc/gpufab/netenv.env": "NCCL_SOCKET_IFNAME=ens14np0\n"})
     with pytest.raises(HostError, match=r"^torch not found in /usr/bin/python3 \(set train_python\)$"):
         ar.prepare(remote, S)

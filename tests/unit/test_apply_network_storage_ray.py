@@ -5,7 +5,8 @@ import json
 import pytest
 
 from fabfile.core.errors import HostError, InputError
-from fabfile.ops import netenv, nfs, preflight, ray, sshfs, storage
+from fabfile.ops import netenv, preflight, ray, storage
+from fabfile.ops.storage import nfs, sshfs
 
 from fakes import FakeRemote, FakeRun, node
 
@@ -245,13 +246,44 @@ def test_ray_start_refuses_without_the_pinned_ray():
 
 
 def test_preflight_check_runs_the_gpu_doctor_and_reads_the_fleet_facts():
-    from fabfile.ops import doctor
+    """The chain's preflight carries the doctor and the fleet (core.checks): its verify-phase check runs both."""
+    from fabfile.ops import doctor, fleet
+    from fabfile.ops.chain import CHAIN
     out = ("@@lspci\n18:00.0 3D controller [0302]: NVIDIA Corporation GH100 [H100 PCIe] [10de:2331] (rev a1)\n"
            "@@smi\n@@smi-missing\n@@fm\ninactive\n")
     remote = FakeRemote([(r"@@lspci", out, 0), (r"os-release", "os=Ubuntu 22.04\nkernel=5.15\n", 0)])
-    found = preflight.check(remote, preflight.PreflightSettings(doctor.DoctorSettings(), "10.0.0.1")).value
-    assert found.doctor.verdict() == "1 × GH100 [H100 PCIe]: 1 NVIDIA GPU on the PCI bus but no driver (nvidia-smi not found)"
-    assert "os=Ubuntu 22.04" in found.facts
+    settings = preflight.PreflightSettings(checks={"doctor": doctor.DoctorSettings(), "fleet": fleet.FleetSettings("10.0.0.1")})
+    found = CHAIN[0].check(remote, settings).value
+    assert found["doctor"].verdict() == "1 × GH100 [H100 PCIe]: 1 NVIDIA GPU on the PCI bus but no driver (nvidia-smi not found)"
+    assert "os=Ubuntu 22.04" in found["fleet"].facts
+
+
+def test_preflight_says_the_doctors_first_look_in_its_note_and_keeps_it(monkeypatch):
+    """The doctor looks in preflight's own round (no training python yet); its verdict sits in the
+    node's one-line note between the OS and the NIC, each finding a line of its own, as before."""
+    import threading
+    from types import SimpleNamespace
+    from fabfile.core.fanout import OK, HostResult
+    from fabfile.ops import doctor, fleet
+    from fabfile.ops.chain import CHAIN
+    from fakes import FakeRun
+    out = ("@@lspci\n18:00.0 3D controller [0302]: NVIDIA Corporation GH100 [H100 PCIe] [10de:2331] (rev a1)\n"
+           "@@smi\n@@smi-missing\n@@fm\ninactive\n")
+    head = node()
+    monkeypatch.setattr(preflight, "probe", lambda session, conn, n, private: HostResult(
+        n, OK, value=preflight.Preflight(auth="ok", os="Ubuntu 22.04", gpus="1", nic="ens1")))
+    remote = FakeRemote([(r"@@lspci", out, 0)], the_node=head)
+    session = SimpleNamespace(workers=4, connection=lambda n: None, stopping=threading.Event())
+    gathered = []
+    run = FakeRun(session=session, inv=SimpleNamespace(head=head), remotes={head.name: remote}, workers=None,
+                  live=lambda step: None, gather=gathered.append, facts=lambda n: remote.facts)
+    settings = preflight.PreflightSettings(checks={"doctor": doctor.DoctorSettings(), "fleet": fleet.FleetSettings("10.0.0.1")})
+    [result] = CHAIN[0].run(run, [head], settings)
+    verdict = "1 × GH100 [H100 PCIe]: 1 NVIDIA GPU on the PCI bus but no driver (nvidia-smi not found)"
+    assert result.notes[0] == f"Ubuntu 22.04; GPUs {verdict}; private NIC ens1"
+    assert result.notes[1:] == [f"GPU problem: {f.line()}" for f in result.value.looks["doctor"].findings] != []
+    assert result.value.looks["doctor"].verdict() == verdict and gathered == [remote]
+    assert not [c for c in remote.commands if "GPUFAB-PYTHON" in c]  # no training python in the first look
 
 
 def test_storage_defaults_to_auto_and_verify_reads_the_backend_from_the_workers_mounts():

@@ -4,7 +4,8 @@ import pytest
 
 from fabfile.core.errors import HostError
 from fabfile.core.fanout import FAILED, OK
-from fabfile.ops import detached, gpu
+from fabfile.ops import detached
+from fabfile.ops.shared import gpu
 
 from fakes import FakeRemote
 

@@ -19,10 +19,10 @@ from fabfile.core.errors import InputError
 from fabfile.core.inventory import nodes_from_hosts, parse_inventory
 from fabfile.core.localfs import check_writable, read_text, write_if_changed
 from fabfile.core.mapping import parse_mapping
-from fabfile.ops import netenv
 
 from helpers import one_error_line
 from inprocess import Unprivileged, run_cli
+from fabfile.ops.shared import secrets
 
 NODE = "nodes:\n  - name: a\n    public: 198.18.0.11\n    private: 198.19.0.11\n"
 
@@ -200,14 +200,14 @@ def test_ssh_keys_and_known_hosts_that_cannot_be_used_are_named(tmp_path):
 def test_env_values_are_taken_literally(tmp_path):
     env = tmp_path / ".env"
     env.write_text("HF_TOKEN=hf_${HOME}$x\nPLAIN=abc\n")
-    assert netenv.load_secrets(str(env)) == {"HF_TOKEN": "hf_${HOME}$x", "PLAIN": "abc"}
+    assert secrets.load_secrets(str(env)) == {"HF_TOKEN": "hf_${HOME}$x", "PLAIN": "abc"}
 
 
 def test_a_binary_env_is_named(tmp_path):
     env = tmp_path / ".env"
     env.write_bytes(b"A=\x00\xff\xfe\n")
     with pytest.raises(InputError, match=r"\.env: is not UTF-8 text"):
-        netenv.load_secrets(str(env))
+        secrets.load_secrets(str(env))
 
 
 @settings(max_examples=100, deadline=None)
@@ -216,7 +216,7 @@ def test_no_env_text_ends_in_a_traceback_or_an_unsafe_value(tmp_path_factory, te
     env = tmp_path_factory.mktemp("env") / ".env"
     env.write_text(text, encoding="utf-8")
     try:
-        values = netenv.load_secrets(str(env))
+        values = secrets.load_secrets(str(env))
     except InputError:
         return
     assert all("'" not in v and "\n" not in v for v in values.values())

@@ -36,7 +36,7 @@ from fabfile.core.mapping import parse_mapping, render_inventory
 from fabfile.core.settings import SETTINGS, fabric_timeout, gpufab_setting, read_config_file
 from fabfile.inventory import check_replaceable, check_two_files
 from fabfile.launch import launch as launch_task
-from fabfile.ops import share
+from fabfile.ops.shared import share
 from fabfile.ops import slurm as slurm_plan
 
 from helpers import one_error_line

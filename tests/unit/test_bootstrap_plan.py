@@ -7,7 +7,8 @@ import pytest
 from fabfile.core import runfiles as plan
 from fabfile.core.chain import select_steps as choose
 from fabfile.core.runreport import Report
-from fabfile.ops import sshfs, storage
+from fabfile.ops.storage import sshfs
+from fabfile.ops import storage
 from fabfile.ops.chain import CHAIN
 from fabfile.core.errors import InputError
 from fabfile.core.fanout import FAILED, OK, HostResult

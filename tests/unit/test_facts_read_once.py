@@ -132,7 +132,7 @@ def test_every_step_shares_one_read_of_each_fact_per_node():
     # Each step got the one read: the rail in the doctor's verdict, limits' memlock, all-reduce's fabric and
     # netenv's NCCL settings; the GPUs in the mesh's slots.
     for n in NODES:
-        assert [p.name for p in run.checked("preflight", n).doctor.ib.rails()] == ["mlx5_0:1"]
+        assert [p.name for p in run.checked("preflight", n)["doctor"].ib.rails()] == ["mlx5_0:1"]
         assert run.value("limits", n).memlock == "unlimited"
         assert [p.name for p in run.value("allreduce", n).ib.rails()] == ["mlx5_0:1"]
         assert run.value("mesh", n).gpus == 8
@@ -201,15 +201,15 @@ def test_a_pin_beyond_the_usual_packages_widens_the_one_read_of_the_venv():
     """ray.install asks for its pins, ray.versions and the verify phase for VERSION_PACKAGES: one read answers
     both; a pin outside them (numpy) reads the venv once more, for all of them, and each asker gets what it
     asked for, as before."""
-    from fabfile.ops import ray
+    from fabfile.ops.shared import versions
     found = dict(VERSIONS, numpy="2.1.0")
     remote = FakeRemote([(r"(?s)md\.version\(name\).* numpy$", json.dumps(found) + "\n", 0),
                          (r"md\.version\(name\)", json.dumps(VERSIONS) + "\n", 0)])
-    assert ray.installed_versions(remote, "/opt/v", ["ray"]) == {"python": "3.11.9", "ray": "2.60.0"}
-    assert ray.installed_versions(remote, "/opt/v", ["ray", "numpy"]) == {"python": "3.11.9", "ray": "2.60.0",
-                                                                            "numpy": "2.1.0"}
-    assert ray.installed_versions(remote, "/opt/v", ray.VERSION_PACKAGES) == {k: found[k] for k in VERSIONS}
+    assert versions.installed_versions(remote, "/opt/v", ["ray"]) == {"python": "3.11.9", "ray": "2.60.0"}
+    assert versions.installed_versions(remote, "/opt/v", ["ray", "numpy"]) == {"python": "3.11.9", "ray": "2.60.0",
+                                                                                 "numpy": "2.1.0"}
+    assert versions.installed_versions(remote, "/opt/v", versions.VERSION_PACKAGES) == {k: found[k] for k in VERSIONS}
     sent = remote.sent(r"md\.version\(name\)")
     assert len(sent) == 2 and sent[0].endswith("' ray torch vllm transformers")
     assert sent[1].endswith("' ray torch vllm transformers numpy")
-    assert ray.installed_versions(FakeRemote([(r"md\.version", "", 1)]), "/opt/v", ["ray"]) is None  # no venv
+    assert versions.installed_versions(FakeRemote([(r"md\.version", "", 1)]), "/opt/v", ["ray"]) is None  # no venv

@@ -15,7 +15,9 @@ from typing import Dict, List, Optional
 
 import pytest
 
-from fabfile.ops import doctor, infiniband, netenv, nccl
+from fabfile.ops import doctor, netenv
+from fabfile.ops.shared import infiniband, nccl
+from fabfile.ops.shared import nic
 
 CAPTURED = Path(__file__).resolve().parent.parent / "fixtures" / "captured"
 
@@ -303,7 +305,7 @@ def test_an_azure_vm_s_accelerated_networking_function_is_no_rail_and_a_port_in_
 
 
 def test_netenv_leaves_the_default_route_s_roce_port_out_of_the_rails():
-    facts = netenv.parse_nic_facts("route=198.19.0.11 dev ens1f0np0 src 198.19.0.12\ndefroute=ens1f0np0\n"
+    facts = nic.parse_nic_facts("route=198.19.0.11 dev ens1f0np0 src 198.19.0.12\ndefroute=ens1f0np0\n"
                                    "ibport=mlx5_0 1|4: ACTIVE|Ethernet|100 Gb/sec (4X EDR)|ens1f0np0|5: LinkUp|vf\n"
                                    "ibgid=mlx5_0 1 3|RoCE v2|0000:0000:0000:0000:0000:ffff:c613:000c\nverbs=yes")
     assert facts.ib.ports[0].vf and facts.default_dev == "ens1f0np0"

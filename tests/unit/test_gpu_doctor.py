@@ -8,7 +8,10 @@ from pathlib import Path
 import pytest
 
 from fabfile.lab import gpu as gpu_lab
-from fabfile.ops import doctor, fleet, gpu, infiniband, limits, netenv
+from fabfile.ops import doctor, fleet, limits, netenv
+from fabfile.ops.shared import gpu, infiniband
+from fabfile.ops.shared import nic
+from fabfile.ops.shared import nodeenv
 
 FIX = Path(__file__).resolve().parent.parent / "fixtures"
 CAPTURED = FIX / "captured"
@@ -216,17 +219,17 @@ def test_active_ports_without_libibverbs_are_a_doctor_problem():
 
 
 def test_netenv_auto_writes_ib_settings_on_ib_nodes_and_ethernet_elsewhere():
-    ib_facts = netenv.parse_nic_facts("route=198.19.0.11 dev ens1f0np0 src 198.19.0.12\n"
+    ib_facts = nic.parse_nic_facts("route=198.19.0.11 dev ens1f0np0 src 198.19.0.12\n"
                                       "ibport=mlx5_0 1|4: ACTIVE|Ethernet|100 Gb/sec (4X EDR)|ens1f0np0\n"
                                       "ibgid=mlx5_0 1 3|RoCE v2|0000:0000:0000:0000:0000:ffff:c613:000c\nverbs=yes")
     ib, why = netenv.ib_choice("auto", ib_facts)
     env = netenv.netenv_files("n", "ens1f0np0", "10.0.0.1", 29500, "auto", ib=ib, why=why)[0].content
-    lines = netenv.env_lines(env)
+    lines = nodeenv.env_lines(env)
     assert (lines["NCCL_IB_DISABLE"], lines["NCCL_IB_HCA"], lines["NCCL_IB_GID_INDEX"]) == ("0", "=mlx5_0:1", "3")
     assert "NCCL_NET_GDR_LEVEL" not in lines and "active ports: mlx5_0:1 100 Gb/s RoCE" in env
-    plain = netenv.parse_nic_facts("route=198.19.0.11 dev eth1 src 198.19.0.12\nverbs=no")
+    plain = nic.parse_nic_facts("route=198.19.0.11 dev eth1 src 198.19.0.12\nverbs=no")
     ib, why = netenv.ib_choice("auto", plain)
-    lines = netenv.env_lines(netenv.netenv_files("n", "eth1", "10.0.0.1", 29500, "auto", ib=ib, why=why)[0].content)
+    lines = nodeenv.env_lines(netenv.netenv_files("n", "eth1", "10.0.0.1", 29500, "auto", ib=ib, why=why)[0].content)
     assert lines["NCCL_IB_DISABLE"] == "1" and "NCCL_IB_HCA" not in lines
     # The ethernet profile keeps IB off even where ports are active.
     assert netenv.ib_choice("ethernet", ib_facts) == (None, "")

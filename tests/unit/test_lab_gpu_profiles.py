@@ -17,7 +17,8 @@ import pytest
 
 from fabfile.core.errors import InputError
 from fabfile.lab import gpu as lab_gpu
-from fabfile.ops import doctor, gpu, infiniband
+from fabfile.ops import doctor
+from fabfile.ops.shared import gpu, infiniband
 
 STANDINS = lab_gpu.STANDINS
 

@@ -1,7 +1,9 @@
 """The shape of the package, read from its source with `ast` so that it stays that way.
 
 core knows no step; ops modules know no task; task modules import no other
-task module; nothing imports in a circle (function-level imports count too).
+task module; nothing imports in a circle (function-level imports count too);
+steps are siblings: a step imports core and the shared layer (ops/shared),
+never another step, and the shared layer imports no step.
 """
 
 import ast
@@ -92,6 +94,55 @@ def test_core_knows_no_step_and_ops_know_no_task():
             assert not {d for d in deps if not d.startswith("fabfile.core")}, (name, deps)
         if name.startswith("fabfile.ops"):
             assert not deps & TASK_MODULES and not any(d.startswith("fabfile.lab") for d in deps), (name, deps)
+
+
+#: The layer the steps share (facts, paths, helpers; no step), and the one ops module that lists every step.
+SHARED = "fabfile.ops.shared"
+CHAIN_MODULE = "fabfile.ops.chain"
+
+
+def _within(name: str, package: str) -> bool:
+    return name == package or name.startswith(package + ".")
+
+
+def step_of(name: str) -> str:
+    """The step (or check) a module is part of: `fabfile.ops.storage.nfs` -> `fabfile.ops.storage`, a step's package."""
+    return ".".join(name.split(".")[:3])
+
+
+def sibling_imports(graph: Dict[str, Set[str]]) -> Dict[str, list]:
+    """Per ops module, what it imports that it may not: a shared module anything but core and the shared
+    layer; any other ops module another step's (its own package's modules and the shared layer are its own)."""
+    offending = {}
+    for name, deps in graph.items():
+        if not name.startswith("fabfile.ops.") or name == CHAIN_MODULE:
+            continue
+        if _within(name, SHARED):
+            bad = {d for d in deps if not _within(d, "fabfile.core") and not _within(d, SHARED)}
+        else:
+            bad = {d for d in deps if _within(d, "fabfile.ops") and not _within(d, SHARED) and step_of(d) != step_of(name)}
+        if bad:
+            offending[name] = sorted(bad)
+    return offending
+
+
+def test_steps_are_siblings_importing_core_and_the_shared_layer_never_each_other():
+    """Issue 34: ops modules imported each other as a stack (reset all of them, preflight the doctor,
+    the fleet, allreduce and ray). Only ops/chain.py, the chain's list, imports the steps now."""
+    assert sibling_imports(GRAPH) == {}
+
+
+def test_the_sibling_rule_catches_a_step_importing_a_step_and_a_shared_module_importing_one():
+    graph = {
+        "fabfile.ops.fetch": {"fabfile.core.chain", "fabfile.ops.shared.ports", "fabfile.ops.netenv"},
+        "fabfile.ops.storage.sshfs": {"fabfile.ops.storage.nfs", "fabfile.ops.shared.share"},
+        "fabfile.ops.shared.nic": {"fabfile.ops.shared.infiniband", "fabfile.ops.netenv"},
+        "fabfile.ops.chain": {"fabfile.ops.fetch", "fabfile.ops.netenv"},
+        "fabfile.ops.reset": {"fabfile.core.declared", "fabfile.ops.docker.nvidia_toolkit"},
+    }
+    assert sibling_imports(graph) == {"fabfile.ops.fetch": ["fabfile.ops.netenv"],
+                                      "fabfile.ops.shared.nic": ["fabfile.ops.netenv"],
+                                      "fabfile.ops.reset": ["fabfile.ops.docker.nvidia_toolkit"]}
 
 
 def test_the_bootstrap_task_module_stays_thin():

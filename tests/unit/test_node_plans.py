@@ -12,11 +12,14 @@ from fabfile.ops import limits
 
 from fabfile.ops import netenv
 
-from fabfile.ops import nfs, share
+from fabfile.ops.storage import nfs
+from fabfile.ops.shared import share
 from fabfile.core.errors import InputError
 from fabfile.core.files import FileState, ManagedFile, plan_files, replace_block
 from fabfile.core.packages import install_command, parse_installed, query_command
 from fabfile.core.remote import parse_state
+from fabfile.ops.shared import nic
+from fabfile.ops.shared import nodeenv, secrets
 
 
 # --------------------------------------------------------------------------- files
@@ -153,9 +156,9 @@ def test_official_source_line_is_signed_by_the_keyring():
 
 
 def test_parse_ip_route_get():
-    assert netenv.parse_route_dev("198.19.0.11 dev ens14np0 src 198.19.0.12 uid 0 \\    cache ") == "ens14np0"
-    assert netenv.parse_route_dev("local 198.19.0.11 dev lo table local src 198.19.0.11 uid 0") == "lo"
-    assert netenv.parse_route_dev("RTNETLINK answers: Network is unreachable") is None
+    assert nic.parse_route_dev("198.19.0.11 dev ens14np0 src 198.19.0.12 uid 0 \\    cache ") == "ens14np0"
+    assert nic.parse_route_dev("local 198.19.0.11 dev lo table local src 198.19.0.11 uid 0") == "lo"
+    assert nic.parse_route_dev("RTNETLINK answers: Network is unreachable") is None
 
 
 FACTS = """route=local 198.19.0.11 dev lo table local src 198.19.0.11 uid 0
@@ -170,21 +173,21 @@ link=enp27s0f0np0 9000
 
 
 def test_choose_nic_on_head_worker_and_override():
-    facts = netenv.parse_nic_facts(FACTS)
-    assert netenv.choose_nic(facts) == "enp27s0f0np0"  # head: the NIC holding the address
+    facts = nic.parse_nic_facts(FACTS)
+    assert nic.choose_nic(facts) == "enp27s0f0np0"  # head: the NIC holding the address
     assert facts.mtus["enp27s0f0np0"] == 9000 and facts.addresses["eth0"] == ["198.18.0.11/24"]
-    worker = netenv.parse_nic_facts("route=198.19.0.11 dev ens14np0 src 198.19.0.12 uid 0\nlink=ens14np0 1500\n")
-    assert netenv.choose_nic(worker) == "ens14np0"
-    assert netenv.choose_nic(facts, "eth0") == "eth0"
+    worker = nic.parse_nic_facts("route=198.19.0.11 dev ens14np0 src 198.19.0.12 uid 0\nlink=ens14np0 1500\n")
+    assert nic.choose_nic(worker) == "ens14np0"
+    assert nic.choose_nic(facts, "eth0") == "eth0"
     with pytest.raises(ValueError, match="interface eth9 .* has: enp27s0f0np0, eth0"):
-        netenv.choose_nic(facts, "eth9")
+        nic.choose_nic(facts, "eth9")
     with pytest.raises(ValueError, match="no route"):
-        netenv.choose_nic(netenv.parse_nic_facts("route=RTNETLINK answers: Network is unreachable\n"))
+        nic.choose_nic(nic.parse_nic_facts("route=RTNETLINK answers: Network is unreachable\n"))
 
 
 def test_netenv_files_ethernet_profile():
     env, nccl, profile = netenv.netenv_files("node2", "ens14np0", "198.19.0.11", 29500, "ethernet")
-    values = netenv.env_lines(env.content)
+    values = nodeenv.env_lines(env.content)
     for key in ("NCCL_SOCKET_IFNAME", "GLOO_SOCKET_IFNAME", "TP_SOCKET_IFNAME"):
         assert values[key] == "ens14np0"
     assert values["MASTER_ADDR"] == "198.19.0.11" and values["MASTER_PORT"] == "29500"
@@ -193,7 +196,7 @@ def test_netenv_files_ethernet_profile():
     # P2P and shared memory only carry traffic inside a node: left on by default.
     assert "NCCL_P2P_DISABLE" not in values and "NCCL_SHM_DISABLE" not in values
     assert values["NCCL_NET_GDR_LEVEL"] == "0" and values["GLOO_TIMEOUT_MS"] == "60000"
-    nccl_values = netenv.env_lines(nccl.content)
+    nccl_values = nodeenv.env_lines(nccl.content)
     assert nccl_values == {k: v for k, v in values.items() if k.startswith("NCCL_")}
     assert env.mode == 0o644 and nccl.path == "/etc/nccl.conf"
     assert profile.path.startswith("/etc/profile.d/") and ". /etc/gpufab/netenv.env" in profile.content
@@ -201,14 +204,14 @@ def test_netenv_files_ethernet_profile():
 
 def test_netenv_conservative_profile_keeps_the_seed_guides_p2p_and_shm_off():
     env = netenv.netenv_files("n", "eth1", "10.0.0.1", 29500, netenv.check_profile("conservative"))[0]
-    values = netenv.env_lines(env.content)
+    values = nodeenv.env_lines(env.content)
     assert values["NCCL_P2P_DISABLE"] == "1" and values["NCCL_SHM_DISABLE"] == "1"
     assert values["NCCL_IB_DISABLE"] == "1" and values["NCCL_SOCKET_IFNAME"] == "eth1"
 
 
 def test_netenv_files_infiniband_profile_lists_hcas():
     env = netenv.netenv_files("n", "ib0", "10.0.0.1", 29500, "infiniband", ["mlx5_0", "mlx5_1"])[0]
-    values = netenv.env_lines(env.content)
+    values = nodeenv.env_lines(env.content)
     assert values["NCCL_IB_DISABLE"] == "0" and values["NCCL_IB_HCA"] == "mlx5_0,mlx5_1"
     assert "NCCL_P2P_DISABLE" not in values
     with pytest.raises(InputError):
@@ -218,7 +221,7 @@ def test_netenv_files_infiniband_profile_lists_hcas():
 def test_secrets_from_dotenv_go_to_a_0600_secret_file(tmp_path):
     path = tmp_path / ".env"
     path.write_text("# comment\nHF_TOKEN=hf_abc\nexport WANDB_API_KEY=\"w-123\"\n")
-    values = netenv.load_secrets(str(path))
+    values = secrets.load_secrets(str(path))
     assert values == {"HF_TOKEN": "hf_abc", "WANDB_API_KEY": "w-123"}
     f = netenv.secrets_file(values, "gpu")
     assert (f.mode, f.owner, f.group) == (0o640, "root", "gpu") and f.secret
@@ -233,7 +236,7 @@ def test_bad_secrets_name_the_key_never_the_value(tmp_path, text, message):
     path = tmp_path / ".env"
     path.write_text(text)
     with pytest.raises(InputError, match=message) as err:
-        netenv.load_secrets(str(path))
+        secrets.load_secrets(str(path))
     assert "x'y" not in str(err.value)
 
 

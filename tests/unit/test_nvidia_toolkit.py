@@ -15,7 +15,8 @@ from fabfile.core import openpgp
 from fabfile.core import packages as apt
 from fabfile.core.errors import HostError, InputError
 from fabfile.core.inventory import parse_inventory
-from fabfile.ops import docker, nvidia_toolkit as tk, reset
+from fabfile.ops import docker, reset
+from fabfile.ops.docker import nvidia_toolkit as tk
 
 from fakes import FakeRemote
 
@@ -186,7 +187,7 @@ def test_the_runtime_is_what_nvidia_ctk_would_write_merged_in_one_write_and_one_
     node.changes.clear()
     assert docker.configure_docker(node, {}, force=False).changes == [] and node.changes == []
     # reset takes out what gpufab (that is, nvidia-ctk's entry) added
-    assert reset.unmerge_daemon_json(merged, docker.managed_settings({}), {"log-driver": "journald"},
+    assert docker.unmerge_daemon_json(merged, docker.managed_settings({}), {"log-driver": "journald"},
                                      docker.nvidia_runtime()) == {"log-driver": "journald"}
 
 

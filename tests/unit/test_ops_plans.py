@@ -4,9 +4,9 @@ import pytest
 
 from fabfile.ops import detached
 
-from fabfile.ops import gpu
+from fabfile.ops.shared import gpu
 
-from fabfile.ops import launch
+from fabfile.ops.shared import launch
 
 from fabfile.ops import slurm
 from fabfile.core.errors import InputError

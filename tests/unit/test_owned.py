@@ -80,3 +80,31 @@ def test_no_declared_path_is_relative_or_odd():
         assert path.startswith("/") and ".." not in Path(path).parts and " " not in path, path
     for path in o.home:
         assert not path.startswith("/") and ".." not in Path(path).parts, path
+
+
+def test_reset_runs_each_modules_own_undo_in_the_order_it_always_had():
+    """Issue 34: reset imported eight steps to call their undo by name. Now each module registers its undo
+    (core.declared.undoes) and reset runs them by phase and order: Ray stopped, then each worker's share
+    unmounted, on every node, before anything else goes anywhere; the whole files after every step's own."""
+    from fabfile.core.declared import undos
+    assert [(u.phase, u.owner) for u in undos()] == [
+        (1, "ops.ray"), (1, "ops.storage"),
+        (2, "ops.docker"), (2, "ops.containers"), (2, "ops.images"), (2, "ops.reset"), (2, "ops.storage"),
+        (2, "ops.docker"), (2, "ops.mesh"), (2, "ops.reset")]
+    assert {s.package for s in owned().sources} == {"docker-ce", "nvidia-container-toolkit"}
+    assert [w.what for w in owned().withdrawn] == ["withdrew the NFS export", "removed Ray's firewall rules"]
+
+
+def test_an_undo_for_the_head_runs_on_the_head_only():
+    from fakes import FakeRemote, node
+    from fabfile.core.inventory import Inventory
+    inv = Inventory((node("node1", "10.0.0.1"), node("node2", "10.0.0.2", "worker")))
+    s = reset.read(None, inv, {})
+    on_head = [u for u, _ in s.phase(2) if u.head]
+    assert [u.owner for u in on_head] == ["ops.storage"]
+    worker = FakeRemote(the_node=node("node2", "10.0.0.2", "worker"))
+    reset.run_phase(worker, [(u, v) for u, v in s.phase(2) if u.head])
+    assert worker.commands == []
+    head = FakeRemote([(r"find -P", "/mnt/shared/.gpufab-x\n", 0)], the_node=node("node1", "10.0.0.1"))
+    assert "removed gpufab's check files from /mnt/shared" in reset.run_phase(
+        head, [(u, v) for u, v in s.phase(2) if u.head]).changes

@@ -354,7 +354,7 @@ SEEN = 'sh -c \'echo "${NCCL_SOCKET_IFNAME:-}|${MASTER_ADDR:-}|${NODE_RANK:-}|${
 
 
 def test_a_launched_job_sees_netenv_exported_under_the_launch_values(tmp_path):
-    from fabfile.ops import launch
+    from fabfile.ops.shared import launch
     values = {"NODE_RANK": "2", "NNODES": "3", "MASTER_ADDR": "10.0.0.10", "MASTER_PORT": "29500", "NPROC_PER_NODE": "8"}
     line = netenv_here(tmp_path, launch.node_command(SEEN, values))
     assert sh(line).stdout == "ens 5|10.0.0.10|2|\n"  # netenv's NIC; the launch's own values win; no secrets
@@ -597,7 +597,9 @@ def test_install_in_a_users_own_directory_runs_as_that_user_and_replaces_a_plant
 def test_told_known_each_program_leaves_out_the_fact_the_run_has_read(tmp_path):
     """The programs that read the GPU count or the InfiniBand ports on their way (core.facts): given `known`
     as their last argument they neither run `nvidia-smi -L` nor print a port; without it they do."""
-    from fabfile.ops import doctor, fleet, infiniband, mesh, netenv, nvidia_toolkit, scripts
+    from fabfile.ops import doctor, fleet, mesh, scripts
+    from fabfile.ops.docker import nvidia_toolkit
+    from fabfile.ops.shared import infiniband, nic
     calls = tmp_path / "nvidia-smi.calls"
     env = dict(stubs(tmp_path, **{"nvidia-smi": f'echo "$*" >> {calls}; echo "GPU 0: x"'}), HOME=str(tmp_path))
     sysfs = str(fake_ib(tmp_path / "ib"))
@@ -611,7 +613,7 @@ def test_told_known_each_program_leaves_out_the_fact_the_run_has_read(tmp_path):
         assert not [x for x in told.splitlines() if x.lower().startswith("gpus=")] and "-L" not in calls.read_text(), name
         assert [x for x in sh(text, *args, "", env=env).stdout.splitlines() if x.lower().startswith("gpus=")] == \
             [("GPUS=1" if name.startswith("nvidia") else "gpus=1")], name
-    ports = {"netenv-facts": (netenv.FACTS_SCRIPT, ["10.0.0.1"]),
+    ports = {"netenv-facts": (nic.FACTS_SCRIPT, ["10.0.0.1"]),
              "fleet-facts": (fleet.SCRIPT, ["10.0.0.1", "", "5"]),
              "doctor-root": (doctor.ROOT_SCRIPT, ["5", "0", ""])}
     for name, (text, args) in ports.items():

@@ -13,7 +13,12 @@ from pathlib import Path
 from typing import Dict
 
 from fabfile.core.files import ABSENT_SUFFIX
-from fabfile.ops import allreduce, docker, images, mesh, netenv, nfs, nvidia_toolkit, ray, reset, share, sshfs, storage
+from fabfile.ops import allreduce, docker, images, mesh, netenv, ray, reset, storage
+from fabfile.ops.docker import nvidia_toolkit
+from fabfile.ops.storage import nfs, sshfs
+from fabfile.ops.shared import share
+from fabfile.ops.shared import python
+from fabfile.ops.shared import versions
 
 
 def stubs(tmp: Path, **commands: str) -> Dict[str, str]:
@@ -108,7 +113,7 @@ def test_find_python_runs_the_torch_probe_and_names_absent_pythons():
     out = sh(allreduce.FIND_PYTHON_SCRIPT, allreduce.PROBE, "/nonexistent/python3", sys.executable).stdout.splitlines()
     assert out[0] == "absent=/nonexistent/python3" and out[1] == f"python={sys.executable}"
     probe = json.loads(out[2].split(" ", 1)[1])
-    assert out[2].startswith(allreduce.PYTHON_MARK) and allreduce.PYTHON_MARK == "GPUFAB-PYTHON "  # the parser's mark
+    assert out[2].startswith(python.PYTHON_MARK) and python.PYTHON_MARK == "GPUFAB-PYTHON "  # the parser's mark
     assert probe["python"] == "%d.%d.%d" % sys.version_info[:3]
     assert ("torch" in probe) != ("error" in probe)
 
@@ -169,7 +174,7 @@ def test_netenv_probe_tells_open_from_refused():
 
 
 def test_ray_versions_read_installed_distributions():
-    out = json.loads(py(ray.VERSIONS_CODE, "pytest", "gpufab-no-such-package").stdout)
+    out = json.loads(py(versions.VERSIONS_CODE, "pytest", "gpufab-no-such-package").stdout)
     assert out["python"] == "%d.%d.%d" % sys.version_info[:3] and out["gpufab-no-such-package"] is None
     assert out["pytest"] and out["pytest"][0].isdigit()
 

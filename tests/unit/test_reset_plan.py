@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from fabfile.core.files import BACKUP_DIR, BEFORE_DIR
-from fabfile.ops import docker, limits, netenv, nfs, ray
-from fabfile.ops.reset import ResetFacts, parse_facts, plan, unmerge_daemon_json
+from fabfile.ops import docker, limits, netenv, ray
+from fabfile.ops.storage import nfs
+from fabfile.ops.docker import unmerge_daemon_json
+from fabfile.ops.reset import ResetFacts, parse_facts, plan
 
 HEAD_UNIT_FILE = f"{ray.UNIT_DIR}/{ray.HEAD_UNIT}"
 
@@ -98,7 +100,7 @@ import pytest  # noqa: E402
 
 from fabfile.core.errors import InputError  # noqa: E402
 from fabfile.core.inventory import parse_inventory, without_node  # noqa: E402
-from fabfile.ops import sshfs  # noqa: E402
+from fabfile.ops.storage import sshfs  # noqa: E402
 from tests.fakes import FakeRemote  # noqa: E402
 
 INVENTORY = """\
@@ -180,7 +182,7 @@ def test_purge_packages_without_a_record_says_so_and_changes_nothing():
 
 # --------------------------------------------------------------------------- group docker
 
-from fabfile.ops.reset import group_leavers, leave_docker_group  # noqa: E402
+from fabfile.ops.docker import group_leavers, leave_docker_group  # noqa: E402
 
 
 @pytest.mark.parametrize("record,group,out", [

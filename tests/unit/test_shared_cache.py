@@ -6,8 +6,9 @@ import pytest
 
 from fabfile.core.errors import HostError, InputError
 from fabfile.core.inventory import Inventory
-from fabfile.ops import netenv, reset, share, storage
-from fabfile.ops.nfs import NfsPlan
+from fabfile.ops import netenv, storage
+from fabfile.ops.shared import share
+from fabfile.ops.storage.nfs import NfsPlan
 
 from fakes import FakeRemote, node
 
@@ -80,7 +81,7 @@ def test_reset_removes_the_cache_only_while_it_is_empty():
     assert share.dirs_below("/srv/share/.cache/huggingface", "/srv/share") == [
         "/srv/share/.cache/huggingface", "/srv/share/.cache"]
     empty = FakeRemote(user="gpu").answer(r"rmdir", "2\n")
-    assert reset.remove_empty_cache(empty, SHARE, "/mnt/shared/.cache/huggingface").changes == [
+    assert storage.remove_empty_cache(empty, SHARE, "/mnt/shared/.cache/huggingface").changes == [
         "removed the empty shared cache /srv/share/.cache/huggingface"]
     full = FakeRemote(user="gpu").answer(r"rmdir", "0\n")
-    assert reset.remove_empty_cache(full, SHARE, "/mnt/shared/.cache/huggingface").changes == []
+    assert storage.remove_empty_cache(full, SHARE, "/mnt/shared/.cache/huggingface").changes == []

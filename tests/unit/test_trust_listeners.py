@@ -12,9 +12,11 @@ import pytest
 from fabfile.core.errors import HostError, InputError
 from fabfile.core.inventory import parse_inventory
 from fabfile.core.networks import read_reach
-from fabfile.ops import containers, docker, fetch, nfs, preflight, sshfs
+from fabfile.ops import containers, docker, preflight
+from fabfile.ops.storage import nfs, sshfs
 
 from fakes import FakeRemote
+from fabfile.ops.shared import downloads
 
 ONE_NIC = "nodes:\n  - {name: a, public: 203.0.113.7, private: 203.0.113.7}\n  - {name: b, public: 203.0.113.8, private: 203.0.113.8}\n"
 
@@ -55,14 +57,14 @@ def test_container_ports_default_to_the_private_address_and_loopback_is_fine():
 
 def test_the_download_server_is_not_started_on_a_public_head_address():
     inv = parse_inventory(ONE_NIC, "h")
-    s = fetch.read(None, inv, {})
+    s = downloads.read(None, inv, {})
 
     from fabfile.core.fanout import HostResult, OK
     from fabfile.core.packages import Downloads
     from fakes import FakeRun
     run = FakeRun(inv=inv, failures={}, dry_run=False, session=None, workers=1, remotes={})
     run.keep("downloads", {n.name: HostResult(n, OK, value=Downloads(debs=("docker.io",))) for n in inv.nodes})
-    out = fetch.for_the_cluster(run, list(inv.nodes), s, lambda d: d.debs, None, None, "nothing")
+    out = downloads.for_the_cluster(run, list(inv.nodes), s, lambda d: d.debs, None, None, "nothing")
     assert all("refusing to open the head's download server to 203.0.113.7" in r.notes[0] and
                r.notes[0].endswith("every node downloads for itself") for r in out)
 

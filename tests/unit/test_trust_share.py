@@ -8,7 +8,8 @@ there runs as nobody special), and sshfs checks each local user's permissions.
 
 from __future__ import annotations
 
-from fabfile.ops import nfs, share, sshfs
+from fabfile.ops.storage import nfs, sshfs
+from fabfile.ops.shared import share
 from fabfile.core.files import render
 
 

@@ -63,9 +63,10 @@ def test_the_wheel_holds_gpufab_with_its_templates_and_no_fabfile(wheel):
     tops = {n.split("/", 1)[0] for n in names}
     assert tops == {"gpufab", wheel.name.split("-py")[0] + ".dist-info"}, tops
     assert {"gpufab/__init__.py", "gpufab/cli.py", "gpufab/core/files.py", "gpufab/ops/chain.py"} <= set(names)
-    # Every module of the packages (fabfile/ and its core, ops, lab), under its installed name; every
-    # template, inside the package. (lab/standins/ holds the lab's stand-in tools, no package.)
-    assert {f"gpufab/{p}" for p in _files(REPO / "fabfile") if p.endswith(".py") and len(Path(p).parts) <= 2} \
+    # Every module of the packages (fabfile/ and its core, ops with its steps' packages and shared layer,
+    # lab), under its installed name; every template, inside the package. (lab/standins/ holds the lab's
+    # stand-in tools, no package.)
+    assert {f"gpufab/{p}" for p in _files(REPO / "fabfile") if p.endswith(".py") and "standins" not in Path(p).parts} \
         <= set(names)
     shipped = {n.split("gpufab/templates/", 1)[1] for n in names if n.startswith("gpufab/templates/")}
     assert shipped == _files(REPO / "templates")
@@ -77,6 +78,7 @@ import json, sys
 sys.argv = ["gpufab", "--list"]
 import gpufab
 from gpufab.core import files
+from gpufab.ops.chain import CHAIN  # every step, its package and the shared layer, from the wheel
 try:
     import fabfile
     fabfile_found = fabfile.__file__
@@ -84,7 +86,7 @@ except ModuleNotFoundError:
     fabfile_found = None
 print(json.dumps({"gpufab": gpufab.__file__, "fabfile": fabfile_found, "templates": str(files.TEMPLATES),
                   "nofile": files.render("limits/nofile.conf.j2", nofile=23456),
-                  "shipped": files.shipped("steps/run.sh")}))
+                  "shipped": files.shipped("steps/run.sh"), "steps": [s.name for s in CHAIN]}))
 from gpufab.cli import main
 main()
 """
@@ -107,6 +109,7 @@ def test_the_unpacked_wheel_is_gpufab_lists_the_tasks_and_finds_its_templates(un
     assert seen["templates"] == str(unpacked / "gpufab" / "templates")
     assert "*       soft    nofile  23456" in seen["nofile"]
     assert seen["shipped"] == (REPO / "templates" / "steps" / "run.sh").read_text()
+    assert seen["steps"][0] == "preflight" and "storage" in seen["steps"] and seen["steps"][-1] == "verify"
     tasks = {line.split()[0] for line in listing.splitlines() if line.startswith("  ")}
     assert {"bootstrap", "exec", "nfs.setup", "storage.setup", "reset", "node.remove"} <= tasks, listing
     assert not [t for t in tasks if t.startswith("lab.")]  # the repo's test hosts: no task of the installed tool

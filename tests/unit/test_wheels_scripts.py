@@ -20,6 +20,7 @@ import zipfile
 import pytest
 
 from fabfile.ops import wheels
+from fabfile.ops.shared import uv as uv_plan
 
 
 @pytest.fixture()
@@ -63,15 +64,15 @@ def test_uv_comes_out_of_its_wheel_only_with_the_right_hash(served, tmp_path):
         f'<a href="../../files/{name}#sha256={digest}">{name}</a>\n')
     dest = tmp_path / "bin"
     # The index from the environment (the inventory's pip_index_url, which may hold a token), never argv.
-    proc = run(wheels.UV_INSTALL, "index", "-", "0.13.9", str(dest), UV_INDEX_URL=f"{url}/simple")
+    proc = run(uv_plan.UV_INSTALL, "index", "-", "0.13.9", str(dest), UV_INDEX_URL=f"{url}/simple")
     assert proc.returncode == 0, proc.stderr
     uv = dest / "uv"
     assert uv.read_text() == "#!/bin/sh\necho fake uv\n" and uv.stat().st_mode & 0o777 == 0o755
     # From the head: a URL and the hash read over SSH; a wheel that differs is refused, nothing written.
     uv.unlink()
-    proc = run(wheels.UV_INSTALL, "wheel", f"{url}/files/{name}", "f" * 64, str(dest))
+    proc = run(uv_plan.UV_INSTALL, "wheel", f"{url}/files/{name}", "f" * 64, str(dest))
     assert proc.returncode != 0 and "sha256 differs" in proc.stderr and not uv.exists()
-    assert run(wheels.UV_INSTALL, "wheel", str(root / "files" / name), digest, str(dest)).returncode == 0
+    assert run(uv_plan.UV_INSTALL, "wheel", str(root / "files" / name), digest, str(dest)).returncode == 0
     assert uv.exists()
 
 

@@ -20,17 +20,17 @@ from dataclasses import dataclass, replace
 from typing import Any, Dict, List, Optional
 from urllib.parse import urlsplit
 
-from ..core import programs
-from ..core import openpgp
-from ..core.cluster import setting
-from ..core.errors import HostError, InputError
-from ..core.facts import parse_facts
-from ..core.files import ManagedFile, plan_files, render
-from ..core.inventory import Inventory
-from ..core.remote import Remote, ensure_packages, last_line
-from ..core.steps import Outcome
-from ..core.declared import URL, Setting, declare, owns, text
-from . import gpu
+from ...core import programs
+from ...core import openpgp
+from ...core.cluster import setting
+from ...core.errors import HostError, InputError
+from ...core.facts import parse_facts
+from ...core.files import ManagedFile, plan_files, render
+from ...core.inventory import Inventory
+from ...core.remote import Remote, ensure_packages, last_line
+from ...core.steps import Outcome
+from ...core.declared import URL, AptSource, Setting, declare, owns, text
+from ..shared import gpu
 
 PACKAGE = "nvidia-container-toolkit"
 KEYRING = "/etc/apt/keyrings/nvidia-container-toolkit.asc"
@@ -238,7 +238,7 @@ def gpu_facts(remote: Remote) -> GpuFacts:
 
 
 DECLARED = declare(
-    "ops.nvidia_toolkit",
+    "ops.docker.nvidia_toolkit",
     Setting("nvidia_container_repo", "the NVIDIA Container Toolkit's apt repository", "NVIDIA's stable deb repository",
             kind=URL, check=lambda v: check_url(v, "nvidia_container_repo")),
     Setting("nvidia_container_key_url", "where each GPU node fetches that repository's signing key",
@@ -252,4 +252,5 @@ DECLARED = declare(
 )
 
 
-OWNED = owns("ops.nvidia_toolkit", undone_by_step=(SOURCE_LIST, KEYRING))
+OWNED = owns("ops.nvidia_toolkit", undone_by_step=(SOURCE_LIST, KEYRING),
+             sources=(AptSource(PACKAGE, "NVIDIA's", (SOURCE_LIST, KEYRING)),))

@@ -15,21 +15,21 @@ import shlex
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
-from ..core import programs
-from ..core.chain import VERIFY_NAME, Column, Step
-from ..core.cluster import setting
-from ..core.connection import Session
-from ..core.errors import HostError, InputError
-from ..core.fanout import FAILED, SKIPPED, HostResult
-from ..core.inventory import Inventory, Node
-from ..core.packages import Downloads, missing, parse_installed, query_command
-from ..core.remote import Remote, last_line
-from ..core.steps import Outcome, merge_phases, run_step
+from ...core import programs
+from ...core.chain import VERIFY_NAME, Column, Step
+from ...core.cluster import setting
+from ...core.connection import Session
+from ...core.errors import HostError, InputError, keeping_changes
+from ...core.fanout import FAILED, SKIPPED, HostResult
+from ...core.inventory import Inventory, Node
+from ...core.packages import Downloads, missing, parse_installed, query_command
+from ...core.remote import Remote, last_line
+from ...core.steps import Outcome, merge_phases, run_step
 from . import nfs, sshfs
 from .nfs import FINDMNT, KERNEL_SCRIPT, NfsPlan, kernel_lacks
-from .share import cache_on_head, dirs_below, read_cache, share_owner
-from ..core.declared import Setting, choice, declare
-from ..core.context import RunContext
+from ..shared.share import cache_on_head, dirs_below, read_cache, share_owner
+from ...core.declared import Setting, Undo, choice, declare, undoes
+from ...core.context import RunContext
 
 BACKENDS = ("auto", "nfs", "sshfs")
 DEFAULT_BACKEND = "auto"
@@ -431,4 +431,59 @@ DECLARED = declare(
     "ops.storage",
     Setting("storage", "the share's backend: auto, nfs or sshfs", DEFAULT_BACKEND,
             kind=choice(*BACKENDS), check=check_backend),
+)
+
+
+# --------------------------------------------------------------------------- reset
+
+
+#: rmdir each directory given, deepest first, until one is not empty (run as the SSH user: it made them).
+RMDIR_SCRIPT = 'n=0; for d in "$@"; do rmdir -- "$d" 2>/dev/null || break; n=$((n+1)); done; echo "$n"'
+
+
+def remove_empty_cache(remote: Remote, share: nfs.NfsPlan, cache: str) -> Outcome:
+    """The shared cache directory storage made, if nothing was ever downloaded into it (else it is data)."""
+    path = cache_on_head(share.export, share.mount, cache)
+    removed = remote.script(RMDIR_SCRIPT, *dirs_below(path, share.export), warn=True).stdout.split()
+    if removed[-1:] in (["0"], []):
+        return Outcome([], [])
+    return Outcome([f"removed the empty shared cache {path}"], [])
+
+
+@dataclass(frozen=True)
+class ShareToReset:
+    share: NfsPlan
+    #: The shared cache storage made in the share (removed only when empty).
+    cache: Optional[str] = None
+
+
+def share_to_reset(config: Any, inv: Inventory, cli: Mapping[str, Any]) -> ShareToReset:
+    share = nfs.read_share(config, inv, {})
+    return ShareToReset(share, read_cache(config, inv, share.mount))
+
+
+def reset_head(remote: Remote, s: ShareToReset) -> Outcome:
+    """The head's share service and check files, and the empty shared cache; the shared data stays."""
+    share = s.share
+    done = list(sshfs.revoke_workers(remote).changes)
+    notes: List[str] = []
+    with keeping_changes(done):
+        # -P (find's default) never follows a link, the export itself included; -delete removes links, not targets.
+        found = remote.run(f"find -P {shlex.quote(share.export)} -maxdepth 1 -name '.gpufab-*' ! -type d -print -delete",
+                           sudo=True, warn=True).stdout.split()
+        if found:
+            done.append(f"removed gpufab's check files from {share.export}")
+        if s.cache is not None:
+            done += remove_empty_cache(remote, share, s.cache).changes
+        if remote.check(f"test -d {shlex.quote(share.export)}"):
+            notes.append(f"kept {share.export}: the shared data is the operator's")
+    return Outcome(done, notes)
+
+
+UNDONE = undoes(
+    "ops.storage",
+    # Phase 1: each worker's share unmounted while the head still serves it.
+    Undo(1, 20, lambda remote, s: Outcome(sshfs.unmount_worker(remote, s.share).changes), settings=share_to_reset,
+         head=False),
+    Undo(2, 50, reset_head, settings=share_to_reset, head=True),
 )

@@ -15,19 +15,19 @@ import time
 from dataclasses import dataclass
 from typing import Any, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
 
-from ..core import programs
-from ..core.cluster import cluster_inventory, setting
-from ..core.connection import Session
-from ..core.errors import HostError, InputError, keeping_changes
-from ..core.fanout import HostResult
-from ..core.files import ManagedFile, outside_managed_block, plan_files, render, replace_block
-from ..core.inventory import Inventory, Node
-from ..core.networks import Reach, check_network, read_reach
-from ..core.remote import Remote, ensure_dir, ensure_packages, last_line
-from ..core.steps import Outcome, run_step
-from .netenv import nic_facts
-from .share import SHARE_ACCOUNT, grant_owner, share_ids, share_paths
-from ..core.declared import TEXT, Setting, declare, owns
+from ...core import programs
+from ...core.cluster import cluster_inventory, setting
+from ...core.connection import Session
+from ...core.errors import HostError, InputError, keeping_changes
+from ...core.fanout import HostResult
+from ...core.files import ManagedFile, outside_managed_block, plan_files, render, replace_block
+from ...core.inventory import Inventory, Node
+from ...core.networks import Reach, check_network, read_reach
+from ...core.remote import Remote, ensure_dir, ensure_packages, last_line
+from ...core.steps import Outcome, run_step
+from ..shared.nic import nic_facts
+from ..shared.share import SHARE_ACCOUNT, grant_owner, share_ids, share_paths
+from ...core.declared import TEXT, Setting, Withdrawal, declare, owns
 
 #: sshfs backend: the port of the head's SFTP-only sshd (var sshfs_port).
 DEFAULT_SFTP_PORT = 2222
@@ -273,10 +273,11 @@ def setup_share(session: Session, nodes: Sequence[Node], p: NfsPlan, *, server: 
 
 
 DECLARED = declare(
-    "ops.nfs",
+    "ops.storage.nfs",
     Setting("private_subnet", "the subnet the share is exported to", "the head's private network",
             kind=TEXT),
 )
 
 
-OWNED = owns("ops.nfs", files=(EXPORTS_FILE,), parents=("/etc/exports.d",), undone_by_step=(FSTAB,))
+OWNED = owns("ops.nfs", files=(EXPORTS_FILE,), parents=("/etc/exports.d",), undone_by_step=(FSTAB,),
+             withdrawn=(Withdrawal(EXPORTS_FILE, "withdrew the NFS export", "exportfs -ra", needs="exportfs"),))

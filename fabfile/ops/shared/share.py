@@ -10,12 +10,12 @@ from __future__ import annotations
 import shlex
 from typing import Any, List, Mapping, Optional, Tuple
 
-from ..core import programs
-from ..core.cluster import setting, switch
-from ..core.errors import HostError, InputError
-from ..core.inventory import Inventory
-from ..core.remote import Remote, ensure_packages, last_line
-from ..core.declared import ABSOLUTE_PATH, Kind, Setting, declare
+from ...core import programs
+from ...core.cluster import setting, switch
+from ...core.errors import HostError, InputError
+from ...core.inventory import Inventory
+from ...core.remote import Remote, ensure_packages, last_line
+from ...core.declared import ABSOLUTE_PATH, Kind, Setting, declare
 
 DEFAULT_EXPORT = "/mnt/shared"
 #: Hugging Face's cache (models, datasets) under the mount: one download for the whole cluster.
@@ -169,7 +169,7 @@ def dirs_below(path: str, top: str) -> List[str]:
 
 
 DECLARED = declare(
-    "ops.share",
+    "ops.shared.share",
     Setting("nfs_export", "the head's shared directory", DEFAULT_EXPORT,
             kind=ABSOLUTE_PATH),
     Setting("nfs_mount", "where every node mounts it", "nfs_export",

@@ -14,20 +14,21 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
-from ..core import programs
-from ..core import packages as apt
-from ..core.chain import Column, Step, every_node
-from ..core.cluster import reach_of, setting
-from ..core.errors import HostError, InputError, keeping_changes
-from ..core.facts import parse_facts
-from ..core.files import ManagedFile, plan_files, render
-from ..core.inventory import Inventory
-from ..core.networks import Reach, check_bind_address
-from ..core.remote import Remote, ensure_packages, last_line
-from ..core.steps import Outcome
-from . import infiniband, nvidia_toolkit
-from ..core.declared import Setting, choice, declare, owns
-from ..core.context import RunContext
+from ...core import programs
+from ...core import packages as apt
+from ...core.chain import Column, Step, every_node
+from ...core.cluster import reach_of, setting
+from ...core.errors import HostError, InputError, keeping_changes
+from ...core.facts import parse_facts
+from ...core.files import ABSENT_SUFFIX, BEFORE_DIR, ManagedFile, plan_files, render
+from ...core.inventory import USER_RE, Inventory
+from ...core.networks import Reach, check_bind_address
+from ...core.remote import Remote, ensure_packages, last_line
+from ...core.steps import Outcome
+from ..shared import infiniband
+from . import nvidia_toolkit
+from ...core.declared import AptSource, Setting, Undo, choice, declare, owns, undoes
+from ...core.context import RunContext
 
 DAEMON_JSON = "/etc/docker/daemon.json"
 KEYRING = "/etc/apt/keyrings/docker.asc"
@@ -407,4 +408,92 @@ DECLARED = declare(
 )
 
 
-OWNED = owns("ops.docker", files=(GROUP_RECORD,), undone_by_step=(DAEMON_JSON, SOURCE_LIST, KEYRING))
+# --------------------------------------------------------------------------- reset
+
+
+def unmerge_daemon_json(current: Mapping[str, object], managed: Mapping[str, object], before: Mapping[str, object],
+                        nvidia_runtime: Mapping[str, object]) -> Dict[str, object]:
+    """gpufab's keys out of daemon.json again; a key the node had before gpufab gets that value back.
+
+    `before` is the node's file from before gpufab first wrote it ({} when
+    there was none). The NVIDIA runtime goes only where gpufab added it.
+    """
+    out = dict(current)
+    for key, value in managed.items():
+        if key in before and before[key] != value:
+            out[key] = before[key]
+        elif key not in before:
+            out.pop(key, None)
+    runtimes = out.get("runtimes")
+    had = before.get("runtimes")
+    if isinstance(runtimes, dict) and runtimes.get("nvidia") == nvidia_runtime and not (
+            isinstance(had, dict) and "nvidia" in had):
+        rest = {k: v for k, v in runtimes.items() if k != "nvidia"}
+        if rest:
+            out["runtimes"] = rest
+        else:
+            out.pop("runtimes")
+    return out
+
+
+def reset_daemon_json(remote: Remote, extra: Mapping[str, object]) -> Outcome:
+    """gpufab's keys merged out; the file removed when gpufab made it and nothing else is left in it."""
+    path = DAEMON_JSON
+    before_copy, absent = BEFORE_DIR + path, BEFORE_DIR + path + ABSENT_SUFFIX
+    states = remote.read_paths([path, before_copy, absent])
+    if not states[path].exists:
+        return Outcome([], [])
+    try:
+        current = parse_daemon_json(states[path].content)
+        before = parse_daemon_json(states[before_copy].content) if states[before_copy].exists else {}
+    except DaemonJsonError as exc:
+        return Outcome([], [f"{path} left as it is: not valid JSON ({exc})"])
+    left = unmerge_daemon_json(current, managed_settings(extra), before, nvidia_runtime())
+    if left == current:
+        return Outcome([], [])
+    if left or states[before_copy].exists:
+        remote.write_files(plan_files([ManagedFile(path, dump_daemon_json(left))], {path: states[path]}))
+        done = [f"took gpufab's keys out of {path}"]
+    else:
+        remote.change(f"rm -f -- {shlex.quote(path)}")
+        done = [f"removed {path} (gpufab's keys only)"]
+    if remote.check("systemctl is-active --quiet docker"):
+        error = restart_docker(remote)
+        if error is not None:
+            raise HostError(f"docker did not come back without gpufab's daemon.json keys: {error}", changes=done)
+        done.append("restarted docker")
+    return Outcome(done, [])
+
+
+def group_leavers(record: str, group_line: str) -> List[str]:
+    """Users gpufab added (the record) that `getent group docker` still lists, in record order."""
+    members = set(group_line.strip().split(":")[3].split(",")) if group_line.count(":") >= 3 else set()
+    seen: List[str] = []
+    for name in record.split():
+        # Only what the inventory takes as a user name reaches gpasswd (never an option such as -r).
+        if USER_RE.match(name) and name in members and name not in seen:
+            seen.append(name)
+    return seen
+
+
+def leave_docker_group(remote: Remote) -> Outcome:
+    """docker.install put the SSH user in group docker (root access to the node): take out whom it added."""
+    record = remote.read_paths([GROUP_RECORD])[GROUP_RECORD]
+    if not record.exists or not record.content:
+        return Outcome([], [])
+    group = remote.run("getent group docker", warn=True).stdout
+    done = []
+    for name in group_leavers(record.content, group):
+        remote.change(f"gpasswd -d {shlex.quote(name)} docker >/dev/null")
+        done.append(f"took {name} out of group docker")
+    return Outcome(done, [])
+
+
+OWNED = owns("ops.docker", files=(GROUP_RECORD,), undone_by_step=(DAEMON_JSON, SOURCE_LIST, KEYRING),
+             sources=(AptSource("docker-ce", "Docker's", (SOURCE_LIST, KEYRING)),))
+UNDONE = undoes(
+    "ops.docker",
+    Undo(2, 10, lambda remote, s: Outcome(leave_docker_group(remote).changes)),
+    Undo(2, 60, lambda remote, daemon: Outcome(reset_daemon_json(remote, daemon).changes),
+         settings=lambda config, inv, cli: read(config, inv, {}).daemon),
+)

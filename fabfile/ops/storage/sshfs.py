@@ -16,19 +16,19 @@ import re
 import shlex
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from ..core import programs
-from ..core.connection import Session
-from ..core.errors import HostError, InputError, keeping_changes
-from ..core.declared import PORT, Kind, Setting, declare, owns
-from ..core.fanout import FAILED, HostResult
-from ..core.files import ManagedFile, outside_managed_block, plan_files, render, replace_block
-from ..core.inventory import Inventory, Node
-from ..core.networks import check_bind_address, strict_ip
-from ..core.remote import Remote, ensure_dir, ensure_packages, last_line
-from ..core.steps import Outcome, merge_phases, remote_for, run_step
+from ...core import programs
+from ...core.connection import Session
+from ...core.errors import HostError, InputError, keeping_changes
+from ...core.declared import PORT, Kind, Setting, declare, owns
+from ...core.fanout import FAILED, HostResult
+from ...core.files import ManagedFile, outside_managed_block, plan_files, render, replace_block
+from ...core.inventory import Inventory, Node
+from ...core.networks import check_bind_address, strict_ip
+from ...core.remote import Remote, ensure_dir, ensure_packages, last_line
+from ...core.steps import Outcome, merge_phases, remote_for, run_step
 from . import nfs
 from .nfs import FINDMNT, NfsPlan
-from .share import grant_owner, share_ids, share_owner
+from ..shared.share import grant_owner, share_ids, share_owner
 
 #: The head's SFTP-only sshd: its config, the workers' keys, its chroot (root's, holding only the share).
 SFTP_DIR = "/etc/gpufab/sftp"
@@ -334,7 +334,7 @@ def forget_worker(remote: Remote, name: str) -> Outcome:
 
 
 DECLARED = declare(
-    "ops.sshfs",
+    "ops.storage.sshfs",
     Setting("sshfs_port", "the head's SFTP-only sshd that serves the share to sshfs", str(nfs.DEFAULT_SFTP_PORT),
             kind=Kind("port, not 22", {"allOf": [PORT.schema, {"not": {"enum": [22, "22"]}}]}), check=nfs.check_sftp_port),
 )

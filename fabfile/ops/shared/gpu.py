@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
-from ..core import programs
-from ..core.facts import Fact
-from ..core.fanout import FAILED, OK, HostResult
-from ..core.remote import run_parsed
+from ...core import programs
+from ...core.facts import Fact
+from ...core.fanout import FAILED, OK, HostResult
+from ...core.remote import run_parsed
 
 FIELDS = "index,name,memory.used,memory.total,utilization.gpu"
 NO_SMI = "==gpufab no nvidia-smi"

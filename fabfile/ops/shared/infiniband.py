@@ -13,8 +13,8 @@ import re
 from dataclasses import dataclass, replace
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from ..core import programs
-from ..core.facts import Fact
+from ...core import programs
+from ...core.facts import Fact
 
 #: Where the kernel lists RDMA devices (a lab test mounts a synthetic tree here).
 SYSFS = "/sys/class/infiniband"

@@ -13,11 +13,11 @@ import shlex
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence
 
-from ..core import programs
-from ..core.errors import InputError
-from ..core.inventory import Inventory, Node, check_count
+from ...core import programs
+from ...core.errors import InputError
+from ...core.inventory import Inventory, Node, check_count
 from . import gpu
-from ..core.declared import COUNT, NODE, Setting, declare
+from ...core.declared import COUNT, NODE, Setting, declare
 
 VARIABLES = ("NODE_RANK", "NNODES", "MASTER_ADDR", "MASTER_PORT", "NPROC_PER_NODE")
 #: `{NODE_RANK}` but not `${NODE_RANK}`, which is the shell's own expansion.
@@ -78,7 +78,7 @@ def node_command(command: str, values: Dict[str, str]) -> str:
 
 
 DECLARED = declare(
-    "ops.launch",
+    "ops.shared.launch",
     Setting("gpus", "this node's GPU count for NPROC_PER_NODE, Ray and Slurm", "counted on the node", (NODE,),
             kind=COUNT, check=lambda v: check_count("gpus", v, None, None)),
 )
