@@ -29,8 +29,9 @@ from ..core.fanout import HostResult
 from ..core.localfs import check_writable, read_text
 from ..core.remote import Remote, last_line
 from ..core.runfiles import RunFiles
-from .netenv import ENV_FILE, SECRETS_FILE
-from .ray import DEFAULT_VENV, TOKEN_DIR, TOKEN_NAME
+from .shared.nodeenv import ENV_FILE
+from .shared.python import DEFAULT_VENV
+from .shared.secrets import SECRETS_FILE
 
 #: Seconds one collector may run (a hung nvidia-smi is a finding, not a hung bundle).
 COLLECT_TIMEOUT = 20
@@ -43,11 +44,13 @@ KERNEL_CONTEXT = 5
 KERNEL_LINES = 2000
 #: How far back the units' journals go.
 JOURNAL_SINCE = "1 hour ago"
+#: Where Ray reads its token (in the home of whoever runs it): Ray's own place, where ray.setup puts it.
+RAY_TOKEN = ".ray/auth_token"
 
 #: The program's values (its arguments: the SSH user, then the units whose journals it reads).
 VALUES = dict(per=COLLECT_TIMEOUT, budget=NODE_BUDGET, cap=FILE_CAP, context=KERNEL_CONTEXT, kernel_lines=KERNEL_LINES,
               since=JOURNAL_SINCE, ib_sysfs="/sys/class/infiniband", venv=DEFAULT_VENV, netenv_file=ENV_FILE,
-              secrets_file=SECRETS_FILE, token_path=f"{TOKEN_DIR}/{TOKEN_NAME}")
+              secrets_file=SECRETS_FILE, token_path=RAY_TOKEN)
 PROGRAM = programs.text("bundle-collect.sh", **VALUES)
 MARKER = "==gpufab-bundle"
 #: What the node's commands.tsv lists, by file: what the file is, for the MANIFEST.

@@ -15,7 +15,7 @@ from invoke.runners import Result
 
 from fabfile.core import programs
 from fabfile.core.fanout import OK, UNREACHABLE, HostResult
-from fabfile.ops import bundle
+from fabfile.ops import bundle, ray
 from fakes import node
 from helpers import one_error_line
 from inprocess import run_cli
@@ -97,6 +97,7 @@ def test_the_program_as_sent_is_the_file_with_its_bounds():
     assert programs.source("bundle-collect.sh") in bundle.PROGRAM
     assert f"per={bundle.COLLECT_TIMEOUT}\n" in bundle.PROGRAM and f"cap={bundle.FILE_CAP}\n" in bundle.PROGRAM
     assert "gpufab-ray-head.service" in bundle.journal_units() and "gpufab-*" in bundle.journal_units()
+    assert bundle.RAY_TOKEN == f"{ray.TOKEN_DIR}/{ray.TOKEN_NAME}"  # the token ray.setup writes is the one blanked
 
 
 def test_every_file_is_collected_with_its_command_and_exit_status(node_bundle):
