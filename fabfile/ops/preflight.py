@@ -27,7 +27,7 @@ from ..core.facts import parse_facts
 from ..core.fanout import FAILED, OK, HostResult, fan_out
 from ..core.inventory import Node
 from ..core.remote import Remote, run_parsed
-from ..core.steps import Outcome
+from ..core.steps import Outcome, Seen
 from ..core.context import RunContext
 from . import allreduce, doctor, fleet, gpu, netenv, ray
 
@@ -228,7 +228,19 @@ def _nic_cell(run: RunContext, node: Node) -> str:
     return pre.nic if pre is not None and pre.nic else "-"
 
 
+def doctor_seen(found: Optional[doctor.Doctor]) -> Seen:
+    """`gpufab status`: the GPU doctor's quick root pass (preflight's, no training python): its problems."""
+    if found is None:
+        return Seen("-")
+    return Seen(f"GPUs {found.verdict()}", tuple(p.line() for p in found.problems))
+
+
+def _status(run: RunContext, remote: Remote, settings: PreflightSettings) -> Seen:
+    pre = run.value(NAME, remote.node)
+    return doctor_seen(pre.doctor if pre is not None else None)
+
+
 NAME = "preflight"
 STEP = Step(NAME, settings=read, run=run_on, optional=False, needs=(), check=check, check_cluster=check_doctor,
             columns=(Column("nic", "NIC", _nic_cell), Column("gpus", "GPUs", _gpus_cell)),
-            report=_report, data=_data)
+            report=_report, data=_data, status=_status)
