@@ -96,9 +96,9 @@ def verdict(names: Sequence[str], results: Dict[str, List[HostResult]], node: No
             seen: Dict[str, Seen]) -> NodeStatus:
     """One node's answer from the dry run's results (by step) and the probes' looks: facts in, verdict out."""
     mine = {s: r for s, found in results.items() for r in found if r.node.name == node.name}
-    first = mine.get(names[0]) if names else None
-    if first is not None and first.status == UNREACHABLE:
-        return NodeStatus(node.name, False, problems=[f"unreachable: {first.reason}"])
+    gone = next((mine[s] for s in names if s in mine and mine[s].status == UNREACHABLE), None)
+    if gone is not None:
+        return NodeStatus(node.name, False, problems=[f"unreachable: {gone.reason}"])
     out = NodeStatus(node.name, True, dict(seen))
     for name in names:
         result = mine.get(name)

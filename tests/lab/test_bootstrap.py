@@ -74,11 +74,11 @@ STAT_DIGEST = (
 )
 
 
-def untouched() -> dict:
+def untouched(report) -> dict:
     """Per node, the tree digest and the stat digest; and the saved report's bytes and mtime."""
     nodes = {n: (on_host(n, TREE_DIGEST).stdout.split()[0], on_host(n, STAT_DIGEST).stdout.split()[0])
              for n in NODES}
-    return {**nodes, "report": (REPORT_JSON.read_bytes(), REPORT_JSON.stat().st_mtime_ns)}
+    return {**nodes, "report": (report.read_bytes(), report.stat().st_mtime_ns)}
 
 
 def timed_status(env: dict, *args: str):
@@ -189,22 +189,30 @@ def test_second_bootstrap_reports_every_step_ok_and_changes_no_file(fresh):
     assert all(link["bytes_per_s"] > 0 for link in allreduce["links"])
 
 
-def test_status_is_quick_read_only_and_names_exactly_what_broke_which_bootstrap_repairs(fresh):
+def test_status_is_quick_read_only_and_names_exactly_what_broke_which_bootstrap_repairs(fresh, tmp_path):
     """Issue 37: status on the bootstrapped lab, 0; Ray stopped on node2, the share unmounted on node3 and
-    netenv.env edited on node1: 1, naming exactly those three; nothing written; the next bootstrap repairs."""
-    before = untouched()
-    proc, seconds = timed_status(fresh)
+    netenv.env edited on node1: 1, naming exactly those three; nothing written; the next bootstrap repairs.
+
+    The lab's inventory under another name, the last report beside it: the repair's report is saved
+    there, and the lab's stays the second bootstrap's (every step ok) for the report tests below."""
+    inventory = tmp_path / "status.yaml"
+    inventory.write_text(LAB_INVENTORY.read_text())
+    saved = tmp_path / "status.report.json"
+    saved.write_text(REPORT_JSON.read_text())
+    env = {**fresh, "GPUFAB_INVENTORY": str(inventory)}
+    before = untouched(saved)
+    proc, seconds = timed_status(env)
     print(f"gpufab status on 3 healthy lab hosts: {seconds:.2f}s")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "status: 3 nodes: 3 well, 0 with problems" in proc.stdout and seconds < 5, (seconds, proc.stdout)
     assert re.search(r"^node2\s+yes\s+GPUs none\s+nofile 16384\s+NIC ens14np0\s+sshfs mounted\s+alive\s+none$",
                      proc.stdout, re.M), proc.stdout
-    assert untouched() == before
+    assert untouched(saved) == before
     on_host("node2", "systemctl stop gpufab-ray-worker.service")
     on_host("node3", "umount /mnt/shared")
     on_host("node1", "echo '# edited by hand' >> /etc/gpufab/netenv.env")
-    broken = untouched()
-    proc, seconds = timed_status(fresh, "--json")
+    broken = untouched(saved)
+    proc, seconds = timed_status(env, "--json")
     print(f"gpufab status on 3 lab hosts, 3 broken: {seconds:.2f}s")
     assert proc.returncode == 1, proc.stdout + proc.stderr
     found = json.loads(proc.stdout)
@@ -216,15 +224,15 @@ def test_status_is_quick_read_only_and_names_exactly_what_broke_which_bootstrap_
     assert by_node["node2"]["seen"]["ray"] == {"shown": "not alive", "problems": ["not alive in the Ray cluster"]}
     assert by_node["node3"]["seen"]["storage"] == {"shown": "not mounted", "problems": ["/mnt/shared is not mounted"]}
     assert all(n["reachable"] for n in found["nodes"])
-    assert untouched() == broken
-    text = cli("inv", "status", env=fresh, timeout=120)
+    assert untouched(saved) == broken
+    text = cli("inv", "status", env=env, timeout=120)
     assert text.returncode == 1 and "status: 3 nodes: 0 well, 3 with problems (node1, node2, node3)" in text.stdout
-    repair = cli("inv", "bootstrap", env=fresh, timeout=600)
+    repair = cli("inv", "bootstrap", env=env, timeout=600)
     assert repair.returncode == 0, repair.stdout + repair.stderr
     steps = progress(repair.stdout)
     assert {k for k, v in steps.items() if v == "changed"} == {("node1", "netenv"), ("node2", "ray"),
                                                               ("node3", "storage")}, steps
-    again, _ = timed_status(fresh)
+    again, _ = timed_status(env)
     assert again.returncode == 0, again.stdout + again.stderr
 
 
