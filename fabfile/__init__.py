@@ -22,6 +22,7 @@ from .allreduce import allreduce
 from .execute import exec_
 from .fleet import fleet
 from .reset import reset
+from .status import status
 
 # Each step's module declares the settings it reads: an inventory or config key none declares is an error.
 declared_in(__name__ + ".ops")
@@ -37,6 +38,7 @@ ns.add_task(launch)
 ns.add_task(allreduce)
 ns.add_task(reset)
 ns.add_task(fleet)
+ns.add_task(status)
 for module in (inventory, lab, limits, docker, netenv, mesh, nfs, node, ray, gpu, logs, run, script, slurm, storage):
     ns.add_collection(Collection.from_module(module, name=module.__name__.rsplit(".", 1)[-1]))
 
