@@ -20,6 +20,11 @@ from .core.progress import Progress
 from .core.status import StatusRun, status_of
 
 
+#: The settings' CLI side: the inventory's settings, and the GPU doctor without its container run (a
+#: `docker run` per node is neither read-only nor quick; `bootstrap` still runs it).
+STATUS_CLI = {"nofile": None, "secrets": False, "env_file": ".env", "storage": None, "timeout": None, "image": ""}
+
+
 @task(
     auto_shortflags=False,
     help={
@@ -33,7 +38,7 @@ def status(c, json=False, workers=None):
     from .ops.chain import CHAIN
     from .ops.scripts import with_user_steps
     n_workers = number_option(workers, "--workers")
-    cli = {"nofile": None, "secrets": False, "env_file": ".env", "storage": None, "timeout": None}
+    cli = STATUS_CLI
     with open_session(c.config) as session:
         chain = with_user_steps(CHAIN, session.inventory)
         steps = select_steps(chain, None, None, session.inventory.vars.get(SKIP_VAR))

@@ -88,6 +88,9 @@ class Step:
     status: Optional[Callable[["Run", Remote, Any], Seen]] = None
     #: `gpufab status` across nodes, reading only (membership in Ray): by node name.
     status_cluster: Optional[Callable[["Run", Sequence[Node], Any], Dict[str, Seen]]] = None
+    #: False: what its dry run says it would do, it does on every run by design (a user step with no
+    #: `creates`/`unless`), so `gpufab status` does not call that drift.
+    drifts: bool = True
 
 
 def listed(value: Union[None, str, Sequence[str]]) -> List[str]:

@@ -17,11 +17,11 @@ import json
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Sequence
+from typing import Any, Collection, Dict, List, Sequence
 
 from .chain import Run, Step
 from .errors import HostError
-from .fanout import CHANGED, FAILED, OK, SKIPPED, UNREACHABLE, HostResult, fan_out
+from .fanout import CHANGED, FAILED, OK, SKIPPED, UNREACHABLE, HostResult, classify, fan_out
 from .inventory import Node
 from .remote import Remote
 from .report import host_table
@@ -93,8 +93,9 @@ class ClusterStatus:
 
 
 def verdict(names: Sequence[str], results: Dict[str, List[HostResult]], node: Node,
-            seen: Dict[str, Seen]) -> NodeStatus:
-    """One node's answer from the dry run's results (by step) and the probes' looks: facts in, verdict out."""
+            seen: Dict[str, Seen], routine: Collection[str] = ()) -> NodeStatus:
+    """One node's answer from the dry run's results (by step) and the probes' looks: facts in, verdict out.
+    `routine`: the steps whose dry run says what they do on every run (no drift, whatever they would do)."""
     mine = {s: r for s, found in results.items() for r in found if r.node.name == node.name}
     gone = next((mine[s] for s in names if s in mine and mine[s].status == UNREACHABLE), None)
     if gone is not None:
@@ -108,7 +109,7 @@ def verdict(names: Sequence[str], results: Dict[str, List[HostResult]], node: No
             out.problems.append(f"{name}: {result.reason}")
         elif result.status == SKIPPED and not result.blocked_by:
             continue
-        elif result.changes:
+        elif result.changes and name not in routine:
             out.drift[name] = list(result.changes)
         probe = seen.get(name)
         out.problems += [f"{name}: {p}" for p in (probe.problems if probe else ())]
@@ -151,6 +152,8 @@ class StatusRun(Run):
             if node.name not in self._own:
                 own = remote_for(self.session, node, dry_run=True)
                 own.facts = self.remotes[node.name].facts
+                # A look, not a step's work: bounded like a fact, so a stuck daemon is named in seconds.
+                own.timeout = min(own.timeout, self.session.fact_timeout)
                 self._own[node.name] = own
             return self._own[node.name]
 
@@ -168,7 +171,12 @@ class StatusRun(Run):
                 for r in fan_out(self.session, nodes, one, workers=self.workers):
                     self._saw(step.name, r.node.name, r.value if not r.failed else Seen("failed", (r.reason,)))
             if step.status_cluster is not None:
-                for name, found in step.status_cluster(self, nodes, settings).items():
+                try:
+                    seen = step.status_cluster(self, nodes, settings)
+                except Exception as exc:  # noqa: BLE001 - a head that hangs or drops is an answer, not a traceback
+                    reason = classify(exc, self.session.connect_timeout, self.session.known_hosts)[2]
+                    seen = {n.name: Seen("failed", (reason,)) for n in nodes}
+                for name, found in seen.items():
                     self._saw(step.name, name, found)
         except BaseException as exc:  # noqa: BLE001 - raised again in the driving thread
             self._errors.append(exc)
@@ -193,5 +201,6 @@ def status_of(run: StatusRun) -> ClusterStatus:
     run.go()
     looks = run.finished_probes()
     columns = [s.name for s in run.steps if s.status is not None or s.status_cluster is not None]
-    nodes = [verdict(run.names, run.results, n, looks.get(n.name, {})) for n in run.targets]
+    routine = {s.name for s in run.steps if not s.drifts}
+    nodes = [verdict(run.names, run.results, n, looks.get(n.name, {}), routine) for n in run.targets]
     return ClusterStatus(nodes, columns, time.monotonic() - began)

@@ -349,6 +349,9 @@ def install_ray(remote: Remote, s: RaySettings) -> Outcome:
     if versions is not None and not missing_pins(versions, s.pins):
         return Outcome(done, [f"ray {versions.get('ray')} in {s.venv}"])
     with keeping_changes(done):
+        # From here the venv may change, whether or not the install gets to its end: what it holds is
+        # read from it again, never taken from before.
+        remote.facts.forget(VERSIONS, s.venv)
         uv, changed, notes = ensure_uv(remote, s.uv_version, s.index_url, s.proxy)
         done += changed
         if versions is None:
@@ -388,7 +391,6 @@ def install_ray(remote: Remote, s: RaySettings) -> Outcome:
                 raise HostError(f"{'uv ' if uv else ''}pip install {' '.join(todo)} failed: "
                                 f"{last_line(result.stderr or result.stdout)}")
             done.append(f"installed {' '.join(todo)} ({'uv' if uv else 'pip'})")
-        remote.facts.forget(VERSIONS, s.venv)  # what the venv holds now is read from it
         versions = {"ray": s.version} if remote.dry_run else installed_versions(remote, s.venv, names) or {}
     return Outcome(done, [f"ray {versions.get('ray')} in {s.venv}", *notes])
 

@@ -237,3 +237,57 @@ def test_inv_and_gpufab_both_spell_it_status(inventory):
     for tool in ("inv", "gpufab"):
         proc = run_cli(tool, "status", "--help", env={"GPUFAB_INVENTORY": str(inventory)}, timeout=60)
         assert proc.returncode == 0 and "--json" in proc.stdout and "read-only" in proc.stdout, proc.stdout
+
+
+def test_status_runs_the_gpu_doctor_without_its_container_run(monkeypatch, tmp_path):
+    """`docker run --gpus all` on every node is neither read-only nor quick: status leaves it to bootstrap."""
+    path = tmp_path / "hosts.yaml"
+    path.write_text("vars:\n  gpu_test_image: nvcr.io/nvidia/cuda:12.4.1-base\n"
+                    "nodes:\n  - name: a\n    public: 198.18.0.250\n    private: 198.19.0.250\n")
+    proc, run = run_status(monkeypatch, path, canned(WELL))
+    assert proc.returncode == 0, proc.stderr
+    assert run.settings["preflight"].checks["doctor"].image is None
+
+
+def test_a_step_that_runs_every_time_by_design_is_not_drift():
+    would = HostResult(WORKER, CHANGED, changes=["would run warmup.sh on node2, every time (no creates/unless)"])
+    assert verdict(["preflight", "warmup"], results(preflight=HostResult(WORKER, OK), warmup=would),
+                   WORKER, {}, routine={"warmup"}).ok
+    assert not verdict(["preflight", "warmup"], results(preflight=HostResult(WORKER, OK), warmup=would),
+                       WORKER, {}).ok
+    from fabfile.ops import scripts
+    from fabfile.core.inventory import parse_inventory
+    inv = parse_inventory("nodes:\n  - {name: a, public: 198.18.0.250, private: 198.19.0.250}\n"
+                          "steps:\n  - {name: always, command: 'true'}\n"
+                          "  - {name: once, command: 'true', creates: /tmp/x}\n", "hosts.yaml")
+    drifts = {s.name: s.drifts for s in scripts.with_user_steps(CHAIN, inv) if scripts.is_user_step(s)}
+    assert drifts == {"always": False, "once": True}
+
+
+def test_a_cluster_probe_that_hangs_or_drops_is_named_on_each_node_not_a_traceback():
+    from types import SimpleNamespace
+    from invoke.exceptions import CommandTimedOut
+    from fabfile.core.chain import Step
+
+    def hangs(run, nodes, settings):
+        raise CommandTimedOut(SimpleNamespace(command="ray status", stdout="", stderr="", exited=-1), 60)
+
+    step = Step("ray", settings=lambda *a: None, run=lambda *a: [], status_cluster=hangs)
+    saw = {}
+    probe = SimpleNamespace(settings={}, workers=None, _errors=[],
+                            session=SimpleNamespace(connect_timeout=5, known_hosts=None),
+                            _saw=lambda step, node, found: saw.setdefault(node, found))
+    StatusRun._probe(probe, step, [HEAD, WORKER])
+    assert probe._errors == []
+    assert set(saw) == {"node1", "node2"} and all(s.shown == "failed" and s.problems for s in saw.values())
+    assert saw["node1"].problems == ("command timed out after 60s",), saw
+
+
+def test_a_probe_is_bounded_like_a_fact_not_like_a_step():
+    from types import SimpleNamespace
+    session = SimpleNamespace(connection=lambda n: object(), sudo_password=lambda n=None: None,
+                              step_timeout=1800, fact_timeout=60)
+    probe = SimpleNamespace(session=session, _lock=__import__("threading").Lock(), _own={},
+                            remotes={"node1": SimpleNamespace(facts="the run's facts")})
+    own = StatusRun._remote(probe, HEAD)
+    assert own.timeout == 60 and own.facts == "the run's facts" and own.dry_run

@@ -20,6 +20,7 @@ from ...core.chain import VERIFY_NAME, Column, Step
 from ...core.cluster import setting
 from ...core.connection import Session
 from ...core.errors import HostError, InputError, keeping_changes
+from ...core.facts import parse_facts
 from ...core.fanout import FAILED, SKIPPED, HostResult
 from ...core.inventory import Inventory, Node
 from ...core.packages import Downloads, missing, parse_installed, query_command
@@ -451,8 +452,7 @@ def _status(run: RunContext, remote: Remote, s: StorageSettings) -> Seen:
         return share_seen(None, remote.node, s.share, {})
     path, unit = (s.share.export, _serving_unit(backend)) if remote.node.is_head else (s.share.mount, "")
     out = remote.script(STATUS_SCRIPT, path, unit, sudo=True, timeout=30).stdout
-    facts = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
-    return share_seen(backend, remote.node, s.share, facts)
+    return share_seen(backend, remote.node, s.share, parse_facts(out))
 
 
 NAME = "storage"
