@@ -23,6 +23,7 @@ from .bundle import bundle
 from .execute import exec_
 from .fleet import fleet
 from .reset import reset
+from .status import status
 
 # Each step's module declares the settings it reads: an inventory or config key none declares is an error.
 declared_in(__name__ + ".ops")
@@ -39,6 +40,7 @@ ns.add_task(allreduce)
 ns.add_task(bundle)
 ns.add_task(reset)
 ns.add_task(fleet)
+ns.add_task(status)
 for module in (inventory, lab, limits, docker, netenv, mesh, nfs, node, ray, gpu, logs, run, script, slurm, storage):
     ns.add_collection(Collection.from_module(module, name=module.__name__.rsplit(".", 1)[-1]))
 

@@ -146,6 +146,6 @@ def report(c, format=None, html=False, output=None):
         raise InputError("no report yet: run bootstrap first", path=files.json)
     saved = Report.from_json(text, files.json)
     if page is not None:
-        print(htmlreport.write_page(saved, page))
+        print(htmlreport.write_page(saved, page, files.json))
         return
     print({"text": saved.to_text, "markdown": saved.to_markdown, "json": saved.to_json}[format or "text"](), end="")

@@ -22,7 +22,7 @@ from fabfile.core.inventory import Node
 
 Rule = Tuple[str, str, int]
 
-#: What every fake node answers unless a test says otherwise: the share owner's ids (ops.share).
+#: What every fake node answers unless a test says otherwise: the share owner's ids (ops.shared.share).
 DEFAULT_RULES: List[Rule] = [(r'echo "ids ', "ids 999 999\n", 0)]
 
 

@@ -26,7 +26,7 @@ from .progress import Progress
 from .remote import Remote
 from .results import VERIFY_NAME, RunResults
 from .runfiles import ssh_command
-from .steps import Outcome, remote_for, run_step
+from .steps import Outcome, Seen, remote_for, run_step
 from .declared import NAMES, Setting, declare
 
 #: Inventory variable listing steps the cluster does without (e.g. [nfs]).
@@ -83,6 +83,14 @@ class Step:
     finish: Optional[Callable[["Run", Any], None]] = None
     #: What the step would download on a node (read before it runs, so the head fetches it once for all).
     downloads: Optional[Callable[[Remote, Any], Downloads]] = None
+    #: `gpufab status` on one node, after the chain's dry run: a quick look at what the step set up,
+    #: reading only (never a write, nothing slow; core.status).
+    status: Optional[Callable[["Run", Remote, Any], Seen]] = None
+    #: `gpufab status` across nodes, reading only (membership in Ray): by node name.
+    status_cluster: Optional[Callable[["Run", Sequence[Node], Any], Dict[str, Seen]]] = None
+    #: False: what its dry run says it would do, it does on every run by design (a user step with no
+    #: `creates`/`unless`), so `gpufab status` does not call that drift.
+    drifts: bool = True
 
 
 def listed(value: Union[None, str, Sequence[str]]) -> List[str]:
@@ -164,6 +172,9 @@ class Run(RunResults):
         self.running: Set[str] = set()
         #: Per step, what it needs in this run (the steps are fixed once the run starts).
         self._needs: Dict[str, List[str]] = {}
+        #: A dry run prints its plan step by step, so runs one step at a time; one that prints none
+        #: (`gpufab status`) may run them side by side, as a real run does.
+        self.side_by_side = not dry_run
 
     @property
     def names(self) -> List[str]:
@@ -218,7 +229,7 @@ class Run(RunResults):
         try:
             while pending or self.running:
                 for step in list(pending):
-                    if self.dry_run and (self.running or step is not pending[0]):
+                    if not self.side_by_side and (self.running or step is not pending[0]):
                         break
                     if not set(self.needs(step)) <= ended:
                         continue
@@ -226,6 +237,7 @@ class Run(RunResults):
                     nodes = self._start(step)
                     if not nodes:
                         ended.add(step.name)
+                        self.ended(step)
                         continue
                     self.running.add(step.name)
                     # Daemon threads: after Ctrl-C the process ends, whatever a step is still waiting on.
@@ -239,6 +251,7 @@ class Run(RunResults):
                     raise exc
                 self.record(step.name, results or [])
                 ended.add(step.name)
+                self.ended(step)
         except KeyboardInterrupt:
             # Ctrl-C reaches this thread only: end the steps' commands on the nodes now.
             self.session.interrupt()
@@ -246,6 +259,9 @@ class Run(RunResults):
         for step in self.steps:
             if step.finish is not None and not self.dry_run:
                 step.finish(self, self.settings.get(step.name))
+
+    def ended(self, step: Step) -> None:
+        """`step` has ended on every node of the run (`gpufab status` starts its probes here)."""
 
     def _start(self, step: Step) -> List[Node]:
         """The nodes `step` runs on; those a failure keeps out are recorded as skipped or failed."""

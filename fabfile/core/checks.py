@@ -17,6 +17,7 @@ from .context import RunContext
 from .fanout import HostResult
 from .inventory import Node
 from .remote import Remote
+from .steps import Seen
 
 
 class Carried:
@@ -75,3 +76,5 @@ class Check:
     report: Optional[Callable[[Carried, Any], Tuple[List[str], List[str]]]] = None
     #: Its findings for the JSON report, under the carrier's name and then its own.
     data: Optional[Callable[[Carried, Any], Any]] = None
+    #: `gpufab status`: what its first look (None: it did not look) says, read-only and quick.
+    status: Optional[Callable[[Any], Seen]] = None

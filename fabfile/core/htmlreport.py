@@ -65,10 +65,14 @@ def check_page_path(path: str, inventory: str, files: RunFiles) -> None:
                          "give another -o, or move this one away", path=path)
 
 
-def write_page(report: Report, path: str) -> str:
+def write_page(report: Report, path: str, source: str) -> str:
     """Render the whole page first, then write it in one rename (a failure leaves nothing behind);
-    the line that says so, with the pictures drawn."""
-    text = page(report)
+    the line that says so, with the pictures drawn. `source`: the JSON report it was read from."""
+    try:
+        text = page(report)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:  # a report edited or cut short
+        raise InputError(f"holds figures gpufab did not write ({type(exc).__name__}: {exc}); "
+                         "run bootstrap again to rewrite it", path=source) from None
     write_if_changed(path, text)
     drawn = re.findall(r'<svg [^>]*data-picture="([a-z]+)"', text)
     return f"report: wrote {path} ({len(drawn)} pictures: {', '.join(drawn) or 'none recorded'})"

@@ -9,7 +9,7 @@ each host's outcome becomes `ok` (nothing to do), `changed` (what changed) or
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from invoke.exceptions import Exit
 
@@ -31,6 +31,15 @@ class Outcome:
     notes: List[str] = field(default_factory=list)
     #: The step's typed record of this host (what the report shows), if any.
     value: Any = None
+
+
+@dataclass(frozen=True)
+class Seen:
+    """A step's read-only look at one node for `gpufab status` (core.status): its cell, and what is wrong
+    there (nothing: all is well)."""
+
+    shown: str
+    problems: Tuple[str, ...] = ()
 
 
 StepFn = Callable[[Remote], Outcome]

@@ -26,7 +26,7 @@ PORT = 8770
 PACKAGES: Sequence[Tuple[str, str, Dict[str, str]]] = (
     ("libnvidia-container1", "", {"/usr/share/doc/libnvidia-container1/README.gpufab-lab": ""}),
     ("libnvidia-container-tools", f"libnvidia-container1 (>= {VERSION})",
-     {"/usr/bin/nvidia-container-cli": "#!/bin/sh\necho 'nvidia-container-cli (gpufab lab stand-in)'\n"}),
+     {"/usr/bin/nvidia-container-cli": "nvidia-container-cli"}),
     ("nvidia-container-toolkit-base", "",
      {"/usr/bin/nvidia-ctk": "nvidia-ctk", "/usr/bin/nvidia-container-runtime": "nvidia-container-runtime"}),
     ("nvidia-container-toolkit", f"nvidia-container-toolkit-base (= {VERSION}), libnvidia-container-tools (>= {VERSION})",

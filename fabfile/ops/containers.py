@@ -15,7 +15,7 @@ import json
 import re
 import shlex
 from dataclasses import asdict, dataclass
-from typing import Any, List, Mapping, Optional, Tuple
+from typing import Any, List, Mapping, Optional, Sequence, Tuple
 
 from ..core.chain import Column, Step, every_node
 from ..core.declared import Undo, declare_section, undoes
@@ -24,7 +24,7 @@ from ..core.networks import Reach, check_bind_address
 from ..core.errors import HostError, InputError, keeping_changes
 from ..core.inventory import IMAGE_REF_RE, Entry, Inventory
 from ..core.remote import Remote, last_line
-from ..core.steps import Outcome
+from ..core.steps import Outcome, Seen
 from ..core.context import RunContext
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
@@ -254,8 +254,22 @@ def _report(run: RunContext, s: ContainersSettings) -> Tuple[List[str], List[str
     return [f"Containers: {names} running on {len(verified)}/{len(run.inv.nodes)} nodes (docker ps)"], []
 
 
+def containers_seen(states: Sequence[Tuple[str, str]]) -> Seen:
+    """`gpufab status`: (name, docker's state) of each of this node's containers: all running."""
+    stopped = [f"{name} {state}" for name, state in states if state != "running"]
+    shown = f"{len(states) - len(stopped)}/{len(states)} running"
+    return Seen(shown, (f"containers not running: {', '.join(stopped)}",) if stopped else ())
+
+
+def _status(run: RunContext, remote: Remote, s: ContainersSettings) -> Seen:
+    wanted = [c for c in s.containers if mine(c, remote.node.is_head)]
+    return containers_seen([(c.name, parse_inspect(remote.run(INSPECT.format(name=shlex.quote(c.name)),
+                                                               sudo=True).stdout)[0]) for c in wanted])
+
+
 NAME = "containers"
 STEP = Step(NAME, settings=read, run=every_node(NAME, apply), wanted=lambda s: bool(s.containers), check=check,
+            status=_status,
             needs=("preflight", "docker", "images"),
             columns=(Column("containers", "Containers", _cell),), report=_report)
 

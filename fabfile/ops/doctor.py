@@ -30,7 +30,7 @@ from ..core.fanout import FAILED, OK, HostResult
 from ..core.inventory import Inventory, Node
 from ..core.remote import Remote
 from ..core.report import host_table
-from ..core.steps import Outcome
+from ..core.steps import Outcome, Seen
 from .shared import infiniband
 from .shared.python import PythonChoice, parse_probe, probe_pythons, read_choice
 
@@ -822,5 +822,12 @@ def _data(found: Carried, s: DoctorSettings) -> Any:
     return {name: d.as_data() for name, d in docs.items() if d is not None}
 
 
+def seen(found: Optional[Doctor]) -> Seen:
+    """`gpufab status`: the doctor's quick root pass (its first look, no training python): its problems."""
+    if found is None:
+        return Seen("-")
+    return Seen(f"GPUs {found.verdict()}", tuple(p.line() for p in found.problems))
+
+
 CHECK = Check("doctor", settings=read, look=first_look, said=said, check=examine, check_cluster=check_cluster,
-              columns=(CheckColumn("gpus", "GPUs", _gpus_cell),), report=_report, data=_data)
+              columns=(CheckColumn("gpus", "GPUs", _gpus_cell),), report=_report, data=_data, status=seen)

@@ -18,7 +18,7 @@ from ..core.errors import HostError, InputError
 from ..core.files import ManagedFile, plan_files, render
 from ..core.inventory import Inventory
 from ..core.remote import Remote
-from ..core.steps import Outcome
+from ..core.steps import Outcome, Seen
 from .shared import infiniband
 from ..core.declared import Kind, Setting, declare, owns, whole
 from ..core.context import RunContext
@@ -171,9 +171,21 @@ def _report(run: RunContext, s: LimitsSettings) -> Tuple[List[str], List[str]]:
     return [f"nofile: {', '.join(values) or '-'} in a new login ({len(verified)}/{len(run.inv.nodes)} nodes)"], []
 
 
+def limits_seen(found: int, wanted: int) -> Seen:
+    """`gpufab status`: nofile in force in this login, as the step set it."""
+    if found != wanted:
+        return Seen(f"nofile {found}", (f"a login gets nofile {found}, not {wanted}",))
+    return Seen(f"nofile {found}")
+
+
+def _status(run: RunContext, remote: Remote, s: LimitsSettings) -> Seen:
+    return limits_seen(check(remote, s).value.soft, s.nofile)
+
+
 NAME = "limits"
 STEP = Step(NAME, settings=read, run=every_node(NAME, apply), check=check, needs=("preflight",),
-            columns=(Column("ulimit", "ulimit", _cell),), report=_report)
+            columns=(Column("ulimit", "ulimit", _cell),), report=_report,
+            status=_status)
 
 
 DECLARED = declare(

@@ -19,7 +19,7 @@ from ..core.errors import HostError, InputError
 from ..core.files import ManagedFile, plan_files, render
 from ..core.inventory import Inventory
 from ..core.remote import Remote
-from ..core.steps import Outcome
+from ..core.steps import Outcome, Seen
 from .shared import infiniband
 from .shared.nic import NicFacts, nic_facts
 from .shared.nodeenv import ENV_FILE, MESH_HOSTFILE, MESH_HOSTS, env_lines, mesh_on, skipped_by_inventory
@@ -295,9 +295,24 @@ def _report(run: RunContext, s: NetenvSettings) -> Tuple[List[str], List[str]]:
     return [], warnings
 
 
+def netenv_seen(text: Optional[str], nic: str) -> Seen:
+    """`gpufab status`: the node's env file there, naming the NIC the node reaches the head over."""
+    if text is None:
+        return Seen("missing", (f"no {ENV_FILE}",))
+    named = env_lines(text).get("NCCL_SOCKET_IFNAME")
+    if named != nic:
+        return Seen(f"NIC {named or '-'}", (f"{ENV_FILE} names NIC {named or 'none'}; the node reaches the head "
+                                            f"over {nic}",))
+    return Seen(f"NIC {nic}")
+
+
+def _status(run: RunContext, remote: Remote, s: NetenvSettings) -> Seen:
+    return netenv_seen(remote.read_text(ENV_FILE), nic_facts(remote, s.head)[0])
+
+
 NAME = "netenv"
 STEP = Step(NAME, settings=read, run=every_node(NAME, apply), needs_head=True, check=check, report=_report,
-            needs=("preflight",))
+            needs=("preflight",), status=_status)
 
 
 DECLARED = declare(

@@ -32,7 +32,7 @@ from ..core.facts import parse_facts
 from ..core.fanout import FAILED, OK, HostResult, fan_out
 from ..core.inventory import Node
 from ..core.remote import Remote, run_parsed
-from ..core.steps import Outcome, merge_phases
+from ..core.steps import Outcome, Seen, merge_phases
 from ..core.context import RunContext
 from .shared import gpu
 
@@ -168,6 +168,12 @@ def carrying(*checks: Check) -> Step:
                 warnings += warned
         return lines, warnings + settings.reach.warnings()
 
+    def status(run: RunContext, remote: Remote, settings: PreflightSettings) -> Seen:
+        """`gpufab status`: what each carried check's first look in this round says is wrong."""
+        pre = run.value(NAME, remote.node)
+        seen = [c.status(pre.looks.get(c.name) if pre is not None else None) for c in checks if c.status is not None]
+        return Seen("; ".join(s.shown for s in seen) or "-", tuple(p for s in seen for p in s.problems))
+
     def data(run: RunContext, settings: PreflightSettings) -> Any:
         return {c.name: c.data(Carried(run, NAME, c.name), settings.checks[c.name]) for c in checks if c.data is not None}
 
@@ -179,7 +185,8 @@ def carrying(*checks: Check) -> Step:
     return Step(NAME, settings=read, run=run_on, optional=False, needs=(),
                 check=check if any(c.check is not None for c in checks) else None,
                 check_cluster=check_cluster if any(c.check_cluster is not None for c in checks) else None,
-                columns=tuple(columns), report=report, data=data)
+                columns=tuple(columns), report=report, data=data,
+                status=status if any(c.status is not None for c in checks) else None)
 
 
 #: Preflight alone, carrying no check (the chain's carries the doctor and the fleet: ops/chain.py).

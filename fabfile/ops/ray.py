@@ -28,7 +28,7 @@ from ..core.files import FileState, ManagedFile, plan_files, render, sha256
 from ..core.inventory import Inventory, Node
 from ..core.networks import Reach, check_bind_address, read_reach
 from ..core.remote import Remote, ensure_packages, last_line
-from ..core.steps import Outcome, merge_phases, remote_for, run_step
+from ..core.steps import Outcome, Seen, merge_phases, remote_for, run_step
 from ..core import packages as apt
 from ..core.packages import Downloads
 from ..core.context import RunContext
@@ -349,6 +349,9 @@ def install_ray(remote: Remote, s: RaySettings) -> Outcome:
     if versions is not None and not missing_pins(versions, s.pins):
         return Outcome(done, [f"ray {versions.get('ray')} in {s.venv}"])
     with keeping_changes(done):
+        # From here the venv may change, whether or not the install gets to its end: what it holds is
+        # read from it again, never taken from before.
+        remote.facts.forget(VERSIONS, s.venv)
         uv, changed, notes = ensure_uv(remote, s.uv_version, s.index_url, s.proxy)
         done += changed
         if versions is None:
@@ -388,7 +391,6 @@ def install_ray(remote: Remote, s: RaySettings) -> Outcome:
                 raise HostError(f"{'uv ' if uv else ''}pip install {' '.join(todo)} failed: "
                                 f"{last_line(result.stderr or result.stdout)}")
             done.append(f"installed {' '.join(todo)} ({'uv' if uv else 'pip'})")
-        remote.facts.forget(VERSIONS, s.venv)  # what the venv holds now is read from it
         versions = {"ray": s.version} if remote.dry_run else installed_versions(remote, s.venv, names) or {}
     return Outcome(done, [f"ray {versions.get('ray')} in {s.venv}", *notes])
 
@@ -782,10 +784,31 @@ def _access(run: RunContext, s: RaySettings) -> List[str]:
             f"{run.ssh(head, run.aliases)} journalctl -u {HEAD_UNIT} -f"]
 
 
+def membership_seen(alive: Mapping[str, RayNode], nodes: Sequence[Node]) -> Dict[str, Seen]:
+    """`gpufab status`: each node alive in the head's Ray cluster."""
+    out = {}
+    for n in nodes:
+        member = alive.get(n.private or "")
+        out[n.name] = (Seen("not alive", ("not alive in the Ray cluster",)) if member is None
+                       else Seen("alive (head)" if member.head else "alive"))
+    return out
+
+
+def _status_cluster(run: RunContext, nodes: Sequence[Node], s: RaySettings) -> Dict[str, Seen]:
+    head = run.inv.head
+    if head.name not in {n.name for n in nodes}:
+        return {n.name: Seen("unknown", (f"the head {head.name} cannot be asked",)) for n in nodes if not n.is_head}
+    try:
+        alive = alive_by_ip(cluster_nodes(run.remotes[head.name], s))
+    except HostError as exc:
+        return {n.name: Seen("unknown", (exc.reason,)) for n in nodes}
+    return membership_seen(alive, nodes)
+
+
 NAME = "ray"
 STEP = Step(NAME, settings=read, run=run_on, needs_head=True, check=check, check_cluster=members,
             needs=("preflight", "fetch", "wheels", "limits", "netenv"), downloads=downloads,
-            columns=(Column("ray", "Ray", _cell),), report=_report, access=_access)
+            columns=(Column("ray", "Ray", _cell),), report=_report, access=_access, status_cluster=_status_cluster)
 
 
 DECLARED = declare(

@@ -554,6 +554,7 @@ def step_for(user: UserStep) -> Step:
         report=_report,
         access=_access,
         data=_data,
+        drifts=bool(user.creates or user.unless),
     )
 
 

@@ -64,6 +64,34 @@ def tree_digests() -> dict:
     return {n: on_host(n, TREE_DIGEST).stdout.split()[0] for n in NODES}
 
 
+#: What a read-only command must leave as it was: every file's name, mtime, size, mode and owner where
+#: gpufab works (its files, the logins' homes, the share on the head). A worker's mount is left out, its
+#: mount point too: what sshfs shows of the head's directory is its attribute cache, refreshed by any look.
+STAT_DIGEST = (
+    "find /etc /opt /usr/local /var/backups /var/lib/dpkg /root /home /mnt/shared -xdev"
+    " \\( -fstype fuse.sshfs -o -fstype nfs -o -fstype nfs4 \\) -prune"
+    " -o -printf '%p %T@ %s %m %u\\n' 2>/dev/null | sort | sha256sum"
+)
+
+
+def untouched(report) -> dict:
+    """Per node, the tree digest and the stat digest; and the saved report's bytes and mtime."""
+    nodes = {n: (on_host(n, TREE_DIGEST).stdout.split()[0], on_host(n, STAT_DIGEST).stdout.split()[0])
+             for n in NODES}
+    return {**nodes, "report": (report.read_bytes(), report.stat().st_mtime_ns)}
+
+
+def timed_status(env: dict, *args: str):
+    began = time.monotonic()
+    proc = cli("inv", "status", *args, env=env, timeout=120)
+    return proc, time.monotonic() - began
+
+
+def problem_steps(found: dict) -> dict:
+    """`status --json` -> {node: the steps its problems name} for the nodes with any."""
+    return {n["node"]: sorted({p.split(":", 1)[0] for p in n["problems"]}) for n in found["nodes"] if n["problems"]}
+
+
 def test_dry_run_on_a_fresh_lab_prints_diffs_and_changes_nothing(fresh):
     before = tree_digests()
     proc = cli("inv", "bootstrap", "--dry-run", env=fresh, timeout=600)
@@ -161,6 +189,53 @@ def test_second_bootstrap_reports_every_step_ok_and_changes_no_file(fresh):
     assert all(link["bytes_per_s"] > 0 for link in allreduce["links"])
 
 
+def test_status_is_quick_read_only_and_names_exactly_what_broke_which_bootstrap_repairs(fresh, tmp_path):
+    """Issue 37: status on the bootstrapped lab, 0; Ray stopped on node2, the share unmounted on node3 and
+    netenv.env edited on node1: 1, naming exactly those three; nothing written; the next bootstrap repairs.
+
+    The lab's inventory under another name, the last report beside it: the repair's report is saved
+    there, and the lab's stays the second bootstrap's (every step ok) for the report tests below."""
+    inventory = tmp_path / "status.yaml"
+    inventory.write_text(LAB_INVENTORY.read_text())
+    saved = tmp_path / "status.report.json"
+    saved.write_text(REPORT_JSON.read_text())
+    env = {**fresh, "GPUFAB_INVENTORY": str(inventory)}
+    before = untouched(saved)
+    proc, seconds = timed_status(env)
+    print(f"gpufab status on 3 healthy lab hosts: {seconds:.2f}s")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "status: 3 nodes: 3 well, 0 with problems" in proc.stdout and seconds < 5, (seconds, proc.stdout)
+    assert re.search(r"^node2\s+yes\s+GPUs none\s+nofile 16384\s+NIC ens14np0\s+sshfs mounted\s+alive\s+none$",
+                     proc.stdout, re.M), proc.stdout
+    assert untouched(saved) == before
+    on_host("node2", "systemctl stop gpufab-ray-worker.service")
+    on_host("node3", "umount /mnt/shared")
+    on_host("node1", "echo '# edited by hand' >> /etc/gpufab/netenv.env")
+    broken = untouched(saved)
+    proc, seconds = timed_status(env, "--json")
+    print(f"gpufab status on 3 lab hosts, 3 broken: {seconds:.2f}s")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    found = json.loads(proc.stdout)
+    assert not found["ok"] and problem_steps(found) == {"node1": ["netenv"], "node2": ["ray"], "node3": ["storage"]}
+    by_node = {n["node"]: n for n in found["nodes"]}
+    assert {n: sorted(by_node[n]["drift"]) for n in NODES} == {"node1": ["netenv"], "node2": ["ray"],
+                                                                "node3": ["storage"]}
+    assert by_node["node1"]["drift"]["netenv"] == ["updated /etc/gpufab/netenv.env"]
+    assert by_node["node2"]["seen"]["ray"] == {"shown": "not alive", "problems": ["not alive in the Ray cluster"]}
+    assert by_node["node3"]["seen"]["storage"] == {"shown": "not mounted", "problems": ["/mnt/shared is not mounted"]}
+    assert all(n["reachable"] for n in found["nodes"])
+    assert untouched(saved) == broken
+    text = cli("inv", "status", env=env, timeout=120)
+    assert text.returncode == 1 and "status: 3 nodes: 0 well, 3 with problems (node1, node2, node3)" in text.stdout
+    repair = cli("inv", "bootstrap", env=env, timeout=600)
+    assert repair.returncode == 0, repair.stdout + repair.stderr
+    steps = progress(repair.stdout)
+    assert {k for k, v in steps.items() if v == "changed"} == {("node1", "netenv"), ("node2", "ray"),
+                                                              ("node3", "storage")}, steps
+    again, _ = timed_status(env)
+    assert again.returncode == 0, again.stdout + again.stderr
+
+
 def test_a_node_whose_train_python_has_no_torch_fails_alone_and_the_rest_all_reduce(fresh, tmp_path):
     inventory = tmp_path / "python.yaml"
     inventory.write_text(LAB_INVENTORY.read_text().replace(
@@ -220,6 +295,18 @@ def test_bootstrap_as_the_sudo_user_twice_with_password_then_nopasswd_sudo(fresh
                      "/home/gpu/.ssh/config"):
             twice = on_host(node, f"grep '^# BEGIN gpufab' {path} 2>/dev/null | sort | uniq -d").stdout
             assert twice == "", (node, path, twice)
+
+
+def test_status_as_the_sudo_user_is_well_and_writes_nothing(fresh, tmp_path):
+    """After the sudo user's bootstrap, through sudo with a password: all well, nothing written."""
+    inventory = tmp_path / "gpu.yaml"
+    inventory.write_text(LAB_INVENTORY.read_text().replace("  user: root\n", "  user: gpu\n"))
+    env = {**fresh, "GPUFAB_INVENTORY": str(inventory), "INVOKE_SUDO_PASSWORD": "gpufab-lab"}
+    before = {n: on_host(n, STAT_DIGEST).stdout for n in NODES}
+    proc, seconds = timed_status(env)
+    print(f"gpufab status as gpu on 3 lab hosts: {seconds:.2f}s")
+    assert proc.returncode == 0 and "status: 3 nodes: 3 well, 0 with problems" in proc.stdout, proc.stdout + proc.stderr
+    assert {n: on_host(n, STAT_DIGEST).stdout for n in NODES} == before
 
 
 def test_report_shows_the_saved_report_without_the_nodes(fresh, tmp_path):

@@ -24,6 +24,8 @@ from fabfile.core.progress import Progress
 from fabfile.ops import docker
 from fabfile.ops.chain import CHAIN
 from fabfile.ops.scripts import with_user_steps
+from fabfile.ops.shared import versions
+from fabfile.ops.shared.python import DEFAULT_VENV
 from fakes import FakeRemote
 
 NODES = (Node("node1", "198.18.0.11", private="10.0.0.11", role="head", nid=0),
@@ -213,3 +215,17 @@ def test_a_pin_beyond_the_usual_packages_widens_the_one_read_of_the_venv():
     assert len(sent) == 2 and sent[0].endswith("' ray torch vllm transformers")
     assert sent[1].endswith("' ray torch vllm transformers numpy")
     assert versions.installed_versions(FakeRemote([(r"md\.version", "", 1)]), "/opt/v", ["ray"]) is None  # no venv
+
+
+def test_a_ray_install_that_fails_half_way_leaves_no_versions_read_before_it():
+    """pip changed the venv and then failed: whatever reads Ray's versions afterwards reads the venv again,
+    never the versions from before the install (the run keeps none of them)."""
+    old = dict(VERSIONS, ray="2.50.0")
+    nodes = fake_nodes((r"md\.version\(name\)", json.dumps(old) + "\n", 0), (r"pip install", "", 1))
+    for node in nodes.values():
+        node.after(r"pip install", r"md\.version\(name\)", json.dumps(VERSIONS) + "\n")
+    run = bootstrap(nodes)
+    for n, node in zip(NODES, nodes.values()):
+        assert run.result("ray", n).failed, run.result("ray", n)
+        assert not run.facts(n).known(versions.VERSIONS, DEFAULT_VENV), n.name
+        assert versions.installed_versions(node, DEFAULT_VENV, ["ray"])["ray"] == "2.60.0"

@@ -81,7 +81,7 @@ def saved() -> Report:
 def rendered(saved, tmp_path_factory):
     where = tmp_path_factory.mktemp("html")
     page = where / "hosts.report.html"
-    htmlreport.write_page(saved, str(page))
+    htmlreport.write_page(saved, str(page), "hosts.report.json")
     return page, render(page, where, "report-html-unit.png")
 
 
@@ -253,3 +253,13 @@ def test_no_report_yet_is_one_line_and_no_page(tmp_path):
     line = one_error_line(run_cli("gpufab", "report", "--html", env=env(tmp_path)))
     assert line == f"gpufab: error: {tmp_path}/hosts.report.json: no report yet: run bootstrap first"
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_report_edited_or_cut_short_by_hand_is_one_line_naming_it_and_no_page(cluster):
+    data = json.loads((cluster / "hosts.report.json").read_text())
+    data["results"]["allreduce"]["sizes"] = [{"bytes": 1024}]  # a figure without its busbw
+    (cluster / "hosts.report.json").write_text(json.dumps(data))
+    before = contents(cluster)
+    proc = run_cli("gpufab", "report", "--html", env=env(cluster))
+    assert "hosts.report.json: holds figures gpufab did not write" in one_error_line(proc)
+    assert contents(cluster) == before

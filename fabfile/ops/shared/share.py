@@ -14,7 +14,7 @@ from ...core import programs
 from ...core.cluster import setting, switch
 from ...core.errors import HostError, InputError
 from ...core.inventory import Inventory
-from ...core.remote import Remote, ensure_packages, last_line
+from ...core.remote import Remote, ensure_dir, ensure_packages, last_line
 from ...core.declared import ABSOLUTE_PATH, Kind, Setting, declare
 
 DEFAULT_EXPORT = "/mnt/shared"
@@ -109,6 +109,17 @@ def share_ids(remote: Remote) -> "tuple[str, int, int, bool]":
     if out.exited != 0 or len(ids) != 2 or not all(x.isdigit() for x in ids):
         raise HostError(f"cannot make or read the share's owner {owner}: {last_line(out.stderr) or 'no ids'}")
     return owner, int(ids[0]), int(ids[1]), "created" in out.stdout.split()
+
+
+def make_export(remote: Remote, path: str, done: List[str]) -> Tuple[str, int, int]:
+    """(owner, uid, gid): the export directory on the head, the share owner's, whatever the backend. What it
+    changed goes into `done` as it goes, so a failure half-way still names what was made."""
+    owner, uid, gid, created = share_ids(remote)
+    if created:
+        done.append(f"created the account {owner} (the share's owner: workers never act as root in it)")
+    done += ensure_dir(remote, path, owner)
+    done += grant_owner(remote, path, owner)
+    return owner, uid, gid
 
 
 #: Prints the share directory's ACL entries for its owner (`user:gpufab-share:rwx`, `default:user:...`).

@@ -20,11 +20,12 @@ from ...core.chain import VERIFY_NAME, Column, Step
 from ...core.cluster import setting
 from ...core.connection import Session
 from ...core.errors import HostError, InputError, keeping_changes
+from ...core.facts import parse_facts
 from ...core.fanout import FAILED, SKIPPED, HostResult
 from ...core.inventory import Inventory, Node
 from ...core.packages import Downloads, missing, parse_installed, query_command
 from ...core.remote import Remote, last_line
-from ...core.steps import Outcome, merge_phases, run_step
+from ...core.steps import Outcome, Seen, merge_phases, run_step
 from . import nfs, sshfs
 from .nfs import FINDMNT, KERNEL_SCRIPT, NfsPlan, kernel_lacks
 from ..shared.share import cache_on_head, dirs_below, read_cache, share_owner
@@ -420,11 +421,46 @@ def _cache_report(run: RunContext, s: StorageSettings) -> Tuple[List[str], List[
             [f"HF_HOME={s.cache} is not a directory the SSH user can write on {', '.join(bad)}"] if bad else [])
 
 
+#: `gpufab status`: this node's side of the share ($1 the path, $2 the head's serving unit), reading only.
+STATUS_SCRIPT = programs.text("status-share.sh")
+
+
+def share_seen(backend: Optional[str], node: Node, share: NfsPlan, facts: Mapping[str, str]) -> Seen:
+    """`gpufab status`: the head's export there and served; a worker's mount there and answering."""
+    if backend is None:
+        return Seen("unavailable")
+    if node.is_head:
+        problems = [] if facts.get("dir") == "yes" else [f"the export {share.export} is missing"]
+        if facts.get("unit", "active") != "active":
+            problems.append(f"{_serving_unit(backend)} is {facts.get('unit') or 'unknown'}")
+        return Seen(f"{backend} shared", tuple(problems))
+    if not facts.get("fstype"):
+        return Seen("not mounted", (f"{share.mount} is not mounted",))
+    if facts.get("live") != "yes":
+        return Seen(f"{backend} stale", (f"{share.mount} does not answer within 5 s (a stale mount?)",))
+    return Seen(f"{backend} mounted")
+
+
+def _serving_unit(backend: str) -> str:
+    return sshfs.SFTP_UNIT if backend == "sshfs" else "nfs-server"
+
+
+def _status(run: RunContext, remote: Remote, s: StorageSettings) -> Seen:
+    choice = run.kept(NAME, Choice)
+    backend = choice.backend if choice is not None else None
+    if backend is None:
+        return share_seen(None, remote.node, s.share, {})
+    path, unit = (s.share.export, _serving_unit(backend)) if remote.node.is_head else (s.share.mount, "")
+    out = remote.script(STATUS_SCRIPT, path, unit, sudo=True, timeout=30).stdout
+    return share_seen(backend, remote.node, s.share, parse_facts(out))
+
+
 NAME = "storage"
 STEP = Step(NAME, settings=read, run=run_step_on, needs_head=True, aliases=("nfs",), gather=storage_facts,
             # The mesh edits the same authorized_keys and known_hosts files: one after the other.
             needs=("preflight", "fetch", "mesh"), downloads=downloads,
-            check=check_cache, check_cluster=check_share, columns=(Column("nfs", "Storage", _cell),), report=_report)
+            check=check_cache, check_cluster=check_share, columns=(Column("nfs", "Storage", _cell),), report=_report,
+            status=_status)
 
 
 DECLARED = declare(

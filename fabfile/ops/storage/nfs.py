@@ -26,7 +26,7 @@ from ...core.networks import Reach, check_network, read_reach
 from ...core.remote import Remote, ensure_dir, ensure_packages, last_line
 from ...core.steps import Outcome, run_step
 from ..shared.nic import nic_facts
-from ..shared.share import SHARE_ACCOUNT, grant_owner, share_ids, share_paths
+from ..shared.share import SHARE_ACCOUNT, make_export, share_paths
 from ...core.declared import TEXT, Setting, Withdrawal, declare, owns
 
 #: sshfs backend: the port of the head's SFTP-only sshd (var sshfs_port).
@@ -148,11 +148,7 @@ def setup_server(remote: Remote, p: NfsPlan) -> Outcome:
     """Package, export directory, the one export line; then exportfs and the service."""
     done = ensure_packages(remote, ("nfs-kernel-server",))
     with keeping_changes(done):
-        owner, uid, gid, created = share_ids(remote)
-        if created:
-            done.append(f"created the account {owner} (the share's owner: workers never act as root in it)")
-        done += ensure_dir(remote, p.export, owner)
-        done += grant_owner(remote, p.export, owner)
+        owner, uid, gid = make_export(remote, p.export, done)
         subnet = p.subnet
         if not subnet:
             nic, facts = nic_facts(remote, p.server)

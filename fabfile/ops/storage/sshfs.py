@@ -28,7 +28,7 @@ from ...core.remote import Remote, ensure_dir, ensure_packages, last_line
 from ...core.steps import Outcome, merge_phases, remote_for, run_step
 from . import nfs
 from .nfs import FINDMNT, NfsPlan
-from ..shared.share import grant_owner, share_ids, share_owner
+from ..shared.share import make_export, share_owner
 
 #: The head's SFTP-only sshd: its config, the workers' keys, its chroot (root's, holding only the share).
 SFTP_DIR = "/etc/gpufab/sftp"
@@ -184,11 +184,7 @@ def serve_share(remote: Remote, keys: Dict[str, str], p: NfsPlan) -> Outcome:
         raise HostError("the sshfs backend needs systemd on the head (its SFTP service is a unit)")
     done = ensure_packages(remote, ("openssh-server",))
     with keeping_changes(done):
-        owner, _, _, created = share_ids(remote)
-        if created:
-            done.append(f"created the account {owner} (the share's owner: workers never act as root in it)")
-        done += ensure_dir(remote, p.export, owner)
-        done += grant_owner(remote, p.export, owner)
+        owner, _, _ = make_export(remote, p.export, done)
         # The chroot and everything above it must be root's and writable by no one else (sshd checks).
         remote.change(f"install -d -m 0755 -o root -g root {SFTP_DIR} {SFTP_CHROOT} {SFTP_CHROOT}{SHARE_IN_CHROOT}")
         state = remote.read_paths([SFTP_KEYS])[SFTP_KEYS]
