@@ -19,7 +19,6 @@ or any other command never pays for it.
 from __future__ import annotations
 
 import io
-import os
 import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
@@ -27,8 +26,8 @@ from typing import Any, Dict, List, Tuple
 
 from .errors import InputError
 from .files import render
-from .localfs import check_writable, read_text, write_if_changed
-from .runfiles import RunFiles
+from .localfs import read_text, write_if_changed
+from .runfiles import RunFiles, check_own_output
 from .runreport import Report
 
 TEMPLATE = "report/report.html.j2"
@@ -36,7 +35,6 @@ TEMPLATE = "report/report.html.j2"
 GENERATOR = "gpufab report --html"
 NOT_RECORDED = "not recorded in this report"
 #: Names an HTML page never has: an inventory, or a report or failed-hosts file of gpufab.
-OWN_SUFFIXES = (".yaml", ".yml", ".report.md", ".report.json", ".failed")
 
 SVG_NS = "http://www.w3.org/2000/svg"
 XLINK_NS = "http://www.w3.org/1999/xlink"
@@ -48,17 +46,9 @@ def page_path(files: RunFiles) -> str:
 
 
 def check_page_path(path: str, inventory: str, files: RunFiles) -> None:
-    """-o must name a page of its own: never the inventory or a report file (the page would replace
-    what it is made from), nor a file that is not a page gpufab wrote."""
-    own = {os.path.realpath(p): what for p, what in (
-        (inventory, "the inventory"), (files.json, "the JSON report"), (files.markdown, "the Markdown report"),
-        (files.failed, "the failed-hosts file"))}
-    what = own.get(os.path.realpath(path))
-    if what is None and os.path.basename(path).endswith(OWN_SUFFIXES):
-        what = "an inventory or report file of gpufab, by its name"
-    if what is not None:
-        raise InputError(f"is {what}: give the page a file of its own (default {page_path(files)})", path=path)
-    check_writable([path])
+    """-o must name a page of its own (core.runfiles.check_own_output), and never a file that is not a
+    page gpufab wrote."""
+    check_own_output(path, inventory, files, "the page", f"default {page_path(files)}")
     old = read_text(path)
     if old and GENERATOR not in old[:2000]:
         raise InputError("exists and is not a page of `gpufab report --html`; it would be replaced: "

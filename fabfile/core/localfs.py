@@ -11,7 +11,8 @@ import os
 import shutil
 import stat
 import tempfile
-from typing import Iterable, Optional
+from contextlib import contextmanager
+from typing import BinaryIO, Iterable, Iterator, Optional
 
 from .errors import InputError
 
@@ -66,6 +67,32 @@ def check_writable(paths: Iterable[str]) -> None:
             raise InputError(f"cannot write here: {directory} is not a writable directory", path=path)
 
 
+@contextmanager
+def replacing(path: str, real: Optional[str] = None, mode: Optional[int] = None) -> Iterator[BinaryIO]:
+    """A file written beside `real` (default `path`) and renamed over it once whole, so a failure
+    leaves nothing behind; an error names `path` as the user gave it. mkstemp's 0600 stays unless
+    `mode` says otherwise."""
+    real = real or path
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".gpufab-", dir=os.path.dirname(os.path.abspath(real)))
+    except OSError as exc:
+        raise InputError(f"cannot write: {exc.strerror}", path=path) from None
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        if mode is not None:
+            os.chmod(tmp, mode)
+        os.replace(tmp, real)
+    except BaseException as exc:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        if isinstance(exc, OSError):
+            raise InputError(f"cannot write: {exc.strerror}", path=path) from None
+        raise
+
+
 def write_if_changed(path: str, content: str, mode: int = 0o644, backup: Optional[str] = None) -> bool:
     """Write `content` to `path` via temp file + rename; True if it changed.
 
@@ -76,25 +103,12 @@ def write_if_changed(path: str, content: str, mode: int = 0o644, backup: Optiona
     if old == content:
         return False
     real = target_of(path)
-    directory = os.path.dirname(os.path.abspath(real))
     try:
-        os.makedirs(directory, exist_ok=True)
+        os.makedirs(os.path.dirname(os.path.abspath(real)), exist_ok=True)
         if old is not None and backup:
             shutil.copy2(real, backup)
-        fd, tmp = tempfile.mkstemp(prefix=".gpufab-", dir=directory)
     except OSError as exc:
         raise InputError(f"cannot write: {exc.strerror}", path=path) from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(content)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, real)
-    except BaseException as exc:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        if isinstance(exc, OSError):
-            raise InputError(f"cannot write: {exc.strerror}", path=path) from None
-        raise
+    with replacing(path, real, mode) as fh:
+        fh.write(content.encode("utf-8"))
     return True

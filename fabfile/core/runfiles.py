@@ -13,7 +13,7 @@ from typing import List, Optional, Sequence, Tuple
 
 from .errors import InputError
 from .inventory import Inventory, Node
-from .localfs import read_text
+from .localfs import check_writable, read_text
 
 # --------------------------------------------------------------------------- files next to the inventory
 
@@ -25,6 +25,24 @@ class RunFiles:
     markdown: str
     json: str
     failed: str
+
+
+#: Names gpufab reads its inventories and reports by: never an output of its own.
+OWN_SUFFIXES = (".yaml", ".yml", ".report.md", ".report.json", ".failed")
+
+
+def check_own_output(path: str, inventory: str, files: "RunFiles", thing: str, instead: str) -> None:
+    """-o must name a file of its own: never the inventory or a report file (what the command reads
+    would be replaced by what it made of it), nor one named like them; and a place it can write."""
+    own = {os.path.realpath(p): what for p, what in (
+        (inventory, "the inventory"), (files.json, "the JSON report"), (files.markdown, "the Markdown report"),
+        (files.failed, "the failed-hosts file"))}
+    what = own.get(os.path.realpath(path))
+    if what is None and os.path.basename(path).endswith(OWN_SUFFIXES):
+        what = "an inventory or report file of gpufab, by its name"
+    if what is not None:
+        raise InputError(f"is {what}: give {thing} a file of its own ({instead})", path=path)
+    check_writable([path])
 
 
 def run_files(inventory_path: str, from_cli_hosts: bool) -> RunFiles:

@@ -17,18 +17,17 @@ import json
 import os
 import re
 import tarfile
-import tempfile
 import time
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from ..core import programs
 from ..core.declared import owned
-from ..core.errors import HostError, InputError
+from ..core.errors import HostError
 from ..core.fanout import HostResult
-from ..core.localfs import check_writable, read_text
+from ..core.localfs import read_text, replacing
 from ..core.remote import Remote, last_line
-from ..core.runfiles import RunFiles
+from ..core.runfiles import RunFiles, check_own_output
 from .shared.nodeenv import ENV_FILE
 from .shared.python import DEFAULT_VENV
 from .shared.secrets import SECRETS_FILE
@@ -75,8 +74,6 @@ FILES = {
 }
 _UNIT_RE = re.compile(r"^[A-Za-z0-9@._*-]+$")
 _FILE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-#: Names an archive must not take: gpufab's own files (it would replace what the bundle reads).
-OWN_SUFFIXES = (".yaml", ".yml", ".report.md", ".report.json", ".failed")
 
 
 def journal_units() -> Tuple[str, ...]:
@@ -160,16 +157,8 @@ def redact(data: bytes, secrets: Sequence[str]) -> bytes:
 
 
 def check_output(path: str, inventory: str, files: RunFiles) -> None:
-    """-o must name an archive of its own: never the inventory or a report file (the bundle reads them)."""
-    own = {os.path.realpath(p): what for p, what in (
-        (inventory, "the inventory"), (files.json, "the JSON report"), (files.markdown, "the Markdown report"),
-        (files.failed, "the failed-hosts file"))}
-    what = own.get(os.path.realpath(path))
-    if what is None and os.path.basename(path).endswith(OWN_SUFFIXES):
-        what = "an inventory or report file of gpufab, by its name"
-    if what is not None:
-        raise InputError(f"is {what}: give the bundle a file of its own (e.g. bundle.tar.gz)", path=path)
-    check_writable([path])
+    """-o must name an archive of its own: the bundle reads the inventory and the reports."""
+    check_own_output(path, inventory, files, "the bundle", "e.g. bundle.tar.gz")
 
 
 def default_output(now: float) -> str:
@@ -222,27 +211,12 @@ def manifest(results: Sequence[HostResult], extra: Sequence[Tuple[str, bytes, st
 
 def write_archive(path: str, top: str, members: Sequence[Tuple[str, bytes]], now: float) -> int:
     """The archive in one rename (a failure leaves nothing), 0600: it describes the cluster. Its size."""
-    directory = os.path.dirname(os.path.abspath(path))
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=".gpufab-bundle-", dir=directory)
-    except OSError as exc:
-        raise InputError(f"cannot write: {exc.strerror}", path=path) from None
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            with tarfile.open(fileobj=fh, mode="w:gz") as tar:
-                for name, data in members:
-                    info = tarfile.TarInfo(f"{top}/{name}")
-                    info.size, info.mtime, info.mode = len(data), int(now), 0o644
-                    tar.addfile(info, io.BytesIO(data))
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        if isinstance(exc, OSError):
-            raise InputError(f"cannot write: {exc.strerror}", path=path) from None
-        raise
+    with replacing(path) as fh:
+        with tarfile.open(fileobj=fh, mode="w:gz") as tar:
+            for name, data in members:
+                info = tarfile.TarInfo(f"{top}/{name}")
+                info.size, info.mtime, info.mode = len(data), int(now), 0o644
+                tar.addfile(info, io.BytesIO(data))
     return os.path.getsize(path)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import stat
 import subprocess
 import tarfile
 import time
@@ -258,3 +259,19 @@ def test_an_unwritable_output_is_named_for_a_user_and_nothing_is_written(cluster
         user.close()
     assert line == f"gpufab: error: {locked}/b.tar.gz: cannot write here: {locked} is not a writable directory"
     assert list(locked.iterdir()) == []
+
+
+def test_an_archive_cut_off_half_way_leaves_nothing_behind_and_a_whole_one_is_0600(tmp_path):
+    class Unreadable(bytes):
+        def __len__(self):
+            raise RuntimeError("the member went away")
+
+    path = tmp_path / "b.tar.gz"
+    with pytest.raises(RuntimeError, match="went away"):
+        bundle.write_archive(str(path), "top", [("a.txt", b"a"), ("b.txt", Unreadable(b"b"))], 0)
+    assert list(tmp_path.iterdir()) == []
+    size = bundle.write_archive(str(path), "top", [("a.txt", b"whole")], 0)
+    assert size == path.stat().st_size and stat.S_IMODE(path.stat().st_mode) == 0o600
+    with tarfile.open(path) as tar:
+        assert tar.extractfile("top/a.txt").read() == b"whole"
+    assert [p.name for p in tmp_path.iterdir()] == ["b.tar.gz"]
