@@ -102,3 +102,14 @@ def exec_shell(value: str) -> str:
     words = shlex.split(value)
     assert words[:2] == ["/bin/sh", "-c"] and len(words) == 3, words
     return words[2].replace("$$", "$").replace("%%", "%")
+
+
+def stubs(tmp: Path, **commands: str) -> Dict[str, str]:
+    """An environment whose PATH has `commands` (name -> shell body) before the system's."""
+    bin_dir = tmp / "bin"
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    for name, body in commands.items():
+        path = bin_dir / name
+        path.write_text(f"#!/bin/sh\n{body}\n")
+        path.chmod(0o755)
+    return dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}")

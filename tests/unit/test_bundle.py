@@ -18,7 +18,7 @@ from fabfile.core import programs
 from fabfile.core.fanout import OK, UNREACHABLE, HostResult
 from fabfile.ops import bundle, ray
 from fakes import node
-from helpers import one_error_line
+from helpers import one_error_line, stubs
 from inprocess import run_cli
 
 SECRET = "hf_s3cr3t-value-1234"
@@ -41,15 +41,6 @@ STUBS = {
     "docker": 'echo "Client: 24.0.7"; echo "HF_TOKEN=abc-leaked-by-docker"',
     "uname": 'echo "Linux node1 6.1.0-18-amd64"',
 }
-
-
-def stubs(tmp: Path) -> Dict[str, str]:
-    bin_dir = tmp / "bin"
-    bin_dir.mkdir(parents=True, exist_ok=True)
-    for name, body in STUBS.items():
-        (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
-        (bin_dir / name).chmod(0o755)
-    return dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}")
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +76,7 @@ class LocalRemote:
 
 
 def collected(tmp: Path, **changes: object) -> bundle.NodeBundle:
-    return bundle.collect(LocalRemote(stubs(tmp), program(tmp, **changes)))
+    return bundle.collect(LocalRemote(stubs(tmp, **STUBS), program(tmp, **changes)))
 
 
 @pytest.fixture(scope="module")

@@ -27,7 +27,7 @@ import fabfile
 from fabfile.core import programs
 from fabfile.core.files import BACKUP_DIR
 from fabfile.core.remote import HOME_WRITE_SCRIPT, INSTALL_SCRIPT
-from helpers import exec_shell, unit_directives
+from helpers import exec_shell, stubs, unit_directives
 
 # Every module loaded: the programs made at import are in programs.RENDERED as the code sends them.
 for _module in pkgutil.walk_packages(fabfile.__path__, "fabfile."):
@@ -300,17 +300,6 @@ def test_home_write_script_writes_a_whole_file_with_its_mode(tmp_path):
 
 
 # --------------------------------------------------------------------------- the library's pieces, run here
-
-def stubs(tmp: Path, **commands: str) -> Dict[str, str]:
-    """An environment whose PATH has `commands` (name -> shell body) before the system's."""
-    bin_dir = tmp / "bin"
-    bin_dir.mkdir(parents=True, exist_ok=True)
-    for name, body in commands.items():
-        path = bin_dir / name
-        path.write_text(f"#!/bin/sh\n{body}\n")
-        path.chmod(0o755)
-    return dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}")
-
 
 def no_systemd(text: str) -> str:
     out = text.replace("[ -d /run/systemd/system ]", "false")

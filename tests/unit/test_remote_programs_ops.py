@@ -19,15 +19,7 @@ from fabfile.ops.storage import nfs, sshfs
 from fabfile.ops.shared import share
 from fabfile.ops.shared import python
 from fabfile.ops.shared import versions
-
-
-def stubs(tmp: Path, **commands: str) -> Dict[str, str]:
-    bin_dir = tmp / "bin"
-    bin_dir.mkdir(parents=True, exist_ok=True)
-    for name, body in commands.items():
-        (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
-        (bin_dir / name).chmod(0o755)
-    return dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}")
+from helpers import stubs
 
 
 def sh(text: str, *args: str, env=None, shell: str = "sh") -> subprocess.CompletedProcess:
